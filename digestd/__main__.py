@@ -1,0 +1,3 @@
+from digestd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,379 @@
+"""The ``digestd`` command line. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from digestd import __version__
+from digestd.articles import ingest, parse_document
+from digestd.categories import parse_categories
+from digestd.config import Settings, load_settings
+from digestd.errors import ConfigError, DigestdError, InputError, ValidationError
+from digestd.models import (
+    Delivery,
+    Edition,
+    EditionKind,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from digestd.service import Service
+from digestd.subscribers import (
+    ImportContext,
+    email_hash,
+    frequency_name,
+    import_csv,
+    normalise_email,
+)
+
+log = logging.getLogger("digestd")
+EXPORT_COLUMNS = (
+    "email",
+    "categories",
+    "frequency",
+    "timezone",
+    "status",
+    "created_at",
+    "confirmed_at",
+)
+
+
+class UsageError(DigestdError):
+    """Bad arguments: exit 2."""
+
+
+def parse_now(raw: str | None) -> datetime:
+    if raw is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise UsageError(f"--now: not an ISO 8601 date-time: {raw!r}") from exc
+    if moment.tzinfo is None:
+        raise UsageError(f"--now: needs a timezone, e.g. {raw}Z or {raw}+00:00")
+    return moment.astimezone(UTC)
+
+
+def _read_input(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text") from exc
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    Service.build(settings, auto_migrate=True)
+    print("database is up to date")
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.daemon import serve
+
+    service = Service.build(settings, auto_migrate=not args.no_migrate)
+    if settings.generated_secret:
+        log.warning(
+            "DIGESTD_SECRET_KEYS is not set: using a generated development key in %s",
+            settings.data_dir / "secret.key",
+        )
+    if args.demo:
+        _load_demo(service)
+    asyncio.run(serve(service))
+    return 0
+
+
+def _load_demo(service: Service) -> None:
+    from digestd.demo import DEMO_EMAIL, demo_articles
+    from digestd.editions import enqueue_now
+    from digestd.subscribers import new_subscriber, parse_preferences, reschedule
+
+    now = datetime.now(UTC)
+    settings = service.settings
+    with service.sessions.begin() as session:
+        report = ingest(session, enumerate(demo_articles(now), start=1))
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.email == DEMO_EMAIL)
+        ).first()
+        if subscriber is None:
+            prefs = parse_preferences("all", "both", None, settings.default_timezone)
+            subscriber = new_subscriber(DEMO_EMAIL, prefs, SubscriberStatus.ACTIVE)
+            subscriber.confirmed_at = subscriber.consent_at = now
+            subscriber.consent_source = "demo"
+            reschedule(subscriber, now, settings.daily_time, settings.weekly_time)
+            session.add(subscriber)
+            session.flush()
+        subscriber_id = subscriber.id
+    queued = enqueue_now(service.sessions, service.policy, EditionKind.DAILY, [subscriber_id], now)
+    log.info(
+        "demo: %d articles loaded; %s",
+        report.added + report.updated,
+        "today's demo daily is queued for " + DEMO_EMAIL
+        if sum(queued.queued.values())
+        else "today's demo daily was already sent",
+    )
+
+
+def cmd_articles_add(settings: Settings, args: argparse.Namespace) -> int:
+    text = _read_input(args.file)
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        report = ingest(session, parse_document(text))
+    for error in report.errors:
+        print(f"rejected {error}", file=sys.stderr)
+    print(
+        f"articles: {report.added} added, {report.updated} updated, {len(report.errors)} rejected"
+    )
+    return 1 if report.errors else 0
+
+
+def cmd_subscribers_import(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        stream: TextIO = open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
+    service = Service.build(settings)
+    ctx = ImportContext(
+        now=datetime.now(UTC),
+        source=f"import:{Path(args.file).name}",
+        default_timezone=settings.default_timezone,
+        daily_at=settings.daily_time,
+        weekly_at=settings.weekly_time,
+    )
+    with stream, service.sessions.begin() as session:
+        try:
+            report = import_csv(session, stream, ctx)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{args.file} is not UTF-8 text") from exc
+        except csv.Error as exc:
+            raise InputError(f"{args.file} is not valid CSV: {exc}") from exc
+    for error in report.errors:
+        print(f"rejected {error}", file=sys.stderr)
+    print(
+        f"subscribers: {report.added} added, {report.updated} updated, "
+        f"{len(report.errors)} rejected"
+    )
+    return 1 if report.errors else 0
+
+
+def cmd_subscribers_export(settings: Settings, args: argparse.Namespace) -> int:
+    service = Service.build(settings)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    with service.sessions() as session:
+        rows = session.scalars(
+            select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
+        )
+        for s in rows:
+            writer.writerow(
+                [
+                    s.email,
+                    ",".join(s.category_slugs),
+                    frequency_name(s),
+                    s.timezone,
+                    s.status,
+                    s.created_at.isoformat(),
+                    s.confirmed_at.isoformat() if s.confirmed_at else "",
+                ]
+            )
+    return 0
+
+
+def cmd_subscribers_delete(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        email = normalise_email(args.email)
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from exc
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        erase(session, email, datetime.now(UTC))
+    print("erased: personal data removed; the address is suppressed (kept only as a hash)")
+    return 0
+
+
+def erase(session: object, email: str, now: datetime) -> bool:
+    """Right to erasure: drop the subscriber and everything about them, keep a hash so the
+    address is never mailed again by mistake (an old import, a list merge)."""
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    found = session.execute(delete(Subscriber).where(Subscriber.email == email)).rowcount > 0  # type: ignore[attr-defined]
+    if session.get(Suppression, email_hash(email)) is None:
+        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
+    return bool(found)
+
+
+def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
+    now = parse_now(args.now)
+    service = Service.build(settings)
+
+    async def once() -> str:
+        try:
+            return (await service.tick(now)).summary()
+        finally:
+            await service.close()
+
+    print(asyncio.run(once()))
+    return 0
+
+
+def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.preview import preview
+
+    now = parse_now(args.now)
+    try:
+        categories = parse_categories(args.categories)
+    except ValidationError as exc:
+        raise UsageError(f"--categories: {exc.problem}") from exc
+    service = Service.build(settings)
+    data = preview(service, EditionKind(args.kind), categories, now, args.format)
+    if data is None:
+        print(
+            "nothing to send: no articles in those categories in the edition's window",
+            file=sys.stderr,
+        )
+        return 1
+    if args.output and args.output != "-":
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({len(data)} bytes)")
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
+    service = Service.build(settings)
+    with service.sessions() as session:
+        subscribers = dict(
+            session.execute(
+                select(Subscriber.status, func.count()).group_by(Subscriber.status)
+            ).all()
+        )
+        queue = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
+        last = session.execute(
+            select(Edition.kind, Edition.period, Edition.id).order_by(Edition.id.desc()).limit(1)
+        ).first()
+        print(
+            "subscribers: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(subscribers.items())) or "none")
+        )
+        print("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(queue.items())) or "empty"))
+        if last:
+            counts = dict(
+                session.execute(
+                    select(Delivery.status, func.count())
+                    .where(Delivery.edition_id == last.id)
+                    .group_by(Delivery.status)
+                ).all()
+            )
+            print(
+                f"last edition: {last.kind} {last.period}: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            )
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digestd", description="Email digests for a tech-news site."
+    )
+    parser.add_argument("--version", action="version", version=f"digestd {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML file of DIGESTD_* settings (env wins)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="HTTP, scheduler and sender in one process")
+    run.add_argument("--demo", action="store_true", help="load demo articles and a demo reader")
+    run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
+    run.set_defaults(func=cmd_run)
+
+    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        func=cmd_migrate
+    )
+
+    articles = commands.add_parser("articles", help="add articles").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    add = articles.add_parser(
+        "add", help="add articles from a JSON array or JSONL file (- = stdin)"
+    )
+    add.add_argument("file")
+    add.set_defaults(func=cmd_articles_add)
+
+    subs = commands.add_parser("subscribers", help="import, export, erase").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    imp = subs.add_parser("import", help="import email,categories,frequency,timezone CSV")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_subscribers_import)
+    subs.add_parser("export", help="CSV on stdout").set_defaults(func=cmd_subscribers_export)
+    erase_cmd = subs.add_parser("delete", help="erase a subscriber's personal data")
+    erase_cmd.add_argument("email")
+    erase_cmd.set_defaults(func=cmd_subscribers_delete)
+
+    tick = commands.add_parser("tick", help="one scheduler pass, then exit")
+    tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
+    tick.set_defaults(func=cmd_tick)
+
+    preview = commands.add_parser("preview", help="render an edition without sending it")
+    preview.add_argument("kind", choices=["daily", "weekly"])
+    preview.add_argument("--categories", required=True, help="comma-separated slugs, or all")
+    preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
+    preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
+    preview.add_argument("-o", "--output", help="file to write (default: stdout)")
+    preview.set_defaults(func=cmd_preview)
+
+    commands.add_parser("stats", help="queue and subscriber counts").set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(os.environ, args.config)
+        return int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"digestd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (InputError, UsageError) as exc:
+        print(f"digestd: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(
+            f"digestd: database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            file=sys.stderr,
+        )
+        return 1
+    except DigestdError as exc:
+        print(f"digestd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

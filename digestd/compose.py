@@ -1,0 +1,145 @@
+"""MIME bytes for one recipient, made by substitution into bytes prepared once per digest.
+
+A digest is rendered once (:mod:`digestd.render`); :class:`MessageTemplate` then encodes its
+text and HTML as quoted-printable *around* the per-recipient link placeholders, so each
+recipient's message is a join of prepared byte chunks plus a few freshly encoded links.
+Every chunk ends on a line boundary (a QP soft break where the text did not end a line),
+so the result is valid QP with lines ≤ 76 characters whatever the links' lengths.
+"""
+
+from __future__ import annotations
+
+import binascii
+import html
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.policy import SMTP
+
+import idna
+
+from digestd.presentation import LINK_PLACEHOLDERS
+from digestd.render import RenderedEmail
+
+CRLF = b"\r\n"
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in LINK_PLACEHOLDERS.values()))
+_NAME_OF = {placeholder: name for name, placeholder in LINK_PLACEHOLDERS.items()}
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF line ends; a chunk not ending a line ends in a soft break."""
+    if not text:
+        return b""
+    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    encoded = encoded.replace(b"\n", CRLF)
+    return encoded if encoded.endswith(CRLF) else encoded + b"=" + CRLF
+
+
+def _split(text: str) -> tuple[list[bytes], list[str]]:
+    """Static QP chunks and, between them, the names of the links to substitute."""
+    if not text.endswith("\n"):
+        text += "\n"  # the CRLF before a boundary belongs to the boundary (RFC 2046)
+    chunks: list[bytes] = []
+    names: list[str] = []
+    position = 0
+    for match in _PLACEHOLDER_RE.finditer(text):
+        chunks.append(_qp(text[position : match.start()]))
+        names.append(_NAME_OF[match.group()])
+        position = match.end()
+    chunks.append(_qp(text[position:]))
+    return chunks, names
+
+
+def header(name: str, value: str) -> bytes:
+    """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
+    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    return SMTP.fold_binary(name, value)
+
+
+def _plain_header(name: str, value: str) -> bytes:
+    """Fast path for per-recipient headers whose values digestd builds itself (ASCII, no CR/LF).
+
+    The email package's folding costs tens of microseconds a call; here a long
+    List-Unsubscribe is folded at its comma instead.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"line break in {name} header")
+    line = f"{name}: {value}"
+    if len(line) > 78 and ", " in value:
+        line = line.replace(", ", ",\r\n ")
+    return line.encode("ascii") + CRLF
+
+
+def ascii_address(address: str) -> str:
+    """The address as it goes on the wire: an internationalised domain in IDNA form."""
+    local, _, domain = address.rpartition("@")
+    try:
+        domain.encode("ascii")
+    except UnicodeEncodeError:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    return f"{local}@{domain}"
+
+
+@dataclass(frozen=True)
+class Personal:
+    """What differs between two recipients of the same digest."""
+
+    to: str  # ASCII form
+    message_id: str
+    date: str  # RFC 5322 date
+    links: Mapping[str, str]  # unsubscribe, preferences, view: full URLs
+    unsubscribe_mailto: str
+
+
+class MessageTemplate:
+    def __init__(
+        self, rendered: RenderedEmail, *, from_header: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.subject = rendered.subject
+        boundary = "=_digestd_" + secrets.token_hex(12)
+        self._head = b"".join(
+            [header("From", from_header), header("Subject", rendered.subject)]
+            + [header(name, value) for name, value in headers]
+            + [
+                b"MIME-Version: 1.0\r\n",
+                f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode(),
+            ]
+        )
+        part_head = (
+            "--{b}\r\nContent-Type: text/{sub}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
+        self._text_head = (
+            b"\r\nThis is a multi-part message in MIME format.\r\n\r\n"
+            + part_head.format(b=boundary, sub="plain").encode()
+        )
+        self._html_head = part_head.format(b=boundary, sub="html").encode()
+        self._tail = f"--{boundary}--\r\n".encode()
+        self._text_chunks, self._text_links = _split(rendered.text)
+        self._html_chunks, self._html_links = _split(rendered.html)
+
+    def compose(self, personal: Personal) -> bytes:
+        links = personal.links
+        unsubscribe = f"<{links['unsubscribe']}>, <mailto:{personal.unsubscribe_mailto}>"
+        out = [
+            self._head,
+            _plain_header("To", personal.to),
+            _plain_header("Date", personal.date),
+            _plain_header("Message-ID", personal.message_id),
+            _plain_header("List-Unsubscribe", unsubscribe),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            self._text_head,
+        ]
+        _interleave(out, self._text_chunks, [links[n] for n in self._text_links])
+        out.append(self._html_head)
+        _interleave(out, self._html_chunks, [html.escape(links[n]) for n in self._html_links])
+        out.append(self._tail)
+        return b"".join(out)
+
+
+def _interleave(out: list[bytes], chunks: list[bytes], values: list[str]) -> None:
+    for chunk, value in zip(chunks, values, strict=False):
+        out.append(chunk)
+        out.append(_qp(value))
+    out.append(chunks[-1])

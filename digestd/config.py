@@ -1,0 +1,259 @@
+"""Typed, frozen settings read once from ``DIGESTD_*`` variables (and an optional TOML file).
+
+The environment wins over the file. Every bad value raises :class:`ConfigError` naming the
+variable, so start-up fails with one line an operator can act on. Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+from digestd.errors import ConfigError
+
+PREFIX = "DIGESTD_"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where mail goes: parsed from ``DIGESTD_SMTP_URL``."""
+
+    host: str
+    port: int
+    use_tls: bool  # implicit TLS (smtps://)
+    start_tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    smtp: SmtpSettings | None  # None: the embedded development mail catcher
+    base_url: str
+    listen_host: str
+    listen_port: int
+    from_name: str
+    from_address: str
+    secret_keys: tuple[str, ...] = field(repr=False)  # newest first, as configured
+    admin_token: str | None = field(repr=False)
+    postal_address: str
+    site_name: str
+    daily_time: time
+    weekly_time: time
+    default_timezone: str
+    catchup_hours: float
+    daily_limit: int
+    weekly_limit: int
+    per_source_limit: int
+    generated_secret: bool = False  # True when no key was configured (development only)
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_address.rpartition("@")[2]
+
+    @property
+    def list_id(self) -> str:
+        host = urlsplit(self.base_url).hostname or "localhost"
+        return f"{self.site_name} digests <digest.{host}>"
+
+
+def _parse_hour(variable: str, raw: str) -> time:
+    text = raw.strip()
+    try:
+        if ":" in text:
+            hours, minutes = text.split(":", 1)
+            return time(int(hours), int(minutes))
+        return time(int(text), 0)
+    except ValueError as exc:
+        raise ConfigError(variable, f"expected an hour such as 7 or 07:30, got {raw!r}") from exc
+
+
+def _parse_positive(variable: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise ConfigError(variable, f"expected a number, got {raw!r}") from exc
+    if value < 0 or (kind is int and value == 0):
+        raise ConfigError(variable, f"must be positive, got {raw!r}")
+    return value
+
+
+def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSettings:
+    """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError(variable, f"scheme must be smtp:// or smtps://, got {raw!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(variable, f"port is not a number in {raw!r}") from exc
+    if not parts.hostname:
+        raise ConfigError(variable, f"no host in {raw!r}")
+    query = parse_qs(parts.query)
+    allowed = {"starttls", "timeout"}
+    unknown = set(query) - allowed
+    if unknown:
+        raise ConfigError(
+            variable, f"unknown option {sorted(unknown)[0]!r} (know starttls, timeout)"
+        )
+    use_tls = parts.scheme == "smtps"
+    start_tls = False
+    if "starttls" in query:
+        flag = query["starttls"][-1].lower()
+        if flag not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(variable, f"starttls must be true or false, got {flag!r}")
+        start_tls = flag in ("true", "1", "yes")
+    if use_tls and start_tls:
+        raise ConfigError(variable, "smtps:// already uses TLS; drop ?starttls=true")
+    timeout = 30.0
+    if "timeout" in query:
+        timeout = _parse_positive(variable, query["timeout"][-1], float)
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or (465 if use_tls else 25),
+        use_tls=use_tls,
+        start_tls=start_tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        timeout=timeout,
+    )
+
+
+def _parse_from(variable: str, raw: str) -> tuple[str, str]:
+    from email.utils import parseaddr
+
+    if "\r" in raw or "\n" in raw:
+        raise ConfigError(variable, "must not contain line breaks")
+    name, address = parseaddr(raw)
+    try:
+        address = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ConfigError(variable, f"not a valid address ({exc})") from exc
+    return name, address
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    table = data.get("digestd", data)
+    values: dict[str, str] = {}
+    for key, value in table.items():
+        name = key.upper()
+        name = name if name.startswith(PREFIX) else PREFIX + name
+        values[name] = str(value) if not isinstance(value, list) else ",".join(map(str, value))
+    return values
+
+
+def _dev_secret(data_dir: Path) -> str:
+    """A per-installation key kept under ``var/`` so links survive restarts in development."""
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def load_settings(
+    environ: Mapping[str, str], config_file: Path | None = None, *, create_dev_secret: bool = True
+) -> Settings:
+    values: dict[str, str] = _read_toml(config_file) if config_file else {}
+    values.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+
+    def get(name: str, default: str = "") -> str:
+        return values.get(PREFIX + name, "").strip() or default
+
+    data_dir = Path(get("DATA_DIR", "var"))
+    database_url = get("DATABASE_URL", f"sqlite:///{data_dir}/digestd.db")
+    if "://" not in database_url:
+        raise ConfigError(
+            PREFIX + "DATABASE_URL",
+            f"expected a URL like sqlite:///path or "
+            f"postgresql://user@host/db, got {database_url!r}",
+        )
+    if database_url.startswith(("postgres://", "postgresql://")):
+        # psycopg 3 is the driver digestd ships with.
+        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+
+    smtp_raw = get("SMTP_URL")
+    smtp = parse_smtp_url(smtp_raw) if smtp_raw else None
+
+    listen = get("LISTEN", "127.0.0.1:8080")
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(PREFIX + "LISTEN", f"expected HOST:PORT, got {listen!r}")
+    base_url = get("BASE_URL", f"http://{host}:{port_text}").rstrip("/")
+    base_parts = urlsplit(base_url)
+    if base_parts.scheme not in ("http", "https") or not base_parts.hostname:
+        raise ConfigError(PREFIX + "BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+
+    from_name, from_address = _parse_from(
+        PREFIX + "FROM", get("FROM", "Tech Pulse <digest@example.com>")
+    )
+
+    keys_raw = get("SECRET_KEYS")
+    generated = False
+    if keys_raw:
+        keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip())
+        if any(len(k) < 16 for k in keys):
+            raise ConfigError(PREFIX + "SECRET_KEYS", "each key must be at least 16 characters")
+    elif create_dev_secret:
+        keys, generated = (_dev_secret(data_dir),), True
+    else:
+        keys = (secrets.token_urlsafe(32),)
+        generated = True
+
+    tz_name = get("DEFAULT_TIMEZONE", "UTC")
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            PREFIX + "DEFAULT_TIMEZONE", f"unknown IANA timezone {tz_name!r}"
+        ) from exc
+
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        smtp=smtp,
+        base_url=base_url,
+        listen_host=host,
+        listen_port=int(port_text),
+        from_name=from_name,
+        from_address=from_address,
+        secret_keys=keys,
+        admin_token=get("ADMIN_TOKEN") or None,
+        postal_address=get("POSTAL_ADDRESS", "Tech Pulse · 1 Example Street · Springfield, USA"),
+        site_name=get("SITE_NAME", "Tech Pulse"),
+        daily_time=_parse_hour(PREFIX + "DAILY_HOUR", get("DAILY_HOUR", "7")),
+        weekly_time=_parse_hour(PREFIX + "WEEKLY_HOUR", get("WEEKLY_HOUR", "8")),
+        default_timezone=tz_name,
+        catchup_hours=_parse_positive(PREFIX + "CATCHUP_HOURS", get("CATCHUP_HOURS", "6"), float),
+        daily_limit=_parse_positive(PREFIX + "DAILY_LIMIT", get("DAILY_LIMIT", "10"), int),
+        weekly_limit=_parse_positive(PREFIX + "WEEKLY_LIMIT", get("WEEKLY_LIMIT", "15"), int),
+        per_source_limit=_parse_positive(
+            PREFIX + "PER_SOURCE_LIMIT", get("PER_SOURCE_LIMIT", "3"), int
+        ),
+        generated_secret=generated,
+    )

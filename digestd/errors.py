@@ -1,0 +1,51 @@
+"""Every error digestd raises on purpose.
+
+    DigestdError                 base: a message meant for a person, never a traceback
+    ├── ConfigError              a bad DIGESTD_* value or --config file (exit 2)
+    ├── InputError               a bad file, row or argument given by the operator (exit 2)
+    │   └── ValidationError      one item failed validation; `.field` names the field
+    └── DeliveryError            the SMTP side refused or failed
+        ├── TemporaryDeliveryError   4xx, timeout, dropped connection: retry later
+        └── PermanentDeliveryError   5xx: do not retry, the address is suspect
+
+Library exceptions are converted into these at the boundary (``raise ... from exc``)
+so callers only handle digestd's own tree.
+"""
+
+from __future__ import annotations
+
+
+class DigestdError(Exception):
+    """Base class: ``str(exc)`` is a complete sentence for the operator."""
+
+
+class ConfigError(DigestdError):
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class InputError(DigestdError):
+    pass
+
+
+class ValidationError(InputError):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class DeliveryError(DigestdError):
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TemporaryDeliveryError(DeliveryError):
+    pass
+
+
+class PermanentDeliveryError(DeliveryError):
+    pass

@@ -1,0 +1,261 @@
+"""The data model (SQLAlchemy 2, typed). Alembic migrations in ``migrations/`` create it.
+
+Vocabulary: a *Subscriber* takes *Editions* (one per kind and local date/week); what one
+subscriber gets in an edition is a *Digest* (an ordered set of articles, shared by every
+subscriber whose selection came out the same, so it is rendered once); a *Delivery* is one
+row per (subscriber, edition) and is the send queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names so Alembic migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; digestd uses aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"  # signed up, not confirmed yet
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class EditionKind(enum.StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed by a worker until lease_expires_at
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to send, or too late to send
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    slug: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200), default="")
+    published_at: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="news")
+    why_it_matters: Mapped[str] = mapped_column(Text, default="")
+    key_takeaways: Mapped[list[str]] = mapped_column(JSON, default=list)
+    companies: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    analysis: Mapped[str] = mapped_column(Text, default="")
+    image_url: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    categories: Mapped[list[ArticleCategory]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class ArticleCategory(Base):
+    __tablename__ = "article_categories"
+
+    article_id: Mapped[str] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(
+        ForeignKey("categories.slug"), primary_key=True, index=True
+    )
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # What tokens carry: random, so a token reveals neither the email nor the row count.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
+    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.PENDING, index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    wants_daily: Mapped[bool] = mapped_column(Boolean, default=False)
+    wants_weekly: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The next local send instant not yet handled, in UTC: "who is due" is one indexed query.
+    next_daily_at: Mapped[datetime | None] = mapped_column(index=True)
+    next_weekly_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    # Consent record (GDPR art. 7(1): be able to show when and how consent was given).
+    consent_at: Mapped[datetime | None]
+    consent_source: Mapped[str] = mapped_column(Text, default="")
+    consent_ip: Mapped[str | None] = mapped_column(String(64))
+    consent_user_agent: Mapped[str | None] = mapped_column(Text)
+    consent_wording: Mapped[str | None] = mapped_column(String(40))
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+
+    categories: Mapped[list[SubscriberCategory]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def category_slugs(self) -> list[str]:
+        return [c.category for c in self.categories]
+
+
+class SubscriberCategory(Base):
+    __tablename__ = "subscriber_categories"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(ForeignKey("categories.slug"), primary_key=True)
+
+
+class Suppression(Base):
+    """Addresses never to mail again. Only a hash is kept, so erasure leaves no address."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Edition(Base):
+    """One kind of digest for one local date (daily) or week (weekly, keyed by its Sunday)."""
+
+    __tablename__ = "editions"
+    __table_args__ = (UniqueConstraint("kind", "period", name="uq_editions_kind_period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    period: Mapped[str] = mapped_column(String(10))  # local ISO date of the send
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Digest(Base):
+    """A distinct content of an edition; every delivery with the same content shares it."""
+
+    __tablename__ = "digests"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "content_key", name="uq_digests_edition_content"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    content_key: Mapped[str] = mapped_column(String(64))
+    # {"sections": [{"category": slug | None, "articles": [article ids]}]} in display order
+    layout: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """The send queue: one row per (subscriber, edition); that unique key guards exactly-once."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "edition_id", name="uq_deliveries_subscriber_edition"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_deliveries_edition_id_status", "edition_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("digests.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(10), default=DeliveryStatus.QUEUED)
+    due_at: Mapped[datetime]  # the local send time, in UTC
+    next_attempt_at: Mapped[datetime]
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feed(Base):
+    """An RSS/Atom feed polled for articles of one category."""
+
+    __tablename__ = "feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    category: Mapped[str] = mapped_column(ForeignKey("categories.slug"))
+    title: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    next_poll_at: Mapped[datetime] = mapped_column(default=utcnow)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

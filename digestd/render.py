@@ -1,0 +1,74 @@
+"""Every email is one template family: ``KIND.subject``, ``KIND.txt`` and ``KIND.mjml``.
+
+``render(kind, context)`` fills all three with Jinja2, compiles the MJML with mjml-python
+(no web fonts) and inlines CSS with premailer (``allow_network=False``): rendering never
+touches the network. A new kind of email costs a template family and no code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import premailer
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from mjml import mjml2html
+
+from digestd.resources import templates_dir
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+class Renderer:
+    def __init__(self, directory: Path | None = None) -> None:
+        self._env = Environment(
+            loader=FileSystemLoader(directory or templates_dir() / "email"),
+            autoescape=select_autoescape(["mjml", "html"], default=False),
+            undefined=StrictUndefined,
+            trim_blocks=False,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, kind: str, context: dict[str, Any]) -> RenderedEmail:
+        subject = self._env.get_template(f"{kind}.subject").render(context)
+        subject = " ".join(subject.split())  # one line, whatever the data held
+        context = {**context, "subject": subject}
+        text = self._env.get_template(f"{kind}.txt").render(context)
+        mjml = self._env.get_template(f"{kind}.mjml").render(context)
+        return RenderedEmail(subject=subject, text=_tidy_text(text), html=compile_mjml(mjml))
+
+
+def compile_mjml(source: str) -> str:
+    # fonts={} stops MJML from adding a Google Fonts <link>; comments are dead weight.
+    html = mjml2html(source, disable_comments=True, fonts={})
+    inlined: str = premailer.Premailer(
+        html,
+        allow_network=False,
+        allow_loading_external_files=False,
+        keep_style_tags=True,  # @media rules (mobile, dark mode) cannot be inlined
+        remove_classes=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+    return (
+        inlined
+        if inlined.lstrip().lower().startswith("<!doctype")
+        else "<!doctype html>\n" + inlined
+    )
+
+
+def _tidy_text(text: str) -> str:
+    """Strip trailing spaces and collapse runs of blank lines left by template logic."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    tidy: list[str] = []
+    for line in lines:
+        if line or (tidy and tidy[-1]):
+            tidy.append(line)
+    return "\n".join(tidy).strip() + "\n"

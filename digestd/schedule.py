@@ -1,0 +1,72 @@
+"""When an edition is due, in the subscriber's own zone. Pure functions, no database.
+
+A *slot* is the UTC instant of a local send time: 07:00 every day for the daily, 08:00 on
+Sundays for the weekly (configurable). Local wall times are turned into instants with
+zoneinfo's PEP 495 rules: a time that does not exist (a DST gap) is read with the offset
+in force before the gap, which lands just after it; a time that happens twice (an
+overlap) means its first occurrence. Either way there is exactly one slot per local date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from digestd.models import EditionKind
+
+SUNDAY = 6
+
+
+@dataclass(frozen=True)
+class Slot:
+    kind: EditionKind
+    local_date: date  # the subscriber's local date of the send; names the edition
+    at: datetime  # the instant, aware UTC
+
+    @property
+    def period(self) -> str:
+        return self.local_date.isoformat()
+
+
+def _instant(local_day: date, at: time, zone: ZoneInfo) -> datetime:
+    return datetime.combine(local_day, at, tzinfo=zone).astimezone(UTC)
+
+
+def _is_send_day(kind: EditionKind, day: date) -> bool:
+    return kind is EditionKind.DAILY or day.weekday() == SUNDAY
+
+
+def _slot(kind: EditionKind, day: date, at: time, zone: ZoneInfo) -> Slot:
+    return Slot(kind, day, _instant(day, at, zone))
+
+
+def latest_slot(kind: EditionKind, now: datetime, zone: ZoneInfo, at: time) -> Slot:
+    """The most recent slot at or before ``now``."""
+    day = now.astimezone(zone).date()
+    # Eight days back covers a week, plus a zone's offset moving the local date.
+    for back in range(9):
+        candidate = day - timedelta(days=back)
+        if _is_send_day(kind, candidate):
+            slot = _slot(kind, candidate, at, zone)
+            if slot.at <= now:
+                return slot
+    raise AssertionError("unreachable: a slot exists within any 9 days")
+
+
+def next_slot(kind: EditionKind, after: datetime, zone: ZoneInfo, at: time) -> Slot:
+    """The first slot strictly after ``after``."""
+    day = after.astimezone(zone).date() - timedelta(days=1)
+    for forward in range(10):
+        candidate = day + timedelta(days=forward)
+        if _is_send_day(kind, candidate):
+            slot = _slot(kind, candidate, at, zone)
+            if slot.at > after:
+                return slot
+    raise AssertionError("unreachable: a slot exists within any 10 days")
+
+
+def content_window(kind: EditionKind, slot: Slot) -> tuple[datetime, datetime]:
+    """Articles published in this half-open interval belong to the edition (SPEC §4)."""
+    span = timedelta(days=1) if kind is EditionKind.DAILY else timedelta(days=7)
+    return slot.at - span, slot.at

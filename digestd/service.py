@@ -1,0 +1,91 @@
+"""The one place that builds every part of digestd from Settings (like listmonk's main.go)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.config import Settings
+from digestd.db import make_engine, make_sessions, migrate
+from digestd.delivery import Composer, DeliveryReport, Sender
+from digestd.editions import EnqueueReport, Policy, enqueue_due
+from digestd.render import Renderer
+from digestd.tokens import Tokens
+from digestd.transport import Transport, make_transport
+
+log = logging.getLogger("digestd")
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    enqueued: EnqueueReport
+    delivered: DeliveryReport
+
+    def summary(self) -> str:
+        q = self.enqueued.queued
+        d = self.delivered
+        return (
+            f"tick {self.now.isoformat().replace('+00:00', 'Z')}: "
+            f"queued {sum(q.values())} (daily {q['daily']}, weekly {q['weekly']}), "
+            f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late, "
+            f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}"
+        )
+
+
+@dataclass
+class Service:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    tokens: Tokens
+    composer: Composer
+    transport: Transport
+    policy: Policy
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, auto_migrate: bool = True, transport: Transport | None = None
+    ) -> Service:
+        engine = make_engine(settings.database_url)
+        if auto_migrate:
+            migrate(engine)
+        tokens = Tokens(settings.secret_keys)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessions(engine),
+            tokens=tokens,
+            composer=Composer(settings, tokens, Renderer()),
+            transport=transport or make_transport(settings.smtp, settings.mail_dir),
+            policy=Policy.from_settings(settings),
+        )
+
+    def sender(self) -> Sender:
+        return Sender(
+            self.sessions,
+            self.composer,
+            self.transport,
+            catchup=timedelta(hours=self.settings.catchup_hours),
+            worker=self.worker,
+        )
+
+    async def tick(
+        self, now: datetime, should_stop: Callable[[], bool] = lambda: False
+    ) -> TickReport:
+        """One scheduler pass: enqueue every edition due at ``now``, then deliver the queue."""
+        enqueued = await asyncio.to_thread(enqueue_due, self.sessions, self.policy, now)
+        delivered = await self.sender().deliver_due(now, should_stop)
+        return TickReport(now, enqueued, delivered)
+
+    async def close(self) -> None:
+        await self.transport.close()
+        self.engine.dispose()

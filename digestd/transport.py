@@ -1,0 +1,153 @@
+"""Where finished messages go: an SMTP server (aiosmtplib) or the development mail catcher.
+
+The sender only knows this narrow interface: ``send(envelope_from, recipient, bytes)``
+returns the server's reply or raises a :class:`DeliveryError` telling whether to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from digestd.config import SmtpSettings
+from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
+
+
+class Transport(Protocol):
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class MailCatcher:
+    """Development stand-in for an SMTP relay: each message becomes ``var/mail/*.eml``.
+
+    A ``Return-Path`` and ``Delivered-To`` line are prepended, as a real MTA would, so the
+    envelope can be seen in the file.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._counter = itertools.count()
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"{stamp}-{os.getpid()}-{next(self._counter):06d}.eml"
+        envelope = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
+        tmp = self.directory / (name + ".tmp")
+        tmp.write_bytes(envelope + message)
+        tmp.rename(self.directory / name)  # readers never see half a message
+        return f"250 stored as {name}"
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpPool:
+    """Persistent aiosmtplib connections, opened lazily and re-opened after a drop.
+
+    Each connection is used by one coroutine at a time; ``size`` bounds concurrency.
+    """
+
+    def __init__(self, settings: SmtpSettings, size: int = 4, max_per_connection: int = 1000):
+        self.settings = settings
+        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        for _ in range(size):
+            self._idle.put_nowait(_Connection(settings, max_per_connection))
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        connection = await self._idle.get()
+        try:
+            return await connection.send(envelope_from, recipient, message)
+        finally:
+            self._idle.put_nowait(connection)
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._idle.get_nowait().close()
+
+
+class _Connection:
+    def __init__(self, settings: SmtpSettings, max_messages: int) -> None:
+        self.settings = settings
+        self.max_messages = max_messages
+        self.client: aiosmtplib.SMTP | None = None
+        self.sent = 0
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            use_tls=s.use_tls,
+            start_tls=s.start_tls,
+            timeout=s.timeout,
+        )
+        try:
+            await client.connect()
+            if s.username and s.password:
+                await client.login(s.username, s.password)
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify(exc) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TemporaryDeliveryError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+        self.sent = 0
+        return client
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        if self.client is None or not self.client.is_connected or self.sent >= self.max_messages:
+            await self.close()
+            self.client = await self._connect()
+        try:
+            _refused, reply = await self.client.sendmail(envelope_from, [recipient], message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusal = exc.recipients[0] if exc.recipients else None
+            await self._reset()
+            if refusal is None:
+                raise TemporaryDeliveryError(str(exc)) from exc
+            raise _classify(refusal) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            raise _classify(exc) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()  # dropped or confused: the next message reconnects
+            raise TemporaryDeliveryError(f"connection problem: {exc}") from exc
+        self.sent += 1
+        return reply
+
+    async def _reset(self) -> None:
+        """After a refusal the transaction must be reset before the next MAIL FROM."""
+        if self.client is None:
+            return
+        try:
+            await self.client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self.close()
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+def _classify(
+    exc: aiosmtplib.SMTPResponseException,
+) -> TemporaryDeliveryError | PermanentDeliveryError:
+    text = f"{exc.code} {exc.message}"
+    if 400 <= exc.code < 500:
+        return TemporaryDeliveryError(text, exc.code)
+    return PermanentDeliveryError(text, exc.code)
+
+
+def make_transport(smtp: SmtpSettings | None, mail_dir: Path, pool_size: int = 4) -> Transport:
+    return SmtpPool(smtp, size=pool_size) if smtp else MailCatcher(mail_dir)
