@@ -1,0 +1,28 @@
+# Quick start: `make run` (digestd with demo data and the built-in mail catcher) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/digestd run --demo
+
+test: $(STAMP)
+	scripts/system-deps.sh
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check digestd migrations tests bench
+	$(BIN)/ruff format --check digestd migrations
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

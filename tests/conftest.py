@@ -1,0 +1,145 @@
+"""Shared fixtures: a migrated database per test (SQLite, or PostgreSQL when
+DIGESTD_TEST_DATABASE_URL points at a server), a real in-process SMTP server, settings.
+
+Every schema is built by running the Alembic migrations, never ``create_all``: once per
+session into a template (a file for SQLite, a template database for PostgreSQL), then
+copied for each test so tests stay independent and fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from digestd.config import Settings, load_settings
+from digestd.db import make_engine, migrate
+
+TEST_KEY = "test-secret-key-0123456789abcdef"
+
+
+def _postgres_url() -> str | None:
+    import os
+
+    return os.environ.get("DIGESTD_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pg = _postgres_url()
+    if pg is None:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        engine = make_engine(f"sqlite:///{path}")
+        migrate(engine)
+        engine.dispose()
+        yield str(path)
+        return
+    admin = create_engine(make_url(pg).set(drivername="postgresql+psycopg"),
+                          isolation_level="AUTOCOMMIT")
+    name = f"digestd_template_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(str(make_url(pg).set(drivername="postgresql+psycopg", database=name)))
+    migrate(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
+    pg = _postgres_url()
+    if pg is None:
+        path = tmp_path / "digestd.db"
+        shutil.copyfile(template_database, path)
+        yield f"sqlite:///{path}"
+        return
+    admin = create_engine(make_url(pg).set(drivername="postgresql+psycopg"),
+                          isolation_level="AUTOCOMMIT")
+    name = f"digestd_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    yield str(make_url(pg).set(drivername="postgresql+psycopg", database=name)
+              .render_as_string(hide_password=False))
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The DIGESTD_* environment of a test installation (no SMTP: the mail catcher)."""
+    return {
+        "DIGESTD_DATA_DIR": str(tmp_path / "var"),
+        "DIGESTD_DATABASE_URL": database_url,
+        "DIGESTD_SECRET_KEYS": TEST_KEY,
+        "DIGESTD_BASE_URL": "https://digest.example.com",
+        "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+        "DIGESTD_POSTAL_ADDRESS": "Tech Pulse Ltd · 1 Market Street · San Francisco, CA 94105",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings(env)
+
+
+@dataclass
+class Received:
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    messages: list[Received] = field(default_factory=list)
+    # recipient address -> (code, message) to answer at RCPT instead of accepting
+    reject: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.reject:
+            return self.reject[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                      bytes(envelope.original_content or envelope.content)))
+        return "250 Message accepted for delivery"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    sink = SmtpSink("127.0.0.1", _free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port, decode_data=False)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

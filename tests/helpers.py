@@ -1,0 +1,70 @@
+"""Helpers for tests: running the CLI in-process with a given environment, article data."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from digestd.cli import main
+
+SAMPLE_ARTICLE: dict[str, Any] = {
+    "id": "meta-avocado-memo",
+    "url": "https://the-decoder.com/meta-avocado-memo",
+    "title": "Meta's Internal Memo Signals AI Comeback After Rocky Year",
+    "source": "THE DECODER",
+    "published_at": "2026-02-05T09:00:00Z",
+    "categories": ["ai"],
+    "kind": "news",
+    "why_it_matters": "Avocado validates Meta's multibillion-dollar AI bet ...",
+    "key_takeaways": ["Avocado completes pretraining ...", "Ten-times efficiency gain ..."],
+    "companies": [{"name": "Meta", "ticker": "META"}, {"name": "Scale AI"}],
+    "analysis": "Meta's AI roadmap suffered ...",
+    "image_url": None,
+    "score": 12.5,
+}
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> int:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return main(list(args))
+
+
+def article(article_id: str, category: str, published: datetime, *, score: float = 1.0,
+            source: str = "Example Wire", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": article_id,
+        "url": f"https://news.example.com/{article_id}",
+        "title": f"Story {article_id}",
+        "source": source,
+        "published_at": published.isoformat(),
+        "categories": [category] if isinstance(category, str) else category,
+        "why_it_matters": f"Why {article_id} matters.",
+        "key_takeaways": [f"First point about {article_id}", "Second point"],
+        "companies": [{"name": "Acme", "ticker": "ACME"}],
+        "score": score,
+        **extra,
+    }
+
+
+def hours_before(moment: datetime, hours: float) -> datetime:
+    return moment - timedelta(hours=hours)
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    """(text, html) of a multipart/alternative digest."""
+    text_part = message.get_body(("plain",))
+    html_part = message.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    return text_part.get_content(), html_part.get_content()
