@@ -43,8 +43,9 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         engine.dispose()
         yield str(path)
         return
-    admin = create_engine(make_url(pg).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(pg).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
     name = f"digestd_template_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -65,13 +66,17 @@ def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(template_database, path)
         yield f"sqlite:///{path}"
         return
-    admin = create_engine(make_url(pg).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(pg).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
     name = f"digestd_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    yield str(make_url(pg).set(drivername="postgresql+psycopg", database=name)
-              .render_as_string(hide_password=False))
+    yield str(
+        make_url(pg)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
+    )
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -114,16 +119,22 @@ class SmtpSink:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         if address in self.reject:
             return self.reject[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                      bytes(envelope.original_content or envelope.content)))
+        self.messages.append(
+            Received(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                bytes(envelope.original_content or envelope.content),
+            )
+        )
         return "250 Message accepted for delivery"
 
 

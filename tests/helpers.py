@@ -35,8 +35,15 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) ->
     return main(list(args))
 
 
-def article(article_id: str, category: str, published: datetime, *, score: float = 1.0,
-            source: str = "Example Wire", **extra: Any) -> dict[str, Any]:
+def article(
+    article_id: str,
+    category: str,
+    published: datetime,
+    *,
+    score: float = 1.0,
+    source: str = "Example Wire",
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "id": article_id,
         "url": f"https://news.example.com/{article_id}",

@@ -45,8 +45,15 @@ def _articles() -> list[dict[str, object]]:
         for i in range(12):
             category = CATEGORIES[i % 4]
             published = datetime(2026, 11, day, 10, 0, tzinfo=UTC) + timedelta(minutes=5 * i)
-            items.append(article(f"{category}-{day}-{i}", category, published,
-                                 score=round(2 * 1.3 ** i, 2), source=f"Source {i % 5}"))
+            items.append(
+                article(
+                    f"{category}-{day}-{i}",
+                    category,
+                    published,
+                    score=round(2 * 1.3**i, 2),
+                    source=f"Source {i % 5}",
+                )
+            )
     sample = dict(SAMPLE_ARTICLE, published_at="2026-11-29T10:30:00Z")  # the SPEC §3 item
     items.append(sample)
     return items
@@ -74,7 +81,9 @@ def test_each_reader_gets_one_daily_per_local_date_with_their_top_articles(
 
     assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "articles.json")) == 0
     with time_machine.travel(IMPORTED_AT, tick=False):
-        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "readers.csv")) == 0
+        assert (
+            run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "readers.csv")) == 0
+        )
 
     for instant in _tick_instants():
         before = len(smtp_server.messages)
@@ -113,7 +122,8 @@ def test_each_reader_gets_one_daily_per_local_date_with_their_top_articles(
         assert len(window_days) == 1
         (window_day,) = window_days
         expected = {
-            a["url"] for a in items
+            a["url"]
+            for a in items
             if set(a["categories"]) & set(categories)  # type: ignore[arg-type]
             and str(a["published_at"]).startswith(window_day)
         }
@@ -130,7 +140,9 @@ def test_the_sample_article_reaches_an_ai_reader_with_everything_the_site_shows(
     env = {**env, "DIGESTD_SMTP_URL": smtp_server.url}
     sample = dict(SAMPLE_ARTICLE, published_at="2026-11-29T10:30:00Z")
     (tmp_path / "a.json").write_text(json.dumps([sample]))
-    (tmp_path / "r.csv").write_text("email,categories,frequency,timezone\nann@example.com,ai,daily,UTC\n")
+    (tmp_path / "r.csv").write_text(
+        "email,categories,frequency,timezone\nann@example.com,ai,daily,UTC\n"
+    )
     assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
     with time_machine.travel(IMPORTED_AT, tick=False):
         assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
@@ -139,14 +151,34 @@ def test_the_sample_article_reaches_an_ai_reader_with_everything_the_site_shows(
     (received,) = smtp_server.messages
     message = parse(received.data)
     text, html = parts(message)
-    for piece in ("Meta's Internal Memo Signals AI Comeback After Rocky Year", "THE DECODER",
-                  "Why it matters", "Avocado completes pretraining", "Meta (META)", "Scale AI"):
+    for piece in (
+        "Meta's Internal Memo Signals AI Comeback After Rocky Year",
+        "THE DECODER",
+        "Why it matters",
+        "Avocado completes pretraining",
+        "Meta (META)",
+        "Scale AI",
+    ):
         assert piece in text
-    for piece in ("Meta&#39;s Internal Memo" , "THE DECODER", "Why it matters", "Meta (META)",
-                  'href="https://the-decoder.com/meta-avocado-memo"',
-                  "Tech Pulse Ltd · 1 Market Street", "Manage preferences", "Unsubscribe"):
+    for piece in (
+        "Meta&#39;s Internal Memo",
+        "THE DECODER",
+        "Why it matters",
+        "Meta (META)",
+        'href="https://the-decoder.com/meta-avocado-memo"',
+        "Tech Pulse Ltd · 1 Market Street",
+        "Manage preferences",
+        "Unsubscribe",
+    ):
         assert piece in html.replace("&#x27;", "&#39;").replace("'", "&#39;"), piece
-    assert "AI" in text.splitlines()[text.splitlines().index(next(
-        line for line in text.splitlines() if "Meta's Internal Memo" in line)) + 1]
+    assert (
+        "AI"
+        in text.splitlines()[
+            text.splitlines().index(
+                next(line for line in text.splitlines() if "Meta's Internal Memo" in line)
+            )
+            + 1
+        ]
+    )
     assert received.envelope_from.startswith("bounces+")
     assert received.envelope_from.endswith("@news.example.com")
