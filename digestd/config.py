@@ -37,6 +37,34 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class DeliveryTuning:
+    """How hard and how carefully the sender pushes mail (README: "Delivery tuning").
+
+    Rates are messages per second, 0 meaning no limit.
+    """
+
+    pool_size: int = 4  # DIGESTD_SMTP_POOL_SIZE: persistent SMTP connections
+    max_per_connection: int = 1000  # DIGESTD_SMTP_MAX_PER_CONNECTION: then reconnect
+    rate: float = 0.0  # DIGESTD_SMTP_RATE: global messages per second
+    domain_concurrency: int = 0  # DIGESTD_SMTP_DOMAIN_CONCURRENCY: per recipient domain, 0 = pool
+    domain_rate: float = 0.0  # DIGESTD_SMTP_DOMAIN_RATE: per recipient domain
+    failure_burst: int = 50  # DIGESTD_SMTP_FAILURE_BURST: consecutive failures that pause
+    pause_seconds: float = 60.0  # DIGESTD_SMTP_PAUSE_SECONDS: how long such a pause lasts
+    batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
+    lease_seconds: float = 300.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
+    tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """Optional DKIM signing: DIGESTD_DKIM_SELECTOR, _DOMAIN and _KEY_FILE (PEM)."""
+
+    selector: str
+    domain: str
+    private_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
@@ -58,6 +86,8 @@ class Settings:
     weekly_limit: int
     per_source_limit: int
     generated_secret: bool = False  # True when no key was configured (development only)
+    delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
+    dkim: DkimSettings | None = None
 
     @property
     def mail_dir(self) -> Path:
@@ -146,6 +176,55 @@ def _parse_from(variable: str, raw: str) -> tuple[str, str]:
     except EmailNotValidError as exc:
         raise ConfigError(variable, f"not a valid address ({exc})") from exc
     return name, address
+
+
+def _parse_delivery(get: Any) -> DeliveryTuning:
+    def number(name: str, default: Any, kind: type[int] | type[float], zero_ok: bool) -> Any:
+        raw = get(name, "")
+        if not raw:
+            return default
+        if zero_ok and kind is int and raw.strip() == "0":
+            return 0
+        return _parse_positive(PREFIX + name, raw, kind)
+
+    d = DeliveryTuning()
+    tuning = DeliveryTuning(
+        pool_size=number("SMTP_POOL_SIZE", d.pool_size, int, False),
+        max_per_connection=number("SMTP_MAX_PER_CONNECTION", d.max_per_connection, int, False),
+        rate=number("SMTP_RATE", d.rate, float, True),
+        domain_concurrency=number("SMTP_DOMAIN_CONCURRENCY", d.domain_concurrency, int, True),
+        domain_rate=number("SMTP_DOMAIN_RATE", d.domain_rate, float, True),
+        failure_burst=number("SMTP_FAILURE_BURST", d.failure_burst, int, False),
+        pause_seconds=number("SMTP_PAUSE_SECONDS", d.pause_seconds, float, True),
+        batch=number("SEND_BATCH", d.batch, int, False),
+        lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, True),
+        tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, True),
+    )
+    for name, value in (
+        ("SEND_LEASE_SECONDS", tuning.lease_seconds),
+        ("TICK_SECONDS", tuning.tick_seconds),
+    ):
+        if value < 1:
+            raise ConfigError(PREFIX + name, f"must be at least 1 second, got {value}")
+    return tuning
+
+
+def _parse_dkim(get: Any, from_domain: str) -> DkimSettings | None:
+    selector, key_file = get("DKIM_SELECTOR"), get("DKIM_KEY_FILE")
+    if not selector and not key_file:
+        return None
+    if not selector or not key_file:
+        missing = "DKIM_SELECTOR" if not selector else "DKIM_KEY_FILE"
+        raise ConfigError(PREFIX + missing, "DKIM signing needs both a selector and a key file")
+    try:
+        key = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            PREFIX + "DKIM_KEY_FILE", f"cannot read {key_file}: {exc.strerror}"
+        ) from exc
+    if b"PRIVATE KEY" not in key:
+        raise ConfigError(PREFIX + "DKIM_KEY_FILE", f"{key_file} is not a PEM private key")
+    return DkimSettings(selector=selector, domain=get("DKIM_DOMAIN", from_domain), private_key=key)
 
 
 def _read_toml(path: Path) -> dict[str, str]:
@@ -256,4 +335,6 @@ def load_settings(
             PREFIX + "PER_SOURCE_LIMIT", get("PER_SOURCE_LIMIT", "3"), int
         ),
         generated_secret=generated,
+        delivery=_parse_delivery(get),
+        dkim=_parse_dkim(get, from_address.rpartition("@")[2]),
     )

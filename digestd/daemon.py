@@ -2,8 +2,9 @@
 every minute; what is due lives in the database (APScheduler 3 cannot share a job store
 between processes, and the deliveries table already is the source of truth).
 
-SIGTERM/SIGINT: no new tick starts; the tick in progress finishes its current batch (a
-batch's messages are in flight and their outcomes must be recorded) and the process exits 0.
+SIGTERM/SIGINT: no new tick starts and no new batch is claimed; in the batch in flight,
+messages already handed to SMTP finish (their outcomes must be recorded) and the rest are
+released back to the queue. So the process exits 0 within about one SMTP timeout.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from digestd.service import Service
 
 log = logging.getLogger("digestd")
-
-TICK_SECONDS = 60
 
 
 async def serve(
@@ -48,16 +47,16 @@ async def serve(
     scheduler.add_job(
         tick,
         "interval",
-        seconds=TICK_SECONDS,
+        seconds=service.settings.delivery.tick_seconds,
         next_run_time=clock(),
         max_instances=1,
         coalesce=True,
-        misfire_grace_time=TICK_SECONDS,
+        misfire_grace_time=int(service.settings.delivery.tick_seconds),
     )
     scheduler.start()
     log.info(
         "digestd running: a tick every %ss; mail %s",
-        TICK_SECONDS,
+        service.settings.delivery.tick_seconds,
         f"to {service.settings.smtp.host}:{service.settings.smtp.port}"
         if service.settings.smtp
         else f"caught in {service.settings.mail_dir}/",

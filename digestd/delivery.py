@@ -1,53 +1,66 @@
 """Deliver the send queue: claim due rows, compose each message, push it, record the outcome.
 
-Claiming: rows are moved ``queued → sending`` with a lease (``lease_expires_at``) by a
-guarded UPDATE (PostgreSQL adds ``FOR UPDATE SKIP LOCKED`` so workers never wait on each
-other). A crash after a message left but before its outcome was recorded re-sends it when
-the lease expires: the in-flight batch may repeat, nothing is ever skipped. Message-IDs are
-deterministic per delivery, so a repeat carries the same Message-ID as the original.
+Claiming: rows move ``queued → sending`` with a lease (``lease_expires_at``) in one
+transaction; on PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED`` so workers
+never wait on each other or take the same row. The lease value written by a claim is that
+claim's fencing token: outcomes are recorded only ``WHERE lease_expires_at = <ours>``, so
+a worker that stalled past its lease cannot overwrite the row its successor now owns.
+
+Crash semantics: a message that left but whose outcome was not recorded (kill -9 between
+``sendmail`` and the UPDATE) is sent again when its lease expires: the in-flight window
+(at most one batch per worker) may repeat, nothing is ever skipped. Message-IDs are
+deterministic per delivery, so a repeat carries the same Message-ID.
+
+A batch never outlives its lease: messages not started by 80 % of the lease, or when the
+process is told to stop, or while sending is paused after a burst of failures, are
+*released* (back to ``queued``, attempt not counted) instead of being sent late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from email.utils import format_datetime, formataddr
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.compose import MessageTemplate, Personal, ascii_address
-from digestd.config import Settings
-from digestd.editions import article_ids
+from digestd.compose import ascii_address
+from digestd.config import DeliveryTuning
 from digestd.errors import DeliveryError, PermanentDeliveryError
+from digestd.messages import Composer, Links
 from digestd.models import (
-    Article,
     Delivery,
     DeliveryStatus,
-    Digest,
     Edition,
-    EditionKind,
     Subscriber,
     SubscriberStatus,
     Suppression,
 )
-from digestd.presentation import Site, digest_context
-from digestd.render import Renderer
+from digestd.ratelimit import Limits
 from digestd.subscribers import email_hash
-from digestd.tokens import Purpose, Tokens
+from digestd.suppress import delivered, soft_bounce, suppress
 from digestd.transport import Transport
+
+__all__ = ["Composer", "DeliveryReport", "Links", "Sender"]
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
-BATCH = 500
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=1)
+
+
+class _Released(enum.Enum):
+    RELEASED = "released"
+
+
+RELEASED = _Released.RELEASED
 
 
 @dataclass
@@ -56,13 +69,16 @@ class DeliveryReport:
     failed: int = 0
     deferred: int = 0
     skipped: int = 0
+    released: int = 0
+    paused: bool = False
     errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Job:
     delivery_id: int
-    subscriber_public_id: str
+    subscriber_id: int
+    public_id: str
     email: str
     status: str
     digest_id: int | None
@@ -70,87 +86,10 @@ class _Job:
     period: str
     due_at: datetime
     attempts: int
+    lease: datetime
 
 
-class Links:
-    """The per-recipient URLs of one email."""
-
-    def __init__(self, settings: Settings, tokens: Tokens) -> None:
-        self.base = settings.base_url
-        self.tokens = tokens
-        self.mailto = f"unsubscribe@{settings.from_domain}"
-
-    def url(self, purpose: Purpose, payload: str) -> str:
-        return f"{self.base}/{purpose}/{self.tokens.make(purpose, payload)}"
-
-    def for_subscriber(self, public_id: str, delivery_id: int | None = None) -> dict[str, str]:
-        links = {
-            "unsubscribe": self.url(Purpose.UNSUBSCRIBE, public_id),
-            "preferences": self.url(Purpose.PREFERENCES, public_id),
-            "view": "",
-        }
-        if delivery_id is not None:
-            links["view"] = self.url(Purpose.VIEW, f"{public_id}/{delivery_id}")
-        return links
-
-
-class Composer:
-    """Renders each digest once (cached) and makes each recipient's bytes by substitution."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        tokens: Tokens,
-        renderer: Renderer | None = None,
-        cache_size: int = 2048,
-    ) -> None:
-        self.settings = settings
-        self.tokens = tokens
-        self.links = Links(settings, tokens)
-        self.renderer = renderer or Renderer()
-        self.site = Site(settings.site_name, settings.base_url, settings.postal_address)
-        self.from_header = formataddr((settings.from_name, settings.from_address))
-        self._templates: dict[int, MessageTemplate] = {}
-        self._cache_size = cache_size
-
-    def template(self, session: Session, digest_id: int, kind: str, period: str) -> MessageTemplate:
-        template = self._templates.get(digest_id)
-        if template is None:
-            digest = session.get(Digest, digest_id)
-            assert digest is not None
-            articles = {
-                a.id: a
-                for a in session.scalars(
-                    select(Article).where(Article.id.in_(article_ids(digest.layout)))
-                )
-            }
-            context = digest_context(
-                EditionKind(kind), date.fromisoformat(period), digest.layout, articles, self.site
-            )
-            rendered = self.renderer.render(kind, context)
-            template = MessageTemplate(
-                rendered,
-                from_header=self.from_header,
-                headers=[("List-Id", self.settings.list_id)],
-            )
-            if len(self._templates) >= self._cache_size:
-                self._templates.pop(next(iter(self._templates)))
-            self._templates[digest_id] = template
-        return template
-
-    def compose(self, template: MessageTemplate, job: _Job, now: datetime) -> bytes:
-        personal = Personal(
-            to=ascii_address(job.email),
-            message_id=f"<{job.kind}.{job.period}.{job.delivery_id}@{self.settings.from_domain}>",
-            date=format_datetime(now),
-            links=self.links.for_subscriber(job.subscriber_public_id, job.delivery_id),
-            unsubscribe_mailto=f"{self.links.mailto}?subject=unsubscribe",
-        )
-        return template.compose(personal)
-
-    def envelope_from(self, delivery_id: int) -> str:
-        """VERP: a bounce names the delivery it is about, signed so it cannot be forged."""
-        return f"bounces+{self.tokens.bounce_tag(delivery_id)}@{self.settings.from_domain}"
+_Result = str | DeliveryError | _Released | None  # reply, failure, released, skipped
 
 
 class Sender:
@@ -161,76 +100,123 @@ class Sender:
         transport: Transport,
         *,
         catchup: timedelta,
+        tuning: DeliveryTuning | None = None,
+        limits: Limits | None = None,
         worker: str = "digestd",
         rng: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.composer = composer
         self.transport = transport
-        self.catchup = catchup
+        self.catchup = catchup  # also the maximum age of a retried message
+        self.tuning = tuning or DeliveryTuning()
+        self.limits = limits or Limits(
+            self.tuning.rate, self.tuning.domain_rate, self.tuning.domain_concurrency
+        )
         self.worker = worker
         self.rng = rng
+        self.monotonic = monotonic
+        self.lease = timedelta(seconds=self.tuning.lease_seconds)
+        # Failure-burst circuit breaker; ``pauses`` is a counter for /metrics.
+        self.consecutive_failures = 0
+        self.paused_until = 0.0
+        self.pauses = 0
+
+    @property
+    def paused(self) -> bool:
+        return self.monotonic() < self.paused_until
 
     async def deliver_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
     ) -> DeliveryReport:
         """Drain every row due at ``now``; rows deferred to later stay queued.
 
-        ``should_stop`` is checked between batches, so SIGTERM never abandons a claimed batch.
+        ``now`` may be injected (tests, ``tick --now``); time spent sending is added to it,
+        so leases stay honest during a long edition.
         """
         report = DeliveryReport()
-        while not should_stop() and await self.deliver_batch(now, report):
-            pass
+        started = self.monotonic()
+
+        def clock() -> datetime:
+            return now + timedelta(seconds=self.monotonic() - started)
+
+        while not should_stop():
+            if self.paused:
+                report.paused = True
+                break
+            if not await self.deliver_batch(clock, report, should_stop):
+                break
         return report
 
-    async def deliver_batch(self, now: datetime, report: DeliveryReport) -> bool:
-        jobs = self._claim(now)
+    async def deliver_batch(
+        self,
+        clock: Callable[[], datetime],
+        report: DeliveryReport,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        claimed_at = clock()
+        jobs = await asyncio.to_thread(self._claim, claimed_at)
         if not jobs:
             return False
-        outcomes: list[dict[str, Any]] = []
+        deadline = self.monotonic() + 0.8 * self.tuning.lease_seconds
         with self.sessions() as session:
-            prepared = [(job, self._prepare(session, job, now)) for job in jobs]
-        results = await asyncio.gather(*(self._send(job, data) for job, data in prepared))
-        for (job, _), result in zip(prepared, results, strict=True):
-            outcomes.append(self._outcome(job, result, now, report))
-        self._record(outcomes, jobs, results, now)
+            prepared = self._prepare(session, jobs)
+        gate = asyncio.Semaphore(max(1, self.transport.concurrency))
+
+        def hold() -> bool:
+            return should_stop() or self.paused or self.monotonic() > deadline
+
+        results = await asyncio.gather(
+            *(self._send(job, data, gate, hold) for job, data in zip(jobs, prepared, strict=True))
+        )
+        await asyncio.to_thread(self._record, jobs, prepared, results, clock(), report)
         return True
 
     def _claim(self, now: datetime) -> list[_Job]:
+        lease = now + self.lease
         with self.sessions.begin() as session:
-            claimable = (
-                select(Delivery.id)
-                .where(
-                    or_(
-                        (Delivery.status == DeliveryStatus.QUEUED)
-                        & (Delivery.next_attempt_at <= now),
-                        (Delivery.status == DeliveryStatus.SENDING)
-                        & (Delivery.lease_expires_at < now),
-                    )
+            postgres = session.get_bind().dialect.name == "postgresql"
+            ids: list[int] = []
+            # Rows of a worker that died; the lease has run out. Few, so checked first.
+            for condition in (
+                (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_expires_at < now),
+                (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.next_attempt_at <= now),
+            ):
+                query = (
+                    select(Delivery.id)
+                    .where(condition)
+                    .order_by(Delivery.next_attempt_at)  # served by the (status, next) index
+                    .limit(self.tuning.batch - len(ids))
                 )
-                .order_by(Delivery.next_attempt_at, Delivery.id)
-                .limit(BATCH)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                claimable = claimable.with_for_update(skip_locked=True)
-            ids = list(session.scalars(claimable))
+                if postgres:
+                    query = query.with_for_update(skip_locked=True)
+                ids += session.scalars(query)
+                if len(ids) >= self.tuning.batch:
+                    break
             if not ids:
                 return []
-            # Guarded: only rows still claimable move; on SQLite the write lock serialises
-            # workers, on PostgreSQL SKIP LOCKED already kept them apart.
+            # Guarded again: on SQLite another process may have claimed between our SELECT
+            # and this UPDATE; only rows still claimable move, and only they carry our lease.
             session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    lease_expires_at=now + LEASE,
-                    attempts=Delivery.attempts + 1,
+                .where(
+                    Delivery.id.in_(ids),
+                    (
+                        (Delivery.status == DeliveryStatus.QUEUED)
+                        | (
+                            (Delivery.status == DeliveryStatus.SENDING)
+                            & (Delivery.lease_expires_at < now)
+                        )
+                    ),
                 )
+                .values(status=DeliveryStatus.SENDING, lease_expires_at=lease)
                 .execution_options(synchronize_session=False)
             )
             rows = session.execute(
                 select(
                     Delivery.id,
+                    Subscriber.id,
                     Subscriber.public_id,
                     Subscriber.email,
                     Subscriber.status,
@@ -239,102 +225,181 @@ class Sender:
                     Edition.period,
                     Delivery.due_at,
                     Delivery.attempts,
+                    Delivery.lease_expires_at,
                 )
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .join(Edition, Edition.id == Delivery.edition_id)
-                .where(Delivery.id.in_(ids))
+                .where(
+                    Delivery.id.in_(ids),
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.lease_expires_at == lease,
+                )
                 .order_by(Delivery.digest_id, Delivery.id)
             ).all()
             return [_Job(*row) for row in rows]
 
-    def _prepare(self, session: Session, job: _Job, now: datetime) -> bytes | str:
-        """The message bytes, or why this row will not be sent."""
-        if job.status != SubscriberStatus.ACTIVE:
-            return f"subscriber is {job.status}"
-        if job.digest_id is None:
-            return "no content"
-        template = self.composer.template(session, job.digest_id, job.kind, job.period)
-        return self.composer.compose(template, job, now)
+    def _prepare(self, session: Session, jobs: list[_Job]) -> list[bytes | str]:
+        """Each job's message bytes, or why it will not be sent."""
+        hashes = {email_hash(job.email): job for job in jobs}
+        suppressed = set(
+            session.scalars(
+                select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+            )
+        )
+        prepared: list[bytes | str] = []
+        for job in jobs:
+            if job.status != SubscriberStatus.ACTIVE:
+                prepared.append(f"subscriber is {job.status}")
+            elif email_hash(job.email) in suppressed:
+                prepared.append("address is suppressed")
+            elif job.digest_id is None:
+                prepared.append("no content")
+            else:
+                template = self.composer.template(session, job.digest_id, job.kind, job.period)
+                prepared.append(
+                    self.composer.compose(
+                        template,
+                        delivery_id=job.delivery_id,
+                        public_id=job.public_id,
+                        email=job.email,
+                        kind=job.kind,
+                        period=job.period,
+                    )
+                )
+        return prepared
 
-    async def _send(self, job: _Job, data: bytes | str) -> str | DeliveryError | None:
+    async def _send(
+        self,
+        job: _Job,
+        data: bytes | str,
+        gate: asyncio.Semaphore,
+        hold: Callable[[], bool],
+    ) -> _Result:
         if isinstance(data, str):
             return None
-        try:
-            return await self.transport.send(
-                self.composer.envelope_from(job.delivery_id), ascii_address(job.email), data
-            )
-        except DeliveryError as exc:
-            return exc
+        recipient = ascii_address(job.email)
+        async with gate:
+            if hold():
+                return RELEASED
+            async with self.limits.slot(recipient):
+                if hold():
+                    return RELEASED
+                try:
+                    reply = await self.transport.send(
+                        self.composer.envelope_from(job.delivery_id), recipient, data
+                    )
+                except DeliveryError as exc:
+                    self._failure(exc)
+                    return exc
+        self.consecutive_failures = 0
+        return reply
 
-    def _outcome(
-        self, job: _Job, result: str | DeliveryError | None, now: datetime, report: DeliveryReport
-    ) -> dict[str, Any]:
-        row: dict[str, Any] = {"id": job.delivery_id, "lease_expires_at": None}
-        if result is None:
-            report.skipped += 1
-            row.update(status=DeliveryStatus.SKIPPED, last_error="subscriber no longer active")
-        elif isinstance(result, str):
-            report.sent += 1
-            row.update(
-                status=DeliveryStatus.SENT,
-                sent_at=now,
-                smtp_reply=result[:500],
-                message_id=f"<{job.kind}.{job.period}.{job.delivery_id}@"
-                f"{self.composer.settings.from_domain}>",
+    def _failure(self, exc: DeliveryError) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.tuning.failure_burst and not self.paused:
+            self.pauses += 1
+            self.paused_until = self.monotonic() + self.tuning.pause_seconds
+            log.warning(
+                "sending paused for %.0fs: %d failures in a row (last: %s); "
+                "unsent messages stay queued",
+                self.tuning.pause_seconds,
+                self.consecutive_failures,
+                exc,
             )
-        elif isinstance(result, PermanentDeliveryError) or now - job.due_at > self.catchup:
-            report.failed += 1
-            report.errors.append(str(result))
-            row.update(
-                status=DeliveryStatus.FAILED,
-                last_error=str(result)[:1000],
-                smtp_reply=str(result)[:500],
-            )
-        else:
-            report.deferred += 1
-            row.update(
-                status=DeliveryStatus.QUEUED,
-                last_error=str(result)[:1000],
-                next_attempt_at=now + self.backoff(job.attempts),
-            )
-        return row
+            self.consecutive_failures = 0
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential with ±20 % jitter, so a fleet of deferred messages does not retry in step."""
         delay: timedelta = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempts - 1))
         return delay * (0.8 + 0.4 * self.rng())
 
+    def _outcome(
+        self, job: _Job, data: bytes | str, result: _Result, now: datetime, report: DeliveryReport
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "b_id": job.delivery_id,
+            "b_lease": job.lease,
+            "b_status": DeliveryStatus.QUEUED,
+            "b_tried": 1,
+            "b_next_attempt_at": now,
+            "b_sent_at": None,
+            "b_smtp_reply": None,
+            "b_message_id": None,
+            "b_last_error": None,
+        }
+        if result is RELEASED:
+            report.released += 1
+            row.update(b_tried=0)
+        elif result is None:
+            report.skipped += 1
+            row.update(b_status=DeliveryStatus.SKIPPED, b_tried=0, b_last_error=str(data))
+        elif isinstance(result, str):
+            report.sent += 1
+            row.update(
+                b_status=DeliveryStatus.SENT,
+                b_sent_at=now,
+                b_smtp_reply=result[:500],
+                b_message_id=self.composer.message_id(job.kind, job.period, job.delivery_id),
+            )
+        elif isinstance(result, PermanentDeliveryError) or now - job.due_at > self.catchup:
+            report.failed += 1
+            report.errors.append(str(result))
+            row.update(
+                b_status=DeliveryStatus.FAILED,
+                b_last_error=str(result)[:1000],
+                b_smtp_reply=str(result)[:500],
+            )
+        else:
+            report.deferred += 1
+            row.update(
+                b_last_error=str(result)[:1000],
+                b_smtp_reply=str(result)[:500],
+                b_next_attempt_at=now + self.backoff(job.attempts + 1),
+            )
+        return row
+
     def _record(
         self,
-        outcomes: list[dict[str, Any]],
         jobs: Sequence[_Job],
-        results: Sequence[object],
+        prepared: Sequence[bytes | str],
+        results: Sequence[_Result],
         now: datetime,
+        report: DeliveryReport,
     ) -> None:
+        rows = [
+            self._outcome(job, data, result, now, report)
+            for job, data, result in zip(jobs, prepared, results, strict=True)
+        ]
+        table = Delivery.__table__
+        assert isinstance(table, Table)
         with self.sessions.begin() as session:
-            for row in outcomes:
-                values = {k: v for k, v in row.items() if k != "id"}
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == row["id"])
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
+            # One executemany for the batch; the lease guard makes it a no-op for rows
+            # another worker took over after our lease ran out.
+            session.execute(
+                update(table)
+                .where(
+                    table.c.id == bindparam("b_id"),
+                    table.c.status == DeliveryStatus.SENDING,
+                    table.c.lease_expires_at == bindparam("b_lease"),
                 )
-            for job, result in zip(jobs, results, strict=True):
-                if isinstance(result, PermanentDeliveryError):
-                    _hard_bounce(session, job, now)
-
-
-def _hard_bounce(session: Session, job: _Job, now: datetime) -> None:
-    """A 5xx for the recipient: stop mailing the address (SPEC §7)."""
-    session.execute(
-        update(Subscriber)
-        .where(Subscriber.public_id == job.subscriber_public_id)
-        .values(status=SubscriberStatus.BOUNCED, next_daily_at=None, next_weekly_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if session.get(Suppression, email_hash(job.email)) is None:
-        session.add(
-            Suppression(email_hash=email_hash(job.email), reason="hard-bounce", created_at=now)
-        )
-    log.info("hard bounce for delivery %s: address suppressed", job.delivery_id)
+                .values(
+                    status=bindparam("b_status"),
+                    lease_expires_at=None,
+                    attempts=table.c.attempts + bindparam("b_tried"),
+                    next_attempt_at=bindparam("b_next_attempt_at"),
+                    sent_at=bindparam("b_sent_at"),
+                    smtp_reply=bindparam("b_smtp_reply"),
+                    message_id=bindparam("b_message_id"),
+                    last_error=bindparam("b_last_error"),
+                ),
+                rows,
+            )
+            sent_to: list[int] = []
+            for job, result, row in zip(jobs, results, rows, strict=True):
+                if isinstance(result, str):
+                    sent_to.append(job.subscriber_id)
+                elif isinstance(result, PermanentDeliveryError):
+                    suppress(session, job.subscriber_id, SubscriberStatus.BOUNCED, "5xx", now)
+                elif row["b_status"] == DeliveryStatus.FAILED:
+                    soft_bounce(session, job.subscriber_id, now)
+            delivered(session, sent_to)

@@ -1,10 +1,11 @@
 """When an edition is due, in the subscriber's own zone. Pure functions, no database.
 
 A *slot* is the UTC instant of a local send time: 07:00 every day for the daily, 08:00 on
-Sundays for the weekly (configurable). Local wall times are turned into instants with
-zoneinfo's PEP 495 rules: a time that does not exist (a DST gap) is read with the offset
-in force before the gap, which lands just after it; a time that happens twice (an
-overlap) means its first occurrence. Either way there is exactly one slot per local date.
+Sundays for the weekly (configurable). The slot is the first instant at which
+the reader's wall clock shows the send time on that date (or later): a time that happens
+twice (a DST overlap) means its first occurrence; a time that does not exist (a DST gap)
+means the instant the gap ends, when the clock jumps past it (as cron does). Either way
+there is exactly one slot per local date, and it never falls on another local date.
 """
 
 from __future__ import annotations
@@ -30,7 +31,23 @@ class Slot:
 
 
 def _instant(local_day: date, at: time, zone: ZoneInfo) -> datetime:
-    return datetime.combine(local_day, at, tzinfo=zone).astimezone(UTC)
+    wall = datetime.combine(local_day, at)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == wall:
+        # Exists; in an overlap fold=0 is already the earlier of the two occurrences.
+        return first
+    # A gap: fold=0 read the wall time with the offset before the jump, fold=1 with the
+    # offset after it; the jump itself lies between the two. Find it to the second.
+    low = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)  # before the jump
+    high = first  # after the jump
+    low, high = min(low, high), max(low, high)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).replace(tzinfo=None) >= wall:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
 
 
 def _is_send_day(kind: EditionKind, day: date) -> bool:

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,18 +66,30 @@ class Service:
             sessions=make_sessions(engine),
             tokens=tokens,
             composer=Composer(settings, tokens, Renderer()),
-            transport=transport or make_transport(settings.smtp, settings.mail_dir),
+            transport=transport
+            or make_transport(
+                settings.smtp,
+                settings.mail_dir,
+                pool_size=settings.delivery.pool_size,
+                max_per_connection=settings.delivery.max_per_connection,
+            ),
             policy=Policy.from_settings(settings),
         )
 
-    def sender(self) -> Sender:
+    @cached_property
+    def _sender(self) -> Sender:
+        # One per process: its failure-burst pause must outlive a tick.
         return Sender(
             self.sessions,
             self.composer,
             self.transport,
             catchup=timedelta(hours=self.settings.catchup_hours),
+            tuning=self.settings.delivery,
             worker=self.worker,
         )
+
+    def sender(self) -> Sender:
+        return self._sender
 
     async def tick(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False

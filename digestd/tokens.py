@@ -7,8 +7,13 @@ rotating a key does not break links already in inboxes.
 
 from __future__ import annotations
 
+import base64
 import enum
-from collections.abc import Sequence
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
@@ -55,9 +60,46 @@ class Tokens:
             for purpose in Purpose
         }
         self._bounce = Signer(self._keys, salt="digestd.bounce")
+        # The same as self._bounce.sign, with the key derived once (a tag per message).
+        bounce_key = hashlib.sha1(b"digestd.bounce" + b"signer" + self._keys[-1].encode()).digest()
+        self._bounce_mac = hmac.new(bounce_key, digestmod=hashlib.sha1)
 
     def make(self, purpose: Purpose, payload: str) -> str:
         return str(self._serializers[purpose].dumps(payload))
+
+    def fast_maker(
+        self, purpose: Purpose, clock: Callable[[], float] = time.time
+    ) -> Callable[[str], str]:
+        """``make`` for the sending hot path: the same tokens, about ten times cheaper.
+
+        itsdangerous derives the key and builds a new HMAC for every ``dumps``; sending
+        100 000 digests makes three links each. This builds exactly what
+        ``URLSafeTimedSerializer.dumps`` builds (django-concat key derivation, HMAC-SHA1,
+        compact JSON, unpadded URL-safe base64, big-endian timestamp), with the key derived
+        once; ``tests/test_delivery_tokens.py`` checks the serializer reads them back.
+        """
+        salt = f"digestd.{purpose}".encode()
+        key = hashlib.sha1(salt + b"signer" + self._keys[-1].encode()).digest()
+        mac = hmac.new(key, digestmod=hashlib.sha1)
+        stamp_cache: list[object] = [None, b""]
+
+        def b64(data: bytes) -> bytes:
+            return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+        def make(payload: str) -> str:
+            now = int(clock())
+            if stamp_cache[0] != now:
+                stamp_cache[0] = now
+                stamp_cache[1] = b64(now.to_bytes(8, "big").lstrip(b"\x00"))
+            # Never compressed: itsdangerous only compresses when it saves bytes, which short
+            # random ids never do, and reads an uncompressed payload either way.
+            raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            value = b64(raw) + b"." + stamp_cache[1]  # type: ignore[operator]
+            signer = mac.copy()
+            signer.update(value)
+            return (value + b"." + b64(signer.digest())).decode("ascii")
+
+        return make
 
     def read(self, purpose: Purpose, token: str) -> str:
         serializer = self._serializers[purpose]
@@ -77,7 +119,11 @@ class Tokens:
 
     def bounce_tag(self, delivery_id: int) -> str:
         """``<id>.<signature>``: the VERP part of the envelope sender (fits a local part)."""
-        return self._bounce.sign(str(delivery_id)).decode()
+        value = str(delivery_id).encode()
+        mac = self._bounce_mac.copy()
+        mac.update(value)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (value + b"." + signature).decode("ascii")
 
     def read_bounce_tag(self, tag: str) -> int:
         try:

@@ -1,7 +1,14 @@
 """Where finished messages go: an SMTP server (aiosmtplib) or the development mail catcher.
 
 The sender only knows this narrow interface: ``send(envelope_from, recipient, bytes)``
-returns the server's reply or raises a :class:`DeliveryError` telling whether to retry.
+returns the server's reply or raises a :class:`DeliveryError` telling whether to retry,
+and ``concurrency`` says how many sends may usefully run at once.
+
+Classification (RFC 5321 §4.2.1): 4xx, timeouts and dropped connections are temporary.
+A 5xx to RCPT or to the end of DATA is about this recipient: a permanent failure that
+suppresses the address. A 5xx to MAIL FROM, AUTH or the greeting is about *us* (a relay
+that refuses our sender, bad credentials): blaming every recipient for it would suppress
+the whole list, so it is temporary and counts towards the sender's failure-burst pause.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
 
 
 class Transport(Protocol):
+    concurrency: int
+
     async def send(self, envelope_from: str, recipient: str, message: bytes) -> str: ...
 
     async def close(self) -> None: ...
@@ -31,6 +40,8 @@ class MailCatcher:
     A ``Return-Path`` and ``Delivered-To`` line are prepended, as a real MTA would, so the
     envelope can be seen in the file.
     """
+
+    concurrency = 1  # writes files; more would not be faster
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -53,11 +64,14 @@ class MailCatcher:
 class SmtpPool:
     """Persistent aiosmtplib connections, opened lazily and re-opened after a drop.
 
-    Each connection is used by one coroutine at a time; ``size`` bounds concurrency.
+    Each connection is used by one coroutine at a time; ``size`` bounds concurrency. A
+    connection is replaced after ``max_per_connection`` messages (relays often cap a
+    session; a fresh one also spreads load behind a load balancer).
     """
 
     def __init__(self, settings: SmtpSettings, size: int = 4, max_per_connection: int = 1000):
         self.settings = settings
+        self.concurrency = size
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         for _ in range(size):
             self._idle.put_nowait(_Connection(settings, max_per_connection))
@@ -95,8 +109,11 @@ class _Connection:
             if s.username and s.password:
                 await client.login(s.username, s.password)
         except aiosmtplib.SMTPResponseException as exc:
-            raise _classify(exc) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise TemporaryDeliveryError(
+                f"{s.host}:{s.port} refused the session: {exc.code} {exc.message}", exc.code
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryDeliveryError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
         self.sent = 0
         return client
@@ -107,6 +124,11 @@ class _Connection:
             self.client = await self._connect()
         try:
             _refused, reply = await self.client.sendmail(envelope_from, [recipient], message)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            await self._reset()
+            raise TemporaryDeliveryError(
+                f"MAIL FROM refused: {exc.code} {exc.message}", exc.code
+            ) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0] if exc.recipients else None
             await self._reset()
@@ -149,5 +171,9 @@ def _classify(
     return PermanentDeliveryError(text, exc.code)
 
 
-def make_transport(smtp: SmtpSettings | None, mail_dir: Path, pool_size: int = 4) -> Transport:
-    return SmtpPool(smtp, size=pool_size) if smtp else MailCatcher(mail_dir)
+def make_transport(
+    smtp: SmtpSettings | None, mail_dir: Path, pool_size: int = 4, max_per_connection: int = 1000
+) -> Transport:
+    if smtp is None:
+        return MailCatcher(mail_dir)
+    return SmtpPool(smtp, size=pool_size, max_per_connection=max_per_connection)

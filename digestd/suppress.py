@@ -1,0 +1,72 @@
+"""Stop mailing an address: hard bounces, complaints, repeated soft bounces (SPEC §7).
+
+Only a hash of the address is kept in ``suppressions``, so an erased subscriber leaves no
+address behind, yet an old import or a re-signup can still be refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from digestd.db import insert_ignoring_conflicts
+from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.subscribers import email_hash
+
+log = logging.getLogger(__name__)
+
+SOFT_BOUNCE_LIMIT = 3  # soft bounces in a row that suppress an address
+
+
+def suppress(
+    session: Session, subscriber_id: int, status: SubscriberStatus, reason: str, now: datetime
+) -> None:
+    """Mark the subscriber ``status`` (bounced, complained), unschedule, hash-suppress."""
+    email = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))
+    if email is None:
+        return
+    values: dict[str, object] = {"status": status, "next_daily_at": None, "next_weekly_at": None}
+    if status in (SubscriberStatus.COMPLAINED, SubscriberStatus.UNSUBSCRIBED):
+        values["unsubscribed_at"] = now
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    insert_ignoring_conflicts(
+        session,
+        Suppression.__table__,
+        [{"email_hash": email_hash(email), "reason": reason, "created_at": now}],
+        ["email_hash"],
+    )
+    log.info("subscriber %s %s (%s): address suppressed", subscriber_id, status, reason)
+
+
+def soft_bounce(session: Session, subscriber_id: int, now: datetime) -> bool:
+    """Count one soft bounce; the third in a row suppresses. True if it did."""
+    count = session.scalar(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(soft_bounces=Subscriber.soft_bounces + 1)
+        .returning(Subscriber.soft_bounces)
+        .execution_options(synchronize_session=False)
+    )
+    if count is not None and count >= SOFT_BOUNCE_LIMIT:
+        suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "soft-bounces", now)
+        return True
+    return False
+
+
+def delivered(session: Session, subscriber_ids: list[int]) -> None:
+    """A delivered message ends a run of soft bounces ("in a row")."""
+    if subscriber_ids:
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id.in_(subscriber_ids), Subscriber.soft_bounces > 0)
+            .values(soft_bounces=0)
+            .execution_options(synchronize_session=False)
+        )
