@@ -1,0 +1,216 @@
+"""Delivery against a real SMTP server that fails in the ways real ones do.
+
+Time is injected: each pass is a scheduler tick at a later ``now``; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from digestd.config import Settings, load_settings
+from digestd.delivery import Sender
+from digestd.editions import enqueue_due
+from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
+from digestd.service import Service
+from digestd.subscribers import email_hash
+from tests.faultsmtp import FaultySink, running
+from tests.helpers import parse
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+
+SENT_AT = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)  # 07:00 UTC: the readers' daily slot
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(env: dict[str, str], url: str, **tuning: Any) -> Service:
+    settings: Settings = load_settings({**env, "DIGESTD_SMTP_URL": url})
+    settings = replace(settings, delivery=replace(settings.delivery, **tuning))
+    return Service.build(settings)
+
+
+def _sender(service: Service, clock: FakeMonotonic) -> Sender:
+    return Sender(
+        service.sessions,
+        service.composer,
+        service.transport,
+        catchup=timedelta(hours=service.settings.catchup_hours),
+        tuning=service.settings.delivery,
+        rng=lambda: 0.5,
+        monotonic=clock,
+    )
+
+
+def _seed(service: Service, addresses: list[str]) -> None:
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SENT_AT - timedelta(hours=20), SENT_AT))
+        add_readers(session, [Reader(a) for a in addresses], SENT_AT - timedelta(days=1))
+
+
+def _statuses(service: Service) -> dict[str, int]:
+    with service.sessions() as session:
+        return dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()  # type: ignore[arg-type]
+        )
+
+
+def test_every_deliverable_message_arrives_exactly_once_through_4xx_drops_and_550s(
+    env: dict[str, str],
+) -> None:
+    addresses = [f"reader{i}@example.com" for i in range(60)]
+    rejected = addresses[:5]
+    greylisted = addresses[5:15]
+    dropped = addresses[15:20]
+    sink = FaultySink(
+        busy_transactions=15,
+        greylist={a: 2 for a in greylisted},
+        drop_after_data=set(dropped),
+        reject={a: "550 5.1.1 No such user" for a in rejected},
+    )
+    with running(sink):
+        service = _service(env, sink.url, pool_size=3, failure_burst=10_000)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+
+        async def scenario() -> None:
+            now = SENT_AT
+            enqueue_due(service.sessions, service.policy, now)
+            for _ in range(12):  # ticks 15 minutes apart: longer than any backoff used here
+                await sender.deliver_due(now)
+                now += timedelta(minutes=15)
+            await service.close()
+
+        asyncio.run(scenario())
+
+    deliverable = set(addresses) - set(rejected)
+    assert dict(sink.delivered) == {a: 1 for a in deliverable}
+    assert _statuses(service) == {"sent": 55, "failed": 5}
+    with service.sessions() as session:
+        failed = session.execute(
+            select(Subscriber.email, Subscriber.status, Delivery.smtp_reply, Delivery.attempts)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.status == DeliveryStatus.FAILED)
+        ).all()
+        assert {row.email for row in failed} == set(rejected)
+        assert all(row.status == SubscriberStatus.BOUNCED for row in failed)
+        assert all(row.smtp_reply.startswith("550 5.1.1") for row in failed)
+    # A 5xx is final: each rejected address was tried at RCPT exactly once.
+    assert {a: sink.rcpts[a] for a in rejected} == {a: 1 for a in rejected}
+    with service.sessions() as session:
+        suppressed = set(session.scalars(select(Suppression.email_hash)))
+        assert suppressed == {email_hash(a) for a in rejected}
+        greylisted_attempts = session.scalars(
+            select(Delivery.attempts)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.email.in_(greylisted))
+        ).all()
+        assert all(n >= 3 for n in greylisted_attempts)  # two 451s, then accepted
+    # Each message carries the VERP sender naming its own delivery.
+    for envelope_from, recipient, data in sink.messages:
+        assert envelope_from.startswith("bounces+")
+        assert parse(data)["To"] == recipient
+
+
+def test_a_suppressed_address_is_never_queued_or_sent_again(env: dict[str, str]) -> None:
+    sink = FaultySink(reject={"gone@example.com": "550 5.1.1 No such user"})
+    with running(sink):
+        service = _service(env, sink.url)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ["gone@example.com", "here@example.com"])
+
+        async def two_days() -> None:
+            for day in range(2):
+                now = SENT_AT + timedelta(days=day, minutes=1)
+                with service.sessions.begin() as session:
+                    add_articles(session, hourly_articles(now - timedelta(hours=5), now))
+                enqueue_due(service.sessions, service.policy, now)
+                await sender.deliver_due(now)
+            await service.close()
+
+        asyncio.run(two_days())
+    assert sink.attempts == 3  # gone@ once (550), here@ on both days
+    assert dict(sink.delivered) == {"here@example.com": 2}
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Subscriber.email, func.count(Delivery.id))
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .group_by(Subscriber.email)
+        ).all()
+    assert dict(rows) == {"gone@example.com": 1, "here@example.com": 2}  # type: ignore[arg-type]
+
+
+def test_a_burst_of_failures_pauses_sending_instead_of_burning_through_the_list(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    addresses = [f"r{i}@example.com" for i in range(100)]
+    sink = FaultySink(always="451 4.3.0 Mail server temporarily unavailable")
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2, failure_burst=10, pause_seconds=120)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+
+        async def storm_then_recovery() -> tuple[Any, Any, Any]:
+            enqueue_due(service.sessions, service.policy, SENT_AT)
+            with caplog.at_level(logging.WARNING, logger="digestd"):
+                during = await sender.deliver_due(SENT_AT)
+            still_paused = await sender.deliver_due(SENT_AT + timedelta(minutes=1))
+            sink.always = None  # the server recovers
+            clock.now += 121  # the pause is over
+            after = await sender.deliver_due(SENT_AT + timedelta(minutes=30))
+            await service.close()
+            return during, still_paused, after
+
+        during, still_paused, after = asyncio.run(storm_then_recovery())
+
+    assert during.paused and sender.pauses == 1
+    assert during.deferred <= 10 + 2  # the burst, plus what was already on the wire
+    assert during.released == 100 - during.deferred
+    assert during.failed == 0 and during.sent == 0
+    assert still_paused.paused and still_paused.sent == 0
+    assert any("sending paused for 120s: 10 failures in a row" in m for m in caplog.messages)
+    assert after.sent == 100 and not after.paused
+    assert dict(sink.delivered) == {a: 1 for a in addresses}
+
+
+def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bounce(
+    env: dict[str, str],
+) -> None:
+    sink = FaultySink(greylist={"slow@example.com": 1000})
+    with running(sink):
+        service = _service(env, sink.url)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ["slow@example.com"])
+
+        async def until_too_late() -> None:
+            enqueue_due(service.sessions, service.policy, SENT_AT)
+            now = SENT_AT
+            while now < SENT_AT + timedelta(hours=7):
+                await sender.deliver_due(now)
+                now += timedelta(minutes=30)
+            await service.close()
+
+        asyncio.run(until_too_late())
+    assert _statuses(service) == {"failed": 1}
+    with service.sessions() as session:
+        (subscriber,) = session.scalars(select(Subscriber)).all()
+        assert subscriber.soft_bounces == 1 and subscriber.status == SubscriberStatus.ACTIVE
+        (delivery,) = session.scalars(select(Delivery)).all()
+        assert delivery.smtp_reply and delivery.smtp_reply.startswith("451")
+        # Backoff doubled between attempts (1, 2, 4, 8 ... minutes; ticks every 30).
+        assert 6 <= delivery.attempts <= 14
