@@ -45,7 +45,7 @@ from digestd.models import (
 )
 from digestd.ratelimit import Limits
 from digestd.subscribers import email_hash
-from digestd.suppress import delivered, soft_bounce, suppress
+from digestd.suppress import SOFT_BOUNCE_MARK, soft_bounce, suppress
 from digestd.transport import Transport
 
 __all__ = ["Composer", "DeliveryReport", "Links", "Sender"]
@@ -341,12 +341,22 @@ class Sender:
                 b_smtp_reply=result[:500],
                 b_message_id=self.composer.message_id(job.kind, job.period, job.delivery_id),
             )
-        elif isinstance(result, PermanentDeliveryError) or now - job.due_at > self.catchup:
+        elif isinstance(result, PermanentDeliveryError):
             report.failed += 1
             report.errors.append(str(result))
             row.update(
                 b_status=DeliveryStatus.FAILED,
                 b_last_error=str(result)[:1000],
+                b_smtp_reply=str(result)[:500],
+            )
+        elif now - job.due_at > self.catchup:
+            # Temporary failures until the edition is too old to send: a soft bounce.
+            report.failed += 1
+            report.errors.append(str(result))
+            row.update(
+                b_status=DeliveryStatus.FAILED,
+                b_last_error=f"{SOFT_BOUNCE_MARK} gave up after {job.attempts + 1} attempts: "
+                f"{result}"[:1000],
                 b_smtp_reply=str(result)[:500],
             )
         else:
@@ -394,12 +404,8 @@ class Sender:
                 ),
                 rows,
             )
-            sent_to: list[int] = []
             for job, result, row in zip(jobs, results, rows, strict=True):
-                if isinstance(result, str):
-                    sent_to.append(job.subscriber_id)
-                elif isinstance(result, PermanentDeliveryError):
+                if isinstance(result, PermanentDeliveryError):
                     suppress(session, job.subscriber_id, SubscriberStatus.BOUNCED, "5xx", now)
                 elif row["b_status"] == DeliveryStatus.FAILED:
                     soft_bounce(session, job.subscriber_id, now)
-            delivered(session, sent_to)

@@ -13,12 +13,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from digestd.db import insert_ignoring_conflicts
-from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
 from digestd.subscribers import email_hash
 
 log = logging.getLogger(__name__)
 
 SOFT_BOUNCE_LIMIT = 3  # soft bounces in a row that suppress an address
+# How a delivery's last_error marks it soft-bounced: retries ran out on 4xx answers, or a
+# DSN reported a temporary failure after the relay had accepted the message.
+SOFT_BOUNCE_MARK = "soft-bounce:"
 
 
 def suppress(
@@ -47,26 +50,34 @@ def suppress(
 
 
 def soft_bounce(session: Session, subscriber_id: int, now: datetime) -> bool:
-    """Count one soft bounce; the third in a row suppresses. True if it did."""
-    count = session.scalar(
+    """Recount the subscriber's run of soft bounces after a delivery was marked one; the
+    third in a row suppresses. True if it did.
+
+    "In a row" is read from the deliveries themselves (newest first) rather than kept as
+    a counter reset on success: a relay accepting a message (250) says nothing about the
+    mailbox, and a DSN for it may arrive after the next edition was accepted.
+    """
+    recent = session.scalars(
+        select(Delivery.last_error)
+        .where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]),
+        )
+        .order_by(Delivery.due_at.desc())
+        .limit(SOFT_BOUNCE_LIMIT)
+    ).all()
+    run = 0
+    for last_error in recent:
+        if not (last_error or "").startswith(SOFT_BOUNCE_MARK):
+            break
+        run += 1
+    session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber_id)
-        .values(soft_bounces=Subscriber.soft_bounces + 1)
-        .returning(Subscriber.soft_bounces)
+        .values(soft_bounces=run)
         .execution_options(synchronize_session=False)
     )
-    if count is not None and count >= SOFT_BOUNCE_LIMIT:
+    if run >= SOFT_BOUNCE_LIMIT:
         suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "soft-bounces", now)
         return True
     return False
-
-
-def delivered(session: Session, subscriber_ids: list[int]) -> None:
-    """A delivered message ends a run of soft bounces ("in a row")."""
-    if subscriber_ids:
-        session.execute(
-            update(Subscriber)
-            .where(Subscriber.id.in_(subscriber_ids), Subscriber.soft_bounces > 0)
-            .values(soft_bounces=0)
-            .execution_options(synchronize_session=False)
-        )

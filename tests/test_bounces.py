@@ -1,0 +1,214 @@
+"""DSN and ARF reports through ``process_report``: found, classified, acted on once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from digestd.bounces import Outcome, ReportError, ReportResult, process_report
+from digestd.config import Settings
+from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
+from digestd.service import Service
+from digestd.subscribers import email_hash
+from digestd.tokens import Tokens
+from tests.conftest import TEST_KEY
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POSTFIX_DSN = (FIXTURES / "postfix-dsn-550.eml").read_bytes()
+ARF = (FIXTURES / "arf-abuse.eml").read_bytes()
+FIRST = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+TAG_1 = Tokens([TEST_KEY]).bounce_tag(1)
+
+
+def _deliver_days(settings: Settings, emails: list[str], days: int = 1) -> Service:
+    """Each reader gets a daily on ``days`` consecutive days (into the mail catcher)."""
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(
+            session, hourly_articles(FIRST - timedelta(days=1), FIRST + timedelta(days=4))
+        )
+        add_readers(session, [Reader(e) for e in emails], FIRST - timedelta(hours=1))
+
+    async def run() -> None:
+        for day in range(days):
+            report = await service.tick(FIRST + timedelta(days=day, minutes=1))
+            assert report.delivered.sent == len(emails)
+
+    asyncio.run(run())
+    return service
+
+
+def _next_daily(service: Service, day: int) -> int:
+    """Tick on the morning of ``day`` (0 = FIRST); the id of the delivery it sent."""
+    report = asyncio.run(service.tick(FIRST + timedelta(days=day, minutes=1)))
+    assert report.delivered.sent == 1
+    with service.sessions() as session:
+        newest = session.scalar(select(Delivery.id).order_by(Delivery.due_at.desc()).limit(1))
+        assert newest is not None
+        return newest
+
+
+def _subscriber(service: Service, address: str) -> Subscriber:
+    with service.sessions() as session:
+        found = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
+        return found
+
+
+def _suppressed(service: Service, address: str) -> bool:
+    with service.sessions() as session:
+        return session.get(Suppression, email_hash(address)) is not None
+
+
+def _process(service: Service, raw: bytes, tokens: Tokens | None = None) -> ReportResult:
+    with service.sessions.begin() as session:
+        return process_report(session, raw, tokens or service.tokens, FIRST + timedelta(days=3))
+
+
+def test_a_real_postfix_dsn_hard_bounce_suppresses_the_address_found_by_verp(
+    settings: Settings,
+) -> None:
+    service = _deliver_days(settings, ["gone@example.com"])
+    result = _process(service, POSTFIX_DSN)
+    assert result == ReportResult(
+        outcome=Outcome.HARD_BOUNCE,
+        report_type="delivery-status",
+        delivery_id=1,
+        subscriber_id=_subscriber(service, "gone@example.com").id,
+        recipient="gone@example.com",
+        status="5.1.1",
+        diagnostic="smtp; 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown",
+        matched_by="verp",
+        suppressed=True,
+    )
+    subscriber = _subscriber(service, "gone@example.com")
+    assert subscriber.status == SubscriberStatus.BOUNCED
+    assert subscriber.next_daily_at is None
+    assert _suppressed(service, "gone@example.com")
+    # the same report again changes nothing and says so consistently
+    again = _process(service, POSTFIX_DSN)
+    assert again.outcome is Outcome.HARD_BOUNCE and again.suppressed
+    # and the address is never queued again
+    asyncio.run(service.tick(FIRST + timedelta(days=1, minutes=1)))
+    with service.sessions() as session:
+        assert len(session.scalars(select(Delivery)).all()) == 1
+
+
+def test_without_a_valid_verp_tag_the_delivery_is_found_by_message_id_then_by_recipient(
+    settings: Settings,
+) -> None:
+    service = _deliver_days(settings, ["gone@example.com"])
+    other_key = Tokens(["another-key-entirely-0123456789"])
+    by_message_id = _process(service, POSTFIX_DSN, other_key)
+    assert by_message_id.matched_by == "message-id" and by_message_id.delivery_id == 1
+
+    no_message_id = POSTFIX_DSN.replace(b"Message-ID: <daily.2026-03-10.1@", b"Message-ID: <x@")
+    by_recipient = _process(service, no_message_id, other_key)
+    assert by_recipient.matched_by == "recipient" and by_recipient.delivery_id == 1
+    assert _subscriber(service, "gone@example.com").status == SubscriberStatus.BOUNCED
+
+
+def test_a_forged_report_cannot_bounce_someone_else(settings: Settings) -> None:
+    service = _deliver_days(settings, ["victim@example.com", "gone@example.com"])
+    victim = _subscriber(service, "victim@example.com")
+    with service.sessions() as session:
+        victims_delivery = session.scalar(
+            select(Delivery.id).where(Delivery.subscriber_id == victim.id)
+        )
+    # A bad signature, and the victim's Message-ID but another recipient: neither counts.
+    forged = POSTFIX_DSN.replace(TAG_1.encode(), b"1.forgedsignatureAAAAAAAAAAAA").replace(
+        b"<daily.2026-03-10.1@", f"<daily.2026-03-10.{victims_delivery}@".encode()
+    )
+    result = _process(service, forged)
+    assert result.matched_by == "recipient"
+    assert result.subscriber_id == _subscriber(service, "gone@example.com").id
+    assert _subscriber(service, "victim@example.com").status == SubscriberStatus.ACTIVE
+
+
+def test_an_arf_complaint_unsubscribes_and_suppresses(settings: Settings) -> None:
+    service = _deliver_days(settings, ["reader@example.com"])
+    result = _process(service, ARF)
+    assert result.outcome is Outcome.COMPLAINT
+    assert result.report_type == "feedback-report" and result.status == "abuse"
+    assert result.matched_by == "verp" and result.delivery_id == 1
+    subscriber = _subscriber(service, "reader@example.com")
+    assert subscriber.status == SubscriberStatus.COMPLAINED
+    assert subscriber.unsubscribed_at is not None
+    assert _suppressed(service, "reader@example.com")
+
+
+def _soft_dsn(service: Service, delivery_id: int, status: bytes = b"4.2.2") -> bytes:
+    return (
+        POSTFIX_DSN.replace(TAG_1.encode(), service.tokens.bounce_tag(delivery_id).encode())
+        .replace(b"Status: 5.1.1", b"Status: " + status)
+        .replace(b"550 5.1.1", b"452 " + status)
+    )
+
+
+def test_three_soft_bounces_in_a_row_suppress_and_a_repeated_report_counts_once(
+    settings: Settings,
+) -> None:
+    service = _deliver_days(settings, ["full@example.com"])
+    ids = [1]
+    first = _process(service, _soft_dsn(service, ids[0]))
+    assert first.outcome is Outcome.SOFT_BOUNCE and not first.suppressed
+    assert _process(service, _soft_dsn(service, ids[0])).outcome is Outcome.IGNORED
+    assert _subscriber(service, "full@example.com").soft_bounces == 1
+    ids.append(_next_daily(service, 1))
+    # "mailbox full" reported as 5.2.2 is soft too (RFC 3463: a persistent-transient state)
+    second = _process(service, _soft_dsn(service, ids[1], b"5.2.2"))
+    assert second.outcome is Outcome.SOFT_BOUNCE and not second.suppressed
+    assert _subscriber(service, "full@example.com").status == SubscriberStatus.ACTIVE
+    assert _subscriber(service, "full@example.com").soft_bounces == 2
+    ids.append(_next_daily(service, 2))
+    third = _process(service, _soft_dsn(service, ids[2]))
+    assert third.outcome is Outcome.SOFT_BOUNCE and third.suppressed
+    assert _subscriber(service, "full@example.com").status == SubscriberStatus.BOUNCED
+    assert _suppressed(service, "full@example.com")
+
+
+def test_soft_bounces_not_in_a_row_do_not_suppress(settings: Settings) -> None:
+    service = _deliver_days(settings, ["flaky@example.com"], days=3)
+    with service.sessions() as session:
+        ids = list(session.scalars(select(Delivery.id).order_by(Delivery.due_at)))
+    _process(service, _soft_dsn(service, ids[0]))
+    _process(service, _soft_dsn(service, ids[2]))  # the middle one was fine
+    assert _subscriber(service, "flaky@example.com").soft_bounces == 1
+    assert _subscriber(service, "flaky@example.com").status == SubscriberStatus.ACTIVE
+
+
+def test_a_delay_notice_changes_nothing(settings: Settings) -> None:
+    service = _deliver_days(settings, ["slow@example.com"])
+    delayed = POSTFIX_DSN.replace(b"Action: failed", b"Action: delayed").replace(
+        b"Status: 5.1.1", b"Status: 4.4.1"
+    )
+    result = _process(service, delayed)
+    assert result.outcome is Outcome.IGNORED and not result.suppressed
+    with service.sessions() as session:
+        (delivery,) = session.scalars(select(Delivery)).all()
+        assert delivery.status == DeliveryStatus.SENT and delivery.last_error is None
+    assert _subscriber(service, "slow@example.com").status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"Subject: hello\r\n\r\nnot a report\r\n",
+        b'Content-Type: multipart/report; report-type=disposition-notification; boundary="b"\r\n'
+        b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nread\r\n--b--\r\n",
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+        b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nno status part\r\n--b--\r\n",
+    ],
+)
+def test_something_that_is_not_a_report_is_refused_and_changes_nothing(
+    settings: Settings, raw: bytes
+) -> None:
+    service = _deliver_days(settings, ["reader@example.com"])
+    with pytest.raises(ReportError):
+        _process(service, raw)
+    assert _subscriber(service, "reader@example.com").status == SubscriberStatus.ACTIVE
