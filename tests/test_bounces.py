@@ -29,9 +29,7 @@ def _deliver_days(settings: Settings, emails: list[str], days: int = 1) -> Servi
     """Each reader gets a daily on ``days`` consecutive days (into the mail catcher)."""
     service = Service.build(settings)
     with service.sessions.begin() as session:
-        add_articles(
-            session, hourly_articles(FIRST - timedelta(days=1), FIRST + timedelta(days=4))
-        )
+        add_articles(session, hourly_articles(FIRST - timedelta(days=1), FIRST + timedelta(days=4)))
         add_readers(session, [Reader(e) for e in emails], FIRST - timedelta(hours=1))
 
     async def run() -> None:
