@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -95,8 +96,12 @@ class Service:
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
     ) -> TickReport:
         """One scheduler pass: enqueue every edition due at ``now``, then deliver the queue."""
+        started = time.monotonic()
         enqueued = await asyncio.to_thread(enqueue_due, self.sessions, self.policy, now)
-        delivered = await self.sender().deliver_due(now, should_stop)
+        # Leases are compared across processes: sending starts at the time it really is,
+        # not at the start of a tick whose enqueue took a while.
+        elapsed = timedelta(seconds=time.monotonic() - started)
+        delivered = await self.sender().deliver_due(now + elapsed, should_stop)
         return TickReport(now, enqueued, delivered)
 
     async def close(self) -> None:

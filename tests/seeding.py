@@ -103,3 +103,14 @@ def add_readers(
         ],
     )
     return ids
+
+
+def many_readers(
+    session: Session, count: int, now: datetime, daily_at: time, domains: int = 20
+) -> None:
+    """``count`` daily readers in UTC (r000000@d00.example.com ...), scheduled from ``now``."""
+    readers = [
+        Reader(f"r{i:06d}@d{i % domains:02d}.example.com", "UTC", ("ai",)) for i in range(count)
+    ]
+    for start in range(0, count, 5000):
+        add_readers(session, readers[start : start + 5000], now, daily_at)
