@@ -357,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose and args.command != "migrate":
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # "context impl" on every start
     try:
         settings = load_settings(os.environ, args.config)
         return int(args.func(settings, args))
