@@ -55,7 +55,8 @@ def header(name: str, value: str) -> bytes:
     """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
     # header_factory parses and RFC 2047-encodes; fold_binary alone passes non-ASCII through.
-    return SMTP.header_factory(name, value).fold(policy=SMTP).encode("ascii")
+    folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
+    return folded.encode("ascii")
 
 
 def _plain_header(name: str, value: str) -> bytes:

@@ -28,7 +28,11 @@ def test_defaults_for_optional_fields() -> None:
     minimal = {k: SAMPLE_ARTICLE[k] for k in ("id", "url", "title", "published_at", "categories")}
     article = validate(minimal)
     assert (article.kind, article.score, article.source, article.key_takeaways) == (
-        "news", 0.0, "", ())
+        "news",
+        0.0,
+        "",
+        (),
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +75,9 @@ def _count(database_url: str) -> int:
 
 
 def test_a_batch_keeps_valid_items_and_reports_bad_ones_by_position(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     good = dict(SAMPLE_ARTICLE)
@@ -92,7 +98,9 @@ def test_a_batch_keeps_valid_items_and_reports_bad_ones_by_position(
 
 
 def test_malformed_json_is_exit_2_and_stores_nothing(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "broken.json"
@@ -103,19 +111,26 @@ def test_malformed_json_is_exit_2_and_stores_nothing(
     assert _count(env["DIGESTD_DATABASE_URL"]) == 0
 
 
-def test_missing_file_is_exit_2(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_file_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_cli(monkeypatch, env, "articles", "add", "/nonexistent/file.json") == 2
     assert "cannot read /nonexistent/file.json" in capsys.readouterr().err
 
 
 def test_jsonl_lines_are_reported_by_line_number(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "feed.jsonl"
-    lines = [json.dumps({**SAMPLE_ARTICLE, "id": "one"}), "{not json",
-             "", json.dumps({**SAMPLE_ARTICLE, "id": "two"})]
+    lines = [
+        json.dumps({**SAMPLE_ARTICLE, "id": "one"}),
+        "{not json",
+        "",
+        json.dumps({**SAMPLE_ARTICLE, "id": "two"}),
+    ]
     path.write_text("\n".join(lines) + "\n")
     assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 1
     assert "item 2: line: malformed JSON" in capsys.readouterr().err
@@ -123,14 +138,24 @@ def test_jsonl_lines_are_reported_by_line_number(
 
 
 def test_a_resent_id_updates_the_article(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "a.json"
     path.write_text(json.dumps(SAMPLE_ARTICLE))
     assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 0
-    path.write_text(json.dumps({**SAMPLE_ARTICLE, "title": "Updated title", "score": 50,
-                                "categories": ["ai", "enterprise"]}))
+    path.write_text(
+        json.dumps(
+            {
+                **SAMPLE_ARTICLE,
+                "title": "Updated title",
+                "score": 50,
+                "categories": ["ai", "enterprise"],
+            }
+        )
+    )
     assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 0
     assert "0 added, 1 updated" in capsys.readouterr().out
     engine = make_engine(env["DIGESTD_DATABASE_URL"])

@@ -29,15 +29,29 @@ def test_defaults_run_without_any_configuration(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "host", "port", "tls", "starttls", "user", "password"),
     [
-        ("smtp://user:p%40ss@mail.example.com:587?starttls=true",
-         "mail.example.com", 587, False, True, "user", "p@ss"),
+        (
+            "smtp://user:p%40ss@mail.example.com:587?starttls=true",
+            "mail.example.com",
+            587,
+            False,
+            True,
+            "user",
+            "p@ss",
+        ),
         ("smtps://relay.example.com:465", "relay.example.com", 465, True, False, None, None),
         ("smtps://relay.example.com", "relay.example.com", 465, True, False, None, None),
         ("smtp://127.0.0.1:2525", "127.0.0.1", 2525, False, False, None, None),
     ],
 )
-def test_smtp_urls_are_understood(url: str, host: str, port: int, tls: bool, starttls: bool,
-                                  user: str | None, password: str | None) -> None:
+def test_smtp_urls_are_understood(
+    url: str,
+    host: str,
+    port: int,
+    tls: bool,
+    starttls: bool,
+    user: str | None,
+    password: str | None,
+) -> None:
     smtp = parse_smtp_url(url)
     assert (smtp.host, smtp.port, smtp.use_tls, smtp.start_tls) == (host, port, tls, starttls)
     assert (smtp.username, smtp.password) == (user, password)
@@ -77,10 +91,12 @@ def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: st
 
 def test_toml_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     config = tmp_path / "digestd.toml"
-    config.write_text('daily_hour = "6:30"\nsite_name = "AI Pulse"\n'
-                      'DIGESTD_DEFAULT_TIMEZONE = "Europe/Paris"\n')
-    settings = load_settings({"DIGESTD_DATA_DIR": str(tmp_path),
-                              "DIGESTD_DEFAULT_TIMEZONE": "Asia/Tokyo"}, config)
+    config.write_text(
+        'daily_hour = "6:30"\nsite_name = "AI Pulse"\nDIGESTD_DEFAULT_TIMEZONE = "Europe/Paris"\n'
+    )
+    settings = load_settings(
+        {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_DEFAULT_TIMEZONE": "Asia/Tokyo"}, config
+    )
     assert settings.daily_time == time(6, 30)
     assert settings.site_name == "AI Pulse"
     assert settings.default_timezone == "Asia/Tokyo"
@@ -94,7 +110,9 @@ def test_a_broken_toml_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_cli_stops_with_exit_2_and_one_line_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     bad = {**env, "DIGESTD_SMTP_URL": "smtp//mail.example.com"}

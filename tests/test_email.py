@@ -25,15 +25,22 @@ SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 HOSTILE = '"><img src=x onerror=alert(1)><script>alert("x")</script>'
 
 
-def _digest_files(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
-                  items: list[dict[str, object]], readers: str) -> list[bytes]:
+def _digest_files(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    items: list[dict[str, object]],
+    readers: str,
+) -> list[bytes]:
     """Ingest, import, tick once at SEND into the mail catcher; the caught messages."""
     (tmp_path / "a.json").write_text(json.dumps(items))
     (tmp_path / "r.csv").write_text("email,categories,frequency,timezone\n" + readers)
     assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
     with time_machine.travel(SEND - timedelta(days=1), tick=False):
         assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
-    assert run_cli(monkeypatch, env, "tick", "--now", (SEND + timedelta(minutes=1)).isoformat()) == 0
+    assert (
+        run_cli(monkeypatch, env, "tick", "--now", (SEND + timedelta(minutes=1)).isoformat()) == 0
+    )
     return [p.read_bytes() for p in sorted((Path(env["DIGESTD_DATA_DIR"]) / "mail").glob("*.eml"))]
 
 
@@ -42,29 +49,46 @@ def _typical_items() -> list[dict[str, object]]:
         dict(SAMPLE_ARTICLE, published_at="2026-11-29T20:00:00Z", score=40)
     ]
     for i in range(9):
-        items.append(article(f"story-{i}", ["ai", "robotics"][i % 2], SEND - timedelta(hours=i + 1),
-                             score=10 - i, source=f"Outlet {i % 4}"))
+        items.append(
+            article(
+                f"story-{i}",
+                ["ai", "robotics"][i % 2],
+                SEND - timedelta(hours=i + 1),
+                score=10 - i,
+                source=f"Outlet {i % 4}",
+            )
+        )
     return items
 
 
 @pytest.fixture
 def digest(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path) -> bytes:
-    (data,) = _digest_files(monkeypatch, env, tmp_path, _typical_items(),
-                            'ann@example.com,"ai,robotics",daily,UTC\n')
+    (data,) = _digest_files(
+        monkeypatch, env, tmp_path, _typical_items(), 'ann@example.com,"ai,robotics",daily,UTC\n'
+    )
     return data
 
 
 def test_headers_are_each_present_once_and_one_click_ready(digest: bytes) -> None:
     message = parse(digest)
-    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id",
-                 "List-Unsubscribe", "List-Unsubscribe-Post"):
+    for name in (
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
         assert len(message.get_all(name) or []) == 1, name
     assert message["To"] == "ann@example.com"
     assert message["From"] == "Tech Pulse <digest@news.example.com>"
     assert re.fullmatch(r".*<[\w.-]+\.digest\.example\.com>", str(message["List-Id"]))
     unsubscribe = str(message["List-Unsubscribe"])
-    assert re.fullmatch(r"<https://digest\.example\.com/unsubscribe/[\w.-]+>, <mailto:[^>]+>",
-                        unsubscribe)
+    assert re.fullmatch(
+        r"<https://digest\.example\.com/unsubscribe/[\w.-]+>, <mailto:[^>]+>", unsubscribe
+    )
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Subject"].startswith("Meta's Internal Memo Signals AI Comeback")
     # the envelope sender is a VERP address (what the catcher recorded as Return-Path)
@@ -107,8 +131,13 @@ def test_html_has_no_remote_fonts_or_css_and_stays_under_the_gmail_clip(digest: 
 def test_links_are_personal_and_the_tokens_verify(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
 ) -> None:
-    messages = _digest_files(monkeypatch, env, tmp_path, _typical_items(),
-                             'ann@example.com,ai,daily,UTC\nbob@example.com,ai,daily,UTC\n')
+    messages = _digest_files(
+        monkeypatch,
+        env,
+        tmp_path,
+        _typical_items(),
+        "ann@example.com,ai,daily,UTC\nbob@example.com,ai,daily,UTC\n",
+    )
     assert len(messages) == 2
     engine = make_engine(env["DIGESTD_DATABASE_URL"])
     with make_sessions(engine)() as session:
@@ -136,8 +165,13 @@ def test_hostile_article_text_is_escaped_and_cannot_inject_headers(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
 ) -> None:
     items = _typical_items()
-    items[0] = dict(items[0], title=HOSTILE + "\r\nBcc: victim@example.com", score=100,
-                    key_takeaways=[HOSTILE], why_it_matters=HOSTILE)
+    items[0] = dict(
+        items[0],
+        title=HOSTILE + "\r\nBcc: victim@example.com",
+        score=100,
+        key_takeaways=[HOSTILE],
+        why_it_matters=HOSTILE,
+    )
     (data,) = _digest_files(monkeypatch, env, tmp_path, items, "ann@example.com,ai,daily,UTC\n")
     message = parse(data)
     assert message.get_all("Bcc") is None
@@ -151,14 +185,19 @@ def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
     rendered = RenderedEmail(
         subject="Ünïcode subject ✓",
         text="Héllo\nUnsubscribe: __digestd_unsubscribe_url__\n",
-        html="<p>x</p><a href=\"__digestd_unsubscribe_url__\">u</a>" + "é" * 300,
+        html='<p>x</p><a href="__digestd_unsubscribe_url__">u</a>' + "é" * 300,
     )
     template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
     link = "https://digest.example.com/unsubscribe/" + "A" * 180
-    data = template.compose(Personal(
-        to="r@example.com", message_id="<m@example.com>", date="Mon, 30 Nov 2026 07:00:00 +0000",
-        links={"unsubscribe": link, "preferences": "", "view": ""},
-        unsubscribe_mailto="u@example.com"))
+    data = template.compose(
+        Personal(
+            to="r@example.com",
+            message_id="<m@example.com>",
+            date="Mon, 30 Nov 2026 07:00:00 +0000",
+            links={"unsubscribe": link, "preferences": "", "view": ""},
+            unsubscribe_mailto="u@example.com",
+        )
+    )
     head, body = data.split(b"\r\n\r\n", 1)
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # QP's limit
     assert max(len(line) for line in head.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
@@ -169,8 +208,9 @@ def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
 
 
 def _spam_score(data: bytes) -> tuple[float, str]:
-    result = subprocess.run(["spamassassin", "-L", "-t"], input=data, capture_output=True,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=120, check=True
+    )
     status = re.search(rb"X-Spam-Status: \w+, score=(-?[\d.]+)[^\n]*(?:\n\s[^\n]*)*", result.stdout)
     assert status is not None, result.stdout[:500]
     return float(status.group(1)), status.group(0).decode()

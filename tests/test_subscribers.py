@@ -31,8 +31,7 @@ def _subscribers(database_url: str) -> dict[str, Subscriber]:
     return found
 
 
-def _import(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
-            body: str) -> int:
+def _import(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path, body: str) -> int:
     path = tmp_path / "subscribers.csv"
     path.write_text(HEADER + body)
     with time_machine.travel(NOW, tick=False):
@@ -51,8 +50,17 @@ def test_addresses_are_normalised(raw: str, normalised: str) -> None:
     assert normalise_email(raw) == normalised
 
 
-@pytest.mark.parametrize("raw", ["", "no-at-sign", "a@b", "x@example.com\r\nBcc: y@example.com",
-                                 "ü@example.com", "a" * 300 + "@example.com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "no-at-sign",
+        "a@b",
+        "x@example.com\r\nBcc: y@example.com",
+        "ü@example.com",
+        "a" * 300 + "@example.com",
+    ],
+)
 def test_bad_addresses_are_refused(raw: str) -> None:
     with pytest.raises(ValidationError) as caught:
         normalise_email(raw)
@@ -62,9 +70,11 @@ def test_bad_addresses_are_refused(raw: str) -> None:
 def test_import_activates_rows_and_records_the_source(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
 ) -> None:
-    body = ('ann@example.com,"ai,robotics",daily,America/Los_Angeles\n'
-            "bob@example.com,all,both,\n"
-            'cat@example.com,"fintech",weekly,Asia/Kolkata\n')
+    body = (
+        'ann@example.com,"ai,robotics",daily,America/Los_Angeles\n'
+        "bob@example.com,all,both,\n"
+        'cat@example.com,"fintech",weekly,Asia/Kolkata\n'
+    )
     assert _import(monkeypatch, env, tmp_path, body) == 0
     found = _subscribers(env["DIGESTD_DATABASE_URL"])
     ann, bob, cat = found["ann@example.com"], found["bob@example.com"], found["cat@example.com"]
@@ -81,16 +91,20 @@ def test_import_activates_rows_and_records_the_source(
 
 
 def test_bad_rows_are_reported_by_line_and_good_rows_kept(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    body = ("good@example.com,ai,daily,UTC\n"
-            "not-an-email,ai,daily,UTC\n"
-            "unknown@example.com,gardening,daily,UTC\n"
-            "freq@example.com,ai,hourly,UTC\n"
-            "zone@example.com,ai,daily,Mars/Base\n"
-            'multi@example.com,"ai,\nrobotics",daily,UTC\n'   # a quoted field across lines
-            "GOOD@example.com,ai,daily,UTC\n")                 # same address again
+    body = (
+        "good@example.com,ai,daily,UTC\n"
+        "not-an-email,ai,daily,UTC\n"
+        "unknown@example.com,gardening,daily,UTC\n"
+        "freq@example.com,ai,hourly,UTC\n"
+        "zone@example.com,ai,daily,Mars/Base\n"
+        'multi@example.com,"ai,\nrobotics",daily,UTC\n'  # a quoted field across lines
+        "GOOD@example.com,ai,daily,UTC\n"
+    )  # same address again
     assert _import(monkeypatch, env, tmp_path, body) == 1
     err = capsys.readouterr().err
     assert "line 3: email:" in err
@@ -99,11 +113,15 @@ def test_bad_rows_are_reported_by_line_and_good_rows_kept(
     assert "line 6: timezone: unknown IANA timezone 'Mars/Base'" in err
     assert "line 9: email: appears twice in this file" in err
     assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == [
-        "good@example.com", "multi@example.com"]
+        "good@example.com",
+        "multi@example.com",
+    ]
 
 
 def test_a_file_without_the_expected_header_is_exit_2_and_imports_nothing(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "wrong.csv"
@@ -114,7 +132,9 @@ def test_a_file_without_the_expected_header_is_exit_2_and_imports_nothing(
 
 
 def test_import_never_resubscribes_someone_who_left(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert run_cli(monkeypatch, env, "subscribers", "delete", "gone@example.com") == 0
@@ -124,7 +144,9 @@ def test_import_never_resubscribes_someone_who_left(
 
 
 def test_export_round_trips_the_import_columns_plus_status(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     body = 'ann@example.com,"robotics,ai",both,Europe/Paris\n'
@@ -132,11 +154,17 @@ def test_export_round_trips_the_import_columns_plus_status(
     capsys.readouterr()
     assert run_cli(monkeypatch, env, "subscribers", "export") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert rows == [{
-        "email": "ann@example.com", "categories": "ai,robotics", "frequency": "both",
-        "timezone": "Europe/Paris", "status": "active",
-        "created_at": rows[0]["created_at"], "confirmed_at": NOW.isoformat(),
-    }]
+    assert rows == [
+        {
+            "email": "ann@example.com",
+            "categories": "ai,robotics",
+            "frequency": "both",
+            "timezone": "Europe/Paris",
+            "status": "active",
+            "created_at": rows[0]["created_at"],
+            "confirmed_at": NOW.isoformat(),
+        }
+    ]
     # the export is itself importable
     exported = tmp_path / "exported.csv"
     run_cli(monkeypatch, env, "subscribers", "export")
