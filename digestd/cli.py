@@ -221,6 +221,30 @@ def erase(session: object, email: str, now: datetime) -> bool:
     return bool(found)
 
 
+def cmd_feeds_add(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.feeds import add_feed
+
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        feed = add_feed(session, args.url, args.category, datetime.now(UTC))
+        print(
+            f"feed {feed.id} registered for {feed.category}: {feed.url} "
+            "(polled every 15 minutes by digestd run)"
+        )
+    return 0
+
+
+def cmd_feeds_list(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.models import Feed
+
+    service = Service.build(settings)
+    with service.sessions() as session:
+        for feed in session.scalars(select(Feed).order_by(Feed.id)):
+            state = f"failing ({feed.failures}): {feed.last_error}" if feed.failures else "ok"
+            print(f"{feed.id}\t{feed.category}\t{feed.url}\t{feed.title or '-'}\t{state}")
+    return 0
+
+
 def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
     now = parse_now(args.now)
     service = Service.build(settings)
@@ -333,6 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     erase_cmd = subs.add_parser("delete", help="erase a subscriber's personal data")
     erase_cmd.add_argument("email")
     erase_cmd.set_defaults(func=cmd_subscribers_delete)
+
+    feeds = commands.add_parser("feeds", help="RSS/Atom feeds polled for articles").add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+    feed_add = feeds.add_parser("add", help="register a feed for one category")
+    feed_add.add_argument("url")
+    feed_add.add_argument("--category", required=True, help="category slug of its articles")
+    feed_add.set_defaults(func=cmd_feeds_add)
+    feeds.add_parser("list", help="registered feeds and their state").set_defaults(
+        func=cmd_feeds_list
+    )
 
     tick = commands.add_parser("tick", help="one scheduler pass, then exit")
     tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")

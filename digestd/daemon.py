@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from digestd import feeds
 from digestd.service import Service
 
 log = logging.getLogger("digestd")
@@ -44,7 +45,32 @@ async def serve(
                 return
             log.info(report.summary())
 
+    async def poll_feeds() -> None:
+        if stopping.is_set():
+            return
+        try:
+            report = await asyncio.to_thread(feeds.poll_due, service.sessions, clock())
+        except Exception:  # a broken feed run must not kill the daemon
+            log.exception("feed polling failed")
+            return
+        if report.polled:
+            log.info(
+                "feeds: %d polled, %d unchanged, %d failed, %d articles",
+                report.polled,
+                report.unchanged,
+                report.failed,
+                report.articles,
+            )
+
     scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        poll_feeds,
+        "interval",
+        seconds=TICK_SECONDS,
+        next_run_time=clock(),
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
         tick,
         "interval",

@@ -28,8 +28,10 @@ HALF_LIFE_HOURS = {"daily": 24.0, "weekly": 72.0}
 NEAR_DUPLICATE = 0.7
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the to was were "
-    "will with after over new says said".split()
+    _WORD.findall(
+        "a an and are as at be by for from has have in is it its of on or that the to was "
+        "were will with after over new says said"
+    )
 )
 
 
