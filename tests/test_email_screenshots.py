@@ -32,7 +32,7 @@ def test_editions_render_responsively_in_every_colour_mode(mode: str) -> None:
             # Email HTML must not fetch anything: any request is a failure (images excepted,
             # which mail clients load from the article's own CDN).
             requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
+            page.on("request", lambda r, seen=requests: seen.append(r.url))
             page.route("**/*", lambda route: route.abort())
             for name, html in editions.items():
                 page.set_content(html, wait_until="domcontentloaded")
