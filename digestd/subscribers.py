@@ -16,7 +16,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digestd.categories import parse_categories
@@ -110,6 +110,18 @@ def parse_preferences(
 
 def is_suppressed(session: Session, email: str) -> bool:
     return session.get(Suppression, email_hash(email)) is not None
+
+
+def erase(session: Session, email: str, now: datetime) -> bool:
+    """Right to erasure: drop the subscriber and everything about them (categories and
+    deliveries go with the row), keep a hash so the address is never mailed again by
+    mistake (an old import, a list merge). True when there was a subscriber to drop."""
+    found = session.scalars(
+        delete(Subscriber).where(Subscriber.email == email).returning(Subscriber.id)
+    ).all()
+    if session.get(Suppression, email_hash(email)) is None:
+        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
+    return bool(found)
 
 
 def reschedule(subscriber: Subscriber, now: datetime, daily_at: time, weekly_at: time) -> None:
