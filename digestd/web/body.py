@@ -99,10 +99,7 @@ class Input:
             raise WebError(400, f"{name} must be a string.", field=name)
         if len(value) > limit:
             raise WebError(400, f"{name} is longer than {limit} characters.", field=name)
-        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-            raise WebError(
-                400, f"{name} must not contain line breaks or control characters.", field=name
-            )
+        _printable(name, value)
         return value.strip()
 
     def items(self, name: str, limit: int, max_items: int = 60) -> list[str]:
@@ -121,8 +118,17 @@ class Input:
                 raise WebError(
                     400, f"{name} has a value longer than {limit} characters.", field=name
                 )
+            _printable(name, item)
             out.extend(part for part in item.split(",") if part.strip())
         return out
+
+
+def _printable(name: str, value: str) -> None:
+    # CR/LF could smuggle headers into an email or lines into a log; no field needs them.
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise WebError(
+            400, f"{name} must not contain line breaks or control characters.", field=name
+        )
 
 
 async def read_input(request: Request, *, allow_json: bool = True) -> Input:
