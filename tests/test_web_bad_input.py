@@ -108,9 +108,7 @@ def _send(web: WebRig, how: str, payload: Any) -> Any:
         "xml": "application/xml",
         "huge": "application/x-www-form-urlencoded",
     }
-    return client.post(
-        "/subscribe", content=payload, headers={"Content-Type": content_types[how]}
-    )
+    return client.post("/subscribe", content=payload, headers={"Content-Type": content_types[how]})
 
 
 def _ct(kind: str) -> dict[str, str]:

@@ -59,9 +59,7 @@ def test_one_click_urlencoded_without_cookies_unsubscribes(web: WebRig) -> None:
 def test_one_click_multipart_without_cookies_unsubscribes(web: WebRig) -> None:
     links = _active(web)
     web.client.cookies.clear()
-    answer = web.client.post(
-        links["unsubscribe"], files={"List-Unsubscribe": (None, "One-Click")}
-    )
+    answer = web.client.post(links["unsubscribe"], files={"List-Unsubscribe": (None, "One-Click")})
     assert answer.status_code == 200
     assert answer.request.headers["content-type"].startswith("multipart/form-data")
     assert "cookie" not in answer.request.headers
