@@ -65,13 +65,32 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+# Browsers report zones through ICU, which still uses some pre-rename names (Chromium says
+# Asia/Calcutta); store the current IANA name so a reader's zone reads as they expect.
+RENAMED_ZONES = {
+    "Asia/Calcutta": "Asia/Kolkata",
+    "Asia/Saigon": "Asia/Ho_Chi_Minh",
+    "Asia/Katmandu": "Asia/Kathmandu",
+    "Asia/Rangoon": "Asia/Yangon",
+    "Asia/Ulan_Bator": "Asia/Ulaanbaatar",
+    "Europe/Kiev": "Europe/Kyiv",
+    "America/Godthab": "America/Nuuk",
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires",
+    "Atlantic/Faeroe": "Atlantic/Faroe",
+    "Pacific/Enderbury": "Pacific/Kanton",
+    "Pacific/Truk": "Pacific/Chuuk",
+    "Pacific/Ponape": "Pacific/Pohnpei",
+}
+
+
 def parse_timezone(raw: str | None, default: str, field_name: str = "timezone") -> str:
     name = (raw or "").strip() or default
     if name not in _zones() and name != "UTC":
         raise ValidationError(
             field_name, f"unknown IANA timezone {name[:64]!r} (e.g. Europe/Paris)"
         )
-    return name
+    current = RENAMED_ZONES.get(name, name)
+    return current if current in _zones() else name
 
 
 def parse_frequency(raw: str | None, field_name: str = "frequency") -> tuple[bool, bool]:

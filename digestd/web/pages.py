@@ -26,15 +26,19 @@ class Pages:
             autoescape=select_autoescape(["html"], default=True),
             undefined=StrictUndefined,
         )
-        self._globals = {
-            "site_name": settings.site_name,
-            "site_url": settings.base_url,
-            "postal_address": settings.postal_address,
-        }
+        self._env.globals.update(
+            {
+                "site_name": settings.site_name,
+                "site_url": settings.base_url,
+                "postal_address": settings.postal_address,
+                "daily_time": f"{settings.daily_time.hour}:{settings.daily_time.minute:02d}",
+                "weekly_time": f"{settings.weekly_time.hour}:{settings.weekly_time.minute:02d}",
+            }
+        )
 
     def render(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
-        html = self._env.get_template(name).render({**self._globals, **context, "nonce": nonce})
+        html = self._env.get_template(name).render({**context, "nonce": nonce})
         response = HTMLResponse(html, status_code=status)
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "

@@ -18,7 +18,13 @@ from starlette.routing import Route
 
 from digestd.categories import ALL_NAME, CATEGORIES, parse_categories
 from digestd.errors import ValidationError
-from digestd.subscribers import FREQUENCIES, Preferences, normalise_email, parse_preferences
+from digestd.subscribers import (
+    FREQUENCIES,
+    RENAMED_ZONES,
+    Preferences,
+    normalise_email,
+    parse_preferences,
+)
 from digestd.tokens import BadToken, ExpiredToken, Purpose
 from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
@@ -93,6 +99,7 @@ def _form(
             "consent_text": CONSENT_TEXT,
             "csrf": csrf.token("subscribe", "-"),
             "honeypot": HONEYPOT,
+            "renamed_zones": RENAMED_ZONES,
         },
         status,
     )
