@@ -53,6 +53,7 @@ def listen_socket(settings: Settings) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)  # connections queue from now on, even before uvicorn accepts
     except OSError as exc:
         raise ConfigError(
             "DIGESTD_LISTEN",

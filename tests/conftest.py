@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,14 @@ class SmtpSink:
     messages: list[Received] = field(default_factory=list)
     # recipient address -> (code, message) to answer at RCPT instead of accepting
     reject: dict[str, str] = field(default_factory=dict)
+    arrived: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until ``count`` messages are in (mail sent after an HTTP answer, say)."""
+        with self.arrived:
+            ok = self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+        assert ok, f"expected {count} messages within {timeout}s, got {len(self.messages)}"
+        return self.messages
 
     @property
     def url(self) -> str:
@@ -128,13 +137,15 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                bytes(envelope.original_content or envelope.content),
+        with self.arrived:
+            self.messages.append(
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                )
             )
-        )
+            self.arrived.notify_all()
         return "250 Message accepted for delivery"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,12 +39,6 @@ WAIT_S = 10.0
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _ThreadServer(uvicorn.Server):
     """uvicorn in a thread: no signal handlers (only the main thread may install them)."""
 
@@ -55,34 +48,26 @@ class _ThreadServer(uvicorn.Server):
 
 @pytest.fixture
 def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, WebRig]]:
-    port = _free_port()
+    # Listening before the server thread starts: the browser's first request just queues.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     service = Service.build(load_settings({**web_env, "DIGESTD_BASE_URL": base}))
     config = uvicorn.Config(
         create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
     )
     server = _ThreadServer(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        threading.Event().wait(0.02)
     try:
         yield base, WebRig(None, service, smtp_server)
     finally:
         server.should_exit = True
         thread.join(WAIT_S)
+        sock.close()
         service.engine.dispose()
-
-
-def _wait_for_mail(smtp: SmtpSink, count: int) -> bytes:
-    """The signup email leaves after the page answered: wait for it to arrive."""
-    deadline = time.monotonic() + WAIT_S
-    while len(smtp.messages) < count:
-        assert time.monotonic() < deadline, "no email arrived"
-        threading.Event().wait(0.02)
-    return smtp.messages[count - 1].data
 
 
 def _shots(page: object, name: str) -> None:
@@ -124,7 +109,7 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
             assert reader.timezone == "Asia/Kolkata"  # stored under its current IANA name
             assert "frequency=daily" in reader.consent_source
 
-            text, _ = parts(parse(_wait_for_mail(rig.smtp, 1)))
+            text, _ = parts(parse(rig.smtp.wait_for(1)[0].data))
             confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
             page.goto(confirm)
             page.get_by_role("heading", name="You're subscribed").wait_for()
