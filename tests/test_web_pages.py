@@ -145,3 +145,22 @@ def test_api_articles_keeps_valid_items_and_reports_bad_ones(web: WebRig) -> Non
         == 415
     )
     assert web.client.get("/api/nothing", headers=ADMIN).json()["error"]
+
+
+def test_an_unexpected_failure_is_a_plain_500_page_without_a_traceback(web: WebRig) -> None:
+    from sqlalchemy import text
+
+    with web.service.engine.begin() as connection:
+        connection.execute(text("DROP TABLE subscriber_categories"))
+    client = TestClient(web.client.app, raise_server_exceptions=False)
+    page = client.get("/subscribe")
+    answer = client.post("/subscribe", json={"email": "ann@example.com", **SIGNUP})
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": "Something went wrong on our side. Please try again in a minute."
+    }
+    csrf = csrf_of(page.text)
+    form = client.post("/subscribe", data={"csrf": csrf, "email": "bob@example.com", **SIGNUP})
+    assert form.status_code == 500
+    assert "Sorry, something broke" in form.text and "Traceback" not in form.text
+    assert web.smtp.messages == []

@@ -43,7 +43,8 @@ from digestd.web.readers import (
 HONEYPOT = "website"  # hidden from people; bots fill every field they find
 CHECK_INBOX = (
     "If that address can receive our digests, a confirmation email is on its way. "
-    "Click the link inside to start your subscription; nothing is sent until you do."
+    "Click the link inside to start your subscription; nothing is sent until you do. "
+    "Nothing after a few minutes? Look in your spam folder, or try again in 10 minutes."
 )
 LABELS = {"email": "Email", "categories": "Categories", "frequency": "Frequency"}
 
@@ -95,7 +96,8 @@ def _form(
             "error": error,
             "categories": CATEGORIES,
             "all_name": ALL_NAME,
-            "all_chosen": len(values["categories"]) == len(CATEGORIES),
+            "all_chosen": "all" in values["categories"]
+            or len(values["categories"]) == len(CATEGORIES),
             "consent_text": CONSENT_TEXT,
             "csrf": csrf.token("subscribe", "-"),
             "honeypot": HONEYPOT,
