@@ -47,6 +47,11 @@ class Web:
     service: Service
     policy: WebPolicy = field(default_factory=WebPolicy)
     clock: Callable[[], datetime] = _utcnow
+    pages: Pages = field(init=False)
+    csrf: Csrf = field(init=False)
+    renderer: Renderer = field(init=False)
+    mailer: SignupMailer = field(init=False)
+    signup_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.service.settings
