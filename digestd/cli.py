@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__
@@ -27,12 +27,11 @@ from digestd.models import (
     EditionKind,
     Subscriber,
     SubscriberStatus,
-    Suppression,
 )
 from digestd.service import Service
 from digestd.subscribers import (
     ImportContext,
-    email_hash,
+    erase,
     frequency_name,
     import_csv,
     normalise_email,
@@ -207,18 +206,6 @@ def cmd_subscribers_delete(settings: Settings, args: argparse.Namespace) -> int:
         erase(session, email, datetime.now(UTC))
     print("erased: personal data removed; the address is suppressed (kept only as a hash)")
     return 0
-
-
-def erase(session: object, email: str, now: datetime) -> bool:
-    """Right to erasure: drop the subscriber and everything about them, keep a hash so the
-    address is never mailed again by mistake (an old import, a list merge)."""
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
-    found = session.execute(delete(Subscriber).where(Subscriber.email == email)).rowcount > 0  # type: ignore[attr-defined]
-    if session.get(Suppression, email_hash(email)) is None:
-        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
-    return bool(found)
 
 
 def cmd_feeds_add(settings: Settings, args: argparse.Namespace) -> int:

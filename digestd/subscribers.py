@@ -16,7 +16,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digestd.categories import parse_categories
@@ -65,13 +65,32 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+# Browsers report zones through ICU, which still uses some pre-rename names (Chromium says
+# Asia/Calcutta); store the current IANA name so a reader's zone reads as they expect.
+RENAMED_ZONES = {
+    "Asia/Calcutta": "Asia/Kolkata",
+    "Asia/Saigon": "Asia/Ho_Chi_Minh",
+    "Asia/Katmandu": "Asia/Kathmandu",
+    "Asia/Rangoon": "Asia/Yangon",
+    "Asia/Ulan_Bator": "Asia/Ulaanbaatar",
+    "Europe/Kiev": "Europe/Kyiv",
+    "America/Godthab": "America/Nuuk",
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires",
+    "Atlantic/Faeroe": "Atlantic/Faroe",
+    "Pacific/Enderbury": "Pacific/Kanton",
+    "Pacific/Truk": "Pacific/Chuuk",
+    "Pacific/Ponape": "Pacific/Pohnpei",
+}
+
+
 def parse_timezone(raw: str | None, default: str, field_name: str = "timezone") -> str:
     name = (raw or "").strip() or default
     if name not in _zones() and name != "UTC":
         raise ValidationError(
             field_name, f"unknown IANA timezone {name[:64]!r} (e.g. Europe/Paris)"
         )
-    return name
+    current = RENAMED_ZONES.get(name, name)
+    return current if current in _zones() else name
 
 
 def parse_frequency(raw: str | None, field_name: str = "frequency") -> tuple[bool, bool]:
@@ -110,6 +129,18 @@ def parse_preferences(
 
 def is_suppressed(session: Session, email: str) -> bool:
     return session.get(Suppression, email_hash(email)) is not None
+
+
+def erase(session: Session, email: str, now: datetime) -> bool:
+    """Right to erasure: drop the subscriber and everything about them (categories and
+    deliveries go with the row), keep a hash so the address is never mailed again by
+    mistake (an old import, a list merge). True when there was a subscriber to drop."""
+    found = session.scalars(
+        delete(Subscriber).where(Subscriber.email == email).returning(Subscriber.id)
+    ).all()
+    if session.get(Suppression, email_hash(email)) is None:
+        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
+    return bool(found)
 
 
 def reschedule(subscriber: Subscriber, now: datetime, daily_at: time, weekly_at: time) -> None:
