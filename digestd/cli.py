@@ -16,7 +16,7 @@ from typing import TextIO
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from digestd import __version__
+from digestd import __version__, logs
 from digestd.articles import ingest, parse_document
 from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
@@ -374,15 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose and args.command != "migrate":
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # "context impl" on every start
     try:
         settings = load_settings(os.environ, args.config)
+        logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
+        if not args.verbose and args.command != "migrate":
+            logging.getLogger("alembic").setLevel(logging.WARNING)  # "context impl" each start
         return int(args.func(settings, args))
     except ConfigError as exc:
         print(f"digestd: configuration error: {exc}", file=sys.stderr)

@@ -13,7 +13,6 @@ import re
 import sys
 from datetime import UTC, datetime
 
-FORMATS = ("text", "logfmt", "json")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view)/[\w.-]{16,}")
 _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # passwords in URLs
@@ -75,6 +74,8 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_Redacting())
+    handler.set_name("digestd")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: others (a test runner's capture) stay in place.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "digestd"] + [handler]
     root.setLevel(level)
