@@ -170,3 +170,56 @@ def test_run_with_demo_catches_a_real_digest_and_stops_cleanly_on_sigterm(
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert "stopped" in output and "Traceback" not in output
+
+
+def _import_output(tmp_path: Path, env: dict[str, str], terminal: bool) -> bytes:
+    import pty
+
+    csv_file = tmp_path / "many.csv"
+    csv_file.write_text(
+        "email,categories,frequency,timezone\n"
+        + "".join(f"u{i}@example.com,ai,daily,UTC\n" for i in range(2500))
+    )
+    command = [sys.executable, "-m", "digestd", "subscribers", "import", str(csv_file)]
+    if not terminal:
+        result = subprocess.run(
+            command, env={**os.environ, **env}, capture_output=True, timeout=120
+        )
+        return result.stderr
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    assert process.wait(timeout=120) == 0
+    return out
+
+
+def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    shown = _import_output(tmp_path, env, terminal=True)
+    assert b"Importing many.csv" in shown and b"2500/2500" in shown
+    quiet = _import_output(
+        tmp_path / "..",
+        {
+            **env,
+            "DIGESTD_DATA_DIR": str(tmp_path / "v2"),
+            "DIGESTD_DATABASE_URL": env["DIGESTD_DATABASE_URL"],
+        },
+        terminal=False,
+    )
+    assert b"\x1b[" not in quiet and b"Importing" not in quiet
