@@ -54,7 +54,9 @@ def _split(text: str) -> tuple[list[bytes], list[str]]:
 def header(name: str, value: str) -> bytes:
     """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
-    return SMTP.fold_binary(name, value)
+    # header_factory parses and RFC 2047-encodes; fold_binary alone passes non-ASCII through.
+    folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
+    return folded.encode("ascii")
 
 
 def _plain_header(name: str, value: str) -> bytes:

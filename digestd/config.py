@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
+LOG_FORMATS = ("text", "logfmt", "json")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Settings:
     generated_secret: bool = False  # True when no key was configured (development only)
     delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
     dkim: DkimSettings | None = None
+    log_format: str = "text"  # text | logfmt | json
 
     @property
     def mail_dir(self) -> Path:
@@ -121,6 +123,13 @@ def _parse_positive(variable: str, raw: str, kind: type[int] | type[float]) -> A
         raise ConfigError(variable, f"expected a number, got {raw!r}") from exc
     if value < 0 or (kind is int and value == 0):
         raise ConfigError(variable, f"must be positive, got {raw!r}")
+    return value
+
+
+def _parse_choice(variable: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(variable, f"must be one of {', '.join(choices)}, got {raw!r}")
     return value
 
 
@@ -337,4 +346,5 @@ def load_settings(
         generated_secret=generated,
         delivery=_parse_delivery(get),
         dkim=_parse_dkim(get, from_address.rpartition("@")[2]),
+        log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
     )

@@ -372,15 +372,18 @@ def _candidates(session: Session, start: datetime, end: datetime) -> Iterable[Ca
             Article.source,
             Article.published_at,
             Article.score,
+            Article.title,
             ArticleCategory.category,
         )
         .join(ArticleCategory, ArticleCategory.article_id == Article.id)
         .where(and_(Article.published_at >= start, Article.published_at < end))
     ).all()
     merged: dict[str, tuple[Any, set[str]]] = {}
-    for article_id, source, published_at, score, category in rows:
-        merged.setdefault(article_id, ((source, published_at, score), set()))[1].add(category)
+    for article_id, source, published_at, score, title, category in rows:
+        merged.setdefault(article_id, ((source, published_at, score, title), set()))[1].add(
+            category
+        )
     return [
-        Candidate(article_id, source, published_at, score, frozenset(cats))
-        for article_id, ((source, published_at, score), cats) in merged.items()
+        Candidate(article_id, source, published_at, score, frozenset(cats), title)
+        for article_id, ((source, published_at, score, title), cats) in merged.items()
     ]

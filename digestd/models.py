@@ -159,6 +159,8 @@ class Subscriber(Base):
     consent_user_agent: Mapped[str | None] = mapped_column(Text)
     consent_wording: Mapped[str | None] = mapped_column(String(40))
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # When the last confirmation email left: signups are throttled per address with it.
+    confirmation_sent_at: Mapped[datetime | None]
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"

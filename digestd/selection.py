@@ -1,20 +1,38 @@
 """Which articles go into one subscriber's edition. Pure functions over plain data.
 
-Ranking (SPEC §4): ``rank = (1 + score) * 0.5 ** (age_hours / half_life_hours)`` where
-age is measured from the edition's send time. The ``1 +`` lets unscored articles still
-order by recency; the half-life (24 h for the daily, 72 h for the weekly) makes a fresh
-article overtake an older one whose score is at most 2x higher after one half-life.
-Ties go to the newest, then to the id, so the result is deterministic.
+Ranking (SPEC §4)::
+
+    rank = (1 + score) * 0.5 ** (age_hours / half_life_hours)
+
+where age is measured from the edition's send time. The ``1 +`` lets unscored articles
+still order by recency. The half-life is 24 h for the daily and 72 h for the weekly: an
+article one half-life older than another needs twice its ``1 + score`` to stay ahead
+(e.g. for the daily, a score-19 story from yesterday morning ties a score-9 story from
+this morning). Ties go to the newest, then to the id, so the result is deterministic.
+
+The same story from two sources (near-identical titles) is collapsed into the better-
+ranked copy, which then counts for the categories of both.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import re
+import unicodedata
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 HALF_LIFE_HOURS = {"daily": 24.0, "weekly": 72.0}
+# Two titles are the same story when their word sets overlap this much (Jaccard index).
+NEAR_DUPLICATE = 0.7
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    _WORD.findall(
+        "a an and are as at be by for from has have in is it its of on or that the to was "
+        "were will with after over new says said"
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,7 @@ class Candidate:
     published_at: datetime
     score: float
     categories: frozenset[str]
+    title: str = ""
 
 
 def rank(candidate: Candidate, now: datetime, half_life_hours: float) -> float:
@@ -32,14 +51,60 @@ def rank(candidate: Candidate, now: datetime, half_life_hours: float) -> float:
     return (1.0 + candidate.score) * decay
 
 
+def title_words(title: str) -> frozenset[str]:
+    text = unicodedata.normalize("NFKC", title).casefold()
+    return frozenset(w for w in _WORD.findall(text) if w not in _STOPWORDS)
+
+
+def similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def collapse_near_duplicates(ranked: Sequence[Candidate]) -> list[Candidate]:
+    """Keep the first (best-ranked) copy of each story; it inherits the others' categories.
+
+    An inverted index of title words keeps this near-linear: a candidate is compared only
+    with kept stories sharing a word, not with every kept story.
+    """
+    kept: list[Candidate] = []
+    words_of: list[frozenset[str]] = []
+    index: dict[str, list[int]] = defaultdict(list)
+    for candidate in ranked:
+        words = title_words(candidate.title)
+        shared: Counter[int] = Counter(i for w in words for i in index.get(w, ()))
+        duplicate_of = next(
+            (
+                i
+                for i, _ in shared.most_common()
+                if similarity(words, words_of[i]) >= NEAR_DUPLICATE
+            ),
+            None,
+        )
+        if duplicate_of is not None:
+            original = kept[duplicate_of]
+            kept[duplicate_of] = replace(
+                original, categories=original.categories | candidate.categories
+            )
+            continue
+        for w in words:
+            index[w].append(len(kept))
+        kept.append(candidate)
+        words_of.append(words)
+    return kept
+
+
 def order(
     candidates: Iterable[Candidate], now: datetime, half_life_hours: float
 ) -> list[Candidate]:
-    """Best first; computed once per edition window and shared by every subscriber."""
-    return sorted(
+    """Best first, near-duplicates collapsed; computed once per edition window and shared by
+    every subscriber of that window."""
+    ranked = sorted(
         candidates,
         key=lambda c: (-rank(c, now, half_life_hours), -c.published_at.timestamp(), c.id),
     )
+    return collapse_near_duplicates(ranked)
 
 
 def pick(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from functools import cache
@@ -16,7 +16,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digestd.categories import parse_categories
@@ -65,13 +65,32 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+# Browsers report zones through ICU, which still uses some pre-rename names (Chromium says
+# Asia/Calcutta); store the current IANA name so a reader's zone reads as they expect.
+RENAMED_ZONES = {
+    "Asia/Calcutta": "Asia/Kolkata",
+    "Asia/Saigon": "Asia/Ho_Chi_Minh",
+    "Asia/Katmandu": "Asia/Kathmandu",
+    "Asia/Rangoon": "Asia/Yangon",
+    "Asia/Ulan_Bator": "Asia/Ulaanbaatar",
+    "Europe/Kiev": "Europe/Kyiv",
+    "America/Godthab": "America/Nuuk",
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires",
+    "Atlantic/Faeroe": "Atlantic/Faroe",
+    "Pacific/Enderbury": "Pacific/Kanton",
+    "Pacific/Truk": "Pacific/Chuuk",
+    "Pacific/Ponape": "Pacific/Pohnpei",
+}
+
+
 def parse_timezone(raw: str | None, default: str, field_name: str = "timezone") -> str:
     name = (raw or "").strip() or default
     if name not in _zones() and name != "UTC":
         raise ValidationError(
             field_name, f"unknown IANA timezone {name[:64]!r} (e.g. Europe/Paris)"
         )
-    return name
+    current = RENAMED_ZONES.get(name, name)
+    return current if current in _zones() else name
 
 
 def parse_frequency(raw: str | None, field_name: str = "frequency") -> tuple[bool, bool]:
@@ -110,6 +129,18 @@ def parse_preferences(
 
 def is_suppressed(session: Session, email: str) -> bool:
     return session.get(Suppression, email_hash(email)) is not None
+
+
+def erase(session: Session, email: str, now: datetime) -> bool:
+    """Right to erasure: drop the subscriber and everything about them (categories and
+    deliveries go with the row), keep a hash so the address is never mailed again by
+    mistake (an old import, a list merge). True when there was a subscriber to drop."""
+    found = session.scalars(
+        delete(Subscriber).where(Subscriber.email == email).returning(Subscriber.id)
+    ).all()
+    if session.get(Suppression, email_hash(email)) is None:
+        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
+    return bool(found)
 
 
 def reschedule(subscriber: Subscriber, now: datetime, daily_at: time, weekly_at: time) -> None:
@@ -177,12 +208,22 @@ class ImportContext:
     weekly_at: time
 
 
-def import_csv(session: Session, stream: TextIO, ctx: ImportContext) -> ImportReport:
+IMPORT_CHUNK = 1000
+
+
+def import_csv(
+    session: Session,
+    stream: TextIO,
+    ctx: ImportContext,
+    advance: Callable[[int], None] = lambda lines: None,
+) -> ImportReport:
     """Import ``email,categories,frequency,timezone`` rows as active subscribers.
 
     The operator vouches for consent; the source is recorded. An address that unsubscribed,
     bounced, complained or was erased is *not* re-subscribed by an import: that would mail
-    people who asked us to stop.
+    people who asked us to stop. Rows are looked up and written a chunk at a time, so a
+    100 000-row file costs a few hundred queries, not three per row. ``advance`` is told
+    how many physical lines were read (for a progress bar).
     """
     reader = csv.DictReader(stream)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
@@ -194,8 +235,12 @@ def import_csv(session: Session, stream: TextIO, ctx: ImportContext) -> ImportRe
     reader.fieldnames = header
     report = ImportReport()
     seen: set[str] = set()
+    chunk: list[tuple[int, str, Preferences]] = []
+    read = 1  # the header
     for row in reader:
         line = reader.line_num
+        advance(line - read)
+        read = line
         try:
             email = normalise_email(row.get("email") or "")
             prefs = parse_preferences(
@@ -207,18 +252,56 @@ def import_csv(session: Session, stream: TextIO, ctx: ImportContext) -> ImportRe
             if email in seen:
                 raise ValidationError("email", "appears twice in this file")
             seen.add(email)
-            _import_one(session, email, prefs, ctx, report)
+            chunk.append((line, email, prefs))
         except ValidationError as exc:
             report.errors.append(RowError(line, exc.field, exc.problem))
+        if len(chunk) >= IMPORT_CHUNK:
+            _import_chunk(session, chunk, ctx, report)
+            chunk = []
+    _import_chunk(session, chunk, ctx, report)
+    report.errors.sort(key=lambda e: e.line)
     return report
 
 
-def _import_one(
-    session: Session, email: str, prefs: Preferences, ctx: ImportContext, report: ImportReport
+def _import_chunk(
+    session: Session,
+    chunk: list[tuple[int, str, Preferences]],
+    ctx: ImportContext,
+    report: ImportReport,
 ) -> None:
-    if is_suppressed(session, email):
-        raise ValidationError("email", "is on the suppression list (unsubscribed or bounced)")
-    existing = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
+    if not chunk:
+        return
+    emails = [email for _, email, _ in chunk]
+    suppressed = set(
+        session.scalars(
+            select(Suppression.email_hash).where(
+                Suppression.email_hash.in_(map(email_hash, emails))
+            )
+        )
+    )
+    existing = {
+        s.email: s for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(emails)))
+    }
+    for line, email, prefs in chunk:
+        try:
+            if email_hash(email) in suppressed:
+                raise ValidationError(
+                    "email", "is on the suppression list (unsubscribed or bounced)"
+                )
+            _import_one(session, email, prefs, ctx, report, existing.get(email))
+        except ValidationError as exc:
+            report.errors.append(RowError(line, exc.field, exc.problem))
+    session.flush()
+
+
+def _import_one(
+    session: Session,
+    email: str,
+    prefs: Preferences,
+    ctx: ImportContext,
+    report: ImportReport,
+    existing: Subscriber | None,
+) -> None:
     if existing is not None:
         if existing.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             raise ValidationError("email", f"is {existing.status}; not re-subscribed by import")
@@ -233,7 +316,6 @@ def _import_one(
         reschedule(subscriber, ctx.now, ctx.daily_at, ctx.weekly_at)
         session.add(subscriber)
         report.added += 1
-    session.flush()
 
 
 def _activate(subscriber: Subscriber, ctx: ImportContext) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,14 @@ class SmtpSink:
     messages: list[Received] = field(default_factory=list)
     # recipient address -> (code, message) to answer at RCPT instead of accepting
     reject: dict[str, str] = field(default_factory=dict)
+    arrived: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until ``count`` messages are in (mail sent after an HTTP answer, say)."""
+        with self.arrived:
+            ok = self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+        assert ok, f"expected {count} messages within {timeout}s, got {len(self.messages)}"
+        return self.messages
 
     @property
     def url(self) -> str:
@@ -128,13 +137,15 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                bytes(envelope.original_content or envelope.content),
+        with self.arrived:
+            self.messages.append(
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                )
             )
-        )
+            self.arrived.notify_all()
         return "250 Message accepted for delivery"
 
 
@@ -154,3 +165,54 @@ def smtp_server() -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
+
+
+# --- the HTTP app ------------------------------------------------------------------------
+
+
+@dataclass
+class WebRig:
+    """The real app (Starlette TestClient, one event loop for its lifetime) on a migrated
+    database, mailing through the real ``smtp_server``."""
+
+    client: Any
+    service: Any
+    smtp: SmtpSink
+
+    def subscriber(self, email: str) -> Any:
+        from sqlalchemy import select
+
+        from digestd.models import Subscriber
+
+        with self.service.sessions() as session:
+            found = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
+            if found is not None:
+                _ = found.category_slugs  # load while the session is open
+            return found
+
+    def count(self, model: Any) -> int:
+        from sqlalchemy import func, select
+
+        with self.service.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.fixture
+def web_env(env: dict[str, str], smtp_server: SmtpSink) -> dict[str, str]:
+    return {**env, "DIGESTD_SMTP_URL": smtp_server.url, "DIGESTD_ADMIN_TOKEN": "admin-" + "x" * 24}
+
+
+@pytest.fixture
+def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
+    from starlette.testclient import TestClient
+
+    from digestd.service import Service
+    from digestd.web import create_app
+
+    service = Service.build(load_settings(web_env))
+    with TestClient(
+        create_app(service), base_url="https://digest.example.com", follow_redirects=False
+    ) as client:
+        yield WebRig(client, service, smtp_server)
+        client.portal.call(service.transport.close)
+    service.engine.dispose()

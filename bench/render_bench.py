@@ -1,0 +1,157 @@
+"""Render-once-and-substitute versus rendering per recipient, for 10 000 readers.
+
+Readers pick 1-4 categories with a Zipf-like popularity (AI and a few others are far more
+popular than NanoTech), as on a real signup page. The daily's selection runs over a pool of
+articles; readers whose selection comes out the same share one digest. We then time:
+
+* ``render``: Jinja2 + MJML + premailer for one digest (the expensive part);
+* ``shared``: render each distinct digest once, then compose every reader's MIME bytes by
+  substitution (what digestd does);
+* ``per-recipient``: render for every reader (measured on a sample, extrapolated: doing all
+  10 000 would take minutes and prove nothing more).
+
+Run:  .venv/bin/python bench/render_bench.py [--readers 10000] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+
+from digestd.categories import CATEGORIES
+from digestd.compose import MessageTemplate, Personal
+from digestd.delivery import Links
+from digestd.editions import article_ids, layout_of
+from digestd.models import EditionKind
+from digestd.presentation import Site, digest_context
+from digestd.render import Renderer
+from digestd.selection import Candidate, order, pick
+from digestd.tokens import Tokens
+
+SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+SLUGS = list(CATEGORIES)
+
+
+class _Article:
+    def __init__(self, i: int, category: str, rng: random.Random) -> None:
+        self.id = f"a{i}"
+        self.url = f"https://news.example.com/{category}/{i}"
+        self.title = f"Story {i} about {CATEGORIES[category]}: what changed this week and why"
+        self.source = f"Outlet {rng.randrange(40)}"
+        self.published_at = SEND - timedelta(minutes=rng.randrange(24 * 60))
+        self.why_it_matters = "A realistic two-sentence explanation of why this story matters. " * 3
+        self.key_takeaways = [
+            "First takeaway of the story",
+            "Second takeaway, a bit longer",
+            "Third takeaway",
+        ]
+        self.companies = [{"name": "Acme", "ticker": "ACME"}, {"name": "Globex"}]
+        self.image_url = None
+        self.categories = [category]
+        self.score = rng.random() * 20
+
+
+def readers(count: int, rng: random.Random) -> list[frozenset[str]]:
+    weights = [1 / (rank + 1) for rank in range(len(SLUGS))]  # Zipf-like popularity
+    choices = []
+    for _ in range(count):
+        k = rng.choice([1, 1, 2, 2, 2, 3, 3, 4])
+        picked: set[str] = set()
+        while len(picked) < k:
+            picked.add(rng.choices(SLUGS, weights)[0])
+        choices.append(frozenset(picked))
+    return choices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--readers", type=int, default=10_000)
+    parser.add_argument("--articles-per-category", type=int, default=6)
+    parser.add_argument("--sample", type=int, default=200, help="per-recipient renders timed")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    articles = [
+        _Article(i, SLUGS[i % len(SLUGS)], rng)
+        for i in range(args.articles_per_category * len(SLUGS))
+    ]
+    by_id = {a.id: a for a in articles}
+    ranked = order(
+        [
+            Candidate(a.id, a.source, a.published_at, a.score, frozenset(a.categories), a.title)
+            for a in articles
+        ],
+        SEND,
+        24,
+    )
+    site = Site("Tech Pulse", "https://news.example.com", "Tech Pulse Ltd · 1 Market Street")
+    renderer = Renderer()
+    links = Links.__new__(Links)
+    links.base, links.tokens = "https://digest.example.com", Tokens(["bench-key-0123456789abcdef"])
+    links.mailto = "unsubscribe@news.example.com"
+    now = format_datetime(SEND)
+
+    started = time.perf_counter()
+    digests: dict[tuple[str, ...], dict[str, object]] = {}
+    plan: list[tuple[int, tuple[str, ...]]] = []
+    for n, categories in enumerate(readers(args.readers, rng)):
+        cats = sorted(categories, key=SLUGS.index)
+        chosen = pick(ranked, categories, limit=10, per_source=3)
+        layout = layout_of(EditionKind.DAILY, chosen, cats)
+        key = tuple(article_ids(layout)) + tuple(cats)
+        digests.setdefault(key, layout)
+        plan.append((n, key))
+    selection_s = time.perf_counter() - started
+
+    def render(layout: dict[str, object]) -> MessageTemplate:
+        context = digest_context(EditionKind.DAILY, date(2026, 11, 30), layout, by_id, site)
+        return MessageTemplate(
+            renderer.render("daily", context),
+            from_header="Tech Pulse <digest@news.example.com>",
+            headers=[("List-Id", "Tech Pulse <digest.news.example.com>")],
+        )
+
+    def personal(n: int) -> Personal:
+        return Personal(
+            to=f"reader{n}@example.com",
+            message_id=f"<daily.{n}@news.example.com>",
+            date=now,
+            links=links.for_subscriber(f"pub{n}", n),
+            unsubscribe_mailto="unsubscribe@news.example.com?subject=unsubscribe",
+        )
+
+    started = time.perf_counter()
+    templates = {key: render(layout) for key, layout in digests.items()}
+    render_s = time.perf_counter() - started
+    started = time.perf_counter()
+    size = 0
+    for n, key in plan:
+        size += len(templates[key].compose(personal(n)))
+    compose_s = time.perf_counter() - started
+    shared_s = render_s + compose_s
+
+    sample = plan[: args.sample]
+    started = time.perf_counter()
+    for n, key in sample:
+        render(digests[key]).compose(personal(n))
+    per_recipient_each = (time.perf_counter() - started) / len(sample)
+    per_recipient_s = per_recipient_each * len(plan)
+
+    print(f"readers                     {len(plan):>10,}")
+    sharing = len(plan) / len(digests)
+    print(f"distinct digests            {len(digests):>10,}  ({sharing:.1f} readers each)")
+    print(f"selection                   {selection_s:>10.2f} s")
+    print(f"renders/s (MJML+premailer)  {len(digests) / render_s:>10.1f}")
+    average = size // len(plan)
+    print(f"compose/s (substitution)    {len(plan) / compose_s:>10,.0f}  (avg {average:,} bytes)")
+    print(f"render once + substitute    {shared_s:>10.2f} s  ({len(plan) / shared_s:,.0f} msg/s)")
+    print(f"render per recipient        {per_recipient_s:>10.2f} s  (from {len(sample)} timed)")
+    print(f"speed-up                    {per_recipient_s / shared_s:>10.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Logging set-up: human text, logfmt (key=value) or JSON lines, chosen by DIGESTD_LOG_FORMAT.
+
+Logs never carry secrets or link tokens, and at INFO and above no full email address:
+operators share logs in tickets and chat. Addresses are masked as ``a***@example.com``
+and anything that looks like a signed token in a URL path as ``…/unsubscribe/***``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view)/[\w.-]{16,}")
+_SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # passwords in URLs
+
+
+def redact(text: str, *, addresses: bool = True) -> str:
+    """Secrets and tokens always go; full addresses go unless ``addresses`` is False."""
+    text = _SECRET.sub(r"\1***@", text)
+    text = _TOKEN_PATH.sub(r"/\1/***", text)
+    return _EMAIL.sub(r"\1***@\2", text) if addresses else text
+
+
+class _Redacting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # DEBUG may name an address (an operator chasing one reader's problem); never a secret.
+        record.msg = redact(record.getMessage(), addresses=record.levelno >= logging.INFO)
+        record.args = None
+        return True
+
+
+class _Logfmt(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return " ".join(f"{k}={_quote(str(v))}" for k, v in fields.items())
+
+
+def _quote(value: str) -> str:
+    if value and not any(c in value for c in ' "=\n\t'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Json(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return json.dumps(fields, ensure_ascii=False)
+
+
+def configure(fmt: str = "text", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_Json())
+    elif fmt == "logfmt":
+        handler.setFormatter(_Logfmt())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Redacting())
+    handler.set_name("digestd")
+    root = logging.getLogger()
+    # Replace only our own handler: others (a test runner's capture) stay in place.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "digestd"] + [handler]
+    root.setLevel(level)

@@ -1,0 +1,135 @@
+"""The HTTP app (Starlette): public reader pages, the admin API, health, and the
+development mailbox when no SMTP server is configured. Built from a :class:`Service`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digestd.service import Service
+from digestd.web import api, devmail, manage, signup, view
+from digestd.web.body import BodyLimit
+from digestd.web.context import Web, WebPolicy, web
+from digestd.web.errors import WebError
+from digestd.web.pages import error_response
+
+log = logging.getLogger("digestd.web")
+
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    # Pages hold signed links: never leak them to article sites through Referer, nor to caches.
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (name, value) for name, value in _HEADERS if name not in present
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def healthz(request: Request) -> Response:
+    w = web(request)
+    try:
+        await w.db(_ping, w)
+    except (SQLAlchemyError, OSError) as exc:  # the database is not there: not ready
+        return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def _ping(w: Web) -> None:
+    with w.sessions() as session:
+        session.execute(text("SELECT 1"))
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+async def _web_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WebError)
+    return error_response(request, web(request).pages, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = "There is nothing at this address. Check the link, or start from the signup page."
+    elif exc.status_code == 405:
+        message = f"This address does not accept {request.method} requests."
+    else:
+        message = str(exc.detail)
+    return error_response(request, web(request).pages, WebError(exc.status_code, message))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = WebError(
+        500,
+        "Something went wrong on our side. Please try again in a minute.",
+        title="Sorry, something broke",
+    )
+    return error_response(request, web(request).pages, error)
+
+
+def create_app(
+    service: Service,
+    policy: WebPolicy | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Starlette:
+    context = Web(service, policy or WebPolicy())
+    if clock is not None:
+        context.clock = clock
+    routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        *signup.ROUTES,
+        *manage.ROUTES,
+        *view.ROUTES,
+        *api.routes(),
+    ]
+    if service.settings.smtp is None:
+        routes += devmail.ROUTES
+    limits = context.policy
+
+    def limit_for(path: str) -> int:
+        return limits.max_api_body if path.startswith("/api/") else limits.max_body
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limit_for)],
+        exception_handlers={
+            WebError: _web_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.state.web = context
+    return app

@@ -1,0 +1,96 @@
+"""The development mail catcher in the browser: ``/dev/mail`` lists ``var/mail/*.eml`` and
+shows each message, so a newcomer can click a confirmation link without any mail server.
+
+Mounted only when no SMTP server is configured (then nothing real is ever mailed).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from digestd.web.context import Web, web
+from digestd.web.errors import WebError
+from digestd.web.view import VIEW_CSP
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.eml$")  # what MailCatcher writes; no path tricks
+LISTED = 200
+
+
+@dataclass(frozen=True)
+class Caught:
+    name: str
+    to: str
+    subject: str
+    date: str
+
+
+def _parse(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _list(w: Web) -> list[Caught]:
+    directory = w.settings.mail_dir
+    if not directory.is_dir():
+        return []
+    paths = sorted(directory.glob("*.eml"), reverse=True)[:LISTED]
+    out = []
+    for path in paths:
+        message = _parse(path)
+        out.append(
+            Caught(
+                path.name,
+                str(message["To"] or ""),
+                str(message["Subject"] or ""),
+                str(message["Date"] or ""),
+            )
+        )
+    return out
+
+
+async def mailbox(request: Request) -> Response:
+    w = web(request)
+    messages = await w.db(_list, w)
+    return w.pages.render("devmail.html", {"messages": messages, "mail_dir": w.settings.mail_dir})
+
+
+def _path(w: Web, name: str) -> Path:
+    path = w.settings.mail_dir / name
+    if not _NAME.match(name) or not path.is_file():
+        raise WebError(404, "There is no such message in the mail catcher.")
+    return path
+
+
+async def message(request: Request) -> Response:
+    """The HTML part as it would show in a mail program (links clickable), else the text."""
+    w = web(request)
+    parsed = _parse(_path(w, request.path_params["name"]))
+    html = parsed.get_body(("html",))
+    if html is not None:
+        response: Response = HTMLResponse(html.get_content())
+        response.headers["Content-Security-Policy"] = VIEW_CSP
+        return response
+    text = parsed.get_body(("plain",))
+    return PlainTextResponse(text.get_content() if text is not None else "")
+
+
+async def raw(request: Request) -> Response:
+    w = web(request)
+    return PlainTextResponse(_path(w, request.path_params["name"]).read_text(errors="replace"))
+
+
+ROUTES = [
+    Route("/dev/mail", mailbox, methods=["GET"]),
+    Route("/dev/mail/{name}", message, methods=["GET"]),
+    Route("/dev/mail/{name}/raw", raw, methods=["GET"]),
+]

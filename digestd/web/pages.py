@@ -1,0 +1,76 @@
+"""HTML pages (Jinja2, ``templates/web/``) and the choice between an HTML and a JSON answer.
+
+Pages carry their CSS inline and their few lines of script under a per-response CSP nonce:
+no CDN, no web fonts, nothing fetched from elsewhere.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from digestd.config import Settings
+from digestd.resources import templates_dir
+from digestd.web.errors import WebError
+
+
+class Pages:
+    def __init__(self, settings: Settings, directory: Path | None = None) -> None:
+        self._env = Environment(
+            loader=FileSystemLoader(directory or templates_dir() / "web"),
+            autoescape=select_autoescape(["html"], default=True),
+            undefined=StrictUndefined,
+        )
+        self._env.globals.update(
+            {
+                "site_name": settings.site_name,
+                "site_url": settings.base_url,
+                "postal_address": settings.postal_address,
+                "daily_time": f"{settings.daily_time.hour}:{settings.daily_time.minute:02d}",
+                "weekly_time": f"{settings.weekly_time.hour}:{settings.weekly_time.minute:02d}",
+            }
+        )
+
+    def render(self, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
+        html = self._env.get_template(name).render({**context, "nonce": nonce})
+        response = HTMLResponse(html, status_code=status)
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+            "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        )
+        return response
+
+    def message(
+        self,
+        title: str,
+        message: str,
+        status: int = 200,
+        **extra: Any,
+    ) -> HTMLResponse:
+        """A one-message page: confirmations, "check your inbox", and every error."""
+        context = {"title": title, "message": message, "status": status, "form": None, **extra}
+        return self.render("message.html", context, status)
+
+
+def wants_json(request: Request) -> bool:
+    if request.url.path.startswith("/api/"):
+        return True
+    if "json" in request.headers.get("content-type", ""):
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def error_response(request: Request, pages: Pages, error: WebError) -> Response:
+    if wants_json(request):
+        body: dict[str, Any] = {"error": error.message}
+        if error.field:
+            body["field"] = error.field
+        return JSONResponse(body, status_code=error.status)
+    return pages.message(error.title, error.message, error.status)

@@ -1,0 +1,175 @@
+"""Articles in: SPEC §3 validation with per-item errors, valid items kept, re-sent ids update."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from digestd.articles import validate
+from digestd.db import make_engine, make_sessions
+from digestd.errors import ValidationError
+from digestd.models import Article
+from tests.helpers import SAMPLE_ARTICLE, run_cli
+
+
+def test_the_spec_sample_article_is_valid() -> None:
+    article = validate(SAMPLE_ARTICLE)
+    assert article.id == "meta-avocado-memo"
+    assert article.published_at.isoformat() == "2026-02-05T09:00:00+00:00"
+    assert article.companies == ({"name": "Meta", "ticker": "META"}, {"name": "Scale AI"})
+    assert article.score == 12.5 and article.kind == "news"
+
+
+def test_defaults_for_optional_fields() -> None:
+    minimal = {k: SAMPLE_ARTICLE[k] for k in ("id", "url", "title", "published_at", "categories")}
+    article = validate(minimal)
+    assert (article.kind, article.score, article.source, article.key_takeaways) == (
+        "news",
+        0.0,
+        "",
+        (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": None}, "id"),
+        ({"id": ""}, "id"),
+        ({"url": None}, "url"),
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"url": "/relative/path"}, "url"),
+        ({"title": None}, "title"),
+        ({"title": 42}, "title"),
+        ({"published_at": None}, "published_at"),
+        ({"published_at": "2026-02-05T09:00:00"}, "published_at"),  # naive
+        ({"published_at": "yesterday"}, "published_at"),
+        ({"categories": None}, "categories"),
+        ({"categories": []}, "categories"),
+        ({"categories": ["ai", "underwater-basket-weaving"]}, "categories"),
+        ({"kind": "rumours"}, "kind"),
+        ({"score": -1}, "score"),
+        ({"score": "high"}, "score"),
+        ({"score": True}, "score"),
+        ({"key_takeaways": "one string"}, "key_takeaways"),
+        ({"companies": [{"ticker": "X"}]}, "companies[0]"),
+        ({"image_url": "ftp://example.com/x.png"}, "image_url"),
+    ],
+)
+def test_each_invalid_field_is_named(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate({**SAMPLE_ARTICLE, **change})
+    assert caught.value.field == field
+
+
+def _count(database_url: str) -> int:
+    engine = make_engine(database_url)
+    with make_sessions(engine)() as session:
+        count = session.scalar(select(func.count()).select_from(Article))
+    engine.dispose()
+    return int(count or 0)
+
+
+def test_a_batch_keeps_valid_items_and_reports_bad_ones_by_position(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = dict(SAMPLE_ARTICLE)
+    naive = {**SAMPLE_ARTICLE, "id": "naive", "published_at": "2026-02-05T09:00:00"}
+    unknown = {**SAMPLE_ARTICLE, "id": "unknown", "categories": ["gardening"]}
+    missing = {k: v for k, v in SAMPLE_ARTICLE.items() if k != "title"} | {"id": "missing"}
+    second = {**SAMPLE_ARTICLE, "id": "second"}
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps([good, naive, unknown, missing, second]))
+
+    assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 1
+    out, err = capsys.readouterr()
+    assert "2 added" in out and "3 rejected" in out
+    assert "item 2: published_at: needs a timezone" in err
+    assert "item 3: categories: unknown category 'gardening'" in err
+    assert "item 4: title: is required" in err
+    assert _count(env["DIGESTD_DATABASE_URL"]) == 2
+
+
+def test_malformed_json_is_exit_2_and_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('[{"id": "a", "url": ')
+    assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 2
+    err = capsys.readouterr().err
+    assert "malformed JSON at line 1" in err and "Traceback" not in err
+    assert _count(env["DIGESTD_DATABASE_URL"]) == 0
+
+
+def test_missing_file_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(monkeypatch, env, "articles", "add", "/nonexistent/file.json") == 2
+    assert "cannot read /nonexistent/file.json" in capsys.readouterr().err
+
+
+def test_jsonl_lines_are_reported_by_line_number(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "feed.jsonl"
+    lines = [
+        json.dumps({**SAMPLE_ARTICLE, "id": "one"}),
+        "{not json",
+        "",
+        json.dumps({**SAMPLE_ARTICLE, "id": "two"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 1
+    assert "item 2: line: malformed JSON" in capsys.readouterr().err
+    assert _count(env["DIGESTD_DATABASE_URL"]) == 2
+
+
+def test_a_resent_id_updates_the_article(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(SAMPLE_ARTICLE))
+    assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 0
+    path.write_text(
+        json.dumps(
+            {
+                **SAMPLE_ARTICLE,
+                "title": "Updated title",
+                "score": 50,
+                "categories": ["ai", "enterprise"],
+            }
+        )
+    )
+    assert run_cli(monkeypatch, env, "articles", "add", str(path)) == 0
+    assert "0 added, 1 updated" in capsys.readouterr().out
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine)() as session:
+        stored = session.get(Article, "meta-avocado-memo")
+        assert stored is not None
+        assert (stored.title, stored.score) == ("Updated title", 50)
+        assert sorted(c.category for c in stored.categories) == ["ai", "enterprise"]
+    engine.dispose()
+
+
+def test_articles_from_stdin(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps([SAMPLE_ARTICLE])))
+    assert run_cli(monkeypatch, env, "articles", "add", "-") == 0
+    assert _count(env["DIGESTD_DATABASE_URL"]) == 1

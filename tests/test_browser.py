@@ -1,0 +1,142 @@
+"""The reader's whole journey in real Chromium against the real app served by uvicorn:
+signup page prefilled from a link, confirmation email over real SMTP, preferences,
+unsubscribe button. Screenshots land in ``test-artifacts/`` for a human to look at.
+
+Debian's Chromium is driven by Playwright; no browser is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from digestd.config import load_settings
+from digestd.models import SubscriberStatus
+from digestd.service import Service
+from digestd.web import create_app
+from tests.conftest import SmtpSink, WebRig
+from tests.helpers import parse, parts
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WAIT_S = 10.0
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
+
+
+class _ThreadServer(uvicorn.Server):
+    """uvicorn in a thread: no signal handlers (only the main thread may install them)."""
+
+    def install_signal_handlers(self) -> None:
+        return None
+
+
+@pytest.fixture
+def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, WebRig]]:
+    # Listening before the server thread starts: the browser's first request just queues.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    service = Service.build(load_settings({**web_env, "DIGESTD_BASE_URL": base}))
+    config = uvicorn.Config(
+        create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = _ThreadServer(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield base, WebRig(None, service, smtp_server)
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+        sock.close()
+        service.engine.dispose()
+
+
+def _shots(page: object, name: str) -> None:
+    for width in (375, 1280):
+        page.set_viewport_size({"width": width, "height": 900})  # type: ignore[attr-defined]
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
+    live: tuple[str, WebRig],
+) -> None:
+    base, rig = live
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            context = browser.new_context(
+                timezone_id="Asia/Kolkata", viewport={"width": 1280, "height": 900}
+            )
+            page = context.new_page()
+            page.goto(f"{base}/subscribe?categories=ai,robotics&frequency=daily")
+            assert page.is_checked("input.cat[value=ai]")
+            assert page.is_checked("input.cat[value=robotics]")
+            assert not page.is_checked("input.cat[value=fintech]")
+            assert page.is_checked("input[name=frequency][value=daily]")
+            # the browser's zone, from the Intl API (Chromium's ICU says Asia/Calcutta)
+            assert page.input_value("#timezone") == "Asia/Kolkata"
+            assert page.get_by_label("Your email").is_visible()
+            _shots(page, "signup")
+
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.get_by_label("Your email").fill("reader@example.com")
+            page.get_by_role("button", name="Subscribe").click()
+            page.get_by_role("heading", name="Check your inbox").wait_for()
+            reader = rig.subscriber("reader@example.com")
+            assert reader is not None
+            assert reader.status == SubscriberStatus.PENDING
+            assert reader.category_slugs == ["ai", "robotics"]
+            assert reader.timezone == "Asia/Kolkata"  # stored under its current IANA name
+            assert "frequency=daily" in reader.consent_source
+
+            text, _ = parts(parse(rig.smtp.wait_for(1)[0].data))
+            confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
+            page.goto(confirm)
+            page.get_by_role("heading", name="You're subscribed").wait_for()
+            assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+
+            page.get_by_role("link", name="Manage preferences").click()
+            page.get_by_role("heading", name="Your digest preferences").wait_for()
+            _shots(page, "preferences")
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.get_by_label("Robotics").uncheck()
+            page.get_by_label("Quantum").check()
+            page.get_by_label("Weekly").check()
+            page.get_by_role("button", name="Save preferences").click()
+            page.get_by_text("Your preferences are saved.").wait_for()
+            reader = rig.subscriber("reader@example.com")
+            assert reader is not None
+            assert reader.category_slugs == ["ai", "quantum"]
+            assert (reader.wants_daily, reader.wants_weekly) == (False, True)
+            assert reader.status == SubscriberStatus.ACTIVE
+
+            unsubscribe = next(w for w in text.split() if w.startswith(f"{base}/unsubscribe/"))
+            page.goto(unsubscribe)
+            assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+            page.get_by_role("button", name="Unsubscribe").click()
+            page.get_by_role("heading", name="You're unsubscribed").wait_for()
+            assert rig.subscriber("reader@example.com").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+            _shots(page, "unsubscribed")
+        finally:
+            browser.close()
+    assert shutil.which("chromium") or Path(CHROMIUM).exists()

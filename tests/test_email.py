@@ -1,0 +1,223 @@
+"""The digest email as inbox providers see it: headers, MIME structure, encoding, size,
+escaping, per-recipient substitution, and a local SpamAssassin score under 1.0."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from digestd.compose import MessageTemplate, Personal
+from digestd.config import load_settings
+from digestd.db import make_engine, make_sessions
+from digestd.models import Subscriber
+from digestd.render import RenderedEmail
+from digestd.tokens import Purpose, Tokens
+from tests.helpers import SAMPLE_ARTICLE, article, parse, parts, run_cli
+
+SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+HOSTILE = '"><img src=x onerror=alert(1)><script>alert("x")</script>'
+
+
+def _digest_files(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    items: list[dict[str, object]],
+    readers: str,
+) -> list[bytes]:
+    """Ingest, import, tick once at SEND into the mail catcher; the caught messages."""
+    (tmp_path / "a.json").write_text(json.dumps(items))
+    (tmp_path / "r.csv").write_text("email,categories,frequency,timezone\n" + readers)
+    assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
+    with time_machine.travel(SEND - timedelta(days=1), tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
+    assert (
+        run_cli(monkeypatch, env, "tick", "--now", (SEND + timedelta(minutes=1)).isoformat()) == 0
+    )
+    return [p.read_bytes() for p in sorted((Path(env["DIGESTD_DATA_DIR"]) / "mail").glob("*.eml"))]
+
+
+def _typical_items() -> list[dict[str, object]]:
+    items: list[dict[str, object]] = [
+        dict(SAMPLE_ARTICLE, published_at="2026-11-29T20:00:00Z", score=40)
+    ]
+    for i in range(9):
+        items.append(
+            article(
+                f"story-{i}",
+                ["ai", "robotics"][i % 2],
+                SEND - timedelta(hours=i + 1),
+                score=10 - i,
+                source=f"Outlet {i % 4}",
+            )
+        )
+    return items
+
+
+@pytest.fixture
+def digest(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path) -> bytes:
+    (data,) = _digest_files(
+        monkeypatch, env, tmp_path, _typical_items(), 'ann@example.com,"ai,robotics",daily,UTC\n'
+    )
+    return data
+
+
+def test_headers_are_each_present_once_and_one_click_ready(digest: bytes) -> None:
+    message = parse(digest)
+    for name in (
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
+        assert len(message.get_all(name) or []) == 1, name
+    assert message["To"] == "ann@example.com"
+    assert message["From"] == "Tech Pulse <digest@news.example.com>"
+    assert re.fullmatch(r".*<[\w.-]+\.digest\.example\.com>", str(message["List-Id"]))
+    unsubscribe = str(message["List-Unsubscribe"])
+    assert re.fullmatch(
+        r"<https://digest\.example\.com/unsubscribe/[\w.-]+>, <mailto:[^>]+>", unsubscribe
+    )
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Subject"].startswith("Meta's Internal Memo Signals AI Comeback")
+    # the envelope sender is a VERP address (what the catcher recorded as Return-Path)
+    assert re.match(rb"Return-Path: <bounces\+\d+\.[\w-]+@news\.example\.com>", digest)
+
+
+def test_text_then_html_both_utf8_quoted_printable_within_line_limits(digest: bytes) -> None:
+    message = parse(digest)
+    assert message.get_content_type() == "multipart/alternative"
+    kinds = [p.get_content_type() for p in message.iter_parts()]
+    assert kinds == ["text/plain", "text/html"]
+    for part in message.iter_parts():
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    body = digest.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 6.7
+
+
+def test_text_part_is_written_from_the_data_not_scraped(digest: bytes) -> None:
+    text, html = parts(parse(digest))
+    assert "<" not in text.replace("<https", "")  # no markup in the text part
+    for title in ["Meta's Internal Memo Signals AI Comeback After Rocky Year", "Story story-0"]:
+        assert title in text
+    assert "Why it matters: Avocado validates" in text
+    assert "Tech Pulse Ltd · 1 Market Street" in text
+    assert "Unsubscribe: https://digest.example.com/unsubscribe/" in text
+    # every article link of the HTML is in the text too
+    article_links = set(re.findall(r'href="(https://(?:the-decoder|news)[^"]+)"', html))
+    assert article_links and all(link in text for link in article_links)
+
+
+def test_html_has_no_remote_fonts_or_css_and_stays_under_the_gmail_clip(digest: bytes) -> None:
+    _, html = parts(parse(digest))
+    assert "fonts.googleapis" not in html and "<link" not in html.lower()
+    assert len(html.encode()) < 100_000
+    assert 'name="viewport"' in html and "prefers-color-scheme: dark" in html
+    assert "max-width:600px" in html.replace(" ", "")
+
+
+def test_links_are_personal_and_the_tokens_verify(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    messages = _digest_files(
+        monkeypatch,
+        env,
+        tmp_path,
+        _typical_items(),
+        "ann@example.com,ai,daily,UTC\nbob@example.com,ai,daily,UTC\n",
+    )
+    assert len(messages) == 2
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine)() as session:
+        ids = {s.email: s.public_id for s in session.scalars(select(Subscriber))}
+    engine.dispose()
+    tokens = Tokens(load_settings(env).secret_keys)
+    seen = set()
+    for data in messages:
+        message = parse(data)
+        text, html = parts(message)
+        token = re.search(r"/unsubscribe/([\w.-]+)", text)
+        assert token is not None
+        assert tokens.read(Purpose.UNSUBSCRIBE, token.group(1)) == ids[str(message["To"])]
+        assert f"/unsubscribe/{token.group(1)}" in html
+        assert f"/unsubscribe/{token.group(1)}" in str(message["List-Unsubscribe"])
+        preferences = re.search(r"/preferences/([\w.-]+)", html)
+        assert preferences is not None
+        assert tokens.read(Purpose.PREFERENCES, preferences.group(1)) == ids[str(message["To"])]
+        seen.add(token.group(1))
+        assert "__digestd_" not in text + html  # no placeholder left behind
+    assert len(seen) == 2
+
+
+def test_hostile_article_text_is_escaped_and_cannot_inject_headers(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    items = _typical_items()
+    items[0] = dict(
+        items[0],
+        title=HOSTILE + "\r\nBcc: victim@example.com",
+        score=100,
+        key_takeaways=[HOSTILE],
+        why_it_matters=HOSTILE,
+    )
+    (data,) = _digest_files(monkeypatch, env, tmp_path, items, "ann@example.com,ai,daily,UTC\n")
+    message = parse(data)
+    assert message.get_all("Bcc") is None
+    assert "\n" not in str(message["Subject"])
+    _, html = parts(message)
+    assert "<script" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
+    rendered = RenderedEmail(
+        subject="Ünïcode subject ✓",
+        text="Héllo\nUnsubscribe: __digestd_unsubscribe_url__\n",
+        html='<p>x</p><a href="__digestd_unsubscribe_url__">u</a>' + "é" * 300,
+    )
+    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
+    link = "https://digest.example.com/unsubscribe/" + "A" * 180
+    data = template.compose(
+        Personal(
+            to="r@example.com",
+            message_id="<m@example.com>",
+            date="Mon, 30 Nov 2026 07:00:00 +0000",
+            links={"unsubscribe": link, "preferences": "", "view": ""},
+            unsubscribe_mailto="u@example.com",
+        )
+    )
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # QP's limit
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
+    text, html = parts(parse(data))
+    assert f"Unsubscribe: {link}" in text
+    assert f'href="{link}"' in html and html.rstrip("\n").endswith("é" * 300)
+    assert parse(data)["Subject"] == "Ünïcode subject ✓"
+
+
+def _spam_score(data: bytes) -> tuple[float, str]:
+    result = subprocess.run(
+        ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=120, check=True
+    )
+    status = re.search(rb"X-Spam-Status: \w+, score=(-?[\d.]+)[^\n]*(?:\n\s[^\n]*)*", result.stdout)
+    assert status is not None, result.stdout[:500]
+    return float(status.group(1)), status.group(0).decode()
+
+
+def test_spamassassin_scores_a_typical_digest_below_one(digest: bytes) -> None:
+    # Strip the catcher's envelope lines: SpamAssassin should see what a relay receives.
+    message = b"\r\n".join(digest.split(b"\r\n")[2:])
+    score, status = _spam_score(message)
+    assert score < 1.0, status

@@ -1,0 +1,60 @@
+"""Each distinct digest is rendered once; every recipient's copy is made by substitution."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+
+from digestd.config import load_settings
+from digestd.render import RenderedEmail, Renderer
+from digestd.service import Service
+from digestd.transport import MailCatcher
+from tests.helpers import article, parse, parts, run_cli
+
+SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+
+
+class CountingRenderer(Renderer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def render(self, kind: str, context: dict[str, Any]) -> RenderedEmail:
+        self.calls.append(kind)
+        return super().render(kind, context)
+
+
+def test_readers_with_the_same_digest_share_one_render(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    items = [article(f"ai-{i}", "ai", SEND - timedelta(hours=i + 1), score=5 - i) for i in range(4)]
+    items += [article("q-0", "quantum", SEND - timedelta(hours=2))]
+    (tmp_path / "a.json").write_text(json.dumps(items))
+    readers = [f"ai{i}@example.com,ai,daily,UTC" for i in range(5)]
+    readers += ["q@example.com,quantum,daily,UTC", 'both@example.com,"ai,quantum",daily,UTC']
+    (tmp_path / "r.csv").write_text("email,categories,frequency,timezone\n" + "\n".join(readers))
+    assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
+    with time_machine.travel(SEND - timedelta(days=1), tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
+
+    settings = load_settings(env)
+    service = Service.build(settings, transport=MailCatcher(settings.mail_dir))
+    counting = CountingRenderer()
+    service.composer.renderer = counting
+    report = asyncio.run(service.tick(SEND))
+    asyncio.run(service.close())
+
+    assert report.delivered.sent == 7
+    assert counting.calls == ["daily", "daily", "daily"]  # ai-only, quantum-only, ai+quantum
+    messages = [parse(p.read_bytes()) for p in settings.mail_dir.glob("*.eml")]
+    ai_readers = [m for m in messages if str(m["To"]).startswith("ai")]
+    bodies = {parts(m)[0].split("Manage preferences")[0] for m in ai_readers}
+    assert len(bodies) == 1  # the same content ...
+    links = {parts(m)[0].split("Unsubscribe: ")[1].split()[0] for m in ai_readers}
+    assert len(links) == 5  # ... with each reader's own links

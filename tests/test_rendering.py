@@ -1,0 +1,107 @@
+"""Daily and weekly editions with 1, 5 and the maximum number of articles, stressed with long
+fields, Unicode, emoji, right-to-left text and hostile strings: escaped, under Gmail's clip,
+text mirroring HTML (SpamAssassin's MPART_ALT_DIFF must not fire), spam score < 1.0."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from digestd.compose import MessageTemplate, Personal
+from digestd.models import EditionKind
+from digestd.presentation import TITLE_CHARS
+from digestd.render import Renderer
+from tests.email_samples import HOSTILE, sample_articles, sample_context
+
+SIZES = {EditionKind.DAILY: [1, 5, 10], EditionKind.WEEKLY: [1, 5, 15]}
+CASES = [(kind, n) for kind, sizes in SIZES.items() for n in sizes]
+
+
+class _Markup(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+def _eml(rendered: object) -> bytes:
+    template = MessageTemplate(
+        rendered,
+        from_header="Tech Pulse <digest@news.example.com>",  # type: ignore[arg-type]
+        headers=[("List-Id", "Tech Pulse digests <digest.news.example.com>")],
+    )
+    return template.compose(
+        Personal(
+            to="reader@example.com",
+            message_id="<daily.2026-11-29.1@news.example.com>",
+            date="Sun, 29 Nov 2026 08:00:00 +0000",
+            links={
+                "unsubscribe": "https://digest.example.com/unsubscribe/abc.def.ghi",
+                "preferences": "https://digest.example.com/preferences/abc.def.ghi",
+                "view": "https://digest.example.com/view/abc.def.ghi",
+            },
+            unsubscribe_mailto="unsubscribe@news.example.com?subject=unsubscribe",
+        )
+    )
+
+
+@pytest.mark.parametrize(("kind", "count"), CASES, ids=[f"{k}-{n}" for k, n in CASES])
+def test_edition_is_escaped_complete_and_under_the_clip(
+    renderer: Renderer, kind: EditionKind, count: int
+) -> None:
+    rendered = renderer.render(str(kind), sample_context(kind, count))
+    html = rendered.html
+    assert len(html.encode()) < 100_000, len(html.encode())
+    markup = _Markup()
+    markup.feed(html)
+    tags = {tag for tag, _ in markup.tags}
+    assert "script" not in tags and "iframe" not in tags
+    for tag, attrs in markup.tags:
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        if tag == "img":
+            assert attrs.get("alt"), attrs  # alt text on every image
+            assert attrs.get("src", "").startswith("https://cdn.example.com/")
+    if count > 5:
+        assert "&lt;script&gt;" in html and "&lt;script&gt;" not in rendered.text
+        assert HOSTILE in rendered.text  # the text part shows it verbatim, harmlessly
+    assert 'dir="auto"' in html  # right-to-left titles lay out right to left
+    articles = sample_articles(count)
+    for article in articles:
+        shown = article.title[: TITLE_CHARS - 1].rsplit(" ", 1)[0]
+        assert shown[:60] in rendered.text
+        assert article.url in rendered.text
+        assert article.url.replace("&", "&amp;") in html
+    assert len(re.findall(r"Read the story at", rendered.text)) == count
+    if kind is EditionKind.WEEKLY:
+        assert "Top story of the week" in rendered.text and "TOP STORY OF THE WEEK" in html
+
+
+def _spamassassin(data: bytes) -> str:
+    result = subprocess.run(
+        ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=180, check=True
+    )
+    return result.stdout.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(
+    ("kind", "count"), [(EditionKind.DAILY, 10), (EditionKind.WEEKLY, 15), (EditionKind.DAILY, 1)]
+)
+def test_spamassassin_is_happy_and_text_mirrors_html(
+    renderer: Renderer, kind: EditionKind, count: int
+) -> None:
+    rendered = renderer.render(str(kind), sample_context(kind, count))
+    report = _spamassassin(_eml(rendered))
+    status = re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)(.*?)\n(?!\s)", report, re.S)
+    assert status is not None
+    assert float(status.group(1)) < 1.0, status.group(0)
+    assert "MPART_ALT_DIFF" not in status.group(0)

@@ -1,0 +1,162 @@
+"""Selection on crafted data: decay, ties, one appearance per article, the source cap,
+near-duplicate collapse, no repeats across dailies, and the weekly's top story."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+
+from digestd.selection import Candidate, collapse_near_duplicates, order, pick, rank
+from tests.helpers import article, parse, parts, run_cli
+
+NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+
+
+def c(
+    cid: str,
+    *,
+    hours: float = 1,
+    score: float = 0,
+    source: str = "S",
+    cats: str = "ai",
+    title: str = "",
+) -> Candidate:
+    return Candidate(
+        cid,
+        source,
+        NOW - timedelta(hours=hours),
+        score,
+        frozenset(cats.split(",")),
+        title or f"Unique headline {cid}",
+    )
+
+
+def ids(candidates: list[Candidate]) -> list[str]:
+    return [x.id for x in candidates]
+
+
+def test_recency_decay_overtakes_a_stale_high_score_at_the_documented_rate() -> None:
+    # One half-life (24 h) older needs twice the (1 + score) to tie.
+    fresh = c("fresh", hours=0, score=9)  # 1 + 9 = 10
+    stale_tie = c("stale-tie", hours=24, score=19)  # 20 * 0.5 = 10
+    assert rank(fresh, NOW, 24) == pytest.approx(rank(stale_tie, NOW, 24))
+    stale_less = c("stale-less", hours=24, score=18.9)
+    stale_more = c("stale-more", hours=24, score=19.1)
+    assert ids(order([stale_less, fresh], NOW, 24)) == ["fresh", "stale-less"]
+    assert ids(order([fresh, stale_more], NOW, 24)) == ["stale-more", "fresh"]
+    # after two half-lives the same score ratio is no longer enough
+    assert ids(order([c("older", hours=48, score=19), fresh], NOW, 24)) == ["fresh", "older"]
+
+
+def test_ties_go_to_the_newest_then_the_id() -> None:
+    a = c("a", hours=2, score=0)
+    b = c("b", hours=1, score=0)
+    same_time = c("c", hours=1, score=0)
+    assert ids(order([a, same_time, b], NOW, 24)) == ["b", "c", "a"]
+
+
+def test_only_the_readers_categories_and_each_article_once() -> None:
+    ranked = order(
+        [
+            c("both", cats="ai,robotics", score=5),
+            c("ai", cats="ai"),
+            c("fin", cats="fintech", score=9),
+        ],
+        NOW,
+        24,
+    )
+    chosen = pick(ranked, frozenset({"ai", "robotics"}), limit=10, per_source=9)
+    assert ids(chosen) == ["both", "ai"]
+
+
+def test_at_most_three_from_one_source() -> None:
+    ranked = order(
+        [c(f"wire-{i}", source="Wire", score=10 - i) for i in range(5)]
+        + [c("other", source="Other")],
+        NOW,
+        24,
+    )
+    chosen = pick(ranked, frozenset({"ai"}), limit=10, per_source=3)
+    assert ids(chosen) == ["wire-0", "wire-1", "wire-2", "other"]
+
+
+def test_limit_is_respected() -> None:
+    ranked = order([c(f"a{i}", source=f"S{i}") for i in range(30)], NOW, 24)
+    assert len(pick(ranked, frozenset({"ai"}), limit=10, per_source=3)) == 10
+
+
+def test_near_duplicate_titles_collapse_into_the_better_ranked_copy() -> None:
+    original = c(
+        "verge",
+        score=8,
+        source="The Verge",
+        cats="ai",
+        title="OpenAI releases GPT-6 with a new reasoning engine",
+    )
+    copy = c(
+        "wired",
+        score=3,
+        source="Wired",
+        cats="robotics",
+        title="OpenAI Releases GPT-6, With New Reasoning Engine",
+    )
+    other = c("other", score=1, title="OpenAI hires a new chief scientist from Google")
+    kept = collapse_near_duplicates(order([copy, original, other], NOW, 24))
+    assert ids(kept) == ["verge", "other"]
+    # the kept copy now reaches readers of either story's category
+    assert kept[0].categories == frozenset({"ai", "robotics"})
+    assert ids(pick(kept, frozenset({"robotics"}), limit=10, per_source=3)) == ["verge"]
+
+
+def _edition_urls(data: bytes) -> list[str]:
+    import re
+
+    text, _ = parts(parse(data))
+    return re.findall(r"Read the story at [^:]+: (\S+)", text)
+
+
+def test_no_repeats_across_consecutive_dailies_and_the_weekly_keeps_the_top_story(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Saturday's star story was in Saturday's daily; a catch-up window overlapping it must not
+    repeat it on Sunday, yet Sunday's weekly recap still leads with it."""
+    saturday = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+    star = article("star", "ai", saturday - timedelta(hours=1), score=100, source="Big")
+    items = [star] + [
+        article(f"d{i}", "ai", saturday + timedelta(hours=20, minutes=i), score=1, source=f"S{i}")
+        for i in range(3)
+    ]
+    (tmp_path / "a.json").write_text(json.dumps(items))
+    (tmp_path / "r.csv").write_text(
+        "email,categories,frequency,timezone\nann@example.com,ai,both,UTC\n"
+    )
+    assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
+    with time_machine.travel(saturday - timedelta(hours=3), tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
+    mail = Path(env["DIGESTD_DATA_DIR"]) / "mail"
+
+    assert run_cli(monkeypatch, env, "tick", "--now", saturday.isoformat()) == 0
+    (first,) = sorted(mail.glob("*.eml"))
+    assert _edition_urls(first.read_bytes())[0].endswith("/star")
+
+    # The star is re-sent by the site with a later published_at (an update): it now falls in
+    # Sunday's window too, but Sunday's daily must not repeat it.
+    (tmp_path / "a.json").write_text(
+        json.dumps([dict(star, published_at=(saturday + timedelta(hours=10)).isoformat())])
+    )
+    assert run_cli(monkeypatch, env, "articles", "add", str(tmp_path / "a.json")) == 0
+    sunday = saturday + timedelta(days=1)
+    assert (
+        run_cli(monkeypatch, env, "tick", "--now", (sunday + timedelta(hours=1)).isoformat()) == 0
+    )
+    new = sorted(set(mail.glob("*.eml")) - {first})
+    by_kind = {("Weekly recap" in parts(parse(p.read_bytes()))[0]): p for p in new}
+    daily_urls = _edition_urls(by_kind[False].read_bytes())
+    assert daily_urls and not any(u.endswith("/star") for u in daily_urls)
+    weekly_text = parts(parse(by_kind[True].read_bytes()))[0]
+    assert weekly_text.index("Top story of the week") < weekly_text.index("Story star")
+    assert _edition_urls(by_kind[True].read_bytes())[0].endswith("/star")

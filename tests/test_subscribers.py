@@ -1,0 +1,194 @@
+"""Subscribers: CSV import with per-row errors, export, erasure; addresses normalised once."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import time_machine
+from sqlalchemy import func, select
+
+from digestd.db import make_engine, make_sessions
+from digestd.errors import ValidationError
+from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.subscribers import email_hash, normalise_email
+from tests.helpers import run_cli
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+HEADER = "email,categories,frequency,timezone\n"
+
+
+def _subscribers(database_url: str) -> dict[str, Subscriber]:
+    engine = make_engine(database_url)
+    with make_sessions(engine)() as session:
+        found = {s.email: s for s in session.scalars(select(Subscriber))}
+        for s in found.values():
+            _ = s.categories  # load before the session closes
+    engine.dispose()
+    return found
+
+
+def _import(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path, body: str) -> int:
+    path = tmp_path / "subscribers.csv"
+    path.write_text(HEADER + body)
+    with time_machine.travel(NOW, tick=False):
+        return run_cli(monkeypatch, env, "subscribers", "import", str(path))
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("Ann@Example.COM", "ann@example.com"),
+        ("  bob@example.org ", "bob@example.org"),
+        ("chris@bücher.example", "chris@bücher.example"),
+    ],
+)
+def test_addresses_are_normalised(raw: str, normalised: str) -> None:
+    assert normalise_email(raw) == normalised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "no-at-sign",
+        "a@b",
+        "x@example.com\r\nBcc: y@example.com",
+        "ü@example.com",
+        "a" * 300 + "@example.com",
+    ],
+)
+def test_bad_addresses_are_refused(raw: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        normalise_email(raw)
+    assert caught.value.field == "email"
+
+
+def test_import_activates_rows_and_records_the_source(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    body = (
+        'ann@example.com,"ai,robotics",daily,America/Los_Angeles\n'
+        "bob@example.com,all,both,\n"
+        'cat@example.com,"fintech",weekly,Asia/Kolkata\n'
+    )
+    assert _import(monkeypatch, env, tmp_path, body) == 0
+    found = _subscribers(env["DIGESTD_DATABASE_URL"])
+    ann, bob, cat = found["ann@example.com"], found["bob@example.com"], found["cat@example.com"]
+    assert ann.status == SubscriberStatus.ACTIVE and ann.consent_source == "import:subscribers.csv"
+    assert sorted(ann.category_slugs) == ["ai", "robotics"]
+    assert (ann.wants_daily, ann.wants_weekly) == (True, False)
+    # the next daily is the first local 07:00 after the import: 15:00Z in Los Angeles
+    assert ann.next_daily_at == datetime(2026, 11, 29, 15, 0, tzinfo=UTC)
+    assert ann.next_weekly_at is None
+    assert len(bob.category_slugs) == 26 and bob.timezone == "UTC"  # empty = default zone
+    assert (bob.wants_daily, bob.wants_weekly) == (True, True)
+    # Sunday 08:00 in Kolkata is 02:30Z; the import happened after it, so next Sunday
+    assert cat.next_weekly_at == datetime(2026, 12, 6, 2, 30, tzinfo=UTC)
+
+
+def test_bad_rows_are_reported_by_line_and_good_rows_kept(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = (
+        "good@example.com,ai,daily,UTC\n"
+        "not-an-email,ai,daily,UTC\n"
+        "unknown@example.com,gardening,daily,UTC\n"
+        "freq@example.com,ai,hourly,UTC\n"
+        "zone@example.com,ai,daily,Mars/Base\n"
+        'multi@example.com,"ai,\nrobotics",daily,UTC\n'  # a quoted field across lines
+        "GOOD@example.com,ai,daily,UTC\n"
+    )  # same address again
+    assert _import(monkeypatch, env, tmp_path, body) == 1
+    err = capsys.readouterr().err
+    assert "line 3: email:" in err
+    assert "line 4: categories: unknown category 'gardening'" in err
+    assert "line 5: frequency: must be daily, weekly or both" in err
+    assert "line 6: timezone: unknown IANA timezone 'Mars/Base'" in err
+    assert "line 9: email: appears twice in this file" in err
+    assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == [
+        "good@example.com",
+        "multi@example.com",
+    ]
+
+
+def test_a_file_without_the_expected_header_is_exit_2_and_imports_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "wrong.csv"
+    path.write_text("mail,topics\nann@example.com,ai\n")
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
+    assert "missing email, categories, frequency, timezone" in capsys.readouterr().err
+    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+
+
+def test_import_never_resubscribes_someone_who_left(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_cli(monkeypatch, env, "subscribers", "delete", "gone@example.com") == 0
+    assert _import(monkeypatch, env, tmp_path, "gone@example.com,ai,daily,UTC\n") == 1
+    assert "on the suppression list" in capsys.readouterr().err
+    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+
+
+def test_export_round_trips_the_import_columns_plus_status(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = 'ann@example.com,"robotics,ai",both,Europe/Paris\n'
+    assert _import(monkeypatch, env, tmp_path, body) == 0
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "subscribers", "export") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows == [
+        {
+            "email": "ann@example.com",
+            "categories": "ai,robotics",
+            "frequency": "both",
+            "timezone": "Europe/Paris",
+            "status": "active",
+            "created_at": rows[0]["created_at"],
+            "confirmed_at": NOW.isoformat(),
+        }
+    ]
+    # the export is itself importable
+    exported = tmp_path / "exported.csv"
+    run_cli(monkeypatch, env, "subscribers", "export")
+    exported.write_text(capsys.readouterr().out)
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(exported)) == 0
+
+
+def test_delete_erases_personal_data_and_keeps_only_a_hash(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    assert _import(monkeypatch, env, tmp_path, "erase@example.com,ai,daily,UTC\n") == 0
+    assert run_cli(monkeypatch, env, "subscribers", "delete", "Erase@Example.com") == 0
+    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine)() as session:
+        hashes = list(session.scalars(select(Suppression.email_hash)))
+        assert hashes == [email_hash("erase@example.com")]
+        assert "erase" not in hashes[0]
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+    engine.dispose()
+
+
+def test_delete_with_a_malformed_address_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(monkeypatch, env, "subscribers", "delete", "nobody") == 2
+    assert "email:" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""``digestd run`` serves HTTP and runs the scheduler in one process; SIGTERM stops both
+and the process exits 0. A taken port is one clear configuration error (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+WAIT_S = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(env: dict[str, str], port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    full = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DIGESTD_")},
+        **env,
+        "DIGESTD_LISTEN": f"127.0.0.1:{port}",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "digestd", "run"],
+        env=full,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status), bytes(response.read())
+
+
+def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    process = _start(env, port, tmp_path)
+    try:
+        assert process.stderr is not None
+        # The socket listens before this line is logged: no polling, no sleeping.
+        seen = []
+        while not seen or b"digestd running" not in seen[-1]:
+            line = process.stderr.readline()
+            assert line, b"".join(seen).decode()  # exited before serving
+            seen.append(line)
+        status, body = _get(f"http://127.0.0.1:{port}/healthz")
+        assert (status, body) == (200, b'{"status":"ok"}')
+        status, body = _get(f"http://127.0.0.1:{port}/subscribe?categories=ai")
+        assert status == 200 and b"All Technology" in body
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=WAIT_S)
+        stderr = b"".join(seen) + rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.decode()
+    log = stderr.decode()
+    assert "digestd running on http://127.0.0.1" in log
+    assert "tick " in log  # the scheduler ran in the same process
+    assert "stopped" in log
+    assert "Traceback" not in log
+
+
+def test_run_with_the_port_taken_is_a_clear_config_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _start(env, port, tmp_path)
+        _, stderr = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 2
+    assert "DIGESTD_LISTEN: cannot listen on 127.0.0.1:" in stderr.decode()
+    assert "Traceback" not in stderr.decode()

@@ -1,0 +1,166 @@
+"""View in browser, the development mailbox, health, the admin API and unknown addresses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from starlette.testclient import TestClient
+
+from digestd.config import load_settings
+from digestd.models import Article
+from digestd.service import Service
+from digestd.tokens import Purpose
+from digestd.web import create_app
+from tests.conftest import WebRig
+from tests.helpers import SAMPLE_ARTICLE, article
+from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+ADMIN = {"Authorization": "Bearer admin-" + "x" * 24}
+
+
+def test_view_in_browser_shows_the_readers_edition_with_their_links(web: WebRig) -> None:
+    items = [
+        dict(SAMPLE_ARTICLE, published_at="2026-11-29T20:00:00Z"),
+        article("robots-1", "robotics", datetime(2026, 11, 29, 21, tzinfo=UTC), score=3),
+    ]
+    assert web.client.post("/api/articles", json=items, headers=ADMIN).status_code == 200
+    with time_machine.travel(NOW, tick=False):
+        signup_form(web, "ann@example.com")
+        web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
+    web.client.portal.call(web.service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
+    digest = web.smtp.messages[-1]
+    links = links_in(digest.data)
+    page = web.client.get(links["view"])
+    assert page.status_code == 200
+    words = text_of(page.text)
+    assert "Meta's Internal Memo Signals AI Comeback" in words
+    assert "Story robots-1" in words
+    assert links["unsubscribe"] in page.text and links["preferences"] in page.text
+    assert "__digestd_" not in page.text  # real links, not placeholders
+    assert "script-src" not in page.headers["content-security-policy"]
+    # another reader's token cannot open it
+    with time_machine.travel(NOW, tick=False):
+        signup_form(web, "bob@example.com", categories=["robotics"])
+    bob = web.subscriber("bob@example.com")
+    assert bob is not None
+    tokens = web.service.tokens
+    _, delivery_id = tokens.read(Purpose.VIEW, links["view"].rsplit("/", 1)[1]).split("/")
+    bobs = tokens.make(Purpose.VIEW, f"{bob.public_id}/{delivery_id}")
+    assert web.client.get(f"/view/{bobs}").status_code == 410
+
+
+@pytest.fixture
+def catcher(env: dict[str, str]) -> Iterator[TestClient]:
+    """An installation without SMTP: mail goes to var/mail and is shown at /dev/mail."""
+    service = Service.build(load_settings(env))
+    with TestClient(create_app(service), base_url="https://digest.example.com") as client:
+        yield client
+    service.engine.dispose()
+
+
+def test_dev_mailbox_lists_caught_mail_and_shows_the_confirmation_link(
+    catcher: TestClient,
+) -> None:
+    empty = catcher.get("/dev/mail")
+    assert empty.status_code == 200 and "No messages yet" in empty.text
+    page = catcher.get("/subscribe")
+    catcher.post(
+        "/subscribe", data={"csrf": csrf_of(page.text), "email": "new@example.com", **SIGNUP}
+    )
+    listing = catcher.get("/dev/mail")
+    assert "new@example.com" in listing.text
+    assert "Confirm your Tech Pulse digest subscription" in listing.text
+    name = listing.text.split('href="/dev/mail/')[1].split('"')[0]
+    message = catcher.get(f"/dev/mail/{name}")
+    assert message.status_code == 200 and "https://digest.example.com/confirm/" in message.text
+    raw = catcher.get(f"/dev/mail/{name}/raw")
+    assert raw.text.startswith("Return-Path:")
+    for bad in ("..%2Fsecret.key", "nope.eml", "x.txt"):
+        assert catcher.get(f"/dev/mail/{bad}").status_code == 404
+
+
+def test_dev_mailbox_is_absent_when_smtp_is_configured(web: WebRig) -> None:
+    assert web.client.get("/dev/mail").status_code == 404
+
+
+def test_health_and_unknown_pages(web: WebRig) -> None:
+    assert web.client.get("/healthz").json() == {"status": "ok"}
+    missing = web.client.get("/no/such/page")
+    assert missing.status_code == 404 and "nothing at this address" in text_of(missing.text)
+    wrong = web.client.delete("/subscribe")
+    assert wrong.status_code == 405 and "does not accept DELETE" in text_of(wrong.text)
+
+
+def test_api_needs_the_admin_token(web: WebRig) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        answer = web.client.post("/api/articles", json=SAMPLE_ARTICLE, headers=headers)
+        assert answer.status_code == 401
+        assert "admin token" in answer.json()["error"]
+    assert web.count(Article) == 0
+
+
+def test_api_is_disabled_without_a_configured_token(catcher: TestClient) -> None:
+    answer = catcher.post("/api/articles", json=SAMPLE_ARTICLE, headers=ADMIN)
+    assert answer.status_code == 403
+    assert "DIGESTD_ADMIN_TOKEN" in answer.json()["error"]
+
+
+def test_api_articles_keeps_valid_items_and_reports_bad_ones(web: WebRig) -> None:
+    one = web.client.post("/api/articles", json=SAMPLE_ARTICLE, headers=ADMIN)
+    assert one.status_code == 200 and one.json()["added"] == 1
+    batch = [
+        dict(SAMPLE_ARTICLE, title="Updated title"),
+        dict(SAMPLE_ARTICLE, id="no-date", published_at="2026-02-05T09:00:00"),
+        dict(SAMPLE_ARTICLE, id="new-one", categories=["robotics"]),
+        "not an object",
+    ]
+    answer = web.client.post("/api/articles", json=batch, headers=ADMIN)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["added"], body["updated"], body["rejected"]) == (1, 1, 2)
+    assert body["errors"][0] == {
+        "position": 2,
+        "field": "published_at",
+        "problem": body["errors"][0]["problem"],
+    }
+    assert "timezone" in body["errors"][0]["problem"]
+    assert body["errors"][1]["position"] == 4
+    assert web.count(Article) == 2
+    bad = web.client.post("/api/articles", json=[{"id": "x"}], headers=ADMIN)
+    assert bad.status_code == 422
+    assert (
+        web.client.post(
+            "/api/articles", content=b"{", headers={**ADMIN, "Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
+    assert (
+        web.client.post(
+            "/api/articles", content=b"id=1", headers={**ADMIN, "Content-Type": "text/plain"}
+        ).status_code
+        == 415
+    )
+    assert web.client.get("/api/nothing", headers=ADMIN).json()["error"]
+
+
+def test_an_unexpected_failure_is_a_plain_500_page_without_a_traceback(web: WebRig) -> None:
+    from sqlalchemy import text
+
+    with web.service.engine.begin() as connection:
+        connection.execute(text("DROP TABLE subscriber_categories"))
+    client = TestClient(web.client.app, raise_server_exceptions=False)
+    page = client.get("/subscribe")
+    answer = client.post("/subscribe", json={"email": "ann@example.com", **SIGNUP})
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": "Something went wrong on our side. Please try again in a minute."
+    }
+    csrf = csrf_of(page.text)
+    form = client.post("/subscribe", data={"csrf": csrf, "email": "bob@example.com", **SIGNUP})
+    assert form.status_code == 500
+    assert "Sorry, something broke" in form.text and "Traceback" not in form.text
+    assert web.smtp.messages == []

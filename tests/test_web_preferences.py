@@ -1,0 +1,129 @@
+"""The preferences page: change categories, frequency and timezone; pause and resume;
+unsubscribe; delete my data (erasure keeps only a hashed suppression)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+
+from digestd.models import Delivery, Subscriber, SubscriberStatus, Suppression
+from digestd.subscribers import email_hash
+from tests.conftest import WebRig
+from tests.helpers import run_cli
+from tests.web_helpers import csrf_of, links_in, signup_form, text_of
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def _reader(web: WebRig, email: str = "ann@example.com") -> dict[str, str]:
+    signup_form(web, email)
+    links = links_in(web.smtp.messages[-1].data)
+    assert web.client.get(links["confirm"]).status_code == 200
+    return links
+
+
+def _post(web: WebRig, url: str, **data: object) -> object:
+    token = csrf_of(web.client.get(url).text)
+    return web.client.post(url, data={"csrf": token, **data})
+
+
+def test_the_page_shows_the_current_choices(web: WebRig) -> None:
+    links = _reader(web)
+    page = web.client.get(links["preferences"])
+    assert page.status_code == 200
+    assert "ann@example.com" in page.text
+    assert 'value="ai" class="cat" checked' in page.text
+    assert 'value="quantum" class="cat">' in page.text
+    assert 'value="daily" checked' in page.text
+    assert "<option selected>Europe/Paris</option>" in page.text
+    assert "Delete my data" in page.text
+
+
+def test_saving_changes_categories_frequency_and_timezone_and_reschedules(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False):
+        links = _reader(web)
+        answer = _post(
+            web,
+            links["preferences"],
+            action="save",
+            categories=["quantum", "spacetech"],
+            frequency="both",
+            timezone="America/New_York",
+        )
+    assert answer.status_code == 200  # type: ignore[attr-defined]
+    assert "preferences are saved" in text_of(answer.text)  # type: ignore[attr-defined]
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None
+    assert reader.category_slugs == ["quantum", "spacetech"]
+    assert (reader.wants_daily, reader.wants_weekly) == (True, True)
+    assert reader.timezone == "America/New_York"
+    # 07:00 in New York (UTC-5) on the 29th is 12:00Z, still ahead of 09:00Z.
+    assert reader.next_daily_at == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    assert reader.next_weekly_at == datetime(2026, 11, 29, 13, 0, tzinfo=UTC)  # Sunday 08:00
+
+
+def test_all_technology_selects_every_category(web: WebRig) -> None:
+    links = _reader(web)
+    _post(web, links["preferences"], action="save", categories=["all"], frequency="weekly")
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None and len(reader.category_slugs) == 26
+
+
+def test_pause_then_resume(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False):
+        links = _reader(web)
+        _post(web, links["preferences"], action="pause")
+        paused = web.subscriber("ann@example.com")
+        assert paused is not None and paused.status == SubscriberStatus.PAUSED
+        assert paused.next_daily_at is None
+        _post(web, links["preferences"], action="resume")
+    resumed = web.subscriber("ann@example.com")
+    assert resumed is not None and resumed.status == SubscriberStatus.ACTIVE
+    assert resumed.next_daily_at == datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+
+
+def test_unsubscribe_from_preferences_and_subscribe_again(web: WebRig) -> None:
+    links = _reader(web)
+    _post(web, links["preferences"], action="unsubscribe")
+    assert web.subscriber("ann@example.com").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+    page = web.client.get(links["preferences"])
+    assert "Subscribe again" in page.text
+    _post(web, links["preferences"], action="resume")
+    assert web.subscriber("ann@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+
+
+def test_delete_my_data_keeps_only_a_hashed_suppression(web: WebRig) -> None:
+    links = _reader(web)
+    answer = _post(web, links["preferences"], action="delete", confirm_delete="yes")
+    assert answer.status_code == 200  # type: ignore[attr-defined]
+    assert "Your data is deleted" in answer.text  # type: ignore[attr-defined]
+    assert web.count(Subscriber) == 0
+    assert web.count(Delivery) == 0
+    with web.service.sessions() as session:
+        (suppression,) = session.query(Suppression).all()
+        assert suppression.email_hash == email_hash("ann@example.com")
+        assert suppression.reason == "erased"
+        assert "ann" not in suppression.email_hash
+    assert web.client.get(links["preferences"]).status_code == 410
+
+
+def test_cli_delete_erases_a_web_subscriber(
+    web: WebRig, web_env: dict[str, str], monkeypatch: object
+) -> None:
+    _reader(web, "cli@example.com")
+    assert run_cli(monkeypatch, web_env, "subscribers", "delete", "CLI@example.com") == 0  # type: ignore[arg-type]
+    assert web.subscriber("cli@example.com") is None
+    with web.service.sessions() as session:
+        assert session.get(Suppression, email_hash("cli@example.com")) is not None
+
+
+def test_csrf_token_expires_after_a_day(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _reader(web)
+        token = csrf_of(web.client.get(links["preferences"]).text)
+        clock.shift(timedelta(hours=25))
+        answer = web.client.post(links["preferences"], data={"csrf": token, "action": "pause"})
+    assert answer.status_code == 403
+    assert "Reload the page" in text_of(answer.text)
+    assert web.subscriber("ann@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
