@@ -62,7 +62,8 @@ class Sink:
 
     def _dumps(self) -> list[Path]:
         assert self.process.poll() is None, "smtp-sink died"
-        return sorted(self.directory.glob("dump*"))  # smtp-sink adds a random suffix
+        dump = self.directory / "dump"
+        return [dump] if dump.exists() else []
 
     def recipients(self) -> Counter[str]:
         found: Counter[str] = Counter()
