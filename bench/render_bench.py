@@ -23,6 +23,7 @@ from email.utils import format_datetime
 
 from digestd.categories import CATEGORIES
 from digestd.compose import MessageTemplate, Personal
+from digestd.config import load_settings
 from digestd.delivery import Links
 from digestd.editions import article_ids, layout_of
 from digestd.models import EditionKind
@@ -90,9 +91,14 @@ def main() -> None:
     )
     site = Site("Tech Pulse", "https://news.example.com", "Tech Pulse Ltd · 1 Market Street")
     renderer = Renderer()
-    links = Links.__new__(Links)
-    links.base, links.tokens = "https://digest.example.com", Tokens(["bench-key-0123456789abcdef"])
-    links.mailto = "unsubscribe@news.example.com"
+    settings = load_settings(
+        {
+            "DIGESTD_BASE_URL": "https://digest.example.com",
+            "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+            "DIGESTD_SECRET_KEYS": "bench-key-0123456789abcdef",
+        }
+    )
+    links = Links(settings, Tokens(settings.secret_keys))
     now = format_datetime(SEND)
 
     started = time.perf_counter()

@@ -36,8 +36,10 @@ class TokenBucket:
             else:
                 self._tokens = min(capacity, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            # The tolerance stops float rounding (0.999...) from turning into endless
+            # sleeps too short to move the clock.
+            if self._tokens >= 1 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1)
                 return
             await self.sleep((1 - self._tokens) / self.rate)
 

@@ -34,6 +34,7 @@ class FaultySink:
     messages: list[tuple[str, str, bytes]] = field(default_factory=list)
     attempts: int = 0  # RCPTs seen
     rcpts: Counter[str] = field(default_factory=Counter)
+    peers: set[object] = field(default_factory=set)  # client (host, port): one per connection
 
     @property
     def url(self) -> str:
@@ -52,6 +53,7 @@ class FaultySink:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.attempts += 1
+        self.peers.add(session.peer)
         self.rcpts[address] += 1
         if self.always is not None:
             return self.always

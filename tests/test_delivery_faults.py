@@ -20,6 +20,7 @@ from digestd.editions import enqueue_due
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
 from digestd.service import Service
 from digestd.subscribers import email_hash
+from digestd.transport import SmtpPool
 from tests.faultsmtp import FaultySink, running
 from tests.helpers import parse
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
@@ -214,3 +215,27 @@ def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bo
         assert delivery.smtp_reply and delivery.smtp_reply.startswith("451")
         # Backoff doubled between attempts (1, 2, 4, 8 ... minutes; ticks every 30).
         assert 6 <= delivery.attempts <= 14
+
+
+def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -> None:
+    addresses = [f"q{i}@example.com" for i in range(23)]
+    sink = FaultySink()
+    with running(sink):
+        service = _service(env, sink.url, pool_size=1)
+        service.transport = SmtpPool(
+            service.settings.smtp,  # type: ignore[arg-type]
+            size=1,
+            max_per_connection=5,
+        )
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+
+        async def send() -> None:
+            enqueue_due(service.sessions, service.policy, SENT_AT)
+            await sender.deliver_due(SENT_AT)
+            await service.close()
+
+        asyncio.run(send())
+    assert sum(sink.delivered.values()) == 23
+    assert len(sink.peers) == 5  # 5 + 5 + 5 + 5 + 3

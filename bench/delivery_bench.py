@@ -1,0 +1,298 @@
+"""End to end: a personalised daily edition for N subscribers into Postfix's smtp-sink.
+
+What one run does (see bench/README.md for how to run it and what it measured):
+
+1. a fresh database (SQLite file, or a new database on the PostgreSQL server named by
+   ``DIGESTD_BENCH_DATABASE_URL`` / ``DIGESTD_TEST_DATABASE_URL``), migrated;
+2. 156 articles (6 in each of the 26 categories) and N active readers whose daily is due,
+   each with 1-3 categories of Zipf-like popularity (so digests are personalised and
+   shared by readers whose selection comes out the same);
+3. ``smtp-sink -u nobody -c 127.0.0.1:PORT 1000`` (as root) as the SMTP server;
+4. ``digestd tick --now T`` in a subprocess, timed: enqueue (selection, digests, queue rows),
+   render each distinct digest once, compose, send through the pool, record outcomes.
+   Peak RSS of that process comes from wait4();
+5. ``smtp-source -s 20 -d -l SIZE -m N`` into the same sink, SIZE the average size of the
+   messages digestd sent: what the sink and loopback can take on this machine right now;
+6. composing alone (no database, no SMTP): the messages of one digest made for
+   N readers by substitution, links signed, in-process.
+
+Run:  .venv/bin/python bench/delivery_bench.py --db sqlite --subscribers 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from digestd.articles import ingest
+from digestd.categories import CATEGORIES
+from digestd.config import load_settings
+from digestd.db import make_engine, make_sessions, migrate
+from digestd.messages import Composer
+from digestd.models import Delivery, Digest, Edition, Subscriber, SubscriberCategory
+from digestd.render import Renderer
+from digestd.tokens import Tokens
+
+SLUGS = list(CATEGORIES)
+NOW = datetime(2026, 11, 30, 7, 0, 30, tzinfo=UTC)  # 30 s after the readers' 07:00 UTC
+KEY = "bench-secret-key-0123456789abcdef"
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def database(kind: str, workdir: Path) -> tuple[str, Any]:
+    """A URL for a fresh database, and a function that drops it."""
+    if kind == "sqlite":
+        return f"sqlite:///{workdir}/bench.db", lambda: None
+    server = os.environ.get("DIGESTD_BENCH_DATABASE_URL") or os.environ.get(
+        "DIGESTD_TEST_DATABASE_URL"
+    )
+    if not server:
+        sys.exit("--db postgresql needs DIGESTD_BENCH_DATABASE_URL=postgresql://user@host:port/db")
+    url = make_url(server).set(drivername="postgresql+psycopg")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"digestd_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+def seed(url: str, subscribers: int, rng: random.Random) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = make_sessions(engine)
+    articles = []
+    for i in range(6 * len(SLUGS)):
+        slug = SLUGS[i % len(SLUGS)]
+        articles.append(
+            {
+                "id": f"a{i}",
+                "url": f"https://news.example.com/{slug}/{i}",
+                "title": f"Story {i} about {CATEGORIES[slug]}: what changed this week and why",
+                "source": f"Outlet {rng.randrange(40)}",
+                "published_at": (NOW - timedelta(minutes=rng.randrange(1, 24 * 60))).isoformat(),
+                "categories": [slug],
+                "why_it_matters": "A realistic two-sentence explanation of why it matters. " * 3,
+                "key_takeaways": ["First takeaway", "Second takeaway, a bit longer", "Third"],
+                "companies": [{"name": "Acme", "ticker": "ACME"}, {"name": "Globex"}],
+                "score": rng.random() * 20,
+            }
+        )
+    weights = [1 / (rank + 1) for rank in range(len(SLUGS))]  # Zipf-like popularity
+    due = NOW - timedelta(seconds=30)
+    with sessions.begin() as session:
+        report = ingest(session, enumerate(articles, start=1))
+        assert not report.errors
+    for start in range(0, subscribers, 10_000):
+        rows, cats = [], []
+        for n in range(start, min(subscribers, start + 10_000)):
+            picked: set[str] = set()
+            k = rng.choice([1, 1, 1, 2, 2, 3])
+            while len(picked) < k:
+                picked.add(rng.choices(SLUGS, weights)[0])
+            rows.append(
+                {
+                    "id": n + 1,
+                    "public_id": secrets.token_urlsafe(16),
+                    "email": f"reader{n:07d}@d{n % 50:02d}.example.com",
+                    "status": "active",
+                    "timezone": "UTC",
+                    "wants_daily": True,
+                    "wants_weekly": False,
+                    "next_daily_at": due,
+                    "created_at": due,
+                    "consent_source": "bench",
+                    "soft_bounces": 0,
+                }
+            )
+            cats += [{"subscriber_id": n + 1, "category": c} for c in picked]
+        with sessions.begin() as session:
+            session.execute(insert(Subscriber), rows)
+            session.execute(insert(SubscriberCategory), cats)
+    if url.startswith("postgresql"):
+        with engine.connect() as conn:
+            conn.execute(text("SELECT setval('subscribers_id_seq', :n)"), {"n": subscribers})
+            conn.commit()
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+    engine.dispose()
+
+
+def run_tick(url: str, port: int, workdir: Path, pool: int, batch: int) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "DIGESTD_DATA_DIR": str(workdir / "var"),
+        "DIGESTD_DATABASE_URL": url,
+        "DIGESTD_SECRET_KEYS": KEY,
+        "DIGESTD_BASE_URL": "https://digest.example.com",
+        "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+        "DIGESTD_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "DIGESTD_SMTP_POOL_SIZE": str(pool),
+        "DIGESTD_SEND_BATCH": str(batch),
+        "DIGESTD_LOG_FORMAT": "text",
+    }
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digestd", "tick", "--now", NOW.isoformat()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    out = process.stdout.read().decode() if process.stdout else ""
+    err = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"digestd tick failed:\n{out}\n{err}")
+    print("  " + out.strip())
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def outcome(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    with make_sessions(engine)() as session:
+        statuses = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
+        digests = session.scalar(select(func.count()).select_from(Digest)) or 0
+        edition = session.scalar(select(Edition.id).limit(1))
+    engine.dispose()
+    return {"statuses": statuses, "digests": digests, "edition": edition}
+
+
+def compose_alone(url: str, count: int) -> dict[str, float]:
+    """Messages per second for composing alone: one digest, ``count`` readers."""
+    settings = load_settings(
+        {
+            "DIGESTD_DATABASE_URL": url,
+            "DIGESTD_SECRET_KEYS": KEY,
+            "DIGESTD_BASE_URL": "https://digest.example.com",
+            "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+        }
+    )
+    engine = make_engine(url)
+    composer = Composer(settings, Tokens(settings.secret_keys), Renderer())
+    with make_sessions(engine)() as session:
+        digest = session.execute(
+            select(Digest.id, Edition.kind, Edition.period)
+            .join(Edition, Edition.id == Digest.edition_id)
+            .order_by(Digest.id)
+            .limit(1)
+        ).first()
+        assert digest is not None
+        template = composer.template(session, digest.id, digest.kind, digest.period)
+    engine.dispose()
+    public_ids = [secrets.token_urlsafe(16) for _ in range(1000)]
+    size = 0
+    started = time.perf_counter()
+    for n in range(count):
+        data = composer.compose(
+            template,
+            delivery_id=n,
+            public_id=public_ids[n % 1000],
+            email=f"reader{n:07d}@d{n % 50:02d}.example.com",
+            kind=digest.kind,
+            period=digest.period,
+        )
+        composer.envelope_from(n)
+        size += len(data)
+    seconds = time.perf_counter() - started
+    return {"msg_per_s": count / seconds, "avg_bytes": size / count}
+
+
+def smtp_source(port: int, count: int, size: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [SOURCE, "-s", "20", "-d", "-l", str(size), "-m", str(count), f"127.0.0.1:{port}"],
+        check=True,
+    )
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--pool", type=int, default=8, help="DIGESTD_SMTP_POOL_SIZE")
+    parser.add_argument("--batch", type=int, default=1000, help="DIGESTD_SEND_BATCH")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
+    url, drop = database(args.db, workdir)
+    port = free_port()
+    sink_cmd = [SINK, "-c", f"127.0.0.1:{port}", "1000"]
+    if os.geteuid() == 0:
+        sink_cmd[1:1] = ["-u", "nobody"]
+    sink = subprocess.Popen(sink_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        print(f"seeding {args.subscribers:,} readers into {args.db} ...")
+        seed(url, args.subscribers, random.Random(args.seed))
+        print("digestd tick (enqueue, render, compose, send, record) ...")
+        tick = run_tick(url, port, workdir, args.pool, args.batch)
+        result = outcome(url)
+        sent = int(result["statuses"].get("sent", 0))
+        compose = compose_alone(url, args.subscribers)
+        size = int(compose["avg_bytes"])
+        print(f"smtp-source -s 20 -d -l {size} -m {sent} ...")
+        reference = smtp_source(port, sent, size)
+    finally:
+        sink.terminate()
+        sink.wait()
+        drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    digestd_rate = sent / tick["seconds"]
+    results = {
+        "db": args.db,
+        "subscribers": args.subscribers,
+        "pool": args.pool,
+        "batch": args.batch,
+        "sent": sent,
+        "statuses": result["statuses"],
+        "distinct_digests": result["digests"],
+        "seconds": round(tick["seconds"], 2),
+        "msg_per_s": round(digestd_rate),
+        "peak_rss_mb": round(tick["peak_rss_mb"], 1),
+        "avg_message_bytes": size,
+        "smtp_source_msg_per_s": round(reference),
+        "ratio_to_smtp_source": round(digestd_rate / reference, 3),
+        "compose_alone_msg_per_s": round(compose["msg_per_s"]),
+        "cpu_count": os.cpu_count(),
+    }
+    for key, value in results.items():
+        print(f"{key:>24}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
