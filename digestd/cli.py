@@ -22,13 +22,12 @@ from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
 from digestd.errors import ConfigError, DigestdError, InputError, ValidationError
 from digestd.models import (
-    Delivery,
-    Edition,
     EditionKind,
     Subscriber,
     SubscriberStatus,
 )
 from digestd.progress import progress
+from digestd.queue_stats import queue_stats
 from digestd.service import Service
 from digestd.subscribers import (
     ImportContext,
@@ -294,29 +293,12 @@ def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
                 select(Subscriber.status, func.count()).group_by(Subscriber.status)
             ).all()
         )
-        queue = dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
-        )
-        last = session.execute(
-            select(Edition.kind, Edition.period, Edition.id).order_by(Edition.id.desc()).limit(1)
-        ).first()
         print(
             "subscribers: "
             + (", ".join(f"{k} {v}" for k, v in sorted(subscribers.items())) or "none")
         )
-        print("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(queue.items())) or "empty"))
-        if last:
-            counts = dict(
-                session.execute(
-                    select(Delivery.status, func.count())
-                    .where(Delivery.edition_id == last.id)
-                    .group_by(Delivery.status)
-                ).all()
-            )
-            print(
-                f"last edition: {last.kind} {last.period}: "
-                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-            )
+        for line in queue_stats(session, datetime.now(UTC)).lines():
+            print(line)
     return 0
 
 

@@ -1,0 +1,46 @@
+"""``digestd stats`` after a real edition: queue, last edition, throughput."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import time_machine
+
+from digestd.config import load_settings
+from digestd.service import Service
+from tests.faultsmtp import FaultySink, running
+from tests.helpers import run_cli
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.test_delivery_faults import SENT_AT
+
+
+def test_stats_shows_the_queue_the_last_edition_and_recent_throughput(
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sink = FaultySink(reject={"gone@example.com": "550 5.1.1 No such user"})
+    with running(sink):
+        env = {**env, "DIGESTD_SMTP_URL": sink.url}
+        service = Service.build(load_settings(env))
+        with service.sessions.begin() as session:
+            add_articles(session, hourly_articles(SENT_AT - timedelta(hours=10), SENT_AT))
+            add_readers(
+                session,
+                [Reader(f"r{i}@example.com") for i in range(5)] + [Reader("gone@example.com")],
+                SENT_AT - timedelta(days=1),
+            )
+
+        async def tick() -> None:
+            await service.tick(SENT_AT)
+            await service.close()
+
+        asyncio.run(tick())
+    with time_machine.travel(SENT_AT + timedelta(minutes=5), tick=False):
+        assert run_cli(monkeypatch, env, "stats") == 0
+    out = capsys.readouterr().out
+    assert "queue: failed 1, sent 5" in out
+    assert f"last edition: daily {SENT_AT:%Y-%m-%d}: failed 1, sent 5" in out
+    assert "sent recently: 0 in the last minute (0.0/s), 5 in the last 15 minutes" in out
