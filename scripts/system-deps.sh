@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the system packages digestd's test suite drives for real (Debian/Ubuntu), if missing:
 # SpamAssassin scores generated digests; PostgreSQL backs the second test run; Postfix's
-# smtp-sink/smtp-source serve the benchmarks; Chromium renders pages and emails.
+# smtp-sink/smtp-source serve the crash tests and benchmarks; Chromium renders pages and emails.
 set -euo pipefail
 need=()
 command -v spamassassin >/dev/null || need+=(spamassassin)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)  # DKIM test keys
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (install them: sudo apt-get install -y ${need[*]})" >&2
