@@ -19,9 +19,11 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default, SMTPStatus
 
 from digestd.config import SmtpSettings
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -93,12 +95,12 @@ class _Connection:
     def __init__(self, settings: SmtpSettings, max_messages: int) -> None:
         self.settings = settings
         self.max_messages = max_messages
-        self.client: aiosmtplib.SMTP | None = None
+        self.client: _DigestClient | None = None
         self.sent = 0
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> _DigestClient:
         s = self.settings
-        client = aiosmtplib.SMTP(
+        client = _DigestClient(
             hostname=s.host,
             port=s.port,
             use_tls=s.use_tls,
@@ -163,6 +165,56 @@ class _Connection:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+
+
+class _DigestClient(aiosmtplib.SMTP):
+    """aiosmtplib's client, with DATA for bytes that are already wire-ready.
+
+    ``SMTP.data()`` rewrites every line end of the message with a regex before sending
+    (for callers who pass LF text): on a 20 KB digest that single pass cost more than the
+    rest of the SMTP conversation (measured into smtp-sink, 8 connections: 2 500 msg/s
+    with it, 6 700 without). Digests are built with CRLF line ends throughout, so when a
+    message has no bare CR or LF this sends it as-is, dot-stuffed with ``bytes.replace``.
+    Anything else takes aiosmtplib's own path. The conversation is aiosmtplib's
+    ``execute_data_command`` step for step (it reaches into the protocol's command lock
+    and reply flag, so aiosmtplib is pinned below its next major version).
+    """
+
+    async def data(self, message: str | bytes, /, *, timeout: Any = Default.token) -> SMTPResponse:
+        protocol = self.protocol
+        if (
+            isinstance(message, str)
+            or protocol is None
+            or protocol._command_lock is None
+            or not _wire_ready(message)
+        ):
+            return await super().data(message, timeout=timeout)
+        await self._ehlo_or_helo_if_needed()
+        wait = self.timeout if timeout is Default.token else timeout
+        body = message if message.endswith(b"\r\n") else message + b"\r\n"
+        body = (b"." + body if body.startswith(b".") else body).replace(b"\r\n.", b"\r\n..")
+        try:
+            async with protocol._command_lock:
+                protocol._response_pending = True
+                protocol.write(b"DATA\r\n")
+                start = await protocol.read_response(timeout=wait)
+                if start.code != SMTPStatus.start_input:
+                    raise aiosmtplib.SMTPDataError(start.code, start.message)
+                protocol._response_pending = True
+                protocol.write(body + b".\r\n")
+                response = await protocol.read_response(timeout=wait)
+                if response.code != SMTPStatus.completed:
+                    raise aiosmtplib.SMTPDataError(response.code, response.message)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
+        return response
+
+
+def _wire_ready(message: bytes) -> bool:
+    """Only CRLF line ends: every LF has its CR and every CR its LF."""
+    crlf = message.count(b"\r\n")
+    return message.count(b"\n") == crlf and message.count(b"\r") == crlf
 
 
 # What may go between < and > on a MAIL/RCPT line: no whitespace (CR/LF would inject a

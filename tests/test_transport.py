@@ -85,3 +85,26 @@ def test_an_address_that_could_inject_smtp_commands_is_refused_before_sending(
 def test_nobody_listening_is_a_temporary_failure() -> None:
     with pytest.raises(TemporaryDeliveryError, match="cannot connect"):
         _send(f"smtp://127.0.0.1:{free_port()}?timeout=5")
+
+
+def test_dot_lines_survive_and_bare_line_feeds_take_aiosmtplibs_own_path(
+    auth_server: FaultySink,
+) -> None:
+    url = f"smtp://digest:s3cr3t@127.0.0.1:{auth_server.port}"
+    wire_ready = b"Subject: a\r\n\r\n.\r\n..two\r\nend"  # a lone "." line would end DATA early
+    _send(url)  # one message first, so the two below are the 2nd and 3rd received
+    for message in (wire_ready, b"Subject: b\n\n.\n..two\nend\n"):
+
+        async def go(message: bytes = message) -> None:
+            pool = SmtpPool(parse_smtp_url(url), size=1)
+            try:
+                await pool.send("bounces+1.x@news.example.com", "b@example.com", message)
+            finally:
+                await pool.close()
+
+        asyncio.run(go())
+    received = [data for _, _, data in auth_server.messages[1:]]
+    assert received == [
+        b"Subject: a\r\n\r\n.\r\n..two\r\nend\r\n",
+        b"Subject: b\r\n\r\n.\r\n..two\r\nend\r\n",
+    ]
