@@ -13,41 +13,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__, logs
+from digestd.activity import snapshot
 from digestd.articles import ingest, parse_document
 from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
 from digestd.errors import ConfigError, DigestdError, InputError, ValidationError
-from digestd.models import (
-    Delivery,
-    Edition,
-    EditionKind,
-    Subscriber,
-    SubscriberStatus,
-)
+from digestd.export import export_csv
+from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.progress import progress
 from digestd.service import Service
 from digestd.subscribers import (
     ImportContext,
     erase,
-    frequency_name,
     import_csv,
     normalise_email,
 )
 
 log = logging.getLogger("digestd")
-EXPORT_COLUMNS = (
-    "email",
-    "categories",
-    "frequency",
-    "timezone",
-    "status",
-    "created_at",
-    "confirmed_at",
-)
 
 
 class UsageError(DigestdError):
@@ -191,24 +177,9 @@ def _count_lines(path: str) -> int | None:
 
 def cmd_subscribers_export(settings: Settings, args: argparse.Namespace) -> int:
     service = Service.build(settings)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
     with service.sessions() as session:
-        rows = session.scalars(
-            select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
-        )
-        for s in rows:
-            writer.writerow(
-                [
-                    s.email,
-                    ",".join(s.category_slugs),
-                    frequency_name(s),
-                    s.timezone,
-                    s.status,
-                    s.created_at.isoformat(),
-                    s.confirmed_at.isoformat() if s.confirmed_at else "",
-                ]
-            )
+        for chunk in export_csv(session):
+            sys.stdout.write(chunk)
     return 0
 
 
@@ -289,34 +260,20 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     service = Service.build(settings)
     with service.sessions() as session:
-        subscribers = dict(
-            session.execute(
-                select(Subscriber.status, func.count()).group_by(Subscriber.status)
-            ).all()
-        )
-        queue = dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
-        )
-        last = session.execute(
-            select(Edition.kind, Edition.period, Edition.id).order_by(Edition.id.desc()).limit(1)
-        ).first()
+        now = snapshot(session)
+
+    def listed(counts: dict[str, int], empty: str) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or empty
+
+    print("subscribers: " + listed(now.subscribers, "none"))
+    print("queue: " + listed(now.queue, "empty"))
+    if now.oldest_queued_due_at is not None:
+        print(f"oldest queued: due {now.oldest_queued_due_at.isoformat()}")
+    for edition in now.last_editions:
         print(
-            "subscribers: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(subscribers.items())) or "none")
+            f"last edition: {edition.kind} {edition.period}: "
+            + listed(edition.deliveries, "no deliveries")
         )
-        print("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(queue.items())) or "empty"))
-        if last:
-            counts = dict(
-                session.execute(
-                    select(Delivery.status, func.count())
-                    .where(Delivery.edition_id == last.id)
-                    .group_by(Delivery.status)
-                ).all()
-            )
-            print(
-                f"last edition: {last.kind} {last.period}: "
-                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-            )
     return 0
 
 
