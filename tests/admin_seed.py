@@ -78,8 +78,9 @@ def suppression(session: Session, email: str, reason: str, at: datetime) -> None
 
 
 def month_of_activity(session: Session, now: datetime, readers: int = 40) -> dict[str, int]:
-    """About 30 days of a small list: a daily to every reader each morning (07:00 UTC), a few
-    skipped, one unsubscribe every few days, a bounce now and then. Returns the totals."""
+    """30 days of a growing list, deterministic: a daily to the active readers each morning
+    (07:00 UTC; fewer on weekends), every ninth one skipped, 0-4 unsubscribes and 0-3
+    bounces or complaints a day. Returns the totals per series."""
     people = [
         reader(
             session,
@@ -96,9 +97,8 @@ def month_of_activity(session: Session, now: datetime, readers: int = 40) -> dic
         if day > now:
             continue
         issue = edition(session, "daily", day.date().isoformat(), day)
-        # A growing list with a weekly rhythm: fewer opens of the app on weekends.
-        active = readers - 12 + (29 - back) * 12 // 29 - (4 if day.weekday() >= 5 else 0)
-        for n, person in enumerate(people[:active]):
+        share = 0.7 + 0.3 * (29 - back) / 29 - (0.08 if day.weekday() >= 5 else 0)
+        for n, person in enumerate(people[: round(readers * share)]):
             if (n + back) % 9 == 0:
                 delivery(session, person, issue, DeliveryStatus.SKIPPED, day)
                 totals["skipped"] += 1
@@ -106,18 +106,19 @@ def month_of_activity(session: Session, now: datetime, readers: int = 40) -> dic
                 sent = day + timedelta(seconds=n)
                 delivery(session, person, issue, DeliveryStatus.SENT, day, sent)
                 totals["sent"] += 1
-        if back % 4 == 1:
+        for k in range(back * 7 % 5):
             leaver = reader(
                 session,
-                f"leaver{back}@example.com",
+                f"leaver{back}-{k}@example.com",
                 status=SubscriberStatus.UNSUBSCRIBED,
                 created_at=now - timedelta(days=60),
             )
-            leaver.unsubscribed_at = day + timedelta(hours=3)
+            leaver.unsubscribed_at = day + timedelta(hours=3 + k)
             totals["unsubscribes"] += 1
-        if back % 6 == 2:
-            reason = "complaint" if back % 12 == 2 else "hard-bounce"
-            suppression(session, f"gone{back}@example.net", reason, day + timedelta(minutes=5))
+        for k in range(back * 5 % 4):
+            reason = "complaint" if k == 2 else "hard-bounce"
+            at = day + timedelta(minutes=5 + k)
+            suppression(session, f"gone{back}-{k}@example.net", reason, at)
             totals["bounces"] += 1
     session.flush()
     return totals
