@@ -144,6 +144,11 @@ BAD: list[Any] = [
     ("/api/editions/preview?kind=daily&categories=ai&now=yesterday", "now"),
     ("/api/editions/preview?kind=daily&categories=ai&now=2026-11-29T07:00", "now"),
     ("/api/editions/preview?kind=daily&categories=ai&format=eml", "format"),
+    ("/api/subscribers?stauts=active", "stauts"),
+    ("/api/suppressions?q=x", "q"),
+    ("/api/stats?verbose=1", "verbose"),
+    ("/api/subscribers/export?status=active", "status"),
+    ("/api/editions/preview?kind=daily&categories=ai&category=ai", "category"),
 ]
 
 

@@ -169,14 +169,15 @@ def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str
     waiting = "none waiting"
     if oldest is not None:
         waiting = f"oldest due {_age(oldest, now)} ago" if oldest <= now else "next due later"
+    stuck = oldest is not None and now - oldest > timedelta(hours=1)
+    failed = q.get("failed", 0)
     queue = [
-        Tile("Queued", number(q.get("queued", 0)), waiting,
-             "warn" if oldest is not None and now - oldest > timedelta(hours=1) else ""),
+        Tile("Queued", number(q.get("queued", 0)), waiting, "warn" if stuck else ""),
         Tile("Sending", number(q.get("sending", 0)), "claimed by a worker"),
-        Tile("Failed", number(q.get("failed", 0)), "all time", "bad" if q.get("failed") else ""),
+        Tile("Failed", number(failed), "all time", "bad" if failed else ""),
         Tile("Sent", number(q.get("sent", 0)), "all time"),
         Tile("Skipped", number(q.get("skipped", 0)), "nothing new, or too late"),
-    ]  # fmt: skip
+    ]
     s = current.subscribers
     readers = [
         Tile("Active", number(s.get("active", 0))),

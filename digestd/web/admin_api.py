@@ -56,6 +56,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 async def list_subscribers(request: Request) -> Response:
     w = web(request)
+    params.only(request, "q", "status", "category", "limit", "cursor")
     query = (params.text(request, "q") or "").strip().lower()
     status = params.choice(request, "status", STATUSES)
     category = params.choice(request, "category", list(CATEGORIES))
@@ -114,6 +115,7 @@ def _subscriber_json(s: Subscriber) -> dict[str, Any]:
 async def export_subscribers(request: Request) -> Response:
     """The same CSV as ``digestd subscribers export``, streamed as it is read."""
     w = web(request)
+    params.only(request)
 
     def chunks() -> Iterator[str]:
         # A sync generator: Starlette pulls it in a worker thread, off the event loop.
@@ -133,6 +135,7 @@ async def export_subscribers(request: Request) -> Response:
 
 async def list_suppressions(request: Request) -> Response:
     w = web(request)
+    params.only(request, "email", "limit", "cursor")
     limit = params.limit(request)
     raw_email = params.text(request, "email")
     wanted: str | None = None
@@ -197,6 +200,7 @@ def _suppressions_page(
 
 async def stats(request: Request) -> Response:
     w = web(request)
+    params.only(request)
     now = w.clock()
     current = await w.db(_snapshot, w)
     return JSONResponse({"as_of": _iso(now), **current})
@@ -209,6 +213,7 @@ def _snapshot(w: Web) -> dict[str, Any]:
 
 async def preview_edition(request: Request) -> Response:
     w = web(request)
+    params.only(request, "kind", "categories", "now", "format")
     kind = params.choice(request, "kind", KINDS)
     if kind is None:
         raise WebError(400, "kind: required, daily or weekly", field="kind")

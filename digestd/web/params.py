@@ -32,6 +32,17 @@ def _bad(name: str, problem: str) -> WebError:
     return WebError(400, f"{name}: {problem}", field=name)
 
 
+def only(request: Request, *known: str) -> None:
+    """Refuse parameters the endpoint does not know: a typo such as ``?stauts=`` would
+    otherwise be ignored silently and answer with the unfiltered list."""
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise _bad(
+            unknown[0][:40],
+            f"unknown parameter; this endpoint takes {', '.join(known) or 'none'}",
+        )
+
+
 def text(request: Request, name: str, limit: int = 320) -> str | None:
     values = request.query_params.getlist(name)
     if not values:
