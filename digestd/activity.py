@@ -32,6 +32,7 @@ from digestd.models import (
 # request). "soft-bounces" is the spelling of the repeated-soft-bounce suppression the
 # signup code knows; "soft-bounce" is accepted too so neither spelling is lost.
 BOUNCE_REASONS = ("hard-bounce", "soft-bounce", "soft-bounces", "complaint")
+EDITION_MARGIN = timedelta(days=8)
 
 
 # --- right now -------------------------------------------------------------------------
@@ -164,10 +165,17 @@ def daily_activity(session: Session, now: datetime, days: int = 30) -> Activity:
         found = {date.fromisoformat(str(d)): int(n) for d, n in rows}
         return [found.get(d, 0) for d in calendar]
 
+    # The deliveries table keeps every edition ever sent; its (edition_id, status) index
+    # limits both scans to the recent editions. An edition is named by its local send date,
+    # so anything sent or due inside the window belongs to one dated at most a few days
+    # before it (retries stop at the catch-up window, hours after the due time).
+    recent = Delivery.edition_id.in_(
+        select(Edition.id).where(Edition.period >= (first - EDITION_MARGIN).isoformat())
+    )
     return Activity(
         days=calendar,
-        sent=per_day(Delivery.sent_at, Delivery.status == DeliveryStatus.SENT),
-        skipped=per_day(Delivery.due_at, Delivery.status == DeliveryStatus.SKIPPED),
+        sent=per_day(Delivery.sent_at, recent, Delivery.status == DeliveryStatus.SENT),
+        skipped=per_day(Delivery.due_at, recent, Delivery.status == DeliveryStatus.SKIPPED),
         unsubscribes=per_day(Subscriber.unsubscribed_at),
         bounces=per_day(Suppression.created_at, Suppression.reason.in_(BOUNCE_REASONS)),
     )
