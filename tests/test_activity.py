@@ -44,6 +44,10 @@ def test_series_count_each_utc_day_and_leave_the_rest_at_zero(
         delivery(session, ann, d28, DeliveryStatus.FAILED, at(28, 7))  # neither sent nor skipped
         delivery(session, bob, d28, DeliveryStatus.SKIPPED, at(28, 7))
         delivery(session, cy, d28, DeliveryStatus.QUEUED, at(28, 7))
+        # Sent on the window's first UTC day for an edition dated the day before (a reader
+        # west of UTC): counted on the day it went out.
+        d24 = edition(session, "daily", "2026-11-24", at(24, 17))
+        delivery(session, cy, d24, DeliveryStatus.SENT, at(24, 17), sent_at=at(25, 0, 30))
         # Older than the window: not counted.
         old = edition(session, "daily", "2026-10-01", at(1, 7) - timedelta(days=31))
         delivery(
@@ -60,7 +64,7 @@ def test_series_count_each_utc_day_and_leave_the_rest_at_zero(
     with sessions() as session:
         activity = daily_activity(session, NOW, days=5)
     assert activity.days == [date(2026, 11, d) for d in (25, 26, 27, 28, 29)]
-    assert activity.sent == [0, 0, 1, 1, 0]
+    assert activity.sent == [1, 0, 1, 1, 0]
     assert activity.skipped == [0, 0, 1, 1, 0]
     assert activity.unsubscribes == [0, 0, 0, 0, 1]
     assert activity.bounces == [0, 2, 0, 0, 1]

@@ -302,6 +302,26 @@ def test_trigger_queues_once_per_local_date(web: WebRig) -> None:
     assert statuses == {DeliveryStatus.QUEUED}  # the daemon's next tick sends them
 
 
+def test_trigger_for_everyone_works_through_the_list_in_batches(
+    web: WebRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("digestd.web.admin_api.BATCH", 2)
+    _readers(web)  # 7 readers, one of them paused
+    _articles(web)
+    with web.service.sessions.begin() as session:
+        ingest(session, [(1, article("r-1", "robotics", NOW - timedelta(hours=2)))])
+    with time_machine.travel(NOW, tick=False):
+        body = web.client.post(
+            "/api/editions/trigger", json={"kind": "daily", "all": True}, headers=AUTH
+        ).json()
+        again = web.client.post(
+            "/api/editions/trigger", json={"kind": "daily", "all": True}, headers=AUTH
+        ).json()
+    assert (body["queued"], body["nothing_to_send"], body["already_had_it"]) == (6, 0, 0)
+    assert (again["queued"], again["already_had_it"]) == (0, 6)
+    assert _deliveries(web) == 6
+
+
 def test_trigger_for_some_addresses_says_why_others_were_left_out(web: WebRig) -> None:
     with web.service.sessions.begin() as session:
         reader(session, "ann@example.com", created_at=NOW)

@@ -298,26 +298,41 @@ def _trigger_emails(body: dict[str, Any]) -> list[str] | None:
 
 
 def _trigger(w: Web, kind: EditionKind, emails: list[str] | None, now: datetime) -> TriggerReport:
+    """In batches of eligible readers (keyset on id), so "all" of a large list never sits
+    in memory at once."""
     report = TriggerReport(kind)
     takes = Subscriber.wants_daily if kind is EditionKind.DAILY else Subscriber.wants_weekly
-    with w.sessions() as session:
-        statement = select(Subscriber.id, Subscriber.email, Subscriber.timezone).where(
-            Subscriber.status == SubscriberStatus.ACTIVE, takes.is_(True)
+    eligible_emails: set[str] = set()
+    after = 0
+    while True:
+        statement = (
+            select(Subscriber.id, Subscriber.email, Subscriber.timezone)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, takes.is_(True))
+            .where(Subscriber.id > after)
+            .order_by(Subscriber.id)
+            .limit(BATCH)
         )
         if emails is not None:
             statement = statement.where(Subscriber.email.in_(emails))
-        eligible = session.execute(statement.order_by(Subscriber.id)).all()
+        with w.sessions() as session:
+            batch = session.execute(statement).all()
+            if not batch:
+                break
+            fresh = _without_this_edition(session, kind, [(r.id, r.timezone) for r in batch], now)
+        after = batch[-1].id
         if emails is not None:
-            found = {email for _, email, _ in eligible}
-            report.not_eligible = _why_not(session, kind, [e for e in emails if e not in found])
-        fresh = _without_this_edition(session, kind, [(r.id, r.timezone) for r in eligible], now)
-    report.already_had_it = len(eligible) - len(fresh)
-    if fresh:
-        # A concurrent tick may queue some of these in between; the deliveries' unique key
-        # still keeps it to one each, only these counts could then be slightly high.
-        planned = enqueue_now(w.sessions, w.service.policy, kind, fresh, now)
-        report.queued = planned.queued[kind]
-        report.nothing_to_send = planned.empty
+            eligible_emails.update(r.email for r in batch)
+        report.already_had_it += len(batch) - len(fresh)
+        if fresh:
+            # A concurrent tick may queue some of these in between; the deliveries' unique
+            # key still keeps it to one each, only these counts could then be slightly high.
+            planned = enqueue_now(w.sessions, w.service.policy, kind, fresh, now)
+            report.queued += planned.queued[kind]
+            report.nothing_to_send += planned.empty
+    if emails is not None:
+        with w.sessions() as session:
+            missing = [e for e in emails if e not in eligible_emails]
+            report.not_eligible = _why_not(session, kind, missing)
     return report
 
 
