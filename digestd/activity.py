@@ -57,12 +57,12 @@ class Snapshot:
         return {
             "subscribers": self.subscribers,
             "queue": self.queue,
-            "oldest_queued_due_at": _iso(self.oldest_queued_due_at),
+            "oldest_queued_due_at": utc_iso(self.oldest_queued_due_at),
             "last_editions": [
                 {
                     "kind": e.kind,
                     "period": e.period,
-                    "created_at": _iso(e.created_at),
+                    "created_at": utc_iso(e.created_at),
                     "sent": e.deliveries.get(DeliveryStatus.SENT, 0),
                     "failed": e.deliveries.get(DeliveryStatus.FAILED, 0),
                     "skipped": e.deliveries.get(DeliveryStatus.SKIPPED, 0),
@@ -107,7 +107,8 @@ def _as_utc(value: datetime | str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _iso(value: datetime | None) -> str | None:
+def utc_iso(value: datetime | None) -> str | None:
+    """``2026-11-29T07:00:00Z``: how the admin API writes instants."""
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 

@@ -305,7 +305,7 @@ def test_trigger_queues_once_per_local_date(web: WebRig) -> None:
 def test_trigger_for_everyone_works_through_the_list_in_batches(
     web: WebRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("digestd.web.admin_api.BATCH", 2)
+    monkeypatch.setattr("digestd.web.api_editions.BATCH", 2)
     _readers(web)  # 7 readers, one of them paused
     _articles(web)
     with web.service.sessions.begin() as session:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from digestd.articles import IngestReport, ingest
-from digestd.web import admin_api, openapi
+from digestd.web import api_editions, api_lists, openapi
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.params import json_body as _json
@@ -75,12 +75,12 @@ def _ingest(w: Web, items: list[Any]) -> IngestReport:
 # (method, path under /api, endpoint); each one is described in openapi.PATHS too.
 ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("POST", "/articles", post_articles),
-    ("GET", "/subscribers", admin_api.list_subscribers),
-    ("GET", "/subscribers/export", admin_api.export_subscribers),
-    ("GET", "/suppressions", admin_api.list_suppressions),
-    ("GET", "/stats", admin_api.stats),
-    ("GET", "/editions/preview", admin_api.preview_edition),
-    ("POST", "/editions/trigger", admin_api.trigger_edition),
+    ("GET", "/subscribers", api_lists.list_subscribers),
+    ("GET", "/subscribers/export", api_lists.export_subscribers),
+    ("GET", "/suppressions", api_lists.list_suppressions),
+    ("GET", "/stats", api_editions.stats),
+    ("GET", "/editions/preview", api_editions.preview_edition),
+    ("POST", "/editions/trigger", api_editions.trigger_edition),
 ]
 # Readable without the token: the API's description holds no data (see openapi.py).
 PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
