@@ -76,6 +76,7 @@ def test_operator_signs_in_and_sees_the_queue_and_a_month_of_charts(
 
         page.goto(f"{base}/admin")
         page.get_by_role("heading", name="Operator sign-in").wait_for()
+        page.screenshot(path=str(ARTIFACTS / "admin-login-1280.png"))
         page.get_by_label("Admin token").fill("not-the-token")
         page.get_by_role("button", name="Sign in").click()
         page.get_by_text("That is not the admin token.").wait_for()
@@ -109,6 +110,9 @@ def test_operator_signs_in_and_sees_the_queue_and_a_month_of_charts(
             page.screenshot(path=str(ARTIFACTS / f"admin-{width}.png"), full_page=True)
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         assert overflow is False  # nothing sticks out sideways on a phone
+        page.emulate_media(color_scheme="dark")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / "admin-dark-1280.png"), full_page=True)
 
         page.get_by_role("button", name="Sign out").click()
         page.get_by_role("heading", name="Operator sign-in").wait_for()
