@@ -13,40 +13,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__, logs
+from digestd.activity import snapshot
 from digestd.articles import ingest, parse_document
 from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
 from digestd.errors import ConfigError, DigestdError, InputError, ValidationError
-from digestd.models import (
-    EditionKind,
-    Subscriber,
-    SubscriberStatus,
-)
+from digestd.export import export_csv
+from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.progress import progress
 from digestd.queue_stats import queue_stats
 from digestd.service import Service
 from digestd.subscribers import (
     ImportContext,
     erase,
-    frequency_name,
     import_csv,
     normalise_email,
 )
 
 log = logging.getLogger("digestd")
-EXPORT_COLUMNS = (
-    "email",
-    "categories",
-    "frequency",
-    "timezone",
-    "status",
-    "created_at",
-    "confirmed_at",
-)
 
 
 class UsageError(DigestdError):
@@ -190,24 +178,9 @@ def _count_lines(path: str) -> int | None:
 
 def cmd_subscribers_export(settings: Settings, args: argparse.Namespace) -> int:
     service = Service.build(settings)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
     with service.sessions() as session:
-        rows = session.scalars(
-            select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
-        )
-        for s in rows:
-            writer.writerow(
-                [
-                    s.email,
-                    ",".join(s.category_slugs),
-                    frequency_name(s),
-                    s.timezone,
-                    s.status,
-                    s.created_at.isoformat(),
-                    s.confirmed_at.isoformat() if s.confirmed_at else "",
-                ]
-            )
+        for chunk in export_csv(session):
+            sys.stdout.write(chunk)
     return 0
 
 
@@ -288,17 +261,23 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     service = Service.build(settings)
     with service.sessions() as session:
-        subscribers = dict(
-            session.execute(
-                select(Subscriber.status, func.count()).group_by(Subscriber.status)
-            ).all()
-        )
+        now = snapshot(session)
+        sending = queue_stats(session, datetime.now(UTC))
+
+    def listed(counts: dict[str, int], empty: str) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or empty
+
+    print("subscribers: " + listed(now.subscribers, "none"))
+    print("queue: " + listed(now.queue, "empty"))
+    if now.oldest_queued_due_at is not None:
+        print(f"oldest queued: due {now.oldest_queued_due_at.isoformat()}")
+    for edition in now.last_editions:
         print(
-            "subscribers: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(subscribers.items())) or "none")
+            f"last edition: {edition.kind} {edition.period}: "
+            + listed(edition.deliveries, "no deliveries")
         )
-        for line in queue_stats(session, datetime.now(UTC)).lines():
-            print(line)
+    for line in sending.throughput_lines():
+        print(line)
     return 0
 
 

@@ -79,3 +79,5 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     # Replace only our own handler: others (a test runner's capture) stay in place.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "digestd"] + [handler]
     root.setLevel(level)
+    # APScheduler narrates every job run at INFO; digestd logs each tick's outcome itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)

@@ -1,7 +1,7 @@
-"""``digestd stats``: the send queue at a glance, for operators (read-only).
+"""How fast mail has been going out, for ``digestd stats`` (read-only).
 
-Queue counts by status, the latest edition's outcome and how fast it went out, and recent
-throughput (messages recorded as sent in the last minute, 15 minutes and hour).
+The latest edition's outcome and send rate, and recent throughput (messages recorded as
+sent in the last minute, 15 minutes and hour). Counts by status live in ``activity``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ class QueueStats:
     last_edition: EditionStats | None
     recent: dict[timedelta, int] = field(default_factory=dict)
 
-    def lines(self) -> list[str]:
-        out = [
-            "queue: " + (", ".join(f"{k} {v}" for k, v in sorted(self.queue.items())) or "empty")
-        ]
+    def throughput_lines(self) -> list[str]:
+        """What ``digestd stats`` adds to the counts: how fast mail has been going out."""
+        out = []
         edition = self.last_edition
-        if edition is not None:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(edition.counts.items()))
-            rate = f"; {edition.rate:,.0f} msg/s" if edition.rate else ""
-            out.append(f"last edition: {edition.kind} {edition.period}: {counts}{rate}")
+        if edition is not None and edition.rate:
+            out.append(
+                f"last edition sent at: {edition.rate:,.0f} msg/s ({edition.kind} {edition.period})"
+            )
         recent = ", ".join(
             f"{count} in the last {_span(window)} ({count / window.total_seconds():.1f}/s)"
             for window, count in self.recent.items()

@@ -292,6 +292,9 @@ def _import_chunk(
         except ValidationError as exc:
             report.errors.append(RowError(line, exc.field, exc.problem))
     session.flush()
+    # Written (the transaction is still open): forget the objects so memory stays flat
+    # however long the file is.
+    session.expunge_all()
 
 
 def _import_one(

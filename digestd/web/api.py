@@ -7,7 +7,6 @@ errors come with it.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,8 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from digestd.articles import IngestReport, ingest
+from digestd.web import api_editions, api_lists, openapi
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
+from digestd.web.params import json_body as _json
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -41,16 +42,6 @@ def admin(endpoint: Endpoint) -> Endpoint:
         return await endpoint(request)
 
     return guarded
-
-
-async def _json(request: Request) -> Any:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise WebError(415, "Send JSON (Content-Type: application/json).")
-    try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WebError(400, f"The body is not valid JSON: {exc}") from exc
 
 
 async def post_articles(request: Request) -> Response:
@@ -81,16 +72,23 @@ def _ingest(w: Web, items: list[Any]) -> IngestReport:
         return ingest(session, enumerate(items, start=1))
 
 
-# (method, path under /api, endpoint)
+# (method, path under /api, endpoint); each one is described in openapi.PATHS too.
 ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("POST", "/articles", post_articles),
+    ("GET", "/subscribers", api_lists.list_subscribers),
+    ("GET", "/subscribers/export", api_lists.export_subscribers),
+    ("GET", "/suppressions", api_lists.list_suppressions),
+    ("GET", "/stats", api_editions.stats),
+    ("GET", "/editions/preview", api_editions.preview_edition),
+    ("POST", "/editions/trigger", api_editions.trigger_edition),
+]
+# Readable without the token: the API's description holds no data (see openapi.py).
+PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
+    ("GET", "/openapi.json", openapi.serve),
 ]
 
 
 def routes() -> list[Mount]:
-    return [
-        Mount(
-            "/api",
-            routes=[Route(path, admin(fn), methods=[method]) for method, path, fn in ENDPOINTS],
-        )
-    ]
+    guarded = [Route(path, admin(fn), methods=[method]) for method, path, fn in ENDPOINTS]
+    public = [Route(path, fn, methods=[method]) for method, path, fn in PUBLIC_ENDPOINTS]
+    return [Mount("/api", routes=guarded + public)]

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.service import Service
-from digestd.web import api, devmail, manage, signup, view
+from digestd.web import admin, api, devmail, manage, signup, view
 from digestd.web.body import BodyLimit
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
@@ -114,6 +114,7 @@ def create_app(
         *manage.ROUTES,
         *view.ROUTES,
         *api.routes(),
+        *admin.ROUTES,
     ]
     if service.settings.smtp is None:
         routes += devmail.ROUTES

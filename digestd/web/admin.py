@@ -1,0 +1,226 @@
+"""The operator's page ``/admin``: the queue right now and charts of the last 30 days.
+
+Sign-in is the admin token typed into a form once; the answer is a signed session cookie
+(its own itsdangerous salt, 12 hours, ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over
+HTTPS, scoped to ``/admin``). The cookie carries a keyed fingerprint of the token, so
+changing ``DIGESTD_ADMIN_TOKEN`` signs everybody out. Both forms are CSRF-protected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from digestd.activity import Activity, Snapshot, daily_activity, snapshot
+from digestd.config import Settings
+from digestd.web.body import read_input
+from digestd.web.charts import Series, bar_chart, day_label, number
+from digestd.web.context import Web, client_ip, web
+from digestd.web.csrf import FIELD as CSRF_FIELD
+from digestd.web.errors import WebError
+from digestd.web.ratelimit import RateLimiter
+
+COOKIE = "digestd_admin"
+SESSION_AGE = timedelta(hours=12)
+DAYS = 30
+# Guessing the token through the form: a handful of tries per address, then a pause.
+LOGIN_TRIES = 10
+LOGIN_WINDOW = timedelta(minutes=15)
+
+
+class AdminSessions:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(settings.secret_keys)), salt="digestd.admin-session"
+        )
+
+    def _fingerprint(self) -> str:
+        # Keyed with the newest secret: the cookie (readable base64) gives no offline way
+        # to test guesses of the token.
+        token = (self._settings.admin_token or "").encode()
+        key = self._settings.secret_keys[0].encode()
+        return hmac.new(key, b"admin:" + token, hashlib.sha256).hexdigest()[:32]
+
+    def issue(self) -> str:
+        return str(self._serializer.dumps({"t": self._fingerprint()}))
+
+    def valid(self, request: Request) -> bool:
+        raw = request.cookies.get(COOKIE, "")
+        if not raw:
+            return False
+        try:
+            data = self._serializer.loads(raw, max_age=int(SESSION_AGE.total_seconds()))
+        except BadSignature:  # includes SignatureExpired
+            return False
+        return isinstance(data, dict) and hmac.compare_digest(
+            str(data.get("t", "")), self._fingerprint()
+        )
+
+
+def _enabled(w: Web) -> str:
+    if not w.settings.admin_token:
+        raise WebError(403, "The admin page is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
+    return w.settings.admin_token
+
+
+def _limiter(request: Request) -> RateLimiter:
+    state = request.app.state
+    if not hasattr(state, "admin_login_limiter"):
+        state.admin_login_limiter = RateLimiter(LOGIN_TRIES, LOGIN_WINDOW)
+    limiter: RateLimiter = state.admin_login_limiter
+    return limiter
+
+
+async def admin_page(request: Request) -> Response:
+    w = web(request)
+    _enabled(w)
+    if not AdminSessions(w.settings).valid(request):
+        return _login_page(request, w)
+    now = w.clock()
+    current, activity = await w.db(_dashboard_data, w, now)
+    csrf = w.csrf.session(request)
+    context = {
+        "title": "Operations",
+        "now": now,
+        "csrf": csrf.token("admin-logout", "-"),
+        **_dashboard(current, activity, now),
+    }
+    return csrf.attach(request, w.pages.render("admin.html", context))
+
+
+def _login_page(request: Request, w: Web, error: str = "", status: int = 200) -> Response:
+    csrf = w.csrf.session(request)
+    context = {"title": "Operator sign-in", "error": error, "csrf": csrf.token("admin-login", "-")}
+    return csrf.attach(request, w.pages.render("admin_login.html", context, status))
+
+
+async def login(request: Request) -> Response:
+    w = web(request)
+    expected = _enabled(w)
+    if not _limiter(request).allow(client_ip(request), w.clock()):
+        raise WebError(429, "Too many sign-in attempts. Wait a few minutes and try again.")
+    data = await read_input(request, allow_json=False)
+    w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-login", "-")
+    given = data.text("token", 500)
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        return _login_page(request, w, "That is not the admin token.", status=401)
+    response = RedirectResponse("/admin", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        AdminSessions(w.settings).issue(),
+        max_age=int(SESSION_AGE.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/admin",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    w = web(request)
+    data = await read_input(request, allow_json=False)
+    w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-logout", "-")
+    response = RedirectResponse("/admin", status_code=303)
+    response.delete_cookie(
+        COOKIE,
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity]:
+    with w.sessions() as session:
+        return snapshot(session), daily_activity(session, now, DAYS)
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    value: str
+    note: str = ""
+    tone: str = ""  # "", "warn" or "bad"
+
+
+def _age(since: datetime, now: datetime) -> str:
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes // (24 * 60)} days"
+
+
+def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str, Any]:
+    q = current.queue
+    oldest = current.oldest_queued_due_at
+    waiting = "none waiting"
+    if oldest is not None:
+        waiting = f"oldest due {_age(oldest, now)} ago" if oldest <= now else "next due later"
+    stuck = oldest is not None and now - oldest > timedelta(hours=1)
+    failed = q.get("failed", 0)
+    queue = [
+        Tile("Queued", number(q.get("queued", 0)), waiting, "warn" if stuck else ""),
+        Tile("Sending", number(q.get("sending", 0)), "claimed by a worker"),
+        Tile("Failed", number(failed), "all time", "bad" if failed else ""),
+        Tile("Sent", number(q.get("sent", 0)), "all time"),
+        Tile("Skipped", number(q.get("skipped", 0)), "nothing new, or too late"),
+    ]
+    s = current.subscribers
+    readers = [
+        Tile("Active", number(s.get("active", 0))),
+        Tile("Pending", number(s.get("pending", 0)), "not confirmed yet"),
+        Tile("Paused", number(s.get("paused", 0))),
+        Tile("Unsubscribed", number(s.get("unsubscribed", 0))),
+        Tile("Bounced", number(s.get("bounced", 0) + s.get("complained", 0)), "or complained"),
+    ]
+    editions = [
+        {
+            "kind": e.kind.capitalize(),
+            "period": e.period,
+            "parts": [
+                (label, number(sum(e.deliveries.get(k, 0) for k in keys)))
+                for label, keys in (
+                    ("sent", ("sent",)),
+                    ("failed", ("failed",)),
+                    ("skipped", ("skipped",)),
+                    ("waiting", ("queued", "sending")),
+                )
+            ],
+        }
+        for e in current.last_editions
+    ]
+    charts = [
+        Series("sent", "Sent", "emails sent", activity.days, activity.sent),
+        Series("skipped", "Skipped", "editions skipped", activity.days, activity.skipped),
+        Series("unsub", "Unsubscribes", "unsubscribes", activity.days, activity.unsubscribes),
+        Series("bounce", "Bounces & complaints", "bounces", activity.days, activity.bounces),
+    ]
+    return {
+        "queue": queue,
+        "readers": readers,
+        "editions": editions,
+        "charts": [{"series": c, "svg": bar_chart(c), "total": number(c.total)} for c in charts],
+        "first_day": day_label(activity.days[0]),
+        "last_day": day_label(activity.days[-1]),
+        "days": activity.days,
+    }
+
+
+ROUTES = [
+    Route("/admin", admin_page, methods=["GET"]),
+    Route("/admin/login", login, methods=["POST"]),
+    Route("/admin/logout", logout, methods=["POST"]),
+]

@@ -1,0 +1,297 @@
+"""The OpenAPI 3.1 description of ``/api``, written by hand next to the routes it describes
+(a test checks that every route in ``api.ENDPOINTS`` is here and nothing else is).
+
+Served without the admin token on purpose: it holds no data, only the shape of the API, and
+tools (code generators, API explorers) fetch it before anyone has configured a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from digestd import __version__
+from digestd.categories import CATEGORIES
+from digestd.export import EXPORT_COLUMNS
+from digestd.models import SubscriberStatus
+from digestd.web.context import web
+
+JSON = "application/json"
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "A parameter is wrong; `field` names it.",
+        401: "Missing or wrong bearer token.",
+        403: "The admin API is disabled (DIGESTD_ADMIN_TOKEN unset).",
+        404: "Nothing to show.",
+        415: "The body is not JSON.",
+        422: "Every item was rejected.",
+    }
+    return {str(code): _json(ERROR, words[code]) for code in (401, 403, *codes)}
+
+
+def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+STRING = {"type": "string"}
+DATETIME = {"type": "string", "format": "date-time"}
+KIND = {"type": "string", "enum": ["daily", "weekly"]}
+PAGING = [
+    _query(
+        "limit",
+        "Rows per page (1-500).",
+        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    ),
+    _query("cursor", "`next_cursor` of the previous page; opaque.", STRING),
+]
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/articles": {
+        "post": {
+            "summary": "Add or update articles (one object or an array, SPEC §3)",
+            "requestBody": {"required": True, "content": {JSON: {"schema": {}}}},
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/IngestReport"}),
+                **_errors(400, 415, 422),
+            },
+        }
+    },
+    "/subscribers": {
+        "get": {
+            "summary": "List and search subscribers, newest first",
+            "parameters": [
+                _query("q", "Part of the address, case-insensitive.", STRING),
+                _query(
+                    "status",
+                    "Only this status.",
+                    {"type": "string", "enum": [str(s) for s in SubscriberStatus]},
+                ),
+                _query(
+                    "category",
+                    "Only readers of this category.",
+                    {"type": "string", "enum": list(CATEGORIES)},
+                ),
+                *PAGING,
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "subscribers": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Subscriber"},
+                            },
+                            "next_cursor": {"type": ["string", "null"]},
+                            "limit": {"type": "integer"},
+                        },
+                    }
+                ),
+                **_errors(400),
+            },
+        }
+    },
+    "/subscribers/export": {
+        "get": {
+            "summary": "Every subscriber as CSV, as `digestd subscribers export` writes it",
+            "responses": {
+                "200": {
+                    "description": "CSV with the header " + ",".join(EXPORT_COLUMNS),
+                    "content": {"text/csv": {"schema": STRING}},
+                },
+                **_errors(),
+            },
+        }
+    },
+    "/suppressions": {
+        "get": {
+            "summary": "Addresses never mailed again (kept as SHA-256 hashes), newest first",
+            "parameters": [_query("email", "Look one address up.", STRING), *PAGING],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "suppressions": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Suppression"},
+                            },
+                            "next_cursor": {"type": ["string", "null"]},
+                            "limit": {"type": "integer"},
+                        },
+                    }
+                ),
+                **_errors(400),
+            },
+        }
+    },
+    "/stats": {
+        "get": {
+            "summary": "Subscribers and queue by status, the last edition of each kind",
+            "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}), **_errors()},
+        }
+    },
+    "/editions/preview": {
+        "get": {
+            "summary": "An edition as a reader of these categories would get it; sends nothing",
+            "parameters": [
+                _query("kind", "Which edition.", KIND, required=True),
+                _query("categories", "Comma-separated slugs, or `all`.", STRING, required=True),
+                _query("now", "Act as of this instant (ISO 8601 with zone).", DATETIME),
+                _query(
+                    "format",
+                    "HTML or the text part.",
+                    {"type": "string", "enum": ["html", "text"], "default": "html"},
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The rendered edition",
+                    "content": {"text/html": {"schema": STRING}, "text/plain": {"schema": STRING}},
+                },
+                **_errors(400, 404),
+            },
+        }
+    },
+    "/editions/trigger": {
+        "post": {
+            "summary": "Queue an edition now, once per reader per local date/week",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["kind"],
+                            "properties": {
+                                "kind": KIND,
+                                "emails": {"type": "array", "items": STRING, "maxItems": 1000},
+                                "all": {"type": "boolean"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/TriggerReport"}),
+                **_errors(400, 415),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document (no token needed)",
+            "security": [],
+            "responses": {"200": _json({"type": "object"})},
+        }
+    },
+}
+
+COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": STRING, "field": STRING},
+    },
+    "Subscriber": {
+        "type": "object",
+        "properties": {
+            "public_id": STRING,
+            "email": {"type": "string", "format": "email"},
+            "status": STRING,
+            "categories": {"type": "array", "items": STRING},
+            "frequency": {"type": "string", "enum": ["daily", "weekly", "both"]},
+            "timezone": STRING,
+            "created_at": DATETIME,
+            "confirmed_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "Suppression": {
+        "type": "object",
+        "properties": {"email_hash": STRING, "reason": STRING, "created_at": DATETIME},
+    },
+    "Stats": {
+        "type": "object",
+        "properties": {
+            "as_of": DATETIME,
+            "subscribers": COUNTS,
+            "queue": COUNTS,
+            "oldest_queued_due_at": {"type": ["string", "null"], "format": "date-time"},
+            "last_editions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "kind": KIND,
+                        "period": {"type": "string", "format": "date"},
+                        "created_at": DATETIME,
+                        "sent": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                        "skipped": {"type": "integer"},
+                        "pending": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+    "TriggerReport": {
+        "type": "object",
+        "properties": {
+            "kind": KIND,
+            "queued": {"type": "integer"},
+            "nothing_to_send": {"type": "integer"},
+            "already_had_it": {"type": "integer"},
+            "not_eligible": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"email": STRING, "reason": STRING}},
+            },
+        },
+    },
+    "IngestReport": {
+        "type": "object",
+        "properties": {
+            "added": {"type": "integer"},
+            "updated": {"type": "integer"},
+            "rejected": {"type": "integer"},
+            "errors": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+
+def document(base_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "digestd admin API",
+            "version": __version__,
+            "description": "Send `Authorization: Bearer $DIGESTD_ADMIN_TOKEN` with every request.",
+        },
+        "servers": [{"url": base_url.rstrip("/") + "/api"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+    }
+
+
+async def serve(request: Request) -> Response:
+    return JSONResponse(document(web(request).settings.base_url))

@@ -1,0 +1,144 @@
+"""deploy/ checked as far as a machine without a Docker engine allows: the Dockerfile and
+the systemd unit linted by their own tools, the compose file's wiring, every variable
+documented, and the container's entrypoint run for real outside Docker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from digestd.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+BIN = Path(sys.executable).parent
+
+
+def _config_variables() -> set[str]:
+    source = (ROOT / "digestd" / "config.py").read_text()
+    return {"DIGESTD_" + name for name in re.findall(r'\bget\("([A-Z_]+)"', source)}
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), str(DEPLOY / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and not user[-1].startswith("0") and user[-1] != "root"
+    assert "HEALTHCHECK" in text and "/healthz" in text
+
+
+def test_systemd_unit_verifies_and_is_sandboxed(tmp_path: Path) -> None:
+    unit = (
+        (DEPLOY / "digestd.service")
+        .read_text()
+        .replace("/usr/local/bin/digestd", str(BIN / "digestd"))
+    )
+    path = tmp_path / "digestd.service"
+    path.write_text(unit)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for option in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "User=digestd",
+    ):
+        assert option in unit
+
+
+def test_compose_wires_digestd_to_postgres_and_mailpit() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"db", "mail", "digestd"}
+    assert services["mail"]["image"].startswith("axllent/mailpit")
+    digestd = services["digestd"]
+    assert digestd["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert digestd["depends_on"]["db"]["condition"] == "service_healthy"
+    env = digestd["environment"]
+    assert env["DIGESTD_SMTP_URL"] == "smtp://mail:1025"
+    assert env["DIGESTD_DATABASE_URL"].startswith("postgresql://")
+    assert set(env) <= _config_variables()
+    load_settings(env)  # every value in it is valid
+
+
+def test_every_variable_is_documented_in_the_example_env_and_readme() -> None:
+    example = (DEPLOY / "digestd.env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for variable in _config_variables():
+        assert variable in example, variable
+        assert variable in readme, variable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[str, str]) -> None:
+    """ENV + ENTRYPOINT + CMD of the image, run as a process; its HEALTHCHECK must pass."""
+    text = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[-1]  # the runtime stage
+    image_env = dict(re.findall(r"(DIGESTD_\w+)=(\S+)", text))
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"^CMD (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
+    health = json.loads(re.search(r"HEALTHCHECK .*?CMD (\[[^\n]*\])", text, re.S).group(1))  # type: ignore[union-attr]
+    port = _free_port()
+    run_env = {
+        **os.environ,
+        **image_env,
+        **env,
+        "DIGESTD_DATA_DIR": str(tmp_path / "state"),
+        "DIGESTD_LISTEN": f"0.0.0.0:{port}",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    process = subprocess.Popen(
+        [*entrypoint, *cmd],
+        env=run_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            assert process.poll() is None
+            check = subprocess.run(
+                [sys.executable if health[0] == "python" else health[0], *health[1:]],
+                env=run_env,
+                capture_output=True,
+                timeout=10,
+            )
+            healthy = check.returncode == 0
+            if not healthy:
+                time.sleep(0.3)  # waiting for another process to start listening
+        assert healthy, "HEALTHCHECK never passed"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 0, output
+    assert shlex.join(cmd) == "run"
