@@ -239,3 +239,22 @@ def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -
         asyncio.run(send())
     assert sum(sink.delivered.values()) == 23
     assert len(sink.peers) == 5  # 5 + 5 + 5 + 5 + 3
+
+
+def test_with_per_domain_limits_everything_is_still_delivered_once(env: dict[str, str]) -> None:
+    addresses = [f"u{i}@{domain}.example" for i in range(10) for domain in ("big", "small")]
+    sink = FaultySink(greylist={"u0@big.example": 1})
+    with running(sink):
+        service = _service(env, sink.url, pool_size=4, domain_concurrency=1, domain_rate=1000)
+        sender = _sender(service, FakeMonotonic())
+        assert sender.limits.active
+        _seed(service, addresses)
+
+        async def send() -> None:
+            enqueue_due(service.sessions, service.policy, SENT_AT)
+            await sender.deliver_due(SENT_AT)
+            await sender.deliver_due(SENT_AT + timedelta(minutes=15))
+            await service.close()
+
+        asyncio.run(send())
+    assert dict(sink.delivered) == {a: 1 for a in addresses}
