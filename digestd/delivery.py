@@ -406,6 +406,8 @@ class Sender:
             )
             for job, result, row in zip(jobs, results, rows, strict=True):
                 if isinstance(result, PermanentDeliveryError):
-                    suppress(session, job.subscriber_id, SubscriberStatus.BOUNCED, "5xx", now)
+                    suppress(
+                        session, job.subscriber_id, SubscriberStatus.BOUNCED, "hard-bounce", now
+                    )
                 elif row["b_status"] == DeliveryStatus.FAILED:
                     soft_bounce(session, job.subscriber_id, now)

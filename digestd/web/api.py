@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from digestd.articles import IngestReport, ingest
-from digestd.web import api_editions, api_lists, openapi
+from digestd.web import api_bounces, api_editions, api_lists, openapi
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.params import json_body as _json
@@ -81,6 +81,7 @@ ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("GET", "/stats", api_editions.stats),
     ("GET", "/editions/preview", api_editions.preview_edition),
     ("POST", "/editions/trigger", api_editions.trigger_edition),
+    ("POST", "/bounces", api_bounces.post_bounce),
 ]
 # Readable without the token: the API's description holds no data (see openapi.py).
 PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from digestd import __version__
+from digestd.bounces import Outcome
 from digestd.categories import CATEGORIES
 from digestd.export import EXPORT_COLUMNS
 from digestd.models import SubscriberStatus
@@ -202,6 +203,23 @@ PATHS: dict[str, dict[str, Any]] = {
     },
 }
 
+PATHS["/bounces"] = {
+    "post": {
+        "summary": "Process a raw RFC 3464 DSN or RFC 5965 ARF report (bounce or complaint)",
+        "description": "The body is the raw report message. Hard bounces and complaints "
+        "suppress the address; three soft bounces in a row do too. Matching uses the VERP "
+        "envelope sender, then the returned Message-ID, then the recipient.",
+        "requestBody": {
+            "required": True,
+            "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "200": _json({"$ref": "#/components/schemas/BounceResult"}),
+            **_errors(400, 415),
+        },
+    }
+}
+
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -261,6 +279,21 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"type": "object", "properties": {"email": STRING, "reason": STRING}},
             },
+        },
+    },
+    "BounceResult": {
+        "type": "object",
+        "properties": {
+            "outcome": {"type": "string", "enum": [str(o) for o in Outcome]},
+            "report_type": {"type": "string", "enum": ["delivery-status", "feedback-report"]},
+            "matched": {"type": "boolean"},
+            "matched_by": {
+                "type": ["string", "null"],
+                "enum": ["verp", "message-id", "recipient", None],
+            },
+            "status": {"type": ["string", "null"]},
+            "diagnostic": {"type": ["string", "null"]},
+            "suppressed": {"type": "boolean"},
         },
     },
     "IngestReport": {
