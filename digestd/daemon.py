@@ -20,6 +20,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -157,6 +158,7 @@ async def serve(
         misfire_grace_time=int(tick_seconds),
     )
     scheduler.start()
+    service.health.scheduler_started_at = time.monotonic()
     server = http_server(service)
     http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     http.add_done_callback(lambda _: stopping.set())  # the server died: stop everything

@@ -35,6 +35,7 @@ from digestd.compose import ascii_address
 from digestd.config import DeliveryTuning
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.messages import Composer, Links
+from digestd.metrics import Metrics
 from digestd.models import (
     Delivery,
     DeliveryStatus,
@@ -92,6 +93,15 @@ class _Job:
 _Result = str | DeliveryError | _Released | None  # reply, failure, released, skipped
 
 
+def _outcome_label(result: object, row: dict[str, Any]) -> str:
+    if isinstance(result, PermanentDeliveryError):
+        return "bounced"
+    status = row["b_status"]
+    if status == DeliveryStatus.QUEUED:
+        return "deferred"
+    return str(status)  # sent, failed (gave up), skipped
+
+
 class Sender:
     def __init__(
         self,
@@ -105,6 +115,7 @@ class Sender:
         worker: str = "digestd",
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.composer = composer
@@ -117,6 +128,7 @@ class Sender:
         self.worker = worker
         self.rng = rng
         self.monotonic = monotonic
+        self.metrics = metrics or Metrics()
         self.lease = timedelta(seconds=self.tuning.lease_seconds)
         # Failure-burst circuit breaker; ``pauses`` is a counter for /metrics.
         self.consecutive_failures = 0
@@ -284,20 +296,26 @@ class Sender:
             async with self.limits.slot(recipient):
                 if hold():
                     return RELEASED
+                started = self.monotonic()
                 try:
                     reply = await self.transport.send(
                         self.composer.envelope_from(job.delivery_id), recipient, data
                     )
                 except DeliveryError as exc:
+                    self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
                     self._failure(exc)
                     return exc
+                finally:
+                    self.metrics.send_seconds.observe(self.monotonic() - started)
         self.consecutive_failures = 0
+        self.metrics.smtp_succeeded()
         return reply
 
     def _failure(self, exc: DeliveryError) -> None:
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.tuning.failure_burst and not self.paused:
             self.pauses += 1
+            self.metrics.sending_pauses.inc()
             self.paused_until = self.monotonic() + self.tuning.pause_seconds
             log.warning(
                 "sending paused for %.0fs: %d failures in a row (last: %s); "
@@ -380,6 +398,9 @@ class Sender:
             self._outcome(job, data, result, now, report)
             for job, data, result in zip(jobs, prepared, results, strict=True)
         ]
+        for job, result, row in zip(jobs, results, rows, strict=True):
+            if result is not RELEASED:
+                self.metrics.messages.labels(job.kind, _outcome_label(result, row)).inc()
         table = Delivery.__table__
         assert isinstance(table, Table)
         with self.sessions.begin() as session:

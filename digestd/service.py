@@ -18,6 +18,7 @@ from digestd.config import Settings
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.delivery import Composer, DeliveryReport, Sender
 from digestd.editions import EnqueueReport, Policy, enqueue_due
+from digestd.metrics import Metrics
 from digestd.render import Renderer
 from digestd.tokens import Tokens
 from digestd.transport import Transport, make_transport
@@ -43,6 +44,23 @@ class TickReport:
 
 
 @dataclass
+class Health:
+    """What /healthz reports beyond the database: is the scheduler still ticking?"""
+
+    scheduler_started_at: float | None = None  # monotonic; None: no scheduler in this process
+    last_tick_at: float | None = None  # monotonic
+    stall_after: float = 300.0  # seconds without a finished tick (ticks are every 60 s)
+
+    def scheduler_problem(self, now: float) -> str | None:
+        if self.scheduler_started_at is None:
+            return None
+        since = self.last_tick_at or self.scheduler_started_at
+        if now - since > self.stall_after:
+            return f"no scheduler pass finished for {now - since:.0f} s"
+        return None
+
+
+@dataclass
 class Service:
     settings: Settings
     engine: Engine
@@ -52,6 +70,11 @@ class Service:
     transport: Transport
     policy: Policy
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
+    metrics: Metrics = field(default_factory=Metrics)
+    health: Health = field(default_factory=lambda: Health())
+
+    def __post_init__(self) -> None:
+        self.metrics.watch(self.sessions)
 
     @classmethod
     def build(
@@ -87,6 +110,7 @@ class Service:
             catchup=timedelta(hours=self.settings.catchup_hours),
             tuning=self.settings.delivery,
             worker=self.worker,
+            metrics=self.metrics,
         )
 
     def sender(self) -> Sender:
@@ -102,6 +126,8 @@ class Service:
         # not at the start of a tick whose enqueue took a while.
         elapsed = timedelta(seconds=time.monotonic() - started)
         delivered = await self.sender().deliver_due(now + elapsed, should_stop)
+        self.metrics.last_tick.set_to_current_time()
+        self.health.last_tick_at = time.monotonic()
         return TickReport(now, enqueued, delivered)
 
     async def close(self) -> None:

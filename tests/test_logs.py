@@ -31,9 +31,9 @@ def _emit(fmt: str, stream: io.StringIO, level: int, message: str, *args: object
     real, sys.stderr = sys.stderr, stream
     try:
         logs.configure(fmt, logging.DEBUG)
+        logging.getLogger("digestd.test").log(level, message, *args)
     finally:
         sys.stderr = real
-    logging.getLogger("digestd.test").log(level, message, *args)
     return stream.getvalue()
 
 

@@ -3,6 +3,7 @@ and the process exits 0. A taken port is one clear configuration error (exit 2).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -52,7 +53,9 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_
             assert line, b"".join(seen).decode()  # exited before serving
             seen.append(line)
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
-        assert (status, body) == (200, b'{"status":"ok"}')
+        health = json.loads(body)
+        assert status == 200
+        assert (health["status"], health["database"], health["scheduler"]) == ("ok", "ok", "ok")
         status, body = _get(f"http://127.0.0.1:{port}/subscribe?categories=ai")
         assert status == 200 and b"All Technology" in body
         process.send_signal(signal.SIGTERM)

@@ -4,8 +4,9 @@ development mailbox when no SMTP server is configured. Built from a :class:`Serv
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digestd.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import admin, api, devmail, manage, signup, view
 from digestd.web.body import BodyLimit
@@ -56,12 +58,29 @@ class SecurityHeaders:
 
 
 async def healthz(request: Request) -> Response:
+    """Ready when the database answers and the scheduler keeps ticking; the last SMTP
+    success is reported, not judged (a quiet night sends nothing and is healthy)."""
     w = web(request)
+    health = w.service.health
+    body: dict[str, object] = {"status": "ok", "database": "ok"}
     try:
         await w.db(_ping, w)
     except (SQLAlchemyError, OSError) as exc:  # the database is not there: not ready
-        return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        body.update(status="error", database=type(exc).__name__)
+    problem = health.scheduler_problem(time.monotonic())
+    body["scheduler"] = "off" if health.scheduler_started_at is None else problem or "ok"
+    if problem:
+        body["status"] = "error"
+    last_smtp = w.service.metrics.last_smtp_success_at
+    body["last_smtp_success"] = (
+        datetime.fromtimestamp(last_smtp, UTC).isoformat() if last_smtp else None
+    )
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+async def metrics(request: Request) -> Response:
+    exposition = await web(request).db(web(request).service.metrics.exposition)
+    return Response(exposition, media_type=CONTENT_TYPE)
 
 
 def _ping(w: Web) -> None:
@@ -110,6 +129,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *signup.ROUTES,
         *manage.ROUTES,
         *view.ROUTES,

@@ -1,0 +1,126 @@
+"""``/metrics`` in the Prometheus text format (prometheus-client).
+
+Two kinds of numbers:
+
+* what the database says *now*, read at scrape time, so every worker reports the same
+  truth: subscribers by status, and the send queue by edition kind and status;
+* what *this process* did since it started: messages by edition kind and outcome, SMTP
+  errors by reply code, how long a message takes to hand over, the last finished tick
+  and the last SMTP success (Prometheus sums these across workers).
+
+Each :class:`Metrics` has its own registry (not the library's global one), so tests and
+several services in one process never mix their numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionKind,
+    Subscriber,
+    SubscriberStatus,
+)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "digestd_messages",
+            "Messages handled by this process, by edition kind and outcome "
+            "(bounced: refused with 5xx; failed: gave up after retries)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        for kind in EditionKind:
+            for outcome in OUTCOMES:
+                self.messages.labels(str(kind), outcome)  # present at 0 from the start
+        self.smtp_errors = Counter(
+            "digestd_smtp_errors",
+            "SMTP failures by reply code (none: no reply, e.g. a drop)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.send_seconds = Histogram(
+            "digestd_send_seconds",
+            "Time to hand one message to the SMTP server",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.last_tick = Gauge(
+            "digestd_last_tick_timestamp_seconds",
+            "When this process last finished a scheduler pass (Unix time)",
+            registry=self.registry,
+        )
+        self.last_smtp_success = Gauge(
+            "digestd_last_smtp_success_timestamp_seconds",
+            "When this process last handed a message over successfully (Unix time)",
+            registry=self.registry,
+        )
+        self.last_smtp_success_at: float | None = None
+        self.sending_pauses = Counter(
+            "digestd_sending_pauses",
+            "Times sending paused after a burst of failures",
+            registry=self.registry,
+        )
+
+    def smtp_succeeded(self) -> None:
+        self.last_smtp_success_at = time.time()
+        self.last_smtp_success.set(self.last_smtp_success_at)
+
+    def watch(self, sessions: sessionmaker[Session]) -> None:
+        """Add the database's current numbers to every scrape."""
+        self.registry.register(_DatabaseCollector(sessions))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _DatabaseCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        subscribers = GaugeMetricFamily(
+            "digestd_subscribers", "Subscribers by status", labels=["status"]
+        )
+        queue = GaugeMetricFamily(
+            "digestd_queue",
+            "Deliveries (the send queue) by edition kind and status",
+            labels=["kind", "status"],
+        )
+        with self.sessions() as session:
+            by_status = dict(
+                session.execute(
+                    select(Subscriber.status, func.count()).group_by(Subscriber.status)
+                ).all()
+            )
+            by_kind = {
+                (str(kind), str(status)): n
+                for kind, status, n in session.execute(
+                    select(Edition.kind, Delivery.status, func.count())
+                    .join(Edition, Edition.id == Delivery.edition_id)
+                    .group_by(Edition.kind, Delivery.status)
+                )
+            }
+        for status in SubscriberStatus:
+            subscribers.add_metric([str(status)], by_status.get(status, 0))
+        for kind in EditionKind:
+            for state in DeliveryStatus:
+                queue.add_metric([str(kind), str(state)], by_kind.get((str(kind), str(state)), 0))
+        yield subscribers
+        yield queue
