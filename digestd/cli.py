@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__, logs
@@ -179,8 +179,13 @@ def _count_lines(path: str) -> int | None:
 def cmd_subscribers_export(settings: Settings, args: argparse.Namespace) -> int:
     service = Service.build(settings)
     with service.sessions() as session:
-        for chunk in export_csv(session):
-            sys.stdout.write(chunk)
+        total = session.scalar(select(func.count()).select_from(Subscriber))
+        with progress("Exporting subscribers", total) as advance:
+            header = 1
+            for chunk in export_csv(session):
+                sys.stdout.write(chunk)
+                advance(chunk.count("\n") - header)
+                header = 0
     return 0
 
 
@@ -226,7 +231,8 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
 
     async def once() -> str:
         try:
-            return (await service.tick(now)).summary()
+            with progress("Sending", None) as advance:
+                return (await service.tick(now, on_batch=advance)).summary()
         finally:
             await service.close()
 

@@ -140,7 +140,10 @@ class Sender:
         return self.monotonic() < self.paused_until
 
     async def deliver_due(
-        self, now: datetime, should_stop: Callable[[], bool] = lambda: False
+        self,
+        now: datetime,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_batch: Callable[[int], None] | None = None,
     ) -> DeliveryReport:
         """Drain every row due at ``now``; rows deferred to later stay queued.
 
@@ -157,8 +160,11 @@ class Sender:
             if self.paused:
                 report.paused = True
                 break
+            done = report.sent + report.failed + report.deferred + report.skipped
             if not await self.deliver_batch(clock, report, should_stop):
                 break
+            if on_batch is not None:  # a progress bar on a terminal
+                on_batch(report.sent + report.failed + report.deferred + report.skipped - done)
         return report
 
     async def deliver_batch(

@@ -117,7 +117,10 @@ class Service:
         return self._sender
 
     async def tick(
-        self, now: datetime, should_stop: Callable[[], bool] = lambda: False
+        self,
+        now: datetime,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_batch: Callable[[int], None] | None = None,
     ) -> TickReport:
         """One scheduler pass: enqueue every edition due at ``now``, then deliver the queue."""
         started = time.monotonic()
@@ -125,7 +128,7 @@ class Service:
         # Leases are compared across processes: sending starts at the time it really is,
         # not at the start of a tick whose enqueue took a while.
         elapsed = timedelta(seconds=time.monotonic() - started)
-        delivered = await self.sender().deliver_due(now + elapsed, should_stop)
+        delivered = await self.sender().deliver_due(now + elapsed, should_stop, on_batch)
         self.metrics.last_tick.set_to_current_time()
         self.health.last_tick_at = time.monotonic()
         return TickReport(now, enqueued, delivered)

@@ -172,27 +172,18 @@ def test_run_with_demo_catches_a_real_digest_and_stops_cleanly_on_sigterm(
     assert "stopped" in output and "Traceback" not in output
 
 
-def _import_output(tmp_path: Path, env: dict[str, str], terminal: bool) -> bytes:
+def _run(command: list[str], env: dict[str, str], terminal: bool) -> bytes:
+    """stderr of ``command``, run with stderr on a pseudo-terminal or on a pipe."""
     import pty
 
-    csv_file = tmp_path / "many.csv"
-    csv_file.write_text(
-        "email,categories,frequency,timezone\n"
-        + "".join(f"u{i}@example.com,ai,daily,UTC\n" for i in range(2500))
-    )
-    command = [sys.executable, "-m", "digestd", "subscribers", "import", str(csv_file)]
+    full_env = {**os.environ, **env}
     if not terminal:
-        result = subprocess.run(
-            command, env={**os.environ, **env}, capture_output=True, timeout=120
-        )
+        result = subprocess.run(command, env=full_env, capture_output=True, timeout=120)
+        assert result.returncode == 0, result.stderr
         return result.stderr
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
+        command, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave
     )
     os.close(slave)
     out = b""
@@ -204,22 +195,45 @@ def _import_output(tmp_path: Path, env: dict[str, str], terminal: bool) -> bytes
         if not data:
             break
         out += data
-    assert process.wait(timeout=120) == 0
+    assert process.wait(timeout=120) == 0, out
     return out
 
 
-def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
+def test_import_and_export_show_progress_on_a_terminal_and_stay_quiet_in_a_pipe(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    shown = _import_output(tmp_path, env, terminal=True)
-    assert b"Importing many.csv" in shown and b"2500/2500" in shown
-    quiet = _import_output(
-        tmp_path / "..",
-        {
-            **env,
-            "DIGESTD_DATA_DIR": str(tmp_path / "v2"),
-            "DIGESTD_DATABASE_URL": env["DIGESTD_DATABASE_URL"],
-        },
-        terminal=False,
+    csv_file = tmp_path / "many.csv"
+    csv_file.write_text(
+        "email,categories,frequency,timezone\n"
+        + "".join(f"u{i}@example.com,ai,daily,UTC\n" for i in range(2500))
     )
-    assert b"\x1b[" not in quiet and b"Importing" not in quiet
+    digestd = [sys.executable, "-m", "digestd"]
+    shown = _run([*digestd, "subscribers", "import", str(csv_file)], env, terminal=True)
+    assert b"Importing many.csv" in shown and b"2500/2500" in shown
+    shown = _run([*digestd, "subscribers", "export"], env, terminal=True)
+    assert b"Exporting subscribers" in shown and b"2500/2500" in shown
+    quiet = _run([*digestd, "subscribers", "export"], env, terminal=False)
+    assert quiet == b""
+
+
+def test_tick_reports_progress_per_batch(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path, with_articles: None
+) -> None:
+    import asyncio
+
+    import time_machine
+
+    from digestd.config import load_settings
+    from digestd.service import Service
+
+    (tmp_path / "r.csv").write_text(
+        "email,categories,frequency,timezone\n"
+        + "".join(f"r{i}@example.com,ai,daily,UTC\n" for i in range(7))
+    )
+    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
+    service = Service.build(load_settings(env))
+    batches: list[int] = []
+    report = asyncio.run(service.tick(NOW, on_batch=batches.append))
+    asyncio.run(service.close())
+    assert report.delivered.sent == 7 and sum(batches) == 7
