@@ -33,17 +33,21 @@ class _Redacting(logging.Filter):
         return True
 
 
+def _fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, str]:
+    fields = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    if record.exc_info:
+        fields["error"] = formatter.formatException(record.exc_info)
+    return fields
+
+
 class _Logfmt(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            fields["error"] = self.formatException(record.exc_info)
-        return " ".join(f"{k}={_quote(str(v))}" for k, v in fields.items())
+        return " ".join(f"{k}={_quote(v)}" for k, v in _fields(record, self).items())
 
 
 def _quote(value: str) -> str:
@@ -54,15 +58,7 @@ def _quote(value: str) -> str:
 
 class _Json(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            fields["error"] = self.formatException(record.exc_info)
-        return json.dumps(fields, ensure_ascii=False)
+        return json.dumps(_fields(record, self), ensure_ascii=False)
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -18,9 +17,8 @@ from digestd.models import DeliveryStatus
 from digestd.service import Service
 from digestd.web import create_app
 from tests.admin_seed import TOKEN, delivery, edition, month_of_activity, reader
-from tests.browser import ARTIFACTS, CHROMIUM, chromium
+from tests.browser import ARTIFACTS, chromium
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
 NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
 WAIT_S = 10.0
 

@@ -7,11 +7,9 @@ Debian's Chromium is driven by Playwright; no browser is ever downloaded.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -20,23 +18,11 @@ from digestd.config import load_settings
 from digestd.models import SubscriberStatus
 from digestd.service import Service
 from digestd.web import create_app
+from tests.browser import ARTIFACTS, chromium
 from tests.conftest import SmtpSink, WebRig
 from tests.helpers import parse, parts
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WAIT_S = 10.0
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
 
 
 class _ThreadServer(uvicorn.Server):
@@ -81,62 +67,57 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
 ) -> None:
     base, rig = live
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            context = browser.new_context(
-                timezone_id="Asia/Kolkata", viewport={"width": 1280, "height": 900}
-            )
-            page = context.new_page()
-            page.goto(f"{base}/subscribe?categories=ai,robotics&frequency=daily")
-            assert page.is_checked("input.cat[value=ai]")
-            assert page.is_checked("input.cat[value=robotics]")
-            assert not page.is_checked("input.cat[value=fintech]")
-            assert page.is_checked("input[name=frequency][value=daily]")
-            # the browser's zone, from the Intl API (Chromium's ICU says Asia/Calcutta)
-            assert page.input_value("#timezone") == "Asia/Kolkata"
-            assert page.get_by_label("Your email").is_visible()
-            _shots(page, "signup")
+    with chromium() as browser:
+        context = browser.new_context(
+            timezone_id="Asia/Kolkata", viewport={"width": 1280, "height": 900}
+        )
+        page = context.new_page()
+        page.goto(f"{base}/subscribe?categories=ai,robotics&frequency=daily")
+        assert page.is_checked("input.cat[value=ai]")
+        assert page.is_checked("input.cat[value=robotics]")
+        assert not page.is_checked("input.cat[value=fintech]")
+        assert page.is_checked("input[name=frequency][value=daily]")
+        # the browser's zone, from the Intl API (Chromium's ICU says Asia/Calcutta)
+        assert page.input_value("#timezone") == "Asia/Kolkata"
+        assert page.get_by_label("Your email").is_visible()
+        _shots(page, "signup")
 
-            page.set_viewport_size({"width": 1280, "height": 900})
-            page.get_by_label("Your email").fill("reader@example.com")
-            page.get_by_role("button", name="Subscribe").click()
-            page.get_by_role("heading", name="Check your inbox").wait_for()
-            reader = rig.subscriber("reader@example.com")
-            assert reader is not None
-            assert reader.status == SubscriberStatus.PENDING
-            assert reader.category_slugs == ["ai", "robotics"]
-            assert reader.timezone == "Asia/Kolkata"  # stored under its current IANA name
-            assert "frequency=daily" in reader.consent_source
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.get_by_label("Your email").fill("reader@example.com")
+        page.get_by_role("button", name="Subscribe").click()
+        page.get_by_role("heading", name="Check your inbox").wait_for()
+        reader = rig.subscriber("reader@example.com")
+        assert reader is not None
+        assert reader.status == SubscriberStatus.PENDING
+        assert reader.category_slugs == ["ai", "robotics"]
+        assert reader.timezone == "Asia/Kolkata"  # stored under its current IANA name
+        assert "frequency=daily" in reader.consent_source
 
-            text, _ = parts(parse(rig.smtp.wait_for(1)[0].data))
-            confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
-            page.goto(confirm)
-            page.get_by_role("heading", name="You're subscribed").wait_for()
-            assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+        text, _ = parts(parse(rig.smtp.wait_for(1)[0].data))
+        confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
+        page.goto(confirm)
+        page.get_by_role("heading", name="You're subscribed").wait_for()
+        assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
-            page.get_by_role("link", name="Manage preferences").click()
-            page.get_by_role("heading", name="Your digest preferences").wait_for()
-            _shots(page, "preferences")
-            page.set_viewport_size({"width": 1280, "height": 900})
-            page.get_by_label("Robotics").uncheck()
-            page.get_by_label("Quantum").check()
-            page.get_by_label("Weekly").check()
-            page.get_by_role("button", name="Save preferences").click()
-            page.get_by_text("Your preferences are saved.").wait_for()
-            reader = rig.subscriber("reader@example.com")
-            assert reader is not None
-            assert reader.category_slugs == ["ai", "quantum"]
-            assert (reader.wants_daily, reader.wants_weekly) == (False, True)
-            assert reader.status == SubscriberStatus.ACTIVE
+        page.get_by_role("link", name="Manage preferences").click()
+        page.get_by_role("heading", name="Your digest preferences").wait_for()
+        _shots(page, "preferences")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.get_by_label("Robotics").uncheck()
+        page.get_by_label("Quantum").check()
+        page.get_by_label("Weekly").check()
+        page.get_by_role("button", name="Save preferences").click()
+        page.get_by_text("Your preferences are saved.").wait_for()
+        reader = rig.subscriber("reader@example.com")
+        assert reader is not None
+        assert reader.category_slugs == ["ai", "quantum"]
+        assert (reader.wants_daily, reader.wants_weekly) == (False, True)
+        assert reader.status == SubscriberStatus.ACTIVE
 
-            unsubscribe = next(w for w in text.split() if w.startswith(f"{base}/unsubscribe/"))
-            page.goto(unsubscribe)
-            assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
-            page.get_by_role("button", name="Unsubscribe").click()
-            page.get_by_role("heading", name="You're unsubscribed").wait_for()
-            assert rig.subscriber("reader@example.com").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
-            _shots(page, "unsubscribed")
-        finally:
-            browser.close()
-    assert shutil.which("chromium") or Path(CHROMIUM).exists()
+        unsubscribe = next(w for w in text.split() if w.startswith(f"{base}/unsubscribe/"))
+        page.goto(unsubscribe)
+        assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+        page.get_by_role("button", name="Unsubscribe").click()
+        page.get_by_role("heading", name="You're unsubscribed").wait_for()
+        assert rig.subscriber("reader@example.com").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+        _shots(page, "unsubscribed")
