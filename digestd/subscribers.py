@@ -127,10 +127,6 @@ def parse_preferences(
     )
 
 
-def is_suppressed(session: Session, email: str) -> bool:
-    return session.get(Suppression, email_hash(email)) is not None
-
-
 def erase(session: Session, email: str, now: datetime) -> bool:
     """Right to erasure: drop the subscriber and everything about them (categories and
     deliveries go with the row), keep a hash so the address is never mailed again by
