@@ -8,6 +8,7 @@ copied for each test so tests stay independent and fast.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import threading
@@ -24,6 +25,9 @@ from sqlalchemy.engine import make_url
 
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, migrate
+
+# aiosmtpd narrates every connection at INFO from its own threads, after tests end.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 TEST_KEY = "test-secret-key-0123456789abcdef"
 

@@ -88,7 +88,8 @@ def test_dev_mailbox_is_absent_when_smtp_is_configured(web: WebRig) -> None:
 
 
 def test_health_and_unknown_pages(web: WebRig) -> None:
-    assert web.client.get("/healthz").json() == {"status": "ok"}
+    health = web.client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
     missing = web.client.get("/no/such/page")
     assert missing.status_code == 404 and "nothing at this address" in text_of(missing.text)
     wrong = web.client.delete("/subscribe")
