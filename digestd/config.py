@@ -35,6 +35,7 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    cafile: str | None = None  # CA bundle to verify the relay with (a private CA); None: system
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,11 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
     if not parts.hostname:
         raise ConfigError(variable, f"no host in {raw!r}")
     query = parse_qs(parts.query)
-    allowed = {"starttls", "timeout"}
+    allowed = {"starttls", "timeout", "cafile"}
     unknown = set(query) - allowed
     if unknown:
         raise ConfigError(
-            variable, f"unknown option {sorted(unknown)[0]!r} (know starttls, timeout)"
+            variable, f"unknown option {sorted(unknown)[0]!r} (know starttls, timeout, cafile)"
         )
     use_tls = parts.scheme == "smtps"
     start_tls = False
@@ -160,6 +161,12 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
         start_tls = flag in ("true", "1", "yes")
     if use_tls and start_tls:
         raise ConfigError(variable, "smtps:// already uses TLS; drop ?starttls=true")
+    cafile = query["cafile"][-1] if "cafile" in query else None
+    if cafile is not None:
+        if not (use_tls or start_tls):
+            raise ConfigError(variable, "cafile needs smtps:// or ?starttls=true")
+        if not Path(cafile).is_file():
+            raise ConfigError(variable, f"cafile {cafile!r} is not a readable file")
     timeout = 30.0
     if "timeout" in query:
         timeout = _parse_positive(variable, query["timeout"][-1], float)
@@ -168,6 +175,7 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
         port=port or (465 if use_tls else 25),
         use_tls=use_tls,
         start_tls=start_tls,
+        cafile=cafile,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,

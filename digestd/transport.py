@@ -105,6 +105,7 @@ class _Connection:
             port=s.port,
             use_tls=s.use_tls,
             start_tls=s.start_tls,
+            cert_bundle=s.cafile,  # certificates are always verified; this adds a private CA
             timeout=s.timeout,
         )
         try:

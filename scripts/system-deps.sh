@@ -8,7 +8,7 @@ command -v spamassassin >/dev/null || need+=(spamassassin)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v chromium >/dev/null || need+=(chromium)
-command -v openssl >/dev/null || need+=(openssl)  # DKIM test keys
+command -v openssl >/dev/null || need+=(openssl)  # DKIM and TLS test keys
 command -v systemd-analyze >/dev/null || need+=(systemd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
