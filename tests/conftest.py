@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, migrate
+from tests.helpers import free_port
 
 # aiosmtpd narrates every connection at INFO from its own threads, after tests end.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -153,16 +153,10 @@ class SmtpSink:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpSink]:
     """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
-    sink = SmtpSink("127.0.0.1", _free_port())
+    sink = SmtpSink("127.0.0.1", free_port())
     controller = Controller(sink, hostname=sink.host, port=sink.port, decode_data=False)
     controller.start()
     try:

@@ -11,7 +11,6 @@ Faults, each as a real MTA would produce them:
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.helpers import free_port
 
 
 @dataclass
@@ -74,12 +75,6 @@ class FaultySink:
         self.delivered[recipient] += 1
         self.messages.append((envelope.mail_from, recipient, bytes(envelope.original_content)))
         return "250 2.0.0 Ok: queued"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -75,3 +76,10 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     html_part = message.get_body(("html",))
     assert text_part is not None and html_part is not None
     return text_part.get_content(), html_part.get_content()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -32,8 +32,7 @@ from sqlalchemy import func, select
 
 from digestd.db import make_engine, make_sessions
 from digestd.models import Delivery, DeliveryStatus
-from tests.conftest import TEST_KEY
-from tests.faultsmtp import free_port
+from tests.helpers import free_port
 from tests.seeding import add_articles, hourly_articles, many_readers
 
 SUBSCRIBERS = 20_000
@@ -133,15 +132,10 @@ def _daemon(env: dict[str, str], tmp_path: Path, name: str) -> subprocess.Popen[
     )
 
 
-def _environment(
-    database_url: str, sink: Sink, tmp_path: Path, extra: dict[str, str]
-) -> dict[str, str]:
+def _environment(env: dict[str, str], sink: Sink, extra: dict[str, str]) -> dict[str, str]:
+    """The test installation's environment (conftest ``env``), sending into the sink."""
     return {
-        "DIGESTD_DATA_DIR": str(tmp_path / "var"),
-        "DIGESTD_DATABASE_URL": database_url,
-        "DIGESTD_SECRET_KEYS": TEST_KEY,
-        "DIGESTD_BASE_URL": "https://digest.example.com",
-        "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+        **env,
         "DIGESTD_SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
         "DIGESTD_SMTP_POOL_SIZE": "8",
         "DIGESTD_SEND_BATCH": str(BATCH),
@@ -167,10 +161,10 @@ def _stop(process: subprocess.Popen[bytes], seconds: float = 30) -> int:
 
 
 def test_kill_9_mid_edition_then_restart_delivers_to_everyone_with_at_most_the_in_flight_repeated(
-    database_url: str, sink: Sink, tmp_path: Path
+    database_url: str, env: dict[str, str], sink: Sink, tmp_path: Path
 ) -> None:
     extra, _ = _seed(database_url)
-    env = _environment(database_url, sink, tmp_path, extra)
+    env = _environment(env, sink, extra)
     first = _daemon(env, tmp_path, "first")
     try:
         _wait_for(lambda: sink.count() >= SUBSCRIBERS // 4, 90, "a quarter of the edition")
@@ -197,10 +191,10 @@ def test_kill_9_mid_edition_then_restart_delivers_to_everyone_with_at_most_the_i
 
 
 def test_three_workers_share_one_edition_without_a_single_duplicate(
-    database_url: str, sink: Sink, tmp_path: Path
+    database_url: str, env: dict[str, str], sink: Sink, tmp_path: Path
 ) -> None:
     extra, _ = _seed(database_url)
-    env = _environment(database_url, sink, tmp_path, extra)
+    env = _environment(env, sink, extra)
     workers = [_daemon(env, tmp_path, f"worker{i}") for i in range(3)]
     try:
         _wait_for(
@@ -224,10 +218,10 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
 
 
 def test_sigterm_mid_edition_exits_0_promptly_leaving_nothing_in_flight(
-    database_url: str, sink: Sink, tmp_path: Path
+    database_url: str, env: dict[str, str], sink: Sink, tmp_path: Path
 ) -> None:
     extra, _ = _seed(database_url)
-    env = _environment(database_url, sink, tmp_path, {**extra, "DIGESTD_SEND_LEASE_SECONDS": "300"})
+    env = _environment(env, sink, {**extra, "DIGESTD_SEND_LEASE_SECONDS": "300"})
     daemon = _daemon(env, tmp_path, "daemon")
     try:
         _wait_for(lambda: sink.count() >= 2000, 90, "the edition to be under way")

@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from digestd.config import load_settings
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -96,12 +96,6 @@ def test_every_variable_is_documented_in_the_example_env_and_readme() -> None:
         assert variable in readme, variable
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[str, str]) -> None:
     """ENV + ENTRYPOINT + CMD of the image, run as a process; its HEALTHCHECK must pass."""
     text = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[-1]  # the runtime stage
@@ -109,7 +103,7 @@ def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
     cmd = json.loads(re.search(r"^CMD (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
     health = json.loads(re.search(r"HEALTHCHECK .*?CMD (\[[^\n]*\])", text, re.S).group(1))  # type: ignore[union-attr]
-    port = _free_port()
+    port = free_port()
     run_env = {
         **os.environ,
         **image_env,

@@ -13,7 +13,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from digestd.config import parse_smtp_url
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
 from digestd.transport import SmtpPool
-from tests.faultsmtp import FaultySink, free_port
+from tests.faultsmtp import FaultySink
+from tests.helpers import free_port
 
 # Plain-text AUTH is fine on loopback; aiosmtpd warns about it all the same.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from digestd.config import parse_smtp_url
 from digestd.errors import ConfigError, TemporaryDeliveryError
 from digestd.transport import SmtpPool
-from tests.faultsmtp import free_port
+from tests.helpers import free_port
 
 MESSAGE = b"From: a@news.example.com\r\nTo: b@example.com\r\nSubject: tls\r\n\r\nhello\r\n"
 

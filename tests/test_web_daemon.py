@@ -12,13 +12,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import free_port
+
 WAIT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(env: dict[str, str], port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -42,7 +38,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = _start(env, port, tmp_path)
     try:
         assert process.stderr is not None
