@@ -146,7 +146,13 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
 
 
 def run_tick(
-    url: str, port: int, workdir: Path, pool: int, batch: int, workers: int
+    url: str,
+    port: int,
+    workdir: Path,
+    pool: int,
+    batch: int,
+    workers: int,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """``workers`` processes run ``digestd tick`` at once (as several ``digestd run`` would
     share an edition); timed until the last one exits."""
@@ -162,10 +168,13 @@ def run_tick(
         "DIGESTD_SEND_BATCH": str(batch),
         "DIGESTD_LOG_FORMAT": "text",
     }
+    python = [sys.executable]
+    if profile is not None:  # cProfile slows the run: its numbers are shares, not speed
+        python += ["-m", "cProfile", "-o", str(profile)]
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "digestd", "tick", "--now", NOW.isoformat()],
+            [*python, "-m", "digestd", "tick", "--now", NOW.isoformat()],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -254,6 +263,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="digestd processes at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=Path, help="cProfile the tick into this file")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
@@ -267,7 +277,7 @@ def main() -> None:
         print(f"seeding {args.subscribers:,} readers into {args.db} ...")
         seed(url, args.subscribers, random.Random(args.seed))
         print("digestd tick (enqueue, render, compose, send, record) ...")
-        tick = run_tick(url, port, workdir, args.pool, args.batch, args.workers)
+        tick = run_tick(url, port, workdir, args.pool, args.batch, args.workers, args.profile)
         result = outcome(url)
         sent = int(result["statuses"].get("sent", 0))
         compose = compose_alone(url, args.subscribers)
