@@ -16,7 +16,7 @@ from email.utils import format_datetime, formataddr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digestd.compose import MessageTemplate, Personal, ascii_address
+from digestd.compose import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.config import Settings
 from digestd.dkim import DkimSigner
 from digestd.editions import article_ids
@@ -126,7 +126,13 @@ class Composer:
             unsubscribe_mailto=self._mailto,
         )
         data = template.compose(personal)
-        return self.dkim.sign(data) if self.dkim else data
+        if self.dkim is None:
+            return data
+        # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready, and
+        # it adds no line starting with ".".
+        signed = WireBytes(self.dkim.sign(data))
+        signed.dot_lines = data.dot_lines
+        return signed
 
     def _date_header(self) -> str:
         second = int(self._clock())

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, migrate
+from tests.faultsmtp import advertise_pipelining
 from tests.helpers import free_port
 
 # aiosmtpd narrates every connection at INFO from its own threads, after tests end.
@@ -131,6 +132,12 @@ class SmtpSink:
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return advertise_pipelining(responses)  # as Postfix and the big providers do
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]

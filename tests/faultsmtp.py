@@ -7,6 +7,9 @@ Faults, each as a real MTA would produce them:
   connection is cut before the reply (the classic "did it arrive?" case): not stored;
 - ``reject``: recipient -> a ``5xx`` answer at RCPT, every time;
 - ``always``: if set, the answer to every RCPT (a whole-server outage).
+
+It advertises ESMTP PIPELINING as real MTAs do (``pipelining=False`` to test a server
+that does not); aiosmtpd reads commands one line at a time, so pipelined ones queue up.
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ class FaultySink:
     attempts: int = 0  # RCPTs seen
     rcpts: Counter[str] = field(default_factory=Counter)
     peers: set[object] = field(default_factory=set)  # client (host, port): one per connection
+    pipelining: bool = True
 
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return advertise_pipelining(responses) if self.pipelining else responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -75,6 +85,11 @@ class FaultySink:
         self.delivered[recipient] += 1
         self.messages.append((envelope.mail_from, recipient, bytes(envelope.original_content)))
         return "250 2.0.0 Ok: queued"
+
+
+def advertise_pipelining(responses: list[str]) -> list[str]:
+    """aiosmtpd's EHLO lines with ``250-PIPELINING`` added before the last one."""
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 @contextmanager

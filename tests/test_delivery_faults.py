@@ -67,8 +67,9 @@ def _statuses(service: Service) -> dict[str, int]:
         )
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
 def test_every_deliverable_message_arrives_exactly_once_through_4xx_drops_and_550s(
-    env: dict[str, str],
+    env: dict[str, str], pipelining: bool
 ) -> None:
     addresses = [f"reader{i}@example.com" for i in range(60)]
     rejected = addresses[:5]
@@ -79,6 +80,7 @@ def test_every_deliverable_message_arrives_exactly_once_through_4xx_drops_and_55
         greylist={a: 2 for a in greylisted},
         drop_after_data=set(dropped),
         reject={a: "550 5.1.1 No such user" for a in rejected},
+        pipelining=pipelining,
     )
     with running(sink):
         service = _service(env, sink.url, pool_size=3, failure_burst=10_000)

@@ -221,3 +221,39 @@ def test_spamassassin_scores_a_typical_digest_below_one(digest: bytes) -> None:
     message = b"\r\n".join(digest.split(b"\r\n")[2:])
     score, status = _spam_score(message)
     assert score < 1.0, status
+
+
+def _lines_truth(data: bytes) -> tuple[bool, bool]:
+    """(only CRLF line ends, some line starts with ".") read from the bytes themselves."""
+    crlf = data.count(b"\r\n")
+    only_crlf = data.count(b"\n") == crlf and data.count(b"\r") == crlf
+    return only_crlf, data.startswith(b".") or b"\n." in data
+
+
+@pytest.mark.parametrize(
+    ("text", "link"),
+    [
+        ("Plain\nUnsubscribe: __digestd_unsubscribe_url__\n", "https://d.example.com/u/abc.def"),
+        # CR, CRLF and a lone LF from article data; a line that starts with "."
+        ("A\r\nB\rC\n.hidden\n__digestd_unsubscribe_url__", "https://d.example.com/u/x.y"),
+        # A link whose quoted-printable wrapping puts a "." at the start of a line (76 chars)
+        ("__digestd_unsubscribe_url__\n", "https://d.example.com/u/" + "A" * 50 + ".B" * 40),
+    ],
+    ids=["plain", "stray-line-ends-and-a-dot-line", "dot-after-a-soft-break"],
+)
+def test_composed_messages_are_crlf_only_and_know_their_dot_lines(text: str, link: str) -> None:
+    rendered = RenderedEmail(subject="S", text=text, html=text.replace("\n", "<br>\n"))
+    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
+    data = template.compose(
+        Personal(
+            to="r@example.com",
+            message_id="<m@example.com>",
+            date="Mon, 30 Nov 2026 07:00:00 +0000",
+            links={"unsubscribe": link, "preferences": "", "view": ""},
+            unsubscribe_mailto="u@example.com",
+        )
+    )
+    only_crlf, dot_lines = _lines_truth(data)
+    assert only_crlf
+    assert data.dot_lines == dot_lines
+    assert parts(parse(data))[0].replace("\r\n", "\n").count(link) == 1

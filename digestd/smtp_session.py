@@ -1,0 +1,200 @@
+"""One SMTP session carrying many transactions, pipelined when the server allows it.
+
+aiosmtplib opens and secures the session (connect, SMTPS or STARTTLS, EHLO, AUTH): the
+parts with certificates and state to get right. Its protocol then waits for one reply
+per command, four round trips per message, and its reader drops replies that arrive
+before they are awaited, so it cannot pipeline. Once the session is ready this module
+takes over the transport with a protocol that queues every reply it reads:
+
+- with ESMTP PIPELINING (RFC 2920) a message is two round trips: ``MAIL``, ``RCPT`` and
+  ``DATA`` in one write (``DATA`` last, as the RFC requires), then the content;
+- without it, the same commands in lockstep, one reply each.
+
+Sending costs about a quarter of the event-loop work it did through aiosmtplib (see
+bench/README.md). Replies are classified by the caller (:mod:`digestd.transport`);
+this module only reports what the server said, or that the session is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import NamedTuple
+
+import aiosmtplib
+
+# RFC 5321 §4.5.3.1.5: 512 octets a reply line; generous, and bounds a runaway server.
+MAX_REPLY = 64 * 1024
+
+
+class Reply(NamedTuple):
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class SessionLost(Exception):
+    """The server closed the connection, sent something that is not SMTP, or did not
+    answer in time. ``replies`` are those that did arrive (a ``421`` before a close)."""
+
+    def __init__(self, reason: str, replies: list[Reply]) -> None:
+        super().__init__(reason)
+        self.replies = replies
+
+
+class Transaction(NamedTuple):
+    """The replies to one message's ``MAIL``, ``RCPT`` and ``DATA``; ``final`` is the reply
+    to the end of the content, when it was sent."""
+
+    mail: Reply
+    rcpt: Reply
+    data: Reply
+    final: Reply | None
+
+
+class _ReplyReader(asyncio.Protocol):
+    """Parses replies as they arrive and hands them out in order, however many are due."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._buffer = bytearray()
+        self._lines: list[str] = []  # continuation lines of the reply being read
+        self._replies: deque[Reply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 0
+        self._lost: str | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\n")) != -1:
+            line = bytes(self._buffer[: end + 1])
+            del self._buffer[: end + 1]
+            code = line[:3]
+            if not code.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                self._fail(f"not an SMTP reply: {line[:80]!r}")
+                return
+            self._lines.append(line[4:].strip().decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                self._replies.append(Reply(int(code), "\n".join(self._lines)))
+                self._lines = []
+        if len(self._buffer) > MAX_REPLY:
+            self._fail("reply too long")
+            return
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._lost or f"connection lost{f': {exc}' if exc else ''}"
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def _fail(self, reason: str) -> None:
+        self._lost = reason
+        self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        ready = len(self._replies) >= self._wanted or self._lost is not None
+        if waiter is not None and not waiter.done() and ready:
+            waiter.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        return self._lost is None and not self._replies and not self._buffer and not self._lines
+
+    def _timed_out(self) -> None:
+        self._fail("timed out waiting for the server")
+
+    async def replies(self, count: int, timeout: float) -> list[Reply]:
+        """The next ``count`` replies, or :class:`SessionLost` with those that came."""
+        if len(self._replies) < count and self._lost is None:
+            loop = asyncio.get_running_loop()
+            self._waiter, self._wanted = loop.create_future(), count
+            timer = loop.call_later(timeout, self._timed_out)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if len(self._replies) < count:
+            got = list(self._replies)
+            self._replies.clear()
+            raise SessionLost(self._lost or "connection lost", got)
+        return [self._replies.popleft() for _ in range(count)]
+
+
+class SmtpSession:
+    """Transactions on a session aiosmtplib has opened (greeting, TLS, EHLO, AUTH done)."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
+        transport = client.transport
+        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            raise SessionLost("connection lost", [])
+        self.pipelining = client.supports_extension("pipelining")
+        self.size = client.supports_extension("size")
+        self.timeout = timeout
+        self._transport = transport
+        # From here on replies come to us; aiosmtplib's client is not used again.
+        self._reader = _ReplyReader(transport)
+        transport.set_protocol(self._reader)
+
+    @property
+    def is_usable(self) -> bool:
+        """Open, and nothing said out of turn (a server about to drop an idle session
+        says ``421`` first): such a reply would be taken for the next command's."""
+        return not self._transport.is_closing() and self._reader.idle
+
+    async def _ask(self, *commands: bytes) -> list[Reply]:
+        self._transport.write(b"".join(commands))
+        return await self._reader.replies(len(commands), self.timeout)
+
+    async def send(self, envelope_from: bytes, recipient: bytes, content: bytes) -> Transaction:
+        """One message to one recipient. ``content`` is on-the-wire form: CRLF line ends,
+        dot-stuffed, ending in CRLF (the ``.`` terminator is added here).
+
+        The content is sent only after ``MAIL``, ``RCPT`` and ``DATA`` all succeeded; after
+        a refusal the session is reset so it can carry the next message.
+        """
+        mail_cmd = b"MAIL FROM:<%s>%s\r\n" % (
+            envelope_from,
+            b" SIZE=%d" % len(content) if self.size else b"",
+        )
+        rcpt_cmd = b"RCPT TO:<%s>\r\n" % recipient
+        if self.pipelining:
+            mail, rcpt, data = await self._ask(mail_cmd, rcpt_cmd, b"DATA\r\n")
+        else:
+            # Lockstep: stop at the first refusal; the commands not sent get a stand-in.
+            skipped = Reply(503, "not sent")
+            (mail,) = await self._ask(mail_cmd)
+            rcpt = data = skipped
+            if mail.code == 250:
+                (rcpt,) = await self._ask(rcpt_cmd)
+                if rcpt.code in (250, 251):
+                    (data,) = await self._ask(b"DATA\r\n")
+        if mail.code == 250 and rcpt.code in (250, 251) and data.code == 354:
+            (final,) = await self._ask(content + b".\r\n")
+            return Transaction(mail, rcpt, data, final)
+        try:
+            if data.code == 354:
+                # A server that opened DATA although MAIL or RCPT failed: end it empty.
+                await self._ask(b".\r\n")
+            if mail.code == 250:
+                await self._ask(b"RSET\r\n")
+        except SessionLost:
+            self.abort()  # the refusal stands; the next message opens a new session
+        return Transaction(mail, rcpt, data, None)
+
+    async def quit(self) -> None:
+        try:
+            await self._ask(b"QUIT\r\n")
+        except SessionLost:
+            pass
+        finally:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
