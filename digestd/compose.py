@@ -28,20 +28,34 @@ _NAME_OF = {placeholder: name for name, placeholder in LINK_PLACEHOLDERS.items()
 
 
 class WireBytes(bytes):
-    """A message whose every line ends in CRLF, as SMTP's DATA carries it.
+    """A message already in the form SMTP's DATA carries it (RFC 5321 §4.5.2): every line
+    ends in CRLF and none starts with ".", so there is nothing to dot-stuff.
 
-    :class:`MessageTemplate` makes only such messages (line ends are normalised before
-    encoding), so the transport can skip scanning 20 KB for a bare CR or LF on every
-    recipient: the type carries what was checked once per digest. ``dot_lines`` says
-    whether a line starts with ``.`` (which SMTP must escape, RFC 5321 §4.5.2): known from
-    the prepared chunks and the few values substituted, it spares another full scan.
+    :class:`MessageTemplate` makes only such messages, so the transport sends them as they
+    are instead of scanning 20 KB per recipient for bare line ends and dot lines (those
+    scans cost more than the rest of the SMTP conversation). The type carries what was
+    established once per digest.
     """
 
-    dot_lines: bool = True  # when not known, assume so
 
-
-def _has_dot_line(data: bytes) -> bool:
-    return data.startswith(b".") or b"\n." in data
+def _escape_dot_lines(encoded: bytes) -> bytes:
+    """Quoted-printable lines that start with "." get it as ``=2E`` (same decoded text),
+    re-wrapped to stay within 76 characters without splitting an ``=XX`` escape."""
+    out: list[bytes] = []
+    for line in encoded.split(CRLF):
+        while line.startswith(b"."):
+            line = b"=2E" + line[1:]
+            if len(line) <= 76:
+                break
+            cut = 75  # room for the soft break's "="
+            if line[cut - 1 : cut] == b"=":
+                cut -= 1
+            elif line[cut - 2 : cut - 1] == b"=":
+                cut -= 2
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return CRLF.join(out)
 
 
 def _qp(text: str) -> bytes:
@@ -53,7 +67,11 @@ def _qp(text: str) -> bytes:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
     encoded = encoded.replace(b"\n", CRLF)
-    return encoded if encoded.endswith(CRLF) else encoded + b"=" + CRLF
+    if not encoded.endswith(CRLF):
+        encoded += b"=" + CRLF
+    if encoded.startswith(b".") or b"\n." in encoded:
+        encoded = _escape_dot_lines(encoded)
+    return encoded
 
 
 def _split(text: str) -> tuple[list[bytes], list[str]]:
@@ -140,10 +158,6 @@ class MessageTemplate:
         self._tail = f"--{boundary}--\r\n".encode()
         self._text_chunks, self._text_links = _split(rendered.text)
         self._html_chunks, self._html_links = _split(rendered.html)
-        # Chunks start on a line (see _split), so a dot line is inside one or starts one.
-        self._dot_lines = any(
-            _has_dot_line(chunk) for chunk in (*self._text_chunks, *self._html_chunks)
-        )
 
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
@@ -157,26 +171,17 @@ class MessageTemplate:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             self._text_head,
         ]
-        dots = _interleave(out, self._text_chunks, [links[n] for n in self._text_links])
+        _interleave(out, self._text_chunks, [links[n] for n in self._text_links])
         out.append(self._html_head)
-        dots |= _interleave(
-            out, self._html_chunks, [html.escape(links[n]) for n in self._html_links]
-        )
+        _interleave(out, self._html_chunks, [html.escape(links[n]) for n in self._html_links])
         out.append(self._tail)
-        message = WireBytes(b"".join(out))
-        # Headers cannot start a line with "." (continuations start with a space).
-        message.dot_lines = self._dot_lines or dots
-        return message
+        # Every part is CRLF-terminated; header lines start with a name or (folded) a
+        # space, body lines come from _qp: so no line starts with ".".
+        return WireBytes(b"".join(out))
 
 
-def _interleave(out: list[bytes], chunks: list[bytes], values: list[str]) -> bool:
-    """Appends chunks with the values QP-encoded between them; whether a value's encoding
-    has a line starting with "." (a long link wrapped just before a dot in its token)."""
-    dots = False
+def _interleave(out: list[bytes], chunks: list[bytes], values: list[str]) -> None:
     for chunk, value in zip(chunks, values, strict=False):
         out.append(chunk)
-        encoded = _qp(value)
-        dots = dots or _has_dot_line(encoded)
-        out.append(encoded)
+        out.append(_qp(value))
     out.append(chunks[-1])
-    return dots

@@ -126,13 +126,8 @@ class Composer:
             unsubscribe_mailto=self._mailto,
         )
         data = template.compose(personal)
-        if self.dkim is None:
-            return data
-        # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready, and
-        # it adds no line starting with ".".
-        signed = WireBytes(self.dkim.sign(data))
-        signed.dot_lines = data.dot_lines
-        return signed
+        # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.
+        return WireBytes(self.dkim.sign(data)) if self.dkim else data
 
     def _date_header(self) -> str:
         second = int(self._clock())
