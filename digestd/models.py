@@ -146,9 +146,10 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     wants_daily: Mapped[bool] = mapped_column(Boolean, default=False)
     wants_weekly: Mapped[bool] = mapped_column(Boolean, default=False)
-    # The next local send instant not yet handled, in UTC: "who is due" is one indexed query.
-    next_daily_at: Mapped[datetime | None] = mapped_column(index=True)
-    next_weekly_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The next local send instant not yet handled, in UTC: "who is due" is one indexed query
+    # (status first: the query asks for active readers, in send-time order).
+    next_daily_at: Mapped[datetime | None]
+    next_weekly_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
@@ -169,6 +170,11 @@ class Subscriber(Base):
     @property
     def category_slugs(self) -> list[str]:
         return [c.category for c in self.categories]
+
+    __table_args__ = (
+        Index("ix_subscribers_status_next_daily_at", "status", "next_daily_at"),
+        Index("ix_subscribers_status_next_weekly_at", "status", "next_weekly_at"),
+    )
 
 
 class SubscriberCategory(Base):
