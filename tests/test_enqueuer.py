@@ -1,0 +1,105 @@
+"""Enqueueing in a helper process: the same queue as in-process, and a dead helper loses
+nothing (real spawned processes, real databases)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from digestd.config import load_settings
+from digestd.db import make_engine, make_sessions
+from digestd.editions import Policy
+from digestd.enqueuer import Enqueuer
+from digestd.models import Delivery, Digest, Subscriber
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+
+SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
+
+
+def _seed(url: str, readers: int) -> Any:
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    with sessions.begin() as session:
+        items = hourly_articles(SEND - timedelta(hours=20), SEND, ("ai", "robotics", "fintech"))
+        add_articles(session, items)
+        add_readers(
+            session,
+            [
+                Reader(f"r{i:05d}@example.com", categories=CATEGORY_SETS[i % 5])
+                for i in range(readers)
+            ],
+            SEND - timedelta(days=1),
+        )
+    return engine, sessions
+
+
+def _queue(sessions: Any) -> list[tuple[str, str, Any]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery.status, Digest.layout)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .join(Digest, Digest.id == Delivery.digest_id)
+            .order_by(Subscriber.email)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str]) -> None:
+    settings = load_settings(env)
+    engine, sessions = _seed(settings.database_url, 2_500)  # three batches
+    policy = Policy.from_settings(settings)
+
+    async def enqueue(in_helper: bool) -> Any:
+        enqueuer = Enqueuer(sessions, settings.database_url, in_helper=in_helper)
+        try:
+            return await enqueuer.enqueue(policy, SEND)
+        finally:
+            enqueuer.close()
+
+    report = asyncio.run(enqueue(in_helper=True))
+    assert report.queued == {"daily": 2_500}
+    in_helper = _queue(sessions)
+    assert len(in_helper) == 2_500
+    assert {status for _, status, _ in in_helper} == {"queued"}
+    # Everyone is now scheduled for tomorrow: enqueueing again here adds nothing ...
+    again = asyncio.run(enqueue(in_helper=False))
+    assert sum(again.queued.values()) == 0
+    assert _queue(sessions) == in_helper
+    # ... and each reader got the selection their categories call for.
+    layouts = {email: layout["categories"] for email, _, layout in in_helper}
+    assert layouts["r00002@example.com"] == ["ai", "robotics"]
+    assert layouts["r00003@example.com"] == ["fintech"]
+    engine.dispose()
+
+
+def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(env)
+    engine, sessions = _seed(settings.database_url, 1_200)
+    policy = Policy.from_settings(settings)
+
+    async def scenario() -> Any:
+        enqueuer = Enqueuer(sessions, settings.database_url, in_helper=True)
+        try:
+            helper = enqueuer._helper()
+            pid = await asyncio.get_running_loop().run_in_executor(helper, os.getpid)
+            os.kill(pid, signal.SIGKILL)  # the OOM killer, say
+            with caplog.at_level(logging.WARNING, logger="digestd.enqueuer"):
+                return await enqueuer.enqueue(policy, SEND)
+        finally:
+            enqueuer.close()
+
+    report = asyncio.run(scenario())
+    assert report.queued == {"daily": 1_200}
+    assert len(_queue(sessions)) == 1_200
+    assert "enqueue helper process died" in caplog.text
+    engine.dispose()
