@@ -171,17 +171,24 @@ class MessageTemplate:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             self._text_head,
         ]
-        _interleave(out, self._text_chunks, [links[n] for n in self._text_links])
+        # Each link appears several times (text and HTML): encoded once per message.
+        text = {name: _qp(links[name]) for name in links}
+        escaped = {name: html.escape(value) for name, value in links.items()}
+        in_html = {
+            name: text[name] if escaped[name] == links[name] else _qp(escaped[name])
+            for name in links
+        }
+        _interleave(out, self._text_chunks, [text[n] for n in self._text_links])
         out.append(self._html_head)
-        _interleave(out, self._html_chunks, [html.escape(links[n]) for n in self._html_links])
+        _interleave(out, self._html_chunks, [in_html[n] for n in self._html_links])
         out.append(self._tail)
         # Every part is CRLF-terminated; header lines start with a name or (folded) a
         # space, body lines come from _qp: so no line starts with ".".
         return WireBytes(b"".join(out))
 
 
-def _interleave(out: list[bytes], chunks: list[bytes], values: list[str]) -> None:
+def _interleave(out: list[bytes], chunks: list[bytes], values: list[bytes]) -> None:
     for chunk, value in zip(chunks, values, strict=False):
         out.append(chunk)
-        out.append(_qp(value))
+        out.append(value)
     out.append(chunks[-1])
