@@ -38,6 +38,9 @@ class SmtpSettings:
     cafile: str | None = None  # CA bundle to verify the relay with (a private CA); None: system
 
 
+MAX_HELPER_PROCESSES = 64
+
+
 @dataclass(frozen=True)
 class DeliveryTuning:
     """How hard and how carefully the sender pushes mail (README: "Delivery tuning").
@@ -55,6 +58,9 @@ class DeliveryTuning:
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 300.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
+    # DIGESTD_HELPER_PROCESSES: processes beside the sender that plan editions and render
+    # digests on other cores; 0 does both in the sending process
+    helper_processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,7 @@ def _parse_delivery(get: Any) -> DeliveryTuning:
         batch=number("SEND_BATCH", d.batch, int, False),
         lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, True),
         tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, True),
+        helper_processes=number("HELPER_PROCESSES", d.helper_processes, int, True),
     )
     for name, value in (
         ("SEND_LEASE_SECONDS", tuning.lease_seconds),
@@ -223,6 +230,12 @@ def _parse_delivery(get: Any) -> DeliveryTuning:
     ):
         if value < 1:
             raise ConfigError(PREFIX + name, f"must be at least 1 second, got {value}")
+    if tuning.helper_processes > MAX_HELPER_PROCESSES:
+        raise ConfigError(
+            PREFIX + "HELPER_PROCESSES",
+            f"at most {MAX_HELPER_PROCESSES} (one per spare CPU core is plenty), "
+            f"got {tuning.helper_processes}",
+        )
     return tuning
 
 

@@ -23,7 +23,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,11 +144,13 @@ class Sender:
         now: datetime,
         should_stop: Callable[[], bool] = lambda: False,
         on_batch: Callable[[int], None] | None = None,
+        more: Callable[[], Awaitable[bool]] | None = None,
     ) -> DeliveryReport:
         """Drain every row due at ``now``; rows deferred to later stay queued.
 
         ``now`` may be injected (tests, ``tick --now``); time spent sending is added to it,
-        so leases stay honest during a long edition.
+        so leases stay honest during a long edition. ``more``, when the queue looks empty,
+        waits for rows still being enqueued and says whether to look again.
         """
         report = DeliveryReport()
         started = self.monotonic()
@@ -162,6 +164,8 @@ class Sender:
                 break
             done = report.sent + report.failed + report.deferred + report.skipped
             if not await self.deliver_batch(clock, report, should_stop):
+                if more is not None and await more():
+                    continue
                 break
             if on_batch is not None:  # a progress bar on a terminal
                 on_batch(report.sent + report.failed + report.deferred + report.skipped - done)

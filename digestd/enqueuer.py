@@ -32,10 +32,12 @@ from digestd.editions import EnqueueReport, Policy, enqueue_due
 log = logging.getLogger(__name__)
 
 
-def _ignore_ctrl_c() -> None:
-    # Ctrl-C reaches the whole process group; stopping is the sending process's decision
-    # (it releases its batch and ends this helper), not a traceback from here.
+def _leave_stopping_to_the_sender() -> None:
+    # Ctrl-C reaches the whole process group, and systemd signals the whole cgroup: stopping
+    # is the sending process's decision (it releases its batch, then ends this helper),
+    # not a traceback here or a dead helper it would take for a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _enqueue_in_helper(database_url: str, policy: Policy, now: datetime) -> EnqueueReport:
@@ -73,8 +75,9 @@ class Enqueuer:
 
     def _helper(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_ctrl_c
+                1, mp_context=spawn, initializer=_leave_stopping_to_the_sender
             )
         return self._pool
 
@@ -86,5 +89,5 @@ class Enqueuer:
             return
         # ProcessPoolExecutor has no public way to stop a running call before Python 3.14.
         for process in list(pool._processes.values()):
-            process.terminate()
+            process.kill()  # it ignores SIGTERM (see _leave_stopping_to_the_sender)
         pool.shutdown(wait=True, cancel_futures=True)

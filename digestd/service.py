@@ -18,12 +18,17 @@ from digestd.config import Settings
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.delivery import Composer, DeliveryReport, Sender
 from digestd.editions import EnqueueReport, Policy, enqueue_due
+from digestd.enqueuer import Enqueuer
 from digestd.metrics import Metrics
 from digestd.render import Renderer
 from digestd.tokens import Tokens
 from digestd.transport import Transport, make_transport
 
 log = logging.getLogger("digestd")
+
+# While the helper process is still enqueueing and the queue looks empty, how long the
+# sender waits before looking again (it wakes at once when the helper finishes).
+MORE_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -101,6 +106,17 @@ class Service:
         )
 
     @cached_property
+    def enqueuer(self) -> Enqueuer:
+        # A helper process needs a database it can open too: not an in-memory SQLite.
+        url = self.engine.url
+        in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        return Enqueuer(
+            self.sessions,
+            url.render_as_string(hide_password=False),
+            in_helper=self.settings.delivery.helper_processes > 0 and not in_memory,
+        )
+
+    @cached_property
     def _sender(self) -> Sender:
         # One per process: its failure-burst pause must outlive a tick.
         return Sender(
@@ -122,17 +138,51 @@ class Service:
         should_stop: Callable[[], bool] = lambda: False,
         on_batch: Callable[[int], None] | None = None,
     ) -> TickReport:
-        """One scheduler pass: enqueue every edition due at ``now``, then deliver the queue."""
+        """One scheduler pass: enqueue every edition due at ``now`` and deliver the queue.
+
+        With a helper process the two overlap: the helper commits a batch of queue rows at
+        a time and the sender claims them as they come, until the helper is done and the
+        queue is empty. Without one, enqueueing comes first (a thread here would only take
+        turns with the sender at the GIL).
+        """
         started = time.monotonic()
-        enqueued = await asyncio.to_thread(enqueue_due, self.sessions, self.policy, now)
-        # Leases are compared across processes: sending starts at the time it really is,
-        # not at the start of a tick whose enqueue took a while.
-        elapsed = timedelta(seconds=time.monotonic() - started)
-        delivered = await self.sender().deliver_due(now + elapsed, should_stop, on_batch)
+        if not self.enqueuer.in_helper:
+            enqueued = await asyncio.to_thread(enqueue_due, self.sessions, self.policy, now)
+            # Leases are compared across processes: sending starts at the time it really
+            # is, not at the start of a tick whose enqueue took a while.
+            elapsed = timedelta(seconds=time.monotonic() - started)
+            delivered = await self.sender().deliver_due(now + elapsed, should_stop, on_batch)
+        else:
+            enqueuing = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now))
+
+            async def more() -> bool:
+                """Called when the queue looks empty: wait for the helper's next batch; once
+                it has finished, one last look (False after that)."""
+                if enqueuing.done():
+                    return False
+                await asyncio.wait({enqueuing}, timeout=MORE_POLL_SECONDS)
+                return True
+
+            try:
+                delivered = await self.sender().deliver_due(now, should_stop, on_batch, more)
+            except BaseException:
+                enqueuing.cancel()
+                self.enqueuer.close()
+                raise
+            if should_stop() and not enqueuing.done():
+                # Stopping: what the helper committed is queued; the next start plans the rest.
+                enqueuing.cancel()
+                self.enqueuer.close()
+            try:
+                enqueued = await enqueuing
+            except asyncio.CancelledError:
+                enqueued = EnqueueReport()
         self.metrics.last_tick.set_to_current_time()
         self.health.last_tick_at = time.monotonic()
         return TickReport(now, enqueued, delivered)
 
     async def close(self) -> None:
+        if "enqueuer" in self.__dict__:  # only if a tick made one
+            self.enqueuer.close()
         await self.transport.close()
         self.engine.dispose()

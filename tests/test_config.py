@@ -80,6 +80,9 @@ def test_smtp_urls_are_understood(
         ("DIGESTD_SECRET_KEYS", "short"),
         ("DIGESTD_DATABASE_URL", "digestd.db"),
         ("DIGESTD_DAILY_LIMIT", "0"),
+        ("DIGESTD_HELPER_PROCESSES", "-1"),
+        ("DIGESTD_HELPER_PROCESSES", "two"),
+        ("DIGESTD_HELPER_PROCESSES", "1000"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:

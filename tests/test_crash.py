@@ -141,6 +141,7 @@ def _environment(env: dict[str, str], sink: Sink, extra: dict[str, str]) -> dict
         "DIGESTD_SEND_BATCH": str(BATCH),
         "DIGESTD_TICK_SECONDS": "2",
         "DIGESTD_SEND_LEASE_SECONDS": "6",
+        "DIGESTD_HELPER_PROCESSES": "1",  # as in production: enqueue beside the sender
         **extra,
     }
 

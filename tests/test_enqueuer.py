@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +16,12 @@ from sqlalchemy import select
 
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
-from digestd.editions import Policy
+from digestd.editions import Policy, enqueue_due, enqueue_now
 from digestd.enqueuer import Enqueuer
-from digestd.models import Delivery, Digest, Subscriber
+from digestd.models import Delivery, Digest, EditionKind, Subscriber
+from digestd.service import Service
+from digestd.transport import MailCatcher
+from tests.conftest import SmtpSink
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
@@ -102,4 +106,60 @@ def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
     assert report.queued == {"daily": 1_200}
     assert len(_queue(sessions)) == 1_200
     assert "enqueue helper process died" in caplog.text
+    engine.dispose()
+
+
+def test_a_tick_with_a_helper_delivers_everyone_exactly_once(
+    env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    """Enqueueing in the helper while the sender claims what it has committed so far."""
+    settings = load_settings(
+        {**env, "DIGESTD_HELPER_PROCESSES": "1", "DIGESTD_SMTP_URL": smtp_server.url}
+    )
+    engine, _ = _seed(settings.database_url, 2_500)
+    engine.dispose()
+    service = Service.build(settings)
+    assert service.enqueuer.in_helper
+
+    async def tick() -> Any:
+        try:
+            return await service.tick(SEND)
+        finally:
+            await service.close()
+
+    report = asyncio.run(tick())
+    assert report.enqueued.queued == {"daily": 2_500}
+    assert report.delivered.sent == 2_500
+    received = Counter(r for m in smtp_server.messages for r in m.recipients)
+    assert len(received) == 2_500 and set(received.values()) == {1}
+
+
+def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(
+    env: dict[str, str],
+) -> None:
+    settings = load_settings(env)
+    engine, sessions = _seed(settings.database_url, 30)
+    service = Service.build(settings, transport=MailCatcher(settings.mail_dir))
+    policy = service.policy
+    with sessions.begin() as session:  # a third of the readers are queued to begin with
+        first = session.scalars(select(Subscriber.id).order_by(Subscriber.id).limit(10)).all()
+    enqueue_now(sessions, policy, EditionKind.DAILY, list(first), SEND)
+    calls: list[int] = []
+
+    async def more() -> bool:
+        calls.append(len(list(settings.mail_dir.glob("*.eml"))))
+        if len(calls) == 1:  # "the helper committed the rest"
+            await asyncio.to_thread(enqueue_due, sessions, policy, SEND)
+            return True
+        return False  # "the helper is done": the queue is empty for good
+
+    async def deliver() -> Any:
+        try:
+            return await service.sender().deliver_due(SEND, more=more)
+        finally:
+            await service.close()
+
+    report = asyncio.run(deliver())
+    assert calls == [10, 30]  # asked when the first 10 were sent, then once all 30 were
+    assert report.sent == 30
     engine.dispose()
