@@ -152,6 +152,7 @@ def run_tick(
     pool: int,
     batch: int,
     workers: int,
+    helper_processes: int,
     profile: Path | None = None,
 ) -> dict[str, float]:
     """``workers`` processes run ``digestd tick`` at once (as several ``digestd run`` would
@@ -166,6 +167,7 @@ def run_tick(
         "DIGESTD_SMTP_URL": f"smtp://127.0.0.1:{port}",
         "DIGESTD_SMTP_POOL_SIZE": str(pool),
         "DIGESTD_SEND_BATCH": str(batch),
+        "DIGESTD_HELPER_PROCESSES": str(helper_processes),
         "DIGESTD_LOG_FORMAT": "text",
     }
     python = [sys.executable]
@@ -187,6 +189,7 @@ def run_tick(
         peak = max(peak, usage.ru_maxrss / 1024)
         out = process.stdout.read().decode() if process.stdout else ""
         err = process.stderr.read().decode() if process.stderr else ""
+        sys.stderr.write(err[-600:])
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"digestd tick failed:\n{out}\n{err}")
         print("  " + out.strip())
@@ -261,6 +264,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=8, help="DIGESTD_SMTP_POOL_SIZE")
     parser.add_argument("--batch", type=int, default=1000, help="DIGESTD_SEND_BATCH")
     parser.add_argument("--workers", type=int, default=1, help="digestd processes at once")
+    parser.add_argument(
+        "--helper-processes", type=int, default=1, help="DIGESTD_HELPER_PROCESSES (0: none)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path, help="cProfile the tick into this file")
@@ -277,7 +283,16 @@ def main() -> None:
         print(f"seeding {args.subscribers:,} readers into {args.db} ...")
         seed(url, args.subscribers, random.Random(args.seed))
         print("digestd tick (enqueue, render, compose, send, record) ...")
-        tick = run_tick(url, port, workdir, args.pool, args.batch, args.workers, args.profile)
+        tick = run_tick(
+            url,
+            port,
+            workdir,
+            args.pool,
+            args.batch,
+            args.workers,
+            args.helper_processes,
+            args.profile,
+        )
         result = outcome(url)
         sent = int(result["statuses"].get("sent", 0))
         compose = compose_alone(url, args.subscribers)
@@ -297,6 +312,7 @@ def main() -> None:
         "pool": args.pool,
         "batch": args.batch,
         "workers": args.workers,
+        "helper_processes": args.helper_processes,
         "sent": sent,
         "statuses": result["statuses"],
         "distinct_digests": result["digests"],

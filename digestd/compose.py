@@ -10,9 +10,9 @@ so the result is valid QP with lines ≤ 76 characters whatever the links' lengt
 from __future__ import annotations
 
 import binascii
+import hashlib
 import html
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.policy import SMTP
@@ -137,7 +137,13 @@ class MessageTemplate:
         self, rendered: RenderedEmail, *, from_header: str, headers: Sequence[tuple[str, str]] = ()
     ) -> None:
         self.subject = rendered.subject
-        boundary = "=_digestd_" + secrets.token_hex(12)
+        # Derived from the content, so a digest renders to the same bytes wherever it is
+        # rendered (a worker process or the sender). "=_" can never occur in quoted-printable
+        # text (a literal "=" is encoded "=3D"), so the boundary cannot collide with a body.
+        digest = hashlib.sha256(
+            "\0".join((rendered.subject, rendered.text, rendered.html)).encode()
+        ).hexdigest()
+        boundary = "=_digestd_" + digest[:24]
         self._head = b"".join(
             [header("From", from_header), header("Subject", rendered.subject)]
             + [header(name, value) for name, value in headers]

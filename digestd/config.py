@@ -58,8 +58,9 @@ class DeliveryTuning:
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 300.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
-    # DIGESTD_HELPER_PROCESSES: processes beside the sender that plan editions and render
-    # digests on other cores; 0 does both in the sending process
+    # DIGESTD_HELPER_PROCESSES: processes beside the sender, on other cores: this many render
+    # the next batch's digests while one is on the wire, and one more plans due editions;
+    # 0 does everything in the sending process
     helper_processes: int = 1
 
 

@@ -1,19 +1,27 @@
 """Deliver the send queue: claim due rows, compose each message, push it, record the outcome.
 
-Claiming: rows move ``queued → sending`` with a lease (``lease_expires_at``) in one
-transaction; on PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED`` so workers
-never wait on each other or take the same row. The lease value written by a claim is that
-claim's fencing token: outcomes are recorded only ``WHERE lease_expires_at = <ours>``, so
-a worker that stalled past its lease cannot overwrite the row its successor now owns.
+Claiming (:mod:`digestd.sendqueue`): rows move ``queued → sending`` under a lease, picked
+with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never take the same row;
+the lease is the claim's fencing token, and outcomes are written only where it is still
+ours. Rows come in (due time, digest) order, so each digest is rendered once per process.
+
+Overlap: while one batch is on the wire, the next one is claimed and its new digests are
+rendered by a worker process (:mod:`digestd.batches`, :mod:`digestd.prerender`), and the
+outcomes of what was sent are written in the background (:mod:`digestd.recorder`). One
+batch ahead, no more.
 
 Crash semantics: a message that left but whose outcome was not recorded (kill -9 between
 ``sendmail`` and the UPDATE) is sent again when its lease expires: the in-flight window
-(at most one batch per worker) may repeat, nothing is ever skipped. Message-IDs are
-deterministic per delivery, so a repeat carries the same Message-ID.
+(at most one batch per worker: no message starts while a batch's worth of sent messages
+is unrecorded) may repeat, nothing is ever skipped. A batch claimed ahead and not started
+returns to the queue when its lease expires. Message-IDs are deterministic per delivery,
+so a repeat carries the same Message-ID.
 
-A batch never outlives its lease: messages not started by 80 % of the lease, or when the
-process is told to stop, or while sending is paused after a burst of failures, are
-*released* (back to ``queued``, attempt not counted) instead of being sent late.
+A batch never outlives its lease: messages not started by 80 % of the lease (counted from
+the claim, so time spent waiting behind the previous batch counts), or when the process
+is told to stop, or while sending is paused after a burst of failures, are *released*
+(back to ``queued``, attempt not counted) instead of being sent late; so is a whole batch
+claimed ahead when the sender stops or pauses before its turn.
 """
 
 from __future__ import annotations
@@ -23,30 +31,25 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.compose import ascii_address
+from digestd.batches import Batch, Batches
+from digestd.compose import MessageTemplate, ascii_address
 from digestd.config import DeliveryTuning
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.messages import Composer, Links
 from digestd.metrics import Metrics
-from digestd.models import (
-    Delivery,
-    DeliveryStatus,
-    Edition,
-    Subscriber,
-    SubscriberStatus,
-    Suppression,
-)
+from digestd.models import DeliveryStatus
+from digestd.prerender import RenderPool
 from digestd.ratelimit import Limits
-from digestd.subscribers import email_hash
-from digestd.suppress import SOFT_BOUNCE_MARK, soft_bounce, suppress
+from digestd.recorder import Recorder
+from digestd.sendqueue import Job, write_outcomes
+from digestd.suppress import SOFT_BOUNCE_MARK
 from digestd.transport import Transport
 
 __all__ = ["Composer", "DeliveryReport", "Links", "Sender"]
@@ -75,22 +78,14 @@ class DeliveryReport:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Job:
-    delivery_id: int
-    subscriber_id: int
-    public_id: str
-    email: str
-    status: str
-    digest_id: int | None
-    kind: str
-    period: str
-    due_at: datetime
-    attempts: int
-    lease: datetime
-
-
 _Result = str | DeliveryError | _Released | None  # reply, failure, released, skipped
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    job: Job
+    result: _Result
+    why: str | None = None  # why a skipped job was not sent
 
 
 def _outcome_label(result: object, row: dict[str, Any]) -> str:
@@ -112,6 +107,7 @@ class Sender:
         catchup: timedelta,
         tuning: DeliveryTuning | None = None,
         limits: Limits | None = None,
+        renders: RenderPool | None = None,
         worker: str = "digestd",
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
@@ -130,10 +126,21 @@ class Sender:
         self.monotonic = monotonic
         self.metrics = metrics or Metrics()
         self.lease = timedelta(seconds=self.tuning.lease_seconds)
+        self.batches = Batches(  # renders None: digests are rendered here, in the sender
+            sessions,
+            composer,
+            renders,
+            size=self.tuning.batch,
+            lease=self.lease,
+            monotonic=monotonic,
+        )
         # Failure-burst circuit breaker; ``pauses`` is a counter for /metrics.
         self.consecutive_failures = 0
         self.paused_until = 0.0
         self.pauses = 0
+
+    def close(self) -> None:
+        self.batches.close()
 
     @property
     def paused(self) -> bool:
@@ -149,7 +156,8 @@ class Sender:
         """Drain every row due at ``now``; rows deferred to later stay queued.
 
         ``now`` may be injected (tests, ``tick --now``); time spent sending is added to it,
-        so leases stay honest during a long edition. ``more``, when the queue looks empty,
+        so leases stay honest during a long edition. ``on_batch`` (a progress bar) hears how
+        many messages each write of outcomes covered. ``more``, when the queue looks empty,
         waits for rows still being enqueued and says whether to look again.
         """
         report = DeliveryReport()
@@ -158,165 +166,172 @@ class Sender:
         def clock() -> datetime:
             return now + timedelta(seconds=self.monotonic() - started)
 
-        while not should_stop():
+        async def write(outcomes: list[_Outcome]) -> None:
+            done = await self._record(outcomes, clock(), report)
+            if on_batch is not None and done:
+                on_batch(done)
+
+        recorder: Recorder[_Outcome] = Recorder(write, self.tuning.batch)
+
+        def halt() -> bool:
+            if should_stop():
+                return True
             if self.paused:
                 report.paused = True
-                break
-            done = report.sent + report.failed + report.deferred + report.skipped
-            if not await self.deliver_batch(clock, report, should_stop):
-                if more is not None and await more():
-                    continue
-                break
-            if on_batch is not None:  # a progress bar on a terminal
-                on_batch(report.sent + report.failed + report.deferred + report.skipped - done)
+                return True
+            return recorder.failed is not None
+
+        async def take(*, in_pool: bool) -> Batch | None:
+            """The next batch, claimed once every outcome so far is written (rows released
+            by the batch before are claimable again); when the queue looks empty, ``more``
+            may say rows are still coming."""
+            while not halt():
+                await recorder.settle()
+                batch = await self._take(clock, recorder, in_pool=in_pool)
+                if batch is not None or more is None or not await more():
+                    return batch
+            return None
+
+        ahead: asyncio.Task[Batch | None] | None = None
+        try:
+            batch = await take(in_pool=False)
+            took = 0.0
+            while batch is not None:
+                if halt():
+                    self._release(batch, recorder)
+                    break
+                # Claim the next batch now, unless it would wait so long behind this one
+                # that its lease ran out before its turn (a slow, rate-limited relay).
+                if took < 0.4 * self.tuning.lease_seconds:
+                    ahead = asyncio.create_task(self._take(clock, recorder, in_pool=True))
+                began = self.monotonic()
+                await self._send_batch(batch, should_stop, recorder)
+                took = self.monotonic() - began
+                recorder.flush()
+                if ahead is not None:
+                    batch, ahead = await ahead, None
+                    if batch is None:  # the queue looked empty: rows may still be coming
+                        batch = await take(in_pool=False)
+                else:
+                    batch = await take(in_pool=False)
+        except asyncio.CancelledError:
+            raise  # forced shutdown: what is claimed returns when its lease expires
+        except Exception:
+            await self._abandon(ahead, recorder)
+            raise
+        await recorder.close()
+        if self.paused:
+            report.paused = True
         return report
 
-    async def deliver_batch(
-        self,
-        clock: Callable[[], datetime],
-        report: DeliveryReport,
-        should_stop: Callable[[], bool] = lambda: False,
-    ) -> bool:
-        claimed_at = clock()
-        jobs = await asyncio.to_thread(self._claim, claimed_at)
-        if not jobs:
-            return False
-        deadline = self.monotonic() + 0.8 * self.tuning.lease_seconds
-        with self.sessions() as session:
-            prepared = self._prepare(session, jobs)
+    async def _abandon(
+        self, ahead: asyncio.Task[Batch | None] | None, recorder: Recorder[_Outcome]
+    ) -> None:
+        """After an error: the batch claimed ahead goes back, the outcomes known are written.
+        Failures here are logged, not raised: the error that got us here is the one to see."""
+        if ahead is not None:
+            try:
+                batch = await ahead
+            except Exception:
+                batch = None  # it failed on its own (the same database error, most likely)
+            if batch is not None:
+                self._release(batch, recorder)
+        try:
+            await recorder.close()
+        except Exception as exc:
+            log.warning("could not record the batch in flight (%s); its leases will expire", exc)
+
+    def _release(self, batch: Batch, recorder: Recorder[_Outcome]) -> None:
+        for job in batch.jobs:
+            recorder.add(_Outcome(job, RELEASED))
+        recorder.flush()
+
+    async def _take(
+        self, clock: Callable[[], datetime], recorder: Recorder[_Outcome], *, in_pool: bool
+    ) -> Batch | None:
+        batch = await self.batches.claim(clock())
+        if batch is None:
+            return None
+        try:
+            await self.batches.render(batch, in_pool=in_pool)
+        except Exception:
+            self._release(batch, recorder)  # a rendering error: not stuck until the lease ends
+            raise
+        return batch
+
+    async def _send_batch(
+        self, batch: Batch, should_stop: Callable[[], bool], recorder: Recorder[_Outcome]
+    ) -> None:
         gate = asyncio.Semaphore(max(1, self.transport.concurrency))
 
         def hold() -> bool:
-            return should_stop() or self.paused or self.monotonic() > deadline
+            return (
+                should_stop()
+                or self.paused
+                or self.monotonic() > batch.deadline
+                or recorder.failed is not None
+            )
 
+        # Every send runs to its end before this returns (return_exceptions): an unexpected
+        # error in one must not leave others sending with nobody to record their outcome.
         results = await asyncio.gather(
-            *(self._send(job, data, gate, hold) for job, data in zip(jobs, prepared, strict=True))
+            *(
+                self._send(job, why, batch.templates, gate, hold, recorder)
+                for job, why in zip(batch.jobs, batch.unsendable, strict=True)
+            ),
+            return_exceptions=True,
         )
-        await asyncio.to_thread(self._record, jobs, prepared, results, clock(), report)
-        return True
-
-    def _claim(self, now: datetime) -> list[_Job]:
-        lease = now + self.lease
-        with self.sessions.begin() as session:
-            postgres = session.get_bind().dialect.name == "postgresql"
-            ids: list[int] = []
-            # Rows of a worker that died; the lease has run out. Few, so checked first.
-            for condition in (
-                (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_expires_at < now),
-                (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.next_attempt_at <= now),
-            ):
-                query = (
-                    select(Delivery.id)
-                    .where(condition)
-                    .order_by(Delivery.next_attempt_at)  # served by the (status, next) index
-                    .limit(self.tuning.batch - len(ids))
-                )
-                if postgres:
-                    query = query.with_for_update(skip_locked=True)
-                ids += session.scalars(query)
-                if len(ids) >= self.tuning.batch:
-                    break
-            if not ids:
-                return []
-            # Guarded again: on SQLite another process may have claimed between our SELECT
-            # and this UPDATE; only rows still claimable move, and only they carry our lease.
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(ids),
-                    (
-                        (Delivery.status == DeliveryStatus.QUEUED)
-                        | (
-                            (Delivery.status == DeliveryStatus.SENDING)
-                            & (Delivery.lease_expires_at < now)
-                        )
-                    ),
-                )
-                .values(status=DeliveryStatus.SENDING, lease_expires_at=lease)
-                .execution_options(synchronize_session=False)
-            )
-            rows = session.execute(
-                select(
-                    Delivery.id,
-                    Subscriber.id,
-                    Subscriber.public_id,
-                    Subscriber.email,
-                    Subscriber.status,
-                    Delivery.digest_id,
-                    Edition.kind,
-                    Edition.period,
-                    Delivery.due_at,
-                    Delivery.attempts,
-                    Delivery.lease_expires_at,
-                )
-                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .join(Edition, Edition.id == Delivery.edition_id)
-                .where(
-                    Delivery.id.in_(ids),
-                    Delivery.status == DeliveryStatus.SENDING,
-                    Delivery.lease_expires_at == lease,
-                )
-                .order_by(Delivery.digest_id, Delivery.id)
-            ).all()
-            return [_Job(*row) for row in rows]
-
-    def _prepare(self, session: Session, jobs: list[_Job]) -> list[bytes | str]:
-        """Each job's message bytes, or why it will not be sent."""
-        hashes = {email_hash(job.email): job for job in jobs}
-        suppressed = set(
-            session.scalars(
-                select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
-            )
-        )
-        prepared: list[bytes | str] = []
-        for job in jobs:
-            if job.status != SubscriberStatus.ACTIVE:
-                prepared.append(f"subscriber is {job.status}")
-            elif email_hash(job.email) in suppressed:
-                prepared.append("address is suppressed")
-            elif job.digest_id is None:
-                prepared.append("no content")
-            else:
-                template = self.composer.template(session, job.digest_id, job.kind, job.period)
-                prepared.append(
-                    self.composer.compose(
-                        template,
-                        delivery_id=job.delivery_id,
-                        public_id=job.public_id,
-                        email=job.email,
-                        kind=job.kind,
-                        period=job.period,
-                    )
-                )
-        return prepared
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _send(
         self,
-        job: _Job,
-        data: bytes | str,
+        job: Job,
+        why: str | None,
+        templates: dict[int, MessageTemplate],
         gate: asyncio.Semaphore,
         hold: Callable[[], bool],
-    ) -> _Result:
-        if isinstance(data, str):
-            return None
+        recorder: Recorder[_Outcome],
+    ) -> None:
+        if why is not None or job.digest_id is None:
+            recorder.add(_Outcome(job, None, why))
+            return
         recipient = ascii_address(job.email)
         async with gate:
             if hold():
+                recorder.add(_Outcome(job, RELEASED))
+                return
+            await recorder.admit()
+            result = await self._transmit(job, recipient, templates[job.digest_id], hold)
+            recorder.add(_Outcome(job, result), admitted=True)
+
+    async def _transmit(
+        self, job: Job, recipient: str, template: MessageTemplate, hold: Callable[[], bool]
+    ) -> _Result:
+        async with self.limits.slot(recipient):
+            if hold():
                 return RELEASED
-            async with self.limits.slot(recipient):
-                if hold():
-                    return RELEASED
-                started = self.monotonic()
-                try:
-                    reply = await self.transport.send(
-                        self.composer.envelope_from(job.delivery_id), recipient, data
-                    )
-                except DeliveryError as exc:
-                    self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
-                    self._failure(exc)
-                    return exc
-                finally:
-                    self.metrics.send_seconds.observe(self.monotonic() - started)
+            # Composed here, just before it leaves: only the messages in flight are in memory.
+            data = self.composer.compose(
+                template,
+                delivery_id=job.delivery_id,
+                public_id=job.public_id,
+                email=job.email,
+                kind=job.kind,
+                period=job.period,
+            )
+            started = self.monotonic()
+            try:
+                reply = await self.transport.send(
+                    self.composer.envelope_from(job.delivery_id), recipient, data
+                )
+            except DeliveryError as exc:
+                self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
+                self._failure(exc)
+                return exc
+            finally:
+                self.metrics.send_seconds.observe(self.monotonic() - started)
         self.consecutive_failures = 0
         self.metrics.smtp_succeeded()
         return reply
@@ -341,9 +356,8 @@ class Sender:
         delay: timedelta = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempts - 1))
         return delay * (0.8 + 0.4 * self.rng())
 
-    def _outcome(
-        self, job: _Job, data: bytes | str, result: _Result, now: datetime, report: DeliveryReport
-    ) -> dict[str, Any]:
+    def _outcome(self, outcome: _Outcome, now: datetime, report: DeliveryReport) -> dict[str, Any]:
+        job, result = outcome.job, outcome.result
         row: dict[str, Any] = {
             "b_id": job.delivery_id,
             "b_lease": job.lease,
@@ -360,7 +374,7 @@ class Sender:
             row.update(b_tried=0)
         elif result is None:
             report.skipped += 1
-            row.update(b_status=DeliveryStatus.SKIPPED, b_tried=0, b_last_error=str(data))
+            row.update(b_status=DeliveryStatus.SKIPPED, b_tried=0, b_last_error=outcome.why)
         elif isinstance(result, str):
             report.sent += 1
             row.update(
@@ -396,49 +410,20 @@ class Sender:
             )
         return row
 
-    def _record(
-        self,
-        jobs: Sequence[_Job],
-        prepared: Sequence[bytes | str],
-        results: Sequence[_Result],
-        now: datetime,
-        report: DeliveryReport,
-    ) -> None:
-        rows = [
-            self._outcome(job, data, result, now, report)
-            for job, data, result in zip(jobs, prepared, results, strict=True)
+    async def _record(self, outcomes: list[_Outcome], now: datetime, report: DeliveryReport) -> int:
+        """Write ``outcomes`` (counted into ``report`` here, on the event loop); returns how
+        many messages they settled (released ones are not)."""
+        rows = [self._outcome(outcome, now, report) for outcome in outcomes]
+        settled = 0
+        for outcome, row in zip(outcomes, rows, strict=True):
+            if outcome.result is not RELEASED:
+                settled += 1
+                label = _outcome_label(outcome.result, row)
+                self.metrics.messages.labels(outcome.job.kind, label).inc()
+        bounces = [
+            (outcome.job.subscriber_id, isinstance(outcome.result, PermanentDeliveryError))
+            for outcome, row in zip(outcomes, rows, strict=True)
+            if row["b_status"] == DeliveryStatus.FAILED
         ]
-        for job, result, row in zip(jobs, results, rows, strict=True):
-            if result is not RELEASED:
-                self.metrics.messages.labels(job.kind, _outcome_label(result, row)).inc()
-        table = Delivery.__table__
-        assert isinstance(table, Table)
-        with self.sessions.begin() as session:
-            # One executemany for the batch; the lease guard makes it a no-op for rows
-            # another worker took over after our lease ran out.
-            session.execute(
-                update(table)
-                .where(
-                    table.c.id == bindparam("b_id"),
-                    table.c.status == DeliveryStatus.SENDING,
-                    table.c.lease_expires_at == bindparam("b_lease"),
-                )
-                .values(
-                    status=bindparam("b_status"),
-                    lease_expires_at=None,
-                    attempts=table.c.attempts + bindparam("b_tried"),
-                    next_attempt_at=bindparam("b_next_attempt_at"),
-                    sent_at=bindparam("b_sent_at"),
-                    smtp_reply=bindparam("b_smtp_reply"),
-                    message_id=bindparam("b_message_id"),
-                    last_error=bindparam("b_last_error"),
-                ),
-                rows,
-            )
-            for job, result, row in zip(jobs, results, rows, strict=True):
-                if isinstance(result, PermanentDeliveryError):
-                    suppress(
-                        session, job.subscriber_id, SubscriberStatus.BOUNCED, "hard-bounce", now
-                    )
-                elif row["b_status"] == DeliveryStatus.FAILED:
-                    soft_bounce(session, job.subscriber_id, now)
+        await self.batches.in_thread(write_outcomes, self.sessions, rows, bounces=bounces, now=now)
+        return settled

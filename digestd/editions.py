@@ -232,6 +232,7 @@ class _Planner:
             key = row.pop("digest_key", None)
             if key is not None:
                 row["digest_id"] = self.digests[key]
+        deliveries.sort(key=lambda row: row["digest_id"] or 0)
         insert_ignoring_conflicts(
             session, Delivery.__table__, deliveries, ["subscriber_id", "edition_id"]
         )

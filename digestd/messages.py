@@ -1,17 +1,23 @@
 """From a queued delivery to the bytes that go on the wire: links, headers, DKIM.
 
-:class:`Composer` renders each digest once (cached per digest) and makes each recipient's
-message by substitution (:class:`digestd.compose.MessageTemplate`). Everything done per
-recipient here is on the sending hot path, so tokens are made with keys derived once
+:class:`Composer` renders each digest once and makes each recipient's message by
+substitution (:class:`digestd.compose.MessageTemplate`). Everything done per recipient here
+is on the sending hot path, so tokens are made with keys derived once
 (:meth:`Tokens.fast_maker`) and the Date header is formatted once per second.
+
+Rendered digests are kept in a small LRU cache: the sender claims a digest's readers
+together (ordered by digest), so a digest is needed by one batch or two consecutive ones,
+and the cache's size, not the number of subscribers, bounds the memory it takes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from datetime import UTC, date, datetime
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,8 +26,9 @@ from digestd.compose import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.config import Settings
 from digestd.dkim import DkimSigner
 from digestd.editions import article_ids
-from digestd.models import Article, Digest, EditionKind
-from digestd.presentation import Site, digest_context
+from digestd.models import Article, Digest
+from digestd.prerender import ArticleFields, DigestSource, build_template
+from digestd.presentation import Site
 from digestd.render import Renderer
 from digestd.tokens import Purpose, Tokens
 
@@ -62,7 +69,7 @@ class Composer:
         settings: Settings,
         tokens: Tokens,
         renderer: Renderer | None = None,
-        cache_size: int = 2048,
+        cache_size: int = 64,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -72,36 +79,77 @@ class Composer:
         self.site = Site(settings.site_name, settings.base_url, settings.postal_address)
         self.from_header = formataddr((settings.from_name, settings.from_address))
         self.dkim = DkimSigner(settings.dkim) if settings.dkim else None
-        self._templates: dict[int, MessageTemplate] = {}
+        self._templates: OrderedDict[int, MessageTemplate] = OrderedDict()
         self._cache_size = cache_size
         self._mailto = f"{self.links.mailto}?subject=unsubscribe"
         self._clock = clock
         self._date: tuple[int, str] = (-1, "")
 
     def template(self, session: Session, digest_id: int, kind: str, period: str) -> MessageTemplate:
-        template = self._templates.get(digest_id)
+        """The digest's template, rendered here unless it is cached."""
+        template = self.cached(digest_id)
         if template is None:
-            digest = session.get(Digest, digest_id)
-            assert digest is not None
-            articles = {
-                a.id: a
-                for a in session.scalars(
-                    select(Article).where(Article.id.in_(article_ids(digest.layout)))
-                )
-            }
-            context = digest_context(
-                EditionKind(kind), date.fromisoformat(period), digest.layout, articles, self.site
-            )
-            rendered = self.renderer.render(kind, context)
-            template = MessageTemplate(
-                rendered,
-                from_header=self.from_header,
-                headers=[("List-Id", self.settings.list_id)],
-            )
-            if len(self._templates) >= self._cache_size:
-                self._templates.pop(next(iter(self._templates)))
-            self._templates[digest_id] = template
+            (source,) = self.sources(session, {digest_id: (kind, period)})
+            template = self.build(source)
+            self.remember(digest_id, template)
         return template
+
+    def cached(self, digest_id: int) -> MessageTemplate | None:
+        template = self._templates.get(digest_id)
+        if template is not None:
+            self._templates.move_to_end(digest_id)
+        return template
+
+    def remember(self, digest_id: int, template: MessageTemplate) -> None:
+        self._templates[digest_id] = template
+        self._templates.move_to_end(digest_id)
+        while len(self._templates) > self._cache_size:
+            self._templates.popitem(last=False)
+
+    def sources(
+        self, session: Session, digests: Mapping[int, tuple[str, str]]
+    ) -> list[DigestSource]:
+        """What rendering each digest needs (``digests``: id -> (kind, period)), read in two
+        queries. Plain data, so it can be rendered in another process."""
+        layouts: dict[int, dict[str, Any]] = {
+            digest_id: layout
+            for digest_id, layout in session.execute(
+                select(Digest.id, Digest.layout).where(Digest.id.in_(digests))
+            )
+        }
+        wanted = {a for layout in layouts.values() for a in article_ids(layout)}
+        rows = session.execute(
+            select(
+                Article.id,
+                Article.url,
+                Article.title,
+                Article.source,
+                Article.published_at,
+                Article.image_url,
+                Article.why_it_matters,
+                Article.key_takeaways,
+                Article.companies,
+            ).where(Article.id.in_(wanted))
+        )
+        articles = {row[0]: ArticleFields(*row[1:]) for row in rows}
+        headers = (("List-Id", self.settings.list_id),)
+        return [
+            DigestSource(
+                digest_id=digest_id,
+                kind=kind,
+                period=period,
+                layout=layouts[digest_id],
+                articles={a: articles[a] for a in article_ids(layouts[digest_id])},
+                site=self.site,
+                from_header=self.from_header,
+                headers=headers,
+            )
+            for digest_id, (kind, period) in digests.items()
+        ]
+
+    def build(self, source: DigestSource) -> MessageTemplate:
+        """Render in this process (the sender's, when no render worker is used)."""
+        return build_template(self.renderer, source)
 
     def message_id(self, kind: str, period: str, delivery_id: int) -> str:
         """Deterministic per delivery: a repeat after a crash carries the same Message-ID,

@@ -230,7 +230,9 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "edition_id", name="uq_deliveries_subscriber_edition"),
-        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        # The claim's order: due rows by time, then one digest's readers together (so each
+        # digest is rendered once); it also serves everything (status, next_attempt_at) did.
+        Index("ix_deliveries_claim_order", "status", "next_attempt_at", "digest_id", "id"),
         Index("ix_deliveries_edition_id_status", "edition_id", "status"),
     )
 

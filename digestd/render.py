@@ -28,8 +28,9 @@ class RenderedEmail:
 
 class Renderer:
     def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or templates_dir() / "email"
         self._env = Environment(
-            loader=FileSystemLoader(directory or templates_dir() / "email"),
+            loader=FileSystemLoader(self.directory),
             autoescape=select_autoescape(["mjml", "html"], default=False),
             undefined=StrictUndefined,
             trim_blocks=False,

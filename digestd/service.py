@@ -20,6 +20,7 @@ from digestd.delivery import Composer, DeliveryReport, Sender
 from digestd.editions import EnqueueReport, Policy, enqueue_due
 from digestd.enqueuer import Enqueuer
 from digestd.metrics import Metrics
+from digestd.prerender import RenderPool
 from digestd.render import Renderer
 from digestd.tokens import Tokens
 from digestd.transport import Transport, make_transport
@@ -74,6 +75,7 @@ class Service:
     composer: Composer
     transport: Transport
     policy: Policy
+    renders: RenderPool | None = None  # None: digests are rendered in the sender
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=lambda: Health())
@@ -89,12 +91,13 @@ class Service:
         if auto_migrate:
             migrate(engine)
         tokens = Tokens(settings.secret_keys)
+        renderer = Renderer()
         return cls(
             settings=settings,
             engine=engine,
             sessions=make_sessions(engine),
             tokens=tokens,
-            composer=Composer(settings, tokens, Renderer()),
+            composer=Composer(settings, tokens, renderer),
             transport=transport
             or make_transport(
                 settings.smtp,
@@ -103,6 +106,8 @@ class Service:
                 max_per_connection=settings.delivery.max_per_connection,
             ),
             policy=Policy.from_settings(settings),
+            # No process is started until a digest is rendered ahead of a batch on the wire.
+            renders=RenderPool(settings.delivery.helper_processes, renderer.directory),
         )
 
     @cached_property
@@ -125,6 +130,7 @@ class Service:
             self.transport,
             catchup=timedelta(hours=self.settings.catchup_hours),
             tuning=self.settings.delivery,
+            renders=self.renders,
             worker=self.worker,
             metrics=self.metrics,
         )
@@ -184,5 +190,9 @@ class Service:
     async def close(self) -> None:
         if "enqueuer" in self.__dict__:  # only if a tick made one
             self.enqueuer.close()
+        if "_sender" in self.__dict__:  # built (cached_property) by a tick
+            self._sender.close()
+        if self.renders is not None:
+            self.renders.close()
         await self.transport.close()
         self.engine.dispose()

@@ -99,7 +99,7 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
         "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
         "DIGESTD_POSTAL_ADDRESS": "Tech Pulse Ltd · 1 Market Street · San Francisco, CA 94105",
         # Everything in the test's own process: a spawned helper costs ~0.5 s to start.
-        # Tests of the helper processes set 1 (tests/test_enqueuer.py, test_crash.py).
+        # Tests of the helpers set 1 (test_enqueuer.py, test_render_ahead.py, test_crash.py).
         "DIGESTD_HELPER_PROCESSES": "0",
     }
 
