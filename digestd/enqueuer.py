@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -28,16 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
 from digestd.editions import EnqueueReport, Policy, enqueue_due
+from digestd.helper_process import leave_stopping_to_the_sender
 
 log = logging.getLogger(__name__)
-
-
-def _leave_stopping_to_the_sender() -> None:
-    # Ctrl-C reaches the whole process group, and systemd signals the whole cgroup: stopping
-    # is the sending process's decision (it releases its batch, then ends this helper),
-    # not a traceback here or a dead helper it would take for a crash.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _enqueue_in_helper(database_url: str, policy: Policy, now: datetime) -> EnqueueReport:
@@ -77,7 +69,7 @@ class Enqueuer:
         if self._pool is None:
             spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                1, mp_context=spawn, initializer=_leave_stopping_to_the_sender
+                1, mp_context=spawn, initializer=leave_stopping_to_the_sender
             )
         return self._pool
 
@@ -89,5 +81,5 @@ class Enqueuer:
             return
         # ProcessPoolExecutor has no public way to stop a running call before Python 3.14.
         for process in list(pool._processes.values()):
-            process.kill()  # it ignores SIGTERM (see _leave_stopping_to_the_sender)
+            process.kill()  # it ignores SIGTERM (see digestd.helper_process)
         pool.shutdown(wait=True, cancel_futures=True)

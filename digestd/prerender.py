@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from digestd.compose import MessageTemplate
+from digestd.helper_process import leave_stopping_to_the_sender
 from digestd.models import EditionKind
 from digestd.presentation import Site, digest_context
 from digestd.render import Renderer
@@ -80,11 +80,7 @@ _worker_renderer: Renderer | None = None
 
 
 def _start_worker(directory: str) -> None:
-    # The sender owns shutdown: a Ctrl-C on the terminal or systemd's SIGTERM to the whole
-    # control group must not kill a worker under it; it exits when the pool is shut down
-    # (or when the sender dies and its end of the pipe closes).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    leave_stopping_to_the_sender()  # ends with the sender, never on a signal of its own
     global _worker_renderer
     _worker_renderer = Renderer(Path(directory))
 

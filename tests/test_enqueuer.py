@@ -7,6 +7,9 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +21,7 @@ from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
 from digestd.editions import Policy, enqueue_due, enqueue_now
 from digestd.enqueuer import Enqueuer
+from digestd.helper_process import WATCH_SECONDS
 from digestd.models import Delivery, Digest, EditionKind, Subscriber
 from digestd.service import Service
 from digestd.transport import MailCatcher
@@ -163,3 +167,40 @@ def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(
     assert calls == [10, 30]  # asked when the first 10 were sent, then once all 30 were
     assert report.sent == 30
     engine.dispose()
+
+
+PARENT = """
+import asyncio, os
+from digestd.enqueuer import Enqueuer
+from digestd.helper_process import WATCH_SECONDS
+
+async def main():
+    enqueuer = Enqueuer(None, "sqlite://", in_helper=True)
+    helper = await asyncio.get_running_loop().run_in_executor(enqueuer._helper(), os.getpid)
+    print(helper, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[:2] == ["State:", "Z"] for line in status)
+    except FileNotFoundError:
+        return True
+
+
+def test_a_helper_does_not_outlive_a_killed_sender() -> None:
+    """kill -9 of the sender: its helper notices within seconds and exits (no orphans)."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    helper = int(parent.stdout.readline())
+    assert not _gone(helper)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10 * WATCH_SECONDS
+    while not _gone(helper) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a real process's own watchdog: nothing to inject
+    assert _gone(helper), "the helper outlived its sender"
