@@ -18,7 +18,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.categories import CATEGORIES
@@ -238,14 +238,18 @@ class _Planner:
         )
         if self.on_demand:
             return  # the regular schedule is left as it was
-        table = Subscriber.__table__
-        assert isinstance(table, Table)
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("sid"))
-            .values({table.c[self.column.key]: bindparam("next")}),
-            next_due,
-        )
+        # Readers of one zone share their next send instant: one UPDATE per zone in the
+        # batch, not one per reader (a statement per row is slow on PostgreSQL).
+        by_instant: dict[datetime, list[int]] = defaultdict(list)
+        for row in next_due:
+            by_instant[row["next"]].append(row["sid"])
+        for instant, ids in by_instant.items():
+            session.execute(
+                update(Subscriber)
+                .where(Subscriber.id.in_(ids))
+                .values({self.column.key: instant})
+                .execution_options(synchronize_session=False)
+            )
 
     def _delivery(
         self,
