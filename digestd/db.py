@@ -51,9 +51,6 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
-PG_ROWS_PER_INSERT = 1000  # x ~10 columns: well under PostgreSQL's 65 535 parameters
-
-
 def insert_ignoring_conflicts(
     session: Session, table: Any, rows: list[dict[str, Any]], conflict_columns: list[str]
 ) -> None:
@@ -65,14 +62,9 @@ def insert_ignoring_conflicts(
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        # One multi-row VALUES statement per chunk: psycopg's executemany sends a statement
-        # per row (100 000 queue rows: ~15 s of round trips; this way well under one).
-        for start in range(0, len(rows), PG_ROWS_PER_INSERT):
-            session.execute(
-                pg_insert(table)
-                .values(rows[start : start + PG_ROWS_PER_INSERT])
-                .on_conflict_do_nothing(index_elements=conflict_columns)
-            )
+        session.execute(
+            pg_insert(table).on_conflict_do_nothing(index_elements=conflict_columns), rows
+        )
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
