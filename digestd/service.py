@@ -169,16 +169,18 @@ class Service:
                 await asyncio.wait({enqueuing}, timeout=MORE_POLL_SECONDS)
                 return True
 
+            def stop_enqueueing() -> None:
+                # What the helper committed is queued; the next start plans the rest.
+                enqueuing.cancel()
+                self.enqueuer.close()
+
             try:
                 delivered = await self.sender().deliver_due(now, should_stop, on_batch, more)
             except BaseException:
-                enqueuing.cancel()
-                self.enqueuer.close()
+                stop_enqueueing()
                 raise
             if should_stop() and not enqueuing.done():
-                # Stopping: what the helper committed is queued; the next start plans the rest.
-                enqueuing.cancel()
-                self.enqueuer.close()
+                stop_enqueueing()
             try:
                 enqueued = await enqueuing
             except asyncio.CancelledError:

@@ -181,15 +181,8 @@ def test_hostile_article_text_is_escaped_and_cannot_inject_headers(
     assert "&lt;script&gt;" in html
 
 
-def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
-    rendered = RenderedEmail(
-        subject="Ünïcode subject ✓",
-        text="Héllo\nUnsubscribe: __digestd_unsubscribe_url__\n",
-        html='<p>x</p><a href="__digestd_unsubscribe_url__">u</a>' + "é" * 300,
-    )
-    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
-    link = "https://digest.example.com/unsubscribe/" + "A" * 180
-    data = template.compose(
+def _compose_with_unsubscribe_link(template: MessageTemplate, link: str) -> bytes:
+    return template.compose(
         Personal(
             to="r@example.com",
             message_id="<m@example.com>",
@@ -198,6 +191,17 @@ def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
             unsubscribe_mailto="u@example.com",
         )
     )
+
+
+def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
+    rendered = RenderedEmail(
+        subject="Ünïcode subject ✓",
+        text="Héllo\nUnsubscribe: __digestd_unsubscribe_url__\n",
+        html='<p>x</p><a href="__digestd_unsubscribe_url__">u</a>' + "é" * 300,
+    )
+    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
+    link = "https://digest.example.com/unsubscribe/" + "A" * 180
+    data = _compose_with_unsubscribe_link(template, link)
     head, body = data.split(b"\r\n\r\n", 1)
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # QP's limit
     assert max(len(line) for line in head.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
@@ -241,15 +245,7 @@ def test_composed_messages_are_already_in_smtp_data_form(text: str, link: str) -
     them untouched; quoted-printable stays within 76 characters and decodes to the text."""
     rendered = RenderedEmail(subject="S", text=text, html=text.replace("\n", "<br>\n"))
     template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
-    data = template.compose(
-        Personal(
-            to="r@example.com",
-            message_id="<m@example.com>",
-            date="Mon, 30 Nov 2026 07:00:00 +0000",
-            links={"unsubscribe": link, "preferences": "", "view": ""},
-            unsubscribe_mailto="u@example.com",
-        )
-    )
+    data = _compose_with_unsubscribe_link(template, link)
     crlf = data.count(b"\r\n")
     assert data.count(b"\n") == crlf and data.count(b"\r") == crlf
     assert not data.startswith(b".") and b"\n." not in data
