@@ -6,7 +6,9 @@ What one run does (see bench/README.md for how to run it and what it measured):
    ``DIGESTD_BENCH_DATABASE_URL`` / ``DIGESTD_TEST_DATABASE_URL``), migrated;
 2. 156 articles (6 in each of the 26 categories) and N active readers whose daily is due,
    each with 1-3 categories of Zipf-like popularity (so digests are personalised and
-   shared by readers whose selection comes out the same);
+   shared by readers whose selection comes out the same); a steady state, not a first
+   day: yesterday's daily was sent to every reader (one queue row each), so the check
+   that a daily repeats no article from an earlier one runs as it would in production;
 3. ``smtp-sink -u nobody -c 127.0.0.1:PORT 1000`` (as root) as the SMTP server;
 4. ``digestd tick --now T`` in a subprocess, timed: enqueue (selection, digests, queue rows),
    render each distinct digest once, compose, send through the pool, record outcomes.
@@ -52,6 +54,7 @@ from digestd.tokens import Tokens
 
 SLUGS = list(CATEGORIES)
 NOW = datetime(2026, 11, 30, 7, 0, 30, tzinfo=UTC)  # 30 s after the readers' 07:00 UTC
+TODAY, YESTERDAY = "2026-11-30", "2026-11-29"  # the daily editions' periods (UTC readers)
 KEY = "bench-secret-key-0123456789abcdef"
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
@@ -108,11 +111,41 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
         )
     weights = [1 / (rank + 1) for rank in range(len(SLUGS))]  # Zipf-like popularity
     due = NOW - timedelta(seconds=30)
+    yesterday = [
+        {
+            **article,
+            "id": f"y{i}",
+            "url": f"https://news.example.com/yesterday/{i}",
+            "title": f"Earlier report {i}: a different headline from the day before",
+            "published_at": (NOW - timedelta(hours=30, minutes=i)).isoformat(),
+        }
+        for i, article in enumerate(articles)
+    ]
     with sessions.begin() as session:
-        report = ingest(session, enumerate(articles, start=1))
+        report = ingest(session, enumerate(articles + yesterday, start=1))
         assert not report.errors
+        # Yesterday's edition, one digest per category (what it held matters little: its
+        # articles are outside today's window; what matters is that its rows are there).
+        edition_id = session.execute(
+            insert(Edition).values(kind="daily", period=YESTERDAY, created_at=NOW)
+        ).inserted_primary_key[0]
+        digest_ids = {}
+        for n, slug in enumerate(SLUGS):
+            picks = [a["id"] for a in yesterday if a["categories"] == [slug]]
+            layout = {
+                "categories": [slug],
+                "sections": [{"category": None, "articles": [[a, slug] for a in picks]}],
+            }
+            digest_ids[slug] = session.execute(
+                insert(Digest).values(
+                    edition_id=edition_id,
+                    content_key=f"yesterday-{n}",
+                    layout=layout,
+                    created_at=NOW,
+                )
+            ).inserted_primary_key[0]
     for start in range(0, subscribers, 10_000):
-        rows, cats = [], []
+        rows, cats, sent = [], [], []
         for n in range(start, min(subscribers, start + 10_000)):
             picked: set[str] = set()
             k = rng.choice([1, 1, 1, 2, 2, 3])
@@ -134,9 +167,22 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
                 }
             )
             cats += [{"subscriber_id": n + 1, "category": c} for c in picked]
+            sent.append(
+                {
+                    "subscriber_id": n + 1,
+                    "edition_id": edition_id,
+                    "digest_id": digest_ids[min(picked, key=SLUGS.index)],
+                    "status": "sent",
+                    "due_at": due - timedelta(days=1),
+                    "next_attempt_at": due - timedelta(days=1),
+                    "attempts": 1,
+                    "created_at": due - timedelta(days=1),
+                }
+            )
         with sessions.begin() as session:
             session.execute(insert(Subscriber), rows)
             session.execute(insert(SubscriberCategory), cats)
+            session.execute(insert(Delivery), sent)
     if url.startswith("postgresql"):
         with engine.connect() as conn:
             conn.execute(text("SELECT setval('subscribers_id_seq', :n)"), {"n": subscribers})
@@ -232,11 +278,20 @@ def tree_rss_mb(pid: int) -> float:
 def outcome(url: str) -> dict[str, Any]:
     engine = make_engine(url)
     with make_sessions(engine)() as session:
+        edition = session.scalar(select(Edition.id).where(Edition.period == TODAY))
         statuses = dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+            session.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.edition_id == edition)
+                .group_by(Delivery.status)
+            ).all()
         )
-        digests = session.scalar(select(func.count()).select_from(Digest)) or 0
-        edition = session.scalar(select(Edition.id).limit(1))
+        digests = (
+            session.scalar(
+                select(func.count()).select_from(Digest).where(Digest.edition_id == edition)
+            )
+            or 0
+        )
     engine.dispose()
     return {"statuses": statuses, "digests": digests, "edition": edition}
 
@@ -257,6 +312,7 @@ def compose_alone(url: str, count: int) -> dict[str, float]:
         digest = session.execute(
             select(Digest.id, Edition.kind, Edition.period)
             .join(Edition, Edition.id == Digest.edition_id)
+            .where(Edition.period == TODAY)
             .order_by(Digest.id)
             .limit(1)
         ).first()
