@@ -126,9 +126,11 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
         assert not report.errors
         # Yesterday's edition, one digest per category (what it held matters little: its
         # articles are outside today's window; what matters is that its rows are there).
-        edition_id = session.execute(
-            insert(Edition).values(kind="daily", period=YESTERDAY, created_at=NOW)
-        ).inserted_primary_key[0]
+        edition_id = session.scalar(
+            insert(Edition)
+            .values(kind="daily", period=YESTERDAY, created_at=NOW)
+            .returning(Edition.id)
+        )
         digest_ids = {}
         for n, slug in enumerate(SLUGS):
             picks = [a["id"] for a in yesterday if a["categories"] == [slug]]
@@ -136,14 +138,16 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
                 "categories": [slug],
                 "sections": [{"category": None, "articles": [[a, slug] for a in picks]}],
             }
-            digest_ids[slug] = session.execute(
-                insert(Digest).values(
+            digest_ids[slug] = session.scalar(
+                insert(Digest)
+                .values(
                     edition_id=edition_id,
                     content_key=f"yesterday-{n}",
                     layout=layout,
                     created_at=NOW,
                 )
-            ).inserted_primary_key[0]
+                .returning(Digest.id)
+            )
     for start in range(0, subscribers, 10_000):
         rows, cats, sent = [], [], []
         for n in range(start, min(subscribers, start + 10_000)):
