@@ -246,9 +246,12 @@ def run_tick(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     peak = 0.0
+    cpu = 0.0
     for process in processes:
+        # The usage of a waited child includes its own waited children: the helpers.
         _, status, usage = os.wait4(process.pid, 0)
         peak = max(peak, usage.ru_maxrss / 1024)
+        cpu += usage.ru_utime + usage.ru_stime
         out = process.stdout.read().decode() if process.stdout else ""
         err = process.stderr.read().decode() if process.stderr else ""
         sys.stderr.write(err[-600:])
@@ -258,7 +261,48 @@ def run_tick(
     seconds = time.perf_counter() - started
     finished.set()
     sampler.join()
-    return {"seconds": seconds, "peak_rss_mb": peak, "peak_tree_rss_mb": tree_peak[0]}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "peak_tree_rss_mb": tree_peak[0],
+        "cpu_seconds": cpu,
+    }
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU of a process (and of its exited, waited-for children), /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + (cutime + cstime if with_children else 0)) / TICKS
+
+
+def postgres_cpu_seconds() -> float:
+    """Every ``postgres`` process on the machine: live backends and, through the
+    postmaster's children counters, the ones that have exited (the bench's server is the
+    only one running)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name == "postgres":
+                total += process_cpu_seconds(int(entry.name), with_children=True)
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent not idle, since boot (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -376,6 +420,11 @@ def main() -> None:
         print(f"seeding {args.subscribers:,} readers into {args.db} ...")
         seed(url, args.subscribers, random.Random(args.seed))
         print("digestd tick (enqueue, render, compose, send, record) ...")
+        cpu_before = {
+            "sink": process_cpu_seconds(sink.pid, with_children=True),
+            "postgres": postgres_cpu_seconds(),
+            "machine": machine_busy_seconds(),
+        }
         tick = run_tick(
             url,
             port,
@@ -386,6 +435,13 @@ def main() -> None:
             args.helper_processes,
             args.profile,
         )
+        time.sleep(0.5)  # the database's backends exit once digestd has gone
+        cpu = {
+            "digestd": tick["cpu_seconds"],
+            "smtp_sink": process_cpu_seconds(sink.pid, with_children=True) - cpu_before["sink"],
+            "postgres": postgres_cpu_seconds() - cpu_before["postgres"],
+            "machine": machine_busy_seconds() - cpu_before["machine"],
+        }
         result = outcome(url)
         sent = int(result["statuses"].get("sent", 0))
         compose = compose_alone(url, args.subscribers)
@@ -418,6 +474,10 @@ def main() -> None:
         "smtp_source_msg_per_s": round(reference),
         "ratio_to_smtp_source": round(digestd_rate / reference, 3),
         "compose_alone_msg_per_s": round(compose["msg_per_s"]),
+        # CPU seconds during the tick: digestd with its helpers, the sink, the database
+        # server, and every core of the machine (the rest is other load, and the kernel)
+        "cpu_seconds": {key: round(value, 1) for key, value in cpu.items()},
+        "cpu_us_per_message": {key: round(value / sent * 1e6) for key, value in cpu.items()},
         "cpu_count": os.cpu_count(),
     }
     for key, value in results.items():
