@@ -60,11 +60,9 @@ def insert_ignoring_conflicts(
         return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from digestd.bulk import insert_ignoring_conflicts_pg
 
-        session.execute(
-            pg_insert(table).on_conflict_do_nothing(index_elements=conflict_columns), rows
-        )
+        insert_ignoring_conflicts_pg(session, table, rows, conflict_columns)
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 

@@ -18,9 +18,10 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from digestd.bulk import among
 from digestd.categories import CATEGORIES
 from digestd.config import Settings
 from digestd.db import insert_ignoring_conflicts
@@ -185,6 +186,7 @@ class _Planner:
         self.digests: dict[tuple[int, str], int] = {}
         self.digest_articles: dict[int, frozenset[str]] = {}
         self.recent_dailies: list[int] | None = None
+        self.after: tuple[datetime | None, int] | None = None  # the last reader planned
         # Per zone, the slot and the one after it: the same for every reader of a zone.
         self.zone_slots: dict[str, tuple[Slot, datetime]] = {}
         # (chosen article ids, categories) -> (layout, content key): hashing once per combo.
@@ -192,14 +194,24 @@ class _Planner:
         self.pending: dict[tuple[int, str], dict[str, Any]] = {}  # digests not inserted yet
 
     def plan_batch(self, session: Session, report: EnqueueReport) -> bool:
-        due = session.execute(
-            select(Subscriber.id, Subscriber.timezone)
+        query = (
+            select(Subscriber.id, Subscriber.timezone, self.column)
             .where(Subscriber.status == SubscriberStatus.ACTIVE, self.column <= self.now)
             .order_by(self.column, Subscriber.id)
             .limit(BATCH)
-        ).all()
+        )
+        if self.after is not None:
+            # Past the batches planned already. Their readers are no longer due, but the
+            # index entries of their old send instants stay until a vacuum: starting from
+            # the beginning would step over all of them again, batch after batch.
+            at, subscriber_id = self.after
+            query = query.where(
+                self.column >= at, tuple_(self.column, Subscriber.id) > tuple_(at, subscriber_id)
+            )
+        due = session.execute(query).all()
         if not due:
             return False
+        self.after = (due[-1][2], due[-1].id)
         self.plan(session, [(row.id, row.timezone) for row in due], report)
         return True
 
@@ -247,7 +259,7 @@ class _Planner:
         for instant, ids in by_instant.items():
             session.execute(
                 update(Subscriber)
-                .where(Subscriber.id.in_(ids))
+                .where(among(session, Subscriber.id, ids))
                 .values({self.column.key: instant})
                 .execution_options(synchronize_session=False)
             )
@@ -353,7 +365,7 @@ class _Planner:
         found: dict[int, list[str]] = defaultdict(list)
         rows = session.execute(
             select(SubscriberCategory.subscriber_id, SubscriberCategory.category).where(
-                SubscriberCategory.subscriber_id.in_(ids)
+                among(session, SubscriberCategory.subscriber_id, ids)
             )
         )
         for subscriber_id, category in rows:
@@ -369,7 +381,7 @@ class _Planner:
         # rows while this edition's rows were being inserted (stale statistics), 0.5 s a batch.
         rows = session.execute(
             select(Delivery.subscriber_id, Delivery.digest_id).where(
-                Delivery.subscriber_id.in_(ids),
+                among(session, Delivery.subscriber_id, ids),
                 Delivery.edition_id.in_(earlier),
                 Delivery.digest_id.is_not(None),
                 Delivery.status.in_(

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Integer, Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeEngine
 
+from digestd.bulk import among, rows_table
 from digestd.models import (
     Delivery,
     DeliveryStatus,
@@ -77,54 +79,73 @@ def claim(sessions: sessionmaker[Session], now: datetime, lease: timedelta, size
             return []
         # Guarded again: on SQLite another process may have claimed between our SELECT
         # and this UPDATE; only rows still claimable move, and only they carry our lease.
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                (
-                    (Delivery.status == DeliveryStatus.QUEUED)
-                    | (
-                        (Delivery.status == DeliveryStatus.SENDING)
-                        & (Delivery.lease_expires_at < now)
-                    )
-                ),
-            )
-            .values(status=DeliveryStatus.SENDING, lease_expires_at=until)
-            .execution_options(synchronize_session=False)
+        claimable = (Delivery.status == DeliveryStatus.QUEUED) | (
+            (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_expires_at < now)
         )
-        rows = session.execute(
-            select(
-                Delivery.id,
-                Subscriber.id,
-                Subscriber.public_id,
-                Subscriber.email,
-                Subscriber.status,
-                Delivery.digest_id,
-                Edition.kind,
-                Edition.period,
-                Delivery.due_at,
-                Delivery.attempts,
-                Delivery.lease_expires_at,
+        if postgres:
+            # One statement moves the rows and returns what sending needs; the ids go as
+            # one array (an IN list is a bind parameter per id to compile and convert).
+            rows = session.execute(
+                update(_DELIVERIES)
+                .where(
+                    among(session, Delivery.id, ids),
+                    claimable,
+                    Subscriber.id == Delivery.subscriber_id,
+                    Edition.id == Delivery.edition_id,
+                )
+                .values(status=DeliveryStatus.SENDING, lease_expires_at=until)
+                .returning(*_JOB_COLUMNS)
+            ).all()
+        else:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), claimable)
+                .values(status=DeliveryStatus.SENDING, lease_expires_at=until)
+                .execution_options(synchronize_session=False)
             )
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .join(Edition, Edition.id == Delivery.edition_id)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.lease_expires_at == until,
-            )
-            .order_by(Delivery.digest_id, Delivery.id)
-        ).all()
-        return [Job(*row) for row in rows]
+            rows = session.execute(
+                select(*_JOB_COLUMNS)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .join(Edition, Edition.id == Delivery.edition_id)
+                .where(
+                    Delivery.id.in_(ids),
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.lease_expires_at == until,
+                )
+            ).all()
+        jobs = [Job(*_fields(row)) for row in rows]
+        jobs.sort(key=lambda job: (job.digest_id or 0, job.delivery_id))
+        return jobs
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+
+
+def _fields(row: Any) -> tuple[Any, ...]:
+    return tuple(row)
+
+
+_JOB_COLUMNS = (
+    Delivery.id,
+    Subscriber.id,
+    Subscriber.public_id,
+    Subscriber.email,
+    Subscriber.status,
+    Delivery.digest_id,
+    Edition.kind,
+    Edition.period,
+    Delivery.due_at,
+    Delivery.attempts,
+    Delivery.lease_expires_at,
+)
 
 
 def unsendable(session: Session, jobs: Sequence[Job]) -> list[str | None]:
     """Why each job will not be sent (it is skipped), or None."""
+    hashes = {email_hash(job.email) for job in jobs}
     suppressed = set(
         session.scalars(
-            select(Suppression.email_hash).where(
-                Suppression.email_hash.in_({email_hash(job.email) for job in jobs})
-            )
+            select(Suppression.email_hash).where(among(session, Suppression.email_hash, hashes))
         )
     )
     reasons: list[str | None] = []
@@ -140,6 +161,21 @@ def unsendable(session: Session, jobs: Sequence[Job]) -> list[str | None]:
     return reasons
 
 
+_columns = Delivery.__table__.c
+# What each outcome row carries (``b_``: bound values, apart from the table's columns).
+_OUTCOME_TYPES: dict[str, TypeEngine[Any]] = {
+    "b_id": _columns.id.type,
+    "b_lease": _columns.lease_expires_at.type,
+    "b_status": _columns.status.type,
+    "b_tried": Integer(),
+    "b_next_attempt_at": _columns.next_attempt_at.type,
+    "b_sent_at": _columns.sent_at.type,
+    "b_smtp_reply": _columns.smtp_reply.type,
+    "b_message_id": _columns.message_id.type,
+    "b_last_error": _columns.last_error.type,
+}
+
+
 def write_outcomes(
     sessions: sessionmaker[Session],
     rows: list[dict[str, Any]],
@@ -152,27 +188,49 @@ def write_outcomes(
     table = Delivery.__table__
     assert isinstance(table, Table)
     with sessions.begin() as session:
-        # One executemany; the lease guard makes it a no-op for rows another worker took
-        # over after our lease ran out.
-        session.execute(
-            update(table)
-            .where(
-                table.c.id == bindparam("b_id"),
-                table.c.status == DeliveryStatus.SENDING,
-                table.c.lease_expires_at == bindparam("b_lease"),
+        # The lease guard makes it a no-op for rows another worker took over after our
+        # lease ran out.
+        if rows and session.get_bind().dialect.name == "postgresql":
+            # One statement for the batch (an executemany is a statement per row there).
+            outcome = rows_table(rows, _OUTCOME_TYPES)
+            session.execute(
+                update(table)
+                .where(
+                    table.c.id == outcome.c.b_id,
+                    table.c.status == DeliveryStatus.SENDING,
+                    table.c.lease_expires_at == outcome.c.b_lease,
+                )
+                .values(
+                    status=outcome.c.b_status,
+                    lease_expires_at=None,
+                    attempts=table.c.attempts + outcome.c.b_tried,
+                    next_attempt_at=outcome.c.b_next_attempt_at,
+                    sent_at=outcome.c.b_sent_at,
+                    smtp_reply=outcome.c.b_smtp_reply,
+                    message_id=outcome.c.b_message_id,
+                    last_error=outcome.c.b_last_error,
+                )
             )
-            .values(
-                status=bindparam("b_status"),
-                lease_expires_at=None,
-                attempts=table.c.attempts + bindparam("b_tried"),
-                next_attempt_at=bindparam("b_next_attempt_at"),
-                sent_at=bindparam("b_sent_at"),
-                smtp_reply=bindparam("b_smtp_reply"),
-                message_id=bindparam("b_message_id"),
-                last_error=bindparam("b_last_error"),
-            ),
-            rows,
-        )
+        elif rows:
+            session.execute(
+                update(table)
+                .where(
+                    table.c.id == bindparam("b_id"),
+                    table.c.status == DeliveryStatus.SENDING,
+                    table.c.lease_expires_at == bindparam("b_lease"),
+                )
+                .values(
+                    status=bindparam("b_status"),
+                    lease_expires_at=None,
+                    attempts=table.c.attempts + bindparam("b_tried"),
+                    next_attempt_at=bindparam("b_next_attempt_at"),
+                    sent_at=bindparam("b_sent_at"),
+                    smtp_reply=bindparam("b_smtp_reply"),
+                    message_id=bindparam("b_message_id"),
+                    last_error=bindparam("b_last_error"),
+                ),
+                rows,
+            )
         for subscriber_id, hard in bounces:
             if hard:
                 suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "hard-bounce", now)

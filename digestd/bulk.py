@@ -1,0 +1,70 @@
+"""Many rows in one statement on PostgreSQL: each column one array, ``unnest`` makes rows;
+many values in one parameter: ``= ANY(array)`` for an IN list.
+
+An ``executemany`` runs one statement per row on the server (parse, plan, execute, and for
+an insert three foreign-key checks' triggers each), and a multi-row ``VALUES`` list or an
+``IN`` list has SQLAlchemy compile one bind parameter per value. ``unnest(CAST(:a AS
+INTEGER[]), CAST(:b AS TEXT[]), ...)`` is one statement with one parameter per column,
+compiled once and cached, whatever the batch size. SQLite keeps ``executemany``: it runs in
+the same process and has no per-statement round trip to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Table, any_, bindparam, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
+
+T = TypeVar("T")
+
+
+def among(
+    session: Session, column: ColumnElement[T] | QueryableAttribute[T], values: Iterable[T]
+) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:values AS type[]))``, one
+    parameter instead of one per value (a 1 000-id IN list is compiled by SQLAlchemy and
+    rewritten by psycopg on every execution: uncacheable, being a different length each
+    time)."""
+    values = list(values)
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    array = ARRAY(column.type)
+    return column == any_(cast(bindparam(None, values, type_=array), array))
+
+
+def rows_table(
+    rows: Sequence[Mapping[str, Any]], types: Mapping[str, TypeEngine[Any]], name: str = "v"
+) -> TableValuedAlias:
+    """``rows`` as a table named ``name`` whose columns are the keys of ``types``."""
+    arrays = [
+        cast(
+            bindparam(f"{name}_{column}", [row[column] for row in rows], type_=ARRAY(type_)),
+            ARRAY(type_),
+        )
+        for column, type_ in types.items()
+    ]
+    return func.unnest(*arrays).table_valued(*types, name=name).render_derived()
+
+
+def insert_ignoring_conflicts_pg(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], conflict: list[str]
+) -> None:
+    """``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, one statement for
+    each set of keys the rows have. Python-side column defaults (``created_at``) are
+    rendered into the statement, once for the statement."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for columns, group in groups.items():
+        values = rows_table(group, {column: table.c[column].type for column in columns})
+        session.execute(
+            pg_insert(table)
+            .from_select(list(columns), select(*(values.c[column] for column in columns)))
+            .on_conflict_do_nothing(index_elements=conflict)
+        )
