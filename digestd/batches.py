@@ -104,6 +104,10 @@ class Batches:
             self.composer.remember(source.digest_id, template)
             batch.templates[source.digest_id] = template
 
+    def lend_a_hand(self) -> bool:
+        """Render one digest the render workers have not started (see RenderPool)."""
+        return self.renders is not None and self.renders.lend_a_hand()
+
     def _sources(self, digests: dict[int, tuple[str, str]]) -> list[DigestSource]:
         with self.sessions() as session:
             return self.composer.sources(session, digests)

@@ -56,6 +56,8 @@ __all__ = ["Composer", "DeliveryReport", "Links", "Sender"]
 
 log = logging.getLogger(__name__)
 
+# Waiting for the batch claimed ahead: how often to look for a digest to render meanwhile.
+HELP_POLL_SECONDS = 0.005
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=1)
 
@@ -209,7 +211,7 @@ class Sender:
                 took = self.monotonic() - began
                 recorder.flush()
                 if ahead is not None:
-                    batch, ahead = await ahead, None
+                    batch, ahead = await self._ahead_ready(ahead), None
                     if batch is None:  # the queue looked empty: rows may still be coming
                         batch = await take(in_pool=False)
                 else:
@@ -223,6 +225,16 @@ class Sender:
         if self.paused:
             report.paused = True
         return report
+
+    async def _ahead_ready(self, ahead: asyncio.Task[Batch | None]) -> Batch | None:
+        """The batch claimed ahead; while its digests are rendering, this process renders
+        those no worker has started yet (it has nothing else to do)."""
+        while not ahead.done():
+            if self.batches.lend_a_hand():
+                await asyncio.sleep(0)  # replies and the recorder get their turn
+            else:  # still claiming, or the workers have all that is left
+                await asyncio.wait({ahead}, timeout=HELP_POLL_SECONDS)
+        return await ahead
 
     async def _abandon(
         self, ahead: asyncio.Task[Batch | None] | None, recorder: Recorder[_Outcome]

@@ -19,9 +19,9 @@ import asyncio
 import logging
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,15 @@ def _render_in_worker(source: DigestSource) -> MessageTemplate:
     return build_template(_worker_renderer, source)
 
 
+@dataclass
+class _Shared:
+    """One render under way: digests queued for the workers, and those the sender did."""
+
+    queued: list[tuple[Future[MessageTemplate], DigestSource]]
+    inline: Callable[[DigestSource], MessageTemplate]
+    done_here: dict[int, MessageTemplate] = field(default_factory=dict)
+
+
 class RenderPool:
     """``processes`` worker processes, started at the first render they are asked for.
 
@@ -105,8 +114,10 @@ class RenderPool:
         self.processes = processes
         self.directory = directory
         self.broken = False
-        self.submitted = 0  # digests handed to a worker (for tests and the curious)
+        self.submitted = 0  # digests rendered by a worker (for tests and the curious)
+        self.helped = 0  # digests of a render() that the sender rendered itself
         self._executor: ProcessPoolExecutor | None = None
+        self._shared: list[_Shared] = []  # renders under way, which the sender may help with
 
     @property
     def active(self) -> bool:
@@ -121,20 +132,29 @@ class RenderPool:
             return []
         if not self.active:
             return [inline(source) for source in sources]
-        loop = asyncio.get_running_loop()
         executor = self._start()
         try:
-            futures = [loop.run_in_executor(executor, _render_in_worker, s) for s in sources]
+            futures = [executor.submit(_render_in_worker, source) for source in sources]
         except BrokenProcessPool as exc:  # already broken when submitting
             self._lost(exc)
             return [inline(source) for source in sources]
         self.submitted += len(sources)
-        # One call per digest, so several workers share a batch; every result is collected
-        # (a broken pool fails them all, and none may be left unretrieved).
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        shared = _Shared(list(zip(futures, sources, strict=True)), inline)
+        self._shared.append(shared)
+        try:
+            # One call per digest, so several workers (and the sender, see lend_a_hand) share
+            # a batch; every result is collected (a broken pool fails them all, and none may
+            # be left unretrieved).
+            results = await asyncio.gather(
+                *(asyncio.wrap_future(future) for future in futures), return_exceptions=True
+            )
+        finally:
+            self._shared.remove(shared)
         templates: list[MessageTemplate] = []
         for source, result in zip(sources, results, strict=True):
-            if isinstance(result, BrokenProcessPool):
+            if source.digest_id in shared.done_here:
+                templates.append(shared.done_here[source.digest_id])
+            elif isinstance(result, BrokenProcessPool):
                 self._lost(result)
                 templates.append(inline(source))
             elif isinstance(result, BaseException):
@@ -142,6 +162,24 @@ class RenderPool:
             else:
                 templates.append(result)
         return templates
+
+    def lend_a_hand(self) -> bool:
+        """Render here one digest that no worker has started yet; False if there is none.
+
+        For the sender when it has nothing to send: waiting for the next batch's digests.
+        Claims come in digest order, so the last batches of an edition are its rarest
+        digests, many per batch; with the sender rendering from the end of the list while
+        a worker renders from the start, that tail takes half the time.
+        """
+        for shared in self._shared:
+            for future, source in reversed(shared.queued):
+                if future.cancel():  # not started by a worker: it never will be
+                    shared.queued.remove((future, source))
+                    shared.done_here[source.digest_id] = shared.inline(source)
+                    self.submitted -= 1
+                    self.helped += 1
+                    return True
+        return False
 
     def warm_up(self) -> None:
         """Start the workers now (they take a fraction of a second to import what rendering

@@ -29,7 +29,7 @@ log = logging.getLogger("digestd")
 
 # While the helper process is still enqueueing and the queue looks empty, how long the
 # sender waits before looking again (it wakes at once when the helper finishes).
-MORE_POLL_SECONDS = 0.2
+MORE_POLL_SECONDS = 0.05
 
 
 @dataclass
