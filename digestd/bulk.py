@@ -12,6 +12,7 @@ the same process and has no per-statement round trip to save.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam, cast, func, select
@@ -38,18 +39,41 @@ def among(
     return column == any_(cast(bindparam(None, values, type_=array), array))
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Rows as a table: ``source`` to select from, ``c[name]`` each column's expression."""
+
+    source: TableValuedAlias
+    c: Mapping[str, ColumnElement[Any]]
+
+
 def rows_table(
     rows: Sequence[Mapping[str, Any]], types: Mapping[str, TypeEngine[Any]], name: str = "v"
-) -> TableValuedAlias:
-    """``rows`` as a table named ``name`` whose columns are the keys of ``types``."""
+) -> Rows:
+    """``rows`` as a table whose columns are the keys of ``types``.
+
+    A column with one value in every row (the edition, the status, the lease of a batch)
+    is one scalar parameter rather than an array: psycopg dumps array elements one by one
+    in Python, and for most of a batch's columns that would be a thousand copies.
+    """
+    first = rows[0]
+    varying = [col for col, type_ in types.items() if any(row[col] != first[col] for row in rows)]
+    varying = varying or list(types)[:1]  # something has to make the rows
     arrays = [
         cast(
-            bindparam(f"{name}_{column}", [row[column] for row in rows], type_=ARRAY(type_)),
-            ARRAY(type_),
+            bindparam(f"{name}_{col}", [row[col] for row in rows], type_=ARRAY(types[col])),
+            ARRAY(types[col]),
         )
-        for column, type_ in types.items()
+        for col in varying
     ]
-    return func.unnest(*arrays).table_valued(*types, name=name).render_derived()
+    source = func.unnest(*arrays).table_valued(*varying, name=name).render_derived()
+    columns: dict[str, ColumnElement[Any]] = {
+        col: source.c[col]
+        if col in varying
+        else cast(bindparam(f"{name}_{col}", first[col], type_=type_), type_)
+        for col, type_ in types.items()
+    }
+    return Rows(source, columns)
 
 
 def insert_ignoring_conflicts_pg(
@@ -63,8 +87,9 @@ def insert_ignoring_conflicts_pg(
         groups.setdefault(tuple(row), []).append(row)
     for columns, group in groups.items():
         values = rows_table(group, {column: table.c[column].type for column in columns})
+        query = select(*(values.c[column] for column in columns)).select_from(values.source)
         session.execute(
             pg_insert(table)
-            .from_select(list(columns), select(*(values.c[column] for column in columns)))
+            .from_select(list(columns), query)
             .on_conflict_do_nothing(index_elements=conflict)
         )

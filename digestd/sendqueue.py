@@ -192,23 +192,23 @@ def write_outcomes(
         # lease ran out.
         if rows and session.get_bind().dialect.name == "postgresql":
             # One statement for the batch (an executemany is a statement per row there).
-            outcome = rows_table(rows, _OUTCOME_TYPES)
+            outcome = rows_table(rows, _OUTCOME_TYPES).c
             session.execute(
                 update(table)
                 .where(
-                    table.c.id == outcome.c.b_id,
+                    table.c.id == outcome["b_id"],
                     table.c.status == DeliveryStatus.SENDING,
-                    table.c.lease_expires_at == outcome.c.b_lease,
+                    table.c.lease_expires_at == outcome["b_lease"],
                 )
                 .values(
-                    status=outcome.c.b_status,
+                    status=outcome["b_status"],
                     lease_expires_at=None,
-                    attempts=table.c.attempts + outcome.c.b_tried,
-                    next_attempt_at=outcome.c.b_next_attempt_at,
-                    sent_at=outcome.c.b_sent_at,
-                    smtp_reply=outcome.c.b_smtp_reply,
-                    message_id=outcome.c.b_message_id,
-                    last_error=outcome.c.b_last_error,
+                    attempts=table.c.attempts + outcome["b_tried"],
+                    next_attempt_at=outcome["b_next_attempt_at"],
+                    sent_at=outcome["b_sent_at"],
+                    smtp_reply=outcome["b_smtp_reply"],
+                    message_id=outcome["b_message_id"],
+                    last_error=outcome["b_last_error"],
                 )
             )
         elif rows:
