@@ -26,10 +26,11 @@ from datetime import UTC, datetime
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digestd import feeds
 from digestd.config import Settings
-from digestd.errors import ConfigError, DigestdError
+from digestd.errors import ConfigError, DigestdError, first_line
 from digestd.service import Service
 from digestd.web import create_app
 
@@ -115,6 +116,15 @@ async def serve(
             wake.clear()
             try:
                 report = await service.tick(clock(), should_stop=stopping.is_set)
+            except (OperationalError, InterfaceError) as exc:
+                # The database went away (a restart, a failover, the network): expected in
+                # operation, so one line, not a traceback. Nothing is lost: rows sent but
+                # not recorded return when their lease ends, the rest are still queued.
+                log.error(
+                    "tick failed: database unavailable (%s); the next tick retries",
+                    first_line(exc),
+                )
+                continue
             except Exception:  # a bad tick must not kill the daemon; the next one retries
                 log.exception("tick failed")
                 continue

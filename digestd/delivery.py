@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digestd.batches import Batch, Batches
 from digestd.compose import MessageTemplate, ascii_address
 from digestd.config import DeliveryTuning
-from digestd.errors import DeliveryError, PermanentDeliveryError
+from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
 from digestd.messages import Composer, Links
 from digestd.metrics import Metrics
 from digestd.models import DeliveryStatus
@@ -251,7 +251,10 @@ class Sender:
         try:
             await recorder.close()
         except Exception as exc:
-            log.warning("could not record the batch in flight (%s); its leases will expire", exc)
+            log.warning(
+                "could not record the batch in flight (%s); its leases will expire",
+                first_line(exc),
+            )
 
     def _release(self, batch: Batch, recorder: Recorder[_Outcome]) -> None:
         for job in batch.jobs:

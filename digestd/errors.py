@@ -49,3 +49,11 @@ class TemporaryDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     pass
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's own message of a database error, one line (SQLAlchemy appends the
+    statement and a documentation link on further lines)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
