@@ -1,3 +1,6 @@
-from digestd.cli import main
+# Guarded: helper processes are spawned, and a spawned child imports this module again
+# (as __mp_main__); unguarded, each helper would import the whole CLI it never uses.
+if __name__ == "__main__":
+    from digestd.cli import main
 
-raise SystemExit(main())
+    raise SystemExit(main())
