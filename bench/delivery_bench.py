@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -247,6 +248,7 @@ def run_tick(
     sampler.start()
     peak = 0.0
     cpu = 0.0
+    rendered = 0
     for process in processes:
         # The usage of a waited child includes its own waited children: the helpers.
         _, status, usage = os.wait4(process.pid, 0)
@@ -258,6 +260,7 @@ def run_tick(
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"digestd tick failed:\n{out}\n{err}")
         print("  " + out.strip())
+        rendered += sum(int(n) for n in re.findall(r"rendered (\d+) digests", out))
     seconds = time.perf_counter() - started
     finished.set()
     sampler.join()
@@ -266,6 +269,7 @@ def run_tick(
         "peak_rss_mb": peak,
         "peak_tree_rss_mb": tree_peak[0],
         "cpu_seconds": cpu,
+        "rendered": rendered,
     }
 
 
@@ -465,6 +469,7 @@ def main() -> None:
         "sent": sent,
         "statuses": result["statuses"],
         "distinct_digests": result["digests"],
+        "renders": tick["rendered"],  # more than distinct_digests: re-rendered after eviction
         "seconds": round(tick["seconds"], 2),
         "msg_per_s": round(digestd_rate),
         "peak_rss_mb": round(tick["peak_rss_mb"], 1),  # of the largest process

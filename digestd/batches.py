@@ -51,6 +51,7 @@ class Batches:
         self.size = size
         self.lease = lease
         self.monotonic = monotonic
+        self.rendered = 0  # digests rendered (here or by a worker), for the tick's report
         # One thread for all of the sender's database work: a claim and a write of outcomes
         # never wait for each other's SQLite lock, and they happen in the order asked for.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digestd-queue")
@@ -96,6 +97,7 @@ class Batches:
         if not missing:
             return
         sources = await self.in_thread(self._sources, missing)
+        self.rendered += len(sources)
         if in_pool and self.renders is not None:
             built = await self.renders.render(sources, self.composer.build)
         else:

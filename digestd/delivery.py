@@ -76,6 +76,7 @@ class DeliveryReport:
     deferred: int = 0
     skipped: int = 0
     released: int = 0
+    rendered: int = 0  # digests rendered for this run (each once, unless evicted from the cache)
     paused: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -164,6 +165,7 @@ class Sender:
         """
         report = DeliveryReport()
         started = self.monotonic()
+        rendered_before = self.batches.rendered
 
         def clock() -> datetime:
             return now + timedelta(seconds=self.monotonic() - started)
@@ -224,6 +226,7 @@ class Sender:
         await recorder.close()
         if self.paused:
             report.paused = True
+        report.rendered = self.batches.rendered - rendered_before
         return report
 
     async def _ahead_ready(self, ahead: asyncio.Task[Batch | None]) -> Batch | None:

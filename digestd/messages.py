@@ -61,6 +61,13 @@ class Links:
         return links
 
 
+# Rendered digests kept by the sender (20-90 KB each: at most ~45 MB, whatever the list
+# size). Claims come in digest order, but while an edition is still being enqueued each
+# claim takes the lowest digests queued so far, and the popular ones are queued again and
+# again: with 64, an edition of 1 000 000 readers rendered its 2 913 digests 55 714 times.
+TEMPLATE_CACHE = 512
+
+
 class Composer:
     """Renders each digest once (cached) and makes each recipient's bytes by substitution."""
 
@@ -69,7 +76,7 @@ class Composer:
         settings: Settings,
         tokens: Tokens,
         renderer: Renderer | None = None,
-        cache_size: int = 64,
+        cache_size: int = TEMPLATE_CACHE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings

@@ -45,7 +45,8 @@ class TickReport:
             f"tick {self.now.isoformat().replace('+00:00', 'Z')}: "
             f"queued {sum(q.values())} (daily {q['daily']}, weekly {q['weekly']}), "
             f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late, "
-            f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}"
+            f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}; "
+            f"rendered {d.rendered} digests"
         )
 
 

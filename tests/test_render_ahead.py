@@ -176,6 +176,7 @@ def test_each_digest_is_rendered_once_in_an_edition_spanning_many_batches(
     assert dict(sink.delivered) == {reader: 1 for reader in readers}
     assert service.renders is not None
     assert counting.calls + service.renders.submitted == len(TOPICS)
+    assert report.rendered == len(TOPICS)  # what the tick reports
     if processes:
         assert service.renders.submitted >= 1  # rendered ahead, while a batch was sending
 
