@@ -100,7 +100,7 @@ class _Shared:
 
     queued: list[tuple[Future[MessageTemplate], DigestSource]]
     inline: Callable[[DigestSource], MessageTemplate]
-    done_here: dict[int, MessageTemplate] = field(default_factory=dict)
+    done_here: dict[int, MessageTemplate | Exception] = field(default_factory=dict)
 
 
 class RenderPool:
@@ -153,7 +153,10 @@ class RenderPool:
         templates: list[MessageTemplate] = []
         for source, result in zip(sources, results, strict=True):
             if source.digest_id in shared.done_here:
-                templates.append(shared.done_here[source.digest_id])
+                done = shared.done_here[source.digest_id]
+                if isinstance(done, Exception):
+                    raise done  # rendering it here failed: the error inline rendering raises
+                templates.append(done)
             elif isinstance(result, BrokenProcessPool):
                 self._lost(result)
                 templates.append(inline(source))
@@ -175,7 +178,10 @@ class RenderPool:
             for future, source in reversed(shared.queued):
                 if future.cancel():  # not started by a worker: it never will be
                     shared.queued.remove((future, source))
-                    shared.done_here[source.digest_id] = shared.inline(source)
+                    try:
+                        shared.done_here[source.digest_id] = shared.inline(source)
+                    except Exception as exc:  # raised by render(), where it is awaited
+                        shared.done_here[source.digest_id] = exc
                     self.submitted -= 1
                     self.helped += 1
                     return True

@@ -26,7 +26,7 @@ from digestd.delivery import DeliveryReport, Sender
 from digestd.editions import Policy, enqueue_due
 from digestd.messages import Composer
 from digestd.models import Delivery, DeliveryStatus, Digest, Edition
-from digestd.prerender import RenderPool
+from digestd.prerender import DigestSource, RenderPool
 from digestd.render import RenderedEmail, Renderer
 from digestd.service import Service
 from digestd.transport import Transport
@@ -181,9 +181,7 @@ def test_each_digest_is_rendered_once_in_an_edition_spanning_many_batches(
         assert service.renders.submitted >= 1  # rendered ahead, while a batch was sending
 
 
-def test_while_waiting_the_sender_renders_the_digests_no_worker_has_started(
-    env: dict[str, str],
-) -> None:
+def _twelve_digests(env: dict[str, str]) -> tuple[Service, list[DigestSource]]:
     service = _service(env, "smtp://127.0.0.1:9", helper_processes=1)  # nothing is sent
     _seed(service, 48)
     enqueue_due(service.sessions, Policy.from_settings(service.settings), SENT_AT)
@@ -191,26 +189,69 @@ def test_while_waiting_the_sender_renders_the_digests_no_worker_has_started(
         digests = session.execute(select(Digest.id, Edition.kind, Edition.period).join(Edition))
         sources = service.composer.sources(session, {d.id: (d.kind, d.period) for d in digests})
     assert len(sources) == len(TOPICS)
-    counting = CountingRenderer()
-    composer = Composer(service.settings, service.tokens, counting)
-    pool = RenderPool(1, counting.directory)
+    return service, sources
 
-    async def render_with_help() -> list[MessageTemplate]:
-        rendering = asyncio.create_task(pool.render(sources, composer.build))
+
+def _render_with_help(
+    pool: RenderPool,
+    sources: list[DigestSource],
+    inline: Callable[[DigestSource], MessageTemplate],
+) -> list[MessageTemplate]:
+    async def run() -> list[MessageTemplate]:
+        rendering = asyncio.create_task(pool.render(sources, inline))
         await asyncio.sleep(0)  # render() has handed every digest to the pool
         while pool.lend_a_hand():
             pass
         return await rendering
 
     try:
-        templates = asyncio.run(render_with_help())
+        return asyncio.run(run())
     finally:
         pool.close()
+
+
+def test_while_waiting_the_sender_renders_the_digests_no_worker_has_started(
+    env: dict[str, str],
+) -> None:
+    service, sources = _twelve_digests(env)
+    counting = CountingRenderer()
+    composer = Composer(service.settings, service.tokens, counting)
+    pool = RenderPool(1, counting.directory)
+    templates = _render_with_help(pool, sources, composer.build)
     # The worker takes digests from the front (and holds two at most), the sender from the
     # back; each digest is rendered once, and the results come back in order either way.
     assert counting.calls == pool.helped >= 1
     assert pool.submitted + pool.helped == len(TOPICS)
     assert [_bytes(t) for t in templates] == [_bytes(composer.build(s)) for s in sources]
+
+
+def test_a_digest_that_fails_to_render_in_the_sender_fails_the_render_with_its_error(
+    env: dict[str, str],
+) -> None:
+    service, sources = _twelve_digests(env)
+    last = sources[-1].digest_id  # the sender helps from the back: this one is its own
+
+    def inline(source: DigestSource) -> MessageTemplate:
+        if source.digest_id == last:
+            raise ValueError("template error")
+        return service.composer.build(source)
+
+    pool = RenderPool(1, service.composer.renderer.directory)
+
+    async def run() -> None:
+        rendering = asyncio.create_task(pool.render(sources, inline))
+        await asyncio.sleep(0)
+        while pool.lend_a_hand():  # helping never raises: the sender is only waiting here
+            pass
+        # The error comes out where the batch's digests are awaited, as it would from a
+        # worker: the batch is then released, not left to its lease.
+        with pytest.raises(ValueError, match="template error"):
+            await rendering
+
+    try:
+        asyncio.run(run())
+    finally:
+        pool.close()
 
 
 def _bytes(template: MessageTemplate) -> bytes:
