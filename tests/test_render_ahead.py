@@ -133,8 +133,14 @@ def test_messages_rendered_by_the_worker_process_are_byte_identical_to_inline_on
         # the delivery ids: the second pass over the same rows must make the same bytes.
         pooled = _service(env, sink.url, batch=5, helper_processes=1)
         readers = _seed(pooled, 48)
+        # A worker already up takes each batch's new digests (two at most) at once, before
+        # the sender, done with its batch, could take them itself (lend_a_hand).
+        assert pooled.renders is not None
+        started = pooled.renders.warm_up()
+        assert started is not None
+        started.result(timeout=60)
         assert _tick(pooled).sent == 48
-        assert pooled.renders is not None and pooled.renders.submitted >= 8
+        assert pooled.renders.submitted >= 8
         assert multiprocessing.active_children() == []  # close() stopped the worker
         by_worker = {recipient: data for _, recipient, data in sink.messages}
 
@@ -171,6 +177,10 @@ def test_each_digest_is_rendered_once_in_an_edition_spanning_many_batches(
         # A cache of two digests: enough only if a digest's readers are claimed together.
         service.composer = Composer(service.settings, service.tokens, counting, cache_size=2)
         readers = _seed(service, 48)  # 12 digests of 4 readers, over 10 batches
+        assert service.renders is not None
+        started = service.renders.warm_up()  # so the worker, not only the sender, renders
+        if started is not None:
+            started.result(timeout=60)
         report = _tick(service)
     assert report.sent == 48
     assert dict(sink.delivered) == {reader: 1 for reader in readers}
