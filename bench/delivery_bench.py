@@ -260,7 +260,7 @@ def run_tick(
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"digestd tick failed:\n{out}\n{err}")
         print("  " + out.strip())
-        rendered += sum(int(n) for n in re.findall(r"rendered (\d+) digests", out))
+        rendered += sum(int(n) for n in re.findall(r"rendered (\d+) digests?", out))
     seconds = time.perf_counter() - started
     finished.set()
     sampler.join()

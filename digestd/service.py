@@ -46,7 +46,7 @@ class TickReport:
             f"queued {sum(q.values())} (daily {q['daily']}, weekly {q['weekly']}), "
             f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late, "
             f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}; "
-            f"rendered {d.rendered} digests"
+            f"rendered {d.rendered} digest{'' if d.rendered == 1 else 's'}"
         )
 
 
