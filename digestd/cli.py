@@ -21,7 +21,7 @@ from digestd.activity import snapshot
 from digestd.articles import ingest, parse_document
 from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
-from digestd.errors import ConfigError, DigestdError, InputError, ValidationError
+from digestd.errors import ConfigError, DigestdError, InputError, ValidationError, first_line
 from digestd.export import export_csv
 from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.progress import progress
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SQLAlchemyError as exc:
         print(
-            f"digestd: database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            f"digestd: database error: {exc.__class__.__name__}: {first_line(exc)}",
             file=sys.stderr,
         )
         return 1

@@ -5,9 +5,9 @@ substitution (:class:`digestd.compose.MessageTemplate`). Everything done per rec
 is on the sending hot path, so tokens are made with keys derived once
 (:meth:`Tokens.fast_maker`) and the Date header is formatted once per second.
 
-Rendered digests are kept in a small LRU cache: the sender claims a digest's readers
-together (ordered by digest), so a digest is needed by one batch or two consecutive ones,
-and the cache's size, not the number of subscribers, bounds the memory it takes.
+Rendered digests are kept in an LRU cache (:data:`TEMPLATE_CACHE`): the sender claims a
+digest's readers together (ordered by digest), and the cache's size, not the number of
+subscribers, bounds the memory it takes.
 """
 
 from __future__ import annotations

@@ -175,16 +175,20 @@ class RenderPool:
         a worker renders from the start, that tail takes half the time.
         """
         for shared in self._shared:
-            for future, source in reversed(shared.queued):
-                if future.cancel():  # not started by a worker: it never will be
-                    shared.queued.remove((future, source))
-                    try:
-                        shared.done_here[source.digest_id] = shared.inline(source)
-                    except Exception as exc:  # raised by render(), where it is awaited
-                        shared.done_here[source.digest_id] = exc
-                    self.submitted -= 1
-                    self.helped += 1
-                    return True
+            while shared.queued:
+                future, source = shared.queued.pop()
+                if not future.cancel():
+                    # Started or done: workers take digests in the order they were given,
+                    # so every one before it has been started too.
+                    shared.queued.clear()
+                    break
+                try:  # not started by a worker, and now it never will be
+                    shared.done_here[source.digest_id] = shared.inline(source)
+                except Exception as exc:  # raised by render(), where it is awaited
+                    shared.done_here[source.digest_id] = exc
+                self.submitted -= 1
+                self.helped += 1
+                return True
         return False
 
     def warm_up(self) -> Future[None] | None:
