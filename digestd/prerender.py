@@ -191,13 +191,11 @@ class RenderPool:
                 return True
         return False
 
-    def warm_up(self) -> Future[None] | None:
+    def warm_up(self) -> None:
         """Start the workers now (they take a fraction of a second to import what rendering
-        needs), so they are ready when the next batch has digests to render. The future is
-        done once a worker is up (None: no workers)."""
-        if not self.active:
-            return None
-        return self._start().submit(_ready)
+        needs), so they are ready when the next batch has digests to render."""
+        if self.active:
+            self._start().submit(_ready)
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
