@@ -44,13 +44,13 @@ from typing import Any
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from digestd.articles import ingest
-from digestd.categories import CATEGORIES
 from digestd.config import load_settings
+from digestd.content.articles import ingest
+from digestd.content.categories import CATEGORIES
 from digestd.db import make_engine, make_sessions, migrate
-from digestd.messages import Composer
+from digestd.mail.composer import Composer
+from digestd.mail.render import Renderer
 from digestd.models import Delivery, Digest, Edition, Subscriber, SubscriberCategory
-from digestd.render import Renderer
 from digestd.tokens import Tokens
 
 SLUGS = list(CATEGORIES)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 
 ZONES = [
     "UTC",

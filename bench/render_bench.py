@@ -21,15 +21,15 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 
-from digestd.categories import CATEGORIES
-from digestd.compose import MessageTemplate, Personal
 from digestd.config import load_settings
-from digestd.delivery import Links
-from digestd.editions import article_ids, layout_of
+from digestd.content.categories import CATEGORIES
+from digestd.delivery.sender import Links
+from digestd.mail.presentation import Site, digest_context
+from digestd.mail.render import Renderer
+from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import EditionKind
-from digestd.presentation import Site, digest_context
-from digestd.render import Renderer
-from digestd.selection import Candidate, order, pick
+from digestd.planning.planner import article_ids, layout_of
+from digestd.planning.selection import Candidate, order, pick
 from digestd.tokens import Tokens
 
 SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)

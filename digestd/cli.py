@@ -17,22 +17,22 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__, logs
-from digestd.activity import snapshot
-from digestd.articles import ingest, parse_document
-from digestd.categories import parse_categories
 from digestd.config import Settings, load_settings
+from digestd.content.articles import ingest, parse_document
+from digestd.content.categories import parse_categories
 from digestd.errors import ConfigError, DigestdError, InputError, ValidationError, first_line
-from digestd.export import export_csv
 from digestd.models import EditionKind, Subscriber, SubscriberStatus
-from digestd.progress import progress
-from digestd.queue_stats import queue_stats
-from digestd.service import Service
-from digestd.subscribers import (
+from digestd.ops.activity import snapshot
+from digestd.ops.progress import progress
+from digestd.ops.queue_stats import queue_stats
+from digestd.readers.export import export_csv
+from digestd.readers.subscribers import (
     ImportContext,
     erase,
     import_csv,
     normalise_email,
 )
+from digestd.service import Service
 
 log = logging.getLogger("digestd")
 
@@ -89,9 +89,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _load_demo(service: Service) -> None:
-    from digestd.demo import DEMO_EMAIL, demo_articles
-    from digestd.editions import enqueue_now
-    from digestd.subscribers import new_subscriber, parse_preferences, reschedule
+    from digestd.ops.demo import DEMO_EMAIL, demo_articles
+    from digestd.planning.planner import enqueue_now
+    from digestd.readers.subscribers import new_subscriber, parse_preferences, reschedule
 
     now = datetime.now(UTC)
     settings = service.settings
@@ -202,7 +202,7 @@ def cmd_subscribers_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_feeds_add(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.feeds import add_feed
+    from digestd.content.feeds import add_feed
 
     service = Service.build(settings)
     with service.sessions.begin() as session:
@@ -241,7 +241,7 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.preview import preview
+    from digestd.ops.preview import preview
 
     now = parse_now(args.now)
     try:

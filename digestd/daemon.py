@@ -28,11 +28,11 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digestd import feeds
 from digestd.config import Settings
+from digestd.content import feeds
 from digestd.errors import ConfigError, DigestdError, first_line
 from digestd.service import Service
-from digestd.web import create_app
+from digestd.web.app import create_app
 
 log = logging.getLogger("digestd")
 

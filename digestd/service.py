@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import Settings
 from digestd.db import make_engine, make_sessions, migrate
-from digestd.delivery import Composer, DeliveryReport, Sender
-from digestd.editions import EnqueueReport, Policy, enqueue_due
-from digestd.enqueuer import Enqueuer
-from digestd.metrics import Metrics
-from digestd.prerender import RenderPool
-from digestd.render import Renderer
+from digestd.delivery.sender import Composer, DeliveryReport, Sender
+from digestd.delivery.transport import Transport, make_transport
+from digestd.mail.prerender import RenderPool
+from digestd.mail.render import Renderer
+from digestd.ops.metrics import Metrics
+from digestd.planning.enqueuer import Enqueuer
+from digestd.planning.planner import EnqueueReport, Policy, enqueue_due
 from digestd.tokens import Tokens
-from digestd.transport import Transport, make_transport
 
 log = logging.getLogger("digestd")
 

@@ -15,7 +15,7 @@ from digestd.models import (
     SubscriberStatus,
     Suppression,
 )
-from digestd.subscribers import email_hash, new_subscriber, parse_preferences
+from digestd.readers.subscribers import email_hash, new_subscriber, parse_preferences
 
 TOKEN = "admin-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

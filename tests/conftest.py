@@ -215,7 +215,7 @@ def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
     from starlette.testclient import TestClient
 
     from digestd.service import Service
-    from digestd.web import create_app
+    from digestd.web.app import create_app
 
     service = Service.build(load_settings(web_env))
     with TestClient(

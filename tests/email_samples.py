@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from digestd.editions import layout_of
+from digestd.mail.presentation import Site, digest_context
 from digestd.models import EditionKind
-from digestd.presentation import Site, digest_context
-from digestd.selection import Candidate
+from digestd.planning.planner import layout_of
+from digestd.planning.selection import Candidate
 
 SEND = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 SITE = Site(

@@ -1,7 +1,7 @@
 """Fast test data for the delivery tests: articles and many active subscribers at once.
 
 Rows go in through the ORM's bulk paths (no per-row flush), with each subscriber's next
-send instants computed by the real :func:`digestd.subscribers.reschedule`.
+send instants computed by the real :func:`digestd.readers.subscribers.reschedule`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from digestd.articles import ingest
+from digestd.content.articles import ingest
 from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus
-from digestd.subscribers import reschedule
+from digestd.readers.subscribers import reschedule
 from tests.helpers import article
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.activity import daily_activity, snapshot
 from digestd.config import Settings
 from digestd.db import make_engine, make_sessions
 from digestd.models import DeliveryStatus, SubscriberStatus
+from digestd.ops.activity import daily_activity, snapshot
 from tests.admin_seed import delivery, edition, reader, suppression
 
 NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)

@@ -15,7 +15,7 @@ import uvicorn
 from digestd.config import load_settings
 from digestd.models import DeliveryStatus
 from digestd.service import Service
-from digestd.web import create_app
+from digestd.web.app import create_app
 from tests.admin_seed import TOKEN, delivery, edition, month_of_activity, reader
 from tests.browser import ARTIFACTS, chromium
 

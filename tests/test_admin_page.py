@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from digestd.config import load_settings
 from digestd.service import Service
-from digestd.web import create_app
+from digestd.web.app import create_app
 from digestd.web.charts import Series, bar_chart, nice_scale
 from tests.admin_seed import TOKEN, month_of_activity
 from tests.conftest import WebRig

@@ -15,14 +15,14 @@ import time_machine
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from digestd.articles import ingest
 from digestd.config import load_settings
-from digestd.export import export_csv
+from digestd.content.articles import ingest
 from digestd.models import Delivery, DeliveryStatus, SubscriberStatus
+from digestd.readers.export import export_csv
+from digestd.readers.subscribers import email_hash
 from digestd.service import Service
-from digestd.subscribers import email_hash
-from digestd.web import create_app
 from digestd.web.api import ENDPOINTS
+from digestd.web.app import create_app
 from tests.admin_seed import AUTH, month_of_activity, reader, suppression
 from tests.conftest import WebRig
 from tests.helpers import article, run_cli

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from digestd.articles import validate
+from digestd.content.articles import validate
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Article

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from digestd.bounces import Outcome, ReportError, ReportResult, process_report
 from digestd.config import Settings
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
+from digestd.readers.bounces import Outcome, ReportError, ReportResult, process_report
+from digestd.readers.subscribers import email_hash
 from digestd.service import Service
-from digestd.subscribers import email_hash
 from digestd.tokens import Tokens
 from tests.conftest import TEST_KEY
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles

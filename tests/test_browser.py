@@ -17,7 +17,7 @@ import uvicorn
 from digestd.config import load_settings
 from digestd.models import SubscriberStatus
 from digestd.service import Service
-from digestd.web import create_app
+from digestd.web.app import create_app
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import SmtpSink, WebRig
 from tests.helpers import parse, parts

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import func, select
 
 from digestd.config import Settings, load_settings
-from digestd.delivery import Sender
-from digestd.editions import enqueue_due
+from digestd.delivery.sender import Sender
+from digestd.delivery.transport import SmtpPool
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
+from digestd.planning.planner import enqueue_due
+from digestd.readers.subscribers import email_hash
 from digestd.service import Service
-from digestd.subscribers import email_hash
-from digestd.transport import SmtpPool
 from tests.faultsmtp import FaultySink, running
 from tests.helpers import parse
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from digestd.ratelimit import Limits, TokenBucket
+from digestd.delivery.limits import Limits, TokenBucket
 
 
 class FakeTime:

@@ -13,11 +13,11 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from digestd.compose import MessageTemplate, Personal
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
+from digestd.mail.render import RenderedEmail
+from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import Subscriber
-from digestd.render import RenderedEmail
 from digestd.tokens import Purpose, Tokens
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts, run_cli
 

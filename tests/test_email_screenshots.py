@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from digestd.mail.render import Renderer
 from digestd.models import EditionKind
-from digestd.render import Renderer
 from tests.browser import ARTIFACTS, chromium
 from tests.email_samples import sample_context
 

@@ -19,12 +19,12 @@ from sqlalchemy import select
 
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
-from digestd.editions import Policy, enqueue_due, enqueue_now
-from digestd.enqueuer import Enqueuer
+from digestd.delivery.transport import MailCatcher
 from digestd.helper_process import WATCH_SECONDS
 from digestd.models import Delivery, Digest, EditionKind, Subscriber
+from digestd.planning.enqueuer import Enqueuer
+from digestd.planning.planner import Policy, enqueue_due, enqueue_now
 from digestd.service import Service
-from digestd.transport import MailCatcher
 from tests.conftest import SmtpSink
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
@@ -101,7 +101,7 @@ def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
             helper = enqueuer._helper()
             pid = await asyncio.get_running_loop().run_in_executor(helper, os.getpid)
             os.kill(pid, signal.SIGKILL)  # the OOM killer, say
-            with caplog.at_level(logging.WARNING, logger="digestd.enqueuer"):
+            with caplog.at_level(logging.WARNING, logger="digestd.planning.enqueuer"):
                 return await enqueuer.enqueue(policy, SEND)
         finally:
             enqueuer.close()
@@ -171,7 +171,7 @@ def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(
 
 PARENT = """
 import asyncio, os
-from digestd.enqueuer import Enqueuer
+from digestd.planning.enqueuer import Enqueuer
 from digestd.helper_process import WATCH_SECONDS
 
 async def main():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from digestd.content.feeds import INTERVAL, add_feed, poll_due
 from digestd.db import make_engine, make_sessions
-from digestd.feeds import INTERVAL, add_feed, poll_due
 from digestd.models import Article, Feed
 from tests.helpers import run_cli
 

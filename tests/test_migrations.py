@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 from digestd.db import alembic_config, make_engine, migrate
 from digestd.models import Base, Category
 

@@ -19,17 +19,17 @@ import pytest
 import time_machine
 from sqlalchemy import func, select, update
 
-from digestd.categories import CATEGORIES
-from digestd.compose import MessageTemplate, Personal
 from digestd.config import load_settings
-from digestd.delivery import DeliveryReport, Sender
-from digestd.editions import Policy, enqueue_due
-from digestd.messages import Composer
+from digestd.content.categories import CATEGORIES
+from digestd.delivery.sender import DeliveryReport, Sender
+from digestd.delivery.transport import Transport
+from digestd.mail.composer import Composer
+from digestd.mail.prerender import DigestSource, RenderPool
+from digestd.mail.render import RenderedEmail, Renderer
+from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import Delivery, DeliveryStatus, Digest, Edition
-from digestd.prerender import DigestSource, RenderPool
-from digestd.render import RenderedEmail, Renderer
+from digestd.planning.planner import Policy, enqueue_due
 from digestd.service import Service
-from digestd.transport import Transport
 from tests.faultsmtp import FaultySink, running
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 

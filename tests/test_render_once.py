@@ -12,9 +12,9 @@ import pytest
 import time_machine
 
 from digestd.config import load_settings
-from digestd.render import RenderedEmail, Renderer
+from digestd.delivery.transport import MailCatcher
+from digestd.mail.render import RenderedEmail, Renderer
 from digestd.service import Service
-from digestd.transport import MailCatcher
 from tests.helpers import article, parse, parts, run_cli
 
 SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)

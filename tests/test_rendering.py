@@ -11,12 +11,12 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digestd.compose import MessageTemplate, Personal, WireBytes
 from digestd.config import parse_smtp_url
+from digestd.delivery.transport import SmtpPool
+from digestd.mail.presentation import TITLE_CHARS
+from digestd.mail.render import RenderedEmail, Renderer
+from digestd.mail.template import MessageTemplate, Personal, WireBytes
 from digestd.models import EditionKind
-from digestd.presentation import TITLE_CHARS
-from digestd.render import RenderedEmail, Renderer
-from digestd.transport import SmtpPool
 from tests.conftest import SmtpSink
 from tests.email_samples import HOSTILE, sample_articles, sample_context
 from tests.helpers import parse, parts

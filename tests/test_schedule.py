@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import func, select
 
 from digestd.config import load_settings
+from digestd.mail.presentation import long_date
 from digestd.models import Delivery, DeliveryStatus, Edition, EditionKind, Subscriber
-from digestd.presentation import long_date
-from digestd.schedule import latest_slot, next_slot
+from digestd.planning.schedule import latest_slot, next_slot
 from digestd.service import Service
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 

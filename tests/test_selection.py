@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from digestd.selection import Candidate, collapse_near_duplicates, order, pick, rank
+from digestd.planning.selection import Candidate, collapse_near_duplicates, order, pick, rank
 from tests.helpers import article, parse, parts, run_cli
 
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)

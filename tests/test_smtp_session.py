@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from digestd.config import parse_smtp_url
+from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
-from digestd.transport import SmtpPool
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 STUFFED = b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n"

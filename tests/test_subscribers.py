@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus, Suppression
-from digestd.subscribers import email_hash, normalise_email
+from digestd.readers.subscribers import email_hash, normalise_email
 from tests.helpers import run_cli
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from digestd.config import parse_smtp_url
+from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
-from digestd.transport import SmtpPool
 from tests.faultsmtp import FaultySink
 from tests.helpers import free_port
 

@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from digestd.config import parse_smtp_url
+from digestd.delivery.transport import SmtpPool
 from digestd.errors import ConfigError, TemporaryDeliveryError
-from digestd.transport import SmtpPool
 from tests.helpers import free_port
 
 MESSAGE = b"From: a@news.example.com\r\nTo: b@example.com\r\nSubject: tls\r\n\r\nhello\r\n"

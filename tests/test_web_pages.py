@@ -14,7 +14,7 @@ from digestd.config import load_settings
 from digestd.models import Article
 from digestd.service import Service
 from digestd.tokens import Purpose
-from digestd.web import create_app
+from digestd.web.app import create_app
 from tests.conftest import WebRig
 from tests.helpers import SAMPLE_ARTICLE, article
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of

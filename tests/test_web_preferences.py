@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import time_machine
 
 from digestd.models import Delivery, Subscriber, SubscriberStatus, Suppression
-from digestd.subscribers import email_hash
+from digestd.readers.subscribers import email_hash
 from tests.conftest import WebRig
 from tests.helpers import run_cli
 from tests.web_helpers import csrf_of, links_in, signup_form, text_of

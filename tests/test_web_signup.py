@@ -8,7 +8,7 @@ import time_machine
 from sqlalchemy import select
 
 from digestd.models import Subscriber, SubscriberStatus, Suppression
-from digestd.subscribers import email_hash
+from digestd.readers.subscribers import email_hash
 from digestd.tokens import Purpose
 from tests.conftest import WebRig
 from tests.helpers import parse, parts

@@ -11,11 +11,11 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.delivery import Links
+from digestd.delivery.sender import Links
 from digestd.models import SubscriberStatus
 from digestd.service import Service
 from digestd.tokens import Purpose, Tokens
-from digestd.web import create_app
+from digestd.web.app import create_app
 from tests.conftest import TEST_KEY, WebRig
 from tests.web_helpers import links_in, signup_form, text_of
 
@@ -184,7 +184,7 @@ def test_links_signed_with_the_old_key_work_after_rotation(
 
 def test_unsubscribing_an_erased_reader_is_a_quiet_success(web: WebRig) -> None:
     links = _active(web)
-    from digestd.subscribers import erase
+    from digestd.readers.subscribers import erase
 
     with web.service.sessions.begin() as session:
         erase(session, "ann@example.com", NOW)

@@ -1,6 +1,5 @@
-"""The HTTP side of digestd: reader pages (signup, confirm, preferences, unsubscribe, view),
-the admin API and the development mailbox. :func:`create_app` builds it from a Service."""
+"""HTTP only: the Starlette app (:func:`digestd.web.app.create_app`) whose routes translate
+requests into calls of the packages below; reader pages, the admin page and API, health.
 
-from digestd.web.app import create_app
-
-__all__ = ["create_app"]
+May import: anything below it.
+"""

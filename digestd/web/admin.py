@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from digestd.activity import Activity, Snapshot, daily_activity, snapshot
 from digestd.config import Settings
+from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
 from digestd.web.body import read_input
 from digestd.web.charts import Series, bar_chart, day_label, number
 from digestd.web.context import Web, client_ip, web

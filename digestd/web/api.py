@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from digestd.articles import IngestReport, ingest
+from digestd.content.articles import IngestReport, ingest
 from digestd.web import api_bounces, api_editions, api_lists, openapi
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError

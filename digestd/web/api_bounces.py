@@ -1,13 +1,13 @@
 """``POST /api/bounces``: a raw RFC 3464 DSN or RFC 5965 ARF report, as a mail system hands it
 over (a pipe from the bounce mailbox, a webhook of the relay). All the work is
-:func:`digestd.bounces.process_report`; this is only the HTTP edge."""
+:func:`digestd.readers.bounces.process_report`; this is only the HTTP edge."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digestd.bounces import ReportError, ReportResult, process_report
+from digestd.readers.bounces import ReportError, ReportResult, process_report
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 

@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from digestd.activity import snapshot, utc_iso
-from digestd.categories import parse_categories
-from digestd.editions import BATCH, enqueue_now
+from digestd.content.categories import parse_categories
 from digestd.errors import ValidationError
 from digestd.models import Delivery, Edition, EditionKind, Subscriber, SubscriberStatus
-from digestd.preview import preview
-from digestd.subscribers import normalise_email
+from digestd.ops.activity import snapshot, utc_iso
+from digestd.ops.preview import preview
+from digestd.planning.planner import BATCH, enqueue_now
+from digestd.readers.subscribers import normalise_email
 from digestd.web import params
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError

@@ -15,12 +15,12 @@ from sqlalchemy import and_, or_, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from digestd.activity import utc_iso
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 from digestd.errors import ValidationError
-from digestd.export import export_csv
 from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus, Suppression
-from digestd.subscribers import email_hash, frequency_name, normalise_email
+from digestd.ops.activity import utc_iso
+from digestd.readers.export import export_csv
+from digestd.readers.subscribers import email_hash, frequency_name, normalise_email
 from digestd.web import params
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError

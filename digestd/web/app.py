@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digestd.metrics import CONTENT_TYPE
+from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import admin, api, devmail, manage, signup, view
 from digestd.web.body import BodyLimit

@@ -15,14 +15,14 @@ from starlette.requests import Request
 
 from digestd.config import Settings
 from digestd.errors import DeliveryError
-from digestd.render import Renderer
+from digestd.mail.render import Renderer
+from digestd.readers.lifecycle import Schedule, SignupResult, release_confirmation
 from digestd.service import Service
 from digestd.tokens import Tokens
 from digestd.web.csrf import Csrf
 from digestd.web.mailer import SignupMailer
 from digestd.web.pages import Pages
 from digestd.web.ratelimit import RateLimiter
-from digestd.web.readers import Schedule, SignupResult, release_confirmation
 
 log = logging.getLogger("digestd.web")
 P = ParamSpec("P")

@@ -1,6 +1,6 @@
 """The signup emails (template family ``confirm``): "please confirm" and "you are already
 subscribed". Rendered per message — they are rare, unlike digests — and built with the
-same :class:`~digestd.compose.MessageTemplate` as the digests, so headers are safe alike.
+same :class:`~digestd.mail.template.MessageTemplate` as the digests, so headers are safe alike.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import secrets
 from datetime import datetime
 from email.utils import format_datetime, formataddr
 
-from digestd.compose import MessageTemplate, Personal, ascii_address
 from digestd.config import Settings
-from digestd.delivery import Links
-from digestd.presentation import Site, names_of
-from digestd.render import Renderer
+from digestd.delivery.sender import Links
+from digestd.delivery.transport import Transport
+from digestd.mail.presentation import Site, names_of
+from digestd.mail.render import Renderer
+from digestd.mail.template import MessageTemplate, Personal, ascii_address
+from digestd.readers.lifecycle import Notice, SignupResult
 from digestd.tokens import MAX_AGE, Purpose, Tokens
-from digestd.transport import Transport
-from digestd.web.readers import Notice, SignupResult
 
 FREQUENCY_WORDS = {
     "daily": "the daily digest every morning",

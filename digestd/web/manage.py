@@ -15,16 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from digestd.categories import ALL_NAME, CATEGORIES
+from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus
-from digestd.subscribers import frequency_name, parse_preferences
-from digestd.tokens import BadToken, ExpiredToken, Purpose
-from digestd.web.body import Input, read_input
-from digestd.web.context import Web, web
-from digestd.web.csrf import FIELD as CSRF_FIELD
-from digestd.web.errors import WebError
-from digestd.web.readers import (
+from digestd.readers.lifecycle import (
     by_public_id,
     change_preferences,
     erase_subscriber,
@@ -32,6 +26,12 @@ from digestd.web.readers import (
     resume,
     unsubscribe,
 )
+from digestd.readers.subscribers import frequency_name, parse_preferences
+from digestd.tokens import BadToken, ExpiredToken, Purpose
+from digestd.web.body import Input, read_input
+from digestd.web.context import Web, web
+from digestd.web.csrf import FIELD as CSRF_FIELD
+from digestd.web.errors import WebError
 
 ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete")
 NOTICES = {

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from digestd import __version__
-from digestd.bounces import Outcome
-from digestd.categories import CATEGORIES
-from digestd.export import EXPORT_COLUMNS
+from digestd.content.categories import CATEGORIES
 from digestd.models import SubscriberStatus
+from digestd.readers.bounces import Outcome
+from digestd.readers.export import EXPORT_COLUMNS
 from digestd.web.context import web
 
 JSON = "application/json"

@@ -16,9 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from digestd.categories import ALL_NAME, CATEGORIES, parse_categories
+from digestd.content.categories import ALL_NAME, CATEGORIES, parse_categories
 from digestd.errors import ValidationError
-from digestd.subscribers import (
+from digestd.readers.lifecycle import (
+    CONSENT_TEXT,
+    Confirmation,
+    Consent,
+    SignupResult,
+    confirm,
+    request_fresh_link,
+    request_signup,
+)
+from digestd.readers.subscribers import (
     FREQUENCIES,
     RENAMED_ZONES,
     Preferences,
@@ -30,15 +39,6 @@ from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.readers import (
-    CONSENT_TEXT,
-    Confirmation,
-    Consent,
-    SignupResult,
-    confirm,
-    request_fresh_link,
-    request_signup,
-)
 
 HONEYPOT = "website"  # hidden from people; bots fill every field they find
 CHECK_INBOX = (

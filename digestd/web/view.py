@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from digestd.delivery import Links
-from digestd.editions import article_ids
+from digestd.delivery.sender import Links
+from digestd.mail.presentation import Site, digest_context
 from digestd.models import Article, Delivery, Digest, Edition, EditionKind, Subscriber
-from digestd.presentation import Site, digest_context
+from digestd.planning.planner import article_ids
 from digestd.tokens import BadToken, Purpose
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 
 revision = "0001"
 down_revision = None

@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from digestd.categories import parse_categories
+from digestd.content.categories import parse_categories
 from digestd.errors import InputError, ValidationError
 from digestd.models import (
     EditionKind,
@@ -28,7 +28,7 @@ from digestd.models import (
     SubscriberStatus,
     Suppression,
 )
-from digestd.schedule import next_slot
+from digestd.planning.schedule import next_slot
 
 FREQUENCIES = ("daily", "weekly", "both")
 IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from digestd.db import insert_ignoring_conflicts
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
-from digestd.subscribers import email_hash
+from digestd.readers.subscribers import email_hash
 
 log = logging.getLogger(__name__)
 

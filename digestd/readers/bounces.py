@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from digestd.errors import InputError
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
-from digestd.suppress import SOFT_BOUNCE_MARK, soft_bounce, suppress
+from digestd.readers.suppression import SOFT_BOUNCE_MARK, soft_bounce, suppress
 from digestd.tokens import BadToken, Tokens
 
 MAX_REPORT_BYTES = 2_000_000

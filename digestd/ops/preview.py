@@ -7,10 +7,10 @@ from email.utils import format_datetime
 
 from sqlalchemy import select
 
-from digestd.compose import MessageTemplate, Personal
-from digestd.editions import article_ids, preview_layout
+from digestd.mail.presentation import digest_context
+from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import Article, EditionKind
-from digestd.presentation import digest_context
+from digestd.planning.planner import article_ids, preview_layout
 from digestd.service import Service
 
 

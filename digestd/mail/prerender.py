@@ -4,7 +4,7 @@ Rendering one digest (Jinja2, MJML, premailer, quoted-printable preparation) cos
 milliseconds of pure CPU and needs no database; sending is the event loop's work. So while
 one batch is on the wire, the sender has the next batch's new digests rendered by a
 :class:`RenderPool` on another core and gets back finished
-:class:`~digestd.compose.MessageTemplate` objects. A worker receives a
+:class:`~digestd.mail.template.MessageTemplate` objects. A worker receives a
 :class:`DigestSource` (picklable: the layout and the articles' fields), never a session.
 
 Workers are started with ``spawn``: forking a process that holds an event loop, SMTP
@@ -26,18 +26,18 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from digestd.compose import MessageTemplate
 from digestd.helper_process import leave_stopping_to_the_sender
+from digestd.mail.presentation import Site, digest_context
+from digestd.mail.render import Renderer
+from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
-from digestd.presentation import Site, digest_context
-from digestd.render import Renderer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ArticleFields:
-    """What an email shows of one article (see :func:`digestd.presentation.article_view`)."""
+    """What an email shows of one article (see :func:`digestd.mail.presentation.article_view`)."""
 
     url: str
     title: str
@@ -56,7 +56,7 @@ class DigestSource:
     digest_id: int
     kind: str
     period: str  # the edition's local ISO date
-    layout: Mapping[str, Any]  # as digestd.editions stored it
+    layout: Mapping[str, Any]  # as digestd.planning.planner stored it
     articles: Mapping[str, ArticleFields]
     site: Site
     from_header: str

@@ -11,7 +11,7 @@ takes over the transport with a protocol that queues every reply it reads:
 - without it, the same commands in lockstep, one reply each.
 
 Sending costs about a quarter of the event-loop work it did through aiosmtplib (see
-bench/README.md). Replies are classified by the caller (:mod:`digestd.transport`);
+bench/README.md). Replies are classified by the caller (:mod:`digestd.delivery.transport`);
 this module only reports what the server said, or that the session is gone.
 """
 

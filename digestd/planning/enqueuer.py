@@ -26,8 +26,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
-from digestd.editions import EnqueueReport, Policy, enqueue_due
 from digestd.helper_process import leave_stopping_to_the_sender
+from digestd.planning.planner import EnqueueReport, Policy, enqueue_due
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 from digestd.errors import InputError, ValidationError
 from digestd.models import Article, ArticleCategory
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from digestd.categories import CATEGORIES
+from digestd.content.categories import CATEGORIES
 from digestd.models import EditionKind
 
 # Only letters and underscores: they pass unchanged through Jinja escaping, MJML, premailer
@@ -97,7 +97,7 @@ def digest_context(
     site: Site,
     links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Template context for a digest. ``layout`` is what :mod:`digestd.editions` stored."""
+    """Template context for a digest. ``layout`` is what :mod:`digestd.planning.planner` stored."""
     sections: list[dict[str, Any]] = []
     number = 0
     for section in layout["sections"]:

@@ -23,10 +23,10 @@ from typing import Protocol
 
 import aiosmtplib
 
-from digestd.compose import WireBytes
 from digestd.config import SmtpSettings
+from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
-from digestd.smtp_session import Reply, SessionLost, SmtpSession
+from digestd.mail.template import WireBytes
 
 
 class Transport(Protocol):
@@ -66,7 +66,7 @@ class MailCatcher:
 
 class SmtpPool:
     """Persistent SMTP sessions, opened lazily (by aiosmtplib, then pipelined by
-    :mod:`digestd.smtp_session`) and re-opened after a drop.
+    :mod:`digestd.delivery.smtp_session`) and re-opened after a drop.
 
     Each connection is used by one coroutine at a time; ``size`` bounds concurrency. A
     connection is replaced after ``max_per_connection`` messages (relays often cap a

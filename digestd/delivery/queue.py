@@ -30,8 +30,8 @@ from digestd.models import (
     SubscriberStatus,
     Suppression,
 )
-from digestd.subscribers import email_hash
-from digestd.suppress import soft_bounce, suppress
+from digestd.readers.subscribers import email_hash
+from digestd.readers.suppression import soft_bounce, suppress
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,8 @@ def write_outcomes(
     now: datetime,
 ) -> None:
     """One transaction: each row's outcome (``b_``-prefixed values, made by
-    ``digestd.delivery``) and ``bounces``: (subscriber id, hard?) for each bounced message."""
+    ``digestd.delivery.sender``) and ``bounces``: (subscriber id, hard?) for each bounced
+    message."""
     table = Delivery.__table__
     assert isinstance(table, Table)
     with sessions.begin() as session:

@@ -16,7 +16,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from digestd.models import Subscriber, SubscriberStatus, Suppression
-from digestd.subscribers import (
+from digestd.readers.subscribers import (
     Preferences,
     apply_preferences,
     email_hash,

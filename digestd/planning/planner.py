@@ -22,8 +22,8 @@ from sqlalchemy import and_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.bulk import among
-from digestd.categories import CATEGORIES
 from digestd.config import Settings
+from digestd.content.categories import CATEGORIES
 from digestd.db import insert_ignoring_conflicts
 from digestd.models import (
     Article,
@@ -37,8 +37,8 @@ from digestd.models import (
     SubscriberCategory,
     SubscriberStatus,
 )
-from digestd.schedule import Slot, content_window, latest_slot, next_slot
-from digestd.selection import HALF_LIFE_HOURS, Candidate, order, pick
+from digestd.planning.schedule import Slot, content_window, latest_slot, next_slot
+from digestd.planning.selection import HALF_LIFE_HOURS, Candidate, order, pick
 
 BATCH = 1000
 # A daily never repeats an article from an earlier daily; content windows are 24 h, so

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.compose import MessageTemplate
-from digestd.messages import Composer
-from digestd.prerender import DigestSource, RenderPool
-from digestd.sendqueue import Job, claim, unsendable
+from digestd.delivery.queue import Job, claim, unsendable
+from digestd.mail.composer import Composer
+from digestd.mail.prerender import DigestSource, RenderPool
+from digestd.mail.template import MessageTemplate
 
 T = TypeVar("T")
 

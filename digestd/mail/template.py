@@ -1,6 +1,6 @@
 """MIME bytes for one recipient, made by substitution into bytes prepared once per digest.
 
-A digest is rendered once (:mod:`digestd.render`); :class:`MessageTemplate` then encodes its
+A digest is rendered once (:mod:`digestd.mail.render`); :class:`MessageTemplate` then encodes its
 text and HTML as quoted-printable *around* the per-recipient link placeholders, so each
 recipient's message is a join of prepared byte chunks plus a few freshly encoded links.
 Every chunk ends on a line boundary (a QP soft break where the text did not end a line),
@@ -19,8 +19,8 @@ from email.policy import SMTP
 
 import idna
 
-from digestd.presentation import LINK_PLACEHOLDERS
-from digestd.render import RenderedEmail
+from digestd.mail.presentation import LINK_PLACEHOLDERS
+from digestd.mail.render import RenderedEmail
 
 CRLF = b"\r\n"
 _PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in LINK_PLACEHOLDERS.values()))

@@ -1,7 +1,7 @@
 """From a queued delivery to the bytes that go on the wire: links, headers, DKIM.
 
 :class:`Composer` renders each digest once and makes each recipient's message by
-substitution (:class:`digestd.compose.MessageTemplate`). Everything done per recipient here
+substitution (:class:`digestd.mail.template.MessageTemplate`). Everything done per recipient here
 is on the sending hot path, so tokens are made with keys derived once
 (:meth:`Tokens.fast_maker`) and the Date header is formatted once per second.
 
@@ -22,14 +22,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digestd.compose import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.config import Settings
-from digestd.dkim import DkimSigner
-from digestd.editions import article_ids
+from digestd.mail.dkim import DkimSigner
+from digestd.mail.prerender import ArticleFields, DigestSource, build_template
+from digestd.mail.presentation import Site
+from digestd.mail.render import Renderer
+from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.models import Article, Digest
-from digestd.prerender import ArticleFields, DigestSource, build_template
-from digestd.presentation import Site
-from digestd.render import Renderer
+from digestd.planning.planner import article_ids
 from digestd.tokens import Purpose, Tokens
 
 

@@ -1,14 +1,14 @@
 """Deliver the send queue: claim due rows, compose each message, push it, record the outcome.
 
-Claiming (:mod:`digestd.sendqueue`): rows move ``queued → sending`` under a lease, picked
+Claiming (:mod:`digestd.delivery.queue`): rows move ``queued → sending`` under a lease, picked
 with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never take the same row;
 the lease is the claim's fencing token, and outcomes are written only where it is still
 ours. Rows come in (due time, digest) order, so each digest is rendered once per process.
 
 Overlap: while one batch is on the wire, the next one is claimed and its new digests are
-rendered by a worker process (:mod:`digestd.batches`, :mod:`digestd.prerender`), and the
-outcomes of what was sent are written in the background (:mod:`digestd.recorder`). One
-batch ahead, no more.
+rendered by a worker process (:mod:`digestd.delivery.batches`,
+:mod:`digestd.mail.prerender`), and the outcomes of what was sent are written in the
+background (:mod:`digestd.delivery.recorder`). One batch ahead, no more.
 
 Crash semantics: a message that left but whose outcome was not recorded (kill -9 between
 ``sendmail`` and the UPDATE) is sent again when its lease expires: the in-flight window
@@ -38,19 +38,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.batches import Batch, Batches
-from digestd.compose import MessageTemplate, ascii_address
 from digestd.config import DeliveryTuning
+from digestd.delivery.batches import Batch, Batches
+from digestd.delivery.limits import Limits
+from digestd.delivery.queue import Job, write_outcomes
+from digestd.delivery.recorder import Recorder
+from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
-from digestd.messages import Composer, Links
-from digestd.metrics import Metrics
+from digestd.mail.composer import Composer, Links
+from digestd.mail.prerender import RenderPool
+from digestd.mail.template import MessageTemplate, ascii_address
 from digestd.models import DeliveryStatus
-from digestd.prerender import RenderPool
-from digestd.ratelimit import Limits
-from digestd.recorder import Recorder
-from digestd.sendqueue import Job, write_outcomes
-from digestd.suppress import SOFT_BOUNCE_MARK
-from digestd.transport import Transport
+from digestd.ops.metrics import Metrics
+from digestd.readers.suppression import SOFT_BOUNCE_MARK
 
 __all__ = ["Composer", "DeliveryReport", "Links", "Sender"]
 

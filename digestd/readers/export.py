@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.models import Subscriber
-from digestd.subscribers import frequency_name
+from digestd.readers.subscribers import frequency_name
 
 # The import columns first, so an export is itself importable.
 EXPORT_COLUMNS = (

@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.articles import ingest
-from digestd.categories import CATEGORIES
+from digestd.content.articles import ingest
+from digestd.content.categories import CATEGORIES
 from digestd.errors import InputError
 from digestd.models import Feed
 
