@@ -23,7 +23,7 @@ from email.utils import format_datetime
 
 from digestd.config import load_settings
 from digestd.content.categories import CATEGORIES
-from digestd.delivery.sender import Links
+from digestd.mail.composer import Links
 from digestd.mail.presentation import Site, digest_context
 from digestd.mail.render import Renderer
 from digestd.mail.template import MessageTemplate, Personal

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, cast, func, select
+from sqlalchemy import ColumnElement, Row, Table, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import QueryableAttribute, Session
@@ -77,19 +77,29 @@ def rows_table(
 
 
 def insert_ignoring_conflicts_pg(
-    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], conflict: list[str]
-) -> None:
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: list[str],
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
     """``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, one statement for
-    each set of keys the rows have. Python-side column defaults (``created_at``) are
-    rendered into the statement, once for the statement."""
+    each set of keys the rows have; with ``returning``, the rows it inserted. Python-side
+    column defaults (``created_at``) are rendered into the statement, once for it."""
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
+    inserted: list[Row[Any]] = []
     for columns, group in groups.items():
         values = rows_table(group, {column: table.c[column].type for column in columns})
         query = select(*(values.c[column] for column in columns)).select_from(values.source)
-        session.execute(
+        statement = (
             pg_insert(table)
             .from_select(list(columns), query)
             .on_conflict_do_nothing(index_elements=conflict)
         )
+        if returning:
+            inserted += session.execute(statement.returning(*(table.c[c] for c in returning))).all()
+        else:
+            session.execute(statement)
+    return inserted

@@ -109,7 +109,9 @@ def _load_demo(service: Service) -> None:
             session.add(subscriber)
             session.flush()
         subscriber_id = subscriber.id
-    queued = enqueue_now(service.sessions, service.policy, EditionKind.DAILY, [subscriber_id], now)
+    queued = enqueue_now(
+        service.sessions, service.policy, service.renderer, EditionKind.DAILY, [subscriber_id], now
+    )
     log.info(
         "demo: %d articles loaded; %s",
         report.added + report.updated,

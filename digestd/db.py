@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Row, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,22 +53,28 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def insert_ignoring_conflicts(
-    session: Session, table: Any, rows: list[dict[str, Any]], conflict_columns: list[str]
-) -> None:
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]],
+    conflict_columns: list[str],
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
     """``INSERT ... ON CONFLICT DO NOTHING``: the unique key decides, so concurrent workers
-    inserting the same row is harmless rather than an error."""
+    inserting the same row is harmless rather than an error. With ``returning``, the rows
+    this statement inserted (not those another transaction had): who created a row."""
     if not rows:
-        return
+        return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from digestd.bulk import insert_ignoring_conflicts_pg
 
-        insert_ignoring_conflicts_pg(session, table, rows, conflict_columns)
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        session.execute(
-            sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict_columns), rows
-        )
-    else:  # pragma: no cover - digestd supports SQLite and PostgreSQL
+        return insert_ignoring_conflicts_pg(session, table, rows, conflict_columns, returning)
+    if dialect != "sqlite":  # pragma: no cover - digestd supports SQLite and PostgreSQL
         raise NotImplementedError(dialect)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    if not returning:
+        session.execute(statement, rows)
+        return []
+    return list(session.execute(statement.returning(*(table.c[c] for c in returning)), rows))

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -219,8 +220,11 @@ class Digest(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     content_key: Mapped[str] = mapped_column(String(64))
-    # {"sections": [{"category": slug | None, "articles": [article ids]}]} in display order
-    layout: Mapped[dict[str, Any]] = mapped_column(JSON)
+    layout: Mapped[dict[str, Any]] = mapped_column(JSON)  # see digestd.mail.layout
+    # The rendered message (digestd.mail.template.MessageTemplate.dump), rendered once when
+    # the digest was planned; None with ``render_error`` when rendering failed.
+    template: Mapped[bytes | None] = mapped_column(LargeBinary)
+    render_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
+from digestd.mail.layout import Layout
 from digestd.mail.presentation import Site, digest_context
+from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
-from digestd.planning.planner import layout_of
+from digestd.planning.layouts import layout_of
 from digestd.planning.selection import Candidate
 
 SEND = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -91,19 +94,56 @@ def sample_articles(count: int) -> list[SampleArticle]:
     return articles
 
 
-def sample_context(
-    kind: EditionKind,
-    count: int,
-    categories: list[str] | None = None,
-    links: dict[str, str] | None = None,
-) -> dict[str, Any]:
+# A reader's own links, as the composer fills them in.
+SAMPLE_LINKS = {
+    "unsubscribe": "https://digest.example.com/unsubscribe/abc.def.ghi",
+    "preferences": "https://digest.example.com/preferences/abc.def.ghi",
+    "view": "https://digest.example.com/view/abc.def.ghi",
+    "personal_begin": "",
+    "personal_end": "",
+}
+MASTHEAD = Masthead(
+    SITE, "Tech Pulse <digest@news.example.com>", "Tech Pulse digests <digest.news.example.com>"
+)
+
+
+def sample_layout(
+    kind: EditionKind, count: int, categories: list[str] | None = None
+) -> tuple[Layout, dict[str, SampleArticle]]:
     articles = sample_articles(count)
     chosen_categories = categories or sorted({a.categories[0] for a in articles})
     candidates = [
         Candidate(a.id, a.source, a.published_at, 10.0 - i, frozenset(a.categories), a.title)
         for i, a in enumerate(articles)
     ]
-    layout = layout_of(kind, candidates, chosen_categories)
-    return digest_context(
-        kind, date(2026, 11, 29), layout, {a.id: a for a in articles}, SITE, links=links
-    )
+    return layout_of(kind, candidates, chosen_categories), {a.id: a for a in articles}
+
+
+def sample_context(
+    kind: EditionKind,
+    count: int,
+    categories: list[str] | None = None,
+    links: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The template context of a sample edition, with a reader's links filled in."""
+    layout, articles = sample_layout(kind, count, categories)
+    return digest_context(kind, date(2026, 11, 29), layout, articles, SITE, links or SAMPLE_LINKS)
+
+
+def sample_template(kind: EditionKind, count: int) -> MessageTemplate:
+    """A sample edition rendered the way the planner renders a digest."""
+    layout, articles = sample_layout(kind, count)
+    fields = {
+        a.id: ArticleFields(
+            a.url,
+            a.title,
+            a.source,
+            a.published_at,
+            a.image_url,
+            a.why_it_matters,
+            a.key_takeaways,
+            a.companies,
+        )
+        for a in articles.values()
+    }
+    return DigestRenderer(MASTHEAD).render(kind, "2026-11-29", layout, fields)

@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import func, select
 
 from digestd.db import make_engine, make_sessions, migrate
-from digestd.models import Delivery, DeliveryStatus, Subscriber
+from digestd.models import Delivery, DeliveryStatus, Digest, Subscriber
 from tests.helpers import free_port
 from tests.seeding import add_articles, hourly_articles, many_readers
 
@@ -217,6 +217,20 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
     print(f"\nmessages sent by each worker: {sent_by}")
     assert sum(sent_by) == SUBSCRIBERS
     assert sum(1 for n in sent_by if n) >= 2, "the work was not shared"
+    # Each distinct digest was rendered once, by one of the three.
+    rendered = [
+        sum(
+            int(n)
+            for n in re.findall(r"rendered (\d+) digest", (tmp_path / f"worker{i}.log").read_text())
+        )
+        for i in range(3)
+    ]
+    engine = make_engine(database_url)
+    with make_sessions(engine)() as session:
+        digests = session.scalar(select(func.count()).select_from(Digest))
+    engine.dispose()
+    print(f"digests rendered by each worker: {rendered} of {digests}")
+    assert sum(rendered) == digests
 
 
 def test_sigterm_mid_edition_exits_0_promptly_leaving_nothing_in_flight(

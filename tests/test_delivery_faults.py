@@ -15,7 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from digestd.config import Settings, load_settings
+from digestd.delivery.queue import queue_store
 from digestd.delivery.sender import Sender
+from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import SmtpPool
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
 from digestd.planning.planner import enqueue_due
@@ -44,7 +46,8 @@ def _service(env: dict[str, str], url: str, **tuning: Any) -> Service:
 
 def _sender(service: Service, clock: FakeMonotonic) -> Sender:
     return Sender(
-        service.sessions,
+        queue_store(service.sessions),
+        TemplateCache(service.sessions, service.renderer),
         service.composer,
         service.transport,
         catchup=timedelta(hours=service.settings.catchup_hours),
@@ -90,7 +93,7 @@ def test_every_deliverable_message_arrives_exactly_once_through_4xx_drops_and_55
 
         async def scenario() -> None:
             now = SENT_AT
-            enqueue_due(service.sessions, service.policy, now)
+            enqueue_due(service.sessions, service.policy, service.renderer, now)
             for _ in range(12):  # ticks 15 minutes apart: longer than any backoff used here
                 await sender.deliver_due(now)
                 now += timedelta(minutes=15)
@@ -140,7 +143,7 @@ def test_a_suppressed_address_is_never_queued_or_sent_again(env: dict[str, str])
                 now = SENT_AT + timedelta(days=day, minutes=1)
                 with service.sessions.begin() as session:
                     add_articles(session, hourly_articles(now - timedelta(hours=5), now))
-                enqueue_due(service.sessions, service.policy, now)
+                enqueue_due(service.sessions, service.policy, service.renderer, now)
                 await sender.deliver_due(now)
             await service.close()
 
@@ -168,7 +171,7 @@ def test_a_burst_of_failures_pauses_sending_instead_of_burning_through_the_list(
         _seed(service, addresses)
 
         async def storm_then_recovery() -> tuple[Any, Any, Any]:
-            enqueue_due(service.sessions, service.policy, SENT_AT)
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
             with caplog.at_level(logging.WARNING, logger="digestd"):
                 during = await sender.deliver_due(SENT_AT)
             still_paused = await sender.deliver_due(SENT_AT + timedelta(minutes=1))
@@ -180,7 +183,8 @@ def test_a_burst_of_failures_pauses_sending_instead_of_burning_through_the_list(
 
         during, still_paused, after = asyncio.run(storm_then_recovery())
 
-    assert during.paused and sender.pauses == 1
+    assert during.paused
+    assert sender.metrics.registry.get_sample_value("digestd_sending_pauses_total") == 1
     assert during.deferred <= 10 + 2  # the burst, plus what was already on the wire
     assert during.released == 100 - during.deferred
     assert during.failed == 0 and during.sent == 0
@@ -201,7 +205,7 @@ def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bo
         _seed(service, ["slow@example.com"])
 
         async def until_too_late() -> None:
-            enqueue_due(service.sessions, service.policy, SENT_AT)
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
             now = SENT_AT
             while now < SENT_AT + timedelta(hours=7):
                 await sender.deliver_due(now)
@@ -234,7 +238,7 @@ def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -
         _seed(service, addresses)
 
         async def send() -> None:
-            enqueue_due(service.sessions, service.policy, SENT_AT)
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
             await sender.deliver_due(SENT_AT)
             await service.close()
 
@@ -253,7 +257,7 @@ def test_with_per_domain_limits_everything_is_still_delivered_once(env: dict[str
         _seed(service, addresses)
 
         async def send() -> None:
-            enqueue_due(service.sessions, service.policy, SENT_AT)
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
             await sender.deliver_due(SENT_AT)
             await sender.deliver_due(SENT_AT + timedelta(minutes=15))
             await service.close()

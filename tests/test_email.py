@@ -16,7 +16,7 @@ from sqlalchemy import select
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
 from digestd.mail.render import RenderedEmail
-from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.template import LinkSlots, MessageTemplate, Personal
 from digestd.models import Subscriber
 from digestd.tokens import Purpose, Tokens
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts, run_cli
@@ -194,12 +194,16 @@ def _compose_with_unsubscribe_link(template: MessageTemplate, link: str) -> byte
 
 
 def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
+    slots = LinkSlots()
+    unsubscribe = slots.placeholder("unsubscribe")
     rendered = RenderedEmail(
         subject="Ünïcode subject ✓",
-        text="Héllo\nUnsubscribe: __digestd_unsubscribe_url__\n",
-        html='<p>x</p><a href="__digestd_unsubscribe_url__">u</a>' + "é" * 300,
+        text=f"Héllo\nUnsubscribe: {unsubscribe}\n",
+        html=f'<p>x</p><a href="{unsubscribe}">u</a>' + "é" * 300,
     )
-    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
+    template = MessageTemplate.build(
+        rendered, from_header="Tech Pulse <d@example.com>", slots=slots
+    )
     link = "https://digest.example.com/unsubscribe/" + "A" * 180
     data = _compose_with_unsubscribe_link(template, link)
     head, body = data.split(b"\r\n\r\n", 1)
@@ -230,21 +234,25 @@ def test_spamassassin_scores_a_typical_digest_below_one(digest: bytes) -> None:
 @pytest.mark.parametrize(
     ("text", "link"),
     [
-        ("Plain\nUnsubscribe: __digestd_unsubscribe_url__\n", "https://d.example.com/u/abc.def"),
+        ("Plain\nUnsubscribe: {U}\n", "https://d.example.com/u/abc.def"),
         # CR, CRLF and a lone LF from article data; lines that start with "."
-        ("A\r\nB\rC\n.hidden\n.\n__digestd_unsubscribe_url__", "https://d.example.com/u/x.y"),
+        ("A\r\nB\rC\n.hidden\n.\n{U}", "https://d.example.com/u/x.y"),
         # A link whose quoted-printable wrapping would put "." at the start of a line
-        ("__digestd_unsubscribe_url__\n", "https://d.example.com/u/" + "A" * 50 + ".B" * 40),
+        ("{U}\n", "https://d.example.com/u/" + "A" * 50 + ".B" * 40),
         # A 76-character line starting with ".": escaping it must re-wrap, not overflow
-        ("." + "x" * 80 + "\n." + "é" * 30 + "\n__digestd_unsubscribe_url__", "https://u/.x"),
+        ("." + "x" * 80 + "\n." + "é" * 30 + "\n{U}", "https://u/.x"),
     ],
     ids=["plain", "stray-line-ends-and-dot-lines", "dot-after-a-soft-break", "long-dot-lines"],
 )
 def test_composed_messages_are_already_in_smtp_data_form(text: str, link: str) -> None:
     """CRLF only and no line starting with "." (RFC 5321 §4.5.2), so the transport sends
     them untouched; quoted-printable stays within 76 characters and decodes to the text."""
+    slots = LinkSlots()
+    text = text.replace("{U}", slots.placeholder("unsubscribe"))
     rendered = RenderedEmail(subject="S", text=text, html=text.replace("\n", "<br>\n"))
-    template = MessageTemplate(rendered, from_header="Tech Pulse <d@example.com>")
+    template = MessageTemplate.build(
+        rendered, from_header="Tech Pulse <d@example.com>", slots=slots
+    )
     data = _compose_with_unsubscribe_link(template, link)
     crlf = data.count(b"\r\n")
     assert data.count(b"\n") == crlf and data.count(b"\r") == crlf
@@ -253,4 +261,4 @@ def test_composed_messages_are_already_in_smtp_data_form(text: str, link: str) -
     assert max(len(line) for line in body.split(b"\r\n")) <= 76
     plain = parts(parse(data))[0].replace("\r\n", "\n")
     expected = text.replace("\r\n", "\n").replace("\r", "\n")
-    assert plain.strip("\n") == expected.replace("__digestd_unsubscribe_url__", link).strip("\n")
+    assert plain.strip("\n") == expected.replace(slots.placeholder("unsubscribe"), link).strip("\n")

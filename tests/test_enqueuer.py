@@ -15,15 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from digestd.config import load_settings
+from digestd.config import Settings, load_settings
 from digestd.db import make_engine, make_sessions
 from digestd.delivery.transport import MailCatcher
-from digestd.helper_process import WATCH_SECONDS
+from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.models import Delivery, Digest, EditionKind, Subscriber
-from digestd.planning.enqueuer import Enqueuer
-from digestd.planning.planner import Policy, enqueue_due, enqueue_now
+from digestd.planning.enqueuer import WATCH_SECONDS, Enqueuer
+from digestd.planning.planner import enqueue_due, enqueue_now
+from digestd.planning.policy import Policy
 from digestd.service import Service
 from tests.conftest import SmtpSink
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
@@ -49,6 +50,10 @@ def _seed(url: str, readers: int) -> Any:
     return engine, sessions
 
 
+def _renderer(settings: Settings) -> DigestRenderer:
+    return DigestRenderer(Masthead.from_settings(settings))
+
+
 def _queue(sessions: Any) -> list[tuple[str, str, Any]]:
     with sessions() as session:
         rows = session.execute(
@@ -66,7 +71,9 @@ def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str
     policy = Policy.from_settings(settings)
 
     async def enqueue(in_helper: bool) -> Any:
-        enqueuer = Enqueuer(sessions, settings.database_url, in_helper=in_helper)
+        enqueuer = Enqueuer(
+            sessions, settings.database_url, _renderer(settings), in_helper=in_helper
+        )
         try:
             return await enqueuer.enqueue(policy, SEND)
         finally:
@@ -88,7 +95,7 @@ def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str
     engine.dispose()
 
 
-def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
+def test_a_helper_found_dead_is_replaced_before_it_is_asked(
     env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = load_settings(env)
@@ -96,20 +103,56 @@ def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
     policy = Policy.from_settings(settings)
 
     async def scenario() -> Any:
-        enqueuer = Enqueuer(sessions, settings.database_url, in_helper=True)
+        enqueuer = Enqueuer(sessions, settings.database_url, _renderer(settings), in_helper=True)
         try:
-            helper = enqueuer._helper()
-            pid = await asyncio.get_running_loop().run_in_executor(helper, os.getpid)
-            os.kill(pid, signal.SIGKILL)  # the OOM killer, say
+            first = enqueuer.start()
+            os.kill(first, signal.SIGKILL)  # the OOM killer, say, between two ticks
             with caplog.at_level(logging.WARNING, logger="digestd.planning.enqueuer"):
-                return await enqueuer.enqueue(policy, SEND)
+                report = await enqueuer.enqueue(policy, SEND)
+            assert enqueuer.start() != first
+            return report
         finally:
             enqueuer.close()
 
     report = asyncio.run(scenario())
     assert report.queued == {"daily": 1_200}
     assert len(_queue(sessions)) == 1_200
+    assert "planner's helper process died" in caplog.text
+    engine.dispose()
+
+
+def test_a_helper_that_dies_mid_edition_is_replaced_by_planning_here(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed after committing some batches: they stay, the rest is planned in-process,
+    and everyone is queued exactly once."""
+    settings = load_settings(env)
+    engine, sessions = _seed(settings.database_url, 6_000)
+    policy = Policy.from_settings(settings)
+
+    def queued() -> int:
+        with sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+
+    async def scenario() -> Any:
+        enqueuer = Enqueuer(sessions, settings.database_url, _renderer(settings), in_helper=True)
+        helper = enqueuer.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="digestd.planning.enqueuer"):
+                planning = asyncio.ensure_future(enqueuer.enqueue(policy, SEND))
+                while queued() == 0:  # a real process's progress: nothing to inject
+                    await asyncio.sleep(0.005)
+                os.kill(helper, signal.SIGKILL)
+                return await planning, queued()
+        finally:
+            enqueuer.close()
+
+    report, _ = asyncio.run(scenario())
+    assert len(_queue(sessions)) == 6_000
     assert "enqueue helper process died" in caplog.text
+    # The helper's committed batches are not counted by the in-process run that finished
+    # the edition: it reports only what it queued itself.
+    assert 0 < report.queued["daily"] < 6_000
     engine.dispose()
 
 
@@ -147,19 +190,19 @@ def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(
     policy = service.policy
     with sessions.begin() as session:  # a third of the readers are queued to begin with
         first = session.scalars(select(Subscriber.id).order_by(Subscriber.id).limit(10)).all()
-    enqueue_now(sessions, policy, EditionKind.DAILY, list(first), SEND)
+    enqueue_now(sessions, policy, service.renderer, EditionKind.DAILY, list(first), SEND)
     calls: list[int] = []
 
     async def more() -> bool:
         calls.append(len(list(settings.mail_dir.glob("*.eml"))))
         if len(calls) == 1:  # "the helper committed the rest"
-            await asyncio.to_thread(enqueue_due, sessions, policy, SEND)
+            await asyncio.to_thread(enqueue_due, sessions, policy, service.renderer, SEND)
             return True
         return False  # "the helper is done": the queue is empty for good
 
     async def deliver() -> Any:
         try:
-            return await service.sender().deliver_due(SEND, more=more)
+            return await service.sender.deliver_due(SEND, more=more)
         finally:
             await service.close()
 
@@ -170,14 +213,16 @@ def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(
 
 
 PARENT = """
-import asyncio, os
-from digestd.planning.enqueuer import Enqueuer
-from digestd.helper_process import WATCH_SECONDS
+import asyncio
+from digestd.mail.digests import DigestRenderer, Masthead
+from digestd.mail.presentation import Site
+from digestd.mail.digests import DigestRenderer, Masthead
+from digestd.planning.enqueuer import WATCH_SECONDS, Enqueuer
 
 async def main():
-    enqueuer = Enqueuer(None, "sqlite://", in_helper=True)
-    helper = await asyncio.get_running_loop().run_in_executor(enqueuer._helper(), os.getpid)
-    print(helper, flush=True)
+    renderer = DigestRenderer(Masthead(Site("s", "https://s.example", "a"), "s <s@s.example>", "l"))
+    enqueuer = Enqueuer(None, "sqlite://", renderer, in_helper=True)
+    print(enqueuer.start(), flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())

@@ -46,12 +46,13 @@ def test_readers_with_the_same_digest_share_one_render(
     settings = load_settings(env)
     service = Service.build(settings, transport=MailCatcher(settings.mail_dir))
     counting = CountingRenderer()
-    service.composer.renderer = counting
+    service.renderer.renderer = counting  # what the planner renders with
     report = asyncio.run(service.tick(SEND))
     asyncio.run(service.close())
 
     assert report.delivered.sent == 7
     assert counting.calls == ["daily", "daily", "daily"]  # ai-only, quantum-only, ai+quantum
+    assert report.enqueued.rendered == 3 and report.summary().endswith("rendered 3 digests")
     messages = [parse(p.read_bytes()) for p in settings.mail_dir.glob("*.eml")]
     ai_readers = [m for m in messages if str(m["To"]).startswith("ai")]
     bodies = {parts(m)[0].split("Manage preferences")[0] for m in ai_readers}

@@ -11,7 +11,7 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.delivery.sender import Links
+from digestd.mail.composer import Links
 from digestd.models import SubscriberStatus
 from digestd.service import Service
 from digestd.tokens import Purpose, Tokens

@@ -1,7 +1,7 @@
 """From a digest's layout and its articles to the template context of one email.
 
-Per-recipient links are placeholders here (see :data:`LINK_PLACEHOLDERS`): a digest is
-rendered once and each recipient's copy is made by substitution in ``compose``.
+Per-recipient links are placeholders here (:class:`~digestd.mail.template.LinkSlots`): a
+digest is rendered once and each recipient's copy is made by substitution.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ from datetime import date, datetime
 from typing import Any
 
 from digestd.content.categories import CATEGORIES
+from digestd.mail.layout import Layout
 from digestd.models import EditionKind
 
-# Only letters and underscores: they pass unchanged through Jinja escaping, MJML, premailer
-# and quoted-printable, so substitution can work on the final bytes.
-LINK_PLACEHOLDERS = {
-    "unsubscribe": "__digestd_unsubscribe_url__",
-    "preferences": "__digestd_preferences_url__",
-    "view": "__digestd_view_url__",
-}
+# What each recipient's copy of a digest fills in. The reader's own links sit between
+# ``personal_begin`` and ``personal_end`` (empty in an email): a copy shown on the web
+# (view in browser) replaces that stretch, so a shared page carries no reader's links.
+PERSONAL_LINKS = ("unsubscribe", "preferences", "view", "personal_begin", "personal_end")
 
 # Card limits keep the largest edition (15 articles, long fields) under Gmail's ~102 KB clip.
 TITLE_CHARS = 200
@@ -92,27 +90,25 @@ def names_of(categories: list[str]) -> str:
 def digest_context(
     kind: EditionKind,
     local_date: date,
-    layout: Mapping[str, Any],
+    layout: Layout,
     articles: Mapping[str, Any],
     site: Site,
-    links: Mapping[str, str] | None = None,
+    links: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Template context for a digest. ``layout`` is what :mod:`digestd.planning.planner` stored."""
+    """Template context for a digest; ``links`` has a value for each of PERSONAL_LINKS."""
     sections: list[dict[str, Any]] = []
     number = 0
-    for section in layout["sections"]:
+    for section in layout.sections:
         views: list[dict[str, Any]] = []
-        for article_id, category in section["articles"]:
+        for entry in section.entries:
             number += 1
-            views.append(article_view(articles[article_id], category, number))
+            views.append(article_view(articles[entry.article_id], entry.category, number))
         heading = (
-            "Top story of the week"
-            if section.get("lead")
-            else CATEGORIES.get(section.get("category") or "", "")
+            "Top story of the week" if section.lead else CATEGORIES.get(section.category or "", "")
         )
         sections.append({"heading": heading, "articles": views})
     flat = [a for s in sections for a in s["articles"]]
-    topics = names_of(list(layout["categories"]))
+    topics = names_of(list(layout.categories))
     if kind is EditionKind.DAILY:
         heading = f"Daily digest · {long_date(local_date)}"
         story_word = "story" if number == 1 else f"{number} stories"
@@ -133,5 +129,5 @@ def digest_context(
         "top": flat[0],
         "count": number,
         "footer_reason": reason,
-        "links": dict(links or LINK_PLACEHOLDERS),
+        "links": dict(links),
     }

@@ -12,19 +12,55 @@ from __future__ import annotations
 import binascii
 import hashlib
 import html
+import json
 import re
-from collections.abc import Mapping, Sequence
+import secrets
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.policy import SMTP
 
 import idna
 
-from digestd.mail.presentation import LINK_PLACEHOLDERS
 from digestd.mail.render import RenderedEmail
 
 CRLF = b"\r\n"
-_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in LINK_PLACEHOLDERS.values()))
-_NAME_OF = {placeholder: name for name, placeholder in LINK_PLACEHOLDERS.items()}
+
+
+class LinkSlots:
+    """Placeholders for the links each recipient's copy fills in, unguessable per render.
+
+    A placeholder is letters, digits and underscores only, so it passes unchanged through
+    Jinja escaping, MJML, premailer and quoted-printable. Its random part means text from
+    an article can never be taken for one.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = f"__digestd{secrets.token_hex(6)}_"
+        self._pattern = re.compile(re.escape(self._prefix) + r"([a-z0-9_]+?)__")
+
+    def placeholder(self, name: str) -> str:
+        return f"{self._prefix}{name}__"
+
+    def links(self, names: Iterable[str]) -> dict[str, str]:
+        return {name: self.placeholder(name) for name in names}
+
+    def split(self, text: str) -> tuple[list[bytes], list[str]]:
+        """Static QP chunks of ``text`` and, between them, the names of the links."""
+        if not text.endswith("\n"):
+            text += "\n"  # the CRLF before a boundary belongs to the boundary (RFC 2046)
+        chunks: list[bytes] = []
+        names: list[str] = []
+        position = 0
+        for match in self._pattern.finditer(text):
+            chunks.append(_qp(text[position : match.start()]))
+            names.append(match.group(1))
+            position = match.end()
+        chunks.append(_qp(text[position:]))
+        return chunks, names
+
+
+NO_SLOTS = LinkSlots()  # for emails rendered with their real links (nothing to fill in)
 
 
 class WireBytes(bytes):
@@ -74,21 +110,6 @@ def _qp(text: str) -> bytes:
     return encoded
 
 
-def _split(text: str) -> tuple[list[bytes], list[str]]:
-    """Static QP chunks and, between them, the names of the links to substitute."""
-    if not text.endswith("\n"):
-        text += "\n"  # the CRLF before a boundary belongs to the boundary (RFC 2046)
-    chunks: list[bytes] = []
-    names: list[str] = []
-    position = 0
-    for match in _PLACEHOLDER_RE.finditer(text):
-        chunks.append(_qp(text[position : match.start()]))
-        names.append(_NAME_OF[match.group()])
-        position = match.end()
-    chunks.append(_qp(text[position:]))
-    return chunks, names
-
-
 def header(name: str, value: str) -> bytes:
     """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
@@ -132,19 +153,46 @@ class Personal:
     unsubscribe_mailto: str
 
 
+TEMPLATE_FORMAT = 1  # bump when the stored form changes; older ones are rendered again
+
+
+class TemplateFormatError(ValueError):
+    """Stored template bytes this version cannot read."""
+
+
+@dataclass(frozen=True)
 class MessageTemplate:
-    def __init__(
-        self, rendered: RenderedEmail, *, from_header: str, headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        self.subject = rendered.subject
+    """A rendered email, QP-encoded once, with the names of the links each recipient's copy
+    fills in between its chunks. Stored with each digest (:meth:`dump`) and composed per
+    recipient by :meth:`compose`."""
+
+    subject: str
+    head: bytes  # From, Subject, fixed headers, MIME-Version, Content-Type
+    text_head: bytes
+    html_head: bytes
+    tail: bytes
+    text_chunks: tuple[bytes, ...]
+    text_links: tuple[str, ...]
+    html_chunks: tuple[bytes, ...]
+    html_links: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        rendered: RenderedEmail,
+        *,
+        from_header: str,
+        headers: Sequence[tuple[str, str]] = (),
+        slots: LinkSlots = NO_SLOTS,
+    ) -> MessageTemplate:
         # Derived from the content, so a digest renders to the same bytes wherever it is
-        # rendered (a worker process or the sender). "=_" can never occur in quoted-printable
-        # text (a literal "=" is encoded "=3D"), so the boundary cannot collide with a body.
+        # rendered. "=_" can never occur in quoted-printable text (a literal "=" is encoded
+        # "=3D"), so the boundary cannot collide with a body.
         digest = hashlib.sha256(
             "\0".join((rendered.subject, rendered.text, rendered.html)).encode()
         ).hexdigest()
         boundary = "=_digestd_" + digest[:24]
-        self._head = b"".join(
+        head = b"".join(
             [header("From", from_header), header("Subject", rendered.subject)]
             + [header(name, value) for name, value in headers]
             + [
@@ -156,26 +204,32 @@ class MessageTemplate:
             "--{b}\r\nContent-Type: text/{sub}; charset=utf-8\r\n"
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
-        self._text_head = (
-            b"\r\nThis is a multi-part message in MIME format.\r\n\r\n"
-            + part_head.format(b=boundary, sub="plain").encode()
+        text_chunks, text_links = slots.split(rendered.text)
+        html_chunks, html_links = slots.split(rendered.html)
+        return cls(
+            subject=rendered.subject,
+            head=head,
+            text_head=b"\r\nThis is a multi-part message in MIME format.\r\n\r\n"
+            + part_head.format(b=boundary, sub="plain").encode(),
+            html_head=part_head.format(b=boundary, sub="html").encode(),
+            tail=f"--{boundary}--\r\n".encode(),
+            text_chunks=tuple(text_chunks),
+            text_links=tuple(text_links),
+            html_chunks=tuple(html_chunks),
+            html_links=tuple(html_links),
         )
-        self._html_head = part_head.format(b=boundary, sub="html").encode()
-        self._tail = f"--{boundary}--\r\n".encode()
-        self._text_chunks, self._text_links = _split(rendered.text)
-        self._html_chunks, self._html_links = _split(rendered.html)
 
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
         unsubscribe = f"<{links['unsubscribe']}>, <mailto:{personal.unsubscribe_mailto}>"
         out = [
-            self._head,
+            self.head,
             _plain_header("To", personal.to),
             _plain_header("Date", personal.date),
             _plain_header("Message-ID", personal.message_id),
             _plain_header("List-Unsubscribe", unsubscribe),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            self._text_head,
+            self.text_head,
         ]
         # Each link appears several times (text and HTML): encoded once per message.
         text = {name: _qp(links[name]) for name in links}
@@ -184,16 +238,76 @@ class MessageTemplate:
             name: text[name] if escaped[name] == links[name] else _qp(escaped[name])
             for name in links
         }
-        _interleave(out, self._text_chunks, [text[n] for n in self._text_links])
-        out.append(self._html_head)
-        _interleave(out, self._html_chunks, [in_html[n] for n in self._html_links])
-        out.append(self._tail)
+        _interleave(out, self.text_chunks, [text[n] for n in self.text_links])
+        out.append(self.html_head)
+        _interleave(out, self.html_chunks, [in_html[n] for n in self.html_links])
+        out.append(self.tail)
         # Every part is CRLF-terminated; header lines start with a name or (folded) a
         # space, body lines come from _qp: so no line starts with ".".
         return WireBytes(b"".join(out))
 
+    def text(self, links: Mapping[str, str]) -> str:
+        """The text part (decoded) with these ``links``."""
+        out: list[bytes] = []
+        _interleave(out, self.text_chunks, [_qp(links[n]) for n in self.text_links])
+        return binascii.a2b_qp(b"".join(out)).decode("utf-8")
 
-def _interleave(out: list[bytes], chunks: list[bytes], values: list[bytes]) -> None:
+    def html(self, links: Mapping[str, str], *, personal: str | None = None) -> str:
+        """The HTML part (decoded) with these ``links``. With ``personal`` (HTML), each
+        stretch between the ``personal_begin`` and ``personal_end`` slots is replaced by
+        it: a copy for the web, which must not carry a reader's own links."""
+        out: list[bytes] = []
+        skipping = False
+        for chunk, name in zip(self.html_chunks, (*self.html_links, None), strict=True):
+            if not skipping:
+                out.append(chunk)
+            if personal is not None and name == "personal_begin":
+                skipping = True
+                out.append(_qp(personal))
+            elif personal is not None and name == "personal_end":
+                skipping = False
+            elif name is not None and not skipping:
+                out.append(_qp(html.escape(links[name])))
+        return binascii.a2b_qp(b"".join(out)).decode("utf-8")
+
+    def dump(self) -> bytes:
+        """The stored form: versioned, compressed (a digest's 20-90 KB become a few KB)."""
+        data = {
+            "format": TEMPLATE_FORMAT,
+            "subject": self.subject,
+            **{name: getattr(self, name).decode("ascii") for name in _BYTES_FIELDS},
+            **{name: [c.decode("ascii") for c in getattr(self, name)] for name in _CHUNKS},
+            **{name: list(getattr(self, name)) for name in _NAMES},
+        }
+        return zlib.compress(json.dumps(data, separators=(",", ":")).encode("ascii"), 6)
+
+    @classmethod
+    def load(cls, stored: bytes) -> MessageTemplate:
+        try:
+            data = json.loads(zlib.decompress(stored))
+        except (zlib.error, ValueError) as exc:
+            raise TemplateFormatError(f"not a stored template: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != TEMPLATE_FORMAT:
+            raise TemplateFormatError("stored by another version of digestd")
+        return cls(
+            subject=data["subject"],
+            head=data["head"].encode("ascii"),
+            text_head=data["text_head"].encode("ascii"),
+            html_head=data["html_head"].encode("ascii"),
+            tail=data["tail"].encode("ascii"),
+            text_chunks=tuple(c.encode("ascii") for c in data["text_chunks"]),
+            text_links=tuple(data["text_links"]),
+            html_chunks=tuple(c.encode("ascii") for c in data["html_chunks"]),
+            html_links=tuple(data["html_links"]),
+        )
+
+
+_BYTES_FIELDS = ("head", "text_head", "html_head", "tail")
+_CHUNKS = ("text_chunks", "html_chunks")
+_NAMES = ("text_links", "html_links")
+
+
+def _interleave(out: list[bytes], chunks: Sequence[bytes], values: list[bytes]) -> None:
     for chunk, value in zip(chunks, values, strict=False):
         out.append(chunk)
         out.append(value)

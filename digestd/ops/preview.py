@@ -1,57 +1,50 @@
-"""``digestd preview``: an edition as a reader of some categories would get it, sending nothing."""
+"""``digestd preview``: an edition as a reader of some categories would get it, sending nothing.
+
+It is made the way a planned digest is: the planner's selection and layout, rendered by
+the same :class:`~digestd.mail.digests.DigestRenderer` into the same template the sender
+composes from, so what a preview shows is what the edition sends.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from email.utils import format_datetime
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
-from digestd.mail.presentation import digest_context
-from digestd.mail.template import MessageTemplate, Personal
-from digestd.models import Article, EditionKind
-from digestd.planning.planner import article_ids, preview_layout
+from digestd.mail.digests import load_articles
+from digestd.mail.template import Personal
+from digestd.models import EditionKind
+from digestd.planning.layouts import in_site_order
+from digestd.planning.planner import Planner
 from digestd.service import Service
 
 
 def preview(
     service: Service, kind: EditionKind, categories: list[str], now: datetime, fmt: str
 ) -> bytes | None:
+    """The edition as ``html``, ``text`` or a whole message (``eml``); None when there is
+    nothing to send."""
     settings = service.settings
-    composer = service.composer
+    planner = Planner(kind, service.policy, service.renderer, now, on_demand=True)
     with service.sessions() as session:
-        slot, layout = preview_layout(
-            session, service.policy, kind, categories, now, settings.default_timezone
-        )
-        if layout is None:
+        slot = planner.slot_for(ZoneInfo(settings.default_timezone))
+        found = planner.layout_for(session, slot, in_site_order(categories), frozenset())
+        if found is None:
             return None
-        articles = {
-            a.id: a
-            for a in session.scalars(select(Article).where(Article.id.in_(article_ids(layout))))
-        }
-    links = composer.links.for_subscriber("preview", delivery_id=0)
-    context = digest_context(
-        kind,
-        slot.local_date,
-        layout,
-        articles,
-        composer.site,
-        links=None if fmt == "eml" else links,
-    )
-    rendered = composer.renderer.render(str(kind), context)
+        layout = found[0]
+        articles = load_articles(session, layout.article_ids())
+    template = service.renderer.render(kind, slot.period, layout, articles)
+    links = service.composer.links.for_subscriber("preview", delivery_id=0)
     if fmt == "html":
-        return rendered.html.encode()
+        return template.html(links).encode()
     if fmt == "text":
-        return rendered.text.encode()
-    template = MessageTemplate(
-        rendered, from_header=composer.from_header, headers=[("List-Id", settings.list_id)]
-    )
+        return template.text(links).encode()
     return template.compose(
         Personal(
             to="reader@example.com",
             message_id=f"<preview.{kind}.{slot.period}@{settings.from_domain}>",
             date=format_datetime(now),
             links=links,
-            unsubscribe_mailto=f"{composer.links.mailto}?subject=unsubscribe",
+            unsubscribe_mailto=service.composer.mailto,
         )
     )

@@ -1,17 +1,25 @@
-"""Enqueueing due editions in a helper process while the sending process sends.
+"""Planning due editions in a helper process while the sending process sends.
 
-Planning an edition (who is due, each reader's selection, digests, one queue row each) is
-CPU-bound Python: ~60 µs a reader, six seconds for 100 000. In the sending process it
-shares one core with composing and SMTP; a thread there only takes turns at the GIL
-(measured: no gain at all). A helper process puts it on another core, and since each batch
-of 1 000 readers commits on its own, the sender starts on the first rows while the rest
-are still being planned.
+Planning an edition (who is due, each reader's selection, digests rendered, one queue row
+each) is CPU-bound Python. In the sending process it shares one core with composing and
+SMTP, and a thread there only takes turns at the GIL. A helper process puts it on another
+core, and since each batch of readers commits on its own, the sender starts on the first
+rows while the rest are still being planned.
 
-The helper process needs nothing but the database URL and the :class:`Policy`: it opens
-its own engine (connections never cross a process boundary) and is started with ``spawn``,
-so it inherits no event loop, socket or lock from the sender. Enqueueing is idempotent (the
-queue's unique key, and ``next_*_at`` moved in the same transaction as each batch's rows),
-so if the helper dies the sender simply enqueues in-process, from where it stopped.
+The helper needs only plain data (the database URL, the :class:`Policy`, the digests'
+:class:`Masthead`): it opens its own engine (connections never cross a process boundary)
+and is started with ``spawn``, so it inherits no event loop, socket or lock from the
+sender. Planning is idempotent (the queue's unique key, and ``next_*_at`` moved in the same
+transaction as each batch's rows), so if the helper dies the sender plans in-process, from
+where it stopped.
+
+Its lifetime is the sender's:
+
+- Ctrl-C reaches the whole process group and systemd signals the whole cgroup; stopping is
+  the sender's decision (it releases its batch, then ends its helper), so the helper
+  ignores SIGINT and SIGTERM and is ended with SIGKILL.
+- If the sender itself is killed (kill -9, the OOM killer), a watchdog thread in the helper
+  notices it was re-parented and exits: no orphan keeps planning.
 """
 
 from __future__ import annotations
@@ -19,67 +27,140 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import os
+import signal
+import threading
 from datetime import datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
-from digestd.helper_process import leave_stopping_to_the_sender
-from digestd.planning.planner import EnqueueReport, Policy, enqueue_due
+from digestd.mail.digests import DigestRenderer, Masthead
+from digestd.planning.planner import enqueue_due
+from digestd.planning.policy import EnqueueReport, Policy
 
 log = logging.getLogger(__name__)
 
+WATCH_SECONDS = 1.0  # how often a helper checks that its sender is still alive
 
-def _enqueue_in_helper(database_url: str, policy: Policy, now: datetime) -> EnqueueReport:
-    engine = make_engine(database_url)
-    try:
-        return enqueue_due(make_sessions(engine), policy, now)
-    finally:
-        engine.dispose()
+
+class HelperDied(Exception):
+    """The helper process went away in the middle of a call."""
 
 
 class Enqueuer:
     """Runs :func:`enqueue_due` in a helper process (``in_helper``) or in a thread here."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], database_url: str, *, in_helper: bool
+        self,
+        sessions: sessionmaker[Session],
+        database_url: str,
+        renderer: DigestRenderer,
+        *,
+        in_helper: bool,
     ) -> None:
         self.sessions = sessions
         self.database_url = database_url
+        self.renderer = renderer
         self.in_helper = in_helper
-        self._pool: ProcessPoolExecutor | None = None
+        self._process: BaseProcess | None = None
+        self._connection: Connection | None = None
 
     async def enqueue(self, policy: Policy, now: datetime) -> EnqueueReport:
         if self.in_helper:
-            loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(
-                    self._helper(), _enqueue_in_helper, self.database_url, policy, now
-                )
-            except BrokenProcessPool:
-                # Killed (OOM killer, an operator): what it committed stays, the rest is
+                return await asyncio.to_thread(self._call, policy, now)
+            except HelperDied:
+                # Killed (the OOM killer, an operator): what it committed stays, the rest is
                 # planned here. A new helper is started for the next tick.
                 log.warning("the enqueue helper process died; enqueueing in this process")
                 self.close()
-        return await asyncio.to_thread(enqueue_due, self.sessions, policy, now)
+        return await asyncio.to_thread(enqueue_due, self.sessions, policy, self.renderer, now)
 
-    def _helper(self) -> ProcessPoolExecutor:
-        if self._pool is None:
+    def start(self) -> int:
+        """Start the helper (once; it takes a fraction of a second to import what planning
+        needs) and return its process id."""
+        if self._process is None or not self._process.is_alive():
+            if self._process is not None:
+                log.warning("the planner's helper process died; starting a new one")
+            self.close()
             spawn = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=spawn, initializer=leave_stopping_to_the_sender
+            ours, theirs = spawn.Pipe()
+            process = spawn.Process(
+                target=_serve,
+                args=(theirs, self.database_url, self.renderer.masthead, self.renderer.directory),
+                name="digestd-planner",
+                daemon=True,
             )
-        return self._pool
+            process.start()
+            theirs.close()
+            self._process, self._connection = process, ours
+        assert self._process.pid is not None
+        return self._process.pid
+
+    def _call(self, policy: Policy, now: datetime) -> EnqueueReport:
+        self.start()
+        assert self._connection is not None
+        try:
+            self._connection.send((policy, now))
+            outcome, value = self._connection.recv()
+        except (EOFError, OSError) as exc:
+            raise HelperDied(str(exc)) from exc
+        if outcome == "error":
+            raise value
+        assert isinstance(value, EnqueueReport)
+        return value
 
     def close(self) -> None:
         """Stop the helper now, even mid-edition: each batch it committed is complete and
-        the next tick plans the rest. (Waiting would make stopping as slow as planning.)"""
-        pool, self._pool = self._pool, None
-        if pool is None:
+        the next tick plans the rest (waiting would make stopping as slow as planning)."""
+        process, self._process = self._process, None
+        connection, self._connection = self._connection, None
+        if process is not None:
+            process.kill()  # it ignores SIGTERM
+            process.join()
+        if connection is not None:
+            connection.close()
+
+
+def _serve(connection: Connection, database_url: str, masthead: Masthead, directory: Path) -> None:
+    """The helper process: plan what it is asked, one request at a time, until the pipe closes."""
+    _leave_stopping_to_the_sender()
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    renderer = DigestRenderer(masthead, directory)
+    while True:
+        try:
+            policy, now = connection.recv()
+        except EOFError:
             return
-        # ProcessPoolExecutor has no public way to stop a running call before Python 3.14.
-        for process in list(pool._processes.values()):
-            process.kill()  # it ignores SIGTERM (see digestd.helper_process)
-        pool.shutdown(wait=True, cancel_futures=True)
+        answer: tuple[str, Any]
+        try:
+            answer = ("ok", enqueue_due(sessions, policy, renderer, now))
+        except Exception as exc:  # handed to the sender, which raises it where it waits
+            answer = ("error", exc)
+        try:
+            connection.send(answer)
+        except Exception as exc:  # an error that does not pickle: its words still do
+            connection.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+            log.debug("could not send the planner's answer as it was: %s", exc)
+
+
+def _leave_stopping_to_the_sender() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    threading.Thread(
+        target=_exit_with, args=(parent,), name="exit-with-sender", daemon=True
+    ).start()
+
+
+def _exit_with(parent: int) -> None:
+    stop = threading.Event()  # never set: wait() is a sleep that cannot be interrupted
+    while not stop.wait(WATCH_SECONDS):
+        if os.getppid() != parent:
+            os._exit(0)  # nothing to clean up: the planner's database work is transactional

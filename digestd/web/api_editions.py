@@ -159,7 +159,9 @@ def _trigger(w: Web, kind: EditionKind, emails: list[str] | None, now: datetime)
         if fresh:
             # A concurrent tick may queue some of these in between; the deliveries' unique
             # key still keeps it to one each, only these counts could then be slightly high.
-            planned = enqueue_now(w.sessions, w.service.policy, kind, fresh, now)
+            planned = enqueue_now(
+                w.sessions, w.service.policy, w.service.renderer, kind, fresh, now
+            )
             report.queued += planned.queued[kind]
             report.nothing_to_send += planned.empty
     if emails is not None:

@@ -10,8 +10,8 @@ from datetime import datetime
 from email.utils import format_datetime, formataddr
 
 from digestd.config import Settings
-from digestd.delivery.sender import Links
 from digestd.delivery.transport import Transport
+from digestd.mail.composer import Links
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
 from digestd.mail.template import MessageTemplate, Personal, ascii_address
@@ -60,7 +60,7 @@ class SignupMailer:
             "links": links,
         }
         rendered = self.renderer.render("confirm", context)
-        template = MessageTemplate(
+        template = MessageTemplate.build(
             rendered,
             from_header=self.from_header,
             headers=[("List-Id", self.settings.list_id), ("Auto-Submitted", "auto-generated")],

@@ -1,18 +1,22 @@
-""" "View in browser": one reader's edition as a web page, with that reader's own links."""
+""" "View in browser": the digest a reader was sent, as a web page anyone with the link may see.
+
+The page is the stored template of the email that was sent (not re-rendered from today's
+article rows), with the reader's own links taken out: such links get forwarded and
+shared, and the page must not hand anyone the reader's address or their unsubscribe,
+preferences or erasure controls.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import html
 
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from digestd.delivery.sender import Links
-from digestd.mail.presentation import Site, digest_context
-from digestd.models import Article, Delivery, Digest, Edition, EditionKind, Subscriber
-from digestd.planning.planner import article_ids
+from digestd.mail.digests import load_articles, stored_templates, unrendered
+from digestd.models import Delivery, Subscriber
 from digestd.tokens import BadToken, Purpose
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -24,32 +28,40 @@ VIEW_CSP = (
 )
 
 
-def _render(w: Web, public_id: str, delivery_id: int) -> str | None:
+def public_footer(w: Web) -> str:
+    """What a web copy shows where the email had the reader's own links."""
+    site = html.escape(w.settings.site_name)
+    signup = html.escape(f"{w.settings.base_url}/subscribe")
+    return (
+        f"This is a web copy of a {site} digest. The links to manage a subscription are in "
+        f'each digest email. <a href="{signup}" style="color:#1d4ed8;">Get these digests</a>'
+    )
+
+
+def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
     with w.sessions() as session:
-        row = session.execute(
-            select(Digest, Edition)
-            .join(Delivery, Delivery.digest_id == Digest.id)
-            .join(Edition, Edition.id == Delivery.edition_id)
+        digest_id = session.scalar(
+            select(Delivery.digest_id)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.id == delivery_id, Subscriber.public_id == public_id)
-        ).first()
-        if row is None:
-            return None
-        digest, edition = row
-        ids = article_ids(digest.layout)
-        articles = {a.id: a for a in session.scalars(select(Article).where(Article.id.in_(ids)))}
-        if set(ids) - set(articles):
-            return None  # an article was removed since: the edition cannot be shown whole
-        settings = w.settings
-        context = digest_context(
-            EditionKind(edition.kind),
-            date.fromisoformat(edition.period),
-            digest.layout,
-            articles,
-            Site(settings.site_name, settings.base_url, settings.postal_address),
-            links=Links(settings, w.tokens).for_subscriber(public_id, delivery_id),
         )
-    return w.renderer.render(edition.kind, context).html
+        if digest_id is None:
+            return None
+        stored = stored_templates(session, [digest_id]).get(digest_id)
+        template = stored.template if stored is not None else None
+        if template is None and stored is not None and stored.error is None:
+            # Planned before templates were stored: rendered here, not stored (GET writes nothing).
+            digest = unrendered(session, [digest_id])[digest_id]
+            articles = load_articles(session, digest.layout.article_ids())
+            try:
+                template = w.service.renderer.render(
+                    digest.kind, digest.period, digest.layout, articles
+                )
+            except KeyError:  # an article was removed since: it cannot be shown whole
+                return None
+    if template is None:
+        return None
+    return template.html({}, personal=public_footer(w))
 
 
 async def view(request: Request) -> Response:
@@ -60,10 +72,10 @@ async def view(request: Request) -> Response:
         delivery_id = int(delivery)
     except (BadToken, ValueError) as exc:  # ExpiredToken is a BadToken
         raise WebError(400, "This link is not valid or has expired.", title="Invalid link") from exc
-    html = await w.db(_render, w, public_id, delivery_id)
-    if html is None:
+    page = await w.db(_page, w, public_id, delivery_id)
+    if page is None:
         raise WebError(410, "This edition is no longer available.", title="No longer available")
-    response = HTMLResponse(html)
+    response = HTMLResponse(page)
     response.headers["Content-Security-Policy"] = VIEW_CSP
     return response
 

@@ -1,0 +1,74 @@
+"""The send queue on PostgreSQL: rows picked with ``FOR UPDATE SKIP LOCKED`` (workers never
+wait on each other or take the same row), and a batch is one statement each way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Integer, Table, update
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+from digestd.bulk import among, rows_table
+from digestd.delivery.queue import JOB_COLUMNS, Job, QueueStore, claimable, due_ids
+from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_columns = _DELIVERIES.c
+# The types of an outcome's values (see Outcome.values), for the unnest arrays.
+OUTCOME_TYPES: dict[str, TypeEngine[Any]] = {
+    "b_id": _columns.id.type,
+    "b_lease": _columns.lease_expires_at.type,
+    "b_status": _columns.status.type,
+    "b_tried": Integer(),
+    "b_next_attempt_at": _columns.next_attempt_at.type,
+    "b_sent_at": _columns.sent_at.type,
+    "b_smtp_reply": _columns.smtp_reply.type,
+    "b_message_id": _columns.message_id.type,
+    "b_last_error": _columns.last_error.type,
+}
+
+
+class PostgresQueue(QueueStore):
+    def _claim(self, session: Session, now: datetime, until: datetime, size: int) -> list[Job]:
+        ids = due_ids(session, now, size, lock=True)
+        if not ids:
+            return []
+        # One statement moves the rows and returns what sending needs; the ids go as one
+        # array (an IN list is a bind parameter per id to compile and convert).
+        rows = session.execute(
+            update(_DELIVERIES)
+            .where(
+                among(session, Delivery.id, ids),
+                claimable(now),
+                Subscriber.id == Delivery.subscriber_id,
+                Edition.id == Delivery.edition_id,
+            )
+            .values(status=DeliveryStatus.SENDING, lease_expires_at=until)
+            .returning(*JOB_COLUMNS)
+        ).all()
+        return [Job(*cast(tuple[Any, ...], row)) for row in rows]
+
+    def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        # One statement for the batch (an executemany is a statement per row here).
+        table = _DELIVERIES
+        outcome = rows_table(rows, OUTCOME_TYPES).c
+        session.execute(
+            update(table)
+            .where(
+                table.c.id == outcome["b_id"],
+                table.c.status == DeliveryStatus.SENDING,
+                table.c.lease_expires_at == outcome["b_lease"],
+            )
+            .values(
+                status=outcome["b_status"],
+                lease_expires_at=None,
+                attempts=table.c.attempts + outcome["b_tried"],
+                next_attempt_at=outcome["b_next_attempt_at"],
+                sent_at=outcome["b_sent_at"],
+                smtp_reply=outcome["b_smtp_reply"],
+                message_id=outcome["b_message_id"],
+                last_error=outcome["b_last_error"],
+            )
+        )

@@ -1,0 +1,199 @@
+"""A digest's content read from the database, rendered once into a stored template.
+
+The planner renders each digest when it creates it (:meth:`DigestRenderer.render`) and
+stores the result with the digest row (``digests.template``); the sender, "view in
+browser" and previews read that same template (:func:`stored_templates`), so what a page
+shows is the email that was sent, however the articles were edited since.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from digestd.config import Settings
+from digestd.mail.layout import Layout
+from digestd.mail.presentation import PERSONAL_LINKS, Site, digest_context
+from digestd.mail.render import Renderer
+from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatError
+from digestd.models import Article, Digest, Edition, EditionKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArticleFields:
+    """What an email shows of one article (see :func:`digestd.mail.presentation.article_view`)."""
+
+    url: str
+    title: str
+    source: str
+    published_at: datetime
+    image_url: str | None
+    why_it_matters: str
+    key_takeaways: list[str]
+    companies: list[dict[str, str]]
+
+
+def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFields]:
+    rows = session.execute(
+        select(
+            Article.id,
+            Article.url,
+            Article.title,
+            Article.source,
+            Article.published_at,
+            Article.image_url,
+            Article.why_it_matters,
+            Article.key_takeaways,
+            Article.companies,
+        ).where(Article.id.in_(set(ids)))
+    )
+    return {row[0]: ArticleFields(*row[1:]) for row in rows}
+
+
+@dataclass(frozen=True)
+class Masthead:
+    """What every digest carries from the settings (plain data: it crosses processes)."""
+
+    site: Site
+    from_header: str
+    list_id: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Masthead:
+        from email.utils import formataddr
+
+        return cls(
+            Site(settings.site_name, settings.base_url, settings.postal_address),
+            formataddr((settings.from_name, settings.from_address)),
+            settings.list_id,
+        )
+
+
+class DigestRenderer:
+    """Renders a digest (Jinja2 → MJML → premailer → quoted-printable chunks) into the
+    template stored with it."""
+
+    def __init__(self, masthead: Masthead, directory: Path | None = None) -> None:
+        self.masthead = masthead
+        self.renderer = Renderer(directory)
+        self.directory = self.renderer.directory
+
+    def render(
+        self,
+        kind: EditionKind,
+        period: str,
+        layout: Layout,
+        articles: Mapping[str, ArticleFields],
+    ) -> MessageTemplate:
+        """Raises KeyError when an article of the layout is not in ``articles``."""
+        slots = LinkSlots()
+        context = digest_context(
+            kind,
+            date.fromisoformat(period),
+            layout,
+            articles,
+            self.masthead.site,
+            slots.links(PERSONAL_LINKS),
+        )
+        rendered = self.renderer.render(str(kind), context)
+        return MessageTemplate.build(
+            rendered,
+            from_header=self.masthead.from_header,
+            headers=(("List-Id", self.masthead.list_id),),
+            slots=slots,
+        )
+
+
+@dataclass(frozen=True)
+class StoredDigest:
+    """A digest's template as stored, or why there is none."""
+
+    template: MessageTemplate | None
+    error: str | None  # why it could not be rendered; both None: not rendered yet
+
+
+def stored_templates(session: Session, ids: Iterable[int]) -> dict[int, StoredDigest]:
+    """The stored template of each digest in ``ids`` (those that exist)."""
+    found: dict[int, StoredDigest] = {}
+    rows = session.execute(
+        select(Digest.id, Digest.template, Digest.render_error).where(Digest.id.in_(set(ids)))
+    )
+    for digest_id, stored, error in rows:
+        if stored is None:
+            found[digest_id] = StoredDigest(None, error)
+            continue
+        try:
+            found[digest_id] = StoredDigest(MessageTemplate.load(stored), None)
+        except TemplateFormatError as exc:
+            found[digest_id] = StoredDigest(None, f"its stored template is unreadable: {exc}")
+    return found
+
+
+def ready_templates(
+    session: Session, renderer: DigestRenderer, ids: Iterable[int]
+) -> dict[int, StoredDigest]:
+    """:func:`stored_templates`, after rendering (and storing) any digest planned before
+    templates were stored, so a queue that spans an upgrade is still sent."""
+    found = stored_templates(session, ids)
+    legacy = [i for i, d in found.items() if d.template is None and d.error is None]
+    if legacy:
+        found.update(render_and_store(session, renderer, unrendered(session, legacy)))
+    return found
+
+
+@dataclass(frozen=True)
+class Unrendered:
+    """A digest to render: what its edition is and what it holds."""
+
+    kind: EditionKind
+    period: str
+    layout: Layout
+
+
+def render_and_store(
+    session: Session, renderer: DigestRenderer, digests: Mapping[int, Unrendered]
+) -> dict[int, StoredDigest]:
+    """Render each digest, store its template (or why it failed) in its row, and return them.
+
+    A digest that fails to render fails alone: its deliveries end ``failed`` with the reason
+    and the rest of the edition goes on.
+    """
+    articles = load_articles(session, (a for d in digests.values() for a in d.layout.article_ids()))
+    results: dict[int, StoredDigest] = {}
+    rows: list[dict[str, object]] = []
+    for digest_id, digest in digests.items():
+        try:
+            template = renderer.render(digest.kind, digest.period, digest.layout, articles)
+        except Exception as exc:  # any cause (an article gone, a template error): this one only
+            log.warning("digest %d could not be rendered", digest_id, exc_info=True)
+            error = f"could not render the digest: {exc.__class__.__name__}: {exc}"[:1000]
+            results[digest_id] = StoredDigest(None, error)
+            rows.append({"id": digest_id, "template": None, "render_error": error})
+        else:
+            results[digest_id] = StoredDigest(template, None)
+            rows.append({"id": digest_id, "template": template.dump(), "render_error": None})
+    if rows:
+        session.execute(update(Digest), rows)  # by primary key, one statement for all
+    return results
+
+
+def unrendered(session: Session, ids: Iterable[int]) -> dict[int, Unrendered]:
+    """Digests among ``ids`` planned before templates were stored: neither a template nor an
+    error (see migration 0006)."""
+    rows = session.execute(
+        select(Digest.id, Edition.kind, Edition.period, Digest.layout)
+        .join(Edition, Edition.id == Digest.edition_id)
+        .where(Digest.id.in_(set(ids)), Digest.template.is_(None), Digest.render_error.is_(None))
+    )
+    return {
+        digest_id: Unrendered(EditionKind(kind), period, Layout.from_json(layout))
+        for digest_id, kind, period, layout in rows
+    }
