@@ -1,113 +1,37 @@
 """Pipelined SMTP transactions (RFC 2920) against a scripted server on loopback.
 
-The server is a real TCP listener that answers from a script and records exactly what
-arrived before each answer, so "MAIL, RCPT and DATA went in one write" and "nothing was
-sent before the reply" are observed on the wire, not inferred.
+The server (:class:`tests.faultsmtp.Script`) is a real TCP listener that answers from a
+script and records exactly what arrived before each answer, so "MAIL, RCPT and DATA went
+in one write" and "nothing was sent before the reply" are observed on the wire, not
+inferred.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from digestd.config import parse_smtp_url
 from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
+from tests.faultsmtp import HANG_UP, Script, scripted, standard
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 STUFFED = b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
 FROM, TO = "bounces+1.x@news.example.com", "reader@example.com"
 
-HANG_UP = b"<hang up>"  # as the last reply line: close the connection after the others
-Answer = Callable[[bytes], "list[bytes] | None"]
-
-
-@dataclass
-class Script:
-    """What the server says. ``answer(command)`` gives the reply lines for one command
-    line (``None``: close the connection instead of answering)."""
-
-    pipelining: bool = True
-    answer: Answer = field(default=lambda line: None)
-    # Each time the server answered: the bytes that had arrived and were not yet answered.
-    seen: list[bytes] = field(default_factory=list)
-    contents: list[bytes] = field(default_factory=list)
-    connections: int = 0
-
-
-def standard(line: bytes) -> list[bytes] | None:
-    if line == b".":
-        return [b"250 2.0.0 Ok: queued as 4XyZ"]
-    verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper().strip()
-    return {
-        b"MAIL": [b"250 2.1.0 Ok"],
-        b"RCPT": [b"250 2.1.5 Ok"],
-        b"DATA": [b"354 End data with <CR><LF>.<CR><LF>"],
-        b"RSET": [b"250 2.0.0 Ok"],
-        b"QUIT": [b"221 2.0.0 Bye"],
-    }.get(verb, [b"502 5.5.2 Error: command not recognized"])
-
-
-async def _serve(
-    script: Script, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    script.connections += 1
-    writer.write(b"220 sink.example ESMTP\r\n")
-    ehlo = await reader.readline()
-    assert ehlo.startswith(b"EHLO")
-    extensions = [b"250-sink.example", b"250-SIZE 10240000"]
-    if script.pipelining:
-        extensions.append(b"250-PIPELINING")
-    writer.write(b"\r\n".join([*extensions, b"250 8BITMIME"]) + b"\r\n")
-    in_data = False
-    content = b""
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        if in_data:
-            if line != b".\r\n":
-                content += line
-                continue
-            in_data = False
-            script.contents.append(content)
-            content = b""
-            replies = script.answer(b".")
-        else:
-            replies = script.answer(line)
-        # What the client had sent by now beyond this line: pipelined commands queue up.
-        script.seen.append(line + bytes(reader._buffer))  # observing the wire
-        if replies is None:
-            writer.close()
-            return
-        hang_up = bool(replies) and replies[-1] == HANG_UP
-        replies = replies[:-1] if hang_up else replies
-        writer.write(b"".join(r + b"\r\n" for r in replies))
-        if hang_up:
-            writer.close()
-            return
-        if replies and replies[-1].startswith(b"354"):
-            in_data = True
-        if line.upper().startswith(b"QUIT"):
-            writer.close()
-            return
-
 
 def run(script: Script, scenario: Callable[[SmtpPool], Awaitable[None]], **url: str) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(lambda r, w: _serve(script, r, w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        query = "&".join(f"{k}={v}" for k, v in url.items())
-        pool = SmtpPool(parse_smtp_url(f"smtp://127.0.0.1:{port}?{query}"), size=1)
-        try:
-            await scenario(pool)
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
+        async with scripted(script) as port:
+            query = "&".join(f"{k}={v}" for k, v in url.items())
+            pool = SmtpPool(parse_smtp_url(f"smtp://127.0.0.1:{port}?{query}"), size=1)
+            try:
+                await scenario(pool)
+            finally:
+                await pool.close()
 
     asyncio.run(main())
 
