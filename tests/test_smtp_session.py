@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from digestd.config import parse_smtp_url
+from digestd.delivery.smtp_session import MAX_REPLY_LINES
 from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
-from tests.faultsmtp import HANG_UP, Script, scripted, standard
+from tests.faultsmtp import HANG_UP, HOLD, Script, scripted, standard
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 STUFFED = b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
@@ -53,19 +54,29 @@ def test_mail_rcpt_and_data_go_in_one_write_then_the_content() -> None:
     assert script.connections == 1  # the session carried both messages
 
 
-def test_without_pipelining_each_command_waits_for_its_reply() -> None:
-    script = Script(pipelining=False, answer=standard)
+@pytest.mark.parametrize(
+    ("server_offers_it", "url"),
+    [(False, {}), (True, {"pipelining": "false"})],
+    ids=["not offered", "offered but ?pipelining=false"],
+)
+def test_without_pipelining_each_command_waits_for_its_reply(
+    server_offers_it: bool, url: dict[str, str]
+) -> None:
+    script = Script(pipelining=server_offers_it)
 
     async def scenario(pool: SmtpPool) -> None:
         await pool.send(FROM, TO, MESSAGE)
+        await pool.send(FROM, TO, MESSAGE)
 
-    run(script, scenario)
+    run(script, scenario, **url)
     commands = [seen for seen in script.seen if not seen.startswith((b"QUIT", b"."))]
-    assert commands == [
+    assert commands == 2 * [
         f"MAIL FROM:<{FROM}> SIZE={len(STUFFED) - 3}\r\n".encode(),
         f"RCPT TO:<{TO}>\r\n".encode(),
         b"DATA\r\n",
     ]  # nothing else had arrived when each was answered
+    assert script.contents == [STUFFED[:-3]] * 2
+    assert script.connections == 1
 
 
 def test_the_final_reply_is_returned_and_multiline_replies_are_read_whole() -> None:
@@ -238,3 +249,132 @@ def test_a_reply_said_out_of_turn_is_not_taken_for_the_next_commands() -> None:
     assert replies == ["2.0.0 Ok: queued", "2.0.0 Ok: queued as 4XyZ"]
     assert script.connections == 2
     assert len(script.contents) == 2
+
+
+@pytest.mark.parametrize("url", [{}, {"pipelining": "false"}], ids=["pipelined", "lockstep"])
+def test_a_5xx_to_the_data_command_is_permanent_no_content_is_sent_and_the_session_goes_on(
+    url: dict[str, str],
+) -> None:
+    refused = [False]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line.startswith(b"DATA") and not refused[0]:
+            refused[0] = True
+            return [b"554 5.7.1 Message refused by policy"]
+        return standard(line)
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(PermanentDeliveryError, match=r"^554 5\.7\.1 Message refused"):
+            await pool.send(FROM, TO, MESSAGE)
+        await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario, **url)
+    assert script.contents == [STUFFED[:-3]]  # only the second message's content
+    assert sum(seen.startswith(b"RSET") for seen in script.seen) == 1
+    assert script.connections == 1
+
+
+def test_a_send_cancelled_mid_read_closes_its_session_and_the_next_one_reconnects() -> None:
+    """The reply to the cancelled message's content still comes; read on the same session
+    it would be taken for the next message's ``MAIL`` reply, and every later one shifted."""
+    content_in = asyncio.Event()
+    first = [True]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b"." and first[0]:
+            first[0] = False
+            content_in.set()
+            return [HOLD, b"250 2.0.0 Ok: queued as LATE"]
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        cancelled = asyncio.create_task(pool.send(FROM, TO, MESSAGE))
+        await content_in.wait()  # the client now waits for the reply to its content
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        script.release.set()  # the late reply goes out
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+
+    run(script, scenario)
+    assert replies == ["2.0.0 Ok: queued as 4XyZ"]
+    assert script.connections == 2
+    assert len(script.contents) == 2
+
+
+def test_the_reply_to_the_content_may_take_longer_than_the_command_timeout() -> None:
+    """A relay running content filters answers the end of DATA late; the command timeout
+    would give up on a message the relay is about to take, and it would go twice."""
+    late = [True]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b"." and late[0]:
+            late[0] = False
+            return [HOLD, b"250 2.0.0 Ok: filtered and queued"]
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        asyncio.get_running_loop().call_later(0.5, script.release.set)  # > timeout
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+
+    run(script, scenario, timeout="0.2", data_timeout="2")
+    assert replies == ["2.0.0 Ok: filtered and queued"]
+    assert script.connections == 1
+
+
+def test_the_data_timeout_bounds_the_wait_for_the_reply_to_the_content() -> None:
+    def answer(line: bytes) -> list[bytes] | None:
+        return [HOLD] if line == b"." else standard(line)  # never answered
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(TemporaryDeliveryError, match="timed out"):
+            # Well before the 30 s command timeout: the data timeout applied.
+            await asyncio.wait_for(pool.send(FROM, TO, MESSAGE), 5)
+
+    run(script, scenario, timeout="30", data_timeout="0.3")
+    assert len(script.contents) == 1
+
+
+def test_a_reply_of_more_lines_than_the_bound_ends_the_session() -> None:
+    def lines(count: int, last: bytes) -> list[bytes]:
+        return [b"250-line %d" % n for n in range(count - 1)] + [last]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b".":
+            return lines(MAX_REPLY_LINES, b"250 2.0.0 Ok: queued")  # the most allowed
+        if line.startswith(b"MAIL") and len(script.contents) == 1:
+            return lines(MAX_REPLY_LINES + 1, b"250 2.1.0 Ok")
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+        with pytest.raises(TemporaryDeliveryError, match=f"longer than {MAX_REPLY_LINES} lines"):
+            await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario)
+    assert replies[0].endswith("2.0.0 Ok: queued")
+    assert len(replies[0].splitlines()) == MAX_REPLY_LINES
+    assert len(script.contents) == 1
+
+
+def test_the_ehlo_name_from_the_url_is_what_the_server_hears() -> None:
+    script = Script()
+
+    async def scenario(pool: SmtpPool) -> None:
+        await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario, ehlo="mailer.news.example.com")
+    assert script.ehlo == [b"mailer.news.example.com"]
