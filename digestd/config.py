@@ -6,11 +6,14 @@ variable, so start-up fails with one line an operator can act on. Nothing here r
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,11 +34,23 @@ class SmtpSettings:
     host: str
     port: int
     use_tls: bool  # implicit TLS (smtps://)
-    start_tls: bool
+    start_tls: bool | None  # True: required; None: when the server offers it; False: never
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    timeout: float = 30.0
+    timeout: float = 30.0  # opening the session, and each command's reply
+    # The reply to the end of the content: a content filter may take minutes, and giving up
+    # after the server took the message sends it twice (RFC 5321 §4.5.3.2.6: 10 minutes).
+    data_timeout: float = 600.0
     cafile: str | None = None  # CA bundle to verify the relay with (a private CA); None: system
+    pipelining: bool = True  # used when the server offers it; False: one command at a time
+    insecure_auth: bool = False  # allow AUTH without TLS (a trusted relay on loopback)
+    ehlo: str | None = None  # the name said in EHLO; None: aiosmtplib's (this host's FQDN)
+
+    @property
+    def slowest_message_seconds(self) -> float:
+        """How long one message may take at worst: opening a session (bounded as a whole by
+        ``timeout``), ``MAIL``, ``RCPT`` and ``DATA`` in lockstep, then the final reply."""
+        return 4 * self.timeout + self.data_timeout
 
 
 MAX_HELPER_PROCESSES = 64
@@ -56,7 +71,7 @@ class DeliveryTuning:
     failure_burst: int = 50  # DIGESTD_SMTP_FAILURE_BURST: consecutive failures that pause
     pause_seconds: float = 60.0  # DIGESTD_SMTP_PAUSE_SECONDS: how long such a pause lasts
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
-    lease_seconds: float = 300.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
+    lease_seconds: float = 3600.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
     # DIGESTD_HELPER_PROCESSES: processes beside the sender, on other cores: this many render
     # the next batch's digests while one is on the wire, and one more plans due editions;
@@ -141,8 +156,23 @@ def _parse_choice(variable: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+SMTP_OPTIONS = (
+    "starttls",
+    "timeout",
+    "data_timeout",
+    "cafile",
+    "pipelining",
+    "insecure_auth",
+    "ehlo",
+)
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# A domain name (RFC 5321 "Domain"): letters, digits and hyphens in dot-separated labels.
+_DOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
 def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSettings:
-    """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``."""
+    """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``; options after
+    ``?`` are listed in :data:`SMTP_OPTIONS` (README: ``DIGESTD_SMTP_URL``)."""
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("smtp", "smtps"):
         raise ConfigError(variable, f"scheme must be smtp:// or smtps://, got {raw!r}")
@@ -152,41 +182,113 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
         raise ConfigError(variable, f"port is not a number in {raw!r}") from exc
     if not parts.hostname:
         raise ConfigError(variable, f"no host in {raw!r}")
-    query = parse_qs(parts.query)
-    allowed = {"starttls", "timeout", "cafile"}
-    unknown = set(query) - allowed
+    query = {
+        name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()
+    }
+    unknown = sorted(set(query) - set(SMTP_OPTIONS))
     if unknown:
-        raise ConfigError(
-            variable, f"unknown option {sorted(unknown)[0]!r} (know starttls, timeout, cafile)"
-        )
+        known = ", ".join(SMTP_OPTIONS)
+        raise ConfigError(variable, f"unknown option {unknown[0]!r} (know {known})")
     use_tls = parts.scheme == "smtps"
-    start_tls = False
-    if "starttls" in query:
-        flag = query["starttls"][-1].lower()
-        if flag not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(variable, f"starttls must be true or false, got {flag!r}")
-        start_tls = flag in ("true", "1", "yes")
+    start_tls = _smtp_flag(variable, query, "starttls", None)
     if use_tls and start_tls:
         raise ConfigError(variable, "smtps:// already uses TLS; drop ?starttls=true")
-    cafile = query["cafile"][-1] if "cafile" in query else None
-    if cafile is not None:
-        if not (use_tls or start_tls):
-            raise ConfigError(variable, "cafile needs smtps:// or ?starttls=true")
-        if not Path(cafile).is_file():
-            raise ConfigError(variable, f"cafile {cafile!r} is not a readable file")
-    timeout = 30.0
-    if "timeout" in query:
-        timeout = _parse_positive(variable, query["timeout"][-1], float)
-    return SmtpSettings(
+    settings = SmtpSettings(
         host=parts.hostname,
         port=port or (465 if use_tls else 25),
         use_tls=use_tls,
-        start_tls=start_tls,
-        cafile=cafile,
+        start_tls=False if use_tls else start_tls,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        timeout=timeout,
+        timeout=_smtp_seconds(variable, query, "timeout", 30.0),
+        data_timeout=_smtp_seconds(variable, query, "data_timeout", 600.0),
+        cafile=query.get("cafile"),
+        pipelining=bool(_smtp_flag(variable, query, "pipelining", True)),
+        insecure_auth=bool(_smtp_flag(variable, query, "insecure_auth", False)),
+        ehlo=_ehlo_name(variable, query["ehlo"]) if "ehlo" in query else None,
     )
+    _check_smtp_tls(variable, settings)
+    return settings
+
+
+def _smtp_flag(
+    variable: str, query: dict[str, str], name: str, default: bool | None
+) -> bool | None:
+    if name not in query:
+        return default
+    flag = _FLAGS.get(query[name].strip().lower())
+    if flag is None:
+        raise ConfigError(variable, f"{name} must be true or false, got {query[name]!r}")
+    return flag
+
+
+def _smtp_seconds(variable: str, query: dict[str, str], name: str, default: float) -> float:
+    if name not in query:
+        return default
+    try:
+        seconds = float(query[name])
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            variable, f"{name} must be a positive number of seconds, got {query[name]!r}"
+        )
+    return seconds
+
+
+def _ehlo_name(variable: str, raw: str) -> str:
+    """A domain, or an address literal: ``[192.0.2.1]``, ``[IPv6:2001:db8::1]`` (RFC 5321
+    §4.1.3). Nothing else may go on the EHLO line (a space or CRLF would add to it)."""
+    if raw.startswith("[") and raw.endswith("]"):
+        literal = raw[1:-1]
+        version = 6 if literal.startswith("IPv6:") else 4
+        try:
+            if ip_address(literal.removeprefix("IPv6:")).version == version:
+                return raw
+        except ValueError:
+            pass
+    elif len(raw) <= 253 and _DOMAIN.fullmatch(raw):
+        return raw
+    raise ConfigError(variable, f"ehlo must be a host name or an [address], got {raw!r}")
+
+
+def _check_smtp_tls(variable: str, smtp: SmtpSettings) -> None:
+    """Options that only make sense with TLS, and credentials never sent in clear text."""
+    never_tls = not smtp.use_tls and smtp.start_tls is False
+    if smtp.cafile is not None:
+        if never_tls:
+            raise ConfigError(variable, "cafile needs TLS: smtps://, or drop ?starttls=false")
+        if not Path(smtp.cafile).is_file():
+            raise ConfigError(variable, f"cafile {smtp.cafile!r} is not a readable file")
+    if smtp.username and never_tls and not smtp.insecure_auth:
+        raise ConfigError(
+            variable,
+            "the password would go in clear text with ?starttls=false; use smtps:// or "
+            "STARTTLS, or add ?insecure_auth=true for a trusted relay",
+        )
+
+
+# The sender starts no message in the last fifth of a batch's lease (delivery/batches.py
+# releases what is unstarted at 80 %): that fifth must hold the slowest message, or its
+# outcome comes after the lease ran out and the row is sent again.
+LEASE_SHARE_AFTER_LAST_START = 0.2
+
+
+def check_lease_budget(smtp: SmtpSettings | None, tuning: DeliveryTuning) -> None:
+    """Refuse a ``DIGESTD_SEND_LEASE_SECONDS`` too short for a batch whose last message
+    waits the full ``data_timeout`` (nothing to check for the mail catcher: ``None``)."""
+    if smtp is None:
+        return
+    slowest = smtp.slowest_message_seconds
+    needed = round(slowest / LEASE_SHARE_AFTER_LAST_START, 3)
+    if tuning.lease_seconds < needed:
+        raise ConfigError(
+            PREFIX + "SEND_LEASE_SECONDS",
+            f"must be at least {needed:g} with {PREFIX}SMTP_URL's timeout={smtp.timeout:g} "
+            f"and data_timeout={smtp.data_timeout:g}: a message started at "
+            f"{1 - LEASE_SHARE_AFTER_LAST_START:.0%} of the lease "
+            f"may take 4 x timeout + data_timeout = {slowest:g} s; got {tuning.lease_seconds:g}",
+        )
 
 
 def _parse_from(variable: str, raw: str) -> tuple[str, str]:
@@ -309,6 +411,7 @@ def load_settings(
 
     smtp_raw = get("SMTP_URL")
     smtp = parse_smtp_url(smtp_raw) if smtp_raw else None
+    check_lease_budget(smtp, _parse_delivery(get))
 
     listen = get("LISTEN", "127.0.0.1:8080")
     host, _, port_text = listen.rpartition(":")

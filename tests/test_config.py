@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digestd.config import load_settings, parse_smtp_url
+from digestd.config import DeliveryTuning, check_lease_budget, load_settings, parse_smtp_url
 from digestd.errors import ConfigError
 from tests.helpers import run_cli
 
@@ -40,7 +40,9 @@ def test_defaults_run_without_any_configuration(tmp_path: Path) -> None:
         ),
         ("smtps://relay.example.com:465", "relay.example.com", 465, True, False, None, None),
         ("smtps://relay.example.com", "relay.example.com", 465, True, False, None, None),
-        ("smtp://127.0.0.1:2525", "127.0.0.1", 2525, False, False, None, None),
+        # STARTTLS when the server offers it (None), unless the URL says otherwise
+        ("smtp://127.0.0.1:2525", "127.0.0.1", 2525, False, None, None, None),
+        ("smtp://127.0.0.1:2525?starttls=false", "127.0.0.1", 2525, False, False, None, None),
     ],
 )
 def test_smtp_urls_are_understood(
@@ -48,13 +50,85 @@ def test_smtp_urls_are_understood(
     host: str,
     port: int,
     tls: bool,
-    starttls: bool,
+    starttls: bool | None,
     user: str | None,
     password: str | None,
 ) -> None:
     smtp = parse_smtp_url(url)
     assert (smtp.host, smtp.port, smtp.use_tls, smtp.start_tls) == (host, port, tls, starttls)
     assert (smtp.username, smtp.password) == (user, password)
+
+
+BAD_SECONDS = ("0", "-1", "nan", "inf", "-inf", "soon", "")
+
+
+def test_smtp_url_options_have_safe_defaults_and_are_understood() -> None:
+    plain = parse_smtp_url("smtp://relay.example.com")
+    assert (plain.timeout, plain.data_timeout) == (30, 600)
+    assert (plain.pipelining, plain.insecure_auth, plain.ehlo) == (True, False, None)
+    tuned = parse_smtp_url(
+        "smtp://u:p@relay.example.com?timeout=5&data_timeout=120.5&pipelining=false"
+        "&insecure_auth=true&starttls=false&ehlo=mailer.example.com"
+    )
+    assert (tuned.timeout, tuned.data_timeout) == (5, 120.5)
+    assert (tuned.pipelining, tuned.insecure_auth, tuned.start_tls) == (False, True, False)
+    assert tuned.ehlo == "mailer.example.com"
+    for literal in ("[192.0.2.1]", "[IPv6:2001:db8::1]"):
+        assert parse_smtp_url(f"smtp://relay.example.com?ehlo={literal}").ehlo == literal
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        *(f"{name}={bad}" for name in ("timeout", "data_timeout") for bad in BAD_SECONDS),
+        "pipelining=sometimes",
+        "insecure_auth=2",
+        "ehlo=",
+        "ehlo=two%20words",
+        "ehlo=mailer.example.com%0D%0AMAIL%20FROM:<x@y>",
+        "ehlo=-mailer.example.com",
+        "ehlo=under_score.example.com",
+        "ehlo=[192.0.2.300]",
+        "ehlo=[2001:db8::1]",  # an IPv6 literal needs its "IPv6:" tag
+        "starttls=false&cafile=/etc/hosts",  # a CA for a session that never uses TLS
+    ],
+)
+def test_a_bad_smtp_url_option_names_the_variable(tmp_path: Path, query: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "DIGESTD_DATA_DIR": str(tmp_path),
+                "DIGESTD_SMTP_URL": f"smtp://relay.example.com?{query}",
+            }
+        )
+    assert caught.value.variable == "DIGESTD_SMTP_URL"
+    assert str(caught.value).startswith("DIGESTD_SMTP_URL: ")
+
+
+def test_a_password_with_starttls_false_is_refused_unless_insecure_auth() -> None:
+    with pytest.raises(ConfigError, match="clear text") as caught:
+        parse_smtp_url("smtp://user:pw@relay.example.com?starttls=false")
+    assert caught.value.variable == "DIGESTD_SMTP_URL"
+    assert parse_smtp_url("smtp://user:pw@relay.example.com?starttls=false&insecure_auth=true")
+    assert parse_smtp_url("smtp://user:pw@relay.example.com")  # STARTTLS or no AUTH: decided live
+
+
+def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: Path) -> None:
+    """A batch starts messages until 80 % of its lease; the last fifth holds the slowest
+    message: 4 command timeouts (open, MAIL, RCPT, DATA) and the data timeout."""
+    smtp = parse_smtp_url("smtp://relay.example.com?timeout=5&data_timeout=40")  # 60 s
+    check_lease_budget(smtp, DeliveryTuning(lease_seconds=300))
+    with pytest.raises(ConfigError, match="at least 300 ") as caught:
+        check_lease_budget(smtp, DeliveryTuning(lease_seconds=299))
+    assert caught.value.variable == "DIGESTD_SEND_LEASE_SECONDS"
+    check_lease_budget(None, DeliveryTuning(lease_seconds=1))  # the mail catcher
+
+    env = {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_SMTP_URL": "smtp://relay.example.com"}
+    assert load_settings(env).delivery.lease_seconds == 3600  # the defaults fit each other
+    with pytest.raises(ConfigError, match=r"at least 3600 .*data_timeout=600") as caught:
+        load_settings({**env, "DIGESTD_SEND_LEASE_SECONDS": "300"})
+    assert caught.value.variable == "DIGESTD_SEND_LEASE_SECONDS"
+    load_settings({"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_SEND_LEASE_SECONDS": "300"})
 
 
 @pytest.mark.parametrize(

@@ -1,113 +1,38 @@
 """Pipelined SMTP transactions (RFC 2920) against a scripted server on loopback.
 
-The server is a real TCP listener that answers from a script and records exactly what
-arrived before each answer, so "MAIL, RCPT and DATA went in one write" and "nothing was
-sent before the reply" are observed on the wire, not inferred.
+The server (:class:`tests.faultsmtp.Script`) is a real TCP listener that answers from a
+script and records exactly what arrived before each answer, so "MAIL, RCPT and DATA went
+in one write" and "nothing was sent before the reply" are observed on the wire, not
+inferred.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from digestd.config import parse_smtp_url
+from digestd.delivery.smtp_session import MAX_REPLY_LINES
 from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
+from tests.faultsmtp import HANG_UP, HOLD, Script, scripted, standard
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 STUFFED = b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
 FROM, TO = "bounces+1.x@news.example.com", "reader@example.com"
 
-HANG_UP = b"<hang up>"  # as the last reply line: close the connection after the others
-Answer = Callable[[bytes], "list[bytes] | None"]
-
-
-@dataclass
-class Script:
-    """What the server says. ``answer(command)`` gives the reply lines for one command
-    line (``None``: close the connection instead of answering)."""
-
-    pipelining: bool = True
-    answer: Answer = field(default=lambda line: None)
-    # Each time the server answered: the bytes that had arrived and were not yet answered.
-    seen: list[bytes] = field(default_factory=list)
-    contents: list[bytes] = field(default_factory=list)
-    connections: int = 0
-
-
-def standard(line: bytes) -> list[bytes] | None:
-    if line == b".":
-        return [b"250 2.0.0 Ok: queued as 4XyZ"]
-    verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper().strip()
-    return {
-        b"MAIL": [b"250 2.1.0 Ok"],
-        b"RCPT": [b"250 2.1.5 Ok"],
-        b"DATA": [b"354 End data with <CR><LF>.<CR><LF>"],
-        b"RSET": [b"250 2.0.0 Ok"],
-        b"QUIT": [b"221 2.0.0 Bye"],
-    }.get(verb, [b"502 5.5.2 Error: command not recognized"])
-
-
-async def _serve(
-    script: Script, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    script.connections += 1
-    writer.write(b"220 sink.example ESMTP\r\n")
-    ehlo = await reader.readline()
-    assert ehlo.startswith(b"EHLO")
-    extensions = [b"250-sink.example", b"250-SIZE 10240000"]
-    if script.pipelining:
-        extensions.append(b"250-PIPELINING")
-    writer.write(b"\r\n".join([*extensions, b"250 8BITMIME"]) + b"\r\n")
-    in_data = False
-    content = b""
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        if in_data:
-            if line != b".\r\n":
-                content += line
-                continue
-            in_data = False
-            script.contents.append(content)
-            content = b""
-            replies = script.answer(b".")
-        else:
-            replies = script.answer(line)
-        # What the client had sent by now beyond this line: pipelined commands queue up.
-        script.seen.append(line + bytes(reader._buffer))  # observing the wire
-        if replies is None:
-            writer.close()
-            return
-        hang_up = bool(replies) and replies[-1] == HANG_UP
-        replies = replies[:-1] if hang_up else replies
-        writer.write(b"".join(r + b"\r\n" for r in replies))
-        if hang_up:
-            writer.close()
-            return
-        if replies and replies[-1].startswith(b"354"):
-            in_data = True
-        if line.upper().startswith(b"QUIT"):
-            writer.close()
-            return
-
 
 def run(script: Script, scenario: Callable[[SmtpPool], Awaitable[None]], **url: str) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(lambda r, w: _serve(script, r, w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        query = "&".join(f"{k}={v}" for k, v in url.items())
-        pool = SmtpPool(parse_smtp_url(f"smtp://127.0.0.1:{port}?{query}"), size=1)
-        try:
-            await scenario(pool)
-        finally:
-            await pool.close()
-            server.close()
-            await server.wait_closed()
+        async with scripted(script) as port:
+            query = "&".join(f"{k}={v}" for k, v in url.items())
+            pool = SmtpPool(parse_smtp_url(f"smtp://127.0.0.1:{port}?{query}"), size=1)
+            try:
+                await scenario(pool)
+            finally:
+                await pool.close()
 
     asyncio.run(main())
 
@@ -129,19 +54,29 @@ def test_mail_rcpt_and_data_go_in_one_write_then_the_content() -> None:
     assert script.connections == 1  # the session carried both messages
 
 
-def test_without_pipelining_each_command_waits_for_its_reply() -> None:
-    script = Script(pipelining=False, answer=standard)
+@pytest.mark.parametrize(
+    ("server_offers_it", "url"),
+    [(False, {}), (True, {"pipelining": "false"})],
+    ids=["not offered", "offered but ?pipelining=false"],
+)
+def test_without_pipelining_each_command_waits_for_its_reply(
+    server_offers_it: bool, url: dict[str, str]
+) -> None:
+    script = Script(pipelining=server_offers_it)
 
     async def scenario(pool: SmtpPool) -> None:
         await pool.send(FROM, TO, MESSAGE)
+        await pool.send(FROM, TO, MESSAGE)
 
-    run(script, scenario)
+    run(script, scenario, **url)
     commands = [seen for seen in script.seen if not seen.startswith((b"QUIT", b"."))]
-    assert commands == [
+    assert commands == 2 * [
         f"MAIL FROM:<{FROM}> SIZE={len(STUFFED) - 3}\r\n".encode(),
         f"RCPT TO:<{TO}>\r\n".encode(),
         b"DATA\r\n",
     ]  # nothing else had arrived when each was answered
+    assert script.contents == [STUFFED[:-3]] * 2
+    assert script.connections == 1
 
 
 def test_the_final_reply_is_returned_and_multiline_replies_are_read_whole() -> None:
@@ -314,3 +249,132 @@ def test_a_reply_said_out_of_turn_is_not_taken_for_the_next_commands() -> None:
     assert replies == ["2.0.0 Ok: queued", "2.0.0 Ok: queued as 4XyZ"]
     assert script.connections == 2
     assert len(script.contents) == 2
+
+
+@pytest.mark.parametrize("url", [{}, {"pipelining": "false"}], ids=["pipelined", "lockstep"])
+def test_a_5xx_to_the_data_command_is_permanent_no_content_is_sent_and_the_session_goes_on(
+    url: dict[str, str],
+) -> None:
+    refused = [False]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line.startswith(b"DATA") and not refused[0]:
+            refused[0] = True
+            return [b"554 5.7.1 Message refused by policy"]
+        return standard(line)
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(PermanentDeliveryError, match=r"^554 5\.7\.1 Message refused"):
+            await pool.send(FROM, TO, MESSAGE)
+        await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario, **url)
+    assert script.contents == [STUFFED[:-3]]  # only the second message's content
+    assert sum(seen.startswith(b"RSET") for seen in script.seen) == 1
+    assert script.connections == 1
+
+
+def test_a_send_cancelled_mid_read_closes_its_session_and_the_next_one_reconnects() -> None:
+    """The reply to the cancelled message's content still comes; read on the same session
+    it would be taken for the next message's ``MAIL`` reply, and every later one shifted."""
+    content_in = asyncio.Event()
+    first = [True]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b"." and first[0]:
+            first[0] = False
+            content_in.set()
+            return [HOLD, b"250 2.0.0 Ok: queued as LATE"]
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        cancelled = asyncio.create_task(pool.send(FROM, TO, MESSAGE))
+        await content_in.wait()  # the client now waits for the reply to its content
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        script.release.set()  # the late reply goes out
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+
+    run(script, scenario)
+    assert replies == ["2.0.0 Ok: queued as 4XyZ"]
+    assert script.connections == 2
+    assert len(script.contents) == 2
+
+
+def test_the_reply_to_the_content_may_take_longer_than_the_command_timeout() -> None:
+    """A relay running content filters answers the end of DATA late; the command timeout
+    would give up on a message the relay is about to take, and it would go twice."""
+    late = [True]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b"." and late[0]:
+            late[0] = False
+            return [HOLD, b"250 2.0.0 Ok: filtered and queued"]
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        asyncio.get_running_loop().call_later(0.5, script.release.set)  # > timeout
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+
+    run(script, scenario, timeout="0.2", data_timeout="2")
+    assert replies == ["2.0.0 Ok: filtered and queued"]
+    assert script.connections == 1
+
+
+def test_the_data_timeout_bounds_the_wait_for_the_reply_to_the_content() -> None:
+    def answer(line: bytes) -> list[bytes] | None:
+        return [HOLD] if line == b"." else standard(line)  # never answered
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(TemporaryDeliveryError, match="timed out"):
+            # Well before the 30 s command timeout: the data timeout applied.
+            await asyncio.wait_for(pool.send(FROM, TO, MESSAGE), 5)
+
+    run(script, scenario, timeout="30", data_timeout="0.3")
+    assert len(script.contents) == 1
+
+
+def test_a_reply_of_more_lines_than_the_bound_ends_the_session() -> None:
+    def lines(count: int, last: bytes) -> list[bytes]:
+        return [b"250-line %d" % n for n in range(count - 1)] + [last]
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b".":
+            return lines(MAX_REPLY_LINES, b"250 2.0.0 Ok: queued")  # the most allowed
+        if line.startswith(b"MAIL") and len(script.contents) == 1:
+            return lines(MAX_REPLY_LINES + 1, b"250 2.1.0 Ok")
+        return standard(line)
+
+    script = Script(answer=answer)
+    replies: list[str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        replies.append(await pool.send(FROM, TO, MESSAGE))
+        with pytest.raises(TemporaryDeliveryError, match=f"longer than {MAX_REPLY_LINES} lines"):
+            await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario)
+    assert replies[0].endswith("2.0.0 Ok: queued")
+    assert len(replies[0].splitlines()) == MAX_REPLY_LINES
+    assert len(script.contents) == 1
+
+
+def test_the_ehlo_name_from_the_url_is_what_the_server_hears() -> None:
+    script = Script()
+
+    async def scenario(pool: SmtpPool) -> None:
+        await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario, ehlo="mailer.news.example.com")
+    assert script.ehlo == [b"mailer.news.example.com"]

@@ -8,7 +8,11 @@ takes over the transport with a protocol that queues every reply it reads:
 
 - with ESMTP PIPELINING (RFC 2920) a message is two round trips: ``MAIL``, ``RCPT`` and
   ``DATA`` in one write (``DATA`` last, as the RFC requires), then the content;
-- without it, the same commands in lockstep, one reply each.
+- without it (or with ``?pipelining=false``), the same commands in lockstep, one reply each.
+
+Each reply is awaited for the command timeout, except the one to the end of the content:
+it has its own, longer one, since a relay may run content filters before answering and
+giving up after it took the message would send the message twice.
 
 Sending costs about a quarter of the event-loop work it did through aiosmtplib (see
 bench/README.md). Replies are classified by the caller (:mod:`digestd.delivery.transport`);
@@ -25,6 +29,9 @@ import aiosmtplib
 
 # RFC 5321 §4.5.3.1.5: 512 octets a reply line; generous, and bounds a runaway server.
 MAX_REPLY = 64 * 1024
+# Lines of one reply: an EHLO answer has a dozen; a server streaming ``250-`` lines forever
+# would otherwise grow one reply without end, each line short enough to pass MAX_REPLY.
+MAX_REPLY_LINES = 100
 
 
 class Reply(NamedTuple):
@@ -76,6 +83,9 @@ class _ReplyReader(asyncio.Protocol):
                 self._fail(f"not an SMTP reply: {line[:80]!r}")
                 return
             self._lines.append(line[4:].strip().decode("utf-8", "replace"))
+            if len(self._lines) > MAX_REPLY_LINES:
+                self._fail(f"reply longer than {MAX_REPLY_LINES} lines")
+                return
             if line[3:4] != b"-":
                 self._replies.append(Reply(int(code), "\n".join(self._lines)))
                 self._lines = []
@@ -106,15 +116,16 @@ class _ReplyReader(asyncio.Protocol):
     def idle(self) -> bool:
         return self._lost is None and not self._replies and not self._buffer and not self._lines
 
-    def _timed_out(self) -> None:
-        self._fail("timed out waiting for the server")
+    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():  # the replies may have come in the same turn of the loop
+            self._fail("timed out waiting for the server")
 
     async def replies(self, count: int, timeout: float) -> list[Reply]:
         """The next ``count`` replies, or :class:`SessionLost` with those that came."""
         if len(self._replies) < count and self._lost is None:
             loop = asyncio.get_running_loop()
             self._waiter, self._wanted = loop.create_future(), count
-            timer = loop.call_later(timeout, self._timed_out)
+            timer = loop.call_later(timeout, self._timed_out, self._waiter)
             try:
                 await self._waiter
             finally:
@@ -130,13 +141,24 @@ class _ReplyReader(asyncio.Protocol):
 class SmtpSession:
     """Transactions on a session aiosmtplib has opened (greeting, TLS, EHLO, AUTH done)."""
 
-    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
+    def __init__(
+        self,
+        client: aiosmtplib.SMTP,
+        timeout: float,
+        data_timeout: float,
+        *,
+        pipelining: bool = True,
+    ) -> None:
+        """``timeout`` bounds each command's reply, ``data_timeout`` the reply to the end
+        of the content; ``pipelining=False`` goes in lockstep even if the server offers it
+        (relays that advertise it and then lose commands)."""
         transport = client.transport
         if not isinstance(transport, asyncio.Transport) or transport.is_closing():
             raise SessionLost("connection lost", [])
-        self.pipelining = client.supports_extension("pipelining")
+        self.pipelining = pipelining and client.supports_extension("pipelining")
         self.size = client.supports_extension("size")
         self.timeout = timeout
+        self.data_timeout = data_timeout
         self._transport = transport
         # From here on replies come to us; aiosmtplib's client is not used again.
         self._reader = _ReplyReader(transport)
@@ -148,17 +170,28 @@ class SmtpSession:
         says ``421`` first): such a reply would be taken for the next command's."""
         return not self._transport.is_closing() and self._reader.idle
 
-    async def _ask(self, *commands: bytes) -> list[Reply]:
+    async def _ask(self, *commands: bytes, timeout: float | None = None) -> list[Reply]:
         self._transport.write(b"".join(commands))
-        return await self._reader.replies(len(commands), self.timeout)
+        return await self._reader.replies(len(commands), timeout or self.timeout)
 
     async def send(self, envelope_from: bytes, recipient: bytes, content: bytes) -> Transaction:
         """One message to one recipient. ``content`` is on-the-wire form: CRLF line ends,
         dot-stuffed, ending in CRLF (the ``.`` terminator is added here).
 
         The content is sent only after ``MAIL``, ``RCPT`` and ``DATA`` all succeeded; after
-        a refusal the session is reset so it can carry the next message.
+        a refusal the session is reset so it can carry the next message. Cancelled while
+        waiting for replies, the session is closed: the replies still to come would be
+        read as the next message's.
         """
+        try:
+            return await self._transaction(envelope_from, recipient, content)
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+
+    async def _transaction(
+        self, envelope_from: bytes, recipient: bytes, content: bytes
+    ) -> Transaction:
         mail_cmd = b"MAIL FROM:<%s>%s\r\n" % (
             envelope_from,
             b" SIZE=%d" % len(content) if self.size else b"",
@@ -176,7 +209,7 @@ class SmtpSession:
                 if rcpt.code in (250, 251):
                     (data,) = await self._ask(b"DATA\r\n")
         if mail.code == 250 and rcpt.code in (250, 251) and data.code == 354:
-            (final,) = await self._ask(content + b".\r\n")
+            (final,) = await self._ask(content + b".\r\n", timeout=self.data_timeout)
             return Transaction(mail, rcpt, data, final)
         try:
             if data.code == 354:

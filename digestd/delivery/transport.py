@@ -9,6 +9,10 @@ A 5xx to RCPT or to the end of DATA is about this recipient: a permanent failure
 suppresses the address. A 5xx to MAIL FROM, AUTH or the greeting is about *us* (a relay
 that refuses our sender, bad credentials): blaming every recipient for it would suppress
 the whole list, so it is temporary and counts towards the sender's failure-burst pause.
+
+Sessions use TLS whenever they can: ``smtps://``, or STARTTLS when the server offers it
+(``?starttls=true`` requires it, ``?starttls=false`` forbids it), certificates verified.
+The password is never sent without TLS unless the URL says ``?insecure_auth=true``.
 """
 
 from __future__ import annotations
@@ -105,17 +109,21 @@ class _Connection:
             hostname=s.host,
             port=s.port,
             use_tls=s.use_tls,
-            start_tls=s.start_tls,
+            start_tls=s.start_tls,  # None: upgrade when the server offers STARTTLS
             cert_bundle=s.cafile,  # certificates are always verified; this adds a private CA
+            local_hostname=s.ehlo,
             timeout=s.timeout,
         )
         try:
-            await client.connect()
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()
-            if s.username and s.password:
-                await client.login(s.username, s.password)
-            session = SmtpSession(client, s.timeout)
+            # One bound for the whole opening, so a lease can budget for it (config.py).
+            async with asyncio.timeout(s.timeout):
+                await client.connect()
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
+                if s.username and s.password:
+                    _refuse_clear_text_auth(client, s)
+                    await client.login(s.username, s.password)
+            session = SmtpSession(client, s.timeout, s.data_timeout, pipelining=s.pipelining)
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             raise TemporaryDeliveryError(
@@ -123,7 +131,11 @@ class _Connection:
             ) from exc
         except (aiosmtplib.SMTPException, SessionLost, OSError, TimeoutError) as exc:
             client.close()
-            raise TemporaryDeliveryError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+            reason = str(exc) or "timed out opening the session"
+            raise TemporaryDeliveryError(f"cannot connect to {s.host}:{s.port}: {reason}") from exc
+        except BaseException:  # our own refusal, or cancelled: never leave the socket open
+            client.close()
+            raise
         self.sent = 0
         return session
 
@@ -158,6 +170,17 @@ class _Connection:
             await session.quit()
         elif session is not None:
             session.abort()
+
+
+def _refuse_clear_text_auth(client: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    """Credentials go only over TLS, unless the URL says ``?insecure_auth=true``. About our
+    configuration, not a reader: temporary, and a burst of it pauses sending."""
+    if settings.insecure_auth or client.get_transport_info("sslcontext") is not None:
+        return
+    raise TemporaryDeliveryError(
+        f"{settings.host}:{settings.port} offers no STARTTLS: the password is never sent in "
+        "clear text (use smtps://, a relay with STARTTLS, or ?insecure_auth=true)"
+    )
 
 
 # What may go between < and > on a MAIL/RCPT line: no whitespace (CR/LF would inject a
