@@ -19,9 +19,12 @@ test: $(STAMP)
 	scripts/system-deps.sh
 	$(BIN)/pytest
 
+# Every Python tree is held to the same bar; mypy reads its file list from pyproject.toml.
+LINTED := digestd tests migrations bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check digestd migrations tests $(wildcard bench)
-	$(BIN)/ruff format --check digestd migrations
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 clean:
