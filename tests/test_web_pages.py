@@ -32,7 +32,7 @@ def test_view_in_browser_shows_the_readers_edition_with_their_links(web: WebRig)
     with time_machine.travel(NOW, tick=False):
         signup_form(web, "ann@example.com")
         web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
-    web.client.portal.call(web.service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
+    web.portal.call(web.service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
     digest = web.smtp.messages[-1]
     links = links_in(digest.data)
     page = web.client.get(links["view"])
