@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
@@ -32,7 +33,7 @@ SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
 
 
-def _seed(url: str, readers: int) -> Any:
+def _seed(url: str, readers: int) -> tuple[Engine, sessionmaker[Session]]:
     engine = make_engine(url)
     sessions = make_sessions(engine)
     with sessions.begin() as session:
@@ -49,7 +50,7 @@ def _seed(url: str, readers: int) -> Any:
     return engine, sessions
 
 
-def _queue(sessions: Any) -> list[tuple[str, str, Any]]:
+def _queue(sessions: sessionmaker[Session]) -> list[tuple[str, str, Any]]:
     with sessions() as session:
         rows = session.execute(
             select(Subscriber.email, Delivery.status, Digest.layout)

@@ -79,7 +79,8 @@ async def _serve(
         else:
             replies = script.answer(line)
         # What the client had sent by now beyond this line: pipelined commands queue up.
-        script.seen.append(line + bytes(reader._buffer))  # observing the wire
+        # The buffer is private to StreamReader (typeshed leaves it out): observed, not used.
+        script.seen.append(line + bytes(reader._buffer))  # type: ignore[attr-defined]
         if replies is None:
             writer.close()
             return
