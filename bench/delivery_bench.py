@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def database(kind: str, workdir: Path) -> tuple[str, Any]:
+def database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     """A URL for a fresh database, and a function that drops it."""
     if kind == "sqlite":
         return f"sqlite:///{workdir}/bench.db", lambda: None
