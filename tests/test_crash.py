@@ -40,10 +40,13 @@ SUBSCRIBERS = 20_000
 BATCH = 500
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("DIGESTD_TEST_DATABASE_URL"),
-    reason="needs PostgreSQL (DIGESTD_TEST_DATABASE_URL): SKIP LOCKED claims across processes",
-)
+pytestmark = [
+    pytest.mark.slow,  # a 20 000-reader edition through real processes: 10-50 s each
+    pytest.mark.skipif(
+        not os.environ.get("DIGESTD_TEST_DATABASE_URL"),
+        reason="needs PostgreSQL (DIGESTD_TEST_DATABASE_URL): SKIP LOCKED claims across processes",
+    ),
+]
 
 
 class Sink:

@@ -114,6 +114,7 @@ def test_a_helper_that_dies_is_replaced_by_enqueueing_here(
     engine.dispose()
 
 
+@pytest.mark.slow  # 2 500 readers through a spawned helper: ~10 s
 def test_a_tick_with_a_helper_delivers_everyone_exactly_once(
     env: dict[str, str], smtp_server: SmtpSink
 ) -> None:

@@ -247,6 +247,7 @@ FORTNIGHTS = {
 }
 
 
+@pytest.mark.slow  # a fortnight of minutes: ~10 s each on SQLite
 @pytest.mark.parametrize("name", list(FORTNIGHTS))
 def test_a_fortnight_brings_one_daily_per_local_date_and_one_weekly_per_sunday_on_time(
     env: dict[str, str], name: str
