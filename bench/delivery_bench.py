@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from digestd.content.articles import ingest
 from digestd.content.categories import CATEGORIES
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.mail.composer import Composer
-from digestd.mail.render import Renderer
+from digestd.mail.template import MessageTemplate
 from digestd.models import Delivery, Digest, Edition, Subscriber, SubscriberCategory
 from digestd.tokens import Tokens
 
@@ -67,7 +68,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def database(kind: str, workdir: Path) -> tuple[str, Any]:
+def database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     """A URL for a fresh database, and a function that drops it."""
     if kind == "sqlite":
         return f"sqlite:///{workdir}/bench.db", lambda: None
@@ -359,17 +360,17 @@ def compose_alone(url: str, count: int) -> dict[str, float]:
         }
     )
     engine = make_engine(url)
-    composer = Composer(settings, Tokens(settings.secret_keys), Renderer())
+    composer = Composer(settings, Tokens(settings.secret_keys))
     with make_sessions(engine)() as session:
         digest = session.execute(
-            select(Digest.id, Edition.kind, Edition.period)
+            select(Digest.id, Digest.template, Edition.kind, Edition.period)
             .join(Edition, Edition.id == Digest.edition_id)
-            .where(Edition.period == TODAY)
+            .where(Edition.period == TODAY, Digest.template.is_not(None))
             .order_by(Digest.id)
             .limit(1)
         ).first()
-        assert digest is not None
-        template = composer.template(session, digest.id, digest.kind, digest.period)
+        assert digest is not None and digest.template is not None
+        template = MessageTemplate.load(digest.template)
     engine.dispose()
     public_ids = [secrets.token_urlsafe(16) for _ in range(1000)]
     size = 0

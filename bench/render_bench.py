@@ -18,17 +18,18 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from digestd.config import load_settings
 from digestd.content.categories import CATEGORIES
 from digestd.mail.composer import Links
-from digestd.mail.presentation import Site, digest_context
-from digestd.mail.render import Renderer
+from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
+from digestd.mail.layout import Layout
+from digestd.mail.presentation import Site
 from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import EditionKind
-from digestd.planning.planner import article_ids, layout_of
+from digestd.planning.layouts import layout_of
 from digestd.planning.selection import Candidate, order, pick
 from digestd.tokens import Tokens
 
@@ -80,7 +81,19 @@ def main() -> None:
         _Article(i, SLUGS[i % len(SLUGS)], rng)
         for i in range(args.articles_per_category * len(SLUGS))
     ]
-    by_id = {a.id: a for a in articles}
+    by_id = {
+        a.id: ArticleFields(
+            a.url,
+            a.title,
+            a.source,
+            a.published_at,
+            a.image_url,
+            a.why_it_matters,
+            a.key_takeaways,
+            a.companies,
+        )
+        for a in articles
+    }
     ranked = order(
         [
             Candidate(a.id, a.source, a.published_at, a.score, frozenset(a.categories), a.title)
@@ -90,7 +103,11 @@ def main() -> None:
         24,
     )
     site = Site("Tech Pulse", "https://news.example.com", "Tech Pulse Ltd · 1 Market Street")
-    renderer = Renderer()
+    renderer = DigestRenderer(
+        Masthead(
+            site, "Tech Pulse <digest@news.example.com>", "Tech Pulse <digest.news.example.com>"
+        )
+    )
     settings = load_settings(
         {
             "DIGESTD_BASE_URL": "https://digest.example.com",
@@ -102,24 +119,19 @@ def main() -> None:
     now = format_datetime(SEND)
 
     started = time.perf_counter()
-    digests: dict[tuple[str, ...], dict[str, object]] = {}
+    digests: dict[tuple[str, ...], Layout] = {}
     plan: list[tuple[int, tuple[str, ...]]] = []
     for n, categories in enumerate(readers(args.readers, rng)):
         cats = sorted(categories, key=SLUGS.index)
         chosen = pick(ranked, categories, limit=10, per_source=3)
         layout = layout_of(EditionKind.DAILY, chosen, cats)
-        key = tuple(article_ids(layout)) + tuple(cats)
+        key = tuple(layout.article_ids()) + tuple(cats)
         digests.setdefault(key, layout)
         plan.append((n, key))
     selection_s = time.perf_counter() - started
 
-    def render(layout: dict[str, object]) -> MessageTemplate:
-        context = digest_context(EditionKind.DAILY, date(2026, 11, 30), layout, by_id, site)
-        return MessageTemplate(
-            renderer.render("daily", context),
-            from_header="Tech Pulse <digest@news.example.com>",
-            headers=[("List-Id", "Tech Pulse <digest.news.example.com>")],
-        )
+    def render(layout: Layout) -> MessageTemplate:
+        return renderer.render(EditionKind.DAILY, "2026-11-30", layout, by_id)
 
     def personal(n: int) -> Personal:
         return Personal(

@@ -16,9 +16,9 @@ target_metadata = Base.metadata
 
 
 def _engine() -> Engine:
-    engine = config.attributes.get("engine")
+    engine: Engine | None = config.attributes.get("engine")  # handed in by digestd.db.migrate
     if engine is not None:
-        return engine  # type: ignore[no-any-return]
+        return engine
     return make_engine(load_settings(os.environ).database_url)
 
 

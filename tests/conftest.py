@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -26,6 +28,13 @@ from digestd.config import Settings, load_settings
 from digestd.db import make_engine, migrate
 from tests.faultsmtp import advertise_pipelining
 from tests.helpers import free_port
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+    from starlette.testclient import TestClient
+
+    from digestd.models import Base, Subscriber
+    from digestd.service import Service
 
 # aiosmtpd narrates every connection at INFO from its own threads, after tests end.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -137,28 +146,35 @@ class SmtpSink:
         return f"smtp://{self.host}:{self.port}"
 
     async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
         return advertise_pipelining(responses)  # as Postfix and the big providers do
 
     async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         if address in self.reject:
             return self.reject[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        data = envelope.original_content or envelope.content
+        # aiosmtpd reaches DATA only after MAIL FROM; decode_data=False keeps the content bytes.
+        assert envelope.mail_from is not None and isinstance(data, bytes)
         with self.arrived:
-            self.messages.append(
-                Received(
-                    envelope.mail_from,
-                    list(envelope.rcpt_tos),
-                    bytes(envelope.original_content or envelope.content),
-                )
-            )
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(data)))
             self.arrived.notify_all()
         return "250 Message accepted for delivery"
 
@@ -179,15 +195,13 @@ def smtp_server() -> Iterator[SmtpSink]:
 
 
 @dataclass
-class WebRig:
-    """The real app (Starlette TestClient, one event loop for its lifetime) on a migrated
-    database, mailing through the real ``smtp_server``."""
+class AppRig:
+    """The real service on a migrated database, mailing through the real ``smtp_server``."""
 
-    client: Any
-    service: Any
+    service: Service
     smtp: SmtpSink
 
-    def subscriber(self, email: str) -> Any:
+    def subscriber(self, email: str) -> Subscriber | None:
         from sqlalchemy import select
 
         from digestd.models import Subscriber
@@ -198,11 +212,29 @@ class WebRig:
                 _ = found.category_slugs  # load while the session is open
             return found
 
-    def count(self, model: Any) -> int:
+    def status(self, email: str) -> str | None:
+        """The stored status of a reader, or None when there is no such reader."""
+        found = self.subscriber(email)
+        return None if found is None else found.status
+
+    def count(self, model: type[Base]) -> int:
         from sqlalchemy import func, select
 
         with self.service.sessions() as session:
             return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@dataclass
+class WebRig(AppRig):
+    """The app behind a Starlette TestClient (one event loop for its lifetime)."""
+
+    client: TestClient
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The client's event loop: the service's coroutines run there, as the app's do."""
+        assert self.client.portal is not None, "the client is open for the rig's lifetime"
+        return self.client.portal
 
 
 @pytest.fixture
@@ -221,6 +253,7 @@ def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
     with TestClient(
         create_app(service), base_url="https://digest.example.com", follow_redirects=False
     ) as client:
-        yield WebRig(client, service, smtp_server)
-        client.portal.call(service.transport.close)
+        rig = WebRig(service, smtp_server, client)
+        yield rig
+        rig.portal.call(service.transport.close)
     service.engine.dispose()

@@ -29,9 +29,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 
 from tests.helpers import free_port
 
@@ -57,13 +58,23 @@ class FaultySink:
         return f"smtp://{self.host}:{self.port}"
 
     async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
         return advertise_pipelining(responses) if self.pipelining else responses
 
     async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         if self.busy_transactions > 0:
             self.busy_transactions -= 1
@@ -72,7 +83,12 @@ class FaultySink:
         return "250 OK"
 
     async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         self.attempts += 1
         self.peers.add(session.peer)
@@ -87,13 +103,16 @@ class FaultySink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         (recipient,) = envelope.rcpt_tos
         if recipient in self.drop_after_data:
             self.drop_after_data.discard(recipient)
+            assert server.transport is not None  # set while a connection is being served
             server.transport.close()  # no reply: the client cannot know it was not kept
             return "250 never seen by the client"
         self.delivered[recipient] += 1
+        # aiosmtpd reaches DATA only after MAIL FROM and with the content read.
+        assert envelope.mail_from is not None and envelope.original_content is not None
         self.messages.append((envelope.mail_from, recipient, bytes(envelope.original_content)))
         return "250 2.0.0 Ok: queued"
 

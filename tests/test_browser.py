@@ -13,13 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from playwright.sync_api import Page
 
 from digestd.config import load_settings
 from digestd.models import SubscriberStatus
 from digestd.service import Service
 from digestd.web.app import create_app
 from tests.browser import ARTIFACTS, chromium
-from tests.conftest import SmtpSink, WebRig
+from tests.conftest import AppRig, SmtpSink
 from tests.helpers import parse, parts
 
 WAIT_S = 10.0
@@ -33,7 +34,7 @@ class _ThreadServer(uvicorn.Server):
 
 
 @pytest.fixture
-def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, WebRig]]:
+def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, AppRig]]:
     # Listening before the server thread starts: the browser's first request just queues.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -48,7 +49,7 @@ def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, 
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield base, WebRig(None, service, smtp_server)
+        yield base, AppRig(service, smtp_server)
     finally:
         server.should_exit = True
         thread.join(WAIT_S)
@@ -56,14 +57,14 @@ def live(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[tuple[str, 
         service.engine.dispose()
 
 
-def _shots(page: object, name: str) -> None:
+def _shots(page: Page, name: str) -> None:
     for width in (375, 1280):
-        page.set_viewport_size({"width": width, "height": 900})  # type: ignore[attr-defined]
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)  # type: ignore[attr-defined]
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
 
 
 def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
-    live: tuple[str, WebRig],
+    live: tuple[str, AppRig],
 ) -> None:
     base, rig = live
     ARTIFACTS.mkdir(exist_ok=True)
@@ -97,7 +98,7 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
         confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
         page.goto(confirm)
         page.get_by_role("heading", name="You're subscribed").wait_for()
-        assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+        assert rig.status("reader@example.com") == SubscriberStatus.ACTIVE
 
         page.get_by_role("link", name="Manage preferences").click()
         page.get_by_role("heading", name="Your digest preferences").wait_for()
@@ -116,8 +117,8 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
 
         unsubscribe = next(w for w in text.split() if w.startswith(f"{base}/unsubscribe/"))
         page.goto(unsubscribe)
-        assert rig.subscriber("reader@example.com").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+        assert rig.status("reader@example.com") == SubscriberStatus.ACTIVE
         page.get_by_role("button", name="Unsubscribe").click()
         page.get_by_role("heading", name="You're unsubscribed").wait_for()
-        assert rig.subscriber("reader@example.com").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+        assert rig.status("reader@example.com") == SubscriberStatus.UNSUBSCRIBED
         _shots(page, "unsubscribed")

@@ -199,6 +199,7 @@ def _run(command: list[str], env: dict[str, str], terminal: bool) -> bytes:
     return out
 
 
+@pytest.mark.slow  # three digestd processes over 2 500 readers: ~5 s
 def test_import_and_export_show_progress_on_a_terminal_and_stay_quiet_in_a_pipe(
     env: dict[str, str], tmp_path: Path
 ) -> None:

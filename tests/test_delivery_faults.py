@@ -66,7 +66,7 @@ def _seed(service: Service, addresses: list[str]) -> None:
 def _statuses(service: Service) -> dict[str, int]:
     with service.sessions() as session:
         return dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()  # type: ignore[arg-type]
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
         )
 
 
@@ -156,7 +156,7 @@ def test_a_suppressed_address_is_never_queued_or_sent_again(env: dict[str, str])
             .join(Delivery, Delivery.subscriber_id == Subscriber.id)
             .group_by(Subscriber.email)
         ).all()
-    assert dict(rows) == {"gone@example.com": 1, "here@example.com": 2}  # type: ignore[arg-type]
+    assert dict(rows) == {"gone@example.com": 1, "here@example.com": 2}
 
 
 def test_a_burst_of_failures_pauses_sending_instead_of_burning_through_the_list(
@@ -228,8 +228,9 @@ def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -
     sink = FaultySink()
     with running(sink):
         service = _service(env, sink.url, pool_size=1)
+        assert service.settings.smtp is not None  # the sink's URL
         service.transport = SmtpPool(
-            service.settings.smtp,  # type: ignore[arg-type]
+            service.settings.smtp,
             size=1,
             max_per_connection=5,
         )

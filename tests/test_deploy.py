@@ -96,13 +96,21 @@ def test_every_variable_is_documented_in_the_example_env_and_readme() -> None:
         assert variable in readme, variable
 
 
+def _exec_form(pattern: str, dockerfile: str, flags: re.RegexFlag) -> list[str]:
+    """The JSON argument list of a Dockerfile instruction (exec form)."""
+    match = re.search(pattern, dockerfile, flags)
+    assert match is not None, pattern
+    argv: list[str] = json.loads(match.group(1))
+    return argv
+
+
 def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[str, str]) -> None:
     """ENV + ENTRYPOINT + CMD of the image, run as a process; its HEALTHCHECK must pass."""
     text = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[-1]  # the runtime stage
     image_env = dict(re.findall(r"(DIGESTD_\w+)=(\S+)", text))
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
-    cmd = json.loads(re.search(r"^CMD (\[.*\])", text, re.M).group(1))  # type: ignore[union-attr]
-    health = json.loads(re.search(r"HEALTHCHECK .*?CMD (\[[^\n]*\])", text, re.S).group(1))  # type: ignore[union-attr]
+    entrypoint = _exec_form(r"^ENTRYPOINT (\[.*\])", text, re.M)
+    cmd = _exec_form(r"^CMD (\[.*\])", text, re.M)
+    health = _exec_form(r"HEALTHCHECK .*?CMD (\[[^\n]*\])", text, re.S)
     port = free_port()
     run_env = {
         **os.environ,

@@ -144,7 +144,9 @@ def test_a_digest_that_fails_to_render_fails_its_deliveries_and_the_edition_goes
             )
         ).all()
     assert [status for status, _ in failed] == [DeliveryStatus.FAILED] * 2
-    assert all("could not render the digest: ValueError: a template error" in e for _, e in failed)
+    assert all(
+        "could not render the digest: ValueError: a template error" in (e or "") for _, e in failed
+    )
     errors = [error for _, error in _digests(service) if error is not None]
     assert len(errors) == 1
     delivered = {r for m in smtp_server.messages for r in m.recipients}

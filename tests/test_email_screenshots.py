@@ -4,7 +4,10 @@ do). Screenshots go to test-artifacts/email/; the checks are what a reader would
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from playwright.sync_api import Request
 
 from digestd.mail.render import Renderer
 from digestd.models import EditionKind
@@ -13,6 +16,10 @@ from tests.email_samples import sample_context
 
 OUT = ARTIFACTS / "email"
 MODES = {"light": [], "dark": [], "forced-dark": ["--enable-features=WebContentsForceDark"]}
+
+
+def _recorder(seen: list[str]) -> Callable[[Request], None]:
+    return lambda request: seen.append(request.url)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -32,7 +39,7 @@ def test_editions_render_responsively_in_every_colour_mode(mode: str) -> None:
             # Email HTML must not fetch anything: any request is a failure (images excepted,
             # which mail clients load from the article's own CDN).
             requests: list[str] = []
-            page.on("request", lambda r, seen=requests: seen.append(r.url))
+            page.on("request", _recorder(requests))
             page.route("**/*", lambda route: route.abort())
             for name, html in editions.items():
                 page.set_content(html, wait_until="domcontentloaded")

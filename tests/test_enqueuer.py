@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, make_sessions
@@ -33,7 +34,7 @@ SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
 
 
-def _seed(url: str, readers: int) -> Any:
+def _seed(url: str, readers: int) -> tuple[Engine, sessionmaker[Session]]:
     engine = make_engine(url)
     sessions = make_sessions(engine)
     with sessions.begin() as session:
@@ -54,7 +55,7 @@ def _renderer(settings: Settings) -> DigestRenderer:
     return DigestRenderer(Masthead.from_settings(settings))
 
 
-def _queue(sessions: Any) -> list[tuple[str, str, Any]]:
+def _queue(sessions: sessionmaker[Session]) -> list[tuple[str, str, Any]]:
     with sessions() as session:
         rows = session.execute(
             select(Subscriber.email, Delivery.status, Digest.layout)
@@ -156,6 +157,7 @@ def test_a_helper_that_dies_mid_edition_is_replaced_by_planning_here(
     engine.dispose()
 
 
+@pytest.mark.slow  # 2 500 readers through a spawned helper: ~10 s
 def test_a_tick_with_a_helper_delivers_everyone_exactly_once(
     env: dict[str, str], smtp_server: SmtpSink
 ) -> None:

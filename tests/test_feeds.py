@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.feeds import INTERVAL, add_feed, poll_due
 from digestd.db import make_engine, make_sessions
@@ -76,18 +77,18 @@ def feed_server() -> Iterator[FeedServer]:
 
 
 @pytest.fixture
-def sessions(database_url: str):  # type: ignore[no-untyped-def]
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(database_url)
     yield make_sessions(engine)
     engine.dispose()
 
 
-def _register(sessions, url: str, category: str) -> int:  # type: ignore[no-untyped-def]
+def _register(sessions: sessionmaker[Session], url: str, category: str) -> int:
     with sessions.begin() as session:
         return int(add_feed(session, url, category, NOW).id)
 
 
-def _articles(sessions) -> dict[str, Article]:  # type: ignore[no-untyped-def]
+def _articles(sessions: sessionmaker[Session]) -> dict[str, Article]:
     with sessions() as session:
         found = {a.url: a for a in session.scalars(select(Article))}
         for a in found.values():
@@ -97,7 +98,7 @@ def _articles(sessions) -> dict[str, Article]:  # type: ignore[no-untyped-def]
 
 def test_rss_items_become_articles_with_plain_titles_absolute_links_and_dates(
     feed_server: FeedServer,
-    sessions,  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
 ) -> None:
     _register(sessions, feed_server.url("rss.xml"), "robotics")
     report = poll_due(sessions, NOW)
@@ -115,7 +116,7 @@ def test_rss_items_become_articles_with_plain_titles_absolute_links_and_dates(
 
 def test_atom_entries_with_xml_base_and_html_titles(
     feed_server: FeedServer,
-    sessions,  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
 ) -> None:
     _register(sessions, feed_server.url("atom.xml"), "quantum")
     assert poll_due(sessions, NOW).articles == 2
@@ -129,7 +130,7 @@ def test_atom_entries_with_xml_base_and_html_titles(
 
 def test_unchanged_feed_costs_a_304_and_repolling_never_duplicates(
     feed_server: FeedServer,
-    sessions,  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
 ) -> None:
     _register(sessions, feed_server.url("rss.xml"), "robotics")
     poll_due(sessions, NOW)
@@ -149,7 +150,7 @@ def test_unchanged_feed_costs_a_304_and_repolling_never_duplicates(
 
 def test_a_not_well_formed_feed_keeps_the_items_that_parse(
     feed_server: FeedServer,
-    sessions,  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
 ) -> None:
     _register(sessions, feed_server.url("malformed.xml"), "ai")
     report = poll_due(sessions, NOW)
@@ -161,8 +162,8 @@ def test_a_not_well_formed_feed_keeps_the_items_that_parse(
 @pytest.mark.parametrize("name", ["notafeed.html", "missing.xml", "error"])
 def test_a_failing_feed_is_backed_off_and_retried_without_stopping_others(
     feed_server: FeedServer,
-    sessions,
-    name: str,  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    name: str,
 ) -> None:
     feed_server.status["error"] = 500
     bad = _register(sessions, feed_server.url(name), "ai")
@@ -184,7 +185,7 @@ def test_a_failing_feed_is_backed_off_and_retried_without_stopping_others(
         assert feed.next_poll_at - first_retry > first_retry - NOW  # grows each time
 
 
-def test_an_unreachable_host_is_a_logged_failure(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_host_is_a_logged_failure(sessions: sessionmaker[Session]) -> None:
     _register(sessions, "http://127.0.0.1:9/feed.xml", "ai")  # discard port: refused
     report = poll_due(sessions, NOW)
     assert report.failed == 1 and "127.0.0.1:9" in report.errors[0]

@@ -47,7 +47,7 @@ def test_metrics_after_an_edition_match_the_queue(web: WebRig) -> None:
     assert (
         before[("digestd_messages_total", frozenset({("kind", "daily"), ("outcome", "sent")}))] == 0
     )
-    report = web.client.portal.call(web.service.tick, SEND + timedelta(minutes=1))
+    report = web.portal.call(web.service.tick, SEND + timedelta(minutes=1))
     assert (report.delivered.sent, report.delivered.failed) == (6, 1)
 
     metrics = _scrape(web)

@@ -14,6 +14,7 @@ import email
 import email.policy
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -125,7 +126,7 @@ def simulate(
     end: datetime,
     *,
     hours: tuple[str, str] = ("7", "8"),
-    outages: list[tuple[datetime, datetime]] = (),  # type: ignore[assignment]
+    outages: Sequence[tuple[datetime, datetime]] = (),
     zones: list[str] = ZONES,
 ) -> Outcome:
     """Tick every minute from ``start`` to ``end`` (except during ``outages``).
@@ -246,6 +247,7 @@ FORTNIGHTS = {
 }
 
 
+@pytest.mark.slow  # a fortnight of minutes: ~10 s each on SQLite
 @pytest.mark.parametrize("name", list(FORTNIGHTS))
 def test_a_fortnight_brings_one_daily_per_local_date_and_one_weekly_per_sunday_on_time(
     env: dict[str, str], name: str

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
 
 from digestd.config import parse_smtp_url
 from digestd.delivery.transport import SmtpPool
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 MESSAGE = b"From: a@news.example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\n.dot line\r\n"
 
 
-def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+def _authenticate(
+    server: SMTP, session: SmtpSession, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"digest", b"s3cr3t")
     return AuthResult(success=ok, handled=False)  # aiosmtpd answers 235 or 535
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
 
 from digestd.config import parse_smtp_url
 from digestd.delivery.transport import SmtpPool
@@ -58,15 +59,20 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 class _Recorder:
     def __init__(self) -> None:
-        self.received: list[tuple[bytes, bool, bool]] = []  # (data, over TLS, logged in)
+        # (data, over TLS, logged in)
+        self.received: list[tuple[bytes, bool, bool | None]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        # Set while a connection is served; the content is read by the time DATA is handled.
+        assert server.transport is not None and envelope.original_content is not None
         over_tls = server.transport.get_extra_info("ssl_object") is not None
         self.received.append((envelope.original_content, over_tls, session.authenticated))
         return "250 OK"
 
 
-def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+def _authenticate(
+    server: SMTP, session: SmtpSession, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"digest", b"pw")
     return AuthResult(success=ok, auth_data="digest" if ok else None, handled=False)
 

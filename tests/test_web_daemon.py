@@ -43,7 +43,7 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_
     try:
         assert process.stderr is not None
         # The socket listens before this line is logged: no polling, no sleeping.
-        seen = []
+        seen: list[bytes] = []
         while not seen or b"digestd running" not in seen[-1]:
             line = process.stderr.readline()
             assert line, b"".join(seen).decode()  # exited before serving

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect
 
 from digestd.db import make_engine, migrate
 from digestd.models import Base
 
 
-def _columns(engine: object) -> set[str]:
-    return {c["name"] for c in inspect(engine).get_columns("subscribers")}  # type: ignore[arg-type]
+def _columns(engine: Engine) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns("subscribers")}
 
 
 def test_0002_adds_and_removes_confirmation_sent_at(database_url: str) -> None:

@@ -32,7 +32,7 @@ def _edition_with_a_view_link(web: WebRig) -> tuple[bytes, dict[str, str]]:
     with time_machine.travel(NOW, tick=False):
         signup_form(web, "ann@example.com")
         web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
-    web.client.portal.call(web.service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
+    web.portal.call(web.service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
     digest = web.smtp.messages[-1].data
     return digest, links_in(digest)
 

@@ -3,7 +3,7 @@ truncation, purpose, expiry and key rotation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,10 +98,12 @@ def test_one_click_needs_the_rfc_8058_body(web: WebRig) -> None:
         pytest.param(lambda t: "A" + t, id="prefixed"),
     ],
 )
-def test_tampered_and_truncated_links_are_refused(web: WebRig, mangle: object) -> None:
+def test_tampered_and_truncated_links_are_refused(
+    web: WebRig, mangle: Callable[[str], str]
+) -> None:
     links = _active(web)
     token = links["unsubscribe"].rsplit("/", 1)[1]
-    bad = mangle(token)  # type: ignore[operator]
+    bad = mangle(token)
     for method in ("get", "post"):
         answer = getattr(web.client, method)(
             f"/unsubscribe/{bad}",
@@ -155,6 +157,7 @@ def rotated(web: WebRig, web_env: dict[str, str]) -> Iterator[TestClient]:
     service = Service.build(load_settings(env))
     with TestClient(create_app(service), base_url="https://digest.example.com") as client:
         yield client
+        assert client.portal is not None  # open inside the ``with``
         client.portal.call(service.transport.close)
     service.engine.dispose()
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from digestd.config import DeliveryTuning
+from digestd.config import LEASE_SHARE_AFTER_LAST_START, DeliveryTuning
 from digestd.delivery.limits import Limits
 from digestd.delivery.outcomes import (
     RELEASED,
@@ -154,7 +154,8 @@ class Sender:
 
     async def claim(self, now: datetime) -> Batch | None:
         # The deadline counts from the claim: time waiting behind the batch before counts.
-        deadline = self.monotonic() + 0.8 * self.lease.total_seconds()
+        share = 1 - LEASE_SHARE_AFTER_LAST_START
+        deadline = self.monotonic() + share * self.lease.total_seconds()
         jobs, unsendable, digests = await self.in_thread(self._claim, now)
         return Batch(jobs, unsendable, digests, deadline) if jobs else None
 
