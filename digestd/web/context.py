@@ -56,7 +56,7 @@ class Web:
     def __post_init__(self) -> None:
         settings = self.service.settings
         self.pages = Pages(settings)
-        self.csrf = Csrf(settings.secret_keys)
+        self.csrf = Csrf(self.service.tokens)
         self.renderer = Renderer()
         self.mailer = SignupMailer(
             settings, self.service.tokens, self.service.transport, self.renderer
