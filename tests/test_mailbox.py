@@ -4,7 +4,9 @@ database (so every process shares the count), through the real app and SMTP serv
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,8 +16,9 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
+from digestd.db import make_engine, make_sessions
 from digestd.models import MailThrottle, Subscriber
-from digestd.readers.mailbox import canonical_mailbox
+from digestd.readers.mailbox import Limit, canonical_mailbox, claim, mailbox_key
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.context import WebPolicy
@@ -127,3 +130,27 @@ def test_an_email_that_could_not_be_sent_does_not_count(web: WebRig) -> None:
     with web.service.sessions() as session:
         rows = {row.key: row.sent for row in session.query(MailThrottle)}
     assert sorted(rows.values()) == [1, 1]  # the inbox and everyone: one email each
+
+
+def test_racing_claims_for_one_inbox_let_exactly_one_email_through(database_url: str) -> None:
+    """Eight processes' worth of signups at the same instant: one claim wins, on SQLite and
+    on PostgreSQL (the guarded UPDATE, or the INSERT of the first row, decides)."""
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    limit = Limit(3, timedelta(hours=24), timedelta(minutes=10))
+    start = threading.Barrier(8)
+
+    def one(n: int) -> bool:
+        start.wait()
+        with sessions.begin() as session:
+            return claim(session, mailbox_key(f"victim+{n}@gmail.com"), limit, NOW)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(one, range(8)))
+        assert won.count(True) == 1
+        with sessions() as session:
+            (row,) = session.query(MailThrottle).all()
+            assert (row.sent, row.last_sent_at) == (1, NOW)
+    finally:
+        engine.dispose()
