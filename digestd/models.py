@@ -161,8 +161,6 @@ class Subscriber(Base):
     consent_user_agent: Mapped[str | None] = mapped_column(Text)
     consent_wording: Mapped[str | None] = mapped_column(String(40))
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
-    # When the last confirmation email left: signups are throttled per address with it.
-    confirmation_sent_at: Mapped[datetime | None]
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
@@ -195,6 +193,19 @@ class Suppression(Base):
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailThrottle(Base):
+    """Signup emails (confirmations, fresh links) sent to one mailbox, or to anyone, in the
+    current window: shared by every process, claimed with a guarded UPDATE."""
+
+    __tablename__ = "mail_throttle"
+
+    # sha256 of the canonical mailbox (no address is kept), or "*" for the global cap.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_started_at: Mapped[datetime]
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[datetime | None]
 
 
 class Edition(Base):

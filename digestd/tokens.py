@@ -1,8 +1,11 @@
 """Signed tokens for links in emails (itsdangerous): one salt per purpose, rotatable keys.
 
-A token carries only an opaque subscriber id (``Subscriber.public_id``), never the address.
-``DIGESTD_SECRET_KEYS`` lists keys newest first: the newest signs, all of them verify, so
-rotating a key does not break links already in inboxes.
+A token carries an opaque subscriber id (``Subscriber.public_id``), never the address; a
+confirmation link also carries what the signup asked for (its fields after the id), so
+that nothing is stored before the link is followed. ``DIGESTD_SECRET_KEYS`` lists keys
+newest first: the newest signs, all of them verify, so rotating a key does not break links
+already in inboxes. :meth:`Tokens.serializer` is the one place a signing serializer is
+made (links, CSRF tokens, the admin session).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 
@@ -29,13 +33,17 @@ class Purpose(enum.StrEnum):
 
 
 # How long a link keeps working after the email that carried it. Unsubscribe must work
-# for at least 30 days (SPEC §6; CAN-SPAM); we keep it, and preferences, far longer.
+# for at least 30 days (SPEC §6; CAN-SPAM), and an authentic one is honoured even later.
+# Preferences links can delete data and change settings, and get forwarded: 60 days, then
+# the page offers to email a fresh one.
 MAX_AGE: dict[Purpose, timedelta] = {
     Purpose.CONFIRM: timedelta(days=7),
     Purpose.UNSUBSCRIBE: timedelta(days=400),
-    Purpose.PREFERENCES: timedelta(days=400),
+    Purpose.PREFERENCES: timedelta(days=60),
     Purpose.VIEW: timedelta(days=400),
 }
+# Bytes of HMAC in a Message-ID's random part: 96 bits, not guessable from the delivery id.
+_MESSAGE_TAG_BYTES = 12
 
 
 class BadToken(DigestdError):
@@ -43,9 +51,32 @@ class BadToken(DigestdError):
 
 
 class ExpiredToken(BadToken):
-    def __init__(self, message: str, payload: str | None) -> None:
+    def __init__(
+        self, message: str, payload: str | None, fields: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(message)
         self.payload = payload  # signature was valid: lets a page offer a fresh link
+        self.fields = fields or ((payload,) if payload is not None else None)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A token read back: its fields (the subscriber's public id first) and when it was made."""
+
+    fields: tuple[str, ...]
+    issued_at: datetime
+
+    @property
+    def public_id(self) -> str:
+        return self.fields[0]
+
+
+def _fields(payload: object) -> tuple[str, ...] | None:
+    if isinstance(payload, str):
+        return (payload,)
+    if isinstance(payload, list) and payload and all(isinstance(f, str) for f in payload):
+        return tuple(payload)
+    return None
 
 
 class Tokens:
@@ -55,17 +86,25 @@ class Tokens:
         # itsdangerous signs with the *last* key of the list and verifies with all.
         self._keys = list(reversed(secret_keys))
         self._max_age = {**MAX_AGE, **(max_age or {})}
-        self._serializers = {
-            purpose: URLSafeTimedSerializer(self._keys, salt=f"digestd.{purpose}")
-            for purpose in Purpose
-        }
+        self._serializers = {purpose: self.serializer(f"digestd.{purpose}") for purpose in Purpose}
         self._bounce = Signer(self._keys, salt="digestd.bounce")
         # The same as self._bounce.sign, with the key derived once (a tag per message).
         bounce_key = hashlib.sha1(b"digestd.bounce" + b"signer" + self._keys[-1].encode()).digest()
         self._bounce_mac = hmac.new(bounce_key, digestmod=hashlib.sha1)
+        # Every key, newest first, for the Message-ID tag (the newest makes, all verify).
+        self._message_macs = [
+            hmac.new(key.encode(), b"digestd.message-id", hashlib.sha256) for key in secret_keys
+        ]
 
-    def make(self, purpose: Purpose, payload: str) -> str:
-        return str(self._serializers[purpose].dumps(payload))
+    def serializer(self, salt: str) -> URLSafeTimedSerializer:
+        """A timed serializer for ``salt`` that signs with the newest key and verifies with
+        all of them (itsdangerous signs with the *last* key of the list it is given)."""
+        return URLSafeTimedSerializer(self._keys, salt=salt)
+
+    def make(self, purpose: Purpose, payload: str | Sequence[str]) -> str:
+        """``payload``: the public id, or fields with the public id first."""
+        data = payload if isinstance(payload, str) else list(payload)
+        return str(self._serializers[purpose].dumps(data))
 
     def fast_maker(
         self, purpose: Purpose, clock: Callable[[], float] = time.time
@@ -102,20 +141,26 @@ class Tokens:
         return make
 
     def read(self, purpose: Purpose, token: str) -> str:
+        """The public id a token carries (its first field)."""
+        return self.read_signed(purpose, token).public_id
+
+    def read_signed(self, purpose: Purpose, token: str) -> Signed:
         serializer = self._serializers[purpose]
         max_age = int(self._max_age[purpose].total_seconds())
         try:
-            payload = serializer.loads(token, max_age=max_age)
+            payload, issued = serializer.loads(token, max_age=max_age, return_timestamp=True)
         except SignatureExpired as exc:
             raw = serializer.load_payload(exc.payload) if exc.payload is not None else None
+            fields = _fields(raw)
             raise ExpiredToken(
-                "this link has expired", raw if isinstance(raw, str) else None
+                "this link has expired", fields[0] if fields else None, fields
             ) from exc
         except BadSignature as exc:
             raise BadToken("this link is not valid (it may be incomplete)") from exc
-        if not isinstance(payload, str):
+        fields = _fields(payload)
+        if fields is None:
             raise BadToken("this link is not valid")
-        return payload
+        return Signed(fields, issued.astimezone(UTC))
 
     def bounce_tag(self, delivery_id: int) -> str:
         """``<id>.<signature>``: the VERP part of the envelope sender (fits a local part)."""
@@ -130,3 +175,20 @@ class Tokens:
             return int(self._bounce.unsign(tag))
         except (BadSignature, ValueError) as exc:
             raise BadToken("not a bounce address digestd made") from exc
+
+    def message_tag(self, delivery_id: int) -> str:
+        """The random-looking part of a delivery's Message-ID: an HMAC of its id, so the same
+        delivery always gets the same Message-ID, yet nobody can guess another's."""
+        return self._message_tag(self._message_macs[0], delivery_id)
+
+    def is_message_tag(self, delivery_id: int, tag: str) -> bool:
+        return any(
+            hmac.compare_digest(self._message_tag(mac, delivery_id), tag)
+            for mac in self._message_macs
+        )
+
+    @staticmethod
+    def _message_tag(base: hmac.HMAC, delivery_id: int) -> str:
+        mac = base.copy()
+        mac.update(str(delivery_id).encode())
+        return base64.urlsafe_b64encode(mac.digest()[:_MESSAGE_TAG_BYTES]).decode("ascii")

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select
 
 from digestd.config import Settings
-from digestd.models import Subscriber, SubscriberStatus
+from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.service import Service
 from tests.conftest import WebRig
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
-from tests.test_bounces import ARF, FIRST, POSTFIX_DSN
+from tests.test_bounces import ARF, FIRST, FORGED_TAG, POSTFIX_DSN, TAG_1
 
 RAW = {"Content-Type": "message/rfc822"}
 
@@ -78,3 +78,17 @@ def test_bad_bodies_get_one_clear_error_and_change_nothing(web: WebRig, settings
 def test_bounces_need_the_admin_token(web: WebRig) -> None:
     answer = web.client.post("/api/bounces", content=POSTFIX_DSN, headers=RAW)
     assert answer.status_code == 401
+
+
+def test_a_report_without_proof_is_answered_unmatched_and_changes_no_one(
+    web: WebRig, settings: Settings
+) -> None:
+    _first_delivery_to(settings, "gone@example.com")
+    forged = POSTFIX_DSN.replace(TAG_1.encode(), FORGED_TAG)
+    answer = web.client.post("/api/bounces", content=forged, headers=_auth(web))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["outcome"], body["matched"], body["matched_by"]) == ("unmatched", False, None)
+    assert body["suppressed"] is False
+    assert _status(web, "gone@example.com") == SubscriberStatus.ACTIVE
+    assert web.count(Suppression) == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +25,8 @@ POSTFIX_DSN = (FIXTURES / "postfix-dsn-550.eml").read_bytes()
 ARF = (FIXTURES / "arf-abuse.eml").read_bytes()
 FIRST = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 TAG_1 = Tokens([TEST_KEY]).bounce_tag(1)
+FORGED_TAG = b"1.forgedsignatureAAAAAAAAAAAA"
+SEQUENTIAL_ID = b"<daily.2026-03-10.1@news.example.com>"  # as the fixture has it
 
 
 def _deliver_days(settings: Settings, emails: list[str], days: int = 1) -> Service:
@@ -96,35 +100,76 @@ def test_a_real_postfix_dsn_hard_bounce_suppresses_the_address_found_by_verp(
         assert len(session.scalars(select(Delivery)).all()) == 1
 
 
-def test_without_a_valid_verp_tag_the_delivery_is_found_by_message_id_then_by_recipient(
+def _sent_message_id(service: Service, delivery_id: int) -> bytes:
+    with service.sessions() as session:
+        sent = session.scalar(select(Delivery.message_id).where(Delivery.id == delivery_id))
+    assert sent is not None
+    return sent.encode()
+
+
+def test_without_a_valid_verp_the_delivery_is_found_by_its_exact_message_id(
     settings: Settings,
 ) -> None:
     service = _deliver_days(settings, ["gone@example.com"])
-    other_key = Tokens(["another-key-entirely-0123456789"])
-    by_message_id = _process(service, POSTFIX_DSN, other_key)
-    assert by_message_id.matched_by == "message-id" and by_message_id.delivery_id == 1
-
-    no_message_id = POSTFIX_DSN.replace(b"Message-ID: <daily.2026-03-10.1@", b"Message-ID: <x@")
-    by_recipient = _process(service, no_message_id, other_key)
-    assert by_recipient.matched_by == "recipient" and by_recipient.delivery_id == 1
+    sent = _sent_message_id(service, 1)
+    # sequential id, then a keyed part: the same for a repeat, unguessable for others
+    assert re.fullmatch(rb"<daily\.2026-03-10\.1\.[A-Za-z0-9_-]{16}@news\.example\.com>", sent)
+    report = POSTFIX_DSN.replace(TAG_1.encode(), FORGED_TAG).replace(SEQUENTIAL_ID, sent)
+    result = _process(service, report)
+    assert (result.matched_by, result.delivery_id) == ("message-id", 1)
+    assert result.outcome is Outcome.HARD_BOUNCE and result.suppressed
     assert _subscriber(service, "gone@example.com").status == SubscriberStatus.BOUNCED
+    # after a key rotation the old key still recognises its Message-IDs
+    rotated = Tokens(["a-newer-key-0123456789abcdef", TEST_KEY])
+    assert _process(service, report, rotated).matched_by == "message-id"
 
 
-def test_a_forged_report_cannot_bounce_someone_else(settings: Settings) -> None:
-    service = _deliver_days(settings, ["victim@example.com", "gone@example.com"])
+def _weaker(service: Service, case: str) -> bytes:
+    """A report about gone@example.com's delivery without proof that it saw the message."""
+    forged = POSTFIX_DSN.replace(TAG_1.encode(), FORGED_TAG)
+    if case == "forged-verp":  # and the Message-ID as an older digestd made it
+        return forged
+    if case == "recipient-only":  # no VERP at all, no Message-ID: only the address
+        return POSTFIX_DSN.replace(b"bounces+" + TAG_1.encode(), b"bounces").replace(
+            SEQUENTIAL_ID, b"<x@elsewhere.example>"
+        )
+    if case == "guessed-message-id":
+        guess = b"<daily.2026-03-10.1.AAAAAAAAAAAAAAAA@news.example.com>"
+        return forged.replace(SEQUENTIAL_ID, guess)
+    assert case == "another-readers-message-id"  # real, but not this recipient's
     victim = _subscriber(service, "victim@example.com")
     with service.sessions() as session:
-        victims_delivery = session.scalar(
-            select(Delivery.id).where(Delivery.subscriber_id == victim.id)
-        )
-    # A bad signature, and the victim's Message-ID but another recipient: neither counts.
-    forged = POSTFIX_DSN.replace(TAG_1.encode(), b"1.forgedsignatureAAAAAAAAAAAA").replace(
-        b"<daily.2026-03-10.1@", f"<daily.2026-03-10.{victims_delivery}@".encode()
-    )
-    result = _process(service, forged)
-    assert result.matched_by == "recipient"
-    assert result.subscriber_id == _subscriber(service, "gone@example.com").id
-    assert _subscriber(service, "victim@example.com").status == SubscriberStatus.ACTIVE
+        theirs = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == victim.id))
+    assert theirs is not None
+    return forged.replace(SEQUENTIAL_ID, _sent_message_id(service, theirs))
+
+
+@pytest.mark.parametrize(
+    "case", ["forged-verp", "recipient-only", "guessed-message-id", "another-readers-message-id"]
+)
+def test_weaker_evidence_is_unmatched_and_changes_no_one(
+    settings: Settings, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = _deliver_days(settings, ["gone@example.com", "victim@example.com"])
+    with caplog.at_level(logging.WARNING, logger="digestd.readers.bounces"):
+        result = _process(service, _weaker(service, case))
+    assert result.outcome is Outcome.UNMATCHED
+    assert (result.delivery_id, result.subscriber_id, result.matched_by) == (None, None, None)
+    assert not result.suppressed
+    for address in ("gone@example.com", "victim@example.com"):
+        assert _subscriber(service, address).status == SubscriberStatus.ACTIVE
+        assert not _suppressed(service, address)
+    with service.sessions() as session:
+        assert session.scalars(select(Delivery.last_error)).all() == [None, None]
+    assert "unmatched delivery-status report" in caplog.text
+    assert "gone@example.com" not in caplog.text  # the domain is enough to look into it
+
+
+def test_an_arf_complaint_without_proof_is_unmatched(settings: Settings) -> None:
+    service = _deliver_days(settings, ["reader@example.com"])
+    result = _process(service, ARF.replace(TAG_1.encode(), FORGED_TAG))
+    assert result.outcome is Outcome.UNMATCHED and not result.suppressed
+    assert _subscriber(service, "reader@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_an_arf_complaint_unsubscribes_and_suppresses(settings: Settings) -> None:

@@ -92,13 +92,16 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
         assert reader.status == SubscriberStatus.PENDING
         assert reader.category_slugs == ["ai", "robotics"]
         assert reader.timezone == "Asia/Kolkata"  # stored under its current IANA name
-        assert "frequency=daily" in reader.consent_source
+        assert reader.consent_at is None  # consent is the click on the emailed link
 
         text, _ = parts(parse(rig.smtp.wait_for(1)[0].data))
         confirm = next(w for w in text.split() if w.startswith(f"{base}/confirm/"))
         page.goto(confirm)
         page.get_by_role("heading", name="You're subscribed").wait_for()
-        assert rig.status("reader@example.com") == SubscriberStatus.ACTIVE
+        reader = rig.subscriber("reader@example.com")
+        assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+        assert "frequency=daily" in reader.consent_source
+        assert reader.consent_user_agent and "Chrome" in reader.consent_user_agent
 
         page.get_by_role("link", name="Manage preferences").click()
         page.get_by_role("heading", name="Your digest preferences").wait_for()

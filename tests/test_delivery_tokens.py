@@ -14,9 +14,9 @@ def test_fast_tokens_are_read_by_the_itsdangerous_serializer(purpose: Purpose) -
     make = tokens.fast_maker(purpose, clock=lambda: 1_790_000_000.5)
     for payload in ["Zx3_kq-9aB1cD2eF3gH4iJ", "pub/12345", "é-unicode"]:
         token = make(payload)
-        assert tokens.read(purpose, token) == payload
-        # what itsdangerous itself makes at the same second, byte for byte
         with time_machine.travel(1_790_000_000.5, tick=False):
+            assert tokens.read(purpose, token) == payload
+            # what itsdangerous itself makes at the same second, byte for byte
             assert token == tokens.make(purpose, payload)
     # signed with the newest key: a reader that only knows the old key refuses it
     with pytest.raises(Exception, match="not valid"):

@@ -14,7 +14,12 @@ from sqlalchemy import func, select
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus, Suppression
-from digestd.readers.subscribers import email_hash, normalise_email
+from digestd.readers.subscribers import (
+    email_hash,
+    new_subscriber,
+    normalise_email,
+    parse_preferences,
+)
 from tests.helpers import run_cli
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -141,6 +146,50 @@ def test_import_never_resubscribes_someone_who_left(
     assert _import(monkeypatch, env, tmp_path, "gone@example.com,ai,daily,UTC\n") == 1
     assert "on the suppression list" in capsys.readouterr().err
     assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+
+
+def _seed(env: dict[str, str], email: str, status: SubscriberStatus, **fields: object) -> None:
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine).begin() as session:
+        prefs = parse_preferences("ai", "daily", "UTC", "UTC")
+        subscriber = new_subscriber(email, prefs, status)
+        for name, value in fields.items():
+            setattr(subscriber, name, value)
+        session.add(subscriber)
+    engine.dispose()
+
+
+def test_import_activates_a_pending_reader_only_if_they_have_not_left_before(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    left = datetime(2026, 10, 1, tzinfo=UTC)
+    # A signup never confirmed: the operator's list vouches for them, as for a new row.
+    _seed(env, "pending@example.com", SubscriberStatus.PENDING)
+    # Pending after an unsubscribe (an older digestd's signup did that): no consent since.
+    _seed(env, "was-gone@example.com", SubscriberStatus.PENDING, unsubscribed_at=left)
+    _seed(env, "gone@example.com", SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=left)
+    body = (
+        "pending@example.com,robotics,weekly,UTC\n"
+        "was-gone@example.com,robotics,weekly,UTC\n"
+        "gone@example.com,robotics,weekly,UTC\n"
+    )
+    assert _import(monkeypatch, env, tmp_path, body) == 1
+    err = capsys.readouterr().err
+    assert "line 3: email: unsubscribed on 2026-10-01 and has not confirmed since" in err
+    assert "line 4: email: is unsubscribed; not re-subscribed by import" in err
+    rows = _subscribers(env["DIGESTD_DATABASE_URL"])
+    vouched = rows["pending@example.com"]
+    assert vouched.status == SubscriberStatus.ACTIVE
+    assert (vouched.consent_source, vouched.consent_at) == ("import:subscribers.csv", NOW)
+    for email in ("was-gone@example.com", "gone@example.com"):
+        assert rows[email].category_slugs == ["ai"], email
+        assert rows[email].unsubscribed_at == left
+        assert rows[email].next_weekly_at is None and rows[email].consent_at is None
+    assert rows["was-gone@example.com"].status == SubscriberStatus.PENDING
+    assert rows["gone@example.com"].status == SubscriberStatus.UNSUBSCRIBED
 
 
 def test_export_round_trips_the_import_columns_plus_status(

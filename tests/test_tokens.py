@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from itsdangerous import BadSignature
 
 from digestd.tokens import BadToken, ExpiredToken, Purpose, Tokens
 
@@ -83,3 +84,56 @@ def test_bounce_tags_round_trip_and_refuse_forgeries() -> None:
     assert len(f"bounces+{tag}") <= 64  # fits an SMTP local part
     with pytest.raises(BadToken):
         tokens.read_bounce_tag("12346." + tag.split(".", 1)[1])
+
+
+def test_a_confirmation_token_carries_its_fields_and_when_it_was_made() -> None:
+    tokens = Tokens([NEW])
+    fields = ["public-id", "s", "ai,robotics", "daily", "Europe/Paris", "signup-v1", "link"]
+    with time_machine.travel(T0, tick=False):
+        token = tokens.make(Purpose.CONFIRM, fields)
+        signed = tokens.read_signed(Purpose.CONFIRM, token)
+        assert tokens.read(Purpose.CONFIRM, token) == "public-id"
+    assert signed.fields == tuple(fields) and signed.public_id == "public-id"
+    assert signed.issued_at == T0
+    with (
+        time_machine.travel(T0 + timedelta(days=8), tick=False),
+        pytest.raises(ExpiredToken) as caught,
+    ):
+        tokens.read_signed(Purpose.CONFIRM, token)
+    assert caught.value.payload == "public-id" and caught.value.fields == tuple(fields)
+
+
+def test_preferences_links_last_sixty_days_unsubscribe_links_far_longer() -> None:
+    tokens = Tokens([NEW])
+    with time_machine.travel(T0, tick=False):
+        preferences = tokens.make(Purpose.PREFERENCES, "id")
+        unsubscribe = tokens.make(Purpose.UNSUBSCRIBE, "id")
+    with time_machine.travel(T0 + timedelta(days=59, hours=23), tick=False):
+        assert tokens.read(Purpose.PREFERENCES, preferences) == "id"
+    with time_machine.travel(T0 + timedelta(days=60, seconds=1), tick=False):
+        with pytest.raises(ExpiredToken):
+            tokens.read(Purpose.PREFERENCES, preferences)
+        assert tokens.read(Purpose.UNSUBSCRIBE, unsubscribe) == "id"
+
+
+def test_every_serializer_signs_with_the_newest_key_and_keeps_its_salt_apart() -> None:
+    rotated = Tokens([NEW, OLD])
+    signed = rotated.serializer("digestd.csrf").dumps(["nonce", "form", "-"])
+    assert Tokens([NEW]).serializer("digestd.csrf").loads(signed) == ["nonce", "form", "-"]
+    with pytest.raises(BadSignature):
+        Tokens([OLD]).serializer("digestd.csrf").loads(signed)
+    with pytest.raises(BadSignature):
+        rotated.serializer("digestd.admin-session").loads(signed)
+    old = Tokens([OLD]).serializer("digestd.admin-session").dumps({"t": "x"})
+    assert rotated.serializer("digestd.admin-session").loads(old) == {"t": "x"}
+
+
+def test_message_id_tags_are_stable_per_delivery_unguessable_and_survive_rotation() -> None:
+    tokens = Tokens([OLD])
+    tag = tokens.message_tag(41)
+    assert tag == Tokens([OLD]).message_tag(41)  # a repeat after a crash: the same Message-ID
+    assert len(tag) == 16 and tag != tokens.message_tag(42)
+    assert Tokens([NEW]).message_tag(41) != tag  # only the key holder can make them
+    assert Tokens([NEW, OLD]).is_message_tag(41, tag)
+    assert not Tokens([NEW]).is_message_tag(41, tag)
+    assert not tokens.is_message_tag(42, tag)

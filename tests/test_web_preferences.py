@@ -12,7 +12,7 @@ import time_machine
 from digestd.models import Delivery, Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import email_hash
 from tests.conftest import WebRig
-from tests.helpers import run_cli
+from tests.helpers import parse, run_cli
 from tests.web_helpers import csrf_of, links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -87,14 +87,73 @@ def test_pause_then_resume(web: WebRig) -> None:
     assert resumed.next_daily_at == datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 
 
-def test_unsubscribe_from_preferences_and_subscribe_again(web: WebRig) -> None:
-    links = _reader(web)
-    _post(web, links["preferences"], action="unsubscribe")
-    assert web.status("ann@example.com") == SubscriberStatus.UNSUBSCRIBED
-    page = web.client.get(links["preferences"])
-    assert "Subscribe again" in page.text
-    _post(web, links["preferences"], action="resume")
+def test_subscribing_again_from_preferences_takes_a_new_confirmation(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _reader(web)
+        _post(web, links["preferences"], action="unsubscribe")
+        assert web.status("ann@example.com") == SubscriberStatus.UNSUBSCRIBED
+        page = web.client.get(links["preferences"])
+        assert "Subscribe again" in page.text
+        clock.shift(timedelta(minutes=11))
+        answer = _post(web, links["preferences"], action="resume")
+        assert "emailed you a link to confirm" in text_of(answer.text)
+        # A forwarded preferences link must not be enough to resubscribe someone.
+        assert web.status("ann@example.com") == SubscriberStatus.UNSUBSCRIBED
+        mail = web.smtp.messages[-1]
+        assert parse(mail.data)["Subject"] == "Confirm to resume your Tech Pulse digests"
+        clock.shift(timedelta(minutes=5))
+        web.client.get(links_in(mail.data)["confirm"])
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+    assert reader.consent_source == "preferences page: subscribe again"
+    assert reader.category_slugs == ["ai", "robotics"]
+
+
+def test_preferences_links_expire_after_60_days_and_a_fresh_one_can_be_emailed(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _reader(web)
+        clock.shift(timedelta(days=59))
+        assert web.client.get(links["preferences"]).status_code == 200
+        clock.shift(timedelta(days=2))
+        expired = web.client.get(links["preferences"])
+        assert expired.status_code == 400
+        assert "This link has expired" in text_of(expired.text)
+        # Acting on the old link changes nothing either.
+        stale = web.client.post(
+            links["preferences"], data={"csrf": csrf_of(expired.text), "action": "pause"}
+        )
+        assert stale.status_code == 400
+        assert web.status("ann@example.com") == SubscriberStatus.ACTIVE
+        ask = {"token": links["preferences"].rsplit("/", 1)[1], "csrf": csrf_of(expired.text)}
+        answers = [web.client.post("/preferences/resend", data=ask) for _ in range(3)]
+        assert {a.status_code for a in answers} == {200}
+        assert len({text_of(a.text) for a in answers}) == 1
+        assert len(web.smtp.messages) == 2  # the first, then throttled: one fresh link
+        mail = web.smtp.messages[-1]
+        assert parse(mail.data)["Subject"] == "Your link to manage your Tech Pulse digests"
+        assert "confirm" not in links_in(mail.data)
+        fresh = links_in(mail.data)["preferences"]
+        assert web.client.get(fresh).status_code == 200
     assert web.status("ann@example.com") == SubscriberStatus.ACTIVE
+
+
+def test_a_fresh_preferences_link_needs_an_authentic_token_and_the_pages_csrf(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _reader(web)
+        clock.shift(timedelta(days=61))
+        expired = web.client.get(links["preferences"])
+        token = links["preferences"].rsplit("/", 1)[1]
+        forged = web.client.post(
+            "/preferences/resend",
+            data={"token": token[:-4] + "AAAA", "csrf": csrf_of(expired.text)},
+        )
+        no_csrf = web.client.post("/preferences/resend", data={"token": token})
+    assert forged.status_code == 400 and no_csrf.status_code == 403
+    assert len(web.smtp.messages) == 1
 
 
 def test_delete_my_data_keeps_only_a_hashed_suppression(web: WebRig) -> None:

@@ -39,8 +39,8 @@ def test_signup_page_with_an_unknown_category_is_a_clear_400(web: WebRig) -> Non
     assert "unknown category 'basketweaving'" in text_of(page.text)
 
 
-def test_signup_sends_one_confirmation_and_records_consent(web: WebRig) -> None:
-    with time_machine.travel(NOW, tick=False):
+def test_signup_sends_one_confirmation_and_records_consent_on_the_click(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
         page = web.client.get(
             "/subscribe?categories=ai,robotics&frequency=daily",
             headers={"Referer": "https://news.example.com/ai/story"},
@@ -58,34 +58,42 @@ def test_signup_sends_one_confirmation_and_records_consent(web: WebRig) -> None:
             },
             headers={"User-Agent": "TestBrowser/1.0"},
         )
-    assert answer.status_code == 200
-    assert "Check your inbox" in answer.text
+        assert answer.status_code == 200
+        assert "Check your inbox" in answer.text
+        reader = web.subscriber("reader@example.com")
+        assert reader is not None
+        assert reader.status == SubscriberStatus.PENDING
+        assert reader.category_slugs == ["ai", "robotics"]
+        assert reader.consent_at is None  # a signup is anyone's request, not consent
+        assert reader.next_daily_at is None  # nothing is scheduled before confirmation
+
+        (received,) = web.smtp.messages
+        assert received.recipients == ["reader@example.com"]
+        message = parse(received.data)
+        assert message["Subject"] == "Confirm your Tech Pulse digest subscription"
+        text, html = parts(message)
+        assert "AI and Robotics" in text and "AI and Robotics" in html
+        links = links_in(received.data)
+        assert "/confirm/" in html and links["confirm"] in html
+        assert "reader@example.com" not in links["confirm"]  # tokens carry an opaque id only
+        assert len(links["confirm"]) < 800
+
+        clock.shift(timedelta(hours=2))
+        web.client.get(links["confirm"], headers={"User-Agent": "MailApp/2.0"})
     reader = web.subscriber("reader@example.com")
-    assert reader is not None
-    assert reader.status == SubscriberStatus.PENDING
-    assert reader.category_slugs == ["ai", "robotics"]
+    assert reader is not None and reader.status == SubscriberStatus.ACTIVE
     assert (reader.wants_daily, reader.wants_weekly, reader.timezone) == (
         True,
         False,
         "Asia/Kolkata",
     )
-    assert reader.consent_at == NOW
+    # The consent record is the click-through, with where the signup came from.
+    assert reader.consent_at == reader.confirmed_at == NOW + timedelta(hours=2)
     assert reader.consent_ip == "testclient"
-    assert reader.consent_user_agent == "TestBrowser/1.0"
+    assert reader.consent_user_agent == "MailApp/2.0"
     assert "referrer: https://news.example.com/ai/story" in reader.consent_source
     assert "categories=ai,robotics" in reader.consent_source
     assert reader.consent_wording == "signup-v1"
-    assert reader.next_daily_at is None  # nothing is scheduled before confirmation
-
-    (received,) = web.smtp.messages
-    assert received.recipients == ["reader@example.com"]
-    message = parse(received.data)
-    assert message["Subject"] == "Confirm your Tech Pulse digest subscription"
-    text, html = parts(message)
-    assert "AI and Robotics" in text and "AI and Robotics" in html
-    links = links_in(received.data)
-    assert "/confirm/" in html and links["confirm"] in html
-    assert "reader@example.com" not in links["confirm"]  # tokens carry an opaque id only
 
 
 def test_confirmation_activates_and_schedules_and_is_idempotent(web: WebRig) -> None:

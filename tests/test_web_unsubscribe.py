@@ -17,7 +17,8 @@ from digestd.service import Service
 from digestd.tokens import Purpose, Tokens
 from digestd.web.app import create_app
 from tests.conftest import TEST_KEY, WebRig
-from tests.web_helpers import links_in, signup_form, text_of
+from tests.helpers import parse
+from tests.web_helpers import csrf_of, links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -194,3 +195,65 @@ def test_unsubscribing_an_erased_reader_is_a_quiet_success(web: WebRig) -> None:
     answer = web.client.post(links["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert web.client.get(links["unsubscribe"]).status_code == 410
+
+
+def test_an_unsubscribe_link_never_leads_to_the_preferences_page(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _active(web)
+        clock.shift(timedelta(days=500))  # the most exposed link, long expired but authentic
+        pages = [
+            web.client.get(links["unsubscribe"]),
+            web.client.post(links["unsubscribe"], data={"List-Unsubscribe": "One-Click"}),
+            web.client.get(links["unsubscribe"]),
+        ]
+    assert [p.status_code for p in pages] == [200, 200, 200]
+    assert _status(web) == SubscriberStatus.UNSUBSCRIBED
+    for page in pages:
+        assert "/preferences/" not in page.text
+    assert "Changed your mind?" in text_of(pages[1].text)
+    assert "Email me a link to subscribe again" in text_of(pages[2].text)
+
+
+def test_changed_your_mind_sends_a_fresh_confirmation_and_changes_nothing_before_it(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _active(web)
+        web.client.post(links["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
+        clock.shift(timedelta(minutes=11))
+        page = web.client.get(links["unsubscribe"])
+        form = {"csrf": csrf_of(page.text)}
+        answer = web.client.post(f"{links['unsubscribe']}/resubscribe", data=form)
+        assert answer.status_code == 200 and "Check your inbox" in text_of(answer.text)
+        assert _status(web) == SubscriberStatus.UNSUBSCRIBED
+        assert "/preferences/" not in answer.text
+        mail = web.smtp.messages[-1]
+        assert parse(mail.data)["Subject"] == "Confirm to resume your Tech Pulse digests"
+        # without the page's CSRF token, or with a forged link: refused, nothing sent
+        no_csrf = web.client.post(f"{links['unsubscribe']}/resubscribe", data={"csrf": ""})
+        assert no_csrf.status_code == 403
+        forged = links["unsubscribe"][:-4] + "AAAA"
+        assert web.client.post(f"{forged}/resubscribe", data=form).status_code == 400
+        assert len(web.smtp.messages) == 2
+        clock.shift(timedelta(minutes=1))
+        assert web.client.get(links_in(mail.data)["confirm"]).status_code == 200
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+    assert reader.consent_source == "unsubscribe page: changed my mind"
+    assert reader.category_slugs == ["ai", "robotics"]
+
+
+def test_changed_your_mind_sends_nothing_once_the_reader_is_back(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _active(web)
+        web.client.post(links["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
+        clock.shift(timedelta(minutes=11))
+        form = {"csrf": csrf_of(web.client.get(links["unsubscribe"]).text)}
+        web.client.post(f"{links['unsubscribe']}/resubscribe", data=form)
+        clock.shift(timedelta(minutes=1))
+        web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
+        assert _status(web) == SubscriberStatus.ACTIVE
+        clock.shift(timedelta(minutes=30))
+        again = web.client.post(f"{links['unsubscribe']}/resubscribe", data=form)
+    assert again.status_code == 200 and "Check your inbox" in text_of(again.text)
+    assert len(web.smtp.messages) == 2

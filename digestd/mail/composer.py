@@ -66,8 +66,10 @@ class Composer:
 
     def message_id(self, kind: str, period: str, delivery_id: int) -> str:
         """Deterministic per delivery: a repeat after a crash carries the same Message-ID,
-        so receivers that deduplicate on it show one message."""
-        return f"<{kind}.{period}.{delivery_id}@{self.settings.from_domain}>"
+        so receivers that deduplicate on it show one message. Its keyed part makes it
+        unguessable, so a bounce report quoting it proves it saw the message."""
+        tag = self.tokens.message_tag(delivery_id)
+        return f"<{kind}.{period}.{delivery_id}.{tag}@{self.settings.from_domain}>"
 
     def compose(
         self,

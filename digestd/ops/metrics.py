@@ -77,6 +77,12 @@ class Metrics:
             "Times sending paused after a burst of failures",
             registry=self.registry,
         )
+        self.signup_emails_capped = Counter(
+            "digestd_signup_emails_capped",
+            "Signup emails (confirmations, fresh links) not sent because the hourly cap "
+            "for all addresses together was reached",
+            registry=self.registry,
+        )
 
     def smtp_succeeded(self) -> None:
         self.last_smtp_success_at = time.time()

@@ -10,11 +10,12 @@ report, find the delivery it is about, classify it, and act:
   suppressed;
 - ``delayed``/``delivered``/``relayed`` notices and ``not-spam`` feedback change nothing.
 
-Finding the delivery, most trusted first: the VERP envelope sender
-``bounces+<id>.<signature>@domain`` that the report was addressed to (signed, so it
-cannot be forged); then the digestd Message-ID of the returned original
-(``<kind.period.delivery-id@domain>``), accepted only if its recipient matches the
-report's; then the Final-/Original-Recipient address alone (its latest delivery).
+Finding the delivery takes proof that the reporter saw the message: the VERP envelope
+sender ``bounces+<id>.<signature>@domain`` the report was addressed to (signed), or the
+Message-ID of the returned original (``<kind.period.id.<keyed tag>@domain>``, recomputed
+and compared), whose recipient must then match the report's. Anything weaker — a recipient
+address alone, a forged or absent VERP, a guessed Message-ID — is ``unmatched``: logged,
+answered as such, and it changes no one (anybody can write a report naming an address).
 Processing the same report twice changes nothing more.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import email
 import email.policy
 import enum
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,9 +39,13 @@ from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatu
 from digestd.readers.suppression import SOFT_BOUNCE_MARK, soft_bounce, suppress
 from digestd.tokens import BadToken, Tokens
 
+log = logging.getLogger(__name__)
+
 MAX_REPORT_BYTES = 2_000_000
 _VERP = re.compile(rb"bounces\+([0-9]+\.[A-Za-z0-9_-]+)@", re.IGNORECASE)
-_MESSAGE_ID = re.compile(r"<(?:daily|weekly)\.\d{4}-\d{2}-\d{2}\.(\d+)@[^>]+>")
+_MESSAGE_ID = re.compile(
+    r"<(?:daily|weekly)\.\d{4}-\d{2}-\d{2}\.(\d{1,18})\.([A-Za-z0-9_-]{16})@[^>]+>"
+)
 _COMPLAINTS = {"abuse", "fraud", "virus", "other"}
 
 
@@ -52,6 +58,7 @@ class Outcome(enum.StrEnum):
     SOFT_BOUNCE = "soft-bounce"
     COMPLAINT = "complaint"
     IGNORED = "ignored"  # delayed/delivered notice, not-spam feedback, or already handled
+    UNMATCHED = "unmatched"  # no proof it is about a message digestd sent: nobody changed
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class ReportResult:
     recipient: str | None
     status: str | None  # DSN status code (5.1.1) or ARF Feedback-Type (abuse)
     diagnostic: str | None
-    matched_by: str | None  # "verp", "message-id", "recipient"
+    matched_by: str | None  # "verp" or "message-id"
     suppressed: bool  # the address is suppressed after this report
 
 
@@ -84,10 +91,20 @@ def process_report(session: Session, raw: bytes, tokens: Tokens, now: datetime) 
         raise ReportError(f"report is larger than {MAX_REPORT_BYTES} bytes")
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     parsed = _parse(message)
-    delivery_id, subscriber_id, matched_by = _locate(session, raw, message, parsed, tokens)
+    found = _locate(session, raw, parsed, tokens)
+    delivery_id, subscriber_id, matched_by = found or (None, None, None)
     suppressed = False
     outcome = parsed.outcome
-    if subscriber_id is not None and outcome is not Outcome.IGNORED:
+    if found is None:
+        outcome = Outcome.UNMATCHED
+        log.warning(
+            "unmatched %s report (%s, recipient domain %s): no valid VERP address or "
+            "digestd Message-ID in it; nobody changed",
+            parsed.report_type,
+            parsed.status or "no status",
+            (parsed.recipient or "").rpartition("@")[2] or "unknown",
+        )
+    elif subscriber_id is not None and outcome is not Outcome.IGNORED:
         outcome, suppressed = _apply(session, outcome, delivery_id, subscriber_id, parsed, now)
     elif subscriber_id is not None:
         suppressed = _is_suppressed(session, subscriber_id)
@@ -216,8 +233,9 @@ def _original(parts: Iterable[Message]) -> Message | None:
 
 
 def _locate(
-    session: Session, raw: bytes, message: Message, parsed: _Parsed, tokens: Tokens
-) -> tuple[int | None, int | None, str | None]:
+    session: Session, raw: bytes, parsed: _Parsed, tokens: Tokens
+) -> tuple[int, int, str] | None:
+    """(delivery id, subscriber id, how) for a report that proves which message it is about."""
     # 1. VERP: wherever it appears (To/Delivered-To of the report, X-Postfix-Sender,
     # ARF Original-Mail-From, the original's Return-Path), its signature is checked.
     for match in _VERP.finditer(raw):
@@ -230,10 +248,11 @@ def _locate(
         )
         if subscriber_id is not None:
             return delivery_id, subscriber_id, "verp"
-    # 2. The Message-ID digestd gave the original, if the recipients agree.
+    # 2. The Message-ID digestd gave the original: its keyed tag must be the one digestd
+    # makes for that delivery, and the recipients must agree.
     if parsed.original is not None:
         found = _MESSAGE_ID.search(parsed.original.get("Message-ID") or "")
-        if found:
+        if found and tokens.is_message_tag(int(found.group(1)), found.group(2)):
             row = session.execute(
                 select(Delivery.id, Subscriber.id, Subscriber.email)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -241,23 +260,7 @@ def _locate(
             ).first()
             if row is not None and parsed.recipient in (None, row.email.lower()):
                 return row[0], row[1], "message-id"
-    # 3. The recipient address alone: its most recent delivery.
-    if parsed.recipient:
-        latest = session.execute(
-            select(Delivery.id, Subscriber.id)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Subscriber.email == parsed.recipient)
-            .order_by(Delivery.due_at.desc())
-            .limit(1)
-        ).first()
-        if latest is not None:
-            return latest[0], latest[1], "recipient"
-        subscriber_id = session.scalar(
-            select(Subscriber.id).where(Subscriber.email == parsed.recipient)
-        )
-        if subscriber_id is not None:
-            return None, subscriber_id, "recipient"
-    return None, None, None
+    return None
 
 
 # --- acting ----------------------------------------------------------------------------

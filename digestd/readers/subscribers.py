@@ -101,10 +101,14 @@ def parse_frequency(raw: str | None, field_name: str = "frequency") -> tuple[boo
     return value in ("daily", "both"), value in ("weekly", "both")
 
 
-def frequency_name(subscriber: Subscriber) -> str:
+def frequency_name(subscriber: Subscriber | Preferences) -> str:
     if subscriber.wants_daily and subscriber.wants_weekly:
         return "both"
     return "daily" if subscriber.wants_daily else "weekly"
+
+
+def by_public_id(session: Session, public_id: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,12 @@ def import_csv(
 ) -> ImportReport:
     """Import ``email,categories,frequency,timezone`` rows as active subscribers.
 
-    The operator vouches for consent; the source is recorded. An address that unsubscribed,
-    bounced, complained or was erased is *not* re-subscribed by an import: that would mail
-    people who asked us to stop. Rows are looked up and written a chunk at a time, so a
+    The operator vouches for consent, for new rows and for pending ones (a signup never
+    confirmed), and the import's source is recorded as that consent. Nobody is activated
+    who has not consented since they last left: an address that unsubscribed, bounced,
+    complained or was erased, or a pending one that unsubscribed before, is rejected with
+    its reason — re-subscribing them would mail people who asked us to stop. Rows are
+    looked up and written a chunk at a time, so a
     100 000-row file costs a few hundred queries, not three per row. ``advance`` is told
     how many physical lines were read (for a progress bar).
     """
@@ -304,6 +311,12 @@ def _import_one(
     if existing is not None:
         if existing.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             raise ValidationError("email", f"is {existing.status}; not re-subscribed by import")
+        if existing.status == SubscriberStatus.PENDING and existing.unsubscribed_at is not None:
+            raise ValidationError(
+                "email",
+                f"unsubscribed on {existing.unsubscribed_at:%Y-%m-%d} and has not confirmed "
+                "since; not re-subscribed by import",
+            )
         apply_preferences(existing, prefs)
         if existing.status == SubscriberStatus.PENDING:
             _activate(existing, ctx)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from digestd.config import Settings
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
+from digestd.tokens import Tokens
 from digestd.web.body import read_input
 from digestd.web.charts import Series, bar_chart, day_label, number
 from digestd.web.context import Web, client_ip, web
@@ -37,11 +38,9 @@ LOGIN_WINDOW = timedelta(minutes=15)
 
 
 class AdminSessions:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self._settings = settings
-        self._serializer = URLSafeTimedSerializer(
-            list(reversed(settings.secret_keys)), salt="digestd.admin-session"
-        )
+        self._serializer = tokens.serializer("digestd.admin-session")
 
     def _fingerprint(self) -> str:
         # Keyed with the newest secret: the cookie (readable base64) gives no offline way
@@ -83,7 +82,7 @@ def _limiter(request: Request) -> RateLimiter:
 async def admin_page(request: Request) -> Response:
     w = web(request)
     _enabled(w)
-    if not AdminSessions(w.settings).valid(request):
+    if not AdminSessions(w.settings, w.tokens).valid(request):
         return _login_page(request, w)
     now = w.clock()
     current, activity = await w.db(_dashboard_data, w, now)
@@ -116,7 +115,7 @@ async def login(request: Request) -> Response:
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         COOKIE,
-        AdminSessions(w.settings).issue(),
+        AdminSessions(w.settings, w.tokens).issue(),
         max_age=int(SESSION_AGE.total_seconds()),
         httponly=True,
         samesite="strict",

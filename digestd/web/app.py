@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
-from digestd.web import admin, api, devmail, manage, signup, view
+from digestd.web import admin, api, devmail, manage, signup, unsubscribe, view
 from digestd.web.body import BodyLimit
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
@@ -132,6 +132,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         *signup.ROUTES,
         *manage.ROUTES,
+        *unsubscribe.ROUTES,
         *view.ROUTES,
         *api.routes(),
         *admin.ROUTES,

@@ -10,13 +10,16 @@ from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar, cast
 
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from digestd.config import Settings
 from digestd.errors import DeliveryError
 from digestd.mail.render import Renderer
-from digestd.readers.lifecycle import Schedule, SignupResult, release_confirmation
+from digestd.readers.lifecycle import Schedule
+from digestd.readers.mailbox import Limit
+from digestd.readers.signups import Held, SignupLimits, SignupResult, release_email
 from digestd.service import Service
 from digestd.tokens import Tokens
 from digestd.web.csrf import Csrf
@@ -25,6 +28,7 @@ from digestd.web.pages import Pages
 from digestd.web.ratelimit import RateLimiter
 
 log = logging.getLogger("digestd.web")
+CAP_LOG_EVERY = timedelta(minutes=15)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -33,9 +37,23 @@ T = TypeVar("T")
 class WebPolicy:
     signups_per_ip: int = 20
     signup_window: timedelta = timedelta(hours=1)
-    confirmation_interval: timedelta = timedelta(minutes=10)  # per address
+    # Signup emails (confirmations, fresh links) to one inbox, however it is spelled.
+    emails_per_mailbox: int = 3
+    mailbox_window: timedelta = timedelta(hours=24)
+    confirmation_interval: timedelta = timedelta(minutes=10)  # per inbox
+    # Signup emails to everyone together: a flood of distinct addresses stops here.
+    signup_emails_per_hour: int = 500
     max_body: int = 64 * 1024
     max_api_body: int = 8 * 1024 * 1024
+
+    @property
+    def signup_limits(self) -> SignupLimits:
+        return SignupLimits(
+            per_mailbox=Limit(
+                self.emails_per_mailbox, self.mailbox_window, self.confirmation_interval
+            ),
+            everyone=Limit(self.signup_emails_per_hour, timedelta(hours=1)),
+        )
 
 
 def _utcnow() -> datetime:
@@ -52,11 +70,12 @@ class Web:
     renderer: Renderer = field(init=False)
     mailer: SignupMailer = field(init=False)
     signup_limiter: RateLimiter = field(init=False)
+    _capped_logged_at: datetime | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         settings = self.service.settings
         self.pages = Pages(settings)
-        self.csrf = Csrf(settings.secret_keys)
+        self.csrf = Csrf(self.service.tokens)
         self.renderer = Renderer()
         self.mailer = SignupMailer(
             settings, self.service.tokens, self.service.transport, self.renderer
@@ -83,17 +102,36 @@ class Web:
         """Run blocking database work off the event loop (the scheduler shares it)."""
         return await run_in_threadpool(function, *args, **kwargs)
 
-    async def send_signup_email(self, signup: SignupResult, now: datetime) -> None:
+    def email_task(self, signup: SignupResult, now: datetime) -> BackgroundTask | None:
+        """What to do after answering: send the email (if any), or count why not."""
+        if signup.held is Held.HOURLY_CAP:
+            self._capped(now)
+        return BackgroundTask(self.send_signup_email, signup) if signup.notice else None
+
+    async def send_signup_email(self, signup: SignupResult) -> None:
         """Runs after the answer went out, so its timing tells nothing about the address."""
         try:
-            await self.mailer.send(signup, now)
+            await self.mailer.send(signup, self.clock())
         except DeliveryError as exc:
             log.warning("signup email not sent (%s); the reader may ask again", exc)
-            await self.db(self._release, signup.public_id, now)
+            await self.db(self._release, signup)
 
-    def _release(self, public_id: str, sent_at: datetime) -> None:
+    def _release(self, signup: SignupResult) -> None:
         with self.sessions.begin() as session:
-            release_confirmation(session, public_id, sent_at)
+            release_email(session, signup)
+
+    def _capped(self, now: datetime) -> None:
+        self.service.metrics.signup_emails_capped.inc()
+        # One line per quarter of an hour is enough to page someone; a flood must not
+        # become a flood of log lines.
+        if self._capped_logged_at is None or now - self._capped_logged_at >= CAP_LOG_EVERY:
+            self._capped_logged_at = now
+            log.warning(
+                "signup emails held back: the cap of %d an hour is reached; signups and "
+                "fresh-link requests get no email until the hour has passed "
+                "(a flood of signups? digestd_signup_emails_capped_total counts them)",
+                self.policy.signup_emails_per_hour,
+            )
 
 
 def web(request: Request) -> Web:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
 from datetime import timedelta
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digestd.tokens import Tokens
 from digestd.web.errors import WebError
 
 COOKIE = "digestd_csrf"
@@ -33,9 +33,8 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class Csrf:
-    def __init__(self, secret_keys: Sequence[str], max_age: timedelta = MAX_AGE) -> None:
-        # Newest key signs (itsdangerous signs with the last one), every key verifies.
-        self._serializer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="digestd.csrf")
+    def __init__(self, tokens: Tokens, max_age: timedelta = MAX_AGE) -> None:
+        self._serializer = tokens.serializer("digestd.csrf")
         self._max_age = int(max_age.total_seconds())
 
     def session(self, request: Request) -> CsrfSession:

@@ -1,6 +1,8 @@
-"""The signup emails (template family ``confirm``): "please confirm" and "you are already
-subscribed". Rendered per message — they are rare, unlike digests — and built with the
-same :class:`~digestd.mail.template.MessageTemplate` as the digests, so headers are safe alike.
+"""The signup emails (template family ``confirm``): "please confirm", "welcome back, confirm
+to resume", "you are already subscribed" (maybe with "add these topics") and "your fresh
+preferences link". Rendered per message — they are rare, unlike digests — and built with
+the same :class:`~digestd.mail.template.MessageTemplate` as the digests, so headers are
+safe alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from digestd.mail.composer import Links
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
 from digestd.mail.template import MessageTemplate, Personal, ascii_address
-from digestd.readers.lifecycle import Notice, SignupResult
+from digestd.readers.signups import Notice, SignupResult
+from digestd.readers.subscribers import frequency_name
 from digestd.tokens import MAX_AGE, Purpose, Tokens
 
 FREQUENCY_WORDS = {
@@ -25,12 +28,27 @@ FREQUENCY_WORDS = {
 }
 
 
+HEADINGS = {
+    Notice.CONFIRM: "Confirm your subscription",
+    Notice.WELCOME_BACK: "Confirm to resume your digests",
+    Notice.ALREADY: "You're already subscribed",
+    Notice.MANAGE_LINK: "Your preferences link",
+}
+PREHEADERS = {
+    Notice.CONFIRM: "One click and your first digest is on its way.",
+    Notice.WELCOME_BACK: "One click and your digests start again.",
+    Notice.ALREADY: "Manage your digests or unsubscribe with one click.",
+    Notice.MANAGE_LINK: "Change your topics, frequency or timezone, or stop your digests.",
+}
+
+
 class SignupMailer:
     def __init__(
         self, settings: Settings, tokens: Tokens, transport: Transport, renderer: Renderer
     ) -> None:
         self.settings = settings
         self.links = Links(settings, tokens)
+        self.tokens = tokens
         self.transport = transport
         self.renderer = renderer
         self.site = Site(settings.site_name, settings.base_url, settings.postal_address)
@@ -39,24 +57,19 @@ class SignupMailer:
     def message(self, signup: SignupResult, now: datetime) -> bytes:
         assert signup.notice is not None
         links = self.links.for_subscriber(signup.public_id)
-        already = signup.notice is Notice.ALREADY
+        request, link = signup.request, signup.link
         context = {
             "site": self.site,
-            "already": already,
-            "heading": "You're already subscribed" if already else "Confirm your subscription",
-            "preheader": (
-                "Manage your digests or unsubscribe with one click."
-                if already
-                else "One click and your first digest is on its way."
-            ),
-            "topics": names_of(list(signup.categories)),
-            "frequency": FREQUENCY_WORDS.get(signup.frequency, ""),
-            "confirm_url": self.links.url(Purpose.CONFIRM, signup.public_id),
+            "notice": str(signup.notice),
+            "heading": HEADINGS[signup.notice],
+            "preheader": PREHEADERS[signup.notice],
+            "topics": names_of(list(request.prefs.categories)) if request else "",
+            "new_topics": names_of(list(signup.new_topics)) if signup.new_topics else "",
+            "frequency": FREQUENCY_WORDS.get(frequency_name(request.prefs), "") if request else "",
+            "confirm_url": self._confirm_url(link.fields()) if link else "",
             "expires_days": MAX_AGE[Purpose.CONFIRM].days,
-            "footer_reason": (
-                f"Someone, hopefully you, asked for {self.site.name} digests at this address. "
-                "If it wasn't you, ignore this email: nothing is sent without a confirmation."
-            ),
+            "manage_days": MAX_AGE[Purpose.PREFERENCES].days,
+            "footer_reason": self._reason(signup.notice),
             "links": links,
         }
         rendered = self.renderer.render("confirm", context)
@@ -75,6 +88,20 @@ class SignupMailer:
                 unsubscribe_mailto=f"{self.links.mailto}?subject=unsubscribe",
             )
         )
+
+    def _reason(self, notice: Notice) -> str:
+        asked = (
+            "a fresh link to manage your digests"
+            if notice is Notice.MANAGE_LINK
+            else f"{self.site.name} digests at this address"
+        )
+        return (
+            f"Someone, hopefully you, asked for {asked}. If it wasn't you, ignore this "
+            "email: nothing changes unless you follow its link."
+        )
+
+    def _confirm_url(self, fields: list[str]) -> str:
+        return f"{self.links.base}/{Purpose.CONFIRM}/{self.tokens.make(Purpose.CONFIRM, fields)}"
 
     async def send(self, signup: SignupResult, now: datetime) -> str:
         """Raises :class:`~digestd.errors.DeliveryError` when the mail server refuses."""

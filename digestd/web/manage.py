@@ -1,35 +1,42 @@
-"""A subscriber's own pages, reached through signed links in every email: preferences
-(categories, frequency, timezone, pause/resume, unsubscribe, delete my data) and the
-unsubscribe page with its RFC 8058 one-click POST.
+"""A subscriber's preferences page, reached through the signed link in every email:
+categories, frequency, timezone, pause/resume, unsubscribe, delete my data. The link lives
+60 days after its email; an expired one offers to email a fresh one. Subscribing again
+after an unsubscribe takes a new confirmation email, never just this link.
 
 GET never changes anything (mail scanners follow links); POST acts.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus
 from digestd.readers.lifecycle import (
-    by_public_id,
     change_preferences,
     erase_subscriber,
     pause,
     resume,
     unsubscribe,
 )
-from digestd.readers.subscribers import frequency_name, parse_preferences
-from digestd.tokens import BadToken, ExpiredToken, Purpose
+from digestd.readers.signups import (
+    SignupRequest,
+    SignupResult,
+    request_manage_link,
+    request_signup,
+)
+from digestd.readers.subscribers import by_public_id, frequency_name, parse_preferences
+from digestd.tokens import MAX_AGE, BadToken, ExpiredToken, Purpose
 from digestd.web.body import Input, read_input
-from digestd.web.context import Web, web
+from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 
@@ -39,7 +46,14 @@ NOTICES = {
     "pause": "Your digests are paused. Resume them whenever you like.",
     "resume": "Your digests are back on. The next one arrives at the usual time.",
     "unsubscribe": "You're unsubscribed. We won't send you digests any more.",
+    "subscribe-again": (
+        "We've emailed you a link to confirm. Your digests start again once you follow it."
+    ),
 }
+CHECK_INBOX = (
+    "If we still hold a subscription for this link, a fresh link to your preferences is on "
+    "its way to your inbox."
+)
 _INVALID = (
     "This link is not valid. It may have been cut short by your email program: "
     "open it from the email again."
@@ -53,7 +67,8 @@ def timezones() -> list[str]:
     return [*zones, "UTC"]
 
 
-def _public_id(w: Web, purpose: Purpose, token: str, *, allow_expired: bool = False) -> str:
+def link_id(w: Web, purpose: Purpose, token: str, *, allow_expired: bool = False) -> str:
+    """The public id a link names; a clear 400 if it is forged, cut short or expired."""
     try:
         return w.tokens.read(purpose, token)
     except ExpiredToken as exc:
@@ -68,7 +83,32 @@ def _public_id(w: Web, purpose: Purpose, token: str, *, allow_expired: bool = Fa
         raise WebError(400, _INVALID, title="Invalid link") from exc
 
 
-_GONE = WebError(
+def _preferences_id(request: Request, w: Web) -> str | Response:
+    """The id of a preferences link, or the "expired: email me a fresh link" page."""
+    token = request.path_params["token"]
+    try:
+        return w.tokens.read(Purpose.PREFERENCES, token)
+    except ExpiredToken as exc:
+        if exc.payload is None:
+            raise WebError(400, _INVALID, title="Invalid link") from exc
+        csrf = w.csrf.session(request)
+        page = w.pages.message(
+            "This link has expired",
+            f"Links to your preferences work for {MAX_AGE[Purpose.PREFERENCES].days} days "
+            "after the email that carried them. We can email you a fresh one.",
+            400,
+            form={
+                "action": "/preferences/resend",
+                "fields": {"token": token, CSRF_FIELD: csrf.token("fresh-link", exc.payload)},
+                "button": "Email me a fresh link",
+            },
+        )
+        return csrf.attach(request, page)
+    except BadToken as exc:
+        raise WebError(400, _INVALID, title="Invalid link") from exc
+
+
+GONE = WebError(
     410,
     "We hold no subscription for this link: it was deleted. You can sign up again at any time.",
     title="No subscription",
@@ -85,7 +125,7 @@ def _snapshot(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def _load(w: Web, public_id: str) -> dict[str, Any] | None:
+def load_reader(w: Web, public_id: str) -> dict[str, Any] | None:
     with w.sessions() as session:
         subscriber = by_public_id(session, public_id)
         return _snapshot(subscriber) if subscriber else None
@@ -121,16 +161,20 @@ def _page(
 
 async def preferences_page(request: Request) -> Response:
     w = web(request)
-    public_id = _public_id(w, Purpose.PREFERENCES, request.path_params["token"])
-    reader = await w.db(_load, w, public_id)
+    public_id = _preferences_id(request, w)
+    if isinstance(public_id, Response):
+        return public_id
+    reader = await w.db(load_reader, w, public_id)
     if reader is None:
-        raise _GONE
+        raise GONE
     return _page(request, w, public_id, reader)
 
 
 async def preferences_post(request: Request) -> Response:
     w = web(request)
-    public_id = _public_id(w, Purpose.PREFERENCES, request.path_params["token"])
+    public_id = _preferences_id(request, w)
+    if isinstance(public_id, Response):
+        return public_id
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "preferences", public_id)
     action = data.text("action", 20, required=True)
@@ -138,9 +182,9 @@ async def preferences_post(request: Request) -> Response:
         raise WebError(400, f"Unknown action {action[:20]!r}.", field="action")
     if action == "delete":
         if data.text("confirm_delete", 10) != "yes":
-            reader = await w.db(_load, w, public_id)
+            reader = await w.db(load_reader, w, public_id)
             if reader is None:
-                raise _GONE
+                raise GONE
             return _page(
                 request,
                 w,
@@ -156,11 +200,11 @@ async def preferences_post(request: Request) -> Response:
             "hash of the address so that it is never mailed by mistake.",
         )
     try:
-        reader = await w.db(_act, w, public_id, action, data)
+        reader, signup = await w.db(_act, w, public_id, action, data)
     except ValidationError as exc:
-        reader = await w.db(_load, w, public_id)
+        reader = await w.db(load_reader, w, public_id)
         if reader is None:
-            raise _GONE from exc
+            raise GONE from exc
         # Show what they chose, not what is stored, so they can fix just the bad part.
         reader = {
             **reader,
@@ -176,16 +220,28 @@ async def preferences_post(request: Request) -> Response:
             status=400,
         )
     if reader is None:
-        raise _GONE
-    return _page(request, w, public_id, reader, notice=NOTICES[action])
+        raise GONE
+    notice = NOTICES["subscribe-again" if signup else action]
+    response = _page(request, w, public_id, reader, notice=notice)
+    if signup is not None:
+        response.background = w.email_task(signup, w.clock())
+    return response
 
 
-def _act(w: Web, public_id: str, action: str, data: Input) -> dict[str, Any] | None:
+def _act(
+    w: Web, public_id: str, action: str, data: Input
+) -> tuple[dict[str, Any] | None, SignupResult | None]:
     now = w.clock()
     with w.sessions.begin() as session:
         subscriber = by_public_id(session, public_id)
         if subscriber is None:
-            return None
+            return None, None
+        if action == "resume" and subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+            # A preferences link gets forwarded and outlives the unsubscribe: coming back
+            # takes a new confirmation from the inbox, like a signup.
+            request = SignupRequest.of(subscriber, "preferences page: subscribe again")
+            signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
+            return _snapshot(subscriber), signup
         if action == "save":
             prefs = parse_preferences(
                 data.items("categories", 40),
@@ -201,7 +257,7 @@ def _act(w: Web, public_id: str, action: str, data: Input) -> dict[str, Any] | N
         elif action == "unsubscribe":
             unsubscribe(subscriber, now)
         session.flush()
-        return _snapshot(subscriber)
+        return _snapshot(subscriber), None
 
 
 def _erase(w: Web, public_id: str) -> None:
@@ -211,59 +267,30 @@ def _erase(w: Web, public_id: str) -> None:
             erase_subscriber(session, subscriber, w.clock())
 
 
-async def unsubscribe_page(request: Request) -> Response:
-    """One button; nothing changes on GET, because link scanners GET every link."""
+async def fresh_link(request: Request) -> Response:
+    """Email a fresh preferences link for an expired (but authentic) one. The answer is the
+    same whatever happens: it must not tell a link-holder whether the reader still exists."""
     w = web(request)
-    token = request.path_params["token"]
-    public_id = _public_id(w, Purpose.UNSUBSCRIBE, token, allow_expired=True)
-    reader = await w.db(_load, w, public_id)
-    if reader is None:
-        raise _GONE
-    if reader["status"] == SubscriberStatus.UNSUBSCRIBED:
-        return _unsubscribed(w, public_id)
-    return w.pages.render("unsubscribe.html", {"reader": reader, "action_url": request.url.path})
-
-
-async def unsubscribe_post(request: Request) -> Response:
-    """RFC 8058 one-click: no cookie, no CSRF token; the signed link is the authority.
-
-    An expired but authentic link still unsubscribes: a way out must never stop working.
-    Answers 200 with no redirect, and the same on every repeat.
-    """
-    w = web(request)
-    public_id = _public_id(w, Purpose.UNSUBSCRIBE, request.path_params["token"], allow_expired=True)
+    now = w.clock()
     data = await read_input(request, allow_json=False)
-    if data.text("List-Unsubscribe", 20) != "One-Click":
-        raise WebError(
-            400,
-            "Expected the body List-Unsubscribe=One-Click (RFC 8058).",
-            field="List-Unsubscribe",
-        )
-    await w.db(_unsubscribe, w, public_id)
-    if "application/json" in request.headers.get("accept", ""):
-        return JSONResponse({"status": "unsubscribed"})
-    return _unsubscribed(w, public_id)
+    token = data.text("token", 2000, required=True)
+    public_id = link_id(w, Purpose.PREFERENCES, token, allow_expired=True)
+    w.csrf.check(request, data.text(CSRF_FIELD, 500), "fresh-link", public_id)
+    if not w.signup_limiter.allow(client_ip(request), now):
+        raise WebError(429, "Too many requests from your network. Please try again in an hour.")
+    signup = await w.db(_fresh_link, w, public_id, now)
+    page = w.pages.message("Check your inbox", CHECK_INBOX)
+    page.background = w.email_task(signup, now)
+    return page
 
 
-def _unsubscribe(w: Web, public_id: str) -> None:
+def _fresh_link(w: Web, public_id: str, now: datetime) -> SignupResult:
     with w.sessions.begin() as session:
-        subscriber = by_public_id(session, public_id)
-        if subscriber is not None:  # erased: there is nobody left to mail
-            unsubscribe(subscriber, w.clock())
-
-
-def _unsubscribed(w: Web, public_id: str) -> Response:
-    return w.pages.message(
-        "You're unsubscribed",
-        "We won't send you any more digests. Sorry to see you go.",
-        action_url=f"/preferences/{w.tokens.make(Purpose.PREFERENCES, public_id)}",
-        action_label="Changed your mind? Manage preferences",
-    )
+        return request_manage_link(session, public_id, now, w.policy.signup_limits)
 
 
 ROUTES = [
+    Route("/preferences/resend", fresh_link, methods=["POST"]),
     Route("/preferences/{token}", preferences_page, methods=["GET"]),
     Route("/preferences/{token}", preferences_post, methods=["POST"]),
-    Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
-    Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
 ]

@@ -207,8 +207,10 @@ PATHS["/bounces"] = {
     "post": {
         "summary": "Process a raw RFC 3464 DSN or RFC 5965 ARF report (bounce or complaint)",
         "description": "The body is the raw report message. Hard bounces and complaints "
-        "suppress the address; three soft bounces in a row do too. Matching uses the VERP "
-        "envelope sender, then the returned Message-ID, then the recipient.",
+        "suppress the address; three soft bounces in a row do too. A report counts only "
+        "with proof it saw the message: a validly signed VERP envelope sender, or the exact "
+        "(keyed) Message-ID of the returned original. Anything else is answered "
+        "`unmatched` and changes no one.",
         "requestBody": {
             "required": True,
             "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
@@ -289,7 +291,7 @@ SCHEMAS: dict[str, Any] = {
             "matched": {"type": "boolean"},
             "matched_by": {
                 "type": ["string", "null"],
-                "enum": ["verp", "message-id", "recipient", None],
+                "enum": ["verp", "message-id", None],
             },
             "status": {"type": ["string", "null"]},
             "diagnostic": {"type": ["string", "null"]},

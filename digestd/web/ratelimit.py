@@ -1,8 +1,8 @@
 """A sliding-window counter per key (a client IP), kept in memory.
 
 In memory on purpose: it only has to blunt a burst from one address, and a restart or a
-second process giving a few more attempts is harmless. The per-*address* limit, which
-protects a victim's inbox, lives in the database (``Subscriber.confirmation_sent_at``).
+second process giving a few more attempts is harmless. The per-*inbox* limit, which
+protects a victim's inbox, lives in the database (:mod:`digestd.readers.mailbox`).
 """
 
 from __future__ import annotations

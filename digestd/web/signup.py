@@ -2,7 +2,9 @@
 fresh confirmation link when the first one expired (SPEC §1, §6).
 
 No answer depends on whether the address is known: new, pending, active and suppressed
-addresses all get the same "check your inbox", and the email leaves after the answer.
+addresses all get the same "check your inbox", and the email leaves after the answer. A
+signup stores nothing about an address that exists: what it asked for rides in the
+confirmation link (:mod:`digestd.readers.signups`), and applies when the link is followed.
 """
 
 from __future__ import annotations
@@ -18,23 +20,23 @@ from starlette.routing import Route
 
 from digestd.content.categories import ALL_NAME, CATEGORIES, parse_categories
 from digestd.errors import ValidationError
-from digestd.readers.lifecycle import (
+from digestd.mail.presentation import names_of
+from digestd.readers.lifecycle import Click, Confirmation, confirm
+from digestd.readers.signups import (
     CONSENT_TEXT,
-    Confirmation,
-    Consent,
+    ConfirmLink,
+    SignupRequest,
     SignupResult,
-    confirm,
-    request_fresh_link,
+    request_fresh_confirmation,
     request_signup,
 )
 from digestd.readers.subscribers import (
     FREQUENCIES,
     RENAMED_ZONES,
-    Preferences,
     normalise_email,
     parse_preferences,
 )
-from digestd.tokens import BadToken, ExpiredToken, Purpose
+from digestd.tokens import BadToken, ExpiredToken, Purpose, Signed
 from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
@@ -153,24 +155,18 @@ async def subscribe(request: Request) -> Response:
             "source": source,
         }
         return _form(request, w, values, message, 400)
-    consent = Consent(
-        at=now,
-        ip=client_ip(request)[:64],
-        user_agent=_clean(request.headers.get("user-agent", ""), 500) or None,
-        source=source or _clean(f"referrer: {request.headers.get('referer', '')}", 1000),
+    signup_request = SignupRequest(
+        prefs, _clean(source or f"referrer: {request.headers.get('referer', '')}", 1000)
     )
-    signup = await w.db(_signup, w, email, prefs, consent)
-    task = BackgroundTask(w.send_signup_email, signup, now) if signup.notice else None
-    return _check_inbox(w, data, task)
+    signup = await w.db(_signup, w, email, signup_request, now)
+    return _check_inbox(w, data, w.email_task(signup, now))
 
 
-def _signup(w: Web, email: str, prefs: Preferences, consent: Consent) -> SignupResult:
+def _signup(w: Web, email: str, request: SignupRequest, now: datetime) -> SignupResult:
     for attempt in (1, 2):
         try:
             with w.sessions.begin() as session:
-                return request_signup(
-                    session, email, prefs, consent, w.policy.confirmation_interval
-                )
+                return request_signup(session, email, request, now, w.policy.signup_limits)
         except IntegrityError:
             # Two signups for one new address at once: the other inserted it; go again
             # and find it.
@@ -179,31 +175,42 @@ def _signup(w: Web, email: str, prefs: Preferences, consent: Consent) -> SignupR
     raise AssertionError("unreachable")
 
 
+_INVALID_CONFIRM = WebError(
+    400,
+    "This confirmation link is not valid. It may have been cut short by your email "
+    "program: copy the whole link from the email, or sign up again.",
+    title="Invalid link",
+)
+
+
+def _link(fields: tuple[str, ...]) -> ConfirmLink:
+    try:
+        return ConfirmLink.read(fields)
+    except (ValueError, ValidationError) as exc:  # signed by us, but not a shape we read
+        raise _INVALID_CONFIRM from exc
+
+
 async def confirm_link(request: Request) -> Response:
     w = web(request)
     token = request.path_params["token"]
     try:
-        public_id = w.tokens.read(Purpose.CONFIRM, token)
+        signed = w.tokens.read_signed(Purpose.CONFIRM, token)
     except ExpiredToken as exc:
         return _expired(request, w, token, exc.payload)
     except BadToken as exc:
-        raise WebError(
-            400,
-            "This confirmation link is not valid. It may have been cut short by your email "
-            "program: copy the whole link from the email, or sign up again.",
-            title="Invalid link",
-        ) from exc
+        raise _INVALID_CONFIRM from exc
+    link = _link(signed.fields)
+    if request.method != "GET":
+        # HEAD (link checkers, mail scanners) must not subscribe anyone.
+        return w.pages.message("Confirm your subscription", "Open this link to confirm.")
     # GET activates, as SPEC §6 asks: this click is the double opt-in.
-    outcome = await w.db(_confirm, w, public_id)
-    if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY):
-        links = {
-            "preferences": f"/preferences/{w.tokens.make(Purpose.PREFERENCES, public_id)}",
-        }
+    click = Click(w.clock(), client_ip(request)[:64], _user_agent(request))
+    outcome = await w.db(_confirm, w, link, signed, click)
+    if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY, Confirmation.TOPICS_ADDED):
+        preferences = f"/preferences/{w.tokens.make(Purpose.PREFERENCES, link.public_id)}"
         return w.pages.message(
-            "You're subscribed" if outcome is Confirmation.CONFIRMED else "Already confirmed",
-            "Your subscription is confirmed. Your first digest arrives at the next send time "
-            "in your timezone.",
-            action_url=links["preferences"],
+            *_confirmed(outcome, link),
+            action_url=preferences,
             action_label="Manage preferences",
         )
     if outcome is Confirmation.STALE:
@@ -220,9 +227,25 @@ async def confirm_link(request: Request) -> Response:
     )
 
 
-def _confirm(w: Web, public_id: str) -> Confirmation:
+def _confirmed(outcome: Confirmation, link: ConfirmLink) -> tuple[str, str]:
+    """The title and words of the page after a link that worked."""
+    if outcome is Confirmation.TOPICS_ADDED and link.request is not None:
+        topics = names_of(list(link.request.prefs.categories))
+        return "Topics added", f"Your digest now includes {topics}."
+    title = "You're subscribed" if outcome is Confirmation.CONFIRMED else "Already confirmed"
+    return title, (
+        "Your subscription is confirmed. Your first digest arrives at the next send time "
+        "in your timezone."
+    )
+
+
+def _user_agent(request: Request) -> str | None:
+    return _clean(request.headers.get("user-agent", ""), 500) or None
+
+
+def _confirm(w: Web, link: ConfirmLink, signed: Signed, click: Click) -> Confirmation:
     with w.sessions.begin() as session:
-        return confirm(session, public_id, w.clock(), w.schedule)
+        return confirm(session, link, signed.issued_at, click, w.schedule)
 
 
 def _expired(request: Request, w: Web, token: str, public_id: str | None) -> Response:
@@ -245,26 +268,28 @@ async def resend(request: Request) -> Response:
     w = web(request)
     now = w.clock()
     data = await read_input(request, allow_json=False)
-    token = data.text("token", 500, required=True)
+    token = data.text("token", 2000, required=True)
     try:
-        public_id = w.tokens.read(Purpose.CONFIRM, token)
+        fields = w.tokens.read_signed(Purpose.CONFIRM, token).fields
     except ExpiredToken as exc:
-        if exc.payload is None:
+        if exc.fields is None:
             raise WebError(400, "This confirmation link is not valid.") from exc
-        public_id = exc.payload
+        fields = exc.fields
     except BadToken as exc:
         raise WebError(400, "This confirmation link is not valid.") from exc
-    w.csrf.check(request, data.text(CSRF_FIELD, 500), "resend", public_id)
+    link = _link(fields)
+    w.csrf.check(request, data.text(CSRF_FIELD, 500), "resend", link.public_id)
     if not w.signup_limiter.allow(client_ip(request), now):
         raise WebError(429, "Too many requests from your network. Please try again in an hour.")
-    signup = await w.db(_resend, w, public_id, now)
-    task = BackgroundTask(w.send_signup_email, signup, now) if signup.notice else None
-    return _check_inbox(w, data, task)
+    signup = await w.db(_resend, w, link, now)
+    return _check_inbox(w, data, w.email_task(signup, now))
 
 
-def _resend(w: Web, public_id: str, now: datetime) -> SignupResult:
+def _resend(w: Web, link: ConfirmLink, now: datetime) -> SignupResult:
     with w.sessions.begin() as session:
-        return request_fresh_link(session, public_id, now, w.policy.confirmation_interval)
+        return request_fresh_confirmation(
+            session, link.public_id, link.request, now, w.policy.signup_limits
+        )
 
 
 ROUTES = [

@@ -21,13 +21,13 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE (SQLite >= 3.35 drops columns too): a batch copy of digests would drop
+# the old table, and deliveries.digest_id's ON DELETE SET NULL would orphan the queue.
 def upgrade() -> None:
-    with op.batch_alter_table("digests") as batch:
-        batch.add_column(sa.Column("template", sa.LargeBinary(), nullable=True))
-        batch.add_column(sa.Column("render_error", sa.Text(), nullable=True))
+    op.add_column("digests", sa.Column("template", sa.LargeBinary(), nullable=True))
+    op.add_column("digests", sa.Column("render_error", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("digests") as batch:
-        batch.drop_column("render_error")
-        batch.drop_column("template")
+    op.drop_column("digests", "render_error")
+    op.drop_column("digests", "template")
