@@ -97,7 +97,8 @@ def test_snapshot_reports_the_oldest_queued_and_the_last_edition_of_each_kind(
     with sessions() as session:
         now = snapshot(session)
     assert now.subscribers == {"active": 1, "paused": 1}
-    assert now.queue == {"failed": 1, "queued": 2, "sent": 1}
+    # The queue is what waits or is in flight; what was sent is history (the editions).
+    assert now.queue == {"queued": 2, "sending": 0}
     assert now.oldest_queued_due_at == at(28, 7, 15)
     assert [(e.kind, e.period, e.deliveries) for e in now.last_editions] == [
         ("daily", "2026-11-29", {"queued": 1}),

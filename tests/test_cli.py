@@ -138,7 +138,7 @@ def test_stats_counts_the_queue(
     assert run_cli(monkeypatch, env, "stats") == 0
     out = capsys.readouterr().out
     assert "subscribers: active 2" in out
-    assert "queue: sent 1, skipped 1" in out
+    assert "queue: queued 0, sending 0" in out
     assert "last edition: daily 2026-11-30: sent 1, skipped 1" in out
 
 

@@ -60,9 +60,12 @@ def test_metrics_after_an_edition_match_the_queue(web: WebRig) -> None:
     assert m("digestd_messages_total", kind="daily", outcome="sent") == sent
     assert m("digestd_messages_total", kind="daily", outcome="bounced") == failed
     assert m("digestd_messages_total", kind="weekly", outcome="sent") == 0
-    assert m("digestd_queue", kind="daily", status="sent") == sent
-    assert m("digestd_queue", kind="daily", status="failed") == failed
+    edition = "digestd_last_edition_deliveries"
+    assert m(edition, kind="daily", status="sent") == sent
+    assert m(edition, kind="daily", status="failed") == failed
     assert m("digestd_queue", kind="daily", status="queued") == 0
+    assert m("digestd_queue", kind="weekly", status="sending") == 0
+    assert ("digestd_queue", frozenset({("kind", "daily"), ("status", "sent")})) not in metrics
     assert m("digestd_smtp_errors_total", code="550") == 1
     assert m("digestd_send_seconds_count") == sent + failed
     with web.service.sessions() as session:

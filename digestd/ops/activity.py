@@ -1,5 +1,6 @@
-"""What digestd has been doing: counts right now (``digestd stats``, ``GET /api/stats``, the
-admin page) and per-UTC-day series of the last weeks (the admin page's charts).
+"""What digestd has been doing: a snapshot of the counts right now (``digestd stats``,
+``GET /api/stats``, the admin page; see :mod:`digestd.ops.counts`) and per-UTC-day series of
+the last weeks (the admin page's charts).
 
 Each series is one ``GROUP BY`` over a UTC calendar day. The day expression is compiled per
 backend: SQLite stores naive UTC text, so ``date()`` is already the UTC day; PostgreSQL
@@ -19,14 +20,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from digestd.models import (
-    Delivery,
-    DeliveryStatus,
-    Edition,
-    EditionKind,
-    Subscriber,
-    Suppression,
-)
+from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, Suppression
+from digestd.ops import counts
+from digestd.ops.counts import EditionCounts
 
 # Suppression reasons that are mail being refused, as opposed to "erased" (a reader's
 # request). "soft-bounces" is the spelling of the repeated-soft-bounce suppression the
@@ -39,19 +35,11 @@ EDITION_MARGIN = timedelta(days=8)
 
 
 @dataclass(frozen=True)
-class EditionSummary:
-    kind: str
-    period: str
-    created_at: datetime
-    deliveries: dict[str, int]  # status -> count
-
-
-@dataclass(frozen=True)
 class Snapshot:
     subscribers: dict[str, int]  # status -> count
-    queue: dict[str, int]  # delivery status -> count
+    queue: dict[str, int]  # queued and sending (waiting and in flight) -> count
     oldest_queued_due_at: datetime | None  # the longest-waiting queued message
-    last_editions: list[EditionSummary]  # the newest edition of each kind that exists
+    last_editions: list[EditionCounts]  # the newest edition of each kind that exists
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,11 +51,10 @@ class Snapshot:
                     "kind": e.kind,
                     "period": e.period,
                     "created_at": utc_iso(e.created_at),
-                    "sent": e.deliveries.get(DeliveryStatus.SENT, 0),
-                    "failed": e.deliveries.get(DeliveryStatus.FAILED, 0),
-                    "skipped": e.deliveries.get(DeliveryStatus.SKIPPED, 0),
-                    "pending": e.deliveries.get(DeliveryStatus.QUEUED, 0)
-                    + e.deliveries.get(DeliveryStatus.SENDING, 0),
+                    "sent": e.get(DeliveryStatus.SENT),
+                    "failed": e.get(DeliveryStatus.FAILED),
+                    "skipped": e.get(DeliveryStatus.SKIPPED),
+                    "pending": e.get(DeliveryStatus.QUEUED, DeliveryStatus.SENDING),
                 }
                 for e in self.last_editions
             ],
@@ -75,36 +62,15 @@ class Snapshot:
 
 
 def snapshot(session: Session) -> Snapshot:
-    subscribers = _counts(session, Subscriber.status)
-    queue = _counts(session, Delivery.status)
-    oldest = session.scalar(
-        select(func.min(Delivery.due_at)).where(Delivery.status == DeliveryStatus.QUEUED)
+    queue = {str(status): 0 for status in counts.PENDING}
+    for (_, status), n in counts.pending(session).items():
+        queue[status] += n
+    return Snapshot(
+        counts.subscribers(session),
+        queue,
+        counts.oldest_queued(session),
+        counts.latest_editions(session),
     )
-    editions: list[EditionSummary] = []
-    for kind in EditionKind:
-        last = session.execute(
-            select(Edition.id, Edition.period, Edition.created_at)
-            .where(Edition.kind == kind)
-            .order_by(Edition.id.desc())
-            .limit(1)
-        ).first()
-        if last is not None:
-            counts = _counts(session, Delivery.status, Delivery.edition_id == last.id)
-            editions.append(EditionSummary(str(kind), last.period, last.created_at, counts))
-    # min() bypasses the UTCDateTime type on SQLite (plain text comes back): read it here.
-    return Snapshot(subscribers, queue, _as_utc(oldest), editions)
-
-
-def _counts(session: Session, column: Any, *where: ColumnElement[bool]) -> dict[str, int]:
-    rows = session.execute(select(column, func.count()).where(*where).group_by(column)).all()
-    return {str(status): int(count) for status, count in sorted(rows)}
-
-
-def _as_utc(value: datetime | str | None) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def utc_iso(value: datetime | None) -> str | None:

@@ -3,7 +3,8 @@
 Two kinds of numbers:
 
 * what the database says *now*, read at scrape time, so every worker reports the same
-  truth: subscribers by status, and the send queue by edition kind and status;
+  truth: subscribers by status, the rows waiting or in flight by edition kind, and the
+  newest edition of each kind by status;
 * what *this process* did since it started: messages by edition kind and outcome, SMTP
   errors by reply code, how long a message takes to hand over, the last finished tick
   and the last SMTP success (Prometheus sums these across workers).
@@ -20,17 +21,10 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.models import (
-    Delivery,
-    DeliveryStatus,
-    Edition,
-    EditionKind,
-    Subscriber,
-    SubscriberStatus,
-)
+from digestd.models import DeliveryStatus, EditionKind, SubscriberStatus
+from digestd.ops import counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
@@ -97,6 +91,8 @@ class Metrics:
 
 
 class _DatabaseCollector(Collector):
+    """Read at scrape time, from :mod:`digestd.ops.counts` (cheap whatever the history)."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
@@ -106,27 +102,25 @@ class _DatabaseCollector(Collector):
         )
         queue = GaugeMetricFamily(
             "digestd_queue",
-            "Deliveries (the send queue) by edition kind and status",
+            "Deliveries waiting (queued) or in flight (sending), by edition kind",
+            labels=["kind", "status"],
+        )
+        edition = GaugeMetricFamily(
+            "digestd_last_edition_deliveries",
+            "Deliveries of the newest edition of each kind, by status",
             labels=["kind", "status"],
         )
         with self.sessions() as session:
-            by_status = dict(
-                session.execute(
-                    select(Subscriber.status, func.count()).group_by(Subscriber.status)
-                ).all()
-            )
-            by_kind = {
-                (str(kind), str(status)): n
-                for kind, status, n in session.execute(
-                    select(Edition.kind, Delivery.status, func.count())
-                    .join(Edition, Edition.id == Delivery.edition_id)
-                    .group_by(Edition.kind, Delivery.status)
-                )
-            }
-        for status in SubscriberStatus:
-            subscribers.add_metric([str(status)], by_status.get(status, 0))
-        for kind in EditionKind:
+            by_status = counts.subscribers(session)
+            pending = counts.pending(session)
+            latest = counts.latest_editions(session)
+        for reader_status in SubscriberStatus:
+            subscribers.add_metric([str(reader_status)], by_status.get(reader_status, 0))
+        for (kind, status), n in sorted(pending.items()):
+            queue.add_metric([kind, status], n)
+        for last in latest:
             for state in DeliveryStatus:
-                queue.add_metric([str(kind), str(state)], by_kind.get((str(kind), str(state)), 0))
+                edition.add_metric([last.kind, str(state)], last.get(state))
         yield subscribers
         yield queue
+        yield edition

@@ -1,7 +1,8 @@
 """How fast mail has been going out, for ``digestd stats`` (read-only).
 
-The latest edition's outcome and send rate, and recent throughput (messages recorded as
-sent in the last minute, 15 minutes and hour). Counts by status live in ``activity``.
+The latest edition's send rate, and recent throughput: messages of the latest editions
+recorded as sent in the last minute, 15 minutes and hour. Counts by status come from
+:mod:`digestd.ops.counts`; like them, nothing here reads more than the latest editions.
 """
 
 from __future__ import annotations
@@ -12,32 +13,25 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from digestd.models import Delivery, DeliveryStatus, Edition
+from digestd.models import Delivery, DeliveryStatus
+from digestd.ops.counts import EditionCounts, latest_editions
 
 WINDOWS = (timedelta(minutes=1), timedelta(minutes=15), timedelta(hours=1))
 
 
 @dataclass
-class EditionStats:
-    kind: str
-    period: str
-    counts: dict[str, int]
-    rate: float | None  # messages per second between its first and last send
-
-
-@dataclass
 class QueueStats:
-    queue: dict[str, int]
-    last_edition: EditionStats | None
+    last_edition: EditionCounts | None
+    rate: float | None  # its messages per second between its first and last send
     recent: dict[timedelta, int] = field(default_factory=dict)
 
     def throughput_lines(self) -> list[str]:
         """What ``digestd stats`` adds to the counts: how fast mail has been going out."""
         out = []
         edition = self.last_edition
-        if edition is not None and edition.rate:
+        if edition is not None and self.rate:
             out.append(
-                f"last edition sent at: {edition.rate:,.0f} msg/s ({edition.kind} {edition.period})"
+                f"last edition sent at: {self.rate:,.0f} msg/s ({edition.kind} {edition.period})"
             )
         recent = ", ".join(
             f"{count} in the last {_span(window)} ({count / window.total_seconds():.1f}/s)"
@@ -53,43 +47,29 @@ def _span(window: timedelta) -> str:
 
 
 def queue_stats(session: Session, now: datetime) -> QueueStats:
-    queue = {
-        str(status): int(count)
-        for status, count in session.execute(
-            select(Delivery.status, func.count()).group_by(Delivery.status)
-        )
-    }
-    last = session.execute(
-        select(Edition.id, Edition.kind, Edition.period).order_by(Edition.id.desc()).limit(1)
-    ).first()
-    edition = None
+    editions = latest_editions(session)
+    ids = [e.id for e in editions]
+    last = max(editions, key=lambda e: e.id, default=None)
+    rate = None
     if last is not None:
-        counts = {
-            str(status): int(count)
-            for status, count in session.execute(
-                select(Delivery.status, func.count())
-                .where(Delivery.edition_id == last.id)
-                .group_by(Delivery.status)
-            )
-        }
         first_sent, last_sent = session.execute(
             select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
                 Delivery.edition_id == last.id, Delivery.status == DeliveryStatus.SENT
             )
         ).one()
-        rate = None
         if first_sent is not None and last_sent is not None and last_sent > first_sent:
-            rate = counts.get("sent", 0) / (last_sent - first_sent).total_seconds()
-        edition = EditionStats(last.kind, last.period, counts, rate)
+            rate = last.get(DeliveryStatus.SENT) / (last_sent - first_sent).total_seconds()
     recent = {
         window: int(
             session.scalar(
                 select(func.count()).where(
-                    Delivery.status == DeliveryStatus.SENT, Delivery.sent_at >= now - window
+                    Delivery.edition_id.in_(ids),
+                    Delivery.status == DeliveryStatus.SENT,
+                    Delivery.sent_at >= now - window,
                 )
             )
             or 0
         )
         for window in WINDOWS
     }
-    return QueueStats(queue, edition, recent)
+    return QueueStats(last, rate, recent)

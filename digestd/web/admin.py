@@ -169,13 +169,13 @@ def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str
     if oldest is not None:
         waiting = f"oldest due {_age(oldest, now)} ago" if oldest <= now else "next due later"
     stuck = oldest is not None and now - oldest > timedelta(hours=1)
-    failed = q.get("failed", 0)
+    failed = sum(e.get("failed") for e in current.last_editions)
     queue = [
         Tile("Queued", number(q.get("queued", 0)), waiting, "warn" if stuck else ""),
         Tile("Sending", number(q.get("sending", 0)), "claimed by a worker"),
-        Tile("Failed", number(failed), "all time", "bad" if failed else ""),
-        Tile("Sent", number(q.get("sent", 0)), "all time"),
-        Tile("Skipped", number(q.get("skipped", 0)), "nothing new, or too late"),
+        Tile("Failed", number(failed), "in the latest editions", "bad" if failed else ""),
+        Tile("Sent", number(sum(activity.sent)), f"last {DAYS} days"),
+        Tile("Skipped", number(sum(activity.skipped)), "nothing new, or too late"),
     ]
     s = current.subscribers
     readers = [
@@ -190,7 +190,7 @@ def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str
             "kind": e.kind.capitalize(),
             "period": e.period,
             "parts": [
-                (label, number(sum(e.deliveries.get(k, 0) for k in keys)))
+                (label, number(e.get(*keys)))
                 for label, keys in (
                     ("sent", ("sent",)),
                     ("failed", ("failed",)),

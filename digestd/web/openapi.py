@@ -251,7 +251,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "as_of": DATETIME,
             "subscribers": COUNTS,
-            "queue": COUNTS,
+            "queue": {
+                **COUNTS,
+                "description": "Deliveries waiting (queued) and in flight (sending)",
+            },
             "oldest_queued_due_at": {"type": ["string", "null"], "format": "date-time"},
             "last_editions": {
                 "type": "array",
