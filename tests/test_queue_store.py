@@ -1,0 +1,197 @@
+"""The queue store on its own: claims under a lease, the lease as a fencing token for
+outcomes, bounces applied with the outcomes, and the statements each database gets (one
+per batch on PostgreSQL, whatever the batch size). Real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.db import make_engine, make_sessions
+from digestd.delivery.queue import Bounce, Job, Outcome, QueueStore, queue_store
+from digestd.models import Delivery, DeliveryStatus, EditionKind, Subscriber, SubscriberStatus
+from digestd.planning.planner import enqueue_due
+from digestd.planning.policy import Policy
+from tests.email_samples import MASTHEAD
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+
+SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+TOPICS = ("ai", "robotics", "fintech")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessions(engine)
+
+
+def _queued(sessions: sessionmaker[Session], readers: int) -> QueueStore:
+    """``readers`` daily readers over three topics, their edition planned and queued."""
+    from digestd.mail.digests import DigestRenderer
+
+    with sessions.begin() as session:
+        add_articles(session, hourly_articles(SEND - timedelta(hours=20), SEND, TOPICS))
+        people = [
+            Reader(f"r{i:03d}@example.com", categories=(TOPICS[i % 3],)) for i in range(readers)
+        ]
+        add_readers(session, people, SEND - timedelta(days=1))
+    policy = Policy(
+        daily_time=SEND.time(),
+        weekly_time=SEND.time(),
+        catchup=timedelta(hours=6),
+        daily_limit=10,
+        weekly_limit=15,
+        per_source=3,
+    )
+    report = enqueue_due(sessions, policy, DigestRenderer(MASTHEAD), SEND)
+    assert report.queued[EditionKind.DAILY] == readers
+    return queue_store(sessions)
+
+
+def _statuses(sessions: sessionmaker[Session]) -> dict[int, tuple[str, datetime | None, int]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.status, Delivery.lease_expires_at, Delivery.attempts)
+        )
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _sent(job: Job, now: datetime) -> Outcome:
+    return Outcome(job, DeliveryStatus.SENT, True, now, sent_at=now, smtp_reply="250 ok")
+
+
+def test_a_claim_takes_due_rows_in_digest_order_under_one_lease(
+    sessions: sessionmaker[Session],
+) -> None:
+    store = _queued(sessions, 9)
+    jobs = store.claim(SEND, LEASE, 5)
+    assert len(jobs) == 5
+    assert [j.digest_id for j in jobs] == sorted(j.digest_id for j in jobs)
+    assert {j.lease for j in jobs} == {SEND + LEASE}
+    rows = _statuses(sessions)
+    assert sorted(s for s, _, _ in rows.values()) == ["queued"] * 4 + ["sending"] * 5
+    # The next claim takes only what is left; nothing is claimed twice.
+    rest = store.claim(SEND, LEASE, 5)
+    assert len(rest) == 4 and not {j.delivery_id for j in rest} & {j.delivery_id for j in jobs}
+    assert store.claim(SEND, LEASE, 5) == []
+
+
+def test_a_dead_workers_rows_are_claimable_once_its_lease_has_run_out(
+    sessions: sessionmaker[Session],
+) -> None:
+    store = _queued(sessions, 3)
+    first = store.claim(SEND, LEASE, 10)
+    assert store.claim(SEND + LEASE - timedelta(seconds=1), LEASE, 10) == []  # still leased
+    later = SEND + LEASE + timedelta(seconds=1)
+    second = store.claim(later, LEASE, 10)
+    assert {j.delivery_id for j in second} == {j.delivery_id for j in first}
+    assert {j.lease for j in second} == {later + LEASE}
+
+
+def test_an_outcome_is_written_only_while_the_lease_is_still_the_writers(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The lease value is the claim's fencing token: a worker that stalled past its lease
+    cannot overwrite the row its successor now owns."""
+    store = _queued(sessions, 2)
+    stalled = store.claim(SEND, LEASE, 10)
+    later = SEND + LEASE + timedelta(seconds=1)
+    successor = store.claim(later, LEASE, 10)
+    failed = [
+        Outcome(j, DeliveryStatus.FAILED, True, later, last_error="late writer") for j in stalled
+    ]
+    store.record(failed, later)  # the stalled worker wakes up: changes nothing
+    assert {s for s, _, _ in _statuses(sessions).values()} == {"sending"}
+    store.record([_sent(j, later) for j in successor], later)
+    rows = _statuses(sessions)
+    assert {(s, lease, attempts) for s, lease, attempts in rows.values()} == {("sent", None, 1)}
+
+
+def test_released_rows_go_back_without_an_attempt_and_deferred_ones_wait(
+    sessions: sessionmaker[Session],
+) -> None:
+    store = _queued(sessions, 2)
+    released, deferred = store.claim(SEND, LEASE, 10)
+    retry_at = SEND + timedelta(minutes=2)
+    store.record(
+        [
+            Outcome(released, DeliveryStatus.QUEUED, False, SEND),
+            Outcome(deferred, DeliveryStatus.QUEUED, True, retry_at, last_error="451 later"),
+        ],
+        SEND,
+    )
+    assert [j.delivery_id for j in store.claim(SEND, LEASE, 10)] == [released.delivery_id]
+    again = store.claim(retry_at, LEASE, 10)
+    assert [(j.delivery_id, j.attempts) for j in again] == [(deferred.delivery_id, 1)]
+
+
+def test_a_hard_bounce_suppresses_the_reader_with_the_outcome(
+    sessions: sessionmaker[Session],
+) -> None:
+    store = _queued(sessions, 2)
+    bounced, fine = store.claim(SEND, LEASE, 10)
+    store.record(
+        [
+            Outcome(bounced, DeliveryStatus.FAILED, True, SEND, bounce=Bounce.HARD),
+            _sent(fine, SEND),
+        ],
+        SEND,
+    )
+    with sessions() as session:
+        statuses = dict(session.execute(select(Subscriber.id, Subscriber.status)).all())
+    assert statuses[bounced.subscriber_id] == SubscriberStatus.BOUNCED
+    assert statuses[fine.subscriber_id] == SubscriberStatus.ACTIVE
+    assert store.unsendable([bounced, fine]) == ["address is suppressed", None]
+
+
+class Statements:
+    """Every SQL statement an engine runs, and how many parameter sets each had."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.seen: list[tuple[str, int]] = []
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(
+        self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        self.seen.append((" ".join(statement.split()), len(params) if many else 1))
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+@pytest.mark.parametrize("size", [5, 60])
+def test_a_batch_is_a_fixed_number_of_statements_whatever_its_size(
+    engine: Engine, sessions: sessionmaker[Session], size: int
+) -> None:
+    store = _queued(sessions, size)
+    statements = Statements(engine)
+    jobs = store.claim(SEND, LEASE, size)
+    claim = [s for s, _ in statements.seen if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    statements.clear()
+    store.record([_sent(j, SEND) for j in jobs], SEND)
+    record = [(s, n) for s, n in statements.seen if s.startswith("UPDATE")]
+    if engine.dialect.name == "postgresql":
+        # SELECT ... FOR UPDATE SKIP LOCKED (twice: a dead worker's rows, then queued ones,
+        # stopping when the first fills the batch), then one UPDATE ... RETURNING.
+        assert [s.split()[0] for s in claim] == ["SELECT", "SELECT", "UPDATE"]
+        assert all("FOR UPDATE SKIP LOCKED" in s for s in claim[:2])
+        assert "RETURNING" in claim[2] and "= ANY" in claim[2]
+        # One UPDATE from unnest(arrays) for the whole batch.
+        assert len(record) == 1 and "unnest" in record[0][0] and record[0][1] == 1
+    else:
+        assert [s.split()[0] for s in claim] == ["SELECT", "SELECT", "UPDATE", "SELECT"]
+        assert len(record) == 1 and record[0][1] == size  # one executemany
+    assert len(jobs) == size
