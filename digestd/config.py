@@ -73,10 +73,10 @@ class DeliveryTuning:
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 3600.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
-    # DIGESTD_HELPER_PROCESSES: processes beside the sender, on other cores: this many render
-    # the next batch's digests while one is on the wire, and one more plans due editions;
-    # 0 does everything in the sending process
+    # DIGESTD_HELPER_PROCESSES: 1 plans due editions (and renders their digests) in a process
+    # beside the sender, on another core; 0 does everything in the sending process
     helper_processes: int = 1
+    max_attempts: int = 8  # DIGESTD_MAX_ATTEMPTS: tries of one message before it fails
 
 
 @dataclass(frozen=True)
@@ -326,6 +326,7 @@ def _parse_delivery(get: Any) -> DeliveryTuning:
         lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, True),
         tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, True),
         helper_processes=number("HELPER_PROCESSES", d.helper_processes, int, True),
+        max_attempts=number("MAX_ATTEMPTS", d.max_attempts, int, False),
     )
     for name, value in (
         ("SEND_LEASE_SECONDS", tuning.lease_seconds),

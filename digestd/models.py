@@ -259,8 +259,9 @@ class Delivery(Base):
     status: Mapped[str] = mapped_column(String(10), default=DeliveryStatus.QUEUED)
     due_at: Mapped[datetime]  # the local send time, in UTC
     next_attempt_at: Mapped[datetime]
-    lease_expires_at: Mapped[datetime | None]
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None]  # by the database's clock
+    claimed_by: Mapped[str | None] = mapped_column(String(200))  # see digestd.delivery.worker
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # counted when claimed
     last_error: Mapped[str | None] = mapped_column(Text)
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(255))

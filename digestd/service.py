@@ -17,6 +17,7 @@ from digestd.delivery.queue import queue_store
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport, make_transport
+from digestd.delivery.worker import Worker
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.ops.metrics import Metrics
@@ -135,8 +136,13 @@ class Service:
     def sender(self) -> Sender:
         """One per process: its failure-burst pause must outlive a tick."""
         if self._sender is None:
+            store = queue_store(
+                self.sessions,
+                Worker.this_process(),
+                max_attempts=self.settings.delivery.max_attempts,
+            )
             self._sender = Sender(
-                queue_store(self.sessions),
+                store,
                 TemplateCache(self.sessions, self.renderer),
                 self.composer,
                 self.transport,

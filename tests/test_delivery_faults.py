@@ -19,6 +19,7 @@ from digestd.delivery.queue import queue_store
 from digestd.delivery.sender import Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import SmtpPool
+from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
 from digestd.planning.planner import enqueue_due
 from digestd.readers.subscribers import email_hash
@@ -46,7 +47,7 @@ def _service(env: dict[str, str], url: str, **tuning: Any) -> Service:
 
 def _sender(service: Service, clock: FakeMonotonic) -> Sender:
     return Sender(
-        queue_store(service.sessions),
+        queue_store(service.sessions, Worker.this_process()),
         TemplateCache(service.sessions, service.renderer),
         service.composer,
         service.transport,

@@ -41,6 +41,6 @@ def test_stats_shows_the_queue_the_last_edition_and_recent_throughput(
     with time_machine.travel(SENT_AT + timedelta(minutes=5), tick=False):
         assert run_cli(monkeypatch, env, "stats") == 0
     out = capsys.readouterr().out
-    assert "queue: failed 1, sent 5" in out
+    assert "queue: queued 0, sending 0" in out
     assert f"last edition: daily {SENT_AT:%Y-%m-%d}: failed 1, sent 5" in out
     assert "sent recently: 0 in the last minute (0.0/s), 5 in the last 15 minutes" in out

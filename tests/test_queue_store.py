@@ -4,6 +4,8 @@ per batch on PostgreSQL, whatever the batch size). Real SQLite and PostgreSQL.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
 from digestd.delivery.queue import Bounce, Job, Outcome, QueueStore, queue_store
+from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, EditionKind, Subscriber, SubscriberStatus
 from digestd.planning.planner import enqueue_due
 from digestd.planning.policy import Policy
@@ -37,7 +40,26 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_sessions(engine)
 
 
-def _queued(sessions: sessionmaker[Session], readers: int) -> QueueStore:
+class Clock:
+    """The database's clock as the store reads it, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = SEND
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+ELSEWHERE = Worker("other-host", "boot", 1, "1")  # a worker nothing tells us about
+
+
+def _queued(
+    sessions: sessionmaker[Session],
+    readers: int,
+    clock: Clock | None = None,
+    worker: Worker | None = None,
+    max_attempts: int = 8,
+) -> QueueStore:
     """``readers`` daily readers over three topics, their edition planned and queued."""
     from digestd.mail.digests import DigestRenderer
 
@@ -57,7 +79,9 @@ def _queued(sessions: sessionmaker[Session], readers: int) -> QueueStore:
     )
     report = enqueue_due(sessions, policy, DigestRenderer(MASTHEAD), SEND)
     assert report.queued[EditionKind.DAILY] == readers
-    return queue_store(sessions)
+    return queue_store(
+        sessions, worker or Worker.this_process(), max_attempts=max_attempts, clock=clock or Clock()
+    )
 
 
 def _statuses(sessions: sessionmaker[Session]) -> dict[int, tuple[str, datetime | None, int]]:
@@ -78,7 +102,7 @@ def test_a_claim_takes_due_rows_in_digest_order_under_one_lease(
     store = _queued(sessions, 9)
     jobs = store.claim(SEND, LEASE, 5)
     assert len(jobs) == 5
-    assert [j.digest_id for j in jobs] == sorted(j.digest_id for j in jobs)
+    assert [j.digest_id for j in jobs] == sorted(j.digest_id or 0 for j in jobs)
     assert {j.lease for j in jobs} == {SEND + LEASE}
     rows = _statuses(sessions)
     assert sorted(s for s, _, _ in rows.values()) == ["queued"] * 4 + ["sending"] * 5
@@ -91,32 +115,87 @@ def test_a_claim_takes_due_rows_in_digest_order_under_one_lease(
 def test_a_dead_workers_rows_are_claimable_once_its_lease_has_run_out(
     sessions: sessionmaker[Session],
 ) -> None:
-    store = _queued(sessions, 3)
-    first = store.claim(SEND, LEASE, 10)
-    assert store.claim(SEND + LEASE - timedelta(seconds=1), LEASE, 10) == []  # still leased
-    later = SEND + LEASE + timedelta(seconds=1)
-    second = store.claim(later, LEASE, 10)
-    assert {j.delivery_id for j in second} == {j.delivery_id for j in first}
-    assert {j.lease for j in second} == {later + LEASE}
+    clock = Clock()
+    _queued(sessions, 3, clock, ELSEWHERE).claim(SEND, LEASE, 10)
+    store = queue_store(sessions, Worker.this_process(), clock=clock)
+    clock.now = SEND + LEASE - timedelta(seconds=1)
+    assert store.claim(SEND, LEASE, 10) == []  # still leased
+    clock.now = SEND + LEASE + timedelta(seconds=1)
+    second = store.claim(SEND, LEASE, 10)
+    assert len(second) == 3 and {j.lease for j in second} == {clock.now + LEASE}
+    assert {j.attempts for j in second} == {2}  # each claim counts an attempt
 
 
-def test_an_outcome_is_written_only_while_the_lease_is_still_the_writers(
+def test_leases_follow_the_database_clock_not_the_senders_now(
     sessions: sessionmaker[Session],
 ) -> None:
-    """The lease value is the claim's fencing token: a worker that stalled past its lease
-    cannot overwrite the row its successor now owns."""
-    store = _queued(sessions, 2)
-    stalled = store.claim(SEND, LEASE, 10)
-    later = SEND + LEASE + timedelta(seconds=1)
-    successor = store.claim(later, LEASE, 10)
+    """A ``tick --now`` in the future (or a skewed host) must not steal live leases."""
+    clock = Clock()
+    _queued(sessions, 3, clock, ELSEWHERE).claim(SEND, LEASE, 10)
+    store = queue_store(sessions, Worker.this_process(), clock=clock)
+    assert store.claim(SEND + timedelta(days=2), LEASE, 10) == []
+
+
+def _dead_worker_on_this_host() -> Worker:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(f"/proc/{child.pid}/stat") as stat:
+            start = stat.read().rpartition(")")[2].split()[19]
+    finally:
+        child.kill()
+        child.wait()
+    me = Worker.this_process()
+    return Worker(me.host, me.boot, child.pid, start)
+
+
+def test_a_restarted_worker_takes_over_its_dead_predecessors_claims_at_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = Clock()
+    _queued(sessions, 4, clock, _dead_worker_on_this_host()).claim(SEND, LEASE, 10)
+    me = Worker.this_process()
+    taken = queue_store(sessions, me, clock=clock).claim(SEND, LEASE, 10)
+    assert len(taken) == 4  # although the lease has not run out
+    with sessions() as session:
+        assert set(session.scalars(select(Delivery.claimed_by))) == {me.label}
+    assert not me.outlived(me.label)  # a live worker's claims are left alone
+    assert not me.outlived(ELSEWHERE.label)  # another host's wait for their lease
+
+
+def test_a_message_that_kills_its_worker_every_time_fails_after_max_attempts(
+    sessions: sessionmaker[Session],
+) -> None:
+    clock = Clock()
+    store = _queued(sessions, 1, clock, max_attempts=3)
+    for attempt in (1, 2, 3):  # claimed, then the worker dies: no outcome is ever written
+        (job,) = store.claim(SEND, LEASE, 10)
+        assert job.attempts == attempt
+        clock.now += LEASE + timedelta(seconds=1)
+    assert store.claim(SEND, LEASE, 10) == []
+    with sessions() as session:
+        ((status, error),) = session.execute(select(Delivery.status, Delivery.last_error))
+    assert status == DeliveryStatus.FAILED and "claimed 3 times" in (error or "")
+
+
+def test_an_outcome_is_written_only_while_the_claim_is_still_the_writers(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The lease and the worker are the claim's fencing token: a worker that stalled past
+    its lease cannot overwrite the row its successor now owns."""
+    clock = Clock()
+    stalled_store = _queued(sessions, 2, clock, Worker("host-a", "boot", 1, "1"))
+    stalled = stalled_store.claim(SEND, LEASE, 10)
+    clock.now = SEND + LEASE + timedelta(seconds=1)
+    successor_store = queue_store(sessions, Worker("host-b", "boot", 1, "1"), clock=clock)
+    successor = successor_store.claim(SEND, LEASE, 10)
     failed = [
-        Outcome(j, DeliveryStatus.FAILED, True, later, last_error="late writer") for j in stalled
+        Outcome(j, DeliveryStatus.FAILED, True, SEND, last_error="late writer") for j in stalled
     ]
-    store.record(failed, later)  # the stalled worker wakes up: changes nothing
+    stalled_store.record(failed, SEND)  # the stalled worker wakes up: changes nothing
     assert {s for s, _, _ in _statuses(sessions).values()} == {"sending"}
-    store.record([_sent(j, later) for j in successor], later)
+    successor_store.record([_sent(j, SEND) for j in successor], SEND)
     rows = _statuses(sessions)
-    assert {(s, lease, attempts) for s, lease, attempts in rows.values()} == {("sent", None, 1)}
+    assert {(s, lease, attempts) for s, lease, attempts in rows.values()} == {("sent", None, 2)}
 
 
 def test_released_rows_go_back_without_an_attempt_and_deferred_ones_wait(
@@ -134,7 +213,8 @@ def test_released_rows_go_back_without_an_attempt_and_deferred_ones_wait(
     )
     assert [j.delivery_id for j in store.claim(SEND, LEASE, 10)] == [released.delivery_id]
     again = store.claim(retry_at, LEASE, 10)
-    assert [(j.delivery_id, j.attempts) for j in again] == [(deferred.delivery_id, 1)]
+    assert [(j.delivery_id, j.attempts) for j in again] == [(deferred.delivery_id, 2)]
+    assert _statuses(sessions)[released.delivery_id][2] == 1  # its attempt was given back
 
 
 def test_a_hard_bounce_suppresses_the_reader_with_the_outcome(
@@ -183,15 +263,19 @@ def test_a_batch_is_a_fixed_number_of_statements_whatever_its_size(
     statements.clear()
     store.record([_sent(j, SEND) for j in jobs], SEND)
     record = [(s, n) for s, n in statements.seen if s.startswith("UPDATE")]
+    # Who claimed what is in flight (dead workers' rows), rows looping on a dead worker
+    # given up, then the due rows picked (a dead worker's first, then queued ones) ...
+    shape = [s.split()[0] for s in claim]
+    assert shape[:4] == ["SELECT", "UPDATE", "SELECT", "SELECT"]
+    assert "DISTINCT" in claim[0] and "claimed_by" in claim[0]
     if engine.dialect.name == "postgresql":
-        # SELECT ... FOR UPDATE SKIP LOCKED (twice: a dead worker's rows, then queued ones,
-        # stopping when the first fills the batch), then one UPDATE ... RETURNING.
-        assert [s.split()[0] for s in claim] == ["SELECT", "SELECT", "UPDATE"]
-        assert all("FOR UPDATE SKIP LOCKED" in s for s in claim[:2])
-        assert "RETURNING" in claim[2] and "= ANY" in claim[2]
+        # ... with FOR UPDATE SKIP LOCKED, and moved by one UPDATE ... RETURNING.
+        assert shape[4:] == ["UPDATE"]
+        assert all("FOR UPDATE SKIP LOCKED" in s for s in claim[2:4])
+        assert "RETURNING" in claim[4] and "= ANY" in claim[4]
         # One UPDATE from unnest(arrays) for the whole batch.
         assert len(record) == 1 and "unnest" in record[0][0] and record[0][1] == 1
     else:
-        assert [s.split()[0] for s in claim] == ["SELECT", "SELECT", "UPDATE", "SELECT"]
+        assert shape[4:] == ["UPDATE", "SELECT"]
         assert len(record) == 1 and record[0][1] == size  # one executemany
     assert len(jobs) == size

@@ -1,8 +1,11 @@
 """From what happened to a message to what is written back to its queue row.
 
 4xx answers, timeouts and dropped connections are retried with exponential backoff until
-the edition is ``DIGESTD_CATCHUP_HOURS`` old; then the delivery fails and counts as a soft
-bounce. A 5xx refusal fails it at once and suppresses the address.
+the edition is ``DIGESTD_CATCHUP_HOURS`` old or ``DIGESTD_MAX_ATTEMPTS`` were made; then
+the delivery fails and counts as a soft bounce. A 5xx refusal fails it at once and
+suppresses the address. Any other error building or sending one message (a DKIM key that
+cannot sign it, a bug) fails that message alone: retried like a 4xx, then ``failed``,
+never suppressing the reader and never holding up the rest of the queue.
 """
 
 from __future__ import annotations
@@ -38,8 +41,13 @@ class Unsendable:
     why: str  # the message cannot be made (its digest failed to render)
 
 
+@dataclass(frozen=True)
+class Broken:
+    why: str  # an unexpected error while building or sending this message
+
+
 # What sending one job came to: the server's reply, a refusal, or one of the above.
-Result = str | DeliveryError | Released | Skipped | Unsendable
+Result = str | DeliveryError | Released | Skipped | Unsendable | Broken
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
@@ -53,6 +61,7 @@ class Outcomes:
     """Turns results into outcomes with the sender's policy."""
 
     catchup: timedelta  # also how old a message may get while being retried
+    max_attempts: int
     message_id: Callable[[Job], str]
     rng: Callable[[], float] = random.random
 
@@ -63,6 +72,8 @@ class Outcomes:
             return Outcome(job, DeliveryStatus.SKIPPED, False, now, last_error=result.why[:1000])
         if isinstance(result, Unsendable):
             return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=result.why[:1000])
+        if isinstance(result, Broken):
+            return self._broken(job, result.why, now)
         if isinstance(result, str):
             return Outcome(
                 job,
@@ -87,8 +98,8 @@ class Outcomes:
                 last_error=str(error)[:1000],
                 bounce=Bounce.HARD,
             )
-        if now - job.due_at > self.catchup:
-            why = f"{SOFT_BOUNCE_MARK} gave up after {job.attempts + 1} attempts: {error}"
+        if now - job.due_at > self.catchup or job.attempts >= self.max_attempts:
+            why = f"{SOFT_BOUNCE_MARK} gave up after {job.attempts} attempts: {error}"
             return Outcome(
                 job,
                 DeliveryStatus.FAILED,
@@ -107,6 +118,13 @@ class Outcomes:
             smtp_reply=reply,
             last_error=str(error)[:1000],
         )
+
+    def _broken(self, job: Job, why: str, now: datetime) -> Outcome:
+        if now - job.due_at > self.catchup or job.attempts >= self.max_attempts:
+            error = f"gave up after {job.attempts} attempts: {why}"
+            return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=error[:1000])
+        retry_at = now + backoff(job.attempts, self.rng)
+        return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=why[:1000])
 
 
 def label(result: Result, outcome: Outcome) -> str:

@@ -1,14 +1,18 @@
 """The send queue in the database, as the sender sees it: claim due rows, record outcomes.
 
-Claiming moves rows ``queued → sending`` under a lease (``lease_expires_at``) in one
-transaction, in (due time, digest, id) order, the order of the claim index, so one
-digest's readers come together. The lease value a claim writes is that claim's fencing
-token: an outcome is written only ``WHERE lease_expires_at = <ours>``, so a worker that
-stalled past its lease cannot overwrite the row its successor now owns.
+Claiming moves rows ``queued → sending`` under a lease (``lease_expires_at``, by the
+database's clock, so a worker's skewed clock or an injected ``--now`` never steals a live
+lease) in one transaction, in (due time, digest, id) order, the order of the claim index,
+so one digest's readers come together. The claim counts the attempt and names its worker
+(``claimed_by``). The lease value and the worker are the claim's fencing token: an
+outcome is written only where both are still ours, so a worker that stalled past its
+lease cannot overwrite the row its successor now owns.
 
 Crash semantics: a row claimed by a worker that dies returns to the queue when its lease
-runs out; one whose message left but whose outcome was not written is sent again then
-(repeated, never skipped).
+runs out, or at once for a successor on the same host (:mod:`digestd.delivery.worker`);
+one whose message left but whose outcome was not written is sent again then (repeated,
+never skipped). A row claimed ``max_attempts`` times without an outcome (a message that
+kills its worker every time) fails for good instead of looping.
 
 One store per database (:func:`queue_store`): SQLite and PostgreSQL differ in how rows
 are locked and how a batch of outcomes becomes one statement.
@@ -17,15 +21,16 @@ are locked and how a batch of outcomes becomes one statement.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.bulk import among
+from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from digestd.models import Suppression as SuppressionRow
 from digestd.readers.subscribers import email_hash
@@ -45,8 +50,8 @@ class Job:
     kind: str
     period: str
     due_at: datetime
-    attempts: int
-    lease: datetime  # this claim's fencing token
+    attempts: int  # this one included
+    lease: datetime  # with the worker, this claim's fencing token
 
 
 # What a claim reads with each row (in Job's field order).
@@ -85,12 +90,13 @@ class Outcome:
     bounce: Bounce | None = None
 
     def values(self) -> dict[str, Any]:
-        """The row's new values, keyed ``b_*`` (bound parameters of the outcome UPDATE)."""
+        """The row's new values, keyed ``b_*`` (bound parameters of the outcome UPDATE).
+        The claim counted an attempt; one that was not tried gives it back."""
         return {
             "b_id": self.job.delivery_id,
             "b_lease": self.job.lease,
             "b_status": self.status,
-            "b_tried": int(self.tried),
+            "b_attempt": 0 if self.tried else -1,
             "b_next_attempt_at": self.next_attempt_at,
             "b_sent_at": self.sent_at,
             "b_smtp_reply": self.smtp_reply,
@@ -103,23 +109,43 @@ class QueueStore:
     """The queue as the sender uses it; subclasses lock and write the way their database
     does it best."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        worker: Worker,
+        *,
+        max_attempts: int = 8,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.worker = worker
+        self.max_attempts = max_attempts
+        self._clock = clock  # None: the database's clock (tests inject one)
 
     def claim(self, now: datetime, lease: timedelta, size: int) -> list[Job]:
-        """Up to ``size`` due rows, now ``sending`` under a lease ending at ``now + lease``,
-        in digest order."""
+        """Up to ``size`` rows due at ``now``, now ``sending`` under a lease of ``lease``
+        from the database's clock, in digest order."""
         with self.sessions.begin() as session:
-            jobs = self._claim(session, now, now + lease, size)
+            clock = self._clock() if self._clock else self.database_clock(session)
+            expired = Delivery.lease_expires_at < clock
+            dead = self._dead_claims(session)
+            if dead:
+                expired = expired | Delivery.claimed_by.in_(dead)
+            self._give_up_looping(session, expired)
+            ids = due_ids(session, now, size, expired, lock=self.locks)
+            jobs = self._claim(session, ids, expired, clock + lease) if ids else []
         jobs.sort(key=lambda job: (job.digest_id or 0, job.delivery_id))
         return jobs
 
     def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        """One transaction: every outcome (where the lease is still ours) and the
+        """One transaction: every outcome (where the claim is still ours) and the
         suppressions their bounces call for."""
         with self.sessions.begin() as session:
             if outcomes:
-                self._write(session, [outcome.values() for outcome in outcomes])
+                values = [outcome.values() for outcome in outcomes]
+                for row in values:
+                    row["b_worker"] = self.worker.label
+                self._write(session, values)
             for outcome in outcomes:
                 if outcome.bounce is Bounce.HARD:
                     suppress(
@@ -155,27 +181,74 @@ class QueueStore:
                 reasons.append(None)
         return reasons
 
-    def _claim(self, session: Session, now: datetime, until: datetime, size: int) -> list[Job]:
+    def _dead_claims(self, session: Session) -> list[str]:
+        """Claims of workers of this host that are gone (rows in flight are few)."""
+        claimants = session.scalars(
+            select(Delivery.claimed_by)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.is_not(None))
+            .distinct()
+        )
+        return [c for c in claimants if c is not None and self.worker.outlived(c)]
+
+    def _give_up_looping(self, session: Session, expired: ColumnElement[bool]) -> None:
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.SENDING,
+                expired,
+                Delivery.attempts >= self.max_attempts,
+            )
+            .values(
+                status=DeliveryStatus.FAILED,
+                lease_expires_at=None,
+                last_error=f"gave up: claimed {self.max_attempts} times and never finished "
+                "(its worker died while sending it each time)",
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    # Implemented per database ------------------------------------------------------------
+
+    locks = False  # SELECT ... FOR UPDATE SKIP LOCKED
+
+    def database_clock(self, session: Session) -> datetime:
+        raise NotImplementedError
+
+    def _claim(
+        self, session: Session, ids: list[int], expired: ColumnElement[bool], until: datetime
+    ) -> list[Job]:
         raise NotImplementedError
 
     def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
 
-def claimable(now: datetime) -> Any:
-    """Rows a claim may take: queued, or sending under a lease that ran out (a dead worker's)."""
+def claimed_values(worker: Worker, until: datetime) -> dict[str, Any]:
+    """What a claim writes: sending, under our lease, one more attempt."""
+    return {
+        "status": DeliveryStatus.SENDING,
+        "lease_expires_at": until,
+        "claimed_by": worker.label,
+        "attempts": Delivery.attempts + 1,
+    }
+
+
+def claimable(expired: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Rows a claim may take: queued, or sending under a claim that ended (``expired``)."""
     return (Delivery.status == DeliveryStatus.QUEUED) | (
-        (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_expires_at < now)
+        (Delivery.status == DeliveryStatus.SENDING) & expired
     )
 
 
-def due_ids(session: Session, now: datetime, size: int, *, lock: bool) -> list[int]:
+def due_ids(
+    session: Session, now: datetime, size: int, expired: ColumnElement[bool], *, lock: bool
+) -> list[int]:
     """Up to ``size`` claimable row ids, a dead worker's first (few, so checked first), then
     queued rows in claim order (ix_deliveries_claim_order: no sort, and a digest's readers
     land in one batch or two in a row). ``lock``: ``FOR UPDATE SKIP LOCKED``."""
     ids: list[int] = []
     for condition in (
-        (Delivery.status == DeliveryStatus.SENDING) & (Delivery.lease_expires_at < now),
+        (Delivery.status == DeliveryStatus.SENDING) & expired,
         (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.next_attempt_at <= now),
     ):
         query = (
@@ -192,13 +265,19 @@ def due_ids(session: Session, now: datetime, size: int, *, lock: bool) -> list[i
     return ids
 
 
-def queue_store(sessions: sessionmaker[Session]) -> QueueStore:
+def queue_store(
+    sessions: sessionmaker[Session],
+    worker: Worker,
+    *,
+    max_attempts: int = 8,
+    clock: Callable[[], datetime] | None = None,
+) -> QueueStore:
     with sessions() as session:
         dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from digestd.delivery.queue_postgres import PostgresQueue
 
-        return PostgresQueue(sessions)
+        return PostgresQueue(sessions, worker, max_attempts=max_attempts, clock=clock)
     from digestd.delivery.queue_sqlite import SqliteQueue
 
-    return SqliteQueue(sessions)
+    return SqliteQueue(sessions, worker, max_attempts=max_attempts, clock=clock)

@@ -1,17 +1,18 @@
 """The send queue on PostgreSQL: rows picked with ``FOR UPDATE SKIP LOCKED`` (workers never
-wait on each other or take the same row), and a batch is one statement each way."""
+wait on each other or take the same row), and a batch is one statement each way. Leases
+are read against the server's clock, the same for every worker whatever its own says."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, update
+from sqlalchemy import ColumnElement, Integer, Table, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from digestd.bulk import among, rows_table
-from digestd.delivery.queue import JOB_COLUMNS, Job, QueueStore, claimable, due_ids
+from digestd.delivery.queue import JOB_COLUMNS, Job, QueueStore, claimable, claimed_values
 from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber
 
 _DELIVERIES = cast(Table, Delivery.__table__)
@@ -20,8 +21,9 @@ _columns = _DELIVERIES.c
 OUTCOME_TYPES: dict[str, TypeEngine[Any]] = {
     "b_id": _columns.id.type,
     "b_lease": _columns.lease_expires_at.type,
+    "b_worker": _columns.claimed_by.type,
     "b_status": _columns.status.type,
-    "b_tried": Integer(),
+    "b_attempt": Integer(),
     "b_next_attempt_at": _columns.next_attempt_at.type,
     "b_sent_at": _columns.sent_at.type,
     "b_smtp_reply": _columns.smtp_reply.type,
@@ -31,21 +33,27 @@ OUTCOME_TYPES: dict[str, TypeEngine[Any]] = {
 
 
 class PostgresQueue(QueueStore):
-    def _claim(self, session: Session, now: datetime, until: datetime, size: int) -> list[Job]:
-        ids = due_ids(session, now, size, lock=True)
-        if not ids:
-            return []
+    locks = True
+
+    def database_clock(self, session: Session) -> datetime:
+        clock = session.scalar(select(func.now()))
+        assert isinstance(clock, datetime)
+        return clock
+
+    def _claim(
+        self, session: Session, ids: list[int], expired: ColumnElement[bool], until: datetime
+    ) -> list[Job]:
         # One statement moves the rows and returns what sending needs; the ids go as one
         # array (an IN list is a bind parameter per id to compile and convert).
         rows = session.execute(
             update(_DELIVERIES)
             .where(
                 among(session, Delivery.id, ids),
-                claimable(now),
+                claimable(expired),
                 Subscriber.id == Delivery.subscriber_id,
                 Edition.id == Delivery.edition_id,
             )
-            .values(status=DeliveryStatus.SENDING, lease_expires_at=until)
+            .values(claimed_values(self.worker, until))
             .returning(*JOB_COLUMNS)
         ).all()
         return [Job(*cast(tuple[Any, ...], row)) for row in rows]
@@ -60,11 +68,12 @@ class PostgresQueue(QueueStore):
                 table.c.id == outcome["b_id"],
                 table.c.status == DeliveryStatus.SENDING,
                 table.c.lease_expires_at == outcome["b_lease"],
+                table.c.claimed_by == outcome["b_worker"],
             )
             .values(
                 status=outcome["b_status"],
                 lease_expires_at=None,
-                attempts=table.c.attempts + outcome["b_tried"],
+                attempts=table.c.attempts + outcome["b_attempt"],
                 next_attempt_at=outcome["b_next_attempt_at"],
                 sent_at=outcome["b_sent_at"],
                 smtp_reply=outcome["b_smtp_reply"],

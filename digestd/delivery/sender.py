@@ -32,17 +32,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from digestd.config import LEASE_SHARE_AFTER_LAST_START, DeliveryTuning
 from digestd.delivery.limits import Limits
 from digestd.delivery.outcomes import (
     RELEASED,
+    Broken,
     Outcomes,
     Result,
     Skipped,
     Unsendable,
     label,
 )
-from digestd.delivery.queue import Job, QueueStore
+from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.recorder import Recorder
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
@@ -54,6 +57,12 @@ from digestd.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Retrying a failed write of outcomes: from a quarter second, doubling up to 10 s, for at
+# most a tenth of the lease (the rows stay ours that long at least).
+RECORD_RETRY_FIRST = 0.25
+RECORD_RETRY_CAP = 10.0
+RECORD_RETRY_SHARE = 0.1
 
 
 @dataclass
@@ -88,9 +97,11 @@ class Sender:
         limits: Limits | None = None,
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.sleep = sleep
         self.templates = templates
         self.composer = composer
         self.transport = transport
@@ -103,6 +114,7 @@ class Sender:
         self.lease = timedelta(seconds=self.tuning.lease_seconds)
         self.outcomes = Outcomes(
             catchup,
+            self.tuning.max_attempts,
             lambda job: composer.message_id(job.kind, job.period, job.delivery_id),
             rng,
         )
@@ -314,7 +326,12 @@ class _Run:
                 self.recorder.add((job, RELEASED))
                 return
             await self.recorder.admit()
-            result = await self.sender.transmit(job, batch, hold)
+            result: Result
+            try:
+                result = await self.sender.transmit(job, batch, hold)
+            except Exception as exc:  # this message only: the rest of the queue goes on
+                log.warning("message %d failed: %s", job.delivery_id, exc, exc_info=True)
+                result = Broken(f"{exc.__class__.__name__}: {exc}")
             self.recorder.add((job, result), admitted=True)
 
     def release(self, batch: Batch) -> None:
@@ -353,9 +370,30 @@ class _Run:
             name = label(result, outcome)
             self.sender.metrics.messages.labels(job.kind, name).inc()
             self._count(name, outcome.last_error)
-        await self.sender.in_thread(self.sender.store.record, outcomes, now)
+        await self._write(outcomes, now)
         if self.on_batch is not None and settled:
             self.on_batch(settled)
+
+    async def _write(self, outcomes: list[Outcome], now: datetime) -> None:
+        """Write outcomes, retrying a database blip while the claims still have margin:
+        each message not recorded is one the next worker sends again."""
+        delay = RECORD_RETRY_FIRST
+        give_up = self.sender.monotonic() + RECORD_RETRY_SHARE * self.sender.lease.total_seconds()
+        while True:
+            try:
+                await self.sender.in_thread(self.sender.store.record, outcomes, now)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if self.sender.monotonic() + delay > give_up:
+                    raise
+                log.warning(
+                    "could not record %d outcomes (%s); trying again in %.1fs",
+                    len(outcomes),
+                    first_line(exc),
+                    delay,
+                )
+            await self.sender.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_CAP)
 
     def _count(self, name: str, error: str | None) -> None:
         if name == "sent":

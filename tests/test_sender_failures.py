@@ -1,0 +1,114 @@
+"""Failures that must never hurt the list: a message that cannot be built fails alone after
+its attempts, and a database blip while recording outcomes is retried instead of
+repeating a batch. Real SMTP server (tests/faultsmtp.py), real database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from digestd.config import load_settings
+from digestd.delivery.queue import Outcome
+from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digestd.planning.planner import enqueue_due
+from digestd.service import Service
+from tests.faultsmtp import FaultySink, running
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+
+SENT_AT = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+POISON = "ann@☃.example"  # no IDNA form: the message cannot be addressed
+
+
+def _service(env: dict[str, str], url: str, **tuning: Any) -> Service:
+    settings = load_settings({**env, "DIGESTD_SMTP_URL": url})
+    return Service.build(replace(settings, delivery=replace(settings.delivery, **tuning)))
+
+
+def _seed(service: Service, addresses: list[str]) -> None:
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SENT_AT - timedelta(hours=20), SENT_AT))
+        add_readers(session, [Reader(a) for a in addresses], SENT_AT - timedelta(days=1))
+
+
+def _rows(service: Service) -> dict[str, tuple[str, int, str | None, str]]:
+    with service.sessions() as session:
+        rows = session.execute(
+            select(
+                Subscriber.email,
+                Delivery.status,
+                Delivery.attempts,
+                Delivery.last_error,
+                Subscriber.status,
+            ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        )
+        return {email: (status, n, error, reader) for email, status, n, error, reader in rows}
+
+
+def test_a_poison_message_fails_alone_after_its_attempts_and_the_edition_goes_on(
+    env: dict[str, str],
+) -> None:
+    readers = [f"reader{i}@example.com" for i in range(20)]
+    sink = FaultySink()
+    with running(sink):
+        service = _service(env, sink.url, max_attempts=3, batch=7)
+        _seed(service, [*readers[:10], POISON, *readers[10:]])
+
+        async def scenario() -> list[int]:
+            sent: list[int] = []
+            now = SENT_AT
+            enqueue_due(service.sessions, service.policy, service.renderer, now)
+            for _ in range(6):  # ticks an hour apart: past every backoff
+                sent.append((await service.sender.deliver_due(now)).sent)
+                now += timedelta(hours=1)
+            await service.close()
+            return sent
+
+        sent = asyncio.run(scenario())
+    assert sent[0] == 20  # nobody else waited for it
+    assert dict(sink.delivered) == {a: 1 for a in readers}
+    status, attempts, error, reader = _rows(service)[POISON]
+    assert (status, attempts) == (DeliveryStatus.FAILED, 3)
+    assert error is not None and error.startswith("gave up after 3 attempts: InvalidCodepoint")
+    assert reader == SubscriberStatus.ACTIVE  # not the reader's fault: never suppressed
+
+
+def test_a_database_blip_while_recording_is_retried_not_repeated(env: dict[str, str]) -> None:
+    readers = [f"reader{i}@example.com" for i in range(12)]
+    sink = FaultySink()
+    with running(sink):
+        service = _service(env, sink.url, batch=4)
+        _seed(service, readers)
+        store = service.sender.store
+        record = store.record
+        failures = [2]  # the next two writes fail, as a database restart would
+
+        def flaky(outcomes: Sequence[Outcome], now: datetime) -> None:
+            if failures[0]:
+                failures[0] -= 1
+                raise OperationalError("UPDATE deliveries", {}, Exception("connection reset"))
+            record(outcomes, now)
+
+        store.record = flaky  # type: ignore[method-assign]
+        waits: list[float] = []
+
+        async def no_wait(seconds: float) -> None:
+            waits.append(seconds)
+
+        service.sender.sleep = no_wait
+
+        async def scenario() -> int:
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+            report = await service.sender.deliver_due(SENT_AT)
+            await service.close()
+            return report.sent
+
+        assert asyncio.run(scenario()) == 12
+    assert dict(sink.delivered) == {a: 1 for a in readers}
+    assert waits == [0.25, 0.5]  # backed off, then recorded
+    assert {status for status, _, _, _ in _rows(service).values()} == {DeliveryStatus.SENT}
