@@ -219,7 +219,16 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
         sum(int(n) for n in re.findall(r", sent (\d+),", (tmp_path / f"worker{i}.log").read_text()))
         for i in range(3)
     ]
-    print(f"\nmessages sent by each worker: {sent_by}")
+    queued_by = [
+        sum(
+            int(n)
+            for n in re.findall(r": queued (\d+) ", (tmp_path / f"worker{i}.log").read_text())
+        )
+        for i in range(3)
+    ]
+    print(f"\nreaders planned by each worker: {queued_by}")
+    assert sum(queued_by) == SUBSCRIBERS  # each reader planned once, whoever planned it
+    print(f"messages sent by each worker: {sent_by}")
     assert sum(sent_by) == SUBSCRIBERS
     assert sum(1 for n in sent_by if n) >= 2, "the work was not shared"
     # Each distinct digest was rendered once, by one of the three.

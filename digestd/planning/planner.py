@@ -45,6 +45,7 @@ from digestd.planning.schedule import Slot, latest_slot, next_slot
 from digestd.planning.selection import pick
 
 BATCH = 1000
+MISSED = "missed:"  # how a skipped row says it was due beyond the catch-up window
 
 
 def enqueue_due(
@@ -98,7 +99,6 @@ class _Decision:
     layout: Layout | None  # None: skipped (see ``why``)
     key: str = ""  # the layout's content key
     why: str = ""
-    late: bool = False  # due beyond the catch-up window
 
 
 class Planner:
@@ -146,6 +146,11 @@ class Planner:
             query = query.where(
                 self.column >= at, tuple_(self.column, Subscriber.id) > tuple_(at, subscriber_id)
             )
+        if session.get_bind().dialect.name == "postgresql":
+            # Readers another worker is planning right now are skipped, not planned twice:
+            # the lock lasts until that worker's batch commits, and by then they are no
+            # longer due (their next send instant moved in the same transaction).
+            query = query.with_for_update(skip_locked=True, of=Subscriber)
         due = session.execute(query).all()
         if not due:
             return False
@@ -200,8 +205,8 @@ class Planner:
     ) -> _Decision:
         slot, following = self._slots(zone)
         if not self.on_demand and self.now - slot.at > self.policy.catchup:
-            why = f"missed: due {slot.at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
-            return _Decision(subscriber_id, slot, following, None, why=why, late=True)
+            why = f"{MISSED} due {slot.at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
+            return _Decision(subscriber_id, slot, following, None, why=why)
         found = self.layout_for(session, slot, categories, exclude)
         if found is None:
             return _Decision(subscriber_id, slot, following, None, why="nothing new to send")
@@ -224,15 +229,23 @@ class Planner:
             (editions[d.slot.period], d.key): d.layout for d in decisions if d.layout is not None
         }
         self.book.provide(session, wanted, {e: p for p, e in editions.items()})
-        rows = [self._row(d, editions[d.slot.period], report) for d in decisions]
+        rows = [self._row(d, editions[d.slot.period]) for d in decisions]
         rows.sort(key=lambda row: row["digest_id"] or 0)
-        insert_ignoring_conflicts(
-            session, Delivery.__table__, rows, ["subscriber_id", "edition_id"]
+        # Counted from what was inserted: a row another worker (or an earlier run) made for
+        # the same reader and edition is not planned again, and not reported again.
+        inserted = insert_ignoring_conflicts(
+            session,
+            Delivery.__table__,
+            rows,
+            ["subscriber_id", "edition_id"],
+            returning=["status", "last_error"],
         )
+        for row in inserted:
+            self._count(report, row.status, row.last_error)
         if not self.on_demand:  # an on-demand edition leaves the regular schedule as it was
             self._move_next_send(session, decisions)
 
-    def _row(self, decision: _Decision, edition_id: int, report: EnqueueReport) -> dict[str, Any]:
+    def _row(self, decision: _Decision, edition_id: int) -> dict[str, Any]:
         row: dict[str, Any] = {
             "subscriber_id": decision.subscriber_id,
             "edition_id": edition_id,
@@ -244,18 +257,22 @@ class Planner:
             "created_at": self.now,
             "last_error": decision.why,
         }
-        if decision.layout is None:
-            report.late += decision.late
-            report.empty += not decision.late
-            return row
-        digest_id, error = self.book.get((edition_id, decision.key))
-        row.update(digest_id=digest_id, status=DeliveryStatus.QUEUED, last_error=None)
-        if error is not None:
-            row.update(status=DeliveryStatus.FAILED, last_error=error)
-            report.unrenderable += 1
-        else:
-            report.queued[self.kind] += 1
+        if decision.layout is not None:
+            digest_id, error = self.book.get((edition_id, decision.key))
+            row.update(digest_id=digest_id, status=DeliveryStatus.QUEUED, last_error=None)
+            if error is not None:
+                row.update(status=DeliveryStatus.FAILED, last_error=error)
         return row
+
+    def _count(self, report: EnqueueReport, status: str, why: str | None) -> None:
+        if status == DeliveryStatus.QUEUED:
+            report.queued[self.kind] += 1
+        elif status == DeliveryStatus.FAILED:
+            report.unrenderable += 1
+        elif (why or "").startswith(MISSED):
+            report.late += 1
+        else:
+            report.empty += 1
 
     def _move_next_send(self, session: Session, decisions: list[_Decision]) -> None:
         # Readers of one zone share their next send instant: one UPDATE per zone in the
