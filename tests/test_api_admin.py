@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from digestd.config import load_settings
 from digestd.content.articles import ingest
-from digestd.models import Delivery, DeliveryStatus, SubscriberStatus
+from digestd.models import Delivery, DeliveryStatus, Edition, SubscriberStatus
 from digestd.readers.export import export_csv
 from digestd.readers.subscribers import email_hash
 from digestd.service import Service
@@ -43,7 +43,10 @@ def _readers(web: WebRig, count: int = 7) -> None:
 
 
 def _articles(web: WebRig, now: datetime = NOW) -> None:
-    items = [article(f"ai-{i}", "ai", now - timedelta(hours=i + 1), score=10 - i) for i in range(3)]
+    items = [
+        article(f"ai-{now:%m%d}-{i}", "ai", now - timedelta(hours=i + 1), score=10 - i)
+        for i in range(3)
+    ]
     with web.service.sessions.begin() as session:
         assert ingest(session, enumerate(items, start=1)).added == 3
 
@@ -255,11 +258,11 @@ def test_preview_renders_html_and_text_and_says_when_there_is_nothing(web: WebRi
     url = "/api/editions/preview?kind=daily&categories=ai,robotics&now=2026-11-29T09:00:00Z"
     html = web.client.get(url, headers=AUTH)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
-    assert "Story ai-0" in html.text and "<html" in html.text
+    assert "Story ai-1129-0" in html.text and "<html" in html.text
     assert "script-src" not in html.headers["content-security-policy"]
     text = web.client.get(url + "&format=text", headers=AUTH)
     assert text.headers["content-type"].startswith("text/plain")
-    assert "Story ai-0" in text.text and "<" not in text.text.split("Story ai-0")[0][-50:]
+    assert "Story ai-1129-0" in text.text and "<" not in text.text.split("Story ai-1129-0")[0][-50:]
     empty = web.client.get(url.replace("ai,robotics", "quantum"), headers=AUTH)
     assert empty.status_code == 404 and "Nothing to send" in empty.json()["error"]
 
@@ -269,43 +272,71 @@ def _deliveries(web: WebRig) -> int:
         return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
 
 
+def _trigger(web: WebRig, kind: str, at: datetime) -> dict[str, Any]:
+    with time_machine.travel(at, tick=False):
+        answer = web.client.post(
+            "/api/editions/trigger", json={"kind": kind, "all": True}, headers=AUTH
+        )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
 def test_trigger_queues_once_per_local_date(web: WebRig) -> None:
     with web.service.sessions.begin() as session:
         reader(session, "paris@example.com", timezone="Europe/Paris", created_at=NOW)
         reader(session, "kiritimati@example.com", timezone="Pacific/Kiritimati", created_at=NOW)
         reader(session, "weekly@example.com", frequency="weekly", created_at=NOW)
     _articles(web)
-    with time_machine.travel(NOW, tick=False):
-        first = web.client.post(
-            "/api/editions/trigger", json={"kind": "daily", "all": True}, headers=AUTH
-        )
-        again = web.client.post(
-            "/api/editions/trigger", json={"kind": "daily", "all": True}, headers=AUTH
-        )
-    assert first.json() == {
+    first = _trigger(web, "daily", NOW)  # 10:00 in Paris, 23:00 in Kiritimati (the 29th)
+    again = _trigger(web, "daily", NOW)
+    assert {k: v for k, v in first.items() if k != "left_for_later"} == {
         "kind": "daily", "queued": 2, "nothing_to_send": 0, "already_had_it": 0, "not_eligible": []
     }  # fmt: skip
-    assert again.json()["queued"] == 0 and again.json()["already_had_it"] == 2
+    assert first["left_for_later"]["count"] == 0
+    assert again["queued"] == 0 and again["already_had_it"] == 2
     assert _deliveries(web) == 2
-    # 16:00 UTC is still the 29th in Paris but already the 30th in Kiritimati (UTC+14).
-    # A new story, since a daily never repeats one an earlier daily carried.
+    # 16:00 UTC is still the 29th in Paris but already 06:00 on the 30th in Kiritimati
+    # (UTC+14): its 07:00 has not come, so the trigger leaves that reader for later rather
+    # than spend their 30th's edition an hour early.
     with web.service.sessions.begin() as session:
         ingest(session, [(1, article("fresh", "ai", NOW + timedelta(hours=6)))])
-    with time_machine.travel(NOW + timedelta(hours=7), tick=False):
-        later = web.client.post(
-            "/api/editions/trigger", json={"kind": "daily", "all": True}, headers=AUTH
-        )
-    assert later.json()["queued"] == 1 and later.json()["already_had_it"] == 1
+    early = _trigger(web, "daily", NOW + timedelta(hours=7))
+    assert (early["queued"], early["already_had_it"]) == (0, 1)
+    assert early["left_for_later"]["count"] == 1
+    assert "send time has not come" in early["left_for_later"]["why"]
+    assert _deliveries(web) == 2
+    on_time = _trigger(web, "daily", NOW + timedelta(hours=8))  # 07:00 on the 30th there
+    assert (on_time["queued"], on_time["already_had_it"]) == (1, 1)
     assert _deliveries(web) == 3
     with web.service.sessions() as session:
         statuses = set(session.scalars(select(Delivery.status)))
+        periods = set(session.scalars(select(Edition.period)))
     assert statuses == {DeliveryStatus.QUEUED}  # the daemon's next tick sends them
+    assert periods == {"2026-11-29", "2026-11-30"}
+
+
+def test_a_weekly_trigger_is_the_weeks_edition_named_by_its_sunday(web: WebRig) -> None:
+    """Three triggers in one week are one weekly, not three."""
+    with web.service.sessions.begin() as session:
+        reader(session, "weekly@example.com", frequency="weekly", created_at=NOW)
+    _articles(web)
+    sunday = NOW  # the 29th is a Sunday; 09:00 UTC is past the 08:00 send time
+    bodies = [_trigger(web, "weekly", sunday + timedelta(days=d)) for d in (0, 2, 4)]
+    assert [b["queued"] for b in bodies] == [1, 0, 0]
+    assert [b["already_had_it"] for b in bodies] == [0, 1, 1]
+    with web.service.sessions() as session:
+        assert list(session.scalars(select(Edition.period))) == ["2026-11-29"]
+    # The next week's trigger is the next Sunday's edition.
+    _articles(web, sunday + timedelta(days=7))
+    next_week = _trigger(web, "weekly", sunday + timedelta(days=7))
+    assert next_week["queued"] == 1
 
 
 def test_trigger_for_everyone_works_through_the_list_in_batches(
     web: WebRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("digestd.web.api_editions.BATCH", 2)
+    monkeypatch.setattr("digestd.planning.triggers.BATCH", 2)
     _readers(web)  # 7 readers, one of them paused
     _articles(web)
     with web.service.sessions.begin() as session:

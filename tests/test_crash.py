@@ -171,7 +171,9 @@ def test_kill_9_mid_edition_then_restart_delivers_to_everyone_with_at_most_the_i
     database_url: str, env: dict[str, str], sink: Sink, tmp_path: Path
 ) -> None:
     extra, _ = _seed(database_url)
-    env = _environment(env, sink, extra)
+    # A lease far longer than the test: the restarted daemon must take over the claims of
+    # the one it replaces because that process is gone, not because the lease ran out.
+    env = _environment(env, sink, {**extra, "DIGESTD_SEND_LEASE_SECONDS": "3600"})
     first = _daemon(env, tmp_path, "first")
     try:
         _wait_for(lambda: sink.count() >= SUBSCRIBERS // 4, 90, "a quarter of the edition")
@@ -180,19 +182,26 @@ def test_kill_9_mid_edition_then_restart_delivers_to_everyone_with_at_most_the_i
         first.wait()
     at_kill = sink.count()
     assert at_kill < SUBSCRIBERS, "the edition finished before the kill; nothing was tested"
+    assert DeliveryStatus.SENDING in _queue(database_url), "nothing was in flight at the kill"
 
+    restarted_at = time.monotonic()
     second = _daemon(env, tmp_path, "second")
     try:
+        _wait_for(lambda: sink.count() > at_kill, 30, "sending to resume after the restart")
+        resumed = time.monotonic() - restarted_at
         _wait_for(
             lambda: _queue(database_url) == {DeliveryStatus.SENT: SUBSCRIBERS},
             120,
-            "the restarted daemon to finish the edition",
+            "the restarted daemon to finish the edition, the dead one's claims included",
         )
     finally:
         assert _stop(second) == 0
     received = sink.recipients()
     duplicates = sum(received.values()) - len(received)
-    print(f"\nkill -9 after {at_kill} messages; duplicates after restart: {duplicates}")
+    print(
+        f"\nkill -9 after {at_kill} messages; sending resumed {resumed:.1f}s after the "
+        f"restart; duplicates: {duplicates}"
+    )
     assert len(received) == SUBSCRIBERS  # everyone got the edition
     assert duplicates <= BATCH  # only what was in flight (one batch) can repeat
 

@@ -15,7 +15,7 @@ from digestd.mail.digests import load_articles
 from digestd.mail.template import Personal
 from digestd.models import EditionKind
 from digestd.planning.layouts import in_site_order
-from digestd.planning.planner import Planner
+from digestd.planning.planner import Planner, Timing
 from digestd.service import Service
 
 
@@ -25,9 +25,10 @@ def preview(
     """The edition as ``html``, ``text`` or a whole message (``eml``); None when there is
     nothing to send."""
     settings = service.settings
-    planner = Planner(kind, service.policy, service.renderer, now, on_demand=True)
+    planner = Planner(kind, service.policy, service.renderer, now, Timing.NOW)
     with service.sessions() as session:
         slot = planner.slot_for(ZoneInfo(settings.default_timezone))
+        assert slot is not None  # as of now, always
         found = planner.layout_for(session, slot, in_site_order(categories), frozenset())
         if found is None:
             return None

@@ -14,6 +14,7 @@ the queue rows and the readers' next send instants, and commits.
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,15 @@ from digestd.planning.repeats import EarlierDailies
 from digestd.planning.schedule import Slot, latest_slot, next_slot
 from digestd.planning.selection import pick
 
+
+class Timing(enum.Enum):
+    """Which edition a planning run gives each reader."""
+
+    SCHEDULED = "scheduled"  # their latest send time, if within the catch-up window
+    NOW = "now"  # as of now, named by their local date (previews, the demo)
+    TRIGGER = "trigger"  # an operator's "send now": the current edition, once its time came
+
+
 BATCH = 1000
 MISSED = "missed:"  # how a skipped row says it was due beyond the catch-up window
 
@@ -70,12 +80,13 @@ def enqueue_now(
     kind: EditionKind,
     subscriber_ids: list[int],
     now: datetime,
+    timing: Timing = Timing.NOW,
 ) -> EnqueueReport:
     """Queue an edition for these subscribers as of ``now`` instead of their send time
-    (operator's "send now", the demo). Still one per local date: a reader who already had
-    today's edition gets nothing more."""
+    (``timing``: the demo's "today's daily now", or an operator's trigger). Still one per
+    local date (week): a reader who already had that edition gets nothing more."""
     report = EnqueueReport()
-    planner = Planner(kind, policy, renderer, now, on_demand=True)
+    planner = Planner(kind, policy, renderer, now, timing)
     for start in range(0, len(subscriber_ids), BATCH):
         with sessions.begin() as session:
             rows = session.execute(
@@ -94,7 +105,7 @@ class _Decision:
     """What one reader gets, decided from reads alone."""
 
     subscriber_id: int
-    slot: Slot
+    slot: Slot | None  # None: not yet (left for later by a trigger)
     following: datetime  # their next send instant after this one
     layout: Layout | None  # None: skipped (see ``why``)
     key: str = ""  # the layout's content key
@@ -111,13 +122,12 @@ class Planner:
         policy: Policy,
         renderer: DigestRenderer,
         now: datetime,
-        *,
-        on_demand: bool = False,
+        timing: Timing = Timing.SCHEDULED,
     ) -> None:
         self.kind = kind
         self.policy = policy
         self.now = now
-        self.on_demand = on_demand
+        self.timing = timing
         self.column = (
             Subscriber.next_daily_at if kind is EditionKind.DAILY else Subscriber.next_weekly_at
         )
@@ -125,7 +135,7 @@ class Planner:
         self.earlier = EarlierDailies(now)
         self.book = DigestBook(kind, renderer, now)
         self._editions: dict[str, int] = {}  # period -> edition id
-        self._zone_slots: dict[str, tuple[Slot, datetime]] = {}
+        self._zone_slots: dict[str, tuple[Slot | None, datetime]] = {}
         # (chosen article ids, categories) -> (layout, content key): hashed once per combo.
         self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[Layout, str]] = {}
         self._after: tuple[datetime | None, int] | None = None  # the last reader planned
@@ -170,10 +180,21 @@ class Planner:
         ]
         self._write(session, decisions, report)
 
-    def slot_for(self, zone: ZoneInfo) -> Slot:
-        if self.on_demand:
+    def slot_for(self, zone: ZoneInfo) -> Slot | None:
+        """The edition a reader of ``zone`` gets from this run; None: not yet (a trigger
+        before their send time)."""
+        at = self.policy.send_time(self.kind)
+        if self.timing is Timing.NOW:
             return Slot(self.kind, self.now.astimezone(zone).date(), self.now)
-        return latest_slot(self.kind, self.now, zone, self.policy.send_time(self.kind))
+        latest = latest_slot(self.kind, self.now, zone, at)
+        if self.timing is Timing.SCHEDULED:
+            return latest
+        # A trigger sends the edition the reader's schedule is on now (a weekly is named
+        # by its Sunday), with the content as of now; a daily whose send time has not come
+        # today is left for later, never sent as tomorrow's from tonight.
+        if self.kind is EditionKind.DAILY and latest.local_date != self.now.astimezone(zone).date():
+            return None
+        return Slot(self.kind, latest.local_date, self.now)
 
     def layout_for(
         self, session: Session, slot: Slot, categories: list[str], exclude: frozenset[str]
@@ -204,7 +225,9 @@ class Planner:
         exclude: frozenset[str],
     ) -> _Decision:
         slot, following = self._slots(zone)
-        if not self.on_demand and self.now - slot.at > self.policy.catchup:
+        if slot is None:
+            return _Decision(subscriber_id, None, following, None, why="not yet")
+        if self.timing is Timing.SCHEDULED and self.now - slot.at > self.policy.catchup:
             why = f"{MISSED} due {slot.at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
             return _Decision(subscriber_id, slot, following, None, why=why)
         found = self.layout_for(session, slot, categories, exclude)
@@ -212,24 +235,26 @@ class Planner:
             return _Decision(subscriber_id, slot, following, None, why="nothing new to send")
         return _Decision(subscriber_id, slot, following, found[0], key=found[1])
 
-    def _slots(self, zone_name: str) -> tuple[Slot, datetime]:
+    def _slots(self, zone_name: str) -> tuple[Slot | None, datetime]:
         """The reader's slot and the send instant after it: the same for a whole zone."""
         found = self._zone_slots.get(zone_name)
         if found is None:
             zone = ZoneInfo(zone_name)
             slot = self.slot_for(zone)
             at = self.policy.send_time(self.kind)
-            following = next_slot(self.kind, max(slot.at, self.now), zone, at)
-            found = self._zone_slots[zone_name] = (slot, following.at)
+            after = max(slot.at, self.now) if slot is not None else self.now
+            found = self._zone_slots[zone_name] = (slot, next_slot(self.kind, after, zone, at).at)
         return found
 
     def _write(self, session: Session, decisions: list[_Decision], report: EnqueueReport) -> None:
-        editions = self._edition_ids(session, {d.slot.period for d in decisions})
+        report.later += sum(d.slot is None for d in decisions)
+        planned = [(d, d.slot) for d in decisions if d.slot is not None]
+        editions = self._edition_ids(session, {slot.period for _, slot in planned})
         wanted = {
-            (editions[d.slot.period], d.key): d.layout for d in decisions if d.layout is not None
+            (editions[slot.period], d.key): d.layout for d, slot in planned if d.layout is not None
         }
         self.book.provide(session, wanted, {e: p for p, e in editions.items()})
-        rows = [self._row(d, editions[d.slot.period]) for d in decisions]
+        rows = [self._row(d, slot, editions[slot.period]) for d, slot in planned]
         rows.sort(key=lambda row: row["digest_id"] or 0)
         # Counted from what was inserted: a row another worker (or an earlier run) made for
         # the same reader and edition is not planned again, and not reported again.
@@ -242,16 +267,16 @@ class Planner:
         )
         for row in inserted:
             self._count(report, row.status, row.last_error)
-        if not self.on_demand:  # an on-demand edition leaves the regular schedule as it was
+        if self.timing is Timing.SCHEDULED:  # an edition on demand leaves the schedule be
             self._move_next_send(session, decisions)
 
-    def _row(self, decision: _Decision, edition_id: int) -> dict[str, Any]:
+    def _row(self, decision: _Decision, slot: Slot, edition_id: int) -> dict[str, Any]:
         row: dict[str, Any] = {
             "subscriber_id": decision.subscriber_id,
             "edition_id": edition_id,
             "digest_id": None,
             "status": DeliveryStatus.SKIPPED,
-            "due_at": decision.slot.at,
+            "due_at": slot.at,
             "next_attempt_at": self.now,
             "attempts": 0,
             "created_at": self.now,

@@ -47,10 +47,4 @@ class EnqueueReport:
     late: int = 0  # due beyond the catch-up window
     rendered: int = 0  # digests rendered (each distinct digest once)
     unrenderable: int = 0  # deliveries failed because their digest could not be rendered
-
-    def add(self, other: EnqueueReport) -> None:
-        self.queued.update(other.queued)
-        self.empty += other.empty
-        self.late += other.late
-        self.rendered += other.rendered
-        self.unrenderable += other.unrenderable
+    later: int = 0  # left for later: a trigger before the reader's send time

@@ -280,6 +280,11 @@ SCHEMAS: dict[str, Any] = {
             "queued": {"type": "integer"},
             "nothing_to_send": {"type": "integer"},
             "already_had_it": {"type": "integer"},
+            "left_for_later": {
+                "type": "object",
+                "description": "Readers whose local send time has not come yet today",
+                "properties": {"count": {"type": "integer"}, "why": STRING},
+            },
             "not_eligible": {
                 "type": "array",
                 "items": {"type": "object", "properties": {"email": STRING, "reason": STRING}},
