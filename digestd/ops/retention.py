@@ -1,0 +1,79 @@
+"""Forgetting old history: settled queue rows older than ``DIGESTD_RETENTION_DAYS`` go, and
+the digests and editions nothing refers to any more go with them.
+
+What must outlive the window stays: rows still waiting or in flight (any age), the recent
+dailies that "a daily never repeats an article" reads (8 days, far inside the window), and
+a reader's suppression (kept in its own table, never pruned). "View in browser" for an
+edition older than the window answers that it is no longer available.
+
+Rows go in chunks of :data:`CHUNK`, each its own short transaction, so pruning a year of
+history never holds a lock the sender or the pages wait on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, delete, exists, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.models import Delivery, DeliveryStatus, Digest, Edition
+
+SETTLED = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+CHUNK = 5000
+
+
+@dataclass
+class PruneReport:
+    deliveries: int = 0
+    digests: int = 0
+    editions: int = 0
+
+
+def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneReport:
+    """Delete what is older than ``days`` (see the module docstring)."""
+    cutoff = now - timedelta(days=days)
+    report = PruneReport()
+    # Settled rows, found through the claim index (status, next_attempt_at, ...): the last
+    # attempt of a settled row is when it settled.
+    while True:
+        with sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(Delivery.id)
+                    .where(Delivery.status.in_(SETTLED), Delivery.next_attempt_at < cutoff)
+                    .limit(CHUNK)
+                )
+            )
+            if ids:
+                session.execute(delete(Delivery).where(Delivery.id.in_(ids)))
+        report.deliveries += len(ids)
+        if len(ids) < CHUNK:
+            break
+    with sessions.begin() as session:
+        report.digests, report.editions = _orphans(session, cutoff)
+    return report
+
+
+def _orphans(session: Session, cutoff: datetime) -> tuple[int, int]:
+    """Digests and editions of before the window whose queue rows are all gone (looked up
+    through the (edition, status) index, never a scan of the history)."""
+    oldest_kept = (cutoff - timedelta(days=1)).date().isoformat()  # periods are local dates
+    emptied = session.scalars(
+        select(Edition.id).where(
+            Edition.period < oldest_kept,
+            ~exists().where(Delivery.edition_id == Edition.id),
+        )
+    ).all()
+    digests = editions = 0
+    for start in range(0, len(emptied), CHUNK):
+        chunk = emptied[start : start + CHUNK]
+        digests += _count(session.execute(delete(Digest).where(Digest.edition_id.in_(chunk))))
+        editions += _count(session.execute(delete(Edition).where(Edition.id.in_(chunk))))
+    return digests, editions
+
+
+def _count(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount or 0)

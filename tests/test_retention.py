@@ -1,0 +1,77 @@
+"""Retention: settled history older than the window is pruned, in chunks; what is still
+waiting, what the window holds, and the digests it refers to stay. Real databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.config import Settings
+from digestd.db import make_engine, make_sessions
+from digestd.models import Delivery, DeliveryStatus, Digest, Edition, Subscriber, Suppression
+from digestd.ops import retention
+from digestd.ops.retention import prune
+from tests.admin_seed import delivery, edition, reader, suppression
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.database_url)
+    yield make_sessions(engine)
+    engine.dispose()
+
+
+def _history(sessions: sessionmaker[Session], days: int) -> None:
+    """One daily edition a day for ``days`` days, two readers each, a digest each."""
+    with sessions.begin() as session:
+        ann = reader(session, "ann@example.com", created_at=NOW - timedelta(days=days + 1))
+        bob = reader(session, "bob@example.com", created_at=NOW - timedelta(days=days + 1))
+        suppression(session, "gone@example.com", "hard-bounce", NOW - timedelta(days=days))
+        for back in range(days):
+            due = NOW - timedelta(days=back, hours=2)
+            daily = edition(session, "daily", due.date().isoformat(), due)
+            digest = Digest(edition_id=daily.id, content_key="k", layout={}, created_at=due)
+            session.add(digest)
+            session.flush()
+            for who, status in ((ann, DeliveryStatus.SENT), (bob, DeliveryStatus.SKIPPED)):
+                row = delivery(session, who, daily, status, due, sent_at=due)
+                row.digest_id = digest.id
+
+
+def _count(sessions: sessionmaker[Session], model: object, *where: object) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)  # type: ignore[arg-type]
+
+
+def test_settled_rows_older_than_the_window_go_with_their_digests_and_editions(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "CHUNK", 7)  # several chunks, each its own transaction
+    _history(sessions, 120)
+    with sessions.begin() as session:  # an old row still waiting: never pruned
+        stuck = session.scalars(select(Delivery).where(Delivery.status == "skipped")).first()
+        assert stuck is not None
+        old = session.scalars(select(Edition).order_by(Edition.period)).first()
+        assert old is not None
+        stuck.status, stuck.edition_id = DeliveryStatus.QUEUED, old.id
+    report = prune(sessions, NOW, days=90)
+    # 120 days of 2 rows; days 0-89 back are inside the window (the edition 90 days back
+    # is due 2 h before the cutoff).
+    assert report.deliveries == 2 * 30 - 1
+    assert _count(sessions, Delivery) == 2 * 90 + 1
+    assert _count(sessions, Delivery, Delivery.status == DeliveryStatus.QUEUED) == 1
+    # Editions are named by local dates: those of the last day before the window stay a day
+    # longer (days 90 and 91 back), and the one holding the waiting row keeps its digest;
+    # the 27 others before the window are gone.
+    assert (report.digests, report.editions) == (27, 27)
+    assert _count(sessions, Edition) == 93 and _count(sessions, Digest) == 93
+    # Nothing but the history: readers and suppressions stay.
+    assert _count(sessions, Subscriber) == 2 and _count(sessions, Suppression) == 1
+    again = prune(sessions, NOW, days=90)
+    assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
