@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import aiosmtplib
 
@@ -152,8 +152,9 @@ class SmtpSession:
         """``timeout`` bounds each command's reply, ``data_timeout`` the reply to the end
         of the content; ``pipelining=False`` goes in lockstep even if the server offers it
         (relays that advertise it and then lose commands)."""
-        transport = client.transport
-        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+        # Not an isinstance check: uvloop's transports do not derive from asyncio's.
+        transport = cast(asyncio.Transport | None, client.transport)
+        if transport is None or transport.is_closing():
             raise SessionLost("connection lost", [])
         self.pipelining = pipelining and client.supports_extension("pipelining")
         self.size = client.supports_extension("size")
