@@ -70,6 +70,9 @@ class DeliveryTuning:
     domain_rate: float = 0.0  # DIGESTD_SMTP_DOMAIN_RATE: per recipient domain
     failure_burst: int = 50  # DIGESTD_SMTP_FAILURE_BURST: consecutive failures that pause
     pause_seconds: float = 60.0  # DIGESTD_SMTP_PAUSE_SECONDS: how long such a pause lasts
+    # DIGESTD_SMTP_STORM_DOMAINS: the same permanent refusal from this many recipient domains
+    # in a row is about the relay: it pauses sending and suppresses nobody
+    storm_domains: int = 5
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 3600.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
@@ -322,6 +325,7 @@ def _parse_delivery(get: Any) -> DeliveryTuning:
         domain_rate=number("SMTP_DOMAIN_RATE", d.domain_rate, float, True),
         failure_burst=number("SMTP_FAILURE_BURST", d.failure_burst, int, False),
         pause_seconds=number("SMTP_PAUSE_SECONDS", d.pause_seconds, float, True),
+        storm_domains=number("SMTP_STORM_DOMAINS", d.storm_domains, int, False),
         batch=number("SEND_BATCH", d.batch, int, False),
         lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, True),
         tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, True),
@@ -334,6 +338,11 @@ def _parse_delivery(get: Any) -> DeliveryTuning:
     ):
         if value < 1:
             raise ConfigError(PREFIX + name, f"must be at least 1 second, got {value}")
+    if tuning.storm_domains < 2:
+        raise ConfigError(
+            PREFIX + "SMTP_STORM_DOMAINS",
+            f"must be at least 2 (one domain is no storm), got {tuning.storm_domains}",
+        )
     if tuning.helper_processes > MAX_HELPER_PROCESSES:
         raise ConfigError(
             PREFIX + "HELPER_PROCESSES",
