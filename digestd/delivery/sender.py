@@ -52,7 +52,7 @@ from digestd.delivery.outcomes import (
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.recorder import Recorder
-from digestd.delivery.storms import RefusalRuns, Verdict
+from digestd.delivery.storms import RefusalRuns
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
@@ -387,29 +387,10 @@ class _Run:
         for entry in held:
             self.recorder.add(entry)
 
-    def _decided(self, entries: list[tuple[Job, Result]]) -> list[tuple[Job, Result, bool]]:
-        """The entries whose outcome can be written now, each with whether its refusal was
-        part of a storm; the others wait in ``held``."""
-        runs = self.sender.refusals
-        ready: list[tuple[Job, Result, bool]] = []
-        waiting: list[tuple[Job, Result]] = []
-        for job, result in [*self.held, *entries]:
-            if not isinstance(result, PermanentDeliveryError):
-                ready.append((job, result, False))
-                continue
-            verdict = runs.verdict(result)
-            if verdict is Verdict.HOLD and may_suppress(result):
-                waiting.append((job, result))
-                continue
-            runs.forget(result)
-            ready.append((job, result, verdict is Verdict.STORM))
-        self.held = waiting
-        return ready
-
     async def _record(self, entries: list[tuple[Job, Result]]) -> None:
         """Write ``entries`` (counted into the report here, on the event loop)."""
         now = self.clock()
-        decided = self._decided(entries)
+        decided, self.held = self.sender.refusals.sort_out([*self.held, *entries], may_suppress)
         entries = [(job, result) for job, result, _ in decided]
         outcomes = [
             self.sender.outcomes.of(job, result, now, storm=storm) for job, result, storm in decided

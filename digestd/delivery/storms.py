@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from digestd.errors import PermanentDeliveryError
 from digestd.readers.bounce_policy import codes_in
 
+J = TypeVar("J")
+R = TypeVar("R")
 _ADDRESS = re.compile(r"[^\s<>\"'():;,\[\]]+@[^\s<>\"'():;,\[\]]+")
 _HAS_DIGIT = re.compile(r"\S*\d\S*")
 
@@ -98,3 +102,25 @@ class RefusalRuns:
         if self.current is not None:
             self.current.open = False
             self.current = None
+
+    def sort_out(
+        self,
+        entries: Iterable[tuple[J, R]],
+        may_suppress: Callable[[PermanentDeliveryError], bool],
+    ) -> tuple[list[tuple[J, R, bool]], list[tuple[J, R]]]:
+        """``(job, result)`` entries → those whose outcome can be written now, each with
+        whether its refusal was part of a storm, and those to hold until their run is
+        decided (refusals that would count against the address)."""
+        ready: list[tuple[J, R, bool]] = []
+        held: list[tuple[J, R]] = []
+        for job, result in entries:
+            if not isinstance(result, PermanentDeliveryError):
+                ready.append((job, result, False))
+                continue
+            verdict = self.verdict(result)
+            if verdict is Verdict.HOLD and may_suppress(result):
+                held.append((job, result))
+                continue
+            self.forget(result)
+            ready.append((job, result, verdict is Verdict.STORM))
+        return ready, held

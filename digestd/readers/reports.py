@@ -20,8 +20,11 @@ What a report means is the bounce policy's call (:mod:`digestd.readers.bounce_po
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
+import quopri
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -37,6 +40,7 @@ from digestd.readers.bounce_policy import (
 )
 
 MAX_REPORT_BYTES = 2_000_000
+MAX_MULTIPARTS = 50
 DSN_TYPES = {
     "message/delivery-status",
     "message/global-delivery-status",
@@ -49,6 +53,7 @@ _DAEMON = re.compile(r"mailer[-_ ]?daemon|postmaster|mail delivery", re.IGNORECA
 _AUTO_REPLY = re.compile(
     r"out of (the )?office|auto(matic)?[- ]?reply|autoreply|vacation|abwesenheit", re.IGNORECASE
 )
+_BOUNDARY = re.compile(rb"boundary\s*\*?[0-9]*\*?\s*=", re.IGNORECASE)
 _BODY_REPLY = re.compile(r"(?m)(?:^\s*|:\s+)([45]\d\d)[ -]+(?:([45]\.\d{1,3}\.\d{1,3})\b)?")
 
 
@@ -74,6 +79,10 @@ class Report:
 def parse(raw: bytes) -> Message:
     if len(raw) > MAX_REPORT_BYTES:
         raise ReportError(f"report is larger than {MAX_REPORT_BYTES} bytes")
+    # Reports nest two or three levels; thousands would exhaust the email package's
+    # recursion (walk, as_string) on a crafted message.
+    if len(_BOUNDARY.findall(raw)) > MAX_MULTIPARTS:
+        raise ReportError(f"report has more than {MAX_MULTIPARTS} multipart parts")
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
@@ -97,13 +106,22 @@ def read(message: Message) -> Report:
 def _blocks(part: Message) -> list[dict[str, str]]:
     """The field blocks of a delivery-status part, field names lower-cased, values unfolded."""
     payload = part.get_payload()
-    if isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
+    encoded = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if isinstance(payload, list) and encoded in ("base64", "quoted-printable"):
+        # Parsed as field blocks though it is encoded (an appliance): decode it first.
+        text = "".join(p.as_string() for p in payload if isinstance(p, Message))
+        try:
+            data = base64.b64decode(text) if encoded == "base64" else quopri.decodestring(text)
+        except (binascii.Error, ValueError) as exc:
+            raise ReportError(f"the delivery-status part is not valid {encoded}") from exc
+        text = data.decode("utf-8", "replace")
+    elif isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
         return [_fields(block.items()) for block in payload if isinstance(block, Message)]
-    if isinstance(payload, list):  # another message/* type, parsed as a message
+    elif isinstance(payload, list):  # another message/* type, parsed as a message
         text = "".join(str(p) for p in payload if isinstance(p, Message))
     else:
-        data = part.get_payload(decode=True)
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
     return [
         _fields(email.message_from_string(b + "\n", policy=email.policy.compat32).items())
@@ -130,8 +148,12 @@ def _dsn(message: Message, part: Message, original: Message | None) -> Report:
         (i for want in ("failed", "delayed") for i, a in enumerate(actions) if a == want), 0
     )
     block, action = recipients[index], actions[index]
-    diagnostic = block.get("diagnostic-code") or None
+    recipient = _address(block.get("original-recipient")) or _address(block.get("final-recipient"))
+    # OpenSMTPD writes no Diagnostic-Code: the reply is in its text, after the address.
+    diagnostic = block.get("diagnostic-code") or _quoted_reply(own_text(message), recipient)
     code, status = _codes(block.get("status"), diagnostic)
+    if action == "delayed" and (status or "").endswith(".4.7"):
+        action = "failed"  # "delivery time expired": the reporter gave up (OpenSMTPD 6.8)
     if action == "failed":
         kind = classify(_stage(own_text(message)), code, status).kind
     else:
@@ -139,8 +161,7 @@ def _dsn(message: Message, part: Message, original: Message | None) -> Report:
     return Report(
         source="dsn",
         kind=kind,
-        recipient=_address(block.get("original-recipient"))
-        or _address(block.get("final-recipient")),
+        recipient=recipient,
         status=status or (str(code) if code else None),
         diagnostic=diagnostic,
         reporting_mta=_mta(per_message.get("reporting-mta") or block.get("remote-mta")),
@@ -178,6 +199,20 @@ def _codes(status_field: str | None, diagnostic: str | None) -> tuple[int | None
     if code is not None and quoted is None and (status is None or str(code)[0] == status[0]):
         return code, None  # the reporter's X.0.0 adds nothing to a bare reply code
     return code, status or quoted
+
+
+def _quoted_reply(text: str, recipient: str | None) -> str | None:
+    """``gone@example.com: 550 5.1.1 <...>: User unknown`` in a report's text → the reply."""
+    if not recipient:
+        return None
+    for line in text.splitlines():
+        before, found, _ = line.lower().partition(recipient)
+        if not found:
+            continue
+        reply = line[len(before) + len(recipient) :].lstrip(">").lstrip(":").strip()
+        if codes_in(reply)[0] is not None:
+            return " ".join(reply.split())
+    return None
 
 
 def _stage(text: str) -> Stage:
