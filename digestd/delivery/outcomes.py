@@ -7,9 +7,10 @@ the delivery fails. A 5xx refusal fails it at once. Either way the refusal is a 
 event whose kind the bounce policy decides (:mod:`digestd.readers.bounce_policy`): only an
 address-level reply suppresses, a mailbox that stays full counts as a soft bounce, anything
 else fails the message and keeps the reader. A refusal the sender saw from many domains in
-a row (``storm``) is about the relay, whatever its code says. Any other error building or sending one message (a DKIM key that
-cannot sign it, a bug) fails that message alone: retried like a 4xx, then ``failed``,
-never suppressing the reader and never holding up the rest of the queue.
+a row (``storm``) is about the relay, whatever its code says. Any other error building or
+sending one message (a DKIM key that cannot sign it, a bug) fails that message alone:
+retried like a 4xx, then ``failed``, never suppressing the reader and never holding up the
+rest of the queue.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 diagnostic, reporting MTA, how it came). Soft bounces are counted from it; the
 ``soft-bounce:`` prefix deliveries carried in ``last_error`` becomes ledger rows.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
