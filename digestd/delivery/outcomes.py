@@ -46,8 +46,14 @@ class Broken:
     why: str  # an unexpected error while building or sending this message
 
 
-# What sending one job came to: the server's reply, a refusal, or one of the above.
-Result = str | DeliveryError | Released | Skipped | Unsendable | Broken
+@dataclass(frozen=True)
+class Sent:
+    reply: str  # the server's answer to the end of the content
+    message_id: str
+
+
+# What sending one job came to: sent, refused, or one of the above.
+Result = Sent | DeliveryError | Released | Skipped | Unsendable | Broken
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
@@ -62,7 +68,6 @@ class Outcomes:
 
     catchup: timedelta  # also how old a message may get while being retried
     max_attempts: int
-    message_id: Callable[[Job], str]
     rng: Callable[[], float] = random.random
 
     def of(self, job: Job, result: Result, now: datetime) -> Outcome:
@@ -74,15 +79,15 @@ class Outcomes:
             return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=result.why[:1000])
         if isinstance(result, Broken):
             return self._broken(job, result.why, now)
-        if isinstance(result, str):
+        if isinstance(result, Sent):
             return Outcome(
                 job,
                 DeliveryStatus.SENT,
                 True,
                 now,
                 sent_at=now,
-                smtp_reply=result[:500],
-                message_id=self.message_id(job),
+                smtp_reply=result.reply[:500],
+                message_id=result.message_id,
             )
         return self._refused(job, result, now)
 

@@ -41,6 +41,7 @@ from digestd.delivery.outcomes import (
     Broken,
     Outcomes,
     Result,
+    Sent,
     Skipped,
     Unsendable,
     label,
@@ -112,12 +113,7 @@ class Sender:
         self.monotonic = monotonic
         self.metrics = metrics or Metrics()
         self.lease = timedelta(seconds=self.tuning.lease_seconds)
-        self.outcomes = Outcomes(
-            catchup,
-            self.tuning.max_attempts,
-            lambda job: composer.message_id(job.kind, job.period, job.delivery_id),
-            rng,
-        )
+        self.outcomes = Outcomes(catchup, self.tuning.max_attempts, rng)
         # Failure-burst circuit breaker: it must outlive a tick, so it lives here.
         self.consecutive_failures = 0
         self.paused_until = 0.0
@@ -181,36 +177,43 @@ class Sender:
 
     async def transmit(self, job: Job, batch: Batch, hold: Callable[[], bool]) -> Result:
         """Compose one message and hand it over, within the sending limits."""
+        recipient = ascii_address(job.email)
+        if not self.limits.active:
+            return await self._hand_over(job, batch, recipient, hold)
+        async with self.limits.slot(recipient):
+            return await self._hand_over(job, batch, recipient, hold)
+
+    async def _hand_over(
+        self, job: Job, batch: Batch, recipient: str, hold: Callable[[], bool]
+    ) -> Result:
+        if hold():
+            return RELEASED
         assert job.digest_id is not None
         template = batch.digests[job.digest_id].template
         assert template is not None
-        recipient = ascii_address(job.email)
-        async with self.limits.slot(recipient):
-            if hold():
-                return RELEASED
-            # Composed here, just before it leaves: only the messages in flight are in memory.
-            data = self.composer.compose(
-                template,
-                delivery_id=job.delivery_id,
-                public_id=job.public_id,
-                email=job.email,
-                kind=job.kind,
-                period=job.period,
+        message_id = self.composer.message_id(job.kind, job.period, job.delivery_id)
+        # Composed here, just before it leaves: only the messages in flight are in memory.
+        data = self.composer.compose(
+            template,
+            message_id=message_id,
+            public_id=job.public_id,
+            email=job.email,
+            delivery_id=job.delivery_id,
+        )
+        started = self.monotonic()
+        try:
+            reply = await self.transport.send(
+                self.composer.envelope_from(job.delivery_id), recipient, data
             )
-            started = self.monotonic()
-            try:
-                reply = await self.transport.send(
-                    self.composer.envelope_from(job.delivery_id), recipient, data
-                )
-            except DeliveryError as exc:
-                self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
-                self._failure(exc)
-                return exc
-            finally:
-                self.metrics.send_seconds.observe(self.monotonic() - started)
+        except DeliveryError as exc:
+            self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
+            self._failure(exc)
+            return exc
+        finally:
+            self.metrics.send_seconds.observe(self.monotonic() - started)
         self.consecutive_failures = 0
         self.metrics.smtp_succeeded()
-        return reply
+        return Sent(reply, message_id)
 
     def _failure(self, exc: DeliveryError) -> None:
         self.consecutive_failures += 1
@@ -368,7 +371,7 @@ class _Run:
                 continue
             settled += 1
             name = label(result, outcome)
-            self.sender.metrics.messages.labels(job.kind, name).inc()
+            self.sender.metrics.message(job.kind, name)
             self._count(name, outcome.last_error)
         await self._write(outcomes, now)
         if self.on_batch is not None and settled:
