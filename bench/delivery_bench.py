@@ -378,11 +378,10 @@ def compose_alone(url: str, count: int) -> dict[str, float]:
     for n in range(count):
         data = composer.compose(
             template,
-            delivery_id=n,
+            message_id=composer.message_id(digest.kind, digest.period, n),
             public_id=public_ids[n % 1000],
             email=f"reader{n:07d}@d{n % 50:02d}.example.com",
-            kind=digest.kind,
-            period=digest.period,
+            delivery_id=n,
         )
         composer.envelope_from(n)
         size += len(data)

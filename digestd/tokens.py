@@ -15,6 +15,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from datetime import UTC, datetime, timedelta
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 
 from digestd.errors import DigestdError
+
+# Characters whose JSON string is the characters themselves between quotes.
+_PLAIN = re.compile(r"[A-Za-z0-9_./-]*")
 
 
 class Purpose(enum.StrEnum):
@@ -132,7 +136,10 @@ class Tokens:
                 stamp_cache[1] = b64(now.to_bytes(8, "big").lstrip(b"\x00"))
             # Never compressed: itsdangerous only compresses when it saves bytes, which short
             # random ids never do, and reads an uncompressed payload either way.
-            raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            if _PLAIN.fullmatch(payload):  # a public id: its JSON is itself in quotes
+                raw = b'"' + payload.encode("ascii") + b'"'
+            else:
+                raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
             value = b64(raw) + b"." + stamp_cache[1]  # type: ignore[operator]
             signer = mac.copy()
             signer.update(value)

@@ -75,15 +75,14 @@ class Composer:
         self,
         template: MessageTemplate,
         *,
-        delivery_id: int,
+        message_id: str,
         public_id: str,
         email: str,
-        kind: str,
-        period: str,
+        delivery_id: int,
     ) -> bytes:
         personal = Personal(
             to=ascii_address(email),
-            message_id=self.message_id(kind, period, delivery_id),
+            message_id=message_id,
             date=self._date_header(),
             links=self.links.for_subscriber(public_id, delivery_id),
             unsubscribe_mailto=self.mailto,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -40,9 +41,10 @@ class Metrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
+        self._messages: dict[tuple[str, str], Any] = {}
         for kind in EditionKind:
-            for outcome in OUTCOMES:
-                self.messages.labels(str(kind), outcome)  # present at 0 from the start
+            for outcome in OUTCOMES:  # present at 0 from the start
+                self._messages[(str(kind), outcome)] = self.messages.labels(str(kind), outcome)
         self.smtp_errors = Counter(
             "digestd_smtp_errors",
             "SMTP failures by reply code (none: no reply, e.g. a drop)",
@@ -77,6 +79,13 @@ class Metrics:
             "for all addresses together was reached",
             registry=self.registry,
         )
+
+    def message(self, kind: str, outcome: str) -> None:
+        """Count one message (the labelled child looked up once, not per message)."""
+        child = self._messages.get((kind, outcome))
+        if child is None:
+            child = self._messages[(kind, outcome)] = self.messages.labels(kind, outcome)
+        child.inc()
 
     def smtp_succeeded(self) -> None:
         self.last_smtp_success_at = time.time()
