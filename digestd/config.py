@@ -116,6 +116,9 @@ class Settings:
     delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
     dkim: DkimSettings | None = None
     log_format: str = "text"  # text | logfmt | json
+    # DIGESTD_INBOUND_LISTEN: (host, port) of the LMTP listener for bounces, complaints and
+    # mailto: unsubscribes (digestd.inbound); None: not listening
+    inbound_listen: tuple[str, int] | None = None
 
     @property
     def mail_dir(self) -> Path:
@@ -129,6 +132,13 @@ class Settings:
     def list_id(self) -> str:
         host = urlsplit(self.base_url).hostname or "localhost"
         return f"{self.site_name} digests <digest.{host}>"
+
+
+def _parse_host_port(variable: str, raw: str) -> tuple[str, int]:
+    host, _, port_text = raw.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(variable, f"expected HOST:PORT, got {raw!r}")
+    return host.strip("[]"), int(port_text)
 
 
 def _parse_hour(variable: str, raw: str) -> time:
@@ -482,4 +492,7 @@ def load_settings(
         delivery=_parse_delivery(get),
         dkim=_parse_dkim(get, from_address.rpartition("@")[2]),
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
+        inbound_listen=_parse_host_port(PREFIX + "INBOUND_LISTEN", get("INBOUND_LISTEN"))
+        if get("INBOUND_LISTEN")
+        else None,
     )

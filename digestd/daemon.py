@@ -31,6 +31,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from digestd.config import Settings
 from digestd.content import feeds
 from digestd.errors import ConfigError, DigestdError, first_line
+from digestd.inbound import lmtp
 from digestd.service import Service
 from digestd.web.app import create_app
 
@@ -86,12 +87,22 @@ def http_server(service: Service) -> uvicorn.Server:
     return _EmbeddedServer(config)
 
 
+async def start_inbound(service: Service) -> lmtp.Inbound | None:
+    """The LMTP listener for bounces, complaints and mailto: unsubscribes, when
+    ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs)."""
+    settings = service.settings
+    return await lmtp.start(
+        settings.inbound_listen, service.sessions, service.tokens, settings.from_domain
+    )
+
+
 async def serve(
     service: Service,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sock: socket.socket | None = None,
 ) -> None:
     sock = sock or listen_socket(service.settings)
+    inbound = await start_inbound(service)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,6 +206,7 @@ async def serve(
             log.warning(
                 "the batch in flight did not finish in %.0fs; its leases will expire", STOP_TIMEOUT
             )
+        await lmtp.stop(inbound)
         await service.close()
     if unexpected:
         raise DigestdError("the HTTP server stopped unexpectedly; see the log above")

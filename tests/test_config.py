@@ -157,6 +157,11 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_HELPER_PROCESSES", "-1"),
         ("DIGESTD_HELPER_PROCESSES", "two"),
         ("DIGESTD_HELPER_PROCESSES", "1000"),
+        ("DIGESTD_INBOUND_LISTEN", "2525"),
+        ("DIGESTD_INBOUND_LISTEN", "127.0.0.1:lmtp"),
+        ("DIGESTD_INBOUND_LISTEN", "127.0.0.1:0"),
+        ("DIGESTD_SMTP_STORM_DOMAINS", "1"),
+        ("DIGESTD_SMTP_STORM_DOMAINS", "many"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -198,3 +203,14 @@ def test_cli_stops_with_exit_2_and_one_line_naming_the_variable(
     assert len(err) == 1
     assert "DIGESTD_SMTP_URL" in err[0]
     assert not (tmp_path / "var" / "mail").exists()  # nothing was sent or written
+
+
+def test_the_inbound_listener_is_off_unless_set(tmp_path: Path) -> None:
+    base = {"DIGESTD_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).inbound_listen is None
+    on = load_settings({**base, "DIGESTD_INBOUND_LISTEN": "127.0.0.1:2525"})
+    assert on.inbound_listen == ("127.0.0.1", 2525)
+    assert load_settings({**base, "DIGESTD_INBOUND_LISTEN": "[::1]:2525"}).inbound_listen == (
+        "::1",
+        2525,
+    )
