@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session
 from digestd.models import Delivery, Subscriber
 from digestd.readers import ledger
 from digestd.readers.bounce_policy import Kind
-from digestd.readers.reports import MAX_REPORT_BYTES, Report, ReportError, parse, read
+from digestd.readers.report_parts import ReportError
+from digestd.readers.reports import MAX_REPORT_BYTES, Report, parse, read
 from digestd.tokens import BadToken, Tokens
 
 __all__ = ["MAX_REPORT_BYTES", "Outcome", "ReportError", "ReportResult", "process_report"]

@@ -11,7 +11,9 @@ What real MTAs and appliances send, and this reader takes:
 - Action synonyms (``failure``, ``expired``, ``bounced``) and a missing Action (read from the
   Status class);
 - a reporter's unspecific ``Status: 5.0.0`` (Exim) next to a precise
-  ``Diagnostic-Code: smtp; 550 5.1.1 ...``: the precise code wins;
+  ``Diagnostic-Code: smtp; 550 5.1.1 ...``: the precise code wins; no Diagnostic-Code at
+  all (OpenSMTPD): the reply quoted after the recipient in the reporter's text;
+- an expiry reported as ``Action: delayed`` with ``Status: 4.4.7`` (OpenSMTPD 6.8): a failure;
 - a plain-text bounce (qmail, some gateways), read for the SMTP reply it quotes; it counts
   only when the message comes from a mailer daemon, never from an auto-reply.
 
@@ -20,16 +22,12 @@ What a report means is the bounce policy's call (:mod:`digestd.readers.bounce_po
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email
 import email.policy
-import quopri
 import re
 from dataclasses import dataclass
 from email.message import Message
 
-from digestd.errors import InputError
 from digestd.readers.bounce_policy import (
     Kind,
     Stage,
@@ -37,6 +35,15 @@ from digestd.readers.bounce_policy import (
     codes_in,
     normal_status,
     unspecific,
+)
+from digestd.readers.report_parts import (
+    ReportError,
+    address_of,
+    field_blocks,
+    mta_of,
+    original_of,
+    own_text,
+    uncommented,
 )
 
 MAX_REPORT_BYTES = 2_000_000
@@ -55,10 +62,6 @@ _AUTO_REPLY = re.compile(
 )
 _BOUNDARY = re.compile(rb"boundary\s*\*?[0-9]*\*?\s*=", re.IGNORECASE)
 _BODY_REPLY = re.compile(r"(?m)(?:^\s*|:\s+)([45]\d\d)[ -]+(?:([45]\.\d{1,3}\.\d{1,3})\b)?")
-
-
-class ReportError(InputError):
-    """Not a delivery-status or feedback report digestd can read."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def read(message: Message) -> Report:
     """What ``message`` reports. A message with neither a delivery-status nor a feedback
     part is read as a plain bounce (the caller decides whether to believe it)."""
     parts = list(message.walk())
-    original = _original(parts)
+    original = original_of(parts)
     status_part = next((p for p in parts if p.get_content_type() in DSN_TYPES), None)
     if status_part is not None:
         return _dsn(message, status_part, original)
@@ -103,41 +106,8 @@ def read(message: Message) -> Report:
 # --- RFC 3464 --------------------------------------------------------------------------
 
 
-def _blocks(part: Message) -> list[dict[str, str]]:
-    """The field blocks of a delivery-status part, field names lower-cased, values unfolded."""
-    payload = part.get_payload()
-    encoded = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if isinstance(payload, list) and encoded in ("base64", "quoted-printable"):
-        # Parsed as field blocks though it is encoded (an appliance): decode it first.
-        text = "".join(p.as_string() for p in payload if isinstance(p, Message))
-        try:
-            data = base64.b64decode(text) if encoded == "base64" else quopri.decodestring(text)
-        except (binascii.Error, ValueError) as exc:
-            raise ReportError(f"the delivery-status part is not valid {encoded}") from exc
-        text = data.decode("utf-8", "replace")
-    elif isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
-        return [_fields(block.items()) for block in payload if isinstance(block, Message)]
-    elif isinstance(payload, list):  # another message/* type, parsed as a message
-        text = "".join(str(p) for p in payload if isinstance(p, Message))
-    else:
-        raw = part.get_payload(decode=True)
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
-    return [
-        _fields(email.message_from_string(b + "\n", policy=email.policy.compat32).items())
-        for b in blocks
-    ]
-
-
-def _fields(items: list[tuple[str, str]]) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for name, value in items:
-        fields.setdefault(name.lower(), " ".join(str(value).split()))
-    return fields
-
-
 def _dsn(message: Message, part: Message, original: Message | None) -> Report:
-    blocks = _blocks(part)
+    blocks = field_blocks(part)
     recipients = [b for b in blocks if "final-recipient" in b or "original-recipient" in b]
     if not recipients:
         raise ReportError("delivery-status report names no recipient")
@@ -148,7 +118,9 @@ def _dsn(message: Message, part: Message, original: Message | None) -> Report:
         (i for want in ("failed", "delayed") for i, a in enumerate(actions) if a == want), 0
     )
     block, action = recipients[index], actions[index]
-    recipient = _address(block.get("original-recipient")) or _address(block.get("final-recipient"))
+    recipient = address_of(block.get("original-recipient")) or address_of(
+        block.get("final-recipient")
+    )
     # OpenSMTPD writes no Diagnostic-Code: the reply is in its text, after the address.
     diagnostic = block.get("diagnostic-code") or _quoted_reply(own_text(message), recipient)
     code, status = _codes(block.get("status"), diagnostic)
@@ -164,14 +136,14 @@ def _dsn(message: Message, part: Message, original: Message | None) -> Report:
         recipient=recipient,
         status=status or (str(code) if code else None),
         diagnostic=diagnostic,
-        reporting_mta=_mta(per_message.get("reporting-mta") or block.get("remote-mta")),
+        reporting_mta=mta_of(per_message.get("reporting-mta") or block.get("remote-mta")),
         original=original,
     )
 
 
 def _action(block: dict[str, str], message: Message) -> str:
     """failed, delayed, delivered, relayed or expanded, whatever the reporter wrote."""
-    words = _uncommented(block.get("action", "")).lower().split()
+    words = uncommented(block.get("action", "")).lower().split()
     word = words[0] if words else ""
     if word in _FAILED:
         return "failed"
@@ -179,7 +151,7 @@ def _action(block: dict[str, str], message: Message) -> str:
         return "delayed"
     if word:
         return word
-    status = normal_status(_uncommented(block.get("status", ""))) or ""
+    status = normal_status(uncommented(block.get("status", ""))) or ""
     if status.startswith("2"):
         return "delivered"
     if status.startswith("4") and "delay" in (message.get("Subject") or "").lower():
@@ -190,7 +162,7 @@ def _action(block: dict[str, str], message: Message) -> str:
 def _codes(status_field: str | None, diagnostic: str | None) -> tuple[int | None, str | None]:
     """The reply code and enhanced status the verdict rests on: the Status field, unless
     it only gives the class (``5.0.0``) and the diagnostic quotes something precise."""
-    status = normal_status(_uncommented(status_field or ""))
+    status = normal_status(uncommented(status_field or ""))
     code, quoted = codes_in(diagnostic or "")
     if not unspecific(status):
         return code, status
@@ -231,22 +203,22 @@ def _stage(text: str) -> Stage:
 
 def _arf(part: Message, original: Message | None) -> Report:
     fields: dict[str, str] = {}
-    for block in _blocks(part):
+    for block in field_blocks(part):
         for name, value in block.items():
             fields.setdefault(name, value)
-    feedback = _uncommented(fields.get("feedback-type", "")).lower()
+    feedback = uncommented(fields.get("feedback-type", "")).lower()
     if not feedback:
         raise ReportError("feedback report without Feedback-Type")
-    recipient = _address(fields.get("original-rcpt-to"))
+    recipient = address_of(fields.get("original-rcpt-to"))
     if recipient is None and original is not None:
-        recipient = _address(original.get("To"))
+        recipient = address_of(original.get("To"))
     return Report(
         source="arf",
         kind=Kind.COMPLAINT if feedback in _COMPLAINTS else Kind.NOTICE,
         recipient=recipient,
         status=feedback[:20],
         diagnostic=fields.get("user-agent"),
-        reporting_mta=_mta(fields.get("reporting-mta")) or fields.get("source-ip"),
+        reporting_mta=mta_of(fields.get("reporting-mta")) or fields.get("source-ip"),
         original=original,
     )
 
@@ -274,59 +246,6 @@ def _plain_bounce(message: Message, original: Message | None) -> Report:
         recipient=None,
         status=status,
         diagnostic=diagnostic,
-        reporting_mta=_mta(sender.rpartition("@")[2].strip(" >")) or None,
+        reporting_mta=mta_of(sender.rpartition("@")[2].strip(" >")) or None,
         original=original,
     )
-
-
-# --- shared ------------------------------------------------------------------------------
-
-
-def _uncommented(value: str) -> str:
-    """The value without RFC 5322 comments: ``5.2.2 (mailbox full)`` → ``5.2.2``."""
-    return re.sub(r"\([^()]*\)", " ", value).strip()
-
-
-def _address(value: str | None) -> str | None:
-    """``rfc822; a@b`` (or ``utf-8; a@b``) → ``a@b``."""
-    if not value:
-        return None
-    address = _uncommented(value.split(";", 1)[-1]).strip().strip("<>").strip()
-    return address.lower() or None
-
-
-def _mta(value: str | None) -> str | None:
-    """``dns; mx.example.com`` → ``mx.example.com``."""
-    if not value:
-        return None
-    return _uncommented(value.split(";", 1)[-1]).strip()[:255] or None
-
-
-def own_text(message: Message) -> str:
-    """The text/plain the reporter wrote: not the returned message's (a digest quoting
-    "550 readers" must not read as a refusal)."""
-    if message.get_content_maintype() == "message":
-        return ""
-    if message.is_multipart():
-        payload = message.get_payload()
-        assert isinstance(payload, list)
-        return "\n".join(own_text(part) for part in payload if isinstance(part, Message))
-    if message.get_content_type() != "text/plain":
-        return ""
-    data = message.get_payload(decode=True)
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
-
-
-def _original(parts: list[Message]) -> Message | None:
-    """The returned message (or its headers), if the report carries it."""
-    for part in parts:
-        kind = part.get_content_type()
-        if kind in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                return payload[0]
-        if kind in ("text/rfc822-headers", "message/global-headers"):
-            text = part.get_payload(decode=True)
-            if isinstance(text, bytes):
-                return email.message_from_bytes(text, policy=email.policy.compat32)
-    return None
