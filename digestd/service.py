@@ -13,14 +13,15 @@ from sqlalchemy import Engine
 
 from digestd.config import Settings
 from digestd.db import make_engine, make_sessions, migrate
-from digestd.delivery.queue import queue_store
+from digestd.delivery.queue_store import queue_store
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport, make_transport
 from digestd.delivery.worker import Worker
+from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
-from digestd.ops.metrics import Metrics
+from digestd.ops.metrics import watch
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.tokens import Tokens
@@ -95,7 +96,7 @@ class Service:
         )
         self.policy = Policy.from_settings(settings)
         self.metrics = metrics or Metrics()
-        self.metrics.watch(self.sessions)
+        watch(self.metrics, self.sessions)
         self.health = Health()
         self._enqueuer: Enqueuer | None = None
         self._sender: Sender | None = None

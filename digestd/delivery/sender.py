@@ -51,10 +51,10 @@ from digestd.delivery.recorder import Recorder
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError, first_line
+from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import StoredDigest
 from digestd.mail.template import ascii_address
-from digestd.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
