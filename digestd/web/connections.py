@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -52,8 +53,9 @@ class ConnectionLimits:
     total: int = 2048  # open connections in all; see fitted()
 
     def fitted(self, descriptors: int) -> ConnectionLimits:
-        """Leave a quarter of the descriptors (at least 64) to the database, SMTP and files."""
-        room = descriptors - max(64, descriptors // 4)
+        """Leave a quarter of the descriptors (at least 128) to the database, SMTP, files
+        and the connections accepted but not yet refused (web/server.py: ACCEPT_BATCH)."""
+        room = descriptors - max(128, descriptors // 4)
         return replace(self, total=max(16, min(self.total, room)))
 
 
@@ -214,4 +216,21 @@ class RepeatFilter(logging.Filter):
         self._seen[key] = (now, 0)
         if held:
             record.msg = f"{record.msg} [{held} more like this in the last {now - last:.0f}s]"
+        return True
+
+
+class AcceptErrorLine(logging.Filter):
+    """asyncio's report of a failed accept() (a traceback and the socket's repr) as one line
+    an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and str(record.msg).startswith("socket.accept() out of"):
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            record.msg = (
+                f"cannot accept HTTP connections: {error.strerror} (the open files limit is "
+                f"{limit}); asyncio tries again every second"
+            )
+            record.args = None
+            record.exc_info = None
         return True

@@ -20,14 +20,18 @@ from starlette.types import ASGIApp
 from digestd.config import Settings
 from digestd.errors import ConfigError
 from digestd.web.connections import (
+    AcceptErrorLine,
     ConnectionGuard,
     ConnectionLimits,
     GuardedH11Protocol,
     RepeatFilter,
 )
 
-# The kernel's queue of connections not yet accepted, and how many one wake-up accepts.
-BACKLOG = 2048
+BACKLOG = 2048  # the kernel's queue of connections not yet accepted
+# How many connections one wake-up of the loop accepts. Each holds a descriptor until its
+# connection_made() (a few loop iterations later) can refuse it, so a burst of a whole
+# BACKLOG at once would take every descriptor the database and templates need.
+ACCEPT_BATCH = 64
 # Loggers that can write a line per connection or per retry under a flood.
 NOISY_LOGGERS = ("asyncio", "uvicorn.error")
 
@@ -39,6 +43,13 @@ class EmbeddedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, guard: ConnectionGuard) -> None:
         super().__init__(config)
         self.guard = guard
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # asyncio takes create_server's backlog both for listen() and for the accepts per
+        # wake-up: uvicorn was given ACCEPT_BATCH, the kernel's queue gets BACKLOG back.
+        await super().startup(sockets)
+        for sock in sockets or []:
+            sock.listen(BACKLOG)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -103,7 +114,7 @@ def http_server(
         forwarded_allow_ips=[str(network) for network in trusted],
         timeout_keep_alive=limits.keep_alive_seconds,
         h11_max_incomplete_event_size=limits.max_head_bytes,
-        backlog=BACKLOG,
+        backlog=ACCEPT_BATCH,
     )
     quiet_noisy_loggers()
     return EmbeddedServer(config, guard)
@@ -113,6 +124,9 @@ def quiet_noisy_loggers() -> None:
     """At most one line a minute per message from the loggers a flood makes talk: asyncio
     reports every failed accept() at the file descriptor limit (up to ``BACKLOG`` a second),
     uvicorn every malformed request."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, AcceptErrorLine) for f in asyncio_log.filters):
+        asyncio_log.addFilter(AcceptErrorLine())  # before RepeatFilter: one line, then rare
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RepeatFilter) for f in logger.filters):
