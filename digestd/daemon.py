@@ -30,7 +30,8 @@ from digestd.content import feeds
 from digestd.errors import DigestdError, first_line
 from digestd.service import Service
 from digestd.web.app import create_app
-from digestd.web.server import EmbeddedServer, http_server, listen_socket
+from digestd.web.connections import ConnectionLimits
+from digestd.web.server import EmbeddedServer, http_server, listen_socket, open_files_limit
 
 log = logging.getLogger("digestd")
 
@@ -76,7 +77,8 @@ class Daemon:
 
     def start_http(self, sock: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
         settings = self.service.settings
-        server = http_server(create_app(self.service), settings)
+        limits = ConnectionLimits().fitted(open_files_limit())
+        server = http_server(create_app(self.service), settings, limits)
         http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
         http.add_done_callback(lambda _: self.stopping.set())  # the server died: stop everything
         log.info(

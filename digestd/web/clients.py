@@ -18,27 +18,28 @@ from starlette.requests import Request
 RELAY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
-def _address(text: str) -> IPv4Address | IPv6Address | None:
+def parse_address(text: str) -> IPv4Address | IPv6Address | None:
+    """An IP address (an IPv4 client of a dual-stack socket as IPv4), or None."""
     try:
         address = ip_address(text)
     except ValueError:
         return None
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+        return address.ipv4_mapped
     return address
 
 
 def client_address(request: Request) -> str | None:
     """The client's IP address, or None when there is none to believe (a test client,
     a Unix socket, a proxy header that is not an address)."""
-    address = _address(request.client.host) if request.client else None
+    address = parse_address(request.client.host) if request.client else None
     return None if address is None else str(address)
 
 
 def limit_key(address: str | None) -> str:
     """What per-client limits count by: the address, or for IPv6 its /64 (one subscriber
     line gets a whole /64, so counting single addresses would count nothing)."""
-    parsed = _address(address) if address else None
+    parsed = parse_address(address) if address else None
     if parsed is None:
         return "unknown"
     if isinstance(parsed, IPv6Address):
@@ -48,7 +49,7 @@ def limit_key(address: str | None) -> str:
 
 def is_local(request: Request) -> bool:
     """The request comes from this machine itself, not relayed through a proxy on it."""
-    address = _address(request.client.host) if request.client else None
+    address = parse_address(request.client.host) if request.client else None
     if address is None or not address.is_loopback:
         return False
     return not any(name in request.headers for name in RELAY_HEADERS)

@@ -30,14 +30,14 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import get_remote_addr
 
-from digestd.web.clients import limit_key
+from digestd.web.clients import limit_key, parse_address
 
 log = logging.getLogger("digestd.web")
 LOG_EVERY = 60.0  # seconds between two lines about the same trouble
@@ -103,11 +103,8 @@ class ConnectionGuard:
         self._report("a request too slow to arrive")
 
     def _trusted(self, host: str | None) -> bool:
-        try:
-            address = ip_address(host or "")
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted)
+        address = parse_address(host) if host else None
+        return address is not None and any(address in network for network in self.trusted)
 
     def _report(self, latest: str) -> None:
         now = self._clock()
@@ -130,7 +127,9 @@ class ConnectionGuard:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the guard's caps and a deadline per request."""
+    """uvicorn's h11 protocol with the guard's caps and a deadline per request. It reads
+    the protocol's ``conn`` (the h11.Connection) and hooks ``on_response_complete``:
+    tests/test_web_connections.py tells when a uvicorn release changes them."""
 
     guard: ClassVar[ConnectionGuard]
 

@@ -93,10 +93,7 @@ def open_files_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def http_server(
-    app: ASGIApp, settings: Settings, limits: ConnectionLimits | None = None
-) -> EmbeddedServer:
-    limits = limits or ConnectionLimits().fitted(open_files_limit())
+def http_server(app: ASGIApp, settings: Settings, limits: ConnectionLimits) -> EmbeddedServer:
     trusted = settings.http.trusted_proxies
     guard = ConnectionGuard(limits, trusted)
     config = uvicorn.Config(
