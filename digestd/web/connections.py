@@ -18,8 +18,9 @@ protocol:
   towards the total.
 
 Refusals and timeouts are counted and told in at most one log line a minute: a flood must
-not become a flood of log lines (nor, through :class:`RepeatFilter`, must asyncio's
-"socket.accept() out of system resource" or uvicorn's per-request warnings).
+not become a flood of log lines (nor, through :class:`AcceptErrorLine` and
+:class:`RepeatFilter`, must asyncio's report of every failed accept() at the descriptor
+limit, or uvicorn's warning about every malformed request).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._waiting_for = None  # the next request on this connection has its own time
+        self._set_deadline(None)  # the next request on this connection has its own time
         self._watch()
 
     def _watch(self) -> None:
