@@ -21,8 +21,6 @@ from tests.conftest import SmtpSink, WebRig
 from tests.live_server import LiveServer
 from tests.web_helpers import SIGNUP, csrf_of, links_in
 
-TOKEN = "admin-" + "x" * 24
-
 
 @contextmanager
 def _site(env: dict[str, str], signups_per_ip: int, **extra: str) -> Iterator[httpx.Client]:

@@ -25,7 +25,7 @@ from tests.helpers import SAMPLE_ARTICLE, article
 from tests.web_helpers import SIGNUP, csrf_of, links_in
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-TOKEN = "admin-" + "x" * 24
+TOKEN = "head-test-admin-token-8Qw3Zr5Tn1Vb"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 class RateLimiter:
     def __init__(self, limit: int, window: timedelta, max_keys: int = 10_000) -> None:
         self.limit = limit
-        self.window = window.total_seconds()
+        self.window = window
         self.max_keys = max_keys
-        # key -> the times (POSIX seconds) of its attempts in the window, oldest first
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        # key -> the times of its attempts in the window, oldest first
+        self._hits: OrderedDict[str, deque[datetime]] = OrderedDict()
 
     def allow(self, key: str, now: datetime) -> bool:
         """Count one attempt for ``key``; False when it is over the limit."""
@@ -31,12 +31,11 @@ class RateLimiter:
             while len(self._hits) >= self.max_keys:
                 self._hits.popitem(last=False)
         self._hits[key] = hits  # now the most recently seen
-        moment = now.timestamp()
-        while hits and hits[0] <= moment - self.window:
+        while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
             return False
-        hits.append(moment)
+        hits.append(now)
         return True
 
     def __len__(self) -> int:
