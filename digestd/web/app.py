@@ -3,6 +3,7 @@ development mailbox when no SMTP server is configured. Built from a :class:`Serv
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,7 @@ from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import admin, api, devmail, manage, signup, unsubscribe, view
 from digestd.web.body import BodyLimit
+from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
 from digestd.web.pages import error_response
@@ -79,7 +81,28 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    exposition = await web(request).db(web(request).service.metrics.exposition)
+    """Prometheus text. The counts tell whether a signup hit a new, active or unsubscribed
+    address, so only a scraper holding ``DIGESTD_METRICS_TOKEN`` may read them, or, with
+    no token configured, a client on this machine (not one relayed by a proxy on it)."""
+    w = web(request)
+    token = w.settings.http.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return PlainTextResponse(
+                "Send Authorization: Bearer $DIGESTD_METRICS_TOKEN.\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="digestd metrics"'},
+            )
+    elif not is_local(request):
+        return PlainTextResponse(
+            "/metrics answers only this machine; set DIGESTD_METRICS_TOKEN to scrape it "
+            "from elsewhere.\n",
+            status_code=403,
+        )
+    exposition = await w.db(w.service.metrics.exposition)
     return Response(exposition, media_type=CONTENT_TYPE)
 
 
