@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
@@ -95,17 +95,49 @@ def test_metrics_after_an_edition_match_the_queue(web: WebRig) -> None:
     assert m("digestd_last_smtp_success_timestamp_seconds") > 0
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_healthz_reports_scheduler_and_smtp(web: WebRig) -> None:
     body = web.client.get("/healthz").json()
     assert body == {"status": "ok", "database": "ok", "scheduler": "off", "last_smtp_success": None}
-    import time
-
-    web.service.health.scheduler_started_at = time.monotonic() - 1000  # started, never ticked
+    health = web.service.health
+    health.clock = clock = Clock()
+    health.scheduler_started_at = clock.now
+    clock.now += 1000  # started, never a sign of progress since
     stalled = web.client.get("/healthz")
     assert stalled.status_code == 503
-    assert stalled.json()["scheduler"].startswith("no scheduler pass finished for")
-    web.service.health.last_tick_at = time.monotonic()
+    assert stalled.json()["scheduler"] == "no progress for 1000 s"
+    assert web.client.get("/healthz?live").status_code == 503
+    health.beat()
     assert web.client.get("/healthz").json()["scheduler"] == "ok"
+
+
+def test_each_message_handed_over_is_a_sign_of_progress(web: WebRig) -> None:
+    """Progress, not a finished tick: a long edition through a slow relay stays alive as
+    long as messages keep leaving."""
+    readers = [Reader(f"r{i}@example.com") for i in range(5)]
+    with web.service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SEND - timedelta(days=1), SEND))
+        add_readers(session, readers, SEND - timedelta(hours=2))
+    beats: list[int] = []
+    web.service.sender.heartbeat = lambda: beats.append(1)
+    report = web.portal.call(web.service.tick, SEND + timedelta(minutes=1))
+    assert report.delivered.sent == 5
+    assert len(beats) >= 5 + 1  # each message, and each claim
+
+
+def test_a_live_probe_does_not_ask_the_database(web: WebRig) -> None:
+    web.service.engine.dispose()
+    web.service.sessions.configure(bind=create_engine("sqlite:////nonexistent/dir/x.db"))
+    assert web.client.get("/healthz").status_code == 503
+    live = web.client.get("/healthz?live")
+    assert live.status_code == 200 and "database" not in live.json()
 
 
 @contextmanager

@@ -100,9 +100,11 @@ class Sender:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
+        heartbeat: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.sleep = sleep
+        self.heartbeat = heartbeat  # progress, for liveness (Service.health)
         self.templates = templates
         self.composer = composer
         self.transport = transport
@@ -161,6 +163,7 @@ class Sender:
         return run.report
 
     async def claim(self, now: datetime) -> Batch | None:
+        self.heartbeat()
         # The deadline counts from the claim: time waiting behind the batch before counts.
         share = 1 - LEASE_SHARE_AFTER_LAST_START
         deadline = self.monotonic() + share * self.lease.total_seconds()
@@ -211,6 +214,7 @@ class Sender:
             return exc
         finally:
             self.metrics.send_seconds.observe(self.monotonic() - started)
+            self.heartbeat()
         self.consecutive_failures = 0
         self.metrics.smtp_succeeded()
         return Sent(reply, message_id)
