@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -92,6 +92,17 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """Who the HTTP server believes and who may read ``/metrics`` (README: "Behind a proxy")."""
+
+    # DIGESTD_TRUSTED_PROXIES: only a TCP peer in one of these is believed about the client
+    # (X-Forwarded-For); everyone else is the client themselves.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # DIGESTD_METRICS_TOKEN: the bearer token /metrics asks for; None: loopback clients only.
+    metrics_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
@@ -119,6 +130,11 @@ class Settings:
     # DIGESTD_INBOUND_LISTEN: (host, port) of the LMTP listener for bounces, complaints and
     # mailto: unsubscribes (digestd.inbound); None: not listening
     inbound_listen: tuple[str, int] | None = None
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    @property
+    def listen_url(self) -> str:
+        return http_url(self.listen_host, self.listen_port)
 
     @property
     def mail_dir(self) -> Path:
@@ -132,13 +148,6 @@ class Settings:
     def list_id(self) -> str:
         host = urlsplit(self.base_url).hostname or "localhost"
         return f"{self.site_name} digests <digest.{host}>"
-
-
-def _parse_host_port(variable: str, raw: str) -> tuple[str, int]:
-    host, _, port_text = raw.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(variable, f"expected HOST:PORT, got {raw!r}")
-    return host.strip("[]"), int(port_text)
 
 
 def _parse_hour(variable: str, raw: str) -> time:
@@ -380,6 +389,58 @@ def _parse_dkim(get: Any, from_domain: str) -> DkimSettings | None:
     return DkimSettings(selector=selector, domain=get("DKIM_DOMAIN", from_domain), private_key=key)
 
 
+MIN_METRICS_TOKEN = 16
+
+
+def parse_listen(raw: str, variable: str = PREFIX + "LISTEN") -> tuple[str, int]:
+    """``HOST:PORT``, ``IPV4:PORT`` or ``[IPV6]:PORT``. A bare IPv6 address is refused: in
+    ``::1:8080`` nobody can tell where the address ends and the port begins."""
+    if raw.startswith("["):
+        host, bracket, port_text = raw[1:].partition("]:")
+        try:
+            if not bracket or ip_address(host).version != 6:
+                raise ValueError(raw)
+        except ValueError:
+            raise ConfigError(
+                variable, f"expected [IPV6]:PORT such as [::1]:8080, got {raw!r}"
+            ) from None
+    else:
+        host, _, port_text = raw.rpartition(":")
+        if ":" in host:
+            raise ConfigError(
+                variable, f"write an IPv6 address in brackets, as in [::1]:8080; got {raw!r}"
+            )
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(variable, f"expected HOST:PORT or [IPV6]:PORT, got {raw!r}")
+    return host, int(port_text)
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port`` as a browser writes it: an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _parse_http(get: Any) -> HttpSettings:
+    proxies = []
+    for item in get("TRUSTED_PROXIES").split(","):
+        if not item.strip():
+            continue
+        try:
+            proxies.append(ip_network(item.strip()))
+        except ValueError as exc:
+            raise ConfigError(
+                PREFIX + "TRUSTED_PROXIES",
+                f"expected comma-separated addresses or networks such as 10.0.0.0/8 or ::1 ({exc})",
+            ) from None
+    token = get("METRICS_TOKEN") or None
+    # Guesses at /metrics are not throttled: the token must be too long to guess.
+    if token is not None and len(token) < MIN_METRICS_TOKEN:
+        raise ConfigError(
+            PREFIX + "METRICS_TOKEN", f"must be at least {MIN_METRICS_TOKEN} characters"
+        )
+    return HttpSettings(trusted_proxies=tuple(proxies), metrics_token=token)
+
+
 def _read_toml(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -433,11 +494,8 @@ def load_settings(
     smtp = parse_smtp_url(smtp_raw) if smtp_raw else None
     check_lease_budget(smtp, _parse_delivery(get))
 
-    listen = get("LISTEN", "127.0.0.1:8080")
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(PREFIX + "LISTEN", f"expected HOST:PORT, got {listen!r}")
-    base_url = get("BASE_URL", f"http://{host}:{port_text}").rstrip("/")
+    host, port = parse_listen(get("LISTEN", "127.0.0.1:8080"))
+    base_url = get("BASE_URL", http_url(host, port)).rstrip("/")
     base_parts = urlsplit(base_url)
     if base_parts.scheme not in ("http", "https") or not base_parts.hostname:
         raise ConfigError(PREFIX + "BASE_URL", f"expected an http(s) URL, got {base_url!r}")
@@ -472,7 +530,7 @@ def load_settings(
         smtp=smtp,
         base_url=base_url,
         listen_host=host,
-        listen_port=int(port_text),
+        listen_port=port,
         from_name=from_name,
         from_address=from_address,
         secret_keys=keys,
@@ -492,7 +550,8 @@ def load_settings(
         delivery=_parse_delivery(get),
         dkim=_parse_dkim(get, from_address.rpartition("@")[2]),
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
-        inbound_listen=_parse_host_port(PREFIX + "INBOUND_LISTEN", get("INBOUND_LISTEN"))
+        http=_parse_http(get),
+        inbound_listen=parse_listen(get("INBOUND_LISTEN"), PREFIX + "INBOUND_LISTEN")
         if get("INBOUND_LISTEN")
         else None,
     )

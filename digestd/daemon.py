@@ -16,75 +16,35 @@ then is picked up by the next worker when its lease expires).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digestd.config import Settings
 from digestd.content import feeds
-from digestd.errors import ConfigError, DigestdError, first_line
+from digestd.errors import DigestdError, first_line
 from digestd.inbound import lmtp
 from digestd.service import Service
 from digestd.web.app import create_app
+from digestd.web.connections import ConnectionLimits
+from digestd.web.server import EmbeddedServer, http_server, listen_socket, open_files_limit
 
 log = logging.getLogger("digestd")
 
 STOP_TIMEOUT = 60.0  # seconds to wait for the batch in flight on SIGTERM
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT and stops
-    the server itself (uvicorn would otherwise replace our handlers and re-raise)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        return None
-
-
-def listen_socket(settings: Settings) -> socket.socket:
-    """Bind before anything starts, so a taken port is one clear configuration error."""
-    try:
-        infos = socket.getaddrinfo(
-            settings.listen_host, settings.listen_port, type=socket.SOCK_STREAM
-        )
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)  # connections queue from now on, even before uvicorn accepts
-    except OSError as exc:
-        raise ConfigError(
-            "DIGESTD_LISTEN",
-            f"cannot listen on {settings.listen_host}:{settings.listen_port}: "
-            f"{exc.strerror or exc}",
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def http_server(service: Service) -> uvicorn.Server:
-    settings = service.settings
-    config = uvicorn.Config(
-        create_app(service),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,  # keep digestd's logging
-        access_log=False,
-        server_header=False,
-        lifespan="off",
-    )
-    return _EmbeddedServer(config)
+async def serve(
+    service: Service,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sock: socket.socket | None = None,
+) -> None:
+    await Daemon(service, clock).run(sock or listen_socket(service.settings))
 
 
 async def start_inbound(service: Service) -> lmtp.Inbound | None:
@@ -96,58 +56,115 @@ async def start_inbound(service: Service) -> lmtp.Inbound | None:
     )
 
 
-async def serve(
-    service: Service,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    sock: socket.socket | None = None,
-) -> None:
-    sock = sock or listen_socket(service.settings)
-    inbound = await start_inbound(service)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+class Daemon:
+    """The HTTP server, the timer and the tick loop of one ``digestd run``."""
 
-    wake = asyncio.Event()
-    tick_seconds = service.settings.delivery.tick_seconds
+    def __init__(self, service: Service, clock: Callable[[], datetime]) -> None:
+        self.service = service
+        self.clock = clock
+        self.stopping = asyncio.Event()  # SIGTERM/SIGINT, or the HTTP server died
+        self.wake = asyncio.Event()  # a tick is due
 
-    async def nudge() -> None:
-        wake.set()
+    async def run(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        inbound = await start_inbound(self.service)
+        ticks = asyncio.create_task(self.tick_loop(), name="ticks")
+        scheduler = self.start_scheduler()
+        server, http = self.start_http(sock)
+        await self.stopping.wait()
+        unexpected = http.done()
+        log.info("stopping: finishing open requests and the batch in flight")
+        scheduler.shutdown(wait=False)
+        server.should_exit = True
+        try:
+            await http
+        finally:
+            await lmtp.stop(inbound)
+            await self.finish(ticks)
+        if unexpected:
+            raise DigestdError("the HTTP server stopped unexpectedly; see the log above")
+        log.info("stopped")
 
-    async def ticking() -> None:
+    def start_http(self, sock: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+        settings = self.service.settings
+        limits = ConnectionLimits().fitted(open_files_limit())
+        server = http_server(create_app(self.service), settings, limits)
+        http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        http.add_done_callback(lambda _: self.stopping.set())  # the server died: stop everything
+        log.info(
+            "digestd running on %s/ ; a tick every %ss; mail %s",
+            settings.listen_url,
+            settings.delivery.tick_seconds,
+            f"to {settings.smtp.host}:{settings.smtp.port}"
+            if settings.smtp
+            else f"caught in {settings.mail_dir}/",
+        )
+        return server, http
+
+    def start_scheduler(self) -> AsyncIOScheduler:
+        tick_seconds = self.service.settings.delivery.tick_seconds
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            self.poll_feeds,
+            "interval",
+            seconds=60,
+            next_run_time=self.clock(),
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self.nudge,
+            "interval",
+            seconds=tick_seconds,
+            next_run_time=self.clock(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(tick_seconds),
+        )
+        scheduler.start()
+        self.service.health.scheduler_started_at = time.monotonic()
+        return scheduler
+
+    async def nudge(self) -> None:
+        self.wake.set()
+
+    async def tick_loop(self) -> None:
         """One tick per wake-up; a wake-up during a tick runs one more right after it."""
-        while not stopping.is_set():
-            waiter = asyncio.create_task(wake.wait())
-            stopper = asyncio.create_task(stopping.wait())
+        while not self.stopping.is_set():
+            waiter = asyncio.create_task(self.wake.wait())
+            stopper = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
-            if stopping.is_set():
+            if self.stopping.is_set():
                 return
-            wake.clear()
-            try:
-                report = await service.tick(clock(), should_stop=stopping.is_set)
-            except (OperationalError, InterfaceError) as exc:
-                # The database went away (a restart, a failover, the network): expected in
-                # operation, so one line, not a traceback. Nothing is lost: rows sent but
-                # not recorded return when their lease ends, the rest are still queued.
-                log.error(
-                    "tick failed: database unavailable (%s); the next tick retries",
-                    first_line(exc),
-                )
-                continue
-            except Exception:  # a bad tick must not kill the daemon; the next one retries
-                log.exception("tick failed")
-                continue
-            log.info(report.summary())
+            self.wake.clear()
+            await self.tick()
 
-    ticks = asyncio.create_task(ticking(), name="ticks")
+    async def tick(self) -> None:
+        try:
+            report = await self.service.tick(self.clock(), should_stop=self.stopping.is_set)
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away (a restart, a failover, the network): expected in
+            # operation, so one line, not a traceback. Nothing is lost: rows sent but
+            # not recorded return when their lease ends, the rest are still queued.
+            log.error(
+                "tick failed: database unavailable (%s); the next tick retries",
+                first_line(exc),
+            )
+            return
+        except Exception:  # a bad tick must not kill the daemon; the next one retries
+            log.exception("tick failed")
+            return
+        log.info(report.summary())
 
-    async def poll_feeds() -> None:
-        if stopping.is_set():
+    async def poll_feeds(self) -> None:
+        if self.stopping.is_set():
             return
         try:
-            report = await asyncio.to_thread(feeds.poll_due, service.sessions, clock())
+            report = await asyncio.to_thread(feeds.poll_due, self.service.sessions, self.clock())
         except Exception:  # a broken feed run must not kill the daemon
             log.exception("feed polling failed")
             return
@@ -160,54 +177,11 @@ async def serve(
                 report.articles,
             )
 
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        poll_feeds,
-        "interval",
-        seconds=60,
-        next_run_time=clock(),
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        nudge,
-        "interval",
-        seconds=tick_seconds,
-        next_run_time=clock(),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=int(tick_seconds),
-    )
-    scheduler.start()
-    service.health.scheduler_started_at = time.monotonic()
-    server = http_server(service)
-    http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-    http.add_done_callback(lambda _: stopping.set())  # the server died: stop everything
-    log.info(
-        "digestd running on http://%s:%s/ ; a tick every %ss; mail %s",
-        service.settings.listen_host,
-        service.settings.listen_port,
-        tick_seconds,
-        f"to {service.settings.smtp.host}:{service.settings.smtp.port}"
-        if service.settings.smtp
-        else f"caught in {service.settings.mail_dir}/",
-    )
-    await stopping.wait()
-    unexpected = http.done()
-    log.info("stopping: finishing open requests and the batch in flight")
-    scheduler.shutdown(wait=False)
-    server.should_exit = True
-    try:
-        await http
-    finally:
+    async def finish(self, ticks: asyncio.Task[None]) -> None:
         try:  # the tick in flight stops at a batch boundary, releasing what it has not sent
             await asyncio.wait_for(ticks, STOP_TIMEOUT)
         except TimeoutError:
             log.warning(
                 "the batch in flight did not finish in %.0fs; its leases will expire", STOP_TIMEOUT
             )
-        await lmtp.stop(inbound)
-        await service.close()
-    if unexpected:
-        raise DigestdError("the HTTP server stopped unexpectedly; see the log above")
-    log.info("stopped")
+        await self.service.close()

@@ -13,14 +13,15 @@ from sqlalchemy import Engine
 
 from digestd.config import Settings
 from digestd.db import make_engine, make_sessions, migrate
-from digestd.delivery.queue import queue_store
+from digestd.delivery.queue_store import queue_store
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport, make_transport
 from digestd.delivery.worker import Worker
+from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
-from digestd.ops.metrics import Metrics
+from digestd.ops.metrics import watch
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.tokens import Tokens
@@ -53,18 +54,30 @@ class TickReport:
 
 @dataclass
 class Health:
-    """What /healthz reports beyond the database: is the scheduler still ticking?"""
+    """What /healthz reports beyond the database: is the work still moving?
+
+    Liveness is progress, not a finished tick: a million-reader edition, or one sent
+    through a rate-limited relay, runs for many minutes, and a probe that restarted the
+    daemon then would cut the edition short. The scheduler beats when a tick starts, for
+    each batch planned and each message handed over; only silence for ``stall_after``
+    while it is running means it is stuck.
+    """
 
     scheduler_started_at: float | None = None  # monotonic; None: no scheduler in this process
-    last_tick_at: float | None = None  # monotonic
-    stall_after: float = 300.0  # seconds without a finished tick (ticks are every 60 s)
+    last_beat_at: float | None = None  # monotonic
+    stall_after: float = 300.0  # seconds of silence (ticks are every 60 s)
+    clock: Callable[[], float] = time.monotonic
 
-    def scheduler_problem(self, now: float) -> str | None:
+    def beat(self) -> None:
+        self.last_beat_at = self.clock()
+
+    def scheduler_problem(self) -> str | None:
         if self.scheduler_started_at is None:
             return None
-        since = self.last_tick_at or self.scheduler_started_at
-        if now - since > self.stall_after:
-            return f"no scheduler pass finished for {now - since:.0f} s"
+        since = self.last_beat_at or self.scheduler_started_at
+        silent = self.clock() - since
+        if silent > self.stall_after:
+            return f"no progress for {silent:.0f} s"
         return None
 
 
@@ -95,7 +108,7 @@ class Service:
         )
         self.policy = Policy.from_settings(settings)
         self.metrics = metrics or Metrics()
-        self.metrics.watch(self.sessions)
+        watch(self.metrics, self.sessions)
         self.health = Health()
         self._enqueuer: Enqueuer | None = None
         self._sender: Sender | None = None
@@ -150,6 +163,7 @@ class Service:
                 tuning=self.settings.delivery,
                 monotonic=self.monotonic,
                 metrics=self.metrics,
+                heartbeat=self.health.beat,
             )
         return self._sender
 
@@ -167,16 +181,17 @@ class Service:
         turns with the sender at the GIL).
         """
         started = time.monotonic()
+        self.health.beat()
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch)
         else:
-            enqueued = await self.enqueuer.enqueue(self.policy, now)
+            enqueued = await self.enqueuer.enqueue(self.policy, now, self.health.beat)
             # Leases are compared across processes: sending starts at the time it really
             # is, not at the start of a tick whose planning took a while.
             elapsed = timedelta(seconds=time.monotonic() - started)
             delivered = await self.sender.deliver_due(now + elapsed, should_stop, on_batch)
         self.metrics.last_tick.set_to_current_time()
-        self.health.last_tick_at = time.monotonic()
+        self.health.beat()
         return TickReport(now, enqueued, delivered)
 
     async def _overlapped(
@@ -193,6 +208,7 @@ class Service:
             it has finished, one last look (False after that)."""
             if planning.done():
                 return False
+            self.health.beat()  # waiting for the planner's next batch is progress too
             await asyncio.wait({planning}, timeout=MORE_POLL_SECONDS)
             return True
 

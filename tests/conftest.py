@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 TEST_KEY = "test-secret-key-0123456789abcdef"
+CLIENT_IP = "203.0.113.10"  # where the ``web`` fixture's requests come from (TEST-NET-3)
 
 
 def _postgres_url() -> str | None:
@@ -251,7 +252,10 @@ def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
 
     service = Service.build(load_settings(web_env))
     with TestClient(
-        create_app(service), base_url="https://digest.example.com", follow_redirects=False
+        create_app(service),
+        base_url="https://digest.example.com",
+        follow_redirects=False,
+        client=(CLIENT_IP, 50000),
     ) as client:
         rig = WebRig(service, smtp_server, client)
         yield rig

@@ -205,6 +205,65 @@ def test_cli_stops_with_exit_2_and_one_line_naming_the_variable(
     assert not (tmp_path / "var" / "mail").exists()  # nothing was sent or written
 
 
+@pytest.mark.parametrize(
+    ("listen", "host", "port", "base_url"),
+    [
+        ("[::1]:8080", "::1", 8080, "http://[::1]:8080"),
+        ("[2001:db8::5]:80", "2001:db8::5", 80, "http://[2001:db8::5]:80"),
+        ("0.0.0.0:8081", "0.0.0.0", 8081, "http://0.0.0.0:8081"),
+        ("localhost:9000", "localhost", 9000, "http://localhost:9000"),
+    ],
+)
+def test_listen_takes_ipv4_names_and_bracketed_ipv6(
+    tmp_path: Path, listen: str, host: str, port: int, base_url: str
+) -> None:
+    settings = load_settings({"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_LISTEN": listen})
+    assert (settings.listen_host, settings.listen_port) == (host, port)
+    assert settings.base_url == settings.listen_url == base_url
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("DIGESTD_LISTEN", "::1:8080", "in brackets"),
+        ("DIGESTD_LISTEN", "2001:db8::5:80", "in brackets"),
+        ("DIGESTD_LISTEN", "[::1]", "[IPV6]:PORT"),
+        ("DIGESTD_LISTEN", "[127.0.0.1]:80", "[IPV6]:PORT"),
+        ("DIGESTD_LISTEN", "[::1]:0", "HOST:PORT"),
+        ("DIGESTD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.example.com", "proxy.example.com"),
+        ("DIGESTD_TRUSTED_PROXIES", "10.0.0.1/8", "host bits set"),
+        ("DIGESTD_TRUSTED_PROXIES", "*", "'*'"),
+        ("DIGESTD_METRICS_TOKEN", "short", "at least 16"),
+    ],
+)
+def test_bad_http_settings_name_their_variable(
+    tmp_path: Path, variable: str, value: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DIGESTD_DATA_DIR": str(tmp_path), variable: value})
+    assert caught.value.variable == variable
+    assert says in str(caught.value)
+
+
+def test_trusted_proxies_and_metrics_token_are_read(tmp_path: Path) -> None:
+    plain = load_settings({"DIGESTD_DATA_DIR": str(tmp_path)})
+    assert plain.http.trusted_proxies == () and plain.http.metrics_token is None
+    settings = load_settings(
+        {
+            "DIGESTD_DATA_DIR": str(tmp_path),
+            "DIGESTD_TRUSTED_PROXIES": " 10.0.0.0/8,,192.0.2.7 , fd00::/8 ",
+            "DIGESTD_METRICS_TOKEN": "m" * 16,
+        }
+    )
+    assert [str(n) for n in settings.http.trusted_proxies] == [
+        "10.0.0.0/8",
+        "192.0.2.7/32",
+        "fd00::/8",
+    ]
+    assert settings.http.metrics_token == "m" * 16
+    assert "m" * 16 not in repr(settings)
+
+
 def test_the_inbound_listener_is_off_unless_set(tmp_path: Path) -> None:
     base = {"DIGESTD_DATA_DIR": str(tmp_path)}
     assert load_settings(base).inbound_listen is None

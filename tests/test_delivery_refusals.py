@@ -92,8 +92,9 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
             (report,) = _deliver(service, sender, clock)
 
     assert report.paused and report.sent == 0
-    # The breaker trips at the fifth domain, before the generic burst of 50 failures.
-    assert 5 <= report.failed <= 5 + 2
+    # The breaker trips at the fifth domain, before the generic burst of 50 failures; what
+    # was already on the wire then comes back refused too.
+    assert 5 <= report.failed < 5 + service.transport.concurrency
     assert report.released == 100 - report.failed
     assert sender.metrics.registry.get_sample_value("digestd_sending_pauses_total") == 1
     assert any("the same refusal from 5 recipient domains in a row" in m for m in caplog.messages)
@@ -119,7 +120,9 @@ def test_after_a_storm_pause_the_first_identical_refusal_pauses_again(env: dict[
             return first, second
 
         first, second = asyncio.run(two_passes())
-    assert first.failed == 5 and second.failed == 1 and second.paused
+    in_flight = service.transport.concurrency
+    assert 5 <= first.failed < 5 + in_flight
+    assert 1 <= second.failed <= in_flight and second.paused  # one refusal, not five again
     assert _suppressed(service) == set()
 
 

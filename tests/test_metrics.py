@@ -1,22 +1,37 @@
 """/metrics after a real edition: the process counters and the queue gauges agree with the
-database; /healthz reports the database, the scheduler and the last SMTP success."""
+database; only a scraper with the token, or this machine when there is none, reads them.
+/healthz reports the database, the scheduler and the last SMTP success."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from starlette.testclient import TestClient
 
+from digestd.config import load_settings
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digestd.service import Service
+from digestd.web.app import create_app
 from tests.conftest import WebRig
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+TOKEN = "metrics-" + "m" * 24
+SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def web_env(web_env: dict[str, str]) -> dict[str, str]:
+    return {**web_env, "DIGESTD_METRICS_TOKEN": TOKEN}
 
 
 def _scrape(web: WebRig) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    answer = web.client.get("/metrics")
+    answer = web.client.get("/metrics", headers=SCRAPER)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     return {
@@ -80,14 +95,97 @@ def test_metrics_after_an_edition_match_the_queue(web: WebRig) -> None:
     assert m("digestd_last_smtp_success_timestamp_seconds") > 0
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_healthz_reports_scheduler_and_smtp(web: WebRig) -> None:
     body = web.client.get("/healthz").json()
     assert body == {"status": "ok", "database": "ok", "scheduler": "off", "last_smtp_success": None}
-    import time
-
-    web.service.health.scheduler_started_at = time.monotonic() - 1000  # started, never ticked
+    health = web.service.health
+    health.clock = clock = Clock()
+    health.scheduler_started_at = clock.now
+    clock.now += 1000  # started, never a sign of progress since
     stalled = web.client.get("/healthz")
     assert stalled.status_code == 503
-    assert stalled.json()["scheduler"].startswith("no scheduler pass finished for")
-    web.service.health.last_tick_at = time.monotonic()
+    assert stalled.json()["scheduler"] == "no progress for 1000 s"
+    assert web.client.get("/healthz?live").status_code == 503
+    health.beat()
     assert web.client.get("/healthz").json()["scheduler"] == "ok"
+
+
+def test_each_message_handed_over_is_a_sign_of_progress(web: WebRig) -> None:
+    """Progress, not a finished tick: a long edition through a slow relay stays alive as
+    long as messages keep leaving."""
+    readers = [Reader(f"r{i}@example.com") for i in range(5)]
+    with web.service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SEND - timedelta(days=1), SEND))
+        add_readers(session, readers, SEND - timedelta(hours=2))
+    beats: list[int] = []
+    web.service.sender.heartbeat = lambda: beats.append(1)
+    report = web.portal.call(web.service.tick, SEND + timedelta(minutes=1))
+    assert report.delivered.sent == 5
+    assert len(beats) >= 5 + 1  # each message, and each claim
+
+
+def test_a_live_probe_does_not_ask_the_database(web: WebRig) -> None:
+    web.service.engine.dispose()
+    web.service.sessions.configure(bind=create_engine("sqlite:////nonexistent/dir/x.db"))
+    assert web.client.get("/healthz").status_code == 503
+    live = web.client.get("/healthz?live")
+    assert live.status_code == 200 and "database" not in live.json()
+
+
+@contextmanager
+def _client_at(env: dict[str, str], address: str) -> Iterator[TestClient]:
+    """The app as seen from ``address`` (the TCP peer)."""
+    service = Service.build(load_settings(env))
+    try:
+        with TestClient(create_app(service), client=(address, 40000)) as client:
+            yield client
+    finally:
+        service.engine.dispose()
+
+
+def test_metrics_without_a_token_answer_only_this_machine(env: dict[str, str]) -> None:
+    for local in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        with _client_at(env, local) as client:
+            answer = client.get("/metrics")
+            assert answer.status_code == 200, local
+            assert "digestd_subscribers" in answer.text
+            # A proxy on this machine relaying someone is not this machine.
+            relayed = client.get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"})
+            assert relayed.status_code == 403
+    for outside in ("203.0.113.10", "10.0.0.8", "2001:db8::1", "::ffff:203.0.113.10"):
+        with _client_at(env, outside) as client:
+            answer = client.get("/metrics")
+            assert answer.status_code == 403, outside
+            assert "digestd_" not in answer.text
+            assert "DIGESTD_METRICS_TOKEN" in answer.text
+
+
+def test_metrics_with_a_token_need_it_from_everyone_loopback_included(
+    env: dict[str, str],
+) -> None:
+    env = {**env, "DIGESTD_METRICS_TOKEN": TOKEN}
+    wrong = [
+        {},
+        {"Authorization": "Bearer " + TOKEN[:-1]},
+        {"Authorization": "Bearer " + TOKEN + "x"},
+        {"Authorization": "Basic " + TOKEN},
+        {"Authorization": TOKEN},
+    ]
+    for address in ("127.0.0.1", "203.0.113.10"):
+        with _client_at(env, address) as client:
+            for headers in wrong:
+                answer = client.get("/metrics", headers=headers)
+                assert answer.status_code == 401, (address, headers)
+                assert answer.headers["www-authenticate"].startswith("Bearer")
+                assert "digestd_" not in answer.text
+            answer = client.get("/metrics", headers={"Authorization": f"bearer  {TOKEN} "})
+            assert answer.status_code == 200
+            assert "digestd_subscribers" in answer.text

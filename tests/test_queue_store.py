@@ -15,7 +15,8 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
-from digestd.delivery.queue import Job, Outcome, QueueStore, queue_store
+from digestd.delivery.queue import Job, Outcome, QueueStore
+from digestd.delivery.queue_store import queue_store
 from digestd.delivery.worker import Worker
 from digestd.models import (
     BounceEvent,

@@ -13,7 +13,7 @@ import time_machine
 from digestd.models import Delivery, SubscriberStatus, Suppression
 from digestd.readers.subscribers import email_hash
 from digestd.readers.suppression import suppress
-from tests.conftest import WebRig
+from tests.conftest import CLIENT_IP, WebRig
 from tests.helpers import parse, parts, run_cli
 from tests.web_helpers import SIGNUP, links_in, signup_form, text_of
 
@@ -97,7 +97,7 @@ def test_an_unsubscribed_reader_stays_so_until_the_welcome_back_link_is_followed
     assert after["frequency"] == (False, True) and after["timezone"] == "America/New_York"
     assert after["unsubscribed_at"] is None
     moment = NOW + timedelta(minutes=71)
-    assert after["consent"][:3] == (moment, "testclient", "Reader/3")
+    assert after["consent"][:3] == (moment, CLIENT_IP, "Reader/3")
     assert after["consent"][4] == "signup-v1"
 
 

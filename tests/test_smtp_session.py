@@ -276,9 +276,11 @@ def test_a_5xx_to_the_data_command_is_permanent_no_content_is_sent_and_the_sessi
     assert script.connections == 1
 
 
-def test_a_send_cancelled_mid_read_closes_its_session_and_the_next_one_reconnects() -> None:
-    """The reply to the cancelled message's content still comes; read on the same session
-    it would be taken for the next message's ``MAIL`` reply, and every later one shifted."""
+def test_a_send_given_up_mid_read_does_not_confuse_the_session() -> None:
+    """The reply to the abandoned message's content still comes. The connection's own task
+    reads it as that message's (were it left unread, it would be taken for the next
+    message's ``MAIL`` reply, and every later one shifted), and the next message goes
+    through on the same session."""
     content_in = asyncio.Event()
     first = [True]
 
@@ -303,8 +305,33 @@ def test_a_send_cancelled_mid_read_closes_its_session_and_the_next_one_reconnect
 
     run(script, scenario)
     assert replies == ["2.0.0 Ok: queued as 4XyZ"]
-    assert script.connections == 2
+    assert script.connections == 1
     assert len(script.contents) == 2
+
+
+def test_a_connection_stopped_mid_read_is_closed_and_its_message_is_temporary() -> None:
+    """Closing the pool while a reply is awaited: the session cannot be trusted any more
+    (its replies would shift), so it is dropped, and the message is a temporary failure."""
+    content_in = asyncio.Event()
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line == b".":
+            content_in.set()
+            return [HOLD, b"250 2.0.0 Ok: queued as NEVER"]
+        return standard(line)
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        sending = asyncio.create_task(pool.send(FROM, TO, MESSAGE))
+        await content_in.wait()
+        await pool.close()
+        script.release.set()  # the server's late reply finds the connection gone
+        with pytest.raises(TemporaryDeliveryError, match="stopping"):
+            await sending
+
+    run(script, scenario)
+    assert script.connections == 1 and len(script.contents) == 1
 
 
 def test_the_reply_to_the_content_may_take_longer_than_the_command_timeout() -> None:

@@ -1,5 +1,6 @@
 """``digestd run`` serves HTTP and runs the scheduler in one process; SIGTERM stops both
-and the process exits 0. A taken port is one clear configuration error (exit 2)."""
+and the process exits 0. A taken port is one clear configuration error (exit 2); an IPv6
+listen address works."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from tests.helpers import free_port
+from tests.web_helpers import SIGNUP
 
 WAIT_S = 20.0
 
 
-def _start(env: dict[str, str], port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+def _start(
+    env: dict[str, str], port: int, tmp_path: Path, host: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIGESTD_")},
         **env,
-        "DIGESTD_LISTEN": f"127.0.0.1:{port}",
+        "DIGESTD_LISTEN": f"{host}:{port}",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "digestd", "run"],
@@ -81,3 +86,43 @@ def test_run_with_the_port_taken_is_a_clear_config_error(
     assert process.returncode == 2
     assert "DIGESTD_LISTEN: cannot listen on 127.0.0.1:" in stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+def test_run_listens_on_ipv6_loopback(env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as probe:  # a free port on ::1
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in env.items() if k != "DIGESTD_BASE_URL"}  # the default: [::1]
+    process = _start(env, port, tmp_path, host="[::1]")
+    try:
+        assert process.stderr is not None
+        seen: list[bytes] = []
+        while not seen or b"digestd running" not in seen[-1]:
+            line = process.stderr.readline()
+            assert line, b"".join(seen).decode()
+            seen.append(line)
+        assert f"digestd running on http://[::1]:{port}/".encode() in seen[-1]
+        status, body = _get(f"http://[::1]:{port}/healthz")
+        assert status == 200 and json.loads(body)["database"] == "ok"
+        signup = urllib.request.Request(
+            f"http://[::1]:{port}/subscribe",
+            data=json.dumps({**SIGNUP, "email": "six@example.com"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(signup, timeout=5) as answer:
+            assert answer.status == 202
+        # The confirmation link points at the listen address, brackets and all.
+        mail_dir = Path(env["DIGESTD_DATA_DIR"]) / "mail"
+        deadline = time.monotonic() + WAIT_S
+        while not list(mail_dir.glob("*.eml")):
+            assert time.monotonic() < deadline, "no confirmation email"
+            time.sleep(0.05)
+        caught = next(mail_dir.glob("*.eml")).read_bytes()
+        assert f"http://[::1]:{port}/confirm/".encode() in caught
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, (b"".join(seen) + rest).decode()

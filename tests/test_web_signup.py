@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import email_hash
 from digestd.tokens import Purpose
-from tests.conftest import WebRig
+from tests.conftest import CLIENT_IP, WebRig
 from tests.helpers import parse, parts
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
 
@@ -89,7 +89,7 @@ def test_signup_sends_one_confirmation_and_records_consent_on_the_click(web: Web
     )
     # The consent record is the click-through, with where the signup came from.
     assert reader.consent_at == reader.confirmed_at == NOW + timedelta(hours=2)
-    assert reader.consent_ip == "testclient"
+    assert reader.consent_ip == CLIENT_IP
     assert reader.consent_user_agent == "MailApp/2.0"
     assert "referrer: https://news.example.com/ai/story" in reader.consent_source
     assert "categories=ai,robotics" in reader.consent_source

@@ -256,21 +256,3 @@ def due_ids(
         if len(ids) >= size:
             break
     return ids
-
-
-def queue_store(
-    sessions: sessionmaker[Session],
-    worker: Worker,
-    *,
-    max_attempts: int = 8,
-    clock: Callable[[], datetime] | None = None,
-) -> QueueStore:
-    with sessions() as session:
-        dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from digestd.delivery.queue_postgres import PostgresQueue
-
-        return PostgresQueue(sessions, worker, max_attempts=max_attempts, clock=clock)
-    from digestd.delivery.queue_sqlite import SqliteQueue
-
-    return SqliteQueue(sessions, worker, max_attempts=max_attempts, clock=clock)

@@ -57,10 +57,10 @@ from digestd.delivery.storms import RefusalRuns
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
+from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import StoredDigest
 from digestd.mail.template import ascii_address
-from digestd.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,9 +106,11 @@ class Sender:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
+        heartbeat: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.sleep = sleep
+        self.heartbeat = heartbeat  # progress, for liveness (Service.health)
         self.templates = templates
         self.composer = composer
         self.transport = transport
@@ -171,6 +173,7 @@ class Sender:
         return run.report
 
     async def claim(self, now: datetime) -> Batch | None:
+        self.heartbeat()
         # The deadline counts from the claim: time waiting behind the batch before counts.
         share = 1 - LEASE_SHARE_AFTER_LAST_START
         deadline = self.monotonic() + share * self.lease.total_seconds()
@@ -221,6 +224,7 @@ class Sender:
             return exc
         finally:
             self.metrics.send_seconds.observe(self.monotonic() - started)
+            self.heartbeat()
         self.consecutive_failures = 0
         self.refusals.accepted()
         self.metrics.smtp_succeeded()

@@ -61,6 +61,11 @@ class Transaction(NamedTuple):
     final: Reply | None
 
 
+def accepted(mail: Reply, rcpt: Reply, data: Reply) -> bool:
+    """The server will take the content."""
+    return mail.code == 250 and rcpt.code in (250, 251) and data.code == 354
+
+
 class _ReplyReader(asyncio.Protocol):
     """Parses replies as they arrive and hands them out in order, however many are due."""
 
@@ -175,43 +180,46 @@ class SmtpSession:
         self._transport.write(b"".join(commands))
         return await self._reader.replies(len(commands), timeout or self.timeout)
 
-    async def send(self, envelope_from: bytes, recipient: bytes, content: bytes) -> Transaction:
-        """One message to one recipient. ``content`` is on-the-wire form: CRLF line ends,
-        dot-stuffed, ending in CRLF (the ``.`` terminator is added here).
+    def commands(self, envelope_from: bytes, recipient: bytes, size: int) -> bytes:
+        """``MAIL``, ``RCPT`` and ``DATA`` of one message, as one pipelined write."""
+        mail = b"MAIL FROM:<%s>%s\r\n" % (envelope_from, b" SIZE=%d" % size if self.size else b"")
+        return mail + b"RCPT TO:<%s>\r\nDATA\r\n" % recipient
 
-        The content is sent only after ``MAIL``, ``RCPT`` and ``DATA`` all succeeded; after
-        a refusal the session is reset so it can carry the next message. Cancelled while
-        waiting for replies, the session is closed: the replies still to come would be
-        read as the next message's.
-        """
-        try:
-            return await self._transaction(envelope_from, recipient, content)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-
-    async def _transaction(
-        self, envelope_from: bytes, recipient: bytes, content: bytes
-    ) -> Transaction:
-        mail_cmd = b"MAIL FROM:<%s>%s\r\n" % (
-            envelope_from,
-            b" SIZE=%d" % len(content) if self.size else b"",
-        )
-        rcpt_cmd = b"RCPT TO:<%s>\r\n" % recipient
+    async def open(
+        self, envelope_from: bytes, recipient: bytes, size: int, *, written: bool = False
+    ) -> tuple[Reply, Reply, Reply]:
+        """The replies to ``MAIL``, ``RCPT`` and ``DATA`` (``written``: the commands went
+        out already, after the previous message's content). Without pipelining they go one
+        at a time, stopping at the first refusal (the commands not sent get a stand-in)."""
         if self.pipelining:
-            mail, rcpt, data = await self._ask(mail_cmd, rcpt_cmd, b"DATA\r\n")
-        else:
-            # Lockstep: stop at the first refusal; the commands not sent get a stand-in.
-            skipped = Reply(503, "not sent")
-            (mail,) = await self._ask(mail_cmd)
-            rcpt = data = skipped
-            if mail.code == 250:
-                (rcpt,) = await self._ask(rcpt_cmd)
-                if rcpt.code in (250, 251):
-                    (data,) = await self._ask(b"DATA\r\n")
-        if mail.code == 250 and rcpt.code in (250, 251) and data.code == 354:
-            (final,) = await self._ask(content + b".\r\n", timeout=self.data_timeout)
-            return Transaction(mail, rcpt, data, final)
+            if not written:
+                self._transport.write(self.commands(envelope_from, recipient, size))
+            mail, rcpt, data = await self._reader.replies(3, self.timeout)
+            return mail, rcpt, data
+        skipped = Reply(503, "not sent")
+        (mail,) = await self._ask(
+            b"MAIL FROM:<%s>%s\r\n" % (envelope_from, b" SIZE=%d" % size if self.size else b"")
+        )
+        if mail.code != 250:
+            return mail, skipped, skipped
+        (rcpt,) = await self._ask(b"RCPT TO:<%s>\r\n" % recipient)
+        if rcpt.code not in (250, 251):
+            return mail, rcpt, skipped
+        (data,) = await self._ask(b"DATA\r\n")
+        return mail, rcpt, data
+
+    def finish(self, content: bytes, then: bytes = b"") -> None:
+        """The content (wire form: CRLF line ends, dot-stuffed, ending in CRLF), its ``.``
+        terminator and ``then`` (the next message's commands, RFC 2920) in one write."""
+        self._transport.write(content + b".\r\n" + then)
+
+    async def final(self) -> Reply:
+        """The reply to the end of the content: it gets the longer data timeout."""
+        (final,) = await self._reader.replies(1, self.data_timeout)
+        return final
+
+    async def abandon(self, mail: Reply, data: Reply) -> None:
+        """After a refusal, leave the session ready for the next message."""
         try:
             if data.code == 354:
                 # A server that opened DATA although MAIL or RCPT failed: end it empty.
@@ -220,7 +228,19 @@ class SmtpSession:
                 await self._ask(b"RSET\r\n")
         except SessionLost:
             self.abort()  # the refusal stands; the next message opens a new session
-        return Transaction(mail, rcpt, data, None)
+
+    async def send(self, envelope_from: bytes, recipient: bytes, content: bytes) -> Transaction:
+        """One message to one recipient, alone on the session (``content`` in wire form).
+
+        The content is sent only after ``MAIL``, ``RCPT`` and ``DATA`` all succeeded; after
+        a refusal the session is reset so it can carry the next message.
+        """
+        mail, rcpt, data = await self.open(envelope_from, recipient, len(content))
+        if not accepted(mail, rcpt, data):
+            await self.abandon(mail, data)
+            return Transaction(mail, rcpt, data, None)
+        self.finish(content)
+        return Transaction(mail, rcpt, data, await self.final())
 
     async def quit(self) -> None:
         try:

@@ -23,6 +23,8 @@ import asyncio
 import itertools
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -30,8 +32,8 @@ from typing import Protocol
 import aiosmtplib
 
 from digestd.config import SmtpSettings
-from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession
-from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
+from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession, accepted
+from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from digestd.mail.template import WireBytes
 
 
@@ -72,33 +74,82 @@ class MailCatcher:
         return None
 
 
-class SmtpPool:
-    """Persistent SMTP sessions, opened lazily (by aiosmtplib, then pipelined by
-    :mod:`digestd.delivery.smtp_session`) and re-opened after a drop.
+@dataclass(eq=False)
+class _Request:
+    """One message waiting for a connection; ``done`` hears how it went."""
 
-    Each connection is used by one coroutine at a time; ``size`` bounds concurrency. A
-    connection is replaced after ``max_per_connection`` messages (relays often cap a
-    session; a fresh one also spreads load behind a load balancer).
+    sender: bytes
+    recipient: bytes
+    content: bytes
+    done: asyncio.Future[str]
+
+    def answer(self, reply: str | DeliveryError) -> None:
+        if not self.done.done():  # its sender may have given up waiting
+            if isinstance(reply, DeliveryError):
+                self.done.set_exception(reply)
+            else:
+                self.done.set_result(reply)
+
+
+class SmtpPool:
+    """``size`` persistent SMTP sessions, each run by a task of its own that takes messages
+    from one queue. Sessions are opened lazily (by aiosmtplib, then pipelined by
+    :mod:`digestd.delivery.smtp_session`) and re-opened after a drop or after
+    ``max_per_connection`` messages (relays often cap a session; a fresh one also spreads
+    load behind a load balancer).
+
+    With PIPELINING, a message found waiting when a session sends the content before it
+    has its ``MAIL``, ``RCPT`` and ``DATA`` ride in the same write (RFC 2920): one write
+    and one wake-up per message instead of two. ``concurrency`` leaves room for that: two
+    messages per connection may be handed over at once.
     """
 
     def __init__(self, settings: SmtpSettings, size: int = 4, max_per_connection: int = 1000):
         self.settings = settings
-        self.concurrency = size
+        self.concurrency = 2 * size
         self.name = f"{settings.host}:{settings.port}"
-        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
-        for _ in range(size):
-            self._idle.put_nowait(_Connection(settings, max_per_connection))
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._connections = [_Connection(settings, max_per_connection) for _ in range(size)]
+        self._workers: list[asyncio.Task[None]] = []
 
     async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
-        connection = await self._idle.get()
-        try:
-            return await connection.send(envelope_from, recipient, message)
-        finally:
-            self._idle.put_nowait(connection)
+        request = _Request(
+            _envelope(envelope_from),
+            _envelope(recipient),
+            _wire_content(message),
+            asyncio.get_running_loop().create_future(),
+        )
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(c), name="smtp connection")
+                for c in self._connections
+            ]
+        self._queue.put_nowait(request)
+        return await request.done
+
+    async def _work(self, connection: _Connection) -> None:
+        while True:
+            request = await self._queue.get()
+            if not request.done.cancelled():
+                await connection.carry(request, self._waiting)
+
+    def _waiting(self) -> _Request | None:
+        """A message waiting for a connection, if there is one right now."""
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.done.cancelled():
+                return request
+        return None
 
     async def close(self) -> None:
-        while not self._idle.empty():
-            await self._idle.get_nowait().close()
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        while not self._queue.empty():
+            self._queue.get_nowait().answer(TemporaryDeliveryError("the sender is stopping"))
+        for connection in self._connections:
+            await connection.close()
 
 
 class _Connection:
@@ -107,6 +158,72 @@ class _Connection:
         self.max_messages = max_messages
         self.session: SmtpSession | None = None
         self.sent = 0
+        self._carrying: list[_Request] = []
+        self._chained = False  # the next one's commands went out after the content before it
+
+    async def carry(self, first: _Request, waiting: Callable[[], _Request | None]) -> None:
+        """Send ``first`` and, chained behind it, each message already ``waiting``."""
+        self._carrying = [first]  # the message in hand, and the one chained behind it
+        self._chained = False
+        try:
+            while self._carrying:
+                if not self._chained:
+                    await self._ready()
+                await self._transaction(self._carrying[0], waiting)
+                self._carrying.pop(0)
+        except TemporaryDeliveryError as exc:  # the session could not be opened
+            self._answer_all(exc)
+        except SessionLost as exc:
+            self._lost()
+            self._answer_all(_session_lost(exc))
+        except asyncio.CancelledError:
+            self._lost()  # replies still to come would be read as the next message's
+            self._answer_all(TemporaryDeliveryError("the sender is stopping"))
+            raise
+
+    async def _transaction(self, request: _Request, waiting: Callable[[], _Request | None]) -> None:
+        """One message; a waiting one's commands follow its content when the session
+        pipelines (that one is carried next, ``_chained``)."""
+        session = self.session
+        assert session is not None
+        mail, rcpt, data = await session.open(
+            request.sender, request.recipient, len(request.content), written=self._chained
+        )
+        self._chained = False
+        if not accepted(mail, rcpt, data):
+            await session.abandon(mail, data)
+            self.sent += 1
+            request.answer(_refusal(mail, rcpt, data))
+            return
+        following = waiting() if session.pipelining and self.sent + 1 < self.max_messages else None
+        then = b""
+        if following is not None:
+            self._carrying.append(following)
+            then = session.commands(following.sender, following.recipient, len(following.content))
+        session.finish(request.content, then)
+        self._chained = following is not None
+        final = await session.final()
+        self.sent += 1
+        request.answer(_classify(final, "end-of-data") if final.code >= 400 else final.text)
+
+    def _answer_all(self, error: DeliveryError) -> None:
+        carrying, self._carrying = self._carrying, []
+        self._chained = False
+        for request in carrying:
+            request.answer(error)
+
+    async def _ready(self) -> None:
+        """A session that may start a transaction: open, nothing said out of turn (a server
+        about to drop an idle session says ``421`` first), and not at its message cap."""
+        session = self.session
+        if session is None or not session.is_usable or self.sent >= self.max_messages:
+            await self.close()
+            self.session = await self._connect()
+
+    def _lost(self) -> None:
+        if self.session is not None:
+            self.session.abort()  # dropped or confused: the next message reconnects
+            self.session = None
 
     async def _connect(self) -> SmtpSession:
         s = self.settings
@@ -143,31 +260,6 @@ class _Connection:
             raise
         self.sent = 0
         return session
-
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
-        sender, to = _envelope(envelope_from), _envelope(recipient)
-        content = _wire_content(message)
-        if self.session is None or not self.session.is_usable or self.sent >= self.max_messages:
-            await self.close()
-            self.session = await self._connect()
-        try:
-            done = await self.session.send(sender, to, content)
-        except SessionLost as exc:
-            self.session.abort()  # dropped or confused: the next message reconnects
-            self.session = None
-            refused = next((r for r in exc.replies if r.code >= 400), None)
-            if refused is not None:  # "421 closing" before the drop says more than the drop
-                raise TemporaryDeliveryError(f"connection closed: {refused}", refused.code) from exc
-            raise TemporaryDeliveryError(f"connection problem: {exc}") from exc
-        self.sent += 1
-        if done.mail.code != 250:
-            # About us, not the reader (see the module docstring): never a hard bounce.
-            raise TemporaryDeliveryError(f"MAIL FROM refused: {done.mail}", done.mail.code)
-        for reply, stage in ((done.rcpt, "rcpt"), (done.data, "data"), (done.final, "end-of-data")):
-            if reply is not None and reply.code >= 400:
-                raise _classify(reply, stage)
-        assert done.final is not None
-        return done.final.text
 
     async def close(self) -> None:
         session, self.session = self.session, None
@@ -224,6 +316,22 @@ def _classify(reply: Reply, stage: str) -> TemporaryDeliveryError | PermanentDel
     if 400 <= reply.code < 500:
         return TemporaryDeliveryError(str(reply), reply.code, stage)
     return PermanentDeliveryError(str(reply), reply.code, stage)
+
+
+def _refusal(mail: Reply, rcpt: Reply, data: Reply) -> DeliveryError:
+    if mail.code != 250:
+        # About us, not the reader (see the module docstring): never a hard bounce.
+        return TemporaryDeliveryError(f"MAIL FROM refused: {mail}", mail.code)
+    if rcpt.code not in (250, 251):
+        return _classify(rcpt, "rcpt")
+    return _classify(data, "data")
+
+
+def _session_lost(exc: SessionLost) -> TemporaryDeliveryError:
+    refused = next((r for r in exc.replies if r.code >= 400), None)
+    if refused is not None:  # "421 closing" before the drop says more than the drop
+        return TemporaryDeliveryError(f"connection closed: {refused}", refused.code)
+    return TemporaryDeliveryError(f"connection problem: {exc}")
 
 
 def make_transport(

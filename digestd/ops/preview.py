@@ -9,18 +9,33 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.utils import format_datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from digestd.mail.digests import load_articles
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.config import Settings
+from digestd.mail.composer import Composer
+from digestd.mail.digests import DigestRenderer, load_articles
 from digestd.mail.template import Personal
 from digestd.models import EditionKind
 from digestd.planning.layouts import in_site_order
 from digestd.planning.planner import Planner, Timing
-from digestd.service import Service
+from digestd.planning.policy import Policy
+
+
+class Parts(Protocol):
+    """What a preview needs of the service (:class:`digestd.service.Service` has it)."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    policy: Policy
+    renderer: DigestRenderer
+    composer: Composer
 
 
 def preview(
-    service: Service, kind: EditionKind, categories: list[str], now: datetime, fmt: str
+    service: Parts, kind: EditionKind, categories: list[str], now: datetime, fmt: str
 ) -> bytes | None:
     """The edition as ``html``, ``text`` or a whole message (``eml``); None when there is
     nothing to send."""

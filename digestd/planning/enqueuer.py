@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -70,7 +71,11 @@ class Enqueuer:
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
 
-    async def enqueue(self, policy: Policy, now: datetime) -> EnqueueReport:
+    async def enqueue(
+        self, policy: Policy, now: datetime, progress: Callable[[], None] = lambda: None
+    ) -> EnqueueReport:
+        """``progress`` hears of each batch planned in this process (the helper's batches
+        show as the rows the sender finds)."""
         if self.in_helper:
             try:
                 return await asyncio.to_thread(self._call, policy, now)
@@ -79,7 +84,9 @@ class Enqueuer:
                 # planned here. A new helper is started for the next tick.
                 log.warning("the enqueue helper process died; enqueueing in this process")
                 self.close()
-        return await asyncio.to_thread(enqueue_due, self.sessions, policy, self.renderer, now)
+        return await asyncio.to_thread(
+            enqueue_due, self.sessions, policy, self.renderer, now, progress
+        )
 
     def start(self) -> int:
         """Start the helper (once; it takes a fraction of a second to import what planning

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,9 +60,14 @@ MISSED = "missed:"  # how a skipped row says it was due beyond the catch-up wind
 
 
 def enqueue_due(
-    sessions: sessionmaker[Session], policy: Policy, renderer: DigestRenderer, now: datetime
+    sessions: sessionmaker[Session],
+    policy: Policy,
+    renderer: DigestRenderer,
+    now: datetime,
+    progress: Callable[[], None] = lambda: None,
 ) -> EnqueueReport:
-    """Plan every edition due at ``now``, a batch of readers per transaction."""
+    """Plan every edition due at ``now``, a batch of readers per transaction; ``progress``
+    hears of each batch."""
     report = EnqueueReport()
     for kind in EditionKind:
         planner = Planner(kind, policy, renderer, now)
@@ -69,6 +75,7 @@ def enqueue_due(
             with sessions.begin() as session:
                 if not planner.plan_due_batch(session, report):
                     break
+            progress()
         report.rendered += planner.book.rendered
     return report
 

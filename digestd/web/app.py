@@ -3,8 +3,8 @@ development mailbox when no SMTP server is configured. Built from a :class:`Serv
 
 from __future__ import annotations
 
+import hmac
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +22,7 @@ from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import admin, api, devmail, manage, signup, unsubscribe, view
 from digestd.web.body import BodyLimit
+from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
 from digestd.web.pages import error_response
@@ -58,19 +59,22 @@ class SecurityHeaders:
 
 
 async def healthz(request: Request) -> Response:
-    """Ready when the database answers and the scheduler keeps ticking; the last SMTP
-    success is reported, not judged (a quiet night sends nothing and is healthy)."""
+    """Ready when the database answers and the work moves; ``?live`` asks only whether the
+    work moves (a liveness probe: a database outage must not get the daemon restarted).
+    The last SMTP success is reported, not judged (a quiet night sends nothing)."""
     w = web(request)
     health = w.service.health
-    body: dict[str, object] = {"status": "ok", "database": "ok"}
-    try:
-        await w.db(_ping, w)
-    except (SQLAlchemyError, OSError) as exc:  # the database is not there: not ready
-        body.update(status="error", database=type(exc).__name__)
-    problem = health.scheduler_problem(time.monotonic())
-    body["scheduler"] = "off" if health.scheduler_started_at is None else problem or "ok"
-    if problem:
-        body["status"] = "error"
+    problem = health.scheduler_problem()
+    body: dict[str, object] = {
+        "status": "error" if problem else "ok",
+        "scheduler": "off" if health.scheduler_started_at is None else problem or "ok",
+    }
+    if "live" not in request.query_params:
+        body["database"] = "ok"
+        try:
+            await w.db(_ping, w)
+        except (SQLAlchemyError, OSError) as exc:  # the database is not there: not ready
+            body.update(status="error", database=type(exc).__name__)
     last_smtp = w.service.metrics.last_smtp_success_at
     body["last_smtp_success"] = (
         datetime.fromtimestamp(last_smtp, UTC).isoformat() if last_smtp else None
@@ -79,7 +83,28 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    exposition = await web(request).db(web(request).service.metrics.exposition)
+    """Prometheus text. The counts tell whether a signup hit a new, active or unsubscribed
+    address, so only a scraper holding ``DIGESTD_METRICS_TOKEN`` may read them, or, with
+    no token configured, a client on this machine (not one relayed by a proxy on it)."""
+    w = web(request)
+    token = w.settings.http.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return PlainTextResponse(
+                "Send Authorization: Bearer $DIGESTD_METRICS_TOKEN.\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="digestd metrics"'},
+            )
+    elif not is_local(request):
+        return PlainTextResponse(
+            "/metrics answers only this machine; set DIGESTD_METRICS_TOKEN to scrape it "
+            "from elsewhere.\n",
+            status_code=403,
+        )
+    exposition = await w.db(w.service.metrics.exposition)
     return Response(exposition, media_type=CONTENT_TYPE)
 
 

@@ -22,6 +22,7 @@ from digestd.readers.mailbox import Limit
 from digestd.readers.signups import Held, SignupLimits, SignupResult, release_email
 from digestd.service import Service
 from digestd.tokens import Tokens
+from digestd.web.clients import client_address, limit_key
 from digestd.web.csrf import Csrf
 from digestd.web.mailer import SignupMailer
 from digestd.web.pages import Pages
@@ -139,4 +140,5 @@ def web(request: Request) -> Web:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The key per-client limits count by (web/clients.py: who the client is)."""
+    return limit_key(client_address(request))

@@ -1,28 +1,36 @@
-"""A sliding-window counter per key (a client IP), kept in memory.
+"""A sliding-window counter per key (a client address), kept in memory, of bounded size.
 
 In memory on purpose: it only has to blunt a burst from one address, and a restart or a
 second process giving a few more attempts is harmless. The per-*inbox* limit, which
 protects a victim's inbox, lives in the database (:mod:`digestd.readers.mailbox`).
+
+At most ``max_keys`` keys are kept, least recently seen forgotten first, so a flood of
+distinct addresses costs a fixed amount of memory. Forgetting a key can only give that
+address its attempts back, and only once the flood has pushed it out.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 
 
 class RateLimiter:
-    def __init__(self, limit: int, window: timedelta, max_keys: int = 100_000) -> None:
+    def __init__(self, limit: int, window: timedelta, max_keys: int = 10_000) -> None:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
-        self._hits: dict[str, deque[datetime]] = {}
+        # key -> the times of its attempts in the window, oldest first
+        self._hits: OrderedDict[str, deque[datetime]] = OrderedDict()
 
     def allow(self, key: str, now: datetime) -> bool:
         """Count one attempt for ``key``; False when it is over the limit."""
-        if len(self._hits) >= self.max_keys:
-            self._forget_idle(now)
-        hits = self._hits.setdefault(key, deque())
+        hits = self._hits.pop(key, None)
+        if hits is None:
+            hits = deque(maxlen=self.limit)
+            while len(self._hits) >= self.max_keys:
+                self._hits.popitem(last=False)
+        self._hits[key] = hits  # now the most recently seen
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
@@ -30,7 +38,5 @@ class RateLimiter:
         hits.append(now)
         return True
 
-    def _forget_idle(self, now: datetime) -> None:
-        horizon = now - self.window
-        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= horizon]:
-            del self._hits[key]
+    def __len__(self) -> int:
+        return len(self._hits)

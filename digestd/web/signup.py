@@ -38,6 +38,7 @@ from digestd.readers.subscribers import (
 )
 from digestd.tokens import BadToken, ExpiredToken, Purpose, Signed
 from digestd.web.body import Input, read_input
+from digestd.web.clients import client_address
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
@@ -204,7 +205,7 @@ async def confirm_link(request: Request) -> Response:
         # HEAD (link checkers, mail scanners) must not subscribe anyone.
         return w.pages.message("Confirm your subscription", "Open this link to confirm.")
     # GET activates, as SPEC §6 asks: this click is the double opt-in.
-    click = Click(w.clock(), client_ip(request)[:64], _user_agent(request))
+    click = Click(w.clock(), client_address(request), _user_agent(request))
     outcome = await w.db(_confirm, w, link, signed, click)
     if outcome in (Confirmation.CONFIRMED, Confirmation.ALREADY, Confirmation.TOPICS_ADDED):
         preferences = f"/preferences/{w.tokens.make(Purpose.PREFERENCES, link.public_id)}"
