@@ -102,6 +102,7 @@ async def trigger_edition(request: Request) -> Response:
         raise WebError(400, "kind: required, daily or weekly", field="kind")
     emails = _trigger_emails(body)
     report = await w.db(_trigger, w, EditionKind(kind), emails, w.clock())
+    request.state.audit = {"kind": kind, "queued": report.queued}
     return JSONResponse(report.as_json())
 
 

@@ -30,6 +30,13 @@ class RateLimiter:
         hits.append(now)
         return True
 
+    def over(self, key: str, now: datetime) -> bool:
+        """True when ``key`` has no attempt left in the window (counts nothing)."""
+        hits = self._hits.get(key)
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        return hits is not None and len(hits) >= self.limit
+
     def _forget_idle(self, now: datetime) -> None:
         horizon = now - self.window
         for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= horizon]:
