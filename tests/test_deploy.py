@@ -12,8 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from digestd.config import load_settings
@@ -145,8 +148,13 @@ def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[
             if not healthy:
                 time.sleep(0.3)  # waiting for another process to start listening
         assert healthy, "HEALTHCHECK never passed"
+        # No SMTP here, yet the caught mail (every confirmation link) is not served on 0.0.0.0.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/dev/mail", timeout=5)
+        assert refused.value.code == 404
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 0, output
+    assert "/dev/mail is off" in output
     assert shlex.join(cmd) == "run"
