@@ -14,11 +14,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from digestd.content.articles import IngestReport, ingest
+from digestd.content.documents import decode_body
+from digestd.errors import InputError
 from digestd.web import api_bounces, api_editions, api_lists, openapi
 from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
-from digestd.web.params import json_body as _json
+from digestd.web.params import json_text
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -64,8 +66,10 @@ def _details(request: Request) -> dict[str, object]:
 async def post_articles(request: Request) -> Response:
     """One SPEC §3 object or an array; invalid items are reported, valid ones kept."""
     w = web(request)
-    body = await _json(request)
-    items = body if isinstance(body, list) else [body]
+    try:
+        items = decode_body(await json_text(request))
+    except InputError as exc:
+        raise WebError(400, f"The body is not valid JSON: {exc}") from exc
     if not items:
         raise WebError(400, "The array is empty: send at least one article.")
     report = await w.db(_ingest, w, items)
@@ -89,9 +93,9 @@ async def post_articles(request: Request) -> Response:
     )
 
 
-def _ingest(w: Web, items: list[Any]) -> IngestReport:
+def _ingest(w: Web, items: list[tuple[int, Any]]) -> IngestReport:
     with w.sessions.begin() as session:
-        return ingest(session, enumerate(items, start=1))
+        return ingest(session, items)
 
 
 # (method, path under /api, endpoint); each one is described in openapi.PATHS too.
