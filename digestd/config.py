@@ -6,12 +6,9 @@ variable, so start-up fails with one line an operator can act on. Nothing here r
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
 import secrets
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digestd import config_values as values
+from digestd.dev_key import dev_secret
 from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
@@ -365,46 +363,6 @@ def _read_toml(path: Path) -> dict[str, str]:
     return values
 
 
-def _dev_secret(data_dir: Path) -> str:
-    """A per-installation key kept under ``var/`` so links survive restarts in development.
-
-    Written to a private temporary file (0600 from its first byte) and then hard-linked into
-    place, which fails if the name exists: of two first starts racing, one key wins, both
-    use it, and no reader ever sees a half-written file.
-    """
-    path = data_dir / "secret.key"
-    try:
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            _publish_key(path, secrets.token_urlsafe(32))
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(
-            PREFIX + "DATA_DIR", f"cannot keep the development key {path}: {problem}"
-        ) from exc
-    if len(key) < 16:
-        raise ConfigError(
-            PREFIX + "SECRET_KEYS",
-            f"not set, and {path} holds no usable key: delete it, or set {PREFIX}SECRET_KEYS",
-        )
-    return key
-
-
-def _publish_key(path: Path, key: str) -> None:
-    """Create ``path`` holding ``key`` unless it exists; never overwrite (see _dev_secret)."""
-    fd, temporary = tempfile.mkstemp(prefix=".secret.key.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(key + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):  # another first start won: its key is the key
-            os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
-
-
 class Get(Protocol):
     """Reads one setting by its name without the prefix: stripped text, or ``default``."""
 
@@ -433,7 +391,7 @@ def _parse_listen(raw: str) -> tuple[str, int]:
 
 
 def _secret_keys(raw: str) -> tuple[str, ...]:
-    """The configured keys, newest first; empty when none is set (see _dev_secret)."""
+    """The configured keys, newest first; empty when none is set (see dev_key)."""
     if not raw:
         return ()
     keys = tuple(k.strip() for k in raw.split(",") if k.strip())
@@ -501,5 +459,5 @@ def load_settings(
     if settings.secret_keys:
         return settings
     # Only now that everything else is valid: a bad setting leaves no key file behind.
-    key = _dev_secret(data_dir) if create_dev_secret else secrets.token_urlsafe(32)
+    key = dev_secret(data_dir) if create_dev_secret else secrets.token_urlsafe(32)
     return replace(settings, secret_keys=(key,), generated_secret=True)

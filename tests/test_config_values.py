@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from digestd.config import _dev_secret, load_settings
+from digestd.config import load_settings
+from digestd.dev_key import dev_secret
 from digestd.errors import ConfigError
 from tests.helpers import ROOT, one_line_error, run_cli, run_digestd
 
@@ -188,14 +189,14 @@ def test_the_command_line_says_one_line_and_exits_2(
 def test_the_dev_key_is_private_from_its_first_byte(tmp_path: Path) -> None:
     old = os.umask(0)  # the most permissive umask must not widen it
     try:
-        key = _dev_secret(tmp_path / "var")
+        key = dev_secret(tmp_path / "var")
     finally:
         os.umask(old)
     path = tmp_path / "var" / "secret.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().strip() == key and len(key) >= 32
     assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary left
-    assert _dev_secret(tmp_path / "var") == key  # kept across restarts
+    assert dev_secret(tmp_path / "var") == key  # kept across restarts
 
 
 def test_racing_first_starts_in_threads_end_with_one_key(tmp_path: Path) -> None:
@@ -208,7 +209,7 @@ def test_racing_first_starts_in_threads_end_with_one_key(tmp_path: Path) -> None
             data_dir: Path = data_dir, start: threading.Barrier = start, keys: list[str] = keys
         ) -> None:
             start.wait()
-            keys.append(_dev_secret(data_dir))
+            keys.append(dev_secret(data_dir))
 
         threads = [threading.Thread(target=first_start) for _ in range(8)]
         for thread in threads:
