@@ -292,6 +292,7 @@ def _stored(service: Service, article_id: str) -> bool:
         return session.get(Article, article_id) is not None
 
 
+@pytest.mark.slow  # 700 batches: ~10 s
 def test_fuzzed_article_batches_keep_their_valid_item(app: tuple[TestClient, Service]) -> None:
     client, service = app
 
@@ -317,6 +318,7 @@ def test_fuzzed_article_batches_keep_their_valid_item(app: tuple[TestClient, Ser
     post()
 
 
+@pytest.mark.slow  # 350 runs of main(): ~10 s
 def test_fuzzed_article_files_keep_their_valid_item(
     app: tuple[TestClient, Service],
     env: dict[str, str],
