@@ -129,6 +129,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     # DIGESTD_DEV_MAILBOX: serve /dev/mail beyond loopback too (see web/devmail.py)
     dev_mailbox: bool = False
+    retention_days: int = 90  # DIGESTD_RETENTION_DAYS: settled history kept (ops/retention.py)
 
     @property
     def listen_url(self) -> str:
@@ -517,6 +518,9 @@ def load_settings(
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
         http=_parse_http(get),
         dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
+        retention_days=values.number(
+            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
+        ),
     )
     if settings.secret_keys:
         return settings
