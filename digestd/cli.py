@@ -18,9 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from digestd import __version__, logs
 from digestd.config import Settings, load_settings
-from digestd.content.articles import ingest, parse_document
+from digestd.content.articles import ingest
 from digestd.content.categories import parse_categories
+from digestd.content.documents import decode_document
 from digestd.errors import ConfigError, DigestdError, InputError, ValidationError, first_line
+from digestd.instants import parse_instant
 from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.ops.activity import snapshot
 from digestd.ops.progress import progress
@@ -45,23 +47,25 @@ def parse_now(raw: str | None) -> datetime:
     if raw is None:
         return datetime.now(UTC)
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise UsageError(f"--now: not an ISO 8601 date-time: {raw!r}") from exc
-    if moment.tzinfo is None:
-        raise UsageError(f"--now: needs a timezone, e.g. {raw}Z or {raw}+00:00")
-    return moment.astimezone(UTC)
+        return parse_instant("--now", raw)
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _read_input(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """The whole file (or stdin) as text: UTF-8, a leading BOM dropped."""
+    name = "stdin" if path == "-" else path
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", None)  # a test may hand over text
+            data = stream.read() if stream is not None else sys.stdin.read().encode()
+        else:
+            data = Path(path).read_bytes()
+        return data.decode("utf-8-sig")
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text") from exc
+        raise InputError(f"cannot read {name}: {exc.strerror}") from exc
+    except UnicodeError as exc:  # invalid bytes, or text a test handed over that was not
+        raise InputError(f"{name} is not UTF-8 text") from exc
 
 
 # --- commands -------------------------------------------------------------------------
@@ -125,7 +129,7 @@ def cmd_articles_add(settings: Settings, args: argparse.Namespace) -> int:
     text = _read_input(args.file)
     service = Service.build(settings)
     with service.sessions.begin() as session:
-        report = ingest(session, parse_document(text))
+        report = ingest(session, decode_document(text))
     for error in report.errors:
         print(f"rejected {error}", file=sys.stderr)
     print(
@@ -259,7 +263,10 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     if args.output and args.output != "-":
-        Path(args.output).write_bytes(data)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror}") from exc
         print(f"wrote {args.output} ({len(data)} bytes)")
     else:
         sys.stdout.buffer.write(data)

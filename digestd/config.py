@@ -11,16 +11,18 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from digestd import config_values as values
+from digestd.dev_key import dev_secret
 from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
@@ -131,6 +133,9 @@ class Settings:
     # mailto: unsubscribes (digestd.inbound); None: not listening
     inbound_listen: tuple[str, int] | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
+    # DIGESTD_DEV_MAILBOX: serve /dev/mail beyond loopback too (see web/devmail.py)
+    dev_mailbox: bool = False
+    retention_days: int = 90  # DIGESTD_RETENTION_DAYS: settled history kept (ops/retention.py)
 
     @property
     def listen_url(self) -> str:
@@ -157,18 +162,10 @@ def _parse_hour(variable: str, raw: str) -> time:
             hours, minutes = text.split(":", 1)
             return time(int(hours), int(minutes))
         return time(int(text), 0)
-    except ValueError as exc:
-        raise ConfigError(variable, f"expected an hour such as 7 or 07:30, got {raw!r}") from exc
-
-
-def _parse_positive(variable: str, raw: str, kind: type[int] | type[float]) -> Any:
-    try:
-        value = kind(raw)
-    except ValueError as exc:
-        raise ConfigError(variable, f"expected a number, got {raw!r}") from exc
-    if value < 0 or (kind is int and value == 0):
-        raise ConfigError(variable, f"must be positive, got {raw!r}")
-    return value
+    except (ValueError, OverflowError) as exc:
+        raise ConfigError(
+            variable, f"expected an hour such as 7 or 07:30, got {raw[:40]!r}"
+        ) from exc
 
 
 def _parse_choice(variable: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -326,52 +323,37 @@ def _parse_from(variable: str, raw: str) -> tuple[str, str]:
     return name, address
 
 
-def _parse_delivery(get: Any) -> DeliveryTuning:
-    def number(name: str, default: Any, kind: type[int] | type[float], zero_ok: bool) -> Any:
-        raw = get(name, "")
-        if not raw:
-            return default
-        if zero_ok and kind is int and raw.strip() == "0":
-            return 0
-        return _parse_positive(PREFIX + name, raw, kind)
+def _parse_delivery(get: Get) -> DeliveryTuning:
+    def number(
+        name: str, default: Any, kind: type[int] | type[float], low: float, high: float
+    ) -> Any:
+        raw = get(name)
+        return default if not raw else values.number(PREFIX + name, raw, kind, low, high)
 
     d = DeliveryTuning()
-    tuning = DeliveryTuning(
-        pool_size=number("SMTP_POOL_SIZE", d.pool_size, int, False),
-        max_per_connection=number("SMTP_MAX_PER_CONNECTION", d.max_per_connection, int, False),
-        rate=number("SMTP_RATE", d.rate, float, True),
-        domain_concurrency=number("SMTP_DOMAIN_CONCURRENCY", d.domain_concurrency, int, True),
-        domain_rate=number("SMTP_DOMAIN_RATE", d.domain_rate, float, True),
-        failure_burst=number("SMTP_FAILURE_BURST", d.failure_burst, int, False),
-        pause_seconds=number("SMTP_PAUSE_SECONDS", d.pause_seconds, float, True),
-        storm_domains=number("SMTP_STORM_DOMAINS", d.storm_domains, int, False),
-        batch=number("SEND_BATCH", d.batch, int, False),
-        lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, True),
-        tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, True),
-        helper_processes=number("HELPER_PROCESSES", d.helper_processes, int, True),
-        max_attempts=number("MAX_ATTEMPTS", d.max_attempts, int, False),
+    day = 24 * 3600
+    return DeliveryTuning(
+        pool_size=number("SMTP_POOL_SIZE", d.pool_size, int, 1, 1000),
+        max_per_connection=number("SMTP_MAX_PER_CONNECTION", d.max_per_connection, int, 1, 10**7),
+        rate=number("SMTP_RATE", d.rate, float, 0, 10**6),
+        domain_concurrency=number("SMTP_DOMAIN_CONCURRENCY", d.domain_concurrency, int, 0, 1000),
+        domain_rate=number("SMTP_DOMAIN_RATE", d.domain_rate, float, 0, 10**6),
+        failure_burst=number("SMTP_FAILURE_BURST", d.failure_burst, int, 1, 10**6),
+        pause_seconds=number("SMTP_PAUSE_SECONDS", d.pause_seconds, float, 0, day),
+        # one domain is no storm
+        storm_domains=number("SMTP_STORM_DOMAINS", d.storm_domains, int, 2, 10**6),
+        batch=number("SEND_BATCH", d.batch, int, 1, 100_000),
+        lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, 1, 7 * day),
+        tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, 1, day),
+        # one per spare CPU core is plenty
+        helper_processes=number(
+            "HELPER_PROCESSES", d.helper_processes, int, 0, MAX_HELPER_PROCESSES
+        ),
+        max_attempts=number("MAX_ATTEMPTS", d.max_attempts, int, 1, 1000),
     )
-    for name, value in (
-        ("SEND_LEASE_SECONDS", tuning.lease_seconds),
-        ("TICK_SECONDS", tuning.tick_seconds),
-    ):
-        if value < 1:
-            raise ConfigError(PREFIX + name, f"must be at least 1 second, got {value}")
-    if tuning.storm_domains < 2:
-        raise ConfigError(
-            PREFIX + "SMTP_STORM_DOMAINS",
-            f"must be at least 2 (one domain is no storm), got {tuning.storm_domains}",
-        )
-    if tuning.helper_processes > MAX_HELPER_PROCESSES:
-        raise ConfigError(
-            PREFIX + "HELPER_PROCESSES",
-            f"at most {MAX_HELPER_PROCESSES} (one per spare CPU core is plenty), "
-            f"got {tuning.helper_processes}",
-        )
-    return tuning
 
 
-def _parse_dkim(get: Any, from_domain: str) -> DkimSettings | None:
+def _parse_dkim(get: Get, from_domain: str) -> DkimSettings | None:
     selector, key_file = get("DKIM_SELECTOR"), get("DKIM_KEY_FILE")
     if not selector and not key_file:
         return None
@@ -410,8 +392,9 @@ def parse_listen(raw: str, variable: str = PREFIX + "LISTEN") -> tuple[str, int]
             raise ConfigError(
                 variable, f"write an IPv6 address in brackets, as in [::1]:8080; got {raw!r}"
             )
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(variable, f"expected HOST:PORT or [IPV6]:PORT, got {raw!r}")
+    numeric = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not host or not numeric or not 0 < int(port_text) < 65536:
+        raise ConfigError(variable, f"expected HOST:PORT or [IPV6]:PORT, got {raw[:80]!r}")
     return host, int(port_text)
 
 
@@ -446,6 +429,8 @@ def _read_toml(path: Path) -> dict[str, str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     table = data.get("digestd", data)
@@ -457,101 +442,99 @@ def _read_toml(path: Path) -> dict[str, str]:
     return values
 
 
-def _dev_secret(data_dir: Path) -> str:
-    """A per-installation key kept under ``var/`` so links survive restarts in development."""
-    path = data_dir / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+class Get(Protocol):
+    """Reads one setting by its name without the prefix: stripped text, or ``default``."""
+
+    def __call__(self, name: str, default: str = "") -> str: ...
+
+
+def _getter(environ: Mapping[str, str], config_file: Path | None) -> Get:
+    raw: dict[str, str] = _read_toml(config_file) if config_file else {}
+    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+
+    def get(name: str, default: str = "") -> str:
+        value = raw.get(PREFIX + name, "")
+        values.check_text(PREFIX + name, value)
+        return value.strip() or default
+
+    return get
+
+
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    """The configured keys, newest first; empty when none is set (see dev_key)."""
+    if not raw:
+        return ()
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if not keys:
+        raise ConfigError(PREFIX + "SECRET_KEYS", "lists no key: give one or more, comma-separated")
+    if any(len(k) < 16 for k in keys):
+        raise ConfigError(PREFIX + "SECRET_KEYS", "each key must be at least 16 characters")
+    return keys
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(PREFIX + "DEFAULT_TIMEZONE", f"unknown IANA timezone {name!r}") from exc
+    return name
 
 
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, *, create_dev_secret: bool = True
 ) -> Settings:
-    values: dict[str, str] = _read_toml(config_file) if config_file else {}
-    values.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
-
-    def get(name: str, default: str = "") -> str:
-        return values.get(PREFIX + name, "").strip() or default
-
+    get = _getter(environ, config_file)
     data_dir = Path(get("DATA_DIR", "var"))
-    database_url = get("DATABASE_URL", f"sqlite:///{data_dir}/digestd.db")
-    if "://" not in database_url:
-        raise ConfigError(
-            PREFIX + "DATABASE_URL",
-            f"expected a URL like sqlite:///path or "
-            f"postgresql://user@host/db, got {database_url!r}",
-        )
-    if database_url.startswith(("postgres://", "postgresql://")):
-        # psycopg 3 is the driver digestd ships with.
-        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
-
     smtp_raw = get("SMTP_URL")
     smtp = parse_smtp_url(smtp_raw) if smtp_raw else None
-    check_lease_budget(smtp, _parse_delivery(get))
-
+    delivery = _parse_delivery(get)
+    check_lease_budget(smtp, delivery)
     host, port = parse_listen(get("LISTEN", "127.0.0.1:8080"))
-    base_url = get("BASE_URL", http_url(host, port)).rstrip("/")
-    base_parts = urlsplit(base_url)
-    if base_parts.scheme not in ("http", "https") or not base_parts.hostname:
-        raise ConfigError(PREFIX + "BASE_URL", f"expected an http(s) URL, got {base_url!r}")
-
     from_name, from_address = _parse_from(
         PREFIX + "FROM", get("FROM", "Tech Pulse <digest@example.com>")
     )
-
-    keys_raw = get("SECRET_KEYS")
-    generated = False
-    if keys_raw:
-        keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip())
-        if any(len(k) < 16 for k in keys):
-            raise ConfigError(PREFIX + "SECRET_KEYS", "each key must be at least 16 characters")
-    elif create_dev_secret:
-        keys, generated = (_dev_secret(data_dir),), True
-    else:
-        keys = (secrets.token_urlsafe(32),)
-        generated = True
-
-    tz_name = get("DEFAULT_TIMEZONE", "UTC")
-    try:
-        ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            PREFIX + "DEFAULT_TIMEZONE", f"unknown IANA timezone {tz_name!r}"
-        ) from exc
-
-    return Settings(
+    settings = Settings(
         data_dir=data_dir,
-        database_url=database_url,
+        database_url=values.database_url(
+            PREFIX + "DATABASE_URL", get("DATABASE_URL", f"sqlite:///{data_dir}/digestd.db")
+        ),
         smtp=smtp,
-        base_url=base_url,
+        base_url=values.base_url(PREFIX + "BASE_URL", get("BASE_URL", http_url(host, port))),
         listen_host=host,
         listen_port=port,
         from_name=from_name,
         from_address=from_address,
-        secret_keys=keys,
-        admin_token=get("ADMIN_TOKEN") or None,
+        secret_keys=_secret_keys(get("SECRET_KEYS")),
+        admin_token=values.admin_token(PREFIX + "ADMIN_TOKEN", get("ADMIN_TOKEN")),
         postal_address=get("POSTAL_ADDRESS", "Tech Pulse · 1 Example Street · Springfield, USA"),
         site_name=get("SITE_NAME", "Tech Pulse"),
         daily_time=_parse_hour(PREFIX + "DAILY_HOUR", get("DAILY_HOUR", "7")),
         weekly_time=_parse_hour(PREFIX + "WEEKLY_HOUR", get("WEEKLY_HOUR", "8")),
-        default_timezone=tz_name,
-        catchup_hours=_parse_positive(PREFIX + "CATCHUP_HOURS", get("CATCHUP_HOURS", "6"), float),
-        daily_limit=_parse_positive(PREFIX + "DAILY_LIMIT", get("DAILY_LIMIT", "10"), int),
-        weekly_limit=_parse_positive(PREFIX + "WEEKLY_LIMIT", get("WEEKLY_LIMIT", "15"), int),
-        per_source_limit=_parse_positive(
-            PREFIX + "PER_SOURCE_LIMIT", get("PER_SOURCE_LIMIT", "3"), int
+        default_timezone=_timezone(get("DEFAULT_TIMEZONE", "UTC")),
+        catchup_hours=values.number(
+            PREFIX + "CATCHUP_HOURS", get("CATCHUP_HOURS", "6"), float, 0, 7 * 24
         ),
-        generated_secret=generated,
-        delivery=_parse_delivery(get),
+        daily_limit=values.number(PREFIX + "DAILY_LIMIT", get("DAILY_LIMIT", "10"), int, 1, 1000),
+        weekly_limit=values.number(
+            PREFIX + "WEEKLY_LIMIT", get("WEEKLY_LIMIT", "15"), int, 1, 1000
+        ),
+        per_source_limit=values.number(
+            PREFIX + "PER_SOURCE_LIMIT", get("PER_SOURCE_LIMIT", "3"), int, 1, 1000
+        ),
+        delivery=delivery,
         dkim=_parse_dkim(get, from_address.rpartition("@")[2]),
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
         http=_parse_http(get),
+        dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
+        retention_days=values.number(
+            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
+        ),
         inbound_listen=parse_listen(get("INBOUND_LISTEN"), PREFIX + "INBOUND_LISTEN")
         if get("INBOUND_LISTEN")
         else None,
     )
+    if settings.secret_keys:
+        return settings
+    # Only now that everything else is valid: a bad setting leaves no key file behind.
+    key = dev_secret(data_dir) if create_dev_secret else secrets.token_urlsafe(32)
+    return replace(settings, secret_keys=(key,), generated_secret=True)

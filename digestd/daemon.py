@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -29,6 +29,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from digestd.content import feeds
 from digestd.errors import DigestdError, first_line
 from digestd.inbound import lmtp
+from digestd.ops.retention import prune
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.connections import ConnectionLimits
@@ -115,6 +116,14 @@ class Daemon:
             coalesce=True,
         )
         scheduler.add_job(
+            self.prune,
+            "interval",
+            hours=1,
+            next_run_time=self.clock() + timedelta(minutes=5),  # not with the first tick
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
             self.nudge,
             "interval",
             seconds=tick_seconds,
@@ -175,6 +184,26 @@ class Daemon:
                 report.unchanged,
                 report.failed,
                 report.articles,
+            )
+
+    async def prune(self) -> None:
+        """Forget settled history older than DIGESTD_RETENTION_DAYS (in a thread, in short
+        transactions: sending and the pages go on)."""
+        if self.stopping.is_set():
+            return
+        days = self.service.settings.retention_days
+        try:
+            report = await asyncio.to_thread(prune, self.service.sessions, self.clock(), days)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("pruning history skipped: database unavailable (%s)", first_line(exc))
+            return
+        if report.deliveries:
+            log.info(
+                "pruned history older than %d days: %d deliveries, %d digests, %d editions",
+                days,
+                report.deliveries,
+                report.digests,
+                report.editions,
             )
 
     async def finish(self, ticks: asyncio.Task[None]) -> None:

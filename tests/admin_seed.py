@@ -16,8 +16,9 @@ from digestd.models import (
     Suppression,
 )
 from digestd.readers.subscribers import email_hash, new_subscriber, parse_preferences
+from tests.conftest import ADMIN_TOKEN
 
-TOKEN = "admin-" + "x" * 24
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

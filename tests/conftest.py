@@ -41,6 +41,8 @@ logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 TEST_KEY = "test-secret-key-0123456789abcdef"
 CLIENT_IP = "203.0.113.10"  # where the ``web`` fixture's requests come from (TEST-NET-3)
+# Shaped like a real one: digestd refuses short or placeholder-looking admin tokens.
+ADMIN_TOKEN = "admin-test-token-4fK9q2Lm7Rz8"
 
 
 def _postgres_url() -> str | None:
@@ -240,7 +242,7 @@ class WebRig(AppRig):
 
 @pytest.fixture
 def web_env(env: dict[str, str], smtp_server: SmtpSink) -> dict[str, str]:
-    return {**env, "DIGESTD_SMTP_URL": smtp_server.url, "DIGESTD_ADMIN_TOKEN": "admin-" + "x" * 24}
+    return {**env, "DIGESTD_SMTP_URL": smtp_server.url, "DIGESTD_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 @pytest.fixture

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +38,33 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) ->
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return main(list(args))
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_digestd(
+    env: dict[str, str], *args: str, stdin: bytes = b"", cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``digestd ARGS`` as its own process, as an operator runs it (stderr kept apart)."""
+    return subprocess.run(
+        [sys.executable, "-m", "digestd", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes], code: int = 2) -> str:
+    """The single stderr line of a command that refused its input (no traceback)."""
+    err = result.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err, err
+    assert result.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def article(

@@ -101,7 +101,9 @@ def test_changing_the_admin_token_signs_everybody_out(web: WebRig, web_env: dict
     _sign_in(web)
     cookie = web.client.cookies.get("digestd_admin")
     assert cookie
-    changed = Service.build(load_settings({**web_env, "DIGESTD_ADMIN_TOKEN": "new-" + "z" * 24}))
+    changed = Service.build(
+        load_settings({**web_env, "DIGESTD_ADMIN_TOKEN": "new-admin-token-Hq3v8Wc5Tn1Y"})
+    )
     with TestClient(create_app(changed), base_url="https://digest.example.com") as client:
         client.cookies.set("digestd_admin", cookie, path="/admin")
         assert "Operator sign-in" in client.get("/admin").text

@@ -74,6 +74,20 @@ CASES: list[Any] = [
     pytest.param("raw-json", b"[1, 2, 3]", 400, "must be a JSON object", id="json-array"),
     pytest.param("raw-json", b'{"email": "ann@', 400, "not valid JSON", id="json-truncated"),
     pytest.param("raw-json", b"\xff\xfe{}", 400, "not valid JSON", id="json-not-utf8"),
+    pytest.param(
+        "raw-json",
+        b'{"email": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        400,
+        "not valid JSON",
+        id="json-nested-5000-deep",
+    ),
+    pytest.param(
+        "raw-json", b'{"email": ' + b"9" * 5000 + b"}", 400, "not valid JSON", id="5k-int"
+    ),
+    pytest.param(*_json(email="ann\ud800@example.com"), 400, "not valid text", id="lone-surrogate"),
+    pytest.param(*_json(source="\udfff"), 400, "source is not valid text", id="surrogate-source"),
+    pytest.param(*_json(timezone="Europe/\ud800"), 400, "not valid text", id="surrogate-tz"),
+    pytest.param(*_json(email="ann@example.com\u0000"), 400, "control characters", id="nul"),
     pytest.param("text", b"email=ann@example.com", 415, "Send a form or JSON", id="text-plain"),
     pytest.param("xml", b"<email>ann@example.com</email>", 415, "Send a form", id="xml"),
     pytest.param("no-csrf", GOOD, 403, "form has expired", id="form-without-csrf"),

@@ -14,12 +14,12 @@ from digestd.models import Article
 from digestd.service import Service
 from digestd.tokens import Purpose
 from digestd.web.app import create_app
-from tests.conftest import WebRig
+from tests.conftest import ADMIN_TOKEN, WebRig
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-ADMIN = {"Authorization": "Bearer admin-" + "x" * 24}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def _edition_with_a_view_link(web: WebRig) -> tuple[bytes, dict[str, str]]:

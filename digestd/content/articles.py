@@ -1,16 +1,17 @@
 """Articles in: validate SPEC §3 objects one by one and store them (a re-sent id updates).
 
 Validation is separate from storage so every entry point (CLI file, HTTP API, feeds)
-reports the same per-item errors and keeps the valid items of a batch.
+reports the same per-item errors and keeps the valid items of a batch. Text that cannot be
+stored is refused per field, never repaired: a NUL character (PostgreSQL's text has no
+room for it) or half of a UTF-16 surrogate pair (``"\ud800"`` in JSON, not text at all).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,11 +19,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digestd.content.categories import CATEGORIES
-from digestd.errors import InputError, ValidationError
+from digestd.content.documents import Undecodable
+from digestd.errors import ValidationError
+from digestd.instants import parse_instant
 from digestd.models import Article, ArticleCategory
 
 KINDS = ("news", "deals", "social", "blogs", "videos", "podcasts")
 MAX_TEXT = 20_000
+MAX_SCORE = 1e12
+LOOKUP_CHUNK = 500  # ids per existence query: far below SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,26 @@ def _text(data: dict[str, Any], name: str, *, required: bool = False, limit: int
         return ""
     if not isinstance(value, str):
         raise ValidationError(name, f"must be a string, got {type(value).__name__}")
+    _storable(name, value)
     value = value.strip()
     if required and not value:
         raise ValidationError(name, "must not be empty")
     if len(value) > limit:
         raise ValidationError(name, f"is longer than {limit} characters")
     return value
+
+
+def _storable(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError(name, "must not contain NUL characters")
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValidationError(name, "is not valid text (a lone UTF-16 surrogate)")
+
+
+def _shown(value: Any) -> str:
+    """A value quoted in an error: short strings as they are, anything else by its type (a
+    nested list's repr could be megabytes deep)."""
+    return repr(value[:80]) if isinstance(value, str) else f"a {type(value).__name__}"
 
 
 def _url(data: dict[str, Any], name: str, *, required: bool) -> str | None:
@@ -84,16 +103,7 @@ def _url(data: dict[str, Any], name: str, *, required: bool) -> str | None:
 
 
 def _published_at(data: dict[str, Any]) -> datetime:
-    value = _text(data, "published_at", required=True, limit=64)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValidationError("published_at", f"not an ISO 8601 date-time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise ValidationError(
-            "published_at", f"needs a timezone (e.g. {value}Z or {value}+00:00), got {value!r}"
-        )
-    return parsed.astimezone(UTC)
+    return parse_instant("published_at", _text(data, "published_at", required=True, limit=64))
 
 
 def _string_list(data: dict[str, Any], name: str, limit: int = 2000) -> tuple[str, ...]:
@@ -104,6 +114,8 @@ def _string_list(data: dict[str, Any], name: str, limit: int = 2000) -> tuple[st
         raise ValidationError(name, "must be a list of strings")
     if any(len(v) > limit for v in value):
         raise ValidationError(name, f"has an entry longer than {limit} characters")
+    for entry in value:
+        _storable(name, entry)
     return tuple(v.strip() for v in value if v.strip())
 
 
@@ -120,6 +132,8 @@ def _companies(data: dict[str, Any]) -> tuple[dict[str, str], ...]:
         ticker = item.get("ticker")
         if ticker is not None and not isinstance(ticker, str):
             raise ValidationError(f"companies[{i}].ticker", "must be a string")
+        _storable(f"companies[{i}].name", item["name"])
+        _storable(f"companies[{i}].ticker", ticker or "")
         company = {"name": item["name"].strip()[:200]}
         if ticker:
             company["ticker"] = ticker.strip()[:20]
@@ -137,19 +151,12 @@ def validate(data: Any) -> ArticleIn:
     slugs: list[str] = []
     for slug in categories:
         if not isinstance(slug, str) or slug.strip().lower() not in CATEGORIES:
-            raise ValidationError("categories", f"unknown category {slug!r}")
+            raise ValidationError("categories", f"unknown category {_shown(slug)}")
         if slug.strip().lower() not in slugs:
             slugs.append(slug.strip().lower())
     kind = data.get("kind") or "news"
-    if kind not in KINDS:
-        raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-    score = data.get("score", 0)
-    if score is None:
-        score = 0
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-        raise ValidationError("score", f"must be a number, got {score!r}")
-    if score < 0:
-        raise ValidationError("score", f"must be ≥ 0, got {score!r}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, got {_shown(kind)}")
     return ArticleIn(
         id=_text(data, "id", required=True, limit=200),
         url=_url(data, "url", required=True) or "",
@@ -163,47 +170,23 @@ def validate(data: Any) -> ArticleIn:
         companies=_companies(data),
         analysis=_text(data, "analysis"),
         image_url=_url(data, "image_url", required=False),
-        score=float(score),
+        score=_score(data.get("score")),
     )
 
 
-def parse_document(text: str) -> Iterator[tuple[int, Any]]:
-    """(position, decoded item) from a JSON object, a JSON array, or JSONL.
-
-    A JSON document that does not parse is one :class:`InputError` for the whole file; in
-    JSONL a bad line is reported by its line number and the other lines still count.
-    """
-    stripped = text.lstrip()
-    if not stripped:
-        raise InputError("no articles: the input is empty")
-    if stripped[0] in "[":
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from exc
-        yield from enumerate(items, start=1)
-        return
+def _score(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError("score", f"must be a number, got {_shown(value)}")
     try:
-        single = json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    else:
-        yield 1, single
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, _Malformed(f"malformed JSON at column {exc.colno}: {exc.msg}")
-
-
-@dataclass(frozen=True)
-class _Malformed:
-    problem: str
+        score = float(value)  # an integer of 400 digits does not fit
+    except OverflowError:
+        score = math.inf
+    if not math.isfinite(score) or not 0 <= score <= MAX_SCORE:
+        shown = f"{score:g}" if abs(score) < math.inf else "a number too large"
+        raise ValidationError("score", f"must be a number from 0 to {MAX_SCORE:g}, got {shown}")
+    return score
 
 
 @dataclass
@@ -218,8 +201,8 @@ def ingest(session: Session, items: Iterable[tuple[int, Any]]) -> IngestReport:
     report = IngestReport()
     valid: dict[str, ArticleIn] = {}
     for position, item in items:
-        if isinstance(item, _Malformed):
-            report.errors.append(ItemError(position, "line", item.problem))
+        if isinstance(item, Undecodable):
+            report.errors.append(ItemError(position, item.field, item.problem))
             continue
         try:
             article = validate(item)
@@ -227,7 +210,11 @@ def ingest(session: Session, items: Iterable[tuple[int, Any]]) -> IngestReport:
             report.errors.append(ItemError(position, exc.field, exc.problem))
             continue
         valid[article.id] = article  # the last copy of an id in one batch wins
-    existing = set(session.scalars(select(Article.id).where(Article.id.in_(list(valid)))))
+    ids = list(valid)
+    existing: set[str] = set()
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[start : start + LOOKUP_CHUNK]
+        existing.update(session.scalars(select(Article.id).where(Article.id.in_(chunk))))
     for article in valid.values():
         store(session, article, exists=article.id in existing)
         if article.id in existing:

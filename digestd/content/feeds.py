@@ -75,9 +75,16 @@ def http_fetch(url: str, headers: dict[str, str], timeout: float = 20.0) -> Fetc
 
 
 def add_feed(session: Session, url: str, category: str, now: datetime) -> Feed:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InputError(f"URL: expected an http(s) feed URL, got {url!r}")
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # "http://[::1": an unclosed IPv6 literal
+        parts = urlsplit("")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or any(ord(c) <= 32 or ord(c) == 127 for c in url.strip())
+    ):
+        raise InputError(f"URL: expected an http(s) feed URL, got {url[:200]!r}")
     slug = category.strip().lower()
     if slug not in CATEGORIES:
         raise InputError(f"--category: unknown category {category!r}")

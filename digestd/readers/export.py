@@ -3,6 +3,7 @@
 
 Rows are read in batches (``yield_per``) and handed out as CSV text chunks: memory stays
 flat however long the list is, and the HTTP answer can start before the last row is read.
+Cells a spreadsheet would run as formulas are neutralised (:mod:`.spreadsheet`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.models import Subscriber
+from digestd.readers.spreadsheet import neutralise
 from digestd.readers.subscribers import frequency_name
 
 # The import columns first, so an export is itself importable.
@@ -51,7 +53,7 @@ def export_csv(session: Session, batch: int = BATCH) -> Iterator[str]:
         select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=batch)
     )
     for count, subscriber in enumerate(rows, start=1):
-        writer.writerow(export_row(subscriber))
+        writer.writerow([neutralise(cell) for cell in export_row(subscriber)])
         if count % batch == 0:
             yield _drain(buffer)
     yield _drain(buffer)

@@ -29,6 +29,7 @@ from digestd.models import (
     Suppression,
 )
 from digestd.planning.schedule import next_slot
+from digestd.readers.spreadsheet import restore
 
 FREQUENCIES = ("daily", "weekly", "both")
 IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")
@@ -245,11 +246,11 @@ def import_csv(
         advance(line - read)
         read = line
         try:
-            email = normalise_email(row.get("email") or "")
+            email = normalise_email(_cell(row, "email") or "")
             prefs = parse_preferences(
-                row.get("categories") or "",
-                row.get("frequency"),
-                row.get("timezone"),
+                _cell(row, "categories") or "",
+                _cell(row, "frequency"),
+                _cell(row, "timezone"),
                 ctx.default_timezone,
             )
             if email in seen:
@@ -264,6 +265,12 @@ def import_csv(
     _import_chunk(session, chunk, ctx, report)
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def _cell(row: dict[str, str | None], name: str) -> str | None:
+    """One column of a row, as exported before a spreadsheet-safe quote was put in front."""
+    value = row.get(name)
+    return restore(value) if isinstance(value, str) else None
 
 
 def _import_chunk(

@@ -24,19 +24,16 @@ from digestd.config import Settings
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
 from digestd.readers import bounce_policy
 from digestd.tokens import Tokens
+from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.body import read_input
 from digestd.web.charts import Series, bar_chart, day_label, number
-from digestd.web.context import Web, client_ip, web
+from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.ratelimit import RateLimiter
 
 COOKIE = "digestd_admin"
 SESSION_AGE = timedelta(hours=12)
 DAYS = 30
-# Guessing the token through the form: a handful of tries per address, then a pause.
-LOGIN_TRIES = 10
-LOGIN_WINDOW = timedelta(minutes=15)
 
 
 class AdminSessions:
@@ -73,14 +70,6 @@ def _enabled(w: Web) -> str:
     return w.settings.admin_token
 
 
-def _limiter(request: Request) -> RateLimiter:
-    state = request.app.state
-    if not hasattr(state, "admin_login_limiter"):
-        state.admin_login_limiter = RateLimiter(LOGIN_TRIES, LOGIN_WINDOW)
-    limiter: RateLimiter = state.admin_login_limiter
-    return limiter
-
-
 async def admin_page(request: Request) -> Response:
     w = web(request)
     _enabled(w)
@@ -108,13 +97,15 @@ def _login_page(request: Request, w: Web, error: str = "", status: int = 200) ->
 async def login(request: Request) -> Response:
     w = web(request)
     expected = _enabled(w)
-    if not _limiter(request).allow(client_ip(request), w.clock()):
+    if locked_out(request):
         raise WebError(429, "Too many sign-in attempts. Wait a few minutes and try again.")
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-login", "-")
     given = data.text("token", 500)
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not given or not token_matches(given, expected):
+        wrong_token(request, "page.sign_in")
         return _login_page(request, w, "That is not the admin token.", status=401)
+    audit(request, "page.sign_in", "ok")
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         COOKIE,
@@ -132,6 +123,7 @@ async def logout(request: Request) -> Response:
     w = web(request)
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-logout", "-")
+    audit(request, "page.sign_out", "ok")
     response = RedirectResponse("/admin", status_code=303)
     response.delete_cookie(
         COOKIE,

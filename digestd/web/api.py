@@ -6,7 +6,6 @@ errors come with it.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,43 +14,70 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from digestd.content.articles import IngestReport, ingest
+from digestd.content.documents import decode_body
+from digestd.errors import InputError
 from digestd.web import api_bounces, api_editions, api_lists, openapi
+from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
-from digestd.web.params import json_body as _json
+from digestd.web.params import json_text
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def admin(endpoint: Endpoint) -> Endpoint:
-    """``Authorization: Bearer $DIGESTD_ADMIN_TOKEN``, compared in constant time."""
+def admin(endpoint: Endpoint, action: str | None = None) -> Endpoint:
+    """``Authorization: Bearer $DIGESTD_ADMIN_TOKEN``, compared in constant time, wrong
+    tokens throttled per client (:mod:`digestd.web.admin_auth`); an ``action`` is logged."""
 
     async def guarded(request: Request) -> Response:
         expected = web(request).settings.admin_token
         if not expected:
             raise WebError(403, "The admin API is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
+        if locked_out(request):
+            raise WebError(429, "Too many wrong admin tokens from here. Wait a few minutes.")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), expected.encode()
-        ):
+        if scheme.lower() != "bearer" or not token_matches(given.strip(), expected):
+            wrong_token(request, action or "api")
             return JSONResponse(
                 {"error": "Missing or wrong admin token: send Authorization: Bearer TOKEN."},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="digestd"'},
             )
-        return await endpoint(request)
+        if action is None:
+            return await endpoint(request)
+        try:
+            response = await endpoint(request)
+        except WebError as exc:
+            audit(request, action, "refused", status=exc.status)
+            raise
+        outcome = "ok" if response.status_code < 400 else "refused"
+        audit(request, action, outcome, status=response.status_code, **_details(request))
+        return response
 
     return guarded
+
+
+def _details(request: Request) -> dict[str, object]:
+    """What an endpoint put in ``request.state.audit`` for its log line (counts, kinds)."""
+    details = getattr(request.state, "audit", None)
+    return dict(details) if isinstance(details, dict) else {}
 
 
 async def post_articles(request: Request) -> Response:
     """One SPEC §3 object or an array; invalid items are reported, valid ones kept."""
     w = web(request)
-    body = await _json(request)
-    items = body if isinstance(body, list) else [body]
+    try:
+        items = decode_body(await json_text(request))
+    except InputError as exc:
+        raise WebError(400, f"The body is not valid JSON: {exc}") from exc
     if not items:
         raise WebError(400, "The array is empty: send at least one article.")
     report = await w.db(_ingest, w, items)
+    request.state.audit = {
+        "added": report.added,
+        "updated": report.updated,
+        "rejected": len(report.errors),
+    }
     status = 422 if report.errors and not (report.added or report.updated) else 200
     return JSONResponse(
         {
@@ -67,9 +93,9 @@ async def post_articles(request: Request) -> Response:
     )
 
 
-def _ingest(w: Web, items: list[Any]) -> IngestReport:
+def _ingest(w: Web, items: list[tuple[int, Any]]) -> IngestReport:
     with w.sessions.begin() as session:
-        return ingest(session, enumerate(items, start=1))
+        return ingest(session, items)
 
 
 # (method, path under /api, endpoint); each one is described in openapi.PATHS too.
@@ -83,6 +109,13 @@ ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("POST", "/editions/trigger", api_editions.trigger_edition),
     ("POST", "/bounces", api_bounces.post_bounce),
 ]
+# Admin actions that are logged (writes, and the export that hands out every address).
+AUDITED = {
+    "/articles": "articles.add",
+    "/subscribers/export": "subscribers.export",
+    "/editions/trigger": "editions.trigger",
+    "/bounces": "bounces.report",
+}
 # Readable without the token: the API's description holds no data (see openapi.py).
 PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("GET", "/openapi.json", openapi.serve),
@@ -90,6 +123,9 @@ PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
 
 
 def routes() -> list[Mount]:
-    guarded = [Route(path, admin(fn), methods=[method]) for method, path, fn in ENDPOINTS]
+    guarded = [
+        Route(path, admin(fn, AUDITED.get(path)), methods=[method])
+        for method, path, fn in ENDPOINTS
+    ]
     public = [Route(path, fn, methods=[method]) for method, path, fn in PUBLIC_ENDPOINTS]
     return [Mount("/api", routes=guarded + public)]

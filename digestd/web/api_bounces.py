@@ -34,6 +34,7 @@ async def post_bounce(request: Request) -> Response:
         result = await w.db(_process, w, raw)
     except ReportError as exc:
         raise WebError(400, str(exc)) from exc
+    request.state.audit = {"report": result.outcome, "suppressed": result.suppressed}
     return JSONResponse(
         {
             "outcome": str(result.outcome),

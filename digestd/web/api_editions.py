@@ -81,6 +81,7 @@ async def trigger_edition(request: Request) -> Response:
     report = await w.db(
         trigger, w.sessions, service.policy, service.renderer, EditionKind(kind), emails, w.clock()
     )
+    request.state.audit = {"kind": kind, "queued": report.queued}
     return JSONResponse(report.as_json())
 
 

@@ -162,8 +162,7 @@ def create_app(
         *api.routes(),
         *admin.ROUTES,
     ]
-    if service.settings.smtp is None:
-        routes += devmail.ROUTES
+    routes += devmail.routes(service.settings)
     limits = context.policy
 
     def limit_for(path: str) -> int:

@@ -129,6 +129,9 @@ def _printable(name: str, value: str) -> None:
         raise WebError(
             400, f"{name} must not contain line breaks or control characters.", field=name
         )
+    # Half of a UTF-16 pair ("\ud800" in JSON) is not text: it cannot be stored or sent.
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise WebError(400, f"{name} is not valid text.", field=name)
 
 
 async def read_input(request: Request, *, allow_json: bool = True) -> Input:
@@ -143,7 +146,7 @@ async def read_input(request: Request, *, allow_json: bool = True) -> Input:
     if allow_json and content_type == "application/json":
         try:
             data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad syntax or UTF-8, too deep, too long
             raise WebError(400, "The body is not valid JSON.") from exc
         if not isinstance(data, dict):
             raise WebError(400, "The body must be a JSON object.")

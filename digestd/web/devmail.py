@@ -1,26 +1,33 @@
 """The development mail catcher in the browser: ``/dev/mail`` lists ``var/mail/*.eml`` and
 shows each message, so a newcomer can click a confirmation link without any mail server.
 
-Mounted only when no SMTP server is configured (then nothing real is ever mailed).
+Mounted only when no SMTP server is configured (then nothing real is ever mailed), and only
+where strangers cannot reach it: every confirmation and preferences link is on these pages.
+That means a loopback ``DIGESTD_LISTEN``, unless ``DIGESTD_DEV_MAILBOX=true`` says otherwise
+(a development container), which is logged loudly at start-up.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
+from ipaddress import ip_address
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from digestd.config import Settings
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.view import VIEW_CSP
 
+log = logging.getLogger("digestd.web")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+\.eml$")  # what MailCatcher writes; no path tricks
 LISTED = 200
 
@@ -94,3 +101,37 @@ ROUTES = [
     Route("/dev/mail/{name}", message, methods=["GET"]),
     Route("/dev/mail/{name}/raw", raw, methods=["GET"]),
 ]
+
+
+def is_loopback(host: str) -> bool:
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ip_address(name).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
+def routes(settings: Settings) -> list[Route]:
+    """The mailbox's routes where it may be served (see the module docstring), else none."""
+    if settings.smtp is not None:
+        return []
+    where = f"{settings.listen_host}:{settings.listen_port}"
+    if is_loopback(settings.listen_host):
+        return ROUTES
+    if not settings.dev_mailbox:
+        log.info(
+            "/dev/mail is off: listening on %s, beyond loopback (caught mail stays in %s; "
+            "DIGESTD_DEV_MAILBOX=true serves it anyway)",
+            where,
+            settings.mail_dir,
+        )
+        return []
+    log.warning(
+        "DIGESTD_DEV_MAILBOX=true: /dev/mail shows every caught email, confirmation and "
+        "preferences links included, to anyone who reaches %s. Development only: never "
+        "on a public address",
+        where,
+    )
+    return ROUTES

@@ -6,26 +6,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 
+from digestd.errors import ValidationError
+from digestd.instants import parse_instant
 from digestd.web.errors import WebError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
-async def json_body(request: Request) -> Any:
+async def json_text(request: Request) -> str:
+    """The body of a JSON request as text (UTF-8, RFC 8259; a leading BOM is dropped)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise WebError(415, "Send JSON (Content-Type: application/json).")
     try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return (await request.body()).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise WebError(400, f"The body is not valid JSON: not UTF-8 ({exc.reason})") from exc
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return json.loads(await json_text(request))
+    except json.JSONDecodeError as exc:
         raise WebError(400, f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise WebError(400, "The body is not valid JSON: nested too deeply.") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4 300 digits
+        raise WebError(400, f"The body is not valid JSON: {str(exc)[:120]}") from exc
 
 
 def _bad(name: str, problem: str) -> WebError:
@@ -82,12 +96,9 @@ def instant(request: Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise _bad(name, f"not an ISO 8601 date-time: {raw!r}") from exc
-    if moment.tzinfo is None:
-        raise _bad(name, f"needs a timezone, e.g. {raw}Z or {raw}+00:00")
-    return moment.astimezone(UTC)
+        return parse_instant(name, raw)
+    except ValidationError as exc:
+        raise _bad(name, exc.problem) from exc
 
 
 class Cursors:

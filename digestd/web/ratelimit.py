@@ -38,5 +38,12 @@ class RateLimiter:
         hits.append(now)
         return True
 
+    def over(self, key: str, now: datetime) -> bool:
+        """True when ``key`` has no attempt left in the window (counts nothing)."""
+        hits = self._hits.get(key)
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        return hits is not None and len(hits) >= self.limit
+
     def __len__(self) -> int:
         return len(self._hits)

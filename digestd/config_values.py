@@ -1,0 +1,119 @@
+"""One ``DIGESTD_*`` value read strictly: text, bounded numbers, flags, URLs and secrets.
+
+Each function takes the variable's name and its raw text and returns the typed value or
+raises :class:`ConfigError` naming the variable. Secrets are never echoed in a message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from digestd.errors import ConfigError
+
+ADMIN_TOKEN_MIN = 24
+GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Words seen in example files and tutorials, compared with case, spaces and punctuation
+# dropped ("CHANGE_ME", "change-me-admin-token"). All are 7+ letters, so a random token
+# contains one by chance about once in a billion.
+PLACEHOLDER_WORDS = ("changeme", "example", "placeholder", "replaceme", "yourtoken", "password")
+_RUN = re.compile(r"(.)\1{7,}")  # "xxxxxxxx", "00000000", "********"
+MIN_DISTINCT = 8
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True}
+_FLAGS.update({"false": False, "0": False, "no": False, "off": False})
+# Backends digestd is built and tested for; anything else fails later in less clear ways.
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgresql+psycopg")
+
+
+def check_text(variable: str, raw: str) -> None:
+    """No control characters (a line break in a URL or name would end up in mail headers)
+    and nothing that is not text (bytes an environment gave that are not UTF-8)."""
+    for c in raw:
+        if "\ud800" <= c <= "\udfff":
+            raise ConfigError(variable, "is not UTF-8 text")
+        if ord(c) < 32 or ord(c) == 127:
+            raise ConfigError(variable, "must not contain control characters or line breaks")
+
+
+def number(variable: str, raw: str, kind: type[int] | type[float], low: float, high: float) -> Any:
+    """A finite ``kind`` from ``low`` to ``high`` inclusive (nan, inf and 10**400 refused)."""
+    try:
+        value = kind(raw)
+    except (ValueError, OverflowError) as exc:
+        raise ConfigError(variable, f"expected a number, got {raw[:40]!r}") from exc
+    if not math.isfinite(value) or not low <= value <= high:
+        whole = "whole number" if kind is int else "number"
+        raise ConfigError(variable, f"must be a {whole} from {low:g} to {high:g}, got {raw[:40]!r}")
+    return value
+
+
+def flag(variable: str, raw: str) -> bool:
+    value = _FLAGS.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(variable, f"must be true or false, got {raw[:40]!r}")
+    return value
+
+
+def admin_token(variable: str, raw: str) -> str | None:
+    """Unset turns the admin API and page off; a set token must not be guessable."""
+    if not raw:
+        return None
+    how = f"use 24+ random characters, e.g. from: {GENERATE}"
+    if len(raw) < ADMIN_TOKEN_MIN:
+        raise ConfigError(variable, f"must be at least {ADMIN_TOKEN_MIN} characters; {how}")
+    folded = re.sub(r"[\W_]+", "", raw.lower())
+    word = next((w for w in PLACEHOLDER_WORDS if w in folded), None)
+    if word is not None:
+        raise ConfigError(variable, f"looks like a placeholder (it contains {word!r}); {how}")
+    if _RUN.search(raw) or len(set(raw)) < MIN_DISTINCT:
+        raise ConfigError(
+            variable, f"looks like a placeholder (too few distinct characters); {how}"
+        )
+    return raw
+
+
+def base_url(variable: str, raw: str) -> str:
+    """The public http(s) root every emailed link starts with: nothing that could break a
+    link or a header (spaces, line breaks), nor a query or fragment links would end up in."""
+    url = raw.rstrip("/")
+    if any(c.isspace() for c in url):
+        raise ConfigError(variable, f"must not contain spaces or line breaks, got {raw[:80]!r}")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigError(variable, f"not a valid URL: {raw[:80]!r} ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(variable, f"expected an http(s) URL, got {raw[:80]!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc or raw.endswith(("?", "#")):
+        raise ConfigError(
+            variable, f"must be a plain http(s) URL without user, query or fragment: {raw[:80]!r}"
+        )
+    return url
+
+
+def database_url(variable: str, raw: str) -> str:
+    """A SQLite or PostgreSQL URL, with PostgreSQL on the psycopg 3 driver digestd ships."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme, found, rest = raw.partition("://")
+    if not found:
+        raise ConfigError(
+            variable,
+            f"expected a URL like sqlite:///path or postgresql://user@host/db, got {raw[:80]!r}",
+        )
+    if scheme.lower() not in DATABASE_SCHEMES:
+        raise ConfigError(
+            variable, f"only sqlite:// and postgresql:// are supported, got {scheme[:20]}://"
+        )
+    if scheme.lower() != "sqlite":
+        raw = "postgresql+psycopg://" + rest
+    try:
+        make_url(raw)
+    except (ArgumentError, ValueError) as exc:
+        # The message would quote the URL and so its password: name the problem only.
+        raise ConfigError(variable, f"not a valid {scheme} URL ({type(exc).__name__})") from exc
+    return raw

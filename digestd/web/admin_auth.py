@@ -1,0 +1,63 @@
+"""Who may act as the operator, and the record of what they did.
+
+The admin token is compared in constant time. Wrong tokens count per client in one limiter
+shared by the ``/admin`` sign-in form and the API's bearer header, so guessing through
+either slows down both; a client over the limit is refused even with the right token (else
+the answer would tell a lucky guess apart). Each admin action is one INFO line that names
+the action and its outcome (addresses in it are masked by :mod:`digestd.logs`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import timedelta
+
+from starlette.requests import Request
+
+from digestd.web.context import client_ip, web
+from digestd.web.ratelimit import RateLimiter
+
+log = logging.getLogger("digestd.admin")
+# A handful of wrong tokens per client, then a pause: the token is 24+ random characters,
+# so this only stops a script from trying a list.
+TRIES = 10
+WINDOW = timedelta(minutes=15)
+
+
+def token_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _limiter(request: Request) -> RateLimiter:
+    state = request.app.state
+    if not hasattr(state, "admin_limiter"):
+        state.admin_limiter = RateLimiter(TRIES, WINDOW)
+    limiter: RateLimiter = state.admin_limiter
+    return limiter
+
+
+def locked_out(request: Request) -> bool:
+    """True while this client has used up its wrong tries (checked before the token)."""
+    return _limiter(request).over(client_ip(request), web(request).clock())
+
+
+def wrong_token(request: Request, action: str) -> None:
+    """Count a wrong token against the client and log it; the try that uses up the
+    allowance says so once (later refusals are not logged: a flood stays one line)."""
+    limiter, client, now = _limiter(request), client_ip(request), web(request).clock()
+    limiter.allow(client, now)
+    audit(request, action, "wrong-token")
+    if limiter.over(client, now):
+        log.warning(
+            "admin sign-in locked for client=%s: %d wrong tokens in %d minutes",
+            client,
+            TRIES,
+            WINDOW.total_seconds() // 60,
+        )
+
+
+def audit(request: Request, action: str, outcome: str, **details: object) -> None:
+    """One line per admin action: ``admin action=... outcome=... client=... [details]``."""
+    extra = "".join(f" {name}={value}" for name, value in details.items())
+    log.info("admin action=%s outcome=%s client=%s%s", action, outcome, client_ip(request), extra)
