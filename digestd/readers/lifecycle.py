@@ -14,7 +14,13 @@ from datetime import datetime, time
 
 from sqlalchemy.orm import Session
 
-from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus, Suppression
+from digestd.models import (
+    Subscriber,
+    SubscriberCategory,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+)
 from digestd.readers.signups import CONSENT_WORDING, ConfirmLink, Mode
 from digestd.readers.subscribers import (
     Preferences,
@@ -94,7 +100,7 @@ def _activate(
     reschedule(subscriber, click.at, schedule.daily_at, schedule.weekly_at)
     # A new double opt-in after an erasure lifts the erasure's suppression.
     suppression = session.get(Suppression, email_hash(subscriber.email))
-    if suppression is not None and suppression.reason == "erased":
+    if suppression is not None and suppression.reason == SuppressionReason.ERASED:
         session.delete(suppression)
 
 
