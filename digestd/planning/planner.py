@@ -56,6 +56,9 @@ class Timing(enum.Enum):
 
 
 BATCH = 1000
+# The first batches of an edition are small: nearly every digest in them is new and is
+# rendered before they commit, and the sender has nothing to send until the first does.
+FIRST_BATCH = 100
 MISSED = "missed:"  # how a skipped row says it was due beyond the catch-up window
 
 
@@ -146,6 +149,7 @@ class Planner:
         # (chosen article ids, categories) -> (layout, content key): hashed once per combo.
         self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[Layout, str]] = {}
         self._after: tuple[datetime | None, int] | None = None  # the last reader planned
+        self._batch = FIRST_BATCH  # readers in the next batch: growing to BATCH
 
     def plan_due_batch(self, session: Session, report: EnqueueReport) -> bool:
         """Plan the next batch of due readers; False when there is none left."""
@@ -153,8 +157,9 @@ class Planner:
             select(Subscriber.id, Subscriber.timezone, self.column)
             .where(Subscriber.status == SubscriberStatus.ACTIVE, self.column <= self.now)
             .order_by(self.column, Subscriber.id)
-            .limit(BATCH)
+            .limit(self._batch)
         )
+        self._batch = min(BATCH, self._batch * 2)
         if self._after is not None:
             # Past the batches planned already. Their readers are no longer due, but the
             # index entries of their old send instants stay until a vacuum: starting from
