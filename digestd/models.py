@@ -175,6 +175,8 @@ class Subscriber(Base):
     consent_user_agent: Mapped[str | None] = mapped_column(Text)
     consent_wording: Mapped[str | None] = mapped_column(String(40))
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # A pause with an end: digests resume by themselves at this instant (None: by hand).
+    paused_until: Mapped[datetime | None]
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"

@@ -24,6 +24,7 @@ from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.ops.metrics import watch
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
+from digestd.readers.lifecycle import Schedule, resume_ended
 from digestd.tokens import Tokens
 
 log = logging.getLogger("digestd")
@@ -178,6 +179,7 @@ class Service:
         """
         started = time.monotonic()
         self.health.beat()
+        await asyncio.to_thread(self._resume_ended_pauses, now)
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch)
         else:
@@ -189,6 +191,13 @@ class Service:
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
         return TickReport(now, enqueued, delivered)
+
+    def _resume_ended_pauses(self, now: datetime) -> None:
+        schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)
+        with self.sessions.begin() as session:
+            resumed = resume_ended(session, now, schedule)
+        if resumed:
+            log.info("pauses ended: %d readers resumed", resumed)
 
     async def _overlapped(
         self,

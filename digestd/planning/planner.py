@@ -43,7 +43,7 @@ from digestd.planning.digests import DigestBook
 from digestd.planning.layouts import in_site_order, layout_of
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.planning.repeats import EarlierDailies
-from digestd.planning.schedule import Slot, latest_slot, next_slot
+from digestd.planning.schedule import SUNDAY, Slot, latest_slot, next_slot
 from digestd.planning.selection import pick
 
 
@@ -122,6 +122,15 @@ class _Decision:
     why: str = ""
 
 
+def _recap_instead(decision: _Decision) -> _Decision:
+    """A Sunday daily for a reader of both: skipped, the weekly recap goes instead."""
+    slot = decision.slot
+    if slot is None or slot.local_date.weekday() != SUNDAY or decision.layout is None:
+        return decision
+    why = "Sunday: the weekly recap goes out instead"
+    return _Decision(decision.subscriber_id, slot, decision.following, None, why=why)
+
+
 class Planner:
     """Plans one kind of edition in batches, caching what readers share (slots per zone,
     rankings per window, layouts, editions and digests)."""
@@ -186,11 +195,26 @@ class Planner:
         ids = [subscriber_id for subscriber_id, _ in subscribers]
         categories = self._categories(session, ids)
         sent = self.earlier.sent_to(session, ids) if self.kind is EditionKind.DAILY else {}
+        recap = self._sunday_recap_readers(session, ids)
         decisions = [
             self._decide(session, sid, zone, categories.get(sid, []), sent.get(sid, frozenset()))
             for sid, zone in subscribers
         ]
+        decisions = [_recap_instead(d) if d.subscriber_id in recap else d for d in decisions]
         self._write(session, decisions, report)
+
+    def _sunday_recap_readers(self, session: Session, ids: list[int]) -> set[int]:
+        """Readers of the daily who take the weekly too: on Sundays the recap, which covers
+        the week, goes out instead of a daily repeating it (DIGESTD_SUNDAY_DAILY)."""
+        if self.kind is not EditionKind.DAILY or self.policy.sunday_daily:
+            return set()
+        return set(
+            session.scalars(
+                select(Subscriber.id).where(
+                    among(session, Subscriber.id, ids), Subscriber.wants_weekly.is_(True)
+                )
+            )
+        )
 
     def slot_for(self, zone: ZoneInfo) -> Slot | None:
         """The edition a reader of ``zone`` gets from this run; None: not yet (a trigger

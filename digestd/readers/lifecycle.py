@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.models import (
@@ -138,9 +139,12 @@ def change_preferences(
         reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
 
 
-def pause(subscriber: Subscriber) -> None:
-    if subscriber.status == SubscriberStatus.ACTIVE:
+def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
+    """No digests until ``until`` (then they resume by themselves: :func:`resume_ended`),
+    or until the reader resumes them."""
+    if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         subscriber.status = SubscriberStatus.PAUSED
+        subscriber.paused_until = until
         subscriber.next_daily_at = subscriber.next_weekly_at = None
 
 
@@ -150,8 +154,24 @@ def resume(subscriber: Subscriber, now: datetime, schedule: Schedule) -> bool:
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
     subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.paused_until = None
     reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
     return True
+
+
+def resume_ended(session: Session, now: datetime, schedule: Schedule) -> int:
+    """Resume every pause whose end has come; how many. Their next digest is the next
+    send time after ``now``: a pause is not caught up on."""
+    ended = session.scalars(
+        select(Subscriber).where(
+            Subscriber.status == SubscriberStatus.PAUSED,
+            Subscriber.paused_until.is_not(None),
+            Subscriber.paused_until <= now,
+        )
+    ).all()
+    for subscriber in ended:
+        resume(subscriber, now, schedule)
+    return len(ended)
 
 
 def erase_subscriber(session: Session, subscriber: Subscriber, now: datetime) -> None:
