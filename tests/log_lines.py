@@ -9,13 +9,18 @@ from typing import Any
 
 def logfmt(line: str) -> dict[str, str]:
     """``key=value key="quoted value"`` as a dict (values as written, unquoted)."""
-    return dict(part.split("=", 1) for part in shlex.split(line))
+    return dict(part.split("=", 1) for part in shlex.split(line) if "=" in part)
 
 
 def events(text: str, event: str, fmt: str = "logfmt") -> list[dict[str, Any]]:
-    """Every line of ``text`` for ``event``, parsed."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    parsed: list[dict[str, Any]] = [
-        json.loads(line) if fmt == "json" else logfmt(line) for line in lines
-    ]
-    return [fields for fields in parsed if fields.get("event") == event]
+    """Every line of ``text`` for ``event``, parsed; lines that are not log lines (what a
+    library printed itself) are passed over."""
+    found = []
+    for line in text.splitlines():
+        try:
+            fields: dict[str, Any] = json.loads(line) if fmt == "json" else logfmt(line)
+        except ValueError:
+            continue
+        if isinstance(fields, dict) and fields.get("event") == event:
+            found.append(fields)
+    return found
