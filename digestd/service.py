@@ -35,6 +35,30 @@ class TickReport:
     now: datetime
     enqueued: EnqueueReport
     delivered: DeliveryReport
+    seconds: float = 0.0  # how long the tick took
+
+    def fields(self) -> dict[str, int | float]:
+        """The tick's numbers for its log line (``event=tick queued=… sent=…``)."""
+        queued = self.enqueued.queued
+        d = self.delivered
+        return {
+            "queued": sum(queued.values()),
+            "queued_daily": queued["daily"],
+            "queued_weekly": queued["weekly"],
+            "empty": self.enqueued.empty,  # readers with nothing new
+            "late": self.enqueued.late,  # due beyond the catch-up window
+            "sent": d.sent,
+            "failed": d.failed,
+            "deferred": d.deferred,
+            "skipped": d.skipped,
+            "rendered": self.enqueued.rendered,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @property
+    def idle(self) -> bool:
+        """Nothing planned, rendered or handled: the usual minute of a quiet daemon."""
+        return not any(value for key, value in self.fields().items() if key != "seconds")
 
     def summary(self) -> str:
         q = self.enqueued.queued
@@ -190,7 +214,7 @@ class Service:
             delivered = await self.sender.deliver_due(now + elapsed, should_stop, on_batch)
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
-        return TickReport(now, enqueued, delivered)
+        return TickReport(now, enqueued, delivered, time.monotonic() - started)
 
     def _resume_ended_pauses(self, now: datetime) -> None:
         schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)

@@ -15,7 +15,6 @@ run sends 20 000 messages.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from sqlalchemy import func, select
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.models import Delivery, DeliveryStatus, Digest, Subscriber
 from tests.helpers import free_port
+from tests.log_lines import events
 from tests.seeding import add_articles, hourly_articles, many_readers
 
 SUBSCRIBERS = 20_000
@@ -148,6 +148,7 @@ def _environment(env: dict[str, str], sink: Sink, extra: dict[str, str]) -> dict
         "DIGESTD_TICK_SECONDS": "2",
         "DIGESTD_SEND_LEASE_SECONDS": "30",
         "DIGESTD_HELPER_PROCESSES": "1",  # as in production: enqueue beside the sender
+        "DIGESTD_LOG_FORMAT": "logfmt",  # each tick's numbers as fields
         **extra,
     }
 
@@ -224,30 +225,16 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
     received = sink.recipients()
     assert len(received) == SUBSCRIBERS
     assert sum(received.values()) == SUBSCRIBERS, "a message was sent twice"
-    sent_by = [
-        sum(int(n) for n in re.findall(r", sent (\d+),", (tmp_path / f"worker{i}.log").read_text()))
-        for i in range(3)
-    ]
-    queued_by = [
-        sum(
-            int(n)
-            for n in re.findall(r": queued (\d+) ", (tmp_path / f"worker{i}.log").read_text())
-        )
-        for i in range(3)
-    ]
+    ticks = [events((tmp_path / f"worker{i}.log").read_text(), "tick") for i in range(3)]
+    sent_by = [sum(int(tick["sent"]) for tick in worker) for worker in ticks]
+    queued_by = [sum(int(tick["queued"]) for tick in worker) for worker in ticks]
     print(f"\nreaders planned by each worker: {queued_by}")
     assert sum(queued_by) == SUBSCRIBERS  # each reader planned once, whoever planned it
     print(f"messages sent by each worker: {sent_by}")
     assert sum(sent_by) == SUBSCRIBERS
     assert sum(1 for n in sent_by if n) >= 2, "the work was not shared"
     # Each distinct digest was rendered once, by one of the three.
-    rendered = [
-        sum(
-            int(n)
-            for n in re.findall(r"rendered (\d+) digest", (tmp_path / f"worker{i}.log").read_text())
-        )
-        for i in range(3)
-    ]
+    rendered = [sum(int(tick["rendered"]) for tick in worker) for worker in ticks]
     engine = make_engine(database_url)
     with make_sessions(engine)() as session:
         digests = session.scalar(select(func.count()).select_from(Digest))
