@@ -34,6 +34,7 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     VIEW = "view"
+    MUTE = "mute"  # carries the category to mute after the public id
 
 
 # How long a link keeps working after the email that carried it. Unsubscribe must work
@@ -45,6 +46,8 @@ MAX_AGE: dict[Purpose, timedelta] = {
     Purpose.UNSUBSCRIBE: timedelta(days=400),
     Purpose.PREFERENCES: timedelta(days=60),
     Purpose.VIEW: timedelta(days=400),
+    # Muting a category only ever means less mail, like unsubscribing: as long-lived.
+    Purpose.MUTE: timedelta(days=400),
 }
 # Bytes of HMAC in a Message-ID's random part: 96 bits, not guessable from the delivery id.
 _MESSAGE_TAG_BYTES = 12
@@ -112,7 +115,7 @@ class Tokens:
 
     def fast_maker(
         self, purpose: Purpose, clock: Callable[[], float] = time.time
-    ) -> Callable[[str], str]:
+    ) -> Callable[[str | Sequence[str]], str]:
         """``make`` for the sending hot path: the same tokens, about ten times cheaper.
 
         itsdangerous derives the key and builds a new HMAC for every ``dumps``; sending
@@ -129,17 +132,22 @@ class Tokens:
         def b64(data: bytes) -> bytes:
             return base64.urlsafe_b64encode(data).rstrip(b"=")
 
-        def make(payload: str) -> str:
+        def make(payload: str | Sequence[str]) -> str:
             now = int(clock())
             if stamp_cache[0] != now:
                 stamp_cache[0] = now
                 stamp_cache[1] = b64(now.to_bytes(8, "big").lstrip(b"\x00"))
             # Never compressed: itsdangerous only compresses when it saves bytes, which short
             # random ids never do, and reads an uncompressed payload either way.
-            if _PLAIN.fullmatch(payload):  # a public id: its JSON is itself in quotes
-                raw = b'"' + payload.encode("ascii") + b'"'
+            fields = (payload,) if isinstance(payload, str) else tuple(payload)
+            if all(_PLAIN.fullmatch(field) for field in fields):  # JSON: each in quotes
+                quoted = b'","'.join(field.encode("ascii") for field in fields)
+                raw = b'"' + quoted + b'"'
+                if not isinstance(payload, str):
+                    raw = b"[" + raw + b"]"
             else:
-                raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                data = payload if isinstance(payload, str) else list(payload)
+                raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
             value = b64(raw) + b"." + stamp_cache[1]  # type: ignore[operator]
             signer = mac.copy()
             signer.update(value)

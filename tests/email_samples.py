@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from digestd.content.categories import CATEGORIES
 from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
 from digestd.mail.layout import Layout
-from digestd.mail.presentation import Site, digest_context
+from digestd.mail.presentation import Site, digest_context, mute_link
 from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
 from digestd.planning.layouts import layout_of
@@ -53,6 +54,8 @@ CATEGORY_CYCLE = [
     "spacetech",
 ]
 
+KIND_CYCLE = ["news", "deals", "news", "videos", "news", "podcasts", "blogs", "social"]
+
 
 @dataclass
 class SampleArticle:
@@ -68,6 +71,7 @@ class SampleArticle:
     companies: list[dict[str, str]]
     image_url: str | None
     categories: list[str] = field(default_factory=list)
+    kind: str = "news"
 
 
 def sample_articles(count: int) -> list[SampleArticle]:
@@ -89,18 +93,20 @@ def sample_articles(count: int) -> list[SampleArticle]:
                 companies=[{"name": f"Company {k}", "ticker": f"C{k}"} for k in range(8)],
                 image_url=f"https://cdn.example.com/img/{i}.jpg" if i % 3 == 0 else None,
                 categories=[CATEGORY_CYCLE[i % len(CATEGORY_CYCLE)]],
+                kind=KIND_CYCLE[i % len(KIND_CYCLE)],
             )
         )
     return articles
 
 
-# A reader's own links, as the composer fills them in.
+# A reader's own links, as the composer fills them in (a mute link for every category).
 SAMPLE_LINKS = {
     "unsubscribe": "https://digest.example.com/unsubscribe/abc.def.ghi",
     "preferences": "https://digest.example.com/preferences/abc.def.ghi",
     "view": "https://digest.example.com/view/abc.def.ghi",
     "personal_begin": "",
     "personal_end": "",
+    **{mute_link(slug): f"https://digest.example.com/mute/abc.{slug}.ghi" for slug in CATEGORIES},
 }
 MASTHEAD = Masthead(
     SITE, "Tech Pulse <digest@news.example.com>", "Tech Pulse digests <digest.news.example.com>"
@@ -143,6 +149,7 @@ def sample_template(kind: EditionKind, count: int) -> MessageTemplate:
             a.why_it_matters,
             a.key_takeaways,
             a.companies,
+            a.kind,
         )
         for a in articles.values()
     }

@@ -8,12 +8,13 @@ second; the digest itself was rendered once, when it was planned.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr
 
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
+from digestd.mail.presentation import muted_category
 from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
 
@@ -27,16 +28,19 @@ class Links:
         self.mailto = f"unsubscribe@{settings.from_domain}"
         self._make = {
             purpose: tokens.fast_maker(purpose)
-            for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW)
+            for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
         }
 
-    def url(self, purpose: Purpose, payload: str) -> str:
+    def url(self, purpose: Purpose, payload: str | tuple[str, ...]) -> str:
         make = self._make.get(purpose)
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
 
-    def for_subscriber(self, public_id: str, delivery_id: int | None = None) -> dict[str, str]:
-        """A value for every personal link of a digest (see ``presentation.PERSONAL_LINKS``)."""
+    def for_subscriber(
+        self, public_id: str, delivery_id: int | None = None, names: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """A value for every personal link of an email: ``presentation.PERSONAL_LINKS``, and
+        each mute link among ``names`` (those of the email's template)."""
         links = {
             "unsubscribe": self.url(Purpose.UNSUBSCRIBE, public_id),
             "preferences": self.url(Purpose.PREFERENCES, public_id),
@@ -46,6 +50,10 @@ class Links:
         }
         if delivery_id is not None:
             links["view"] = self.url(Purpose.VIEW, f"{public_id}/{delivery_id}")
+        for name in names:
+            category = muted_category(name)
+            if category is not None:
+                links[name] = self.url(Purpose.MUTE, (public_id, category))
         return links
 
 
@@ -84,7 +92,7 @@ class Composer:
             to=ascii_address(email),
             message_id=message_id,
             date=self._date_header(),
-            links=self.links.for_subscriber(public_id, delivery_id),
+            links=self.links.for_subscriber(public_id, delivery_id, template.link_names),
             unsubscribe_mailto=self.mailto,
         )
         data = template.compose(personal)

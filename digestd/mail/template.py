@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.policy import SMTP
+from functools import cached_property
 
 import idna
 
@@ -219,6 +220,11 @@ class MessageTemplate:
             html_links=tuple(html_links),
         )
 
+    @cached_property
+    def link_names(self) -> frozenset[str]:
+        """The names of the links each recipient's copy fills in."""
+        return frozenset(self.text_links + self.html_links)
+
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
         unsubscribe = f"<{links['unsubscribe']}>, <mailto:{personal.unsubscribe_mailto}>"
@@ -253,17 +259,23 @@ class MessageTemplate:
         return binascii.a2b_qp(b"".join(out)).decode("utf-8")
 
     def html(self, links: Mapping[str, str], *, personal: str | None = None) -> str:
-        """The HTML part (decoded) with these ``links``. With ``personal`` (HTML), each
-        stretch between the ``personal_begin`` and ``personal_end`` slots is replaced by
-        it: a copy for the web, which must not carry a reader's own links."""
+        """The HTML part (decoded) with these ``links``. With ``personal`` (HTML), a copy for
+        the web, which must not carry a reader's own links: each stretch between the
+        ``personal_begin`` and ``personal_end`` slots is taken out, and the last one (the
+        footer's) is replaced by ``personal``."""
         out: list[bytes] = []
         skipping = False
-        for chunk, name in zip(self.html_chunks, (*self.html_links, None), strict=True):
+        begins = [i for i, name in enumerate(self.html_links) if name == "personal_begin"]
+        last = begins[-1] if begins else -1
+        for index, (chunk, name) in enumerate(
+            zip(self.html_chunks, (*self.html_links, None), strict=True)
+        ):
             if not skipping:
                 out.append(chunk)
             if personal is not None and name == "personal_begin":
                 skipping = True
-                out.append(_qp(personal))
+                if index == last:
+                    out.append(_qp(personal))
             elif personal is not None and name == "personal_end":
                 skipping = False
             elif name is not None and not skipping:
