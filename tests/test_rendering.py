@@ -202,4 +202,4 @@ def test_signup_emails_text_is_wrapped_too(renderer: Renderer, notice: str) -> N
     }
     text = renderer.render("confirm", context).text
     assert not _lines_over(text), _lines_over(text)
-    assert f"\n{context['links']['preferences']}\n" in text  # a lone URL, whole
+    assert f"\n{long_link.replace('confirm', 'preferences')}\n" in text  # a lone URL, whole
