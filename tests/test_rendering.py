@@ -147,11 +147,16 @@ def _spamassassin(data: bytes) -> str:
     return result.stdout.decode("utf-8", "replace")
 
 
-@pytest.mark.parametrize(
-    ("kind", "count"), [(EditionKind.DAILY, 10), (EditionKind.WEEKLY, 15), (EditionKind.DAILY, 1)]
-)
-def test_spamassassin_is_happy_and_text_mirrors_html(kind: EditionKind, count: int) -> None:
-    report = _spamassassin(_eml(sample_template(kind, count)))
+@pytest.mark.parametrize(("kind", "count"), CASES, ids=[f"{k}-{n}" for k, n in CASES])
+def test_headers_once_each_and_spamassassin_is_happy_with_text_mirroring_html(
+    kind: EditionKind, count: int
+) -> None:
+    data = _eml(sample_template(kind, count))
+    message = parse(data)
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert len(message.get_all(name, [])) == 1, name
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    report = _spamassassin(data)
     status = re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)(.*?)\n(?!\s)", report, re.S)
     assert status is not None
     assert float(status.group(1)) < 1.0, status.group(0)
