@@ -11,6 +11,7 @@ made (links, CSRF tokens, the admin session).
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSer
 
 from digestd.errors import DigestdError
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 # Characters whose JSON string is the characters themselves between quotes.
 _PLAIN = re.compile(r"[A-Za-z0-9_./-]*")
 
@@ -34,7 +36,9 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     VIEW = "view"
-    MUTE = "mute"  # carries the category to mute after the public id
+    # A digest's "mute {Category}" links: the reader's public id; the category rides in
+    # each link's query, so an email offering five categories costs one token, not five.
+    MUTE = "mute"
 
 
 # How long a link keeps working after the email that carried it. Unsubscribe must work
@@ -115,7 +119,7 @@ class Tokens:
 
     def fast_maker(
         self, purpose: Purpose, clock: Callable[[], float] = time.time
-    ) -> Callable[[str | Sequence[str]], str]:
+    ) -> Callable[[str], str]:
         """``make`` for the sending hot path: the same tokens, about ten times cheaper.
 
         itsdangerous derives the key and builds a new HMAC for every ``dumps``; sending
@@ -129,25 +133,20 @@ class Tokens:
         mac = hmac.new(key, digestmod=hashlib.sha1)
         stamp_cache: list[object] = [None, b""]
 
-        def b64(data: bytes) -> bytes:
-            return base64.urlsafe_b64encode(data).rstrip(b"=")
+        def b64(data: bytes) -> bytes:  # base64.urlsafe_b64encode, without its two calls
+            return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
-        def make(payload: str | Sequence[str]) -> str:
+        def make(payload: str) -> str:
             now = int(clock())
             if stamp_cache[0] != now:
                 stamp_cache[0] = now
                 stamp_cache[1] = b64(now.to_bytes(8, "big").lstrip(b"\x00"))
             # Never compressed: itsdangerous only compresses when it saves bytes, which short
             # random ids never do, and reads an uncompressed payload either way.
-            fields = (payload,) if isinstance(payload, str) else tuple(payload)
-            if all(_PLAIN.fullmatch(field) for field in fields):  # JSON: each in quotes
-                quoted = b'","'.join(field.encode("ascii") for field in fields)
-                raw = b'"' + quoted + b'"'
-                if not isinstance(payload, str):
-                    raw = b"[" + raw + b"]"
+            if _PLAIN.fullmatch(payload):  # a public id: its JSON is itself in quotes
+                raw = b'"' + payload.encode("ascii") + b'"'
             else:
-                data = payload if isinstance(payload, str) else list(payload)
-                raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+                raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
             value = b64(raw) + b"." + stamp_cache[1]  # type: ignore[operator]
             signer = mac.copy()
             signer.update(value)

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from digestd.content.categories import CATEGORIES
 from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
 from digestd.mail.layout import Layout
-from digestd.mail.presentation import Site, digest_context, mute_link
+from digestd.mail.presentation import Site, digest_context
 from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
 from digestd.ops.demo import demo_articles
@@ -100,14 +99,14 @@ def sample_articles(count: int) -> list[SampleArticle]:
     return articles
 
 
-# A reader's own links, as the composer fills them in (a mute link for every category).
+# A reader's own links, as the composer fills them in.
 SAMPLE_LINKS = {
     "unsubscribe": "https://digest.example.com/unsubscribe/abc.def.ghi",
     "preferences": "https://digest.example.com/preferences/abc.def.ghi",
     "view": "https://digest.example.com/view/abc.def.ghi",
     "personal_begin": "",
     "personal_end": "",
-    **{mute_link(slug): f"https://digest.example.com/mute/abc.{slug}.ghi" for slug in CATEGORIES},
+    "mute": "https://digest.example.com/mute/abc.def.ghi",
 }
 MASTHEAD = Masthead(
     SITE, "Tech Pulse <digest@news.example.com>", "Tech Pulse digests <digest.news.example.com>"

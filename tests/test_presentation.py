@@ -6,13 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from digestd.mail.layout import Entry, Layout, Section
-from digestd.mail.presentation import (
-    digest_context,
-    mute_link,
-    muted_categories,
-    muted_category,
-    personal_links,
-)
+from digestd.mail.presentation import MUTE, digest_context, muted_categories, personal_links
 from digestd.models import EditionKind
 from tests.email_samples import SAMPLE_LINKS, SITE, sample_layout
 
@@ -48,25 +42,23 @@ def test_the_preheader_names_the_next_headlines_not_the_subjects() -> None:
 
 
 def test_mute_links_one_per_category_shown_and_none_for_a_single_topic() -> None:
-    daily, _ = sample_layout(EditionKind.DAILY, 10)
+    daily, articles = sample_layout(EditionKind.DAILY, 10)
     shown = sorted({e.category for s in daily.sections for e in s.entries})
     assert sorted(muted_categories(EditionKind.DAILY, daily)) == shown
-    weekly, _ = sample_layout(EditionKind.WEEKLY, 15)
+    context = digest_context(EditionKind.DAILY, DAY, daily, articles, SITE, SAMPLE_LINKS)
+    mute = SAMPLE_LINKS[MUTE]
+    assert sorted(m["link"] for m in context["mutes"]) == [f"{mute}?category={c}" for c in shown]
+    weekly, articles = sample_layout(EditionKind.WEEKLY, 15)
     sections = {s.category for s in weekly.sections if not s.lead}
     assert set(muted_categories(EditionKind.WEEKLY, weekly)) == sections
-    names = personal_links(EditionKind.WEEKLY, weekly)
-    assert {muted_category(n) for n in names} - {None} == sections
+    context = digest_context(EditionKind.WEEKLY, DAY, weekly, articles, SITE, SAMPLE_LINKS)
+    assert {s["mute"].split("=")[1] for s in context["sections"]} == sections
+    assert context["mutes"] == []  # each section carries its own
+    # one personal link for all of them: one token per email, however many categories
+    assert personal_links(EditionKind.WEEKLY, weekly).count(MUTE) == 1
     only_ai = Layout(
         ("ai",),
         (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, (Entry("a2", "ai"),))),
     )
     assert muted_categories(EditionKind.DAILY, only_ai) == []
-    assert "mute" not in " ".join(personal_links(EditionKind.DAILY, only_ai))
-
-
-def test_mute_link_names_survive_placeholders_and_give_the_category_back() -> None:
-    for slug in ("ai", "b2b-growth", "consumer-tech", "digital-marketing"):
-        name = mute_link(slug)
-        assert name.replace("_", "").isalnum() and "__" not in name
-        assert muted_category(name) == slug
-    assert muted_category("unsubscribe") is None
+    assert MUTE not in personal_links(EditionKind.DAILY, only_ai)

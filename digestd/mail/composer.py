@@ -14,7 +14,7 @@ from email.utils import format_datetime, formataddr
 
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
-from digestd.mail.presentation import muted_category
+from digestd.mail.presentation import MUTE
 from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
 
@@ -31,7 +31,7 @@ class Links:
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
         }
 
-    def url(self, purpose: Purpose, payload: str | tuple[str, ...]) -> str:
+    def url(self, purpose: Purpose, payload: str) -> str:
         make = self._make.get(purpose)
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
@@ -40,7 +40,7 @@ class Links:
         self, public_id: str, delivery_id: int | None = None, names: Iterable[str] = ()
     ) -> dict[str, str]:
         """A value for every personal link of an email: ``presentation.PERSONAL_LINKS``, and
-        each mute link among ``names`` (those of the email's template)."""
+        the mute link when ``names`` (those of the email's template) has it."""
         links = {
             "unsubscribe": self.url(Purpose.UNSUBSCRIBE, public_id),
             "preferences": self.url(Purpose.PREFERENCES, public_id),
@@ -50,10 +50,8 @@ class Links:
         }
         if delivery_id is not None:
             links["view"] = self.url(Purpose.VIEW, f"{public_id}/{delivery_id}")
-        for name in names:
-            category = muted_category(name)
-            if category is not None:
-                links[name] = self.url(Purpose.MUTE, (public_id, category))
+        if MUTE in names:
+            links[MUTE] = self.url(Purpose.MUTE, public_id)
         return links
 
 

@@ -19,9 +19,9 @@ from digestd.models import EditionKind
 # ``personal_begin`` and ``personal_end`` (empty in an email): a copy shown on the web
 # (view in browser) takes those stretches out, so a shared page carries no reader's links.
 PERSONAL_LINKS = ("unsubscribe", "preferences", "view", "personal_begin", "personal_end")
-# Each category shown in a digest of a reader who follows several gets a "mute" link
-# (:func:`mute_link`); its name carries the category, so any stored digest says which.
-MUTE_PREFIX = "mute_"
+# A digest for a reader who follows several categories offers to mute each one it shows:
+# one personal link, ``mute``, with the category in its query (:func:`mute_url`).
+MUTE = "mute"
 
 # Limits keep the largest edition (15 articles, long fields) under Gmail's ~102 KB clip and
 # a card short enough to skim; the lead story shows more.
@@ -84,16 +84,9 @@ def companies_line(companies: list[dict[str, str]]) -> str:
     return ", ".join(shown)
 
 
-def mute_link(category: str) -> str:
-    """The name of the link that mutes ``category`` (slot names take no hyphens)."""
-    return MUTE_PREFIX + category.replace("-", "_")
-
-
-def muted_category(link: str) -> str | None:
-    """The category a link name from :func:`mute_link` mutes; None for any other link."""
-    if not link.startswith(MUTE_PREFIX):
-        return None
-    return link[len(MUTE_PREFIX) :].replace("_", "-")
+def mute_url(links: Mapping[str, str], category: str) -> str:
+    """The reader's link that mutes ``category``."""
+    return f"{links[MUTE]}?category={category}"
 
 
 def article_view(article: Any, category: str, number: int, limits: Limits = CARD) -> dict[str, Any]:
@@ -150,7 +143,7 @@ def muted_categories(kind: EditionKind, layout: Layout) -> list[str]:
 
 def personal_links(kind: EditionKind, layout: Layout) -> tuple[str, ...]:
     """Every link a recipient's copy of this digest fills in."""
-    return PERSONAL_LINKS + tuple(mute_link(c) for c in muted_categories(kind, layout))
+    return PERSONAL_LINKS + ((MUTE,) if muted_categories(kind, layout) else ())
 
 
 def _preheader(kind: EditionKind, lead: dict[str, Any], others: list[dict[str, Any]]) -> str:
@@ -182,7 +175,7 @@ def digest_context(
         for entry in entries:
             number += 1
             views.append(article_view(articles[entry.article_id], entry.category, number))
-        mute = links[mute_link(category)] if category in muted else ""
+        mute = mute_url(links, category) if category in muted else ""
         name = CATEGORIES.get(category, category) if category else ""
         sections.append({"heading": name, "articles": views, "mute": mute})
     others = [a for s in sections for a in s["articles"]]
@@ -192,7 +185,7 @@ def digest_context(
         heading = f"Daily digest · {long_date(local_date)}"
         intro = f"Good morning! Today's top {stories} in {topics}."
         reason = f"You receive the {site.name} daily digest for {topics}."
-        mutes = [{"name": CATEGORIES[slug], "link": links[mute_link(slug)]} for slug in muted]
+        mutes = [{"name": CATEGORIES[slug], "link": mute_url(links, slug)} for slug in muted]
     else:
         heading = f"Weekly recap · week to {long_date(local_date)}"
         intro = f"The week's top {stories} in {topics}."

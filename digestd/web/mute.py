@@ -1,10 +1,11 @@
-"""Muting a category: the page behind the "mute {Category}" link of each section of a digest.
+"""Muting a category: the page behind the "mute {Category}" links of a digest,
+``/mute/{token}?category={slug}``.
 
-The link is signed for one reader and one category, and can do one thing: take that
-category away from a reader who follows others. GET shows what it would do and a button
-(mail scanners follow links, so nothing changes); POST, with the page's CSRF token, acts.
-A reader's last category is never muted: the page offers to unsubscribe instead (whose page
-also offers to pause).
+The token is signed for one reader (one token per email, however many categories it
+offers); the link can do one thing: take one of that reader's categories away, when they
+follow others. GET shows what it would do and a button (mail scanners follow links, so
+nothing changes); POST, with the page's CSRF token, acts. A reader's last category is never
+muted: the page offers their unsubscribe page instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ _INVALID = (
     "This link is not valid. It may have been cut short by your email program: "
     "open it from the email again."
 )
+_NO_CATEGORY = (
+    "This link does not say which topic to mute. Open it from the email again: each topic "
+    "has its own link."
+)
 _ELSEWHERE = "“Manage preferences” at the foot of any digest"
 
 
@@ -48,18 +53,21 @@ class MuteLink:
         return f"{self.public_id}:{self.category}"
 
 
-def _link(w: Web, token: str) -> MuteLink:
+def _link(w: Web, request: Request) -> MuteLink:
     """The reader and category a link names. An expired but authentic one still works:
     like an unsubscribe link, it can only ever mean less mail."""
     try:
-        fields: tuple[str, ...] | None = w.tokens.read_signed(Purpose.MUTE, token).fields
+        public_id = w.tokens.read(Purpose.MUTE, request.path_params["token"])
     except ExpiredToken as exc:
-        fields = exc.fields
+        if exc.payload is None:
+            raise WebError(400, _INVALID, title="Invalid link") from exc
+        public_id = exc.payload
     except BadToken as exc:
         raise WebError(400, _INVALID, title="Invalid link") from exc
-    if fields is None or len(fields) != 2 or fields[1] not in CATEGORIES:
-        raise WebError(400, _INVALID, title="Invalid link")
-    return MuteLink(fields[0], fields[1])
+    category = request.query_params.get("category", "")
+    if category not in CATEGORIES:
+        raise WebError(400, _NO_CATEGORY, title="Invalid link", field="category")
+    return MuteLink(public_id, category)
 
 
 def _topics(categories: list[str]) -> str:
@@ -91,7 +99,7 @@ def _mute(w: Web, link: MuteLink) -> Outcome | None:
 
 async def mute_page(request: Request) -> Response:
     w = web(request)
-    link = _link(w, request.path_params["token"])
+    link = _link(w, request)
     outcome = await w.db(_look, w, link)
     if outcome is None:
         raise GONE
@@ -103,7 +111,7 @@ async def mute_page(request: Request) -> Response:
         f"Mute {link.name}?",
         f"Your digests will leave out {link.name} stories. You'll keep getting {_topics(others)}.",
         form={
-            "action": request.url.path,
+            "action": f"{request.url.path}?category={link.category}",
             "fields": {CSRF_FIELD: csrf.token("mute", link.form)},
             "button": f"Mute {link.name}",
         },
@@ -113,7 +121,7 @@ async def mute_page(request: Request) -> Response:
 
 async def mute_post(request: Request) -> Response:
     w = web(request)
-    link = _link(w, request.path_params["token"])
+    link = _link(w, request)
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "mute", link.form)
     outcome = await w.db(_mute, w, link)
