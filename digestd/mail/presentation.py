@@ -180,22 +180,18 @@ def digest_context(
         sections.append({"heading": name, "articles": views, "mute": mute})
     others = [a for s in sections for a in s["articles"]]
     topics = names_of(list(layout.categories))
-    stories = "story" if number == 1 else f"{number} stories"
     if kind is EditionKind.DAILY:
         heading = f"Daily digest · {long_date(local_date)}"
-        intro = f"Good morning! Today's top {stories} in {topics}."
         reason = f"You receive the {site.name} daily digest for {topics}."
         mutes = [{"name": CATEGORIES[slug], "link": mute_url(links, slug)} for slug in muted]
     else:
         heading = f"Weekly recap · week to {long_date(local_date)}"
-        intro = f"The week's top {stories} in {topics}."
         reason = f"You receive the {site.name} weekly recap for {topics}."
         mutes = []  # each category section carries its own
     return {
         "kind": str(kind),
         "site": site,
         "heading": heading,
-        "intro": intro,
         "preheader": _preheader(kind, lead, others),
         "lead": lead,
         "lead_heading": "Top story" if kind is EditionKind.DAILY else "Top story of the week",
