@@ -81,6 +81,20 @@ class SubscriberStatus(enum.StrEnum):
     COMPLAINED = "complained"
 
 
+class SuppressionReason(enum.StrEnum):
+    """Why an address is never mailed again (``suppressions.reason``)."""
+
+    HARD_BOUNCE = "hard-bounce"
+    SOFT_BOUNCES = "soft-bounces"  # a run of soft bounces (readers.bounce_policy)
+    COMPLAINT = "complaint"
+    ERASED = "erased"  # the reader's own request: a new double opt-in lifts it
+
+    @property
+    def refused(self) -> bool:
+        """Mail to the address was refused or reported: a new signup cannot undo it."""
+        return self is not SuppressionReason.ERASED
+
+
 class EditionKind(enum.StrEnum):
     DAILY = "daily"
     WEEKLY = "weekly"
@@ -161,6 +175,8 @@ class Subscriber(Base):
     consent_user_agent: Mapped[str | None] = mapped_column(Text)
     consent_wording: Mapped[str | None] = mapped_column(String(40))
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # A pause with an end: digests resume by themselves at this instant (None: by hand).
+    paused_until: Mapped[datetime | None]
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
@@ -266,6 +282,36 @@ class Delivery(Base):
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BounceEvent(Base):
+    """The bounce ledger: every synchronous refusal and every report, with what the policy
+    (:mod:`digestd.readers.bounce_policy`) made of it. Soft bounces are counted from here.
+    Diagnostics keep the recipient's domain, not the address (see ``readers.ledger``)."""
+
+    __tablename__ = "bounces"
+    __table_args__ = (
+        Index("ix_bounces_subscriber_id_created_at", "subscriber_id", "created_at"),
+        Index("ix_bounces_delivery_id", "delivery_id"),
+        Index("ix_bounces_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Both kept nullable: an unmatched report names no one; retention prunes deliveries and
+    # erasure deletes subscribers, while the ledger's counts stay.
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(20))  # bounce_policy.Kind
+    status: Mapped[str | None] = mapped_column(String(20))  # 5.1.1, a bare 550, or abuse
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    reporting_mta: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(10))  # smtp | dsn | arf | mail
+    channel: Mapped[str] = mapped_column(String(10))  # smtp | api | lmtp
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
