@@ -83,7 +83,7 @@ def test_preview_weekly_groups_by_category(
         == 0
     )
     text = out.read_text()
-    assert "== Top story of the week ==" in text and "== Robotics ==" in text
+    assert "TOP STORY OF THE WEEK" in text and "== ROBOTICS ==" in text
 
 
 @pytest.mark.usefixtures("with_articles")
