@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digestd.content import feeds
+from digestd.content import feed_polling
 from digestd.errors import DigestdError, first_line
 from digestd.service import Service
 from digestd.web.app import create_app
@@ -152,18 +152,14 @@ class Daemon:
         if self.stopping.is_set():
             return
         try:
-            report = await asyncio.to_thread(feeds.poll_due, self.service.sessions, self.clock())
+            report = await asyncio.to_thread(
+                feed_polling.poll_due, self.service.sessions, self.clock()
+            )
         except Exception:  # a broken feed run must not kill the daemon
             log.exception("feed polling failed")
             return
         if report.polled:
-            log.info(
-                "feeds: %d polled, %d unchanged, %d failed, %d articles",
-                report.polled,
-                report.unchanged,
-                report.failed,
-                report.articles,
-            )
+            log.info(report.summary())
 
     async def finish(self, ticks: asyncio.Task[None]) -> None:
         try:  # the tick in flight stops at a batch boundary, releasing what it has not sent
