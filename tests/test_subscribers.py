@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import (
+    Addresses,
     email_hash,
     new_subscriber,
     normalise_email,
@@ -241,3 +244,38 @@ def test_delete_with_a_malformed_address_is_exit_2(
 ) -> None:
     assert run_cli(monkeypatch, env, "subscribers", "delete", "nobody") == 2
     assert "email:" in capsys.readouterr().err
+
+
+# Pieces addresses are made of, ordinary and not: what email-validator refuses (quoted and
+# over-long local parts, special-use and numeric top-level domains, bad hyphens, punycode
+# that does not decode) as much as what it accepts (IDNA, upper case, +tags).
+_LOCALS = st.sampled_from(
+    ["ann", "Ann.Lee", "a+tag", "o'neil", "x" * 64, "x" * 65, "a..b", ".a", "a.", '"q"', "é",
+     "a b", "!#$%&'*+/=?^_`{|}~-", ""]
+)  # fmt: skip
+_DOMAINS = st.sampled_from(
+    ["example.com", "Example.COM", "mail.example.org", "xn--bcher-kva.example", "bücher.example",
+     "localhost", "host.test", "a.invalid", "example", "1.2.3.4", "[127.0.0.1]", "-a.com",
+     "a-.com", "a--b.com", "xn--zz.com", "a.123", "ex_ample.com", f"{'l' * 64}.com",
+     f"{'l' * 63}." * 4 + "com", "example.com.", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=600, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(local=_LOCALS, domain=_DOMAINS, space=st.sampled_from(["", " ", "\t"]))
+def test_bulk_address_checks_agree_with_normalise_email(
+    local: str, domain: str, space: str
+) -> None:
+    """The importer's per-domain cache gives normalise_email's answer, valid or not."""
+    raw = f"{space}{local}@{domain}{space}"
+    try:
+        expected: str | None = normalise_email(raw)
+    except ValidationError:
+        expected = None
+    addresses = Addresses()
+    for _ in range(2):  # the second time from the cache
+        try:
+            got: str | None = addresses.normalise(raw)
+        except ValidationError:
+            got = None
+        assert got == expected, raw
