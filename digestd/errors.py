@@ -7,7 +7,7 @@
     ├── SchemaError              the database is not at this digestd's schema (exit 2)
     └── DeliveryError            the SMTP side refused or failed
         ├── TemporaryDeliveryError   4xx, timeout, dropped connection: retry later
-        └── PermanentDeliveryError   5xx: do not retry, the address is suspect
+        └── PermanentDeliveryError   5xx: do not retry (bounce_policy says what it means)
 
 Library exceptions are converted into these at the boundary (``raise ... from exc``)
 so callers only handle digestd's own tree.
@@ -44,9 +44,13 @@ class SchemaError(DigestdError):
 
 
 class DeliveryError(DigestdError):
-    def __init__(self, message: str, code: int | None = None) -> None:
+    """``code``: the SMTP reply code; ``stage``: the command it answered (``rcpt``,
+    ``data``, ``end-of-data``, as ``readers.bounce_policy.Stage`` names them)."""
+
+    def __init__(self, message: str, code: int | None = None, stage: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.stage = stage
 
 
 class TemporaryDeliveryError(DeliveryError):

@@ -75,3 +75,14 @@ def test_settled_rows_older_than_the_window_go_with_their_digests_and_editions(
     assert _count(sessions, Subscriber) == 2 and _count(sessions, Suppression) == 1
     again = prune(sessions, NOW, days=90)
     assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
+
+
+def test_the_retention_window_is_a_setting_of_at_least_nine_days(env: dict[str, str]) -> None:
+    from digestd.config import load_settings
+    from digestd.errors import ConfigError
+
+    assert load_settings(env).retention_days == 90
+    assert load_settings({**env, "DIGESTD_RETENTION_DAYS": "30"}).retention_days == 30
+    for bad in ("8", "0", "-1", "nan", "ninety"):
+        with pytest.raises(ConfigError, match="DIGESTD_RETENTION_DAYS"):
+            load_settings({**env, "DIGESTD_RETENTION_DAYS": bad})

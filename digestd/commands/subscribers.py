@@ -19,6 +19,7 @@ from digestd.ops.progress import progress
 
 # Each command imports what only it uses: start-up time is paid by every run.
 
+
 def import_(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.readers.importing import ImportContext, import_csv
 

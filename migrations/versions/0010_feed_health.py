@@ -4,7 +4,7 @@
 ``failures`` (already there) counts failed polls in a row.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-# 0009 (the bounce ledger) is on another branch; this one is rebased onto it when they meet.
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
