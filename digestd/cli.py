@@ -170,17 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         parent: argparse._SubParsersAction[argparse.ArgumentParser],
         name: str,
         target: str,
-        help: str,
+        what: str,
         dev_key: str = "throwaway",
     ) -> argparse.ArgumentParser:
         """``target``: ``module:function``, imported only when the command runs.
         ``dev_key``: see :data:`digestd.config.DevKey`."""
-        sub = parent.add_parser(name, help=help)
+        sub = parent.add_parser(name, help=what)
         sub.set_defaults(target=target, dev_key=dev_key)
         return sub
 
-    def group(name: str, help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-        return commands.add_parser(name, help=help).add_subparsers(
+    def group(name: str, what: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return commands.add_parser(name, help=what).add_subparsers(
             dest="sub", required=True, metavar="ACTION"
         )
 

@@ -102,7 +102,8 @@ def test_a_database_behind_is_refused_and_left_as_it_was(
 ) -> None:
     engine = make_engine(database_url)
     command.downgrade(alembic_config(engine), "0005")
-    line = one_line_error(run_digestd(env, *args, cwd=tmp_path))
+    (tmp_path / "readers.csv").write_text("email,categories,frequency,timezone\n")
+    line = one_line_error(run_digestd(env, *args, stdin=b"[]", cwd=tmp_path))
     assert line == (
         f"digestd: the database is at 0005, this digestd needs {SCHEMA_HEAD}: run digestd migrate"
     )
