@@ -179,18 +179,36 @@ def insert_ignoring_conflicts(
     """``INSERT ... ON CONFLICT DO NOTHING``: the unique key decides, so concurrent workers
     inserting the same row is harmless rather than an error. With ``returning``, the rows
     this statement inserted (not those another transaction had): who created a row."""
+    return _insert(session, table, rows, conflict_columns, returning)
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """A multi-row INSERT of rows nobody else can be writing (children of rows this
+    transaction just created): no conflict handling to pay for."""
+    _insert(session, table, rows, None, ())
+
+
+def _insert(
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]],
+    conflict_columns: list[str] | None,
+    returning: Sequence[str],
+) -> list[Row[Any]]:
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from digestd.bulk import insert_ignoring_conflicts_pg
+        from digestd.bulk import insert_pg
 
-        return insert_ignoring_conflicts_pg(session, table, rows, conflict_columns, returning)
+        return insert_pg(session, table, rows, conflict_columns, returning)
     if dialect != "sqlite":  # pragma: no cover - digestd supports SQLite and PostgreSQL
         raise NotImplementedError(dialect)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    statement = sqlite_insert(table)
+    if conflict_columns is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=conflict_columns)
     if not returning:
         session.execute(statement, rows)
         return []

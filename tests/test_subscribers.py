@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import pytest
@@ -279,3 +279,31 @@ def test_bulk_address_checks_agree_with_normalise_email(
         except ValidationError:
             got = None
         assert got == expected, raw
+
+
+def test_an_address_signed_up_during_the_import_is_left_to_that_signup(
+    database_url: str,
+) -> None:
+    """Between the import's lookup and its insert someone signs up with a row's address:
+    the insert skips it (no IntegrityError aborting the import) and reports that line."""
+    from digestd.readers.importing import ImportContext, ImportReport, _Writer
+
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    prefs = parse_preferences("ai", "daily", "UTC", "UTC")
+    with sessions.begin() as session:  # the signup, committed after the import looked
+        session.add(new_subscriber("raced@example.com", prefs, SubscriberStatus.PENDING))
+    ctx = ImportContext(NOW, "import:race.csv", "UTC", time(7), time(8))
+    report = ImportReport()
+    with sessions.begin() as session:
+        _Writer(session, ctx, report)._insert(
+            [(2, "raced@example.com", prefs), (3, "calm@example.com", prefs)]
+        )
+    assert report.added == 1
+    assert [str(e) for e in report.errors] == [
+        "line 2: email: was added by someone else during the import; import it again"
+    ]
+    found = _subscribers(database_url)
+    assert found["raced@example.com"].status == SubscriberStatus.PENDING  # untouched
+    assert found["calm@example.com"].category_slugs == ["ai"]
+    engine.dispose()

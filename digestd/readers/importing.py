@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
-from digestd.db import insert_ignoring_conflicts
+from digestd.db import insert_ignoring_conflicts, insert_rows
 from digestd.errors import InputError, ValidationError
 from digestd.models import (
     EditionKind,
@@ -217,12 +217,7 @@ class _Writer:
                 continue
             categories += [{"subscriber_id": ids[email], "category": c} for c in prefs.categories]
             self.report.added += 1
-        insert_ignoring_conflicts(
-            self.session,
-            SubscriberCategory.__table__,
-            categories,
-            ["subscriber_id", "category"],
-        )
+        insert_rows(self.session, SubscriberCategory.__table__, categories)
 
     def _values(self, email: str, prefs: Preferences) -> dict[str, Any]:
         now = self.ctx.now
