@@ -53,7 +53,11 @@ async def start_inbound(service: Service) -> lmtp.Inbound | None:
     ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs)."""
     settings = service.settings
     return await lmtp.start(
-        settings.inbound_listen, service.sessions, service.tokens, settings.from_domain
+        settings.inbound_listen,
+        service.sessions,
+        service.tokens,
+        settings.from_domain,
+        service.metrics,
     )
 
 
@@ -167,7 +171,8 @@ class Daemon:
         except Exception:  # a bad tick must not kill the daemon; the next one retries
             log.exception("tick failed")
             return
-        log.info(report.summary())
+        # A quiet daemon ticks every minute: only a tick that did something is news.
+        log.log(logging.DEBUG if report.idle else logging.INFO, "tick", extra=report.fields())
 
     async def poll_feeds(self) -> None:
         if self.stopping.is_set():
@@ -180,7 +185,16 @@ class Daemon:
             log.exception("feed polling failed")
             return
         if report.polled:
-            log.info(report.summary())
+            log.info(
+                "feeds",
+                extra={
+                    "polled": report.polled,
+                    "unchanged": report.unchanged,
+                    "failed": report.failed,
+                    "articles": report.articles,
+                    "rejected": report.rejected,
+                },
+            )
 
     async def prune(self) -> None:
         """Forget settled history older than DIGESTD_RETENTION_DAYS (in a thread, in short

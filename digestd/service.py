@@ -25,13 +25,10 @@ from digestd.ops import counts
 from digestd.ops.metrics import watch
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
+from digestd.readers.lifecycle import Schedule, resume_ended
 from digestd.tokens import Tokens
 
 log = logging.getLogger("digestd")
-
-# While the helper process is still enqueueing and the queue looks empty, how long the
-# sender waits before looking again (it wakes at once when the helper finishes).
-MORE_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -39,6 +36,30 @@ class TickReport:
     now: datetime
     enqueued: EnqueueReport
     delivered: DeliveryReport
+    seconds: float = 0.0  # how long the tick took
+
+    def fields(self) -> dict[str, int | float]:
+        """The tick's numbers for its log line (``event=tick queued=… sent=…``)."""
+        queued = self.enqueued.queued
+        d = self.delivered
+        return {
+            "queued": sum(queued.values()),
+            "queued_daily": queued["daily"],
+            "queued_weekly": queued["weekly"],
+            "empty": self.enqueued.empty,  # readers with nothing new
+            "late": self.enqueued.late,  # due beyond the catch-up window
+            "sent": d.sent,
+            "failed": d.failed,
+            "deferred": d.deferred,
+            "skipped": d.skipped,
+            "rendered": self.enqueued.rendered,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @property
+    def idle(self) -> bool:
+        """Nothing planned, rendered or handled: the usual minute of a quiet daemon."""
+        return not any(value for key, value in self.fields().items() if key != "seconds")
 
     def summary(self) -> str:
         q = self.enqueued.queued
@@ -184,6 +205,7 @@ class Service:
         """
         started = time.monotonic()
         self.health.beat()
+        await asyncio.to_thread(self._resume_ended_pauses, now)
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch, on_planned)
         else:
@@ -196,7 +218,14 @@ class Service:
             delivered = await self.sender.deliver_due(now + elapsed, should_stop, on_batch)
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
-        return TickReport(now, enqueued, delivered)
+        return TickReport(now, enqueued, delivered, time.monotonic() - started)
+
+    def _resume_ended_pauses(self, now: datetime) -> None:
+        schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)
+        with self.sessions.begin() as session:
+            resumed = resume_ended(session, now, schedule)
+        if resumed:
+            log.info("pauses ended: %d readers resumed", resumed)
 
     def _waiting(self, now: datetime) -> int:
         with self.sessions() as session:
@@ -210,19 +239,31 @@ class Service:
         on_planned: Callable[[int], None] | None = None,
     ) -> tuple[EnqueueReport, DeliveryReport]:
         """Plan in the helper while sending what it has committed so far."""
-        planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now))
+        committed = asyncio.Event()  # the helper committed a batch of queue rows
+
+        def progress() -> None:
+            committed.set()
+            self.health.beat()
+
+        planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now, progress))
         if on_planned is not None:
             planning.add_done_callback(
                 lambda done: None if done.cancelled() else on_planned(self._waiting(now))
             )
 
         async def more() -> bool:
-            """Called when the queue looks empty: wait for the helper's next batch; once
-            it has finished, one last look (False after that)."""
+            """Called when the queue looks empty: wait for the helper's next batch (no
+            claims in a loop meanwhile); once it has finished, one last look."""
             if planning.done():
                 return False
-            self.health.beat()  # waiting for the planner's next batch is progress too
-            await asyncio.wait({planning}, timeout=MORE_POLL_SECONDS)
+            if not committed.is_set():
+                waiter = asyncio.ensure_future(committed.wait())
+                # At most a second at a time: a stop asked meanwhile is noticed soon.
+                await asyncio.wait(
+                    {planning, waiter}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+            committed.clear()
             return True
 
         def stop_planning() -> None:

@@ -9,12 +9,20 @@ the signed link, so the same rules hold whichever page or API calls it.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus, Suppression
+from digestd.models import (
+    Subscriber,
+    SubscriberCategory,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+)
 from digestd.readers.signups import CONSENT_WORDING, ConfirmLink, Mode
 from digestd.readers.subscribers import (
     Preferences,
@@ -24,6 +32,8 @@ from digestd.readers.subscribers import (
     erase,
     reschedule,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,21 @@ def confirm(
     """
     subscriber = by_public_id(session, link.public_id)
     if subscriber is None:
+        log.info("confirm", extra={"outcome": Confirmation.GONE})
         return Confirmation.GONE
+    outcome = _confirm(session, subscriber, link, issued_at, click, schedule)
+    log.info("confirm", extra={"outcome": outcome, **_who(subscriber)})
+    return outcome
+
+
+def _confirm(
+    session: Session,
+    subscriber: Subscriber,
+    link: ConfirmLink,
+    issued_at: datetime,
+    click: Click,
+    schedule: Schedule,
+) -> Confirmation:
     status = subscriber.status
     if status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         if link.mode is Mode.ADD_TOPICS and link.request is not None:
@@ -94,7 +118,7 @@ def _activate(
     reschedule(subscriber, click.at, schedule.daily_at, schedule.weekly_at)
     # A new double opt-in after an erasure lifts the erasure's suppression.
     suppression = session.get(Suppression, email_hash(subscriber.email))
-    if suppression is not None and suppression.reason == "erased":
+    if suppression is not None and suppression.reason == SuppressionReason.ERASED:
         session.delete(suppression)
 
 
@@ -110,8 +134,9 @@ def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
     return Confirmation.TOPICS_ADDED
 
 
-def unsubscribe(subscriber: Subscriber, now: datetime) -> bool:
-    """Stop every email. Idempotent: True only when this call changed something."""
+def unsubscribe(subscriber: Subscriber, now: datetime, *, via: str = "") -> bool:
+    """Stop every email. Idempotent: True only when this call changed something.
+    ``via`` says for the log how it came (link, preferences, mail, operator)."""
     if subscriber.status not in (
         SubscriberStatus.ACTIVE,
         SubscriberStatus.PAUSED,
@@ -121,7 +146,13 @@ def unsubscribe(subscriber: Subscriber, now: datetime) -> bool:
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
     subscriber.next_daily_at = subscriber.next_weekly_at = None
+    log.info("unsubscribe", extra={**_who(subscriber), **({"via": via} if via else {})})
     return True
+
+
+def _who(subscriber: Subscriber) -> dict[str, object]:
+    """Who an event is about, for its log line (the address is masked at INFO)."""
+    return {"subscriber": subscriber.id, "email": subscriber.email}
 
 
 def change_preferences(
@@ -132,9 +163,12 @@ def change_preferences(
         reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
 
 
-def pause(subscriber: Subscriber) -> None:
-    if subscriber.status == SubscriberStatus.ACTIVE:
+def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
+    """No digests until ``until`` (then they resume by themselves: :func:`resume_ended`),
+    or until the reader resumes them."""
+    if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         subscriber.status = SubscriberStatus.PAUSED
+        subscriber.paused_until = until
         subscriber.next_daily_at = subscriber.next_weekly_at = None
 
 
@@ -144,8 +178,24 @@ def resume(subscriber: Subscriber, now: datetime, schedule: Schedule) -> bool:
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
     subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.paused_until = None
     reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
     return True
+
+
+def resume_ended(session: Session, now: datetime, schedule: Schedule) -> int:
+    """Resume every pause whose end has come; how many. Their next digest is the next
+    send time after ``now``: a pause is not caught up on."""
+    ended = session.scalars(
+        select(Subscriber).where(
+            Subscriber.status == SubscriberStatus.PAUSED,
+            Subscriber.paused_until.is_not(None),
+            Subscriber.paused_until <= now,
+        )
+    ).all()
+    for subscriber in ended:
+        resume(subscriber, now, schedule)
+    return len(ended)
 
 
 def erase_subscriber(session: Session, subscriber: Subscriber, now: datetime) -> None:
