@@ -78,6 +78,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _load_demo(service: Service) -> None:
     from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
 
     from sqlalchemy import select
 
@@ -85,10 +86,14 @@ def _load_demo(service: Service) -> None:
     from digestd.models import EditionKind, Subscriber, SubscriberStatus
     from digestd.ops.demo import DEMO_EMAIL, demo_articles
     from digestd.planning.planner import enqueue_now
+    from digestd.planning.schedule import SUNDAY
     from digestd.readers.subscribers import new_subscriber, parse_preferences, reschedule
 
     now = datetime.now(UTC)
     settings = service.settings
+    # The demo reader takes both; on their Sunday that is the recap alone (SPEC §4).
+    sunday = now.astimezone(ZoneInfo(settings.default_timezone)).weekday() == SUNDAY
+    kind = EditionKind.WEEKLY if sunday and not settings.sunday_daily else EditionKind.DAILY
     with service.sessions.begin() as session:
         report = ingest(session, enumerate(demo_articles(now), start=1))
         subscriber = session.scalars(
@@ -104,14 +109,14 @@ def _load_demo(service: Service) -> None:
             session.flush()
         subscriber_id = subscriber.id
     queued = enqueue_now(
-        service.sessions, service.policy, service.renderer, EditionKind.DAILY, [subscriber_id], now
+        service.sessions, service.policy, service.renderer, kind, [subscriber_id], now
     )
     log.info(
         "demo: %d articles loaded; %s",
         report.added + report.updated,
-        "today's demo daily is queued for " + DEMO_EMAIL
+        f"today's demo {kind.value} is queued for {DEMO_EMAIL}"
         if sum(queued.queued.values())
-        else "today's demo daily was already sent",
+        else f"today's demo {kind.value} was already sent",
     )
 
 

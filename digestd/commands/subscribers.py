@@ -100,7 +100,7 @@ def unsubscribe(settings: Settings, args: argparse.Namespace) -> int:
         subscriber = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
         if subscriber is None:
             raise DigestdError(f"no subscriber {email}")
-        changed = stop_mail(subscriber, now)
+        changed = stop_mail(subscriber, now, via="operator")
         status = subscriber.status
     if changed:
         print(f"unsubscribed {email}: no more digests; the record is kept")
