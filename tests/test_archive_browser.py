@@ -88,7 +88,8 @@ def test_a_visitor_reads_the_archive_on_a_phone_and_a_desktop(server: LiveServer
         page.set_viewport_size({"width": 375, "height": 900})
         page.get_by_role("link", name="AI", exact=True).click()
         page.get_by_role("heading", name="AI", exact=True).wait_for()
-        _fits_the_phone(page, 375)
+        _shots(page, "archive-shelf")
+        page.set_viewport_size({"width": 375, "height": 900})
         page.get_by_role("link", name="Monday 30 November 2026 daily").click()
         page.wait_for_url("**/archive/ai/daily/2026-11-30")
         assert page.title() == "AI daily · Monday 30 November 2026 · Tech Pulse"
