@@ -72,6 +72,9 @@ class DeliveryTuning:
     domain_rate: float = 0.0  # DIGESTD_SMTP_DOMAIN_RATE: per recipient domain
     failure_burst: int = 50  # DIGESTD_SMTP_FAILURE_BURST: consecutive failures that pause
     pause_seconds: float = 60.0  # DIGESTD_SMTP_PAUSE_SECONDS: how long such a pause lasts
+    # DIGESTD_SMTP_STORM_DOMAINS: the same permanent refusal from this many recipient domains
+    # in a row is about the relay: it pauses sending and suppresses nobody
+    storm_domains: int = 5
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 3600.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return
     tick_seconds: float = 60.0  # DIGESTD_TICK_SECONDS: how often `run` wakes the work
@@ -126,9 +129,13 @@ class Settings:
     delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
     dkim: DkimSettings | None = None
     log_format: str = "text"  # text | logfmt | json
+    # DIGESTD_INBOUND_LISTEN: (host, port) of the LMTP listener for bounces, complaints and
+    # mailto: unsubscribes (digestd.inbound); None: not listening
+    inbound_listen: tuple[str, int] | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
     # DIGESTD_DEV_MAILBOX: serve /dev/mail beyond loopback too (see web/devmail.py)
     dev_mailbox: bool = False
+    retention_days: int = 90  # DIGESTD_RETENTION_DAYS: settled history kept (ops/retention.py)
 
     @property
     def listen_url(self) -> str:
@@ -333,6 +340,8 @@ def _parse_delivery(get: Get) -> DeliveryTuning:
         domain_rate=number("SMTP_DOMAIN_RATE", d.domain_rate, float, 0, 10**6),
         failure_burst=number("SMTP_FAILURE_BURST", d.failure_burst, int, 1, 10**6),
         pause_seconds=number("SMTP_PAUSE_SECONDS", d.pause_seconds, float, 0, day),
+        # one domain is no storm
+        storm_domains=number("SMTP_STORM_DOMAINS", d.storm_domains, int, 2, 10**6),
         batch=number("SEND_BATCH", d.batch, int, 1, 100_000),
         lease_seconds=number("SEND_LEASE_SECONDS", d.lease_seconds, float, 1, 7 * day),
         tick_seconds=number("TICK_SECONDS", d.tick_seconds, float, 1, day),
@@ -517,6 +526,12 @@ def load_settings(
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
         http=_parse_http(get),
         dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
+        retention_days=values.number(
+            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
+        ),
+        inbound_listen=parse_listen(get("INBOUND_LISTEN"), PREFIX + "INBOUND_LISTEN")
+        if get("INBOUND_LISTEN")
+        else None,
     )
     if settings.secret_keys:
         return settings

@@ -21,13 +21,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digestd.content import feeds
 from digestd.errors import DigestdError, first_line
+from digestd.inbound import lmtp
+from digestd.ops.retention import prune
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.connections import ConnectionLimits
@@ -46,6 +48,15 @@ async def serve(
     await Daemon(service, clock).run(sock or listen_socket(service.settings))
 
 
+async def start_inbound(service: Service) -> lmtp.Inbound | None:
+    """The LMTP listener for bounces, complaints and mailto: unsubscribes, when
+    ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs)."""
+    settings = service.settings
+    return await lmtp.start(
+        settings.inbound_listen, service.sessions, service.tokens, settings.from_domain
+    )
+
+
 class Daemon:
     """The HTTP server, the timer and the tick loop of one ``digestd run``."""
 
@@ -59,6 +70,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        inbound = await start_inbound(self.service)
         ticks = asyncio.create_task(self.tick_loop(), name="ticks")
         scheduler = self.start_scheduler()
         server, http = self.start_http(sock)
@@ -70,6 +82,7 @@ class Daemon:
         try:
             await http
         finally:
+            await lmtp.stop(inbound)
             await self.finish(ticks)
         if unexpected:
             raise DigestdError("the HTTP server stopped unexpectedly; see the log above")
@@ -99,6 +112,14 @@ class Daemon:
             "interval",
             seconds=60,
             next_run_time=self.clock(),
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self.prune,
+            "interval",
+            hours=1,
+            next_run_time=self.clock() + timedelta(minutes=5),  # not with the first tick
             max_instances=1,
             coalesce=True,
         )
@@ -163,6 +184,26 @@ class Daemon:
                 report.unchanged,
                 report.failed,
                 report.articles,
+            )
+
+    async def prune(self) -> None:
+        """Forget settled history older than DIGESTD_RETENTION_DAYS (in a thread, in short
+        transactions: sending and the pages go on)."""
+        if self.stopping.is_set():
+            return
+        days = self.service.settings.retention_days
+        try:
+            report = await asyncio.to_thread(prune, self.service.sessions, self.clock(), days)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("pruning history skipped: database unavailable (%s)", first_line(exc))
+            return
+        if report.deliveries:
+            log.info(
+                "pruned history older than %d days: %d deliveries, %d digests, %d editions",
+                days,
+                report.deliveries,
+                report.digests,
+                report.editions,
             )
 
     async def finish(self, ticks: asyncio.Task[None]) -> None:

@@ -6,7 +6,7 @@
     │   └── ValidationError      one item failed validation; `.field` names the field
     └── DeliveryError            the SMTP side refused or failed
         ├── TemporaryDeliveryError   4xx, timeout, dropped connection: retry later
-        └── PermanentDeliveryError   5xx: do not retry, the address is suspect
+        └── PermanentDeliveryError   5xx: do not retry (bounce_policy says what it means)
 
 Library exceptions are converted into these at the boundary (``raise ... from exc``)
 so callers only handle digestd's own tree.
@@ -38,9 +38,13 @@ class ValidationError(InputError):
 
 
 class DeliveryError(DigestdError):
-    def __init__(self, message: str, code: int | None = None) -> None:
+    """``code``: the SMTP reply code; ``stage``: the command it answered (``rcpt``,
+    ``data``, ``end-of-data``, as ``readers.bounce_policy.Stage`` names them)."""
+
+    def __init__(self, message: str, code: int | None = None, stage: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.stage = stage
 
 
 class TemporaryDeliveryError(DeliveryError):

@@ -292,6 +292,36 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BounceEvent(Base):
+    """The bounce ledger: every synchronous refusal and every report, with what the policy
+    (:mod:`digestd.readers.bounce_policy`) made of it. Soft bounces are counted from here.
+    Diagnostics keep the recipient's domain, not the address (see ``readers.ledger``)."""
+
+    __tablename__ = "bounces"
+    __table_args__ = (
+        Index("ix_bounces_subscriber_id_created_at", "subscriber_id", "created_at"),
+        Index("ix_bounces_delivery_id", "delivery_id"),
+        Index("ix_bounces_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Both kept nullable: an unmatched report names no one; retention prunes deliveries and
+    # erasure deletes subscribers, while the ledger's counts stay.
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(20))  # bounce_policy.Kind
+    status: Mapped[str | None] = mapped_column(String(20))  # 5.1.1, a bare 550, or abuse
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    reporting_mta: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(10))  # smtp | dsn | arf | mail
+    channel: Mapped[str] = mapped_column(String(10))  # smtp | api | lmtp
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Feed(Base):
     """An RSS/Atom feed polled for articles of one category."""
 

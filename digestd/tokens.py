@@ -48,6 +48,9 @@ MAX_AGE: dict[Purpose, timedelta] = {
 }
 # Bytes of HMAC in a Message-ID's random part: 96 bits, not guessable from the delivery id.
 _MESSAGE_TAG_BYTES = 12
+# The same for the personal unsubscribe address: ``unsubscribe+<public id>.<16 chars>@``
+# stays within the 64 octets RFC 5321 allows a local part.
+_MAILTO_TAG_BYTES = 12
 
 
 class BadToken(DigestdError):
@@ -98,6 +101,10 @@ class Tokens:
         # Every key, newest first, for the Message-ID tag (the newest makes, all verify).
         self._message_macs = [
             hmac.new(key.encode(), b"digestd.message-id", hashlib.sha256) for key in secret_keys
+        ]
+        self._mailto_macs = [
+            hmac.new(key.encode(), b"digestd.unsubscribe.mailto", hashlib.sha256)
+            for key in secret_keys
         ]
 
     def serializer(self, salt: str) -> URLSafeTimedSerializer:
@@ -182,6 +189,29 @@ class Tokens:
             return int(self._bounce.unsign(tag))
         except (BadSignature, ValueError) as exc:
             raise BadToken("not a bounce address digestd made") from exc
+
+    def mailto_tag(self, public_id: str) -> str:
+        """``<public id>.<signature>``: the local part's tail of a reader's own unsubscribe
+        address (``unsubscribe+TAG@domain``), an unsubscribe-scope token short enough for a
+        local part. It does not expire: an authentic unsubscribe is always honoured."""
+        return f"{public_id}.{self._mailto_signature(self._mailto_macs[0], public_id)}"
+
+    def read_mailto_tag(self, tag: str) -> str:
+        """The public id of a tag :meth:`mailto_tag` made (under any configured key)."""
+        public_id, _, signature = tag.rpartition(".")
+        if public_id and any(
+            hmac.compare_digest(self._mailto_signature(mac, public_id), signature)
+            for mac in self._mailto_macs
+        ):
+            return public_id
+        raise BadToken("not an unsubscribe address digestd made")
+
+    @staticmethod
+    def _mailto_signature(base: hmac.HMAC, public_id: str) -> str:
+        mac = base.copy()
+        mac.update(public_id.encode())
+        digest = mac.digest()[:_MAILTO_TAG_BYTES]
+        return base64.urlsafe_b64encode(digest).decode("ascii")
 
     def message_tag(self, delivery_id: int) -> str:
         """The random-looking part of a delivery's Message-ID: an HMAC of its id, so the same

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the system packages digestd's test suite drives for real (Debian/Ubuntu), if missing:
 # SpamAssassin scores generated digests; PostgreSQL backs the second test run; Postfix's
-# smtp-sink/smtp-source serve the crash tests and benchmarks; Chromium renders pages and emails.
+# smtp-sink/smtp-source serve the crash tests and benchmarks, and a throwaway Postfix instance
+# hands real DSNs to digestd's LMTP listener (tests/test_inbound_postfix.py); Chromium renders
+# pages and emails. Exim and OpenSMTPD are not needed: their reports are committed fixtures
+# (tests/fixtures/bounces/README.md says how they were made).
 set -euo pipefail
 need=()
 command -v spamassassin >/dev/null || need+=(spamassassin)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+{ command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ]; } && [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)  # DKIM and TLS test keys
 command -v systemd-analyze >/dev/null || need+=(systemd)

@@ -5,11 +5,14 @@ counts deliveries; :class:`Script` (a scripted listener) records the wire byte f
 
 Faults, each as a real MTA would produce them:
 - ``busy_transactions``: the next N transactions get ``421`` at MAIL FROM (server busy);
-- ``greylist``: recipient -> how many ``451`` answers at RCPT before accepting;
+- ``greylist``: recipient -> how many ``451`` answers (``greylist_reply``) at RCPT before
+  accepting;
 - ``drop_after_data``: recipients whose first message is received and then the
   connection is cut before the reply (the classic "did it arrive?" case): not stored;
 - ``reject``: recipient -> a ``5xx`` answer at RCPT, every time;
-- ``always``: if set, the answer to every RCPT (a whole-server outage).
+- ``always``: if set, the answer to every RCPT (a whole-server outage, a relay refusing
+  to relay); ``{rcpt}`` in it becomes the recipient, as real servers quote it;
+- ``reject_content``: recipient -> a ``5xx`` answer to the end of DATA (a content filter).
 
 It advertises ESMTP PIPELINING as real MTAs do (``pipelining=False`` to test a server
 that does not); aiosmtpd reads commands one line at a time, so pipelined ones queue up.
@@ -46,6 +49,8 @@ class FaultySink:
     drop_after_data: set[str] = field(default_factory=set)
     reject: dict[str, str] = field(default_factory=dict)
     always: str | None = None
+    greylist_reply: str = "451 4.7.1 Greylisted, please try again"
+    reject_content: dict[str, str] = field(default_factory=dict)
     delivered: Counter[str] = field(default_factory=Counter)
     messages: list[tuple[str, str, bytes]] = field(default_factory=list)
     attempts: int = 0  # RCPTs seen
@@ -94,12 +99,12 @@ class FaultySink:
         self.peers.add(session.peer)
         self.rcpts[address] += 1
         if self.always is not None:
-            return self.always
+            return self.always.replace("{rcpt}", address)
         if address in self.reject:
             return self.reject[address]
         if self.greylist.get(address, 0) > 0:
             self.greylist[address] -= 1
-            return "451 4.7.1 Greylisted, please try again"
+            return self.greylist_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -110,6 +115,8 @@ class FaultySink:
             assert server.transport is not None  # set while a connection is being served
             server.transport.close()  # no reply: the client cannot know it was not kept
             return "250 never seen by the client"
+        if recipient in self.reject_content:
+            return self.reject_content[recipient]
         self.delivered[recipient] += 1
         # aiosmtpd reaches DATA only after MAIL FROM and with the content read.
         assert envelope.mail_from is not None and envelope.original_content is not None

@@ -119,7 +119,8 @@ def test_each_admin_action_is_one_line_with_its_outcome(
         "admin action=articles.add outcome=ok client=203.0.113.10 status=200 "
         "added=1 updated=0 rejected=1",
         "admin action=subscribers.export outcome=ok client=203.0.113.10 status=200",
-        "admin action=editions.trigger outcome=ok client=203.0.113.10 status=200 kind=daily queued=0",
+        "admin action=editions.trigger outcome=ok client=203.0.113.10 status=200 "
+        "kind=daily queued=0",
         "admin action=bounces.report outcome=ok client=203.0.113.10 status=200 "
         "report=unmatched suppressed=False",
         "admin action=articles.add outcome=refused client=203.0.113.10 status=415",

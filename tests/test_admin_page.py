@@ -149,6 +149,12 @@ def test_the_page_shows_the_queue_and_thirty_days_in_utc(web: WebRig) -> None:
     assert "default-src 'none'" in csp and "script-src 'nonce-" in csp
     rows = re.findall(r'<tr><th scope="row">', page.text)
     assert len(rows) == 30
+    # the bounce policy, rule by rule, as digestd.readers.bounce_policy applies it
+    assert "Bounce policy RFC 3463, first matching rule" in words
+    assert (
+        "5.1.1 rcpt, end-of-data, report hard the message fails; the address is suppressed" in words
+    )
+    assert "5.7.* anywhere failed-not-address the message fails; the reader stays" in words
 
 
 # --- the charts ---------------------------------------------------------------------------

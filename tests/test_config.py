@@ -157,6 +157,11 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_HELPER_PROCESSES", "-1"),
         ("DIGESTD_HELPER_PROCESSES", "two"),
         ("DIGESTD_HELPER_PROCESSES", "1000"),
+        ("DIGESTD_INBOUND_LISTEN", "2525"),
+        ("DIGESTD_INBOUND_LISTEN", "127.0.0.1:lmtp"),
+        ("DIGESTD_INBOUND_LISTEN", "127.0.0.1:0"),
+        ("DIGESTD_SMTP_STORM_DOMAINS", "1"),
+        ("DIGESTD_SMTP_STORM_DOMAINS", "many"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -257,3 +262,14 @@ def test_trusted_proxies_and_metrics_token_are_read(tmp_path: Path) -> None:
     ]
     assert settings.http.metrics_token == "m" * 16
     assert "m" * 16 not in repr(settings)
+
+
+def test_the_inbound_listener_is_off_unless_set(tmp_path: Path) -> None:
+    base = {"DIGESTD_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).inbound_listen is None
+    on = load_settings({**base, "DIGESTD_INBOUND_LISTEN": "127.0.0.1:2525"})
+    assert on.inbound_listen == ("127.0.0.1", 2525)
+    assert load_settings({**base, "DIGESTD_INBOUND_LISTEN": "[::1]:2525"}).inbound_listen == (
+        "::1",
+        2525,
+    )

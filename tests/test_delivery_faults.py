@@ -20,7 +20,14 @@ from digestd.delivery.sender import Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import SmtpPool
 from digestd.delivery.worker import Worker
-from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
+from digestd.models import (
+    BounceEvent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
 from digestd.planning.planner import enqueue_due
 from digestd.readers.subscribers import email_hash
 from digestd.service import Service
@@ -196,10 +203,17 @@ def test_a_burst_of_failures_pauses_sending_instead_of_burning_through_the_list(
     assert dict(sink.delivered) == {a: 1 for a in addresses}
 
 
+@pytest.mark.parametrize(
+    ("reply", "soft"),
+    [("452 4.2.2 Mailbox full", True), ("451 4.7.1 Greylisted, please try again", False)],
+    ids=["mailbox-full-counts", "greylisting-does-not"],
+)
 def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bounce(
-    env: dict[str, str],
+    env: dict[str, str], reply: str, soft: bool
 ) -> None:
-    sink = FaultySink(greylist={"slow@example.com": 1000})
+    """Only a temporary reply about the mailbox counts against the reader: one about our
+    reputation (greylisting, 4.7.x) would, over a few days, suppress the whole list."""
+    sink = FaultySink(greylist={"slow@example.com": 1000}, greylist_reply=reply)
     with running(sink):
         service = _service(env, sink.url)
         clock = FakeMonotonic()
@@ -218,9 +232,17 @@ def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bo
     assert _statuses(service) == {"failed": 1}
     with service.sessions() as session:
         (subscriber,) = session.scalars(select(Subscriber)).all()
-        assert subscriber.soft_bounces == 1 and subscriber.status == SubscriberStatus.ACTIVE
+        assert subscriber.soft_bounces == int(soft)
+        assert subscriber.status == SubscriberStatus.ACTIVE
         (delivery,) = session.scalars(select(Delivery)).all()
-        assert delivery.smtp_reply and delivery.smtp_reply.startswith("451")
+        assert delivery.smtp_reply and delivery.smtp_reply.startswith(reply[:3])
+        (event,) = session.scalars(select(BounceEvent)).all()
+        assert (event.kind, event.source, event.delivery_id) == (
+            "soft" if soft else "failed-not-address",
+            "smtp",
+            delivery.id,
+        )
+        assert event.status == reply[4:9] and event.reporting_mta == sink.url[7:]
         # Backoff doubled between attempts (1, 2, 4, 8 ... minutes; ticks every 30).
         assert 6 <= delivery.attempts <= 14
 

@@ -86,9 +86,13 @@ def test_headers_are_each_present_once_and_one_click_ready(digest: bytes) -> Non
     assert message["From"] == "Tech Pulse <digest@news.example.com>"
     assert re.fullmatch(r".*<[\w.-]+\.digest\.example\.com>", str(message["List-Id"]))
     unsubscribe = str(message["List-Unsubscribe"])
-    assert re.fullmatch(
-        r"<https://digest\.example\.com/unsubscribe/[\w.-]+>, <mailto:[^>]+>", unsubscribe
+    found = re.fullmatch(
+        r"<https://digest\.example\.com/unsubscribe/[\w.-]+>, "
+        r"<mailto:(unsubscribe\+[\w-]+\.[\w-]{16})@news\.example\.com\?subject=unsubscribe>",
+        unsubscribe,
     )
+    assert found is not None, unsubscribe
+    assert len(found.group(1)) <= 64  # RFC 5321's limit for a local part
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Subject"].startswith("Meta's Internal Memo Signals AI Comeback")
     # the envelope sender is a VERP address (what the catcher recorded as Return-Path)

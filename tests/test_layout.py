@@ -21,6 +21,7 @@ STAGES = [
     "ops",
     "service",
     "web",
+    "inbound",
     "daemon",
     "cli",
     "__main__",

@@ -38,3 +38,44 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("select count(*) from categories")).scalar() == 26
     engine.dispose()
+
+
+def test_0009_turns_soft_bounce_marks_into_ledger_rows(database_url: str) -> None:
+    """Soft bounces recorded as a ``soft-bounce:`` prefix of ``last_error`` keep counting."""
+    engine = make_engine(database_url)
+    command.downgrade(alembic_config(engine), "0008")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscribers (id, public_id, email, status, timezone, wants_daily, "
+                "wants_weekly, created_at, consent_source, soft_bounces) VALUES (1, 'p1', "
+                "'a@example.com', 'active', 'UTC', true, false, '2026-01-01 00:00:00', '', 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO editions (id, kind, period, created_at) "
+                "VALUES (1, 'daily', '2026-01-01', '2026-01-01 00:00:00'), "
+                "(2, 'daily', '2026-01-02', '2026-01-01 00:00:00')"
+            )
+        )
+        for delivery, status, error in (
+            (1, "failed", "soft-bounce: gave up after 6 attempts: 452 4.2.2 full"),
+            (2, "sent", "bounced: 5.1.1"),  # a hard bounce's note is no soft bounce
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO deliveries (id, subscriber_id, edition_id, status, due_at, "
+                    "next_attempt_at, attempts, last_error, created_at) VALUES (:id, 1, :id, "
+                    ":status, '2026-01-01 07:00:00', '2026-01-01 07:00:00', 1, :error, "
+                    "'2026-01-01 00:00:00')"
+                ),
+                {"id": delivery, "status": status, "error": error},
+            )
+    migrate(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT delivery_id, subscriber_id, kind, source FROM bounces")
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [(1, 1, "soft", "smtp")]

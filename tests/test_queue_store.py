@@ -15,12 +15,21 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
-from digestd.delivery.queue import Bounce, Job, Outcome, QueueStore
+from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.queue_store import queue_store
 from digestd.delivery.worker import Worker
-from digestd.models import Delivery, DeliveryStatus, EditionKind, Subscriber, SubscriberStatus
+from digestd.models import (
+    BounceEvent,
+    Delivery,
+    DeliveryStatus,
+    EditionKind,
+    Subscriber,
+    SubscriberStatus,
+)
 from digestd.planning.planner import enqueue_due
 from digestd.planning.policy import Policy
+from digestd.readers.bounce_policy import Kind
+from digestd.readers.ledger import Event
 from tests.email_samples import MASTHEAD
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
@@ -223,16 +232,21 @@ def test_a_hard_bounce_suppresses_the_reader_with_the_outcome(
 ) -> None:
     store = _queued(sessions, 2)
     bounced, fine = store.claim(SEND, LEASE, 10)
+    event = Event(Kind.HARD, "smtp", "smtp", "5.1.1", "550 5.1.1 <r0@example.com>: unknown")
     store.record(
         [
-            Outcome(bounced, DeliveryStatus.FAILED, True, SEND, bounce=Bounce.HARD),
+            Outcome(bounced, DeliveryStatus.FAILED, True, SEND, event=event),
             _sent(fine, SEND),
         ],
         SEND,
     )
     with sessions() as session:
         statuses = dict(session.execute(select(Subscriber.id, Subscriber.status)).all())
+        ledger = session.execute(
+            select(BounceEvent.delivery_id, BounceEvent.kind, BounceEvent.diagnostic)
+        ).one()
     assert statuses[bounced.subscriber_id] == SubscriberStatus.BOUNCED
+    assert tuple(ledger) == (bounced.delivery_id, "hard", "550 5.1.1 <…@example.com>: unknown")
     assert statuses[fine.subscriber_id] == SubscriberStatus.ACTIVE
     assert store.unsendable([bounced, fine]) == ["address is suppressed", None]
 

@@ -110,3 +110,14 @@ def test_a_digest_the_archive_shows_outlives_the_window_with_its_edition(
     assert archived == [shown_id] and _count(sessions, Edition, Edition.id == old_id) == 1
     again = prune(sessions, NOW, days=90)
     assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
+
+
+def test_the_retention_window_is_a_setting_of_at_least_nine_days(env: dict[str, str]) -> None:
+    from digestd.config import load_settings
+    from digestd.errors import ConfigError
+
+    assert load_settings(env).retention_days == 90
+    assert load_settings({**env, "DIGESTD_RETENTION_DAYS": "30"}).retention_days == 30
+    for bad in ("8", "0", "-1", "nan", "ninety"):
+        with pytest.raises(ConfigError, match="DIGESTD_RETENTION_DAYS"):
+            load_settings({**env, "DIGESTD_RETENTION_DAYS": bad})

@@ -40,6 +40,7 @@ class Watched:
     def __init__(self, inner: Transport, after_send: Callable[[int], None]) -> None:
         self.inner = inner
         self.concurrency = inner.concurrency
+        self.name = inner.name
         self.after_send = after_send
         self.count = 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -137,3 +139,28 @@ def test_message_id_tags_are_stable_per_delivery_unguessable_and_survive_rotatio
     assert Tokens([NEW, OLD]).is_message_tag(41, tag)
     assert not Tokens([NEW]).is_message_tag(41, tag)
     assert not tokens.is_message_tag(42, tag)
+
+
+def test_unsubscribe_address_tags_fit_a_local_part_round_trip_and_survive_rotation() -> None:
+    old = Tokens(["old-key-0123456789abcdef"])
+    public_id = secrets.token_urlsafe(16)
+    tag = old.mailto_tag(public_id)
+    assert len(f"unsubscribe+{tag}") <= 64  # RFC 5321 §4.5.3.1.1
+    assert len(f"unsubscribe+{old.mailto_tag('x' * 32)}") <= 64  # the longest public id
+    assert re.fullmatch(r"[\w-]+\.[\w-]{16}", tag)
+    assert old.read_mailto_tag(tag) == public_id
+    rotated = Tokens(["new-key-0123456789abcdef", "old-key-0123456789abcdef"])
+    assert rotated.read_mailto_tag(tag) == public_id
+    assert rotated.mailto_tag(public_id) != tag  # the newest key signs
+    for forged in (
+        f"{public_id}.AAAAAAAAAAAAAAAA",
+        f"other{tag}",
+        tag[:-1],
+        public_id,
+        f".{tag.rpartition('.')[2]}",
+        old.bounce_tag(1),  # another purpose's token
+    ):
+        with pytest.raises(BadToken):
+            old.read_mailto_tag(forged)
+    with pytest.raises(BadToken):
+        Tokens(["another-key-0123456789abcdef"]).read_mailto_tag(tag)

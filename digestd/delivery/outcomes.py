@@ -1,11 +1,16 @@
-"""From what happened to a message to what is written back to its queue row.
+"""From what happened to a message to what is written back to its queue row, and to the
+bounce ledger.
 
 4xx answers, timeouts and dropped connections are retried with exponential backoff until
 the edition is ``DIGESTD_CATCHUP_HOURS`` old or ``DIGESTD_MAX_ATTEMPTS`` were made; then
-the delivery fails and counts as a soft bounce. A 5xx refusal fails it at once and
-suppresses the address. Any other error building or sending one message (a DKIM key that
-cannot sign it, a bug) fails that message alone: retried like a 4xx, then ``failed``,
-never suppressing the reader and never holding up the rest of the queue.
+the delivery fails. A 5xx refusal fails it at once. Either way the refusal is a ledger
+event whose kind the bounce policy decides (:mod:`digestd.readers.bounce_policy`): only an
+address-level reply suppresses, a mailbox that stays full counts as a soft bounce, anything
+else fails the message and keeps the reader. A refusal the sender saw from many domains in
+a row (``storm``) is about the relay, whatever its code says. Any other error building or
+sending one message (a DKIM key that cannot sign it, a bug) fails that message alone:
+retried like a 4xx, then ``failed``, never suppressing the reader and never holding up the
+rest of the queue.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from digestd.delivery.queue import Bounce, Job, Outcome
+from digestd.delivery.queue import Job, Outcome
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.models import DeliveryStatus
-from digestd.readers.suppression import SOFT_BOUNCE_MARK
+from digestd.readers.bounce_policy import Kind, Stage, Verdict, classify_reply
+from digestd.readers.ledger import Event
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=1)
@@ -69,8 +75,10 @@ class Outcomes:
     catchup: timedelta  # also how old a message may get while being retried
     max_attempts: int
     rng: Callable[[], float] = random.random
+    relay: str | None = None  # who answered, for the ledger's reporting MTA
 
-    def of(self, job: Job, result: Result, now: datetime) -> Outcome:
+    def of(self, job: Job, result: Result, now: datetime, *, storm: bool = False) -> Outcome:
+        """``storm``: the sender saw this refusal from many domains in a row."""
         if isinstance(result, Released):
             return Outcome(job, DeliveryStatus.QUEUED, tried=False, next_attempt_at=now)
         if isinstance(result, Skipped):
@@ -89,39 +97,38 @@ class Outcomes:
                 smtp_reply=result.reply[:500],
                 message_id=result.message_id,
             )
-        return self._refused(job, result, now)
+        return self._refused(job, result, now, storm)
 
-    def _refused(self, job: Job, error: DeliveryError, now: datetime) -> Outcome:
+    def _refused(self, job: Job, error: DeliveryError, now: datetime, storm: bool) -> Outcome:
         reply = str(error)[:500]
-        if isinstance(error, PermanentDeliveryError):
+        gave_up = now - job.due_at > self.catchup or job.attempts >= self.max_attempts
+        if not isinstance(error, PermanentDeliveryError) and not gave_up:
+            retry_at = now + backoff(job.attempts + 1, self.rng)
             return Outcome(
                 job,
-                DeliveryStatus.FAILED,
+                DeliveryStatus.QUEUED,
                 True,
-                now,
+                retry_at,
                 smtp_reply=reply,
                 last_error=str(error)[:1000],
-                bounce=Bounce.HARD,
             )
-        if now - job.due_at > self.catchup or job.attempts >= self.max_attempts:
-            why = f"{SOFT_BOUNCE_MARK} gave up after {job.attempts} attempts: {error}"
-            return Outcome(
-                job,
-                DeliveryStatus.FAILED,
-                True,
-                now,
-                smtp_reply=reply,
-                last_error=why[:1000],
-                bounce=Bounce.SOFT,
-            )
-        retry_at = now + backoff(job.attempts + 1, self.rng)
+        verdict = verdict_of(error)
+        why = str(error)
+        if not isinstance(error, PermanentDeliveryError):
+            why = f"gave up after {job.attempts} attempts: {error}"
+        kind = verdict.kind
+        if storm and kind in (Kind.HARD, Kind.SOFT):
+            kind = Kind.FAILED
+            why += " (the same refusal came from many domains in a row: about the relay)"
+        event = Event(kind, "smtp", "smtp", verdict.shown or None, reply, reporting_mta=self.relay)
         return Outcome(
             job,
-            DeliveryStatus.QUEUED,
+            DeliveryStatus.FAILED,
             True,
-            retry_at,
+            now,
             smtp_reply=reply,
-            last_error=str(error)[:1000],
+            last_error=why[:1000],
+            event=event,
         )
 
     def _broken(self, job: Job, why: str, now: datetime) -> Outcome:
@@ -132,9 +139,21 @@ class Outcomes:
         return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=why[:1000])
 
 
+def verdict_of(error: DeliveryError) -> Verdict:
+    """What the bounce policy makes of a refusal. Without a stage the reply was to the
+    session (connecting, MAIL FROM) or there was none (a timeout)."""
+    return classify_reply(Stage(error.stage or Stage.SESSION), str(error))
+
+
+def may_suppress(error: PermanentDeliveryError) -> bool:
+    """Whether the policy would count this refusal against the address (hard or soft)."""
+    return verdict_of(error).kind in (Kind.HARD, Kind.SOFT)
+
+
 def label(result: Result, outcome: Outcome) -> str:
-    """The outcome as /metrics counts it: sent, bounced, failed, deferred or skipped."""
-    if isinstance(result, PermanentDeliveryError):
+    """The outcome as /metrics counts it: sent, bounced (a hard or soft bounce), failed,
+    deferred or skipped."""
+    if outcome.event is not None and outcome.event.kind in (Kind.HARD, Kind.SOFT):
         return "bounced"
     if outcome.status == DeliveryStatus.QUEUED:
         return "deferred"

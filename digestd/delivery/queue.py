@@ -20,7 +20,6 @@ are locked and how a batch of outcomes becomes one statement.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,8 +32,9 @@ from digestd.bulk import among
 from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from digestd.models import Suppression as SuppressionRow
+from digestd.readers import ledger
+from digestd.readers.ledger import Event
 from digestd.readers.subscribers import email_hash
-from digestd.readers.suppression import soft_bounce, suppress
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,6 @@ JOB_COLUMNS = (
 )
 
 
-class Bounce(enum.Enum):
-    HARD = "hard"  # the address is suppressed
-    SOFT = "soft"  # counts towards the run of soft bounces that suppresses
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one claimed delivery, as it is written back."""
@@ -87,7 +82,7 @@ class Outcome:
     smtp_reply: str | None = None
     message_id: str | None = None
     last_error: str | None = None
-    bounce: Bounce | None = None
+    event: Event | None = None  # a refusal for the bounce ledger (and the policy)
 
     def values(self) -> dict[str, Any]:
         """The row's new values, keyed ``b_*`` (bound parameters of the outcome UPDATE).
@@ -138,8 +133,8 @@ class QueueStore:
         return jobs
 
     def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        """One transaction: every outcome (where the claim is still ours) and the
-        suppressions their bounces call for."""
+        """One transaction: every outcome (where the claim is still ours), its refusal in
+        the bounce ledger and what the bounce policy makes of it."""
         with self.sessions.begin() as session:
             if outcomes:
                 values = [outcome.values() for outcome in outcomes]
@@ -147,16 +142,14 @@ class QueueStore:
                     row["b_worker"] = self.worker.label
                 self._write(session, values)
             for outcome in outcomes:
-                if outcome.bounce is Bounce.HARD:
-                    suppress(
+                if outcome.event is not None:
+                    ledger.record(
                         session,
-                        outcome.job.subscriber_id,
-                        SubscriberStatus.BOUNCED,
-                        "hard-bounce",
-                        now,
+                        outcome.event,
+                        delivery_id=outcome.job.delivery_id,
+                        subscriber_id=outcome.job.subscriber_id,
+                        now=now,
                     )
-                elif outcome.bounce is Bounce.SOFT:
-                    soft_bounce(session, outcome.job.subscriber_id, now)
 
     def unsendable(self, jobs: Sequence[Job]) -> list[str | None]:
         """Why each job will not be sent (it is skipped), or None."""

@@ -17,6 +17,10 @@ A batch never outlives its lease: messages not started by 80 % of the lease (cou
 the claim, so time spent waiting behind the previous batch counts), or when the process is
 told to stop, or while sending is paused after a burst of failures, are *released* (back to
 ``queued``, attempt not counted) instead of being sent late.
+
+Two breakers pause sending: ``DIGESTD_SMTP_FAILURE_BURST`` failures in a row, and the same
+permanent refusal from ``DIGESTD_SMTP_STORM_DOMAINS`` recipient domains in a row
+(:mod:`digestd.delivery.storms`), which trips before anybody is suppressed for it.
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ from digestd.delivery.outcomes import (
     Skipped,
     Unsendable,
     label,
+    may_suppress,
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.recorder import Recorder
+from digestd.delivery.storms import RefusalRuns
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
-from digestd.errors import DeliveryError, first_line
+from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import StoredDigest
@@ -115,10 +121,13 @@ class Sender:
         self.monotonic = monotonic
         self.metrics = metrics or Metrics()
         self.lease = timedelta(seconds=self.tuning.lease_seconds)
-        self.outcomes = Outcomes(catchup, self.tuning.max_attempts, rng)
-        # Failure-burst circuit breaker: it must outlive a tick, so it lives here.
+        self.outcomes = Outcomes(
+            catchup, self.tuning.max_attempts, rng, relay=getattr(transport, "name", None)
+        )
+        # Failure-burst circuit breakers: they must outlive a tick, so they live here.
         self.consecutive_failures = 0
         self.paused_until = 0.0
+        self.refusals = RefusalRuns(self.tuning.storm_domains)
         # One thread for all of the sender's database work: a claim and a write of outcomes
         # never wait for each other's SQLite lock, and they happen in the order asked for.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digestd-queue")
@@ -158,6 +167,7 @@ class Sender:
         except Exception:
             await run.abandon()
             raise
+        run.release_held()
         await run.recorder.close()
         run.report.paused = run.report.paused or self.paused
         return run.report
@@ -210,28 +220,39 @@ class Sender:
             )
         except DeliveryError as exc:
             self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
-            self._failure(exc)
+            self._failure(exc, recipient)
             return exc
         finally:
             self.metrics.send_seconds.observe(self.monotonic() - started)
             self.heartbeat()
         self.consecutive_failures = 0
+        self.refusals.accepted()
         self.metrics.smtp_succeeded()
         return Sent(reply, message_id)
 
-    def _failure(self, exc: DeliveryError) -> None:
+    def _failure(self, exc: DeliveryError, recipient: str) -> None:
         self.consecutive_failures += 1
-        if self.consecutive_failures >= self.tuning.failure_burst and not self.paused:
-            self.metrics.sending_pauses.inc()
-            self.paused_until = self.monotonic() + self.tuning.pause_seconds
-            log.warning(
-                "sending paused for %.0fs: %d failures in a row (last: %s); "
-                "unsent messages stay queued",
-                self.tuning.pause_seconds,
-                self.consecutive_failures,
+        if isinstance(exc, PermanentDeliveryError) and self.refusals.refused(exc, recipient):
+            self._pause(
+                f"the same refusal from {self.refusals.needed} recipient domains in a row, "
+                "about the relay rather than the readers: nobody is suppressed for it",
                 exc,
             )
-            self.consecutive_failures = 0
+        elif self.consecutive_failures >= self.tuning.failure_burst:
+            self._pause(f"{self.consecutive_failures} failures in a row", exc)
+
+    def _pause(self, why: str, exc: DeliveryError) -> None:
+        if self.paused:
+            return
+        self.metrics.sending_pauses.inc()
+        self.paused_until = self.monotonic() + self.tuning.pause_seconds
+        log.warning(
+            "sending paused for %.0fs: %s (last: %s); unsent messages stay queued",
+            self.tuning.pause_seconds,
+            why,
+            exc,
+        )
+        self.consecutive_failures = 0
 
 
 class _Run:
@@ -255,6 +276,8 @@ class _Run:
         self.recorder: Recorder[tuple[Job, Result]] = Recorder(self._record, sender.tuning.batch)
         self.ahead: asyncio.Task[Batch | None] | None = None
         self.took = 0.0  # seconds the last batch took to send
+        # Refusals waiting for their run of identical refusals to be decided (storms.py).
+        self.held: list[tuple[Job, Result]] = []
 
     def clock(self) -> datetime:
         return self.now + timedelta(seconds=self.sender.monotonic() - self.started)
@@ -356,6 +379,7 @@ class _Run:
                 batch = None  # it failed on its own (the same database error, most likely)
             if batch is not None:
                 self.release(batch)
+        self.release_held()
         try:
             await self.recorder.close()
         except Exception as exc:
@@ -364,10 +388,21 @@ class _Run:
                 first_line(exc),
             )
 
+    def release_held(self) -> None:
+        """No more refusals are coming in this call: the runs held for are decided."""
+        self.sender.refusals.end()
+        held, self.held = self.held, []
+        for entry in held:
+            self.recorder.add(entry)
+
     async def _record(self, entries: list[tuple[Job, Result]]) -> None:
         """Write ``entries`` (counted into the report here, on the event loop)."""
         now = self.clock()
-        outcomes = [self.sender.outcomes.of(job, result, now) for job, result in entries]
+        decided, self.held = self.sender.refusals.sort_out([*self.held, *entries], may_suppress)
+        entries = [(job, result) for job, result, _ in decided]
+        outcomes = [
+            self.sender.outcomes.of(job, result, now, storm=storm) for job, result, storm in decided
+        ]
         settled = 0
         for (job, result), outcome in zip(entries, outcomes, strict=True):
             if result is RELEASED:

@@ -5,10 +5,12 @@ returns the server's reply or raises a :class:`DeliveryError` telling whether to
 and ``concurrency`` says how many sends may usefully run at once.
 
 Classification (RFC 5321 §4.2.1): 4xx, timeouts and dropped connections are temporary.
-A 5xx to RCPT or to the end of DATA is about this recipient: a permanent failure that
-suppresses the address. A 5xx to MAIL FROM, AUTH or the greeting is about *us* (a relay
-that refuses our sender, bad credentials): blaming every recipient for it would suppress
-the whole list, so it is temporary and counts towards the sender's failure-burst pause.
+A 5xx to RCPT, DATA or the end of DATA is permanent for this message, tagged with the
+command it answered; whether it says anything about the address is the bounce policy's
+call (:mod:`digestd.readers.bounce_policy`). A 5xx to MAIL FROM, AUTH or the greeting is
+about *us* (a relay that refuses our sender, bad credentials): blaming every recipient for
+it would fail the whole list, so it is temporary and counts towards the sender's
+failure-burst pause.
 
 Sessions use TLS whenever they can: ``smtps://``, or STARTTLS when the server offers it
 (``?starttls=true`` requires it, ``?starttls=false`` forbids it), certificates verified.
@@ -37,6 +39,7 @@ from digestd.mail.template import WireBytes
 
 class Transport(Protocol):
     concurrency: int
+    name: str  # who answers: the bounce ledger's reporting MTA for a refusal
 
     async def send(self, envelope_from: str, recipient: str, message: bytes) -> str: ...
 
@@ -51,6 +54,7 @@ class MailCatcher:
     """
 
     concurrency = 1  # writes files; more would not be faster
+    name = "mail catcher"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -103,6 +107,7 @@ class SmtpPool:
     def __init__(self, settings: SmtpSettings, size: int = 4, max_per_connection: int = 1000):
         self.settings = settings
         self.concurrency = 2 * size
+        self.name = f"{settings.host}:{settings.port}"
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._connections = [_Connection(settings, max_per_connection) for _ in range(size)]
         self._workers: list[asyncio.Task[None]] = []
@@ -199,7 +204,7 @@ class _Connection:
         self._chained = following is not None
         final = await session.final()
         self.sent += 1
-        request.answer(_classify(final) if final.code >= 400 else final.text)
+        request.answer(_classify(final, "end-of-data") if final.code >= 400 else final.text)
 
     def _answer_all(self, error: DeliveryError) -> None:
         carrying, self._carrying = self._carrying, []
@@ -283,7 +288,7 @@ _ENVELOPE_ADDRESS = re.compile(r'[^\s<>"]+@[^\s<>"@]+')
 def _envelope(address: str) -> bytes:
     if not address.isascii() or not _ENVELOPE_ADDRESS.fullmatch(address):
         raise PermanentDeliveryError(
-            f"553 address {address[:80]!r} cannot go on an SMTP command line", 553
+            f"553 address {address[:80]!r} cannot go on an SMTP command line", 553, "rcpt"
         )
     return address.encode()
 
@@ -307,17 +312,19 @@ def _wire_content(message: bytes) -> bytes:
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 
 
-def _classify(reply: Reply) -> TemporaryDeliveryError | PermanentDeliveryError:
+def _classify(reply: Reply, stage: str) -> TemporaryDeliveryError | PermanentDeliveryError:
     if 400 <= reply.code < 500:
-        return TemporaryDeliveryError(str(reply), reply.code)
-    return PermanentDeliveryError(str(reply), reply.code)
+        return TemporaryDeliveryError(str(reply), reply.code, stage)
+    return PermanentDeliveryError(str(reply), reply.code, stage)
 
 
 def _refusal(mail: Reply, rcpt: Reply, data: Reply) -> DeliveryError:
     if mail.code != 250:
         # About us, not the reader (see the module docstring): never a hard bounce.
         return TemporaryDeliveryError(f"MAIL FROM refused: {mail}", mail.code)
-    return _classify(rcpt if rcpt.code not in (250, 251) else data)
+    if rcpt.code not in (250, 251):
+        return _classify(rcpt, "rcpt")
+    return _classify(data, "data")
 
 
 def _session_lost(exc: SessionLost) -> TemporaryDeliveryError:

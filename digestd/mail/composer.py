@@ -24,7 +24,7 @@ class Links:
     def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self.base = settings.base_url
         self.tokens = tokens
-        self.mailto = f"unsubscribe@{settings.from_domain}"
+        self.domain = settings.from_domain
         self._make = {
             purpose: tokens.fast_maker(purpose)
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW)
@@ -34,6 +34,12 @@ class Links:
         make = self._make.get(purpose)
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
+
+    def mailto(self, public_id: str) -> str:
+        """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail
+        to it unsubscribes them (digestd's LMTP listener, :mod:`digestd.inbound`)."""
+        tag = self.tokens.mailto_tag(public_id)
+        return f"unsubscribe+{tag}@{self.domain}?subject=unsubscribe"
 
     def for_subscriber(self, public_id: str, delivery_id: int | None = None) -> dict[str, str]:
         """A value for every personal link of a digest (see ``presentation.PERSONAL_LINKS``)."""
@@ -60,7 +66,6 @@ class Composer:
         self.links = Links(settings, tokens)
         self.from_header = formataddr((settings.from_name, settings.from_address))
         self.dkim = DkimSigner(settings.dkim) if settings.dkim else None
-        self.mailto = f"{self.links.mailto}?subject=unsubscribe"
         self._clock = clock
         self._date: tuple[int, str] = (-1, "")
 
@@ -85,7 +90,7 @@ class Composer:
             message_id=message_id,
             date=self._date_header(),
             links=self.links.for_subscriber(public_id, delivery_id),
-            unsubscribe_mailto=self.mailto,
+            unsubscribe_mailto=self.links.mailto(public_id),
         )
         data = template.compose(personal)
         # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.

@@ -150,7 +150,7 @@ class Personal:
     message_id: str
     date: str  # RFC 5322 date
     links: Mapping[str, str]  # unsubscribe, preferences, view: full URLs
-    unsubscribe_mailto: str
+    unsubscribe_mailto: str  # the reader's own unsubscribe address (composer.Links.mailto)
 
 
 TEMPLATE_FORMAT = 1  # bump when the stored form changes; older ones are rendered again

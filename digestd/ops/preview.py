@@ -61,6 +61,6 @@ def preview(
             message_id=f"<preview.{kind}.{slot.period}@{settings.from_domain}>",
             date=format_datetime(now),
             links=links,
-            unsubscribe_mailto=service.composer.mailto,
+            unsubscribe_mailto=service.composer.links.mailto("preview"),
         )
     )

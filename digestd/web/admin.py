@@ -1,4 +1,5 @@
-"""The operator's page ``/admin``: the queue right now and charts of the last 30 days.
+"""The operator's page ``/admin``: the queue right now, charts of the last 30 days, and the
+bounce policy (which refusals suppress a reader).
 
 Sign-in is the admin token typed into a form once; the answer is a signed session cookie
 (its own itsdangerous salt, 12 hours, ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from digestd.config import Settings
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
+from digestd.readers import bounce_policy
 from digestd.tokens import Tokens
 from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.body import read_input
@@ -80,6 +82,7 @@ async def admin_page(request: Request) -> Response:
         "title": "Operations",
         "now": now,
         "csrf": csrf.token("admin-logout", "-"),
+        "bounce_policy": bounce_policy.rows(),
         **_dashboard(current, activity, now),
     }
     return csrf.attach(request, w.pages.render("admin.html", context))

@@ -44,6 +44,7 @@ async def post_bounce(request: Request) -> Response:
             "status": result.status,
             "diagnostic": result.diagnostic,
             "suppressed": result.suppressed,
+            "repeated": result.repeated,
         }
     )
 

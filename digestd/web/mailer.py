@@ -85,7 +85,7 @@ class SignupMailer:
                 message_id=f"<signup.{secrets.token_hex(12)}@{domain}>",
                 date=format_datetime(now),
                 links=links,
-                unsubscribe_mailto=f"{self.links.mailto}?subject=unsubscribe",
+                unsubscribe_mailto=self.links.mailto(signup.public_id),
             )
         )
 

@@ -206,8 +206,12 @@ PATHS: dict[str, dict[str, Any]] = {
 PATHS["/bounces"] = {
     "post": {
         "summary": "Process a raw RFC 3464 DSN or RFC 5965 ARF report (bounce or complaint)",
-        "description": "The body is the raw report message. Hard bounces and complaints "
-        "suppress the address; three soft bounces in a row do too. A report counts only "
+        "description": "The body is the raw report message (or a bounce without a report "
+        "part, sent to a VERP address). Every report is kept in the bounce ledger. Only an "
+        "address-level status (X.1.1, X.1.2, X.1.3, X.1.6, X.1.10, X.2.1) suppresses, as do "
+        "complaints and three soft bounces (4.x.x, 5.2.2, 5.4.4) in a row on different days; "
+        "policy and content refusals (X.7.x and the like) are `failed-not-address`. A report "
+        "counts only "
         "with proof it saw the message: a validly signed VERP envelope sender, or the exact "
         "(keyed) Message-ID of the returned original. Anything else is answered "
         "`unmatched` and changes no one.",
@@ -295,7 +299,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "outcome": {"type": "string", "enum": [str(o) for o in Outcome]},
-            "report_type": {"type": "string", "enum": ["delivery-status", "feedback-report"]},
+            "report_type": {
+                "type": "string",
+                "enum": ["delivery-status", "feedback-report", "bounce"],
+            },
             "matched": {"type": "boolean"},
             "matched_by": {
                 "type": ["string", "null"],
@@ -304,6 +311,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": ["string", "null"]},
             "diagnostic": {"type": ["string", "null"]},
             "suppressed": {"type": "boolean"},
+            "repeated": {"type": "boolean"},
         },
     },
     "IngestReport": {

@@ -1,0 +1,159 @@
+"""The LMTP listener (RFC 2033, aiosmtpd's ``LMTP``) in ``digestd run``.
+
+An MTA hands it mail with one reply per recipient after the content, so each recipient is
+its own unit of work: a bounce report or complaint (``readers.bounces.process_report``) or
+an unsubscribe (``readers.lifecycle.unsubscribe``), in its own transaction. The reply is
+``250`` only once that transaction is committed; ``451`` when the database cannot take it
+(the MTA keeps the message and retries, nothing is lost); ``554 5.6.0`` for content that
+is no report; ``550 5.1.1`` at RCPT for any address digestd did not make
+(:mod:`digestd.inbound.addresses`).
+
+Bind it to loopback: it trusts its peer as a local MTA (there is no authentication).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from digestd.errors import ConfigError, first_line
+from digestd.inbound.addresses import Mailbox, Served, served
+from digestd.readers.bounces import MAX_REPORT_BYTES, ReportError, process_report
+from digestd.readers.lifecycle import unsubscribe
+from digestd.readers.subscribers import by_public_id
+from digestd.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+
+class InboundMail:
+    """The aiosmtpd handler: refuses recipients digestd does not serve, then records what
+    each accepted recipient's copy means."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[DbSession],
+        tokens: Tokens,
+        domain: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = tokens
+        self.domain = domain
+        self.clock = clock
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if served(address, self.domain, self.tokens) is None:
+            return f"550 5.1.1 <{address}>: no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        assert isinstance(raw, bytes)  # decode_data=False
+        replies = [
+            await asyncio.to_thread(self.deliver, recipient, raw) for recipient in envelope.rcpt_tos
+        ]
+        return "\r\n".join(replies)  # LMTP: one reply per recipient, in RCPT order
+
+    def deliver(self, recipient: str, raw: bytes) -> str:
+        """Record what ``raw`` means for ``recipient``; the LMTP reply for it."""
+        found = served(recipient, self.domain, self.tokens)
+        assert found is not None  # refused at RCPT otherwise
+        try:
+            with self.sessions.begin() as session:
+                done = self._record(session, found, recipient, raw)
+        except ReportError as exc:
+            return f"554 5.6.0 <{recipient}>: {' '.join(str(exc).split())}"
+        except SQLAlchemyError as exc:
+            log.error("inbound mail for %s not recorded: %s", found.mailbox, first_line(exc))
+            return f"451 4.3.0 <{recipient}>: cannot record it now, try again later"
+        except Exception:  # a bug must not lose the mail: the MTA keeps it and retries
+            log.exception("inbound mail for %s not recorded", found.mailbox)
+            return f"451 4.3.0 <{recipient}>: cannot record it now, try again later"
+        return f"250 2.0.0 <{recipient}>: {done}"
+
+    def _record(self, session: DbSession, found: Served, recipient: str, raw: bytes) -> str:
+        now = self.clock()
+        if found.mailbox is Mailbox.UNSUBSCRIBE:
+            assert found.public_id is not None
+            subscriber = by_public_id(session, found.public_id)
+            if subscriber is None:  # erased, or a signup never confirmed
+                return "nobody to unsubscribe"
+            if not unsubscribe(subscriber, now):
+                return f"nothing to do: {subscriber.status}"
+            log.info("subscriber %s unsubscribed by mail", subscriber.id)
+            return "unsubscribed"
+        result = process_report(
+            session, raw, self.tokens, now, channel="lmtp", envelope_to=[recipient]
+        )
+        return f"{result.outcome}{' (repeated)' if result.repeated else ''}"
+
+
+@dataclass
+class Inbound:
+    """A running listener (:func:`start`)."""
+
+    server: asyncio.Server
+    address: tuple[str, int]
+
+
+def bind(settings_listen: tuple[str, int]) -> socket.socket:
+    """Bind before serving, so a taken port is one clear configuration error."""
+    host, port = settings_listen
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            "DIGESTD_INBOUND_LISTEN", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    return sock
+
+
+async def start(
+    listen: tuple[str, int] | None,
+    sessions: sessionmaker[DbSession],
+    tokens: Tokens,
+    domain: str,
+) -> Inbound | None:
+    """Serve LMTP on ``listen`` (``DIGESTD_INBOUND_LISTEN``); None when it is not set."""
+    if listen is None:
+        return None
+    sock = bind(listen)
+    handler = InboundMail(sessions, tokens, domain)
+
+    def protocol() -> LMTP:
+        return LMTP(
+            handler,
+            hostname=domain,
+            ident="digestd LMTP",
+            data_size_limit=MAX_REPORT_BYTES,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+        )
+
+    server = await asyncio.get_running_loop().create_server(protocol, sock=sock)
+    bound = sock.getsockname()[:2]
+    log.info("taking bounces, complaints and unsubscribes by LMTP on %s:%s", *bound)
+    return Inbound(server, (str(bound[0]), int(bound[1])))
+
+
+async def stop(inbound: Inbound | None) -> None:
+    if inbound is not None:
+        inbound.server.close()
+        await inbound.server.wait_closed()

@@ -1,0 +1,141 @@
+"""The bounce ledger (``bounces``): every refusal and every report is written here, then
+acted on as the policy says (:mod:`digestd.readers.bounce_policy`): a hard bounce or a
+complaint suppresses the address, soft bounces are counted from the ledger.
+
+Diagnostics are kept with the address replaced by ``<…@domain>``: the row says which
+delivery and subscriber it is about, and erasure leaves no address behind in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.orm import Session
+
+from digestd.models import BounceEvent, Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digestd.readers.bounce_policy import SOFT_BOUNCE_LIMIT, Kind
+from digestd.readers.suppression import suppress
+
+log = logging.getLogger(__name__)
+
+_ADDRESS = re.compile(r"[^\s<>\"'():;,\[\]]+@([A-Za-z0-9.\-_\u0080-\uffff]+)")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row to write: what happened and where it was read."""
+
+    kind: Kind
+    source: str  # smtp (a synchronous reply) | dsn | arf | mail (a bounce that is no report)
+    channel: str  # smtp | api (POST /api/bounces) | lmtp (digestd's inbound listener)
+    status: str | None = None  # 5.1.1, a bare 550, or an ARF Feedback-Type
+    diagnostic: str | None = None
+    reporting_mta: str | None = None
+
+
+def redact(text: str | None) -> str | None:
+    """The text without mailbox names: ``<gone@example.com>`` → ``<…@example.com>``."""
+    if text is None:
+        return None
+    return _ADDRESS.sub(lambda m: f"…@{m.group(1)}", text)
+
+
+def record(
+    session: Session,
+    event: Event,
+    *,
+    delivery_id: int | None,
+    subscriber_id: int | None,
+    now: datetime,
+) -> bool:
+    """Write ``event`` and act on it; True when the subscriber is suppressed afterwards."""
+    session.add(
+        BounceEvent(
+            delivery_id=delivery_id,
+            subscriber_id=subscriber_id,
+            kind=event.kind,
+            status=(event.status or "")[:20] or None,
+            diagnostic=(redact(event.diagnostic) or "")[:1000] or None,
+            reporting_mta=(event.reporting_mta or "")[:255] or None,
+            source=event.source,
+            channel=event.channel,
+            created_at=now,
+        )
+    )
+    session.flush()  # the soft-bounce count below reads this row
+    if subscriber_id is None:
+        return False
+    if event.kind is Kind.COMPLAINT and not is_suppressed(session, subscriber_id):
+        suppress(session, subscriber_id, SubscriberStatus.COMPLAINED, "complaint", now)
+    elif event.kind is Kind.HARD and not is_suppressed(session, subscriber_id):
+        suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "hard-bounce", now)
+    elif event.kind is Kind.SOFT:
+        _count_soft_bounces(session, subscriber_id, now)
+    return is_suppressed(session, subscriber_id)
+
+
+def already_recorded(session: Session, delivery_id: int, kind: Kind, source: str) -> bool:
+    """A report about this delivery with this meaning was processed before (a repeat)."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    BounceEvent.delivery_id == delivery_id,
+                    BounceEvent.kind == kind,
+                    BounceEvent.source == source,
+                )
+            )
+        )
+    )
+
+
+def is_suppressed(session: Session, subscriber_id: int) -> bool:
+    status = session.scalar(select(Subscriber.status).where(Subscriber.id == subscriber_id))
+    return status in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+
+
+def soft_run(session: Session, subscriber_id: int) -> int:
+    """The subscriber's current run of soft bounces, counted in distinct days.
+
+    Read from their latest settled deliveries, newest first: one with a soft bounce in the
+    ledger extends the run; one accepted without any bounce ends it; a failure that says
+    nothing about the mailbox (a content refusal, a message that could not be built) does
+    neither. A relay's 250 says nothing yet (a DSN may follow), so each new soft bounce
+    recounts rather than a counter being reset on acceptance.
+    """
+    soft = exists().where(
+        and_(BounceEvent.delivery_id == Delivery.id, BounceEvent.kind == Kind.SOFT)
+    )
+    recent = session.execute(
+        select(Delivery.status, Delivery.due_at, soft)
+        .where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]),
+        )
+        .order_by(Delivery.due_at.desc())
+        .limit(SOFT_BOUNCE_LIMIT * 4)
+    ).all()
+    days: set[object] = set()
+    for status, due_at, bounced in recent:
+        if bounced:
+            days.add(due_at.date())
+        elif status == DeliveryStatus.SENT:
+            break
+    return len(days)
+
+
+def _count_soft_bounces(session: Session, subscriber_id: int, now: datetime) -> None:
+    run = soft_run(session, subscriber_id)
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(soft_bounces=run)
+        .execution_options(synchronize_session=False)
+    )
+    if run >= SOFT_BOUNCE_LIMIT and not is_suppressed(session, subscriber_id):
+        log.info("subscriber %s: %d soft bounces in a row", subscriber_id, run)
+        suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "soft-bounces", now)

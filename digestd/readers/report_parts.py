@@ -1,0 +1,102 @@
+"""Taking a report message apart: the field blocks of its status part (however encoded),
+the text its reporter wrote, the returned original, and field values without comments.
+The reading of what they say is :mod:`digestd.readers.reports`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import quopri
+import re
+from email.message import Message
+
+from digestd.errors import InputError
+
+
+class ReportError(InputError):
+    """Not a delivery-status or feedback report digestd can read."""
+
+
+def field_blocks(part: Message) -> list[dict[str, str]]:
+    """The field blocks of a delivery-status part, field names lower-cased, values unfolded."""
+    payload = part.get_payload()
+    encoded = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if isinstance(payload, list) and encoded in ("base64", "quoted-printable"):
+        # Parsed as field blocks though it is encoded (an appliance): decode it first.
+        text = "".join(p.as_string() for p in payload if isinstance(p, Message))
+        try:
+            data = base64.b64decode(text) if encoded == "base64" else quopri.decodestring(text)
+        except (binascii.Error, ValueError) as exc:
+            raise ReportError(f"the delivery-status part is not valid {encoded}") from exc
+        text = data.decode("utf-8", "replace")
+    elif isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
+        return [_fields(block.items()) for block in payload if isinstance(block, Message)]
+    elif isinstance(payload, list):  # another message/* type, parsed as a message
+        text = "".join(str(p) for p in payload if isinstance(p, Message))
+    else:
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
+    return [
+        _fields(email.message_from_string(b + "\n", policy=email.policy.compat32).items())
+        for b in blocks
+    ]
+
+
+def _fields(items: list[tuple[str, str]]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in items:
+        fields.setdefault(name.lower(), " ".join(str(value).split()))
+    return fields
+
+
+def uncommented(value: str) -> str:
+    """The value without RFC 5322 comments: ``5.2.2 (mailbox full)`` → ``5.2.2``."""
+    return re.sub(r"\([^()]*\)", " ", value).strip()
+
+
+def address_of(value: str | None) -> str | None:
+    """``rfc822; a@b`` (or ``utf-8; a@b``) → ``a@b``."""
+    if not value:
+        return None
+    address = uncommented(value.split(";", 1)[-1]).strip().strip("<>").strip()
+    return address.lower() or None
+
+
+def mta_of(value: str | None) -> str | None:
+    """``dns; mx.example.com`` → ``mx.example.com``."""
+    if not value:
+        return None
+    return uncommented(value.split(";", 1)[-1]).strip()[:255] or None
+
+
+def own_text(message: Message) -> str:
+    """The text/plain the reporter wrote: not the returned message's (a digest quoting
+    "550 readers" must not read as a refusal)."""
+    if message.get_content_maintype() == "message":
+        return ""
+    if message.is_multipart():
+        payload = message.get_payload()
+        assert isinstance(payload, list)
+        return "\n".join(own_text(part) for part in payload if isinstance(part, Message))
+    if message.get_content_type() != "text/plain":
+        return ""
+    data = message.get_payload(decode=True)
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+
+
+def original_of(parts: list[Message]) -> Message | None:
+    """The returned message (or its headers), if the report carries it."""
+    for part in parts:
+        kind = part.get_content_type()
+        if kind in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                return payload[0]
+        if kind in ("text/rfc822-headers", "message/global-headers"):
+            text = part.get_payload(decode=True)
+            if isinstance(text, bytes):
+                return email.message_from_bytes(text, policy=email.policy.compat32)
+    return None

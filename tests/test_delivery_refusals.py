@@ -1,0 +1,218 @@
+"""Permanent refusals from a real SMTP server: only a reply about the address suppresses it,
+and a storm of the same refusal pauses sending before anybody is suppressed.
+
+Time is injected: each pass is a scheduler tick at a later ``now``; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from digestd.config import parse_smtp_url
+from digestd.delivery.outcomes import verdict_of
+from digestd.delivery.sender import DeliveryReport, Sender
+from digestd.delivery.transport import SmtpPool
+from digestd.errors import PermanentDeliveryError
+from digestd.models import BounceEvent, Delivery, Subscriber, SubscriberStatus, Suppression
+from digestd.planning.planner import enqueue_due
+from digestd.readers.bounce_policy import Kind
+from digestd.readers.subscribers import email_hash
+from digestd.service import Service
+from tests.faultsmtp import FaultySink, Script, running, scripted, standard
+from tests.seeding import add_articles, hourly_articles
+from tests.test_delivery_faults import SENT_AT, FakeMonotonic, _seed, _sender, _service
+
+# Readers spread over many domains, as a real list is.
+ADDRESSES = [f"reader{i}@d{i % 20}.example" for i in range(100)]
+
+
+def _deliver(
+    service: Service, sender: Sender, clock: FakeMonotonic, days: int = 1
+) -> list[DeliveryReport]:
+    """One tick per day; the clock moves past any pause between them."""
+
+    async def run() -> list[DeliveryReport]:
+        reports = []
+        for day in range(days):
+            now = SENT_AT + timedelta(days=day, minutes=1)
+            if day:  # something new to send
+                with service.sessions.begin() as session:
+                    add_articles(session, hourly_articles(now - timedelta(hours=5), now))
+            enqueue_due(service.sessions, service.policy, service.renderer, now)
+            reports.append(await sender.deliver_due(now))
+            clock.now += 3600
+        await service.close()
+        return reports
+
+    return asyncio.run(run())
+
+
+def _ledger(service: Service) -> dict[str, int]:
+    with service.sessions() as session:
+        rows = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind))
+        return {kind: count for kind, count in rows.all()}
+
+
+def _suppressed(service: Service) -> set[str]:
+    with service.sessions() as session:
+        return set(session.scalars(select(Suppression.email_hash)))
+
+
+def _statuses(service: Service) -> dict[str, str]:
+    with service.sessions() as session:
+        rows = session.execute(select(Subscriber.email, Subscriber.status)).all()
+        return {email: status for email, status in rows}
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "554 5.7.1 <{rcpt}>: Relay access denied",
+        # A relay whose recipient table is broken says "user unknown" for everybody: the
+        # code is address-level, the storm says otherwise.
+        "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in relay recipient table",
+    ],
+    ids=["relay-denied", "user-unknown-for-everyone"],
+)
+def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
+    env: dict[str, str], refusal: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = FaultySink(always=refusal)
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES)
+        with caplog.at_level(logging.WARNING, logger="digestd"):
+            (report,) = _deliver(service, sender, clock)
+
+    assert report.paused and report.sent == 0
+    # The breaker trips at the fifth domain, before the generic burst of 50 failures; what
+    # was already on the wire then comes back refused too.
+    assert 5 <= report.failed < 5 + service.transport.concurrency
+    assert report.released == 100 - report.failed
+    assert sender.metrics.registry.get_sample_value("digestd_sending_pauses_total") == 1
+    assert any("the same refusal from 5 recipient domains in a row" in m for m in caplog.messages)
+    assert _suppressed(service) == set()
+    assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
+    assert _ledger(service) == {"failed-not-address": report.failed}
+
+
+def test_after_a_storm_pause_the_first_identical_refusal_pauses_again(env: dict[str, str]) -> None:
+    sink = FaultySink(always="554 5.7.1 <{rcpt}>: Relay access denied")
+    with running(sink):
+        service = _service(env, sink.url, pool_size=1, pause_seconds=60)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES)
+
+        async def two_passes() -> tuple[DeliveryReport, DeliveryReport]:
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+            first = await sender.deliver_due(SENT_AT)
+            clock.now += 61  # the pause is over; the relay still refuses
+            second = await sender.deliver_due(SENT_AT + timedelta(minutes=2))
+            await service.close()
+            return first, second
+
+        first, second = asyncio.run(two_passes())
+    in_flight = service.transport.concurrency
+    assert 5 <= first.failed < 5 + in_flight
+    assert 1 <= second.failed <= in_flight and second.paused  # one refusal, not five again
+    assert _suppressed(service) == set()
+
+
+def test_550_5_1_1_for_some_recipients_suppresses_exactly_those(env: dict[str, str]) -> None:
+    gone = ADDRESSES[3::17]  # six readers on six domains, accepted readers between them
+    sink = FaultySink(
+        reject={a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in gone}
+    )
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES)
+        first, second = _deliver(service, sender, clock, days=2)
+
+    assert not first.paused and (first.sent, first.failed) == (94, 6)
+    assert second.sent == 94 and second.failed == 0  # the suppressed are not even queued
+    assert _suppressed(service) == {email_hash(a) for a in gone}
+    statuses = _statuses(service)
+    assert {a for a, s in statuses.items() if s == SubscriberStatus.BOUNCED} == set(gone)
+    assert _ledger(service) == {"hard": 6}
+    with service.sessions() as session:
+        events = session.execute(
+            select(Subscriber.email, BounceEvent.status, BounceEvent.diagnostic)
+            .join(Subscriber, Subscriber.id == BounceEvent.subscriber_id)
+            .order_by(Subscriber.email)
+        ).all()
+    assert {row.email for row in events} == set(gone)
+    assert all(row.status == "5.1.1" for row in events)
+    # The ledger keeps the domain, not the mailbox.
+    assert all("reader" not in (row.diagnostic or "") for row in events)
+    assert all(f"…@{row.email.partition('@')[2]}" in row.diagnostic for row in events)
+
+
+def test_a_content_refusal_at_end_of_data_fails_that_message_and_keeps_the_reader(
+    env: dict[str, str],
+) -> None:
+    filtered = "reader7@d7.example"
+    sink = FaultySink(reject_content={filtered: "554 5.7.1 content rejected"})
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES[:20])
+        first, second = _deliver(service, sender, clock, days=2)
+
+    assert (first.sent, first.failed) == (19, 1)
+    assert second.sent == 19 and second.failed == 1  # still a reader: tried again next day
+    assert _suppressed(service) == set()
+    assert _statuses(service)[filtered] == SubscriberStatus.ACTIVE
+    with service.sessions() as session:
+        replies = session.scalars(
+            select(Delivery.smtp_reply).where(Delivery.status == "failed")
+        ).all()
+        kinds = [
+            tuple(row) for row in session.execute(select(BounceEvent.kind, BounceEvent.status))
+        ]
+    assert replies == ["554 5.7.1 content rejected"] * 2
+    assert kinds == [("failed-not-address", "5.7.1")] * 2
+
+
+@pytest.mark.parametrize(
+    ("answer_to", "reply", "stage", "kind"),
+    [
+        (b"DATA", b"554 5.5.1 Error: no valid recipients", "data", Kind.FAILED),
+        (b"DATA", b"550 Rejected", "data", Kind.FAILED),  # bare, but to DATA: not the address
+        (b"RCPT", b"550 No such mailbox", "rcpt", Kind.HARD),  # bare at RCPT: the address
+        (b".", b"550 Message rejected as spam", "end-of-data", Kind.FAILED),
+        (b".", b"550 5.1.1 Unknown user (checked late)", "end-of-data", Kind.HARD),
+    ],
+)
+def test_a_refusal_is_judged_by_the_command_it_answered(
+    answer_to: bytes, reply: bytes, stage: str, kind: Kind
+) -> None:
+    def answer(line: bytes) -> list[bytes] | None:
+        return [reply] if line.upper().startswith(answer_to) else standard(line)
+
+    async def send() -> PermanentDeliveryError:
+        async with scripted(Script(answer=answer)) as port:
+            pool = SmtpPool(parse_smtp_url(f"smtp://127.0.0.1:{port}"), size=1)
+            try:
+                await pool.send(
+                    "bounces@news.example.com", "r@example.com", b"Subject: x\r\n\r\nx\r\n"
+                )
+            except PermanentDeliveryError as exc:
+                return exc
+            finally:
+                await pool.close()
+        raise AssertionError("the server's refusal was not raised")
+
+    refused = asyncio.run(send())
+    assert refused.stage == stage
+    assert verdict_of(refused).kind is kind
