@@ -136,6 +136,8 @@ class Settings:
     # DIGESTD_DEV_MAILBOX: serve /dev/mail beyond loopback too (see web/devmail.py)
     dev_mailbox: bool = False
     retention_days: int = 90  # DIGESTD_RETENTION_DAYS: settled history kept (ops/retention.py)
+    # DIGESTD_SUNDAY_DAILY: a reader on both gets the Sunday daily as well as the recap
+    sunday_daily: bool = False
 
     @property
     def listen_url(self) -> str:
@@ -526,6 +528,7 @@ def load_settings(
         log_format=_parse_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT", "text"), LOG_FORMATS),
         http=_parse_http(get),
         dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
+        sunday_daily=values.flag(PREFIX + "SUNDAY_DAILY", get("SUNDAY_DAILY", "false")),
         retention_days=values.number(
             PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
         ),

@@ -81,6 +81,20 @@ class SubscriberStatus(enum.StrEnum):
     COMPLAINED = "complained"
 
 
+class SuppressionReason(enum.StrEnum):
+    """Why an address is never mailed again (``suppressions.reason``)."""
+
+    HARD_BOUNCE = "hard-bounce"
+    SOFT_BOUNCES = "soft-bounces"  # a run of soft bounces (readers.bounce_policy)
+    COMPLAINT = "complaint"
+    ERASED = "erased"  # the reader's own request: a new double opt-in lifts it
+
+    @property
+    def refused(self) -> bool:
+        """Mail to the address was refused or reported: a new signup cannot undo it."""
+        return self is not SuppressionReason.ERASED
+
+
 class EditionKind(enum.StrEnum):
     DAILY = "daily"
     WEEKLY = "weekly"
@@ -161,6 +175,8 @@ class Subscriber(Base):
     consent_user_agent: Mapped[str | None] = mapped_column(Text)
     consent_wording: Mapped[str | None] = mapped_column(String(40))
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # A pause with an end: digests resume by themselves at this instant (None: by hand).
+    paused_until: Mapped[datetime | None]
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"

@@ -25,13 +25,10 @@ from digestd.ops.metrics import watch
 from digestd.planning.archive import publish_due
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
+from digestd.readers.lifecycle import Schedule, resume_ended
 from digestd.tokens import Tokens
 
 log = logging.getLogger("digestd")
-
-# While the helper process is still enqueueing and the queue looks empty, how long the
-# sender waits before looking again (it wakes at once when the helper finishes).
-MORE_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -183,6 +180,7 @@ class Service:
         """
         started = time.monotonic()
         self.health.beat()
+        await asyncio.to_thread(self._resume_ended_pauses, now)
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch)
         else:
@@ -204,6 +202,13 @@ class Service:
         self.health.beat()
         return TickReport(now, enqueued, delivered)
 
+    def _resume_ended_pauses(self, now: datetime) -> None:
+        schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)
+        with self.sessions.begin() as session:
+            resumed = resume_ended(session, now, schedule)
+        if resumed:
+            log.info("pauses ended: %d readers resumed", resumed)
+
     async def _overlapped(
         self,
         now: datetime,
@@ -211,15 +216,27 @@ class Service:
         on_batch: Callable[[int], None] | None,
     ) -> tuple[EnqueueReport, DeliveryReport]:
         """Plan in the helper while sending what it has committed so far."""
-        planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now))
+        committed = asyncio.Event()  # the helper committed a batch of queue rows
+
+        def progress() -> None:
+            committed.set()
+            self.health.beat()
+
+        planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now, progress))
 
         async def more() -> bool:
-            """Called when the queue looks empty: wait for the helper's next batch; once
-            it has finished, one last look (False after that)."""
+            """Called when the queue looks empty: wait for the helper's next batch (no
+            claims in a loop meanwhile); once it has finished, one last look."""
             if planning.done():
                 return False
-            self.health.beat()  # waiting for the planner's next batch is progress too
-            await asyncio.wait({planning}, timeout=MORE_POLL_SECONDS)
+            if not committed.is_set():
+                waiter = asyncio.ensure_future(committed.wait())
+                # At most a second at a time: a stop asked meanwhile is noticed soon.
+                await asyncio.wait(
+                    {planning, waiter}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+            committed.clear()
             return True
 
         def stop_planning() -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, make_sessions
-from digestd.delivery.transport import MailCatcher
+from digestd.delivery.catcher import MailCatcher
 from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.models import Delivery, Digest, EditionKind, Subscriber
 from digestd.planning.enqueuer import WATCH_SECONDS, Enqueuer

@@ -12,7 +12,7 @@ import pytest
 import time_machine
 
 from digestd.config import load_settings
-from digestd.delivery.transport import MailCatcher
+from digestd.delivery.catcher import MailCatcher
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.service import Service
 from tests.helpers import article, parse, parts, run_cli

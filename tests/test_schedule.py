@@ -268,6 +268,8 @@ def test_a_fortnight_brings_one_daily_per_local_date_and_one_weekly_per_sunday_o
                 assert got == [], (address, kind)
                 continue
             slots = oracle(reader.timezone, first, end, at, sundays=kind == "weekly")
+            if kind == "daily" and reader.weekly:  # on Sundays the recap goes instead
+                slots = {day: at for day, at in slots.items() if day.weekday() != 6}
             periods = [period for period, _, _ in got]
             assert Counter(periods) == Counter(d.isoformat() for d in slots), (address, kind)
             for period, due_at, sent_at in got:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from digestd.models import Delivery, SubscriberStatus, Suppression
+from digestd.models import Delivery, SubscriberStatus, Suppression, SuppressionReason
 from digestd.readers.subscribers import email_hash
 from digestd.readers.suppression import suppress
 from tests.conftest import CLIENT_IP, WebRig
@@ -110,7 +110,11 @@ def test_bounced_and_complained_readers_stay_so_and_get_no_mail(
         with web.service.sessions.begin() as session:
             reader = web.subscriber("ann@example.com")
             assert reader is not None
-            reason = "hard-bounce" if status == SubscriberStatus.BOUNCED else "complaint"
+            reason = (
+                SuppressionReason.HARD_BOUNCE
+                if status == SubscriberStatus.BOUNCED
+                else SuppressionReason.COMPLAINT
+            )
             suppress(session, reader.id, status, reason, NOW)
         before = _stored(web)
         clock.shift(timedelta(hours=1))

@@ -12,8 +12,17 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from digestd.bulk import among, rows_table
-from digestd.delivery.queue import JOB_COLUMNS, Job, QueueStore, claimable, claimed_values
-from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber
+from digestd.delivery.queue import (
+    DELIVERIES,
+    EDITIONS,
+    JOB_COLUMNS,
+    SUBSCRIBERS,
+    Job,
+    QueueStore,
+    claimable,
+    claimed_values,
+)
+from digestd.models import Delivery, DeliveryStatus
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _columns = _DELIVERIES.c
@@ -45,17 +54,22 @@ class PostgresQueue(QueueStore):
     ) -> list[Job]:
         # One statement moves the rows and returns what sending needs; the ids go as one
         # array (an IN list is a bind parameter per id to compile and convert).
-        rows = session.execute(
-            update(_DELIVERIES)
-            .where(
-                among(session, Delivery.id, ids),
-                claimable(expired),
-                Subscriber.id == Delivery.subscriber_id,
-                Edition.id == Delivery.edition_id,
+        d = DELIVERIES.c
+        rows = (
+            session.connection()
+            .execute(
+                update(DELIVERIES)
+                .where(
+                    among(session, d.id, ids),
+                    claimable(expired),
+                    SUBSCRIBERS.c.id == d.subscriber_id,
+                    EDITIONS.c.id == d.edition_id,
+                )
+                .values(claimed_values(self.worker, until))
+                .returning(*JOB_COLUMNS)
             )
-            .values(claimed_values(self.worker, until))
-            .returning(*JOB_COLUMNS)
-        ).all()
+            .all()
+        )
         return [Job(*cast(tuple[Any, ...], row)) for row in rows]
 
     def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:

@@ -18,9 +18,8 @@ the claim, so time spent waiting behind the previous batch counts), or when the 
 told to stop, or while sending is paused after a burst of failures, are *released* (back to
 ``queued``, attempt not counted) instead of being sent late.
 
-Two breakers pause sending: ``DIGESTD_SMTP_FAILURE_BURST`` failures in a row, and the same
-permanent refusal from ``DIGESTD_SMTP_STORM_DOMAINS`` recipient domains in a row
-(:mod:`digestd.delivery.storms`), which trips before anybody is suppressed for it.
+Each message is composed and handed over by :mod:`digestd.delivery.handover`, which also
+holds the breakers that pause sending.
 """
 
 from __future__ import annotations
@@ -39,13 +38,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digestd.config import LEASE_SHARE_AFTER_LAST_START, DeliveryTuning
+from digestd.delivery.handover import HandOver
 from digestd.delivery.limits import Limits
 from digestd.delivery.outcomes import (
     RELEASED,
     Broken,
     Outcomes,
     Result,
-    Sent,
     Skipped,
     Unsendable,
     label,
@@ -53,14 +52,12 @@ from digestd.delivery.outcomes import (
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.recorder import Recorder
-from digestd.delivery.storms import RefusalRuns
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
-from digestd.errors import DeliveryError, PermanentDeliveryError, first_line
+from digestd.errors import first_line
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import StoredDigest
-from digestd.mail.template import ascii_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,10 +121,15 @@ class Sender:
         self.outcomes = Outcomes(
             catchup, self.tuning.max_attempts, rng, relay=getattr(transport, "name", None)
         )
-        # Failure-burst circuit breakers: they must outlive a tick, so they live here.
-        self.consecutive_failures = 0
-        self.paused_until = 0.0
-        self.refusals = RefusalRuns(self.tuning.storm_domains)
+        self.handover = HandOver(
+            composer,
+            transport,
+            self.limits,
+            self.tuning,
+            monotonic=monotonic,
+            metrics=self.metrics,
+            heartbeat=lambda: self.heartbeat(),
+        )
         # One thread for all of the sender's database work: a claim and a write of outcomes
         # never wait for each other's SQLite lock, and they happen in the order asked for.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digestd-queue")
@@ -137,7 +139,7 @@ class Sender:
 
     @property
     def paused(self) -> bool:
-        return self.monotonic() < self.paused_until
+        return self.handover.paused
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in the database thread (the event loop goes on sending)."""
@@ -187,72 +189,6 @@ class Sender:
         unsendable = self.store.unsendable(jobs)
         wanted = {j.digest_id for j, why in zip(jobs, unsendable, strict=True) if why is None}
         return jobs, unsendable, self.templates.get(i for i in wanted if i is not None)
-
-    async def transmit(self, job: Job, batch: Batch, hold: Callable[[], bool]) -> Result:
-        """Compose one message and hand it over, within the sending limits."""
-        recipient = ascii_address(job.email)
-        if not self.limits.active:
-            return await self._hand_over(job, batch, recipient, hold)
-        async with self.limits.slot(recipient):
-            return await self._hand_over(job, batch, recipient, hold)
-
-    async def _hand_over(
-        self, job: Job, batch: Batch, recipient: str, hold: Callable[[], bool]
-    ) -> Result:
-        if hold():
-            return RELEASED
-        assert job.digest_id is not None
-        template = batch.digests[job.digest_id].template
-        assert template is not None
-        message_id = self.composer.message_id(job.kind, job.period, job.delivery_id)
-        # Composed here, just before it leaves: only the messages in flight are in memory.
-        data = self.composer.compose(
-            template,
-            message_id=message_id,
-            public_id=job.public_id,
-            email=job.email,
-            delivery_id=job.delivery_id,
-        )
-        started = self.monotonic()
-        try:
-            reply = await self.transport.send(
-                self.composer.envelope_from(job.delivery_id), recipient, data
-            )
-        except DeliveryError as exc:
-            self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
-            self._failure(exc, recipient)
-            return exc
-        finally:
-            self.metrics.send_seconds.observe(self.monotonic() - started)
-            self.heartbeat()
-        self.consecutive_failures = 0
-        self.refusals.accepted()
-        self.metrics.smtp_succeeded()
-        return Sent(reply, message_id)
-
-    def _failure(self, exc: DeliveryError, recipient: str) -> None:
-        self.consecutive_failures += 1
-        if isinstance(exc, PermanentDeliveryError) and self.refusals.refused(exc, recipient):
-            self._pause(
-                f"the same refusal from {self.refusals.needed} recipient domains in a row, "
-                "about the relay rather than the readers: nobody is suppressed for it",
-                exc,
-            )
-        elif self.consecutive_failures >= self.tuning.failure_burst:
-            self._pause(f"{self.consecutive_failures} failures in a row", exc)
-
-    def _pause(self, why: str, exc: DeliveryError) -> None:
-        if self.paused:
-            return
-        self.metrics.sending_pauses.inc()
-        self.paused_until = self.monotonic() + self.tuning.pause_seconds
-        log.warning(
-            "sending paused for %.0fs: %s (last: %s); unsent messages stay queued",
-            self.tuning.pause_seconds,
-            why,
-            exc,
-        )
-        self.consecutive_failures = 0
 
 
 class _Run:
@@ -338,7 +274,8 @@ class _Run:
             self.recorder.add((job, Skipped(why or "no content")))
             return
         stored = batch.digests.get(job.digest_id)
-        if stored is None or stored.template is None:
+        template = stored.template if stored is not None else None
+        if template is None:
             reason = stored.error if stored is not None else None
             self.recorder.add((job, Unsendable(reason or "its digest no longer exists")))
             return
@@ -358,7 +295,7 @@ class _Run:
             await self.recorder.admit()
             result: Result
             try:
-                result = await self.sender.transmit(job, batch, hold)
+                result = await self.sender.handover.transmit(job, template, hold)
             except Exception as exc:  # this message only: the rest of the queue goes on
                 log.warning("message %d failed: %s", job.delivery_id, exc, exc_info=True)
                 result = Broken(f"{exc.__class__.__name__}: {exc}")
@@ -390,7 +327,7 @@ class _Run:
 
     def release_held(self) -> None:
         """No more refusals are coming in this call: the runs held for are decided."""
-        self.sender.refusals.end()
+        self.sender.handover.refusals.end()
         held, self.held = self.held, []
         for entry in held:
             self.recorder.add(entry)
@@ -398,7 +335,9 @@ class _Run:
     async def _record(self, entries: list[tuple[Job, Result]]) -> None:
         """Write ``entries`` (counted into the report here, on the event loop)."""
         now = self.clock()
-        decided, self.held = self.sender.refusals.sort_out([*self.held, *entries], may_suppress)
+        decided, self.held = self.sender.handover.refusals.sort_out(
+            [*self.held, *entries], may_suppress
+        )
         entries = [(job, result) for job, result, _ in decided]
         outcomes = [
             self.sender.outcomes.of(job, result, now, storm=storm) for job, result, storm in decided

@@ -20,18 +20,16 @@ The password is never sent without TLS unless the URL says ``?insecure_auth=true
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
 from digestd.config import SmtpSettings
+from digestd.delivery.catcher import MailCatcher
 from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession, accepted
 from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from digestd.mail.template import WireBytes
@@ -44,34 +42,6 @@ class Transport(Protocol):
     async def send(self, envelope_from: str, recipient: str, message: bytes) -> str: ...
 
     async def close(self) -> None: ...
-
-
-class MailCatcher:
-    """Development stand-in for an SMTP relay: each message becomes ``var/mail/*.eml``.
-
-    A ``Return-Path`` and ``Delivered-To`` line are prepended, as a real MTA would, so the
-    envelope can be seen in the file.
-    """
-
-    concurrency = 1  # writes files; more would not be faster
-    name = "mail catcher"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._counter = itertools.count()
-
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        name = f"{stamp}-{os.getpid()}-{next(self._counter):06d}.eml"
-        envelope = f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
-        tmp = self.directory / (name + ".tmp")
-        tmp.write_bytes(envelope + message)
-        tmp.rename(self.directory / name)  # readers never see half a message
-        return f"250 stored as {name}"
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass(eq=False)

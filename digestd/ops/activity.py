@@ -20,14 +20,20 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, Suppression
+from digestd.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+)
 from digestd.ops import counts
 from digestd.ops.counts import EditionCounts
 
-# Suppression reasons that are mail being refused, as opposed to "erased" (a reader's
-# request). "soft-bounces" is the spelling of the repeated-soft-bounce suppression the
-# signup code knows; "soft-bounce" is accepted too so neither spelling is lost.
-BOUNCE_REASONS = ("hard-bounce", "soft-bounce", "soft-bounces", "complaint")
+# Suppressions that are mail being refused, as opposed to an erasure (a reader's request).
+# "soft-bounce" is how versions before the enum spelled a run of soft bounces.
+BOUNCE_REASONS = (*(str(r) for r in SuppressionReason if r.refused), "soft-bounce")
 EDITION_MARGIN = timedelta(days=8)
 
 

@@ -74,11 +74,16 @@ class Enqueuer:
     async def enqueue(
         self, policy: Policy, now: datetime, progress: Callable[[], None] = lambda: None
     ) -> EnqueueReport:
-        """``progress`` hears of each batch planned in this process (the helper's batches
-        show as the rows the sender finds)."""
+        """``progress`` hears of each batch planned and committed, in this process or the
+        helper (called on the event loop)."""
         if self.in_helper:
+            loop = asyncio.get_running_loop()
+
+            def committed() -> None:  # in the thread reading the helper's pipe
+                loop.call_soon_threadsafe(progress)
+
             try:
-                return await asyncio.to_thread(self._call, policy, now)
+                return await asyncio.to_thread(self._call, policy, now, committed)
             except HelperDied:
                 # Killed (the OOM killer, an operator): what it committed stays, the rest is
                 # planned here. A new helper is started for the next tick.
@@ -109,12 +114,15 @@ class Enqueuer:
         assert self._process.pid is not None
         return self._process.pid
 
-    def _call(self, policy: Policy, now: datetime) -> EnqueueReport:
+    def _call(self, policy: Policy, now: datetime, committed: Callable[[], None]) -> EnqueueReport:
         self.start()
         assert self._connection is not None
         try:
             self._connection.send((policy, now))
             outcome, value = self._connection.recv()
+            while outcome == "batch":  # a batch of queue rows is committed: the sender may go
+                committed()
+                outcome, value = self._connection.recv()
         except (EOFError, OSError) as exc:
             raise HelperDied(str(exc)) from exc
         if outcome == "error":
@@ -146,8 +154,12 @@ def _serve(connection: Connection, database_url: str, masthead: Masthead, direct
         except EOFError:
             return
         answer: tuple[str, Any]
+
+        def committed() -> None:
+            connection.send(("batch", None))
+
         try:
-            answer = ("ok", enqueue_due(sessions, policy, renderer, now))
+            answer = ("ok", enqueue_due(sessions, policy, renderer, now, committed))
         except Exception as exc:  # handed to the sender, which raises it where it waits
             answer = ("error", exc)
         try:

@@ -43,7 +43,7 @@ from digestd.planning.digests import DigestBook
 from digestd.planning.layouts import in_site_order, layout_of
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.planning.repeats import EarlierDailies
-from digestd.planning.schedule import Slot, latest_slot, next_slot
+from digestd.planning.schedule import SUNDAY, Slot, latest_slot, next_slot
 from digestd.planning.selection import pick
 
 
@@ -56,6 +56,9 @@ class Timing(enum.Enum):
 
 
 BATCH = 1000
+# The first batches of an edition are small: nearly every digest in them is new and is
+# rendered before they commit, and the sender has nothing to send until the first does.
+FIRST_BATCH = 100
 MISSED = "missed:"  # how a skipped row says it was due beyond the catch-up window
 
 
@@ -119,6 +122,15 @@ class _Decision:
     why: str = ""
 
 
+def _recap_instead(decision: _Decision) -> _Decision:
+    """A Sunday daily for a reader of both: skipped, the weekly recap goes instead."""
+    slot = decision.slot
+    if slot is None or slot.local_date.weekday() != SUNDAY or decision.layout is None:
+        return decision
+    why = "Sunday: the weekly recap goes out instead"
+    return _Decision(decision.subscriber_id, slot, decision.following, None, why=why)
+
+
 class Planner:
     """Plans one kind of edition in batches, caching what readers share (slots per zone,
     rankings per window, layouts, editions and digests)."""
@@ -146,6 +158,7 @@ class Planner:
         # (chosen article ids, categories) -> (layout, content key): hashed once per combo.
         self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[Layout, str]] = {}
         self._after: tuple[datetime | None, int] | None = None  # the last reader planned
+        self._batch = FIRST_BATCH  # readers in the next batch: growing to BATCH
 
     def plan_due_batch(self, session: Session, report: EnqueueReport) -> bool:
         """Plan the next batch of due readers; False when there is none left."""
@@ -153,8 +166,9 @@ class Planner:
             select(Subscriber.id, Subscriber.timezone, self.column)
             .where(Subscriber.status == SubscriberStatus.ACTIVE, self.column <= self.now)
             .order_by(self.column, Subscriber.id)
-            .limit(BATCH)
+            .limit(self._batch)
         )
+        self._batch = min(BATCH, self._batch * 2)
         if self._after is not None:
             # Past the batches planned already. Their readers are no longer due, but the
             # index entries of their old send instants stay until a vacuum: starting from
@@ -181,11 +195,26 @@ class Planner:
         ids = [subscriber_id for subscriber_id, _ in subscribers]
         categories = self._categories(session, ids)
         sent = self.earlier.sent_to(session, ids) if self.kind is EditionKind.DAILY else {}
+        recap = self._sunday_recap_readers(session, ids)
         decisions = [
             self._decide(session, sid, zone, categories.get(sid, []), sent.get(sid, frozenset()))
             for sid, zone in subscribers
         ]
+        decisions = [_recap_instead(d) if d.subscriber_id in recap else d for d in decisions]
         self._write(session, decisions, report)
+
+    def _sunday_recap_readers(self, session: Session, ids: list[int]) -> set[int]:
+        """Readers of the daily who take the weekly too: on Sundays the recap, which covers
+        the week, goes out instead of a daily repeating it (DIGESTD_SUNDAY_DAILY)."""
+        if self.kind is not EditionKind.DAILY or self.policy.sunday_daily:
+            return set()
+        return set(
+            session.scalars(
+                select(Subscriber.id).where(
+                    among(session, Subscriber.id, ids), Subscriber.wants_weekly.is_(True)
+                )
+            )
+        )
 
     def slot_for(self, zone: ZoneInfo) -> Slot | None:
         """The edition a reader of ``zone`` gets from this run; None: not yet (a trigger

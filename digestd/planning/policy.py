@@ -21,6 +21,7 @@ class Policy:
     daily_limit: int
     weekly_limit: int
     per_source: int
+    sunday_daily: bool = False  # a reader on both gets Sunday's daily as well as the recap
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -31,6 +32,7 @@ class Policy:
             daily_limit=settings.daily_limit,
             weekly_limit=settings.weekly_limit,
             per_source=settings.per_source_limit,
+            sunday_daily=settings.sunday_daily,
         )
 
     def send_time(self, kind: EditionKind) -> time:

@@ -16,7 +16,14 @@ from datetime import datetime
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session
 
-from digestd.models import BounceEvent, Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digestd.models import (
+    BounceEvent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    SuppressionReason,
+)
 from digestd.readers.bounce_policy import SOFT_BOUNCE_LIMIT, Kind
 from digestd.readers.suppression import suppress
 
@@ -70,9 +77,13 @@ def record(
     if subscriber_id is None:
         return False
     if event.kind is Kind.COMPLAINT and not is_suppressed(session, subscriber_id):
-        suppress(session, subscriber_id, SubscriberStatus.COMPLAINED, "complaint", now)
+        suppress(
+            session, subscriber_id, SubscriberStatus.COMPLAINED, SuppressionReason.COMPLAINT, now
+        )
     elif event.kind is Kind.HARD and not is_suppressed(session, subscriber_id):
-        suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "hard-bounce", now)
+        suppress(
+            session, subscriber_id, SubscriberStatus.BOUNCED, SuppressionReason.HARD_BOUNCE, now
+        )
     elif event.kind is Kind.SOFT:
         _count_soft_bounces(session, subscriber_id, now)
     return is_suppressed(session, subscriber_id)
@@ -138,4 +149,6 @@ def _count_soft_bounces(session: Session, subscriber_id: int, now: datetime) -> 
     )
     if run >= SOFT_BOUNCE_LIMIT and not is_suppressed(session, subscriber_id):
         log.info("subscriber %s: %d soft bounces in a row", subscriber_id, run)
-        suppress(session, subscriber_id, SubscriberStatus.BOUNCED, "soft-bounces", now)
+        suppress(
+            session, subscriber_id, SubscriberStatus.BOUNCED, SuppressionReason.SOFT_BOUNCES, now
+        )

@@ -12,9 +12,16 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus, Suppression
+from digestd.models import (
+    Subscriber,
+    SubscriberCategory,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+)
 from digestd.readers.signups import CONSENT_WORDING, ConfirmLink, Mode
 from digestd.readers.subscribers import (
     Preferences,
@@ -94,7 +101,7 @@ def _activate(
     reschedule(subscriber, click.at, schedule.daily_at, schedule.weekly_at)
     # A new double opt-in after an erasure lifts the erasure's suppression.
     suppression = session.get(Suppression, email_hash(subscriber.email))
-    if suppression is not None and suppression.reason == "erased":
+    if suppression is not None and suppression.reason == SuppressionReason.ERASED:
         session.delete(suppression)
 
 
@@ -132,9 +139,12 @@ def change_preferences(
         reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
 
 
-def pause(subscriber: Subscriber) -> None:
-    if subscriber.status == SubscriberStatus.ACTIVE:
+def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
+    """No digests until ``until`` (then they resume by themselves: :func:`resume_ended`),
+    or until the reader resumes them."""
+    if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         subscriber.status = SubscriberStatus.PAUSED
+        subscriber.paused_until = until
         subscriber.next_daily_at = subscriber.next_weekly_at = None
 
 
@@ -144,8 +154,24 @@ def resume(subscriber: Subscriber, now: datetime, schedule: Schedule) -> bool:
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
     subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.paused_until = None
     reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
     return True
+
+
+def resume_ended(session: Session, now: datetime, schedule: Schedule) -> int:
+    """Resume every pause whose end has come; how many. Their next digest is the next
+    send time after ``now``: a pause is not caught up on."""
+    ended = session.scalars(
+        select(Subscriber).where(
+            Subscriber.status == SubscriberStatus.PAUSED,
+            Subscriber.paused_until.is_not(None),
+            Subscriber.paused_until <= now,
+        )
+    ).all()
+    for subscriber in ended:
+        resume(subscriber, now, schedule)
+    return len(ended)
 
 
 def erase_subscriber(session: Session, subscriber: Subscriber, now: datetime) -> None:

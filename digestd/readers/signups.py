@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
 from digestd.readers import mailbox
 from digestd.readers.subscribers import (
     Preferences,
@@ -47,7 +47,7 @@ SOURCE_LIMIT = 300
 
 # Suppressed for a reason the reader cannot undo by signing up again: mail would bounce or
 # be reported as spam. An erased address may come back through a new double opt-in.
-_BLOCKING_SUPPRESSIONS = frozenset({"hard-bounce", "complaint", "soft-bounces"})
+_BLOCKING_SUPPRESSIONS = frozenset(r for r in SuppressionReason if r.refused)
 _MAILABLE = (
     SubscriberStatus.PENDING,
     SubscriberStatus.ACTIVE,

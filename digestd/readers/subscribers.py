@@ -27,6 +27,7 @@ from digestd.models import (
     SubscriberCategory,
     SubscriberStatus,
     Suppression,
+    SuppressionReason,
 )
 from digestd.planning.schedule import next_slot
 from digestd.readers.spreadsheet import restore
@@ -140,7 +141,11 @@ def erase(session: Session, email: str, now: datetime) -> bool:
         delete(Subscriber).where(Subscriber.email == email).returning(Subscriber.id)
     ).all()
     if session.get(Suppression, email_hash(email)) is None:
-        session.add(Suppression(email_hash=email_hash(email), reason="erased", created_at=now))
+        session.add(
+            Suppression(
+                email_hash=email_hash(email), reason=SuppressionReason.ERASED, created_at=now
+            )
+        )
     return bool(found)
 
 

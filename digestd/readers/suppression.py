@@ -14,14 +14,18 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from digestd.db import insert_ignoring_conflicts
-from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
 from digestd.readers.subscribers import email_hash
 
 log = logging.getLogger(__name__)
 
 
 def suppress(
-    session: Session, subscriber_id: int, status: SubscriberStatus, reason: str, now: datetime
+    session: Session,
+    subscriber_id: int,
+    status: SubscriberStatus,
+    reason: SuppressionReason,
+    now: datetime,
 ) -> None:
     """Mark the subscriber ``status`` (bounced, complained), unschedule, hash-suppress."""
     email = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))
