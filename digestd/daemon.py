@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digestd.content import feeds
+from digestd.content import feed_polling
 from digestd.errors import DigestdError, first_line
 from digestd.inbound import lmtp
 from digestd.ops.retention import prune
@@ -53,7 +53,11 @@ async def start_inbound(service: Service) -> lmtp.Inbound | None:
     ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs)."""
     settings = service.settings
     return await lmtp.start(
-        settings.inbound_listen, service.sessions, service.tokens, settings.from_domain
+        settings.inbound_listen,
+        service.sessions,
+        service.tokens,
+        settings.from_domain,
+        service.metrics,
     )
 
 
@@ -167,23 +171,29 @@ class Daemon:
         except Exception:  # a bad tick must not kill the daemon; the next one retries
             log.exception("tick failed")
             return
-        log.info(report.summary())
+        # A quiet daemon ticks every minute: only a tick that did something is news.
+        log.log(logging.DEBUG if report.idle else logging.INFO, "tick", extra=report.fields())
 
     async def poll_feeds(self) -> None:
         if self.stopping.is_set():
             return
         try:
-            report = await asyncio.to_thread(feeds.poll_due, self.service.sessions, self.clock())
+            report = await asyncio.to_thread(
+                feed_polling.poll_due, self.service.sessions, self.clock()
+            )
         except Exception:  # a broken feed run must not kill the daemon
             log.exception("feed polling failed")
             return
         if report.polled:
             log.info(
-                "feeds: %d polled, %d unchanged, %d failed, %d articles",
-                report.polled,
-                report.unchanged,
-                report.failed,
-                report.articles,
+                "feeds",
+                extra={
+                    "polled": report.polled,
+                    "unchanged": report.unchanged,
+                    "failed": report.failed,
+                    "articles": report.articles,
+                    "rejected": report.rejected,
+                },
             )
 
     async def prune(self) -> None:

@@ -1,7 +1,9 @@
 """What this process counts as it works (prometheus-client instruments): messages by
 edition kind and outcome, SMTP errors by reply code, how long a message takes to hand
-over, the last finished tick and the last SMTP success. Prometheus sums them across
-workers; :mod:`digestd.ops.metrics` adds what the database says at scrape time.
+over, the last finished tick and the last SMTP success, signups, confirmations and
+unsubscribes, which digestd this is (``digestd_build_info``) and the standard ``process_*``
+metrics (CPU, memory, open files). Prometheus sums them across workers;
+:mod:`digestd.ops.metrics` adds what the database says at scrape time.
 
 Each :class:`Metrics` has its own registry (not the library's global one), so tests and
 several services in one process never mix their numbers.
@@ -9,14 +11,25 @@ several services in one process never mix their numbers.
 
 from __future__ import annotations
 
+import platform
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
+from digestd import __version__
 from digestd.models import EditionKind
 
 OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
+UNSUBSCRIBED_VIA = ("link", "preferences", "mail")  # the reader's link, their page, mailto:
 
 
 class Metrics:
@@ -67,6 +80,32 @@ class Metrics:
             "for all addresses together was reached",
             registry=self.registry,
         )
+        self._readers(self.registry)
+        Info("digestd_build", "The digestd running", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        ProcessCollector(registry=self.registry)
+
+    def _readers(self, registry: CollectorRegistry) -> None:
+        self.signups = Counter(
+            "digestd_signups",
+            "Signups that asked for a confirmation email (new, or back after unsubscribing)",
+            registry=registry,
+        )
+        self.confirmations = Counter(
+            "digestd_confirmations",
+            "Subscriptions confirmed by following the emailed link",
+            registry=registry,
+        )
+        self.unsubscribes = Counter(
+            "digestd_unsubscribes",
+            "Readers unsubscribed, by how (link: the email's link or one-click; preferences: "
+            "their page; mail: List-Unsubscribe mailto:)",
+            ["via"],
+            registry=registry,
+        )
+        for via in UNSUBSCRIBED_VIA:  # present at 0 from the start
+            self.unsubscribes.labels(via)
 
     def message(self, kind: str, outcome: str) -> None:
         """Count one message (the labelled child looked up once, not per message)."""

@@ -1,21 +1,33 @@
-"""Logging set-up: human text, logfmt (key=value) or JSON lines, chosen by DIGESTD_LOG_FORMAT.
+"""Logging set-up: human text, logfmt (key=value) or JSON lines, chosen by DIGESTD_LOG_FORMAT
+and rendered by structlog's processors behind the stdlib ``logging`` every module uses.
+
+An event is one stdlib call whose message names it and whose ``extra`` carries its fields::
+
+    log.info("tick", extra=report.fields())
+
+is ``event=tick sent=3 failed=0 …`` in logfmt, ``{"event": "tick", "sent": 3, …}`` in JSON
+and ``tick  sent=3 failed=0 …`` in text. Field names must not be LogRecord attributes
+(``name``, ``process``, ``module``, …): logging refuses those.
 
 Logs never carry secrets or link tokens, and at INFO and above no full email address:
 operators share logs in tickets and chat. Addresses are masked as ``a***@example.com``
-and anything that looks like a signed token in a URL path as ``…/unsubscribe/***``.
+and anything that looks like a signed token in a URL path as ``…/unsubscribe/***``, in the
+message, in every field and in tracebacks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
-from datetime import UTC, datetime
+from collections.abc import MutableMapping
+from typing import Any
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view)/[\w.-]{16,}")
 _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # passwords in URLs
+# Added by the processors, never user data; exc_info is rendered into "exception" first.
+_OWN_KEYS = frozenset({"_record", "_from_structlog", "time", "level", "logger"})
 
 
 def redact(text: str, *, addresses: bool = True) -> str:
@@ -25,40 +37,69 @@ def redact(text: str, *, addresses: bool = True) -> str:
     return _EMAIL.sub(r"\1***@\2", text) if addresses else text
 
 
-class _Redacting(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        # DEBUG may name an address (an operator chasing one reader's problem); never a secret.
-        record.msg = redact(record.getMessage(), addresses=record.levelno >= logging.INFO)
-        record.args = None
-        return True
+def _redact_fields(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The structlog processor that applies :func:`redact` to every value."""
+    record = event.get("_record")
+    # DEBUG may name an address (an operator chasing one reader's problem); never a secret.
+    addresses = not isinstance(record, logging.LogRecord) or record.levelno >= logging.INFO
+    # Not fields: what another handler's formatter left on the record (``extra`` may not
+    # use these names), and uvicorn's copy of its message in terminal colours.
+    for key in ("message", "asctime", "color_message"):
+        event.pop(key, None)
+    for key, value in event.items():
+        if key in _OWN_KEYS or value is None or isinstance(value, bool | int | float):
+            continue
+        event[key] = redact(str(value), addresses=addresses)
+    return event
 
 
-def _fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, str]:
-    fields = {
-        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-        "level": record.levelname.lower(),
-        "logger": record.name,
-        "msg": record.getMessage(),
-    }
-    if record.exc_info:
-        fields["error"] = formatter.formatException(record.exc_info)
-    return fields
+def _formatter(fmt: str) -> logging.Formatter:
+    import structlog  # ~0.1 s with the rich it brings: only once something is logged
+
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    elif fmt == "logfmt":
+        renderer = structlog.processors.LogfmtRenderer(
+            key_order=["time", "level", "logger", "event"], bool_as_flag=False
+        )
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False,
+            sort_keys=False,
+            timestamp_key="time",
+            exception_formatter=structlog.dev.plain_traceback,
+        )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            # a string, so that the traceback is redacted like everything else
+            structlog.processors.format_exc_info,
+        ],
+        processors=[
+            _redact_fields,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            renderer,
+        ],
+    )
 
 
-class _Logfmt(logging.Formatter):
+class _Deferred(logging.Formatter):
+    """structlog's formatter, built at the first line: a command that logs nothing
+    (``digestd --version``, ``stats``) never imports it."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.fmt = fmt
+        self.real: logging.Formatter | None = None
+
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{k}={_quote(v)}" for k, v in _fields(record, self).items())
-
-
-def _quote(value: str) -> str:
-    if value and not any(c in value for c in ' "=\n\t'):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-class _Json(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record, self), ensure_ascii=False)
+        if self.real is None:
+            self.real = _formatter(self.fmt)
+        return self.real.format(record)
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -75,13 +116,7 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     handler = _Stderr()
-    if fmt == "json":
-        handler.setFormatter(_Json())
-    elif fmt == "logfmt":
-        handler.setFormatter(_Logfmt())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_Redacting())
+    handler.setFormatter(_Deferred(fmt))
     handler.set_name("digestd")
     root = logging.getLogger()
     # Replace only our own handler: others (a test runner's capture) stay in place.

@@ -350,6 +350,11 @@ class Feed(Base):
     etag: Mapped[str | None] = mapped_column(Text)
     last_modified: Mapped[str | None] = mapped_column(Text)
     next_poll_at: Mapped[datetime] = mapped_column(default=utcnow)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # failed polls in a row
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last failed poll failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Health (feeds list, admin): the last poll that worked, and what its items came to.
+    last_success_at: Mapped[datetime | None]
+    stored_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rejected_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_item_error: Mapped[str | None] = mapped_column(Text)  # the last item refused, and why

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from digestd.models import Article, Subscriber
 from tests.admin_seed import AUTH, TOKEN
 from tests.conftest import WebRig
 from tests.helpers import SAMPLE_ARTICLE
+from tests.log_lines import events
 from tests.test_bounces import ARF
 from tests.web_helpers import csrf_of, signup_form
 
@@ -89,10 +89,6 @@ def admin_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]
     root.setLevel(saved[1])
 
 
-def _lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "logger=digestd.admin" in line]
-
-
 def test_each_admin_action_is_one_line_with_its_outcome(
     web: WebRig, admin_log: Callable[[], str]
 ) -> None:
@@ -114,22 +110,24 @@ def test_each_admin_action_is_one_line_with_its_outcome(
     assert api.get("/api/stats", headers=AUTH).status_code == 200  # a read: not logged
 
     log = admin_log()
-    lines = _lines(log)
+    client = {"client": "203.0.113.10"}
     expected = [
-        "admin action=articles.add outcome=ok client=203.0.113.10 status=200 "
-        "added=1 updated=0 rejected=1",
-        "admin action=subscribers.export outcome=ok client=203.0.113.10 status=200",
-        "admin action=editions.trigger outcome=ok client=203.0.113.10 status=200 "
-        "kind=daily queued=0",
-        "admin action=bounces.report outcome=ok client=203.0.113.10 status=200 "
-        "report=unmatched suppressed=False",
-        "admin action=articles.add outcome=refused client=203.0.113.10 status=415",
-        "admin action=api outcome=wrong-token client=203.0.113.10",
-        "admin action=page.sign_in outcome=ok client=203.0.113.10",
-        "admin action=page.sign_out outcome=ok client=203.0.113.10",
+        {"action": "articles.add", "outcome": "ok", **client, "status": "200"}
+        | {"added": "1", "updated": "0", "rejected": "1"},
+        {"action": "subscribers.export", "outcome": "ok", **client, "status": "200"},
+        {"action": "editions.trigger", "outcome": "ok", **client, "status": "200"}
+        | {"kind": "daily", "queued": "0"},
+        {"action": "bounces.report", "outcome": "ok", **client, "status": "200"}
+        | {"report": "unmatched", "suppressed": "false"},
+        {"action": "articles.add", "outcome": "refused", **client, "status": "415"},
+        {"action": "api", "outcome": "wrong-token", **client},
+        {"action": "page.sign_in", "outcome": "ok", **client},
+        {"action": "page.sign_out", "outcome": "ok", **client},
     ]
-    assert [json.loads(line.split(" msg=", 1)[1]) for line in lines] == expected
-    assert all("level=info" in line for line in lines)
+    own = {"time", "level", "logger", "event"}
+    lines = events(log, "admin")
+    assert [{k: v for k, v in line.items() if k not in own} for line in lines] == expected
+    assert all(line["level"] == "info" and line["logger"] == "digestd.admin" for line in lines)
     assert "ann.reader@example.com" not in log
     assert web.count(Subscriber) == 1
 
@@ -140,8 +138,8 @@ def test_a_lockout_is_logged_once_however_long_the_flood(
     with time_machine.travel(NOW, tick=False):
         codes = [_stats(web.client, f"guess-{i}-0123456789abcdefghij") for i in range(40)]
     assert codes == [401] * 10 + [429] * 30
-    lines = _lines(admin_log())
-    assert len(lines) == 11
-    assert sum("wrong-token" in line for line in lines) == 10
-    assert "level=warning" in lines[-1]
-    assert "admin sign-in locked for client=203.0.113.10" in lines[-1]
+    log = admin_log()
+    assert [line["outcome"] for line in events(log, "admin")] == ["wrong-token"] * 10
+    (locked,) = events(log, "admin.locked")
+    assert locked["level"] == "warning" and locked["client"] == "203.0.113.10"
+    assert locked["wrong_tokens"] == "10" and locked["minutes"] == "15"

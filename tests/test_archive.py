@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from digestd.config import load_settings
 from digestd.content.categories import CATEGORIES
-from digestd.delivery.transport import MailCatcher
+from digestd.delivery.catcher import MailCatcher
 from digestd.models import ArchiveEdition, Delivery, Digest, Edition
 from digestd.planning.archive import SHELVES, publish_due
 from digestd.planning.planner import Planner

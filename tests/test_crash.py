@@ -15,7 +15,6 @@ run sends 20 000 messages.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,9 +33,13 @@ from sqlalchemy import func, select
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.models import Delivery, DeliveryStatus, Digest, Subscriber
 from tests.helpers import free_port
+from tests.log_lines import events
 from tests.seeding import add_articles, hourly_articles, many_readers
 
 SUBSCRIBERS = 20_000
+# Every combination of three categories: seven distinct digests an edition.
+CATEGORIES = ("ai", "robotics", "fintech")
+TOPICS = [tuple(c for n, c in enumerate(CATEGORIES) if mask >> n & 1) for mask in range(1, 8)]
 BATCH = 500
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
@@ -120,8 +123,10 @@ def _seed(database_url: str) -> tuple[dict[str, str], datetime]:
     engine = make_engine(database_url)
     sessions = make_sessions(engine)
     with sessions.begin() as session:
-        add_articles(session, hourly_articles(now - timedelta(hours=23), now))
-        many_readers(session, SUBSCRIBERS, now - timedelta(hours=2), dtime(send_at.hour))
+        add_articles(session, hourly_articles(now - timedelta(hours=23), now, CATEGORIES))
+        many_readers(
+            session, SUBSCRIBERS, now - timedelta(hours=2), dtime(send_at.hour), topics=TOPICS
+        )
     engine.dispose()
     return {"DIGESTD_DAILY_HOUR": str(send_at.hour)}, now
 
@@ -148,6 +153,7 @@ def _environment(env: dict[str, str], sink: Sink, extra: dict[str, str]) -> dict
         "DIGESTD_TICK_SECONDS": "2",
         "DIGESTD_SEND_LEASE_SECONDS": "30",
         "DIGESTD_HELPER_PROCESSES": "1",  # as in production: enqueue beside the sender
+        "DIGESTD_LOG_FORMAT": "logfmt",  # each tick's numbers as fields
         **extra,
     }
 
@@ -224,36 +230,22 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
     received = sink.recipients()
     assert len(received) == SUBSCRIBERS
     assert sum(received.values()) == SUBSCRIBERS, "a message was sent twice"
-    sent_by = [
-        sum(int(n) for n in re.findall(r", sent (\d+),", (tmp_path / f"worker{i}.log").read_text()))
-        for i in range(3)
-    ]
-    queued_by = [
-        sum(
-            int(n)
-            for n in re.findall(r": queued (\d+) ", (tmp_path / f"worker{i}.log").read_text())
-        )
-        for i in range(3)
-    ]
+    ticks = [events((tmp_path / f"worker{i}.log").read_text(), "tick") for i in range(3)]
+    sent_by = [sum(int(tick["sent"]) for tick in worker) for worker in ticks]
+    queued_by = [sum(int(tick["queued"]) for tick in worker) for worker in ticks]
     print(f"\nreaders planned by each worker: {queued_by}")
     assert sum(queued_by) == SUBSCRIBERS  # each reader planned once, whoever planned it
     print(f"messages sent by each worker: {sent_by}")
     assert sum(sent_by) == SUBSCRIBERS
     assert sum(1 for n in sent_by if n) >= 2, "the work was not shared"
     # Each distinct digest was rendered once, by one of the three.
-    rendered = [
-        sum(
-            int(n)
-            for n in re.findall(r"rendered (\d+) digest", (tmp_path / f"worker{i}.log").read_text())
-        )
-        for i in range(3)
-    ]
+    rendered = [sum(int(tick["rendered"]) for tick in worker) for worker in ticks]
     engine = make_engine(database_url)
     with make_sessions(engine)() as session:
         digests = session.scalar(select(func.count()).select_from(Digest))
     engine.dispose()
     print(f"digests rendered by each worker: {rendered} of {digests}")
-    assert sum(rendered) == digests
+    assert sum(rendered) == digests == len(TOPICS)
 
 
 def test_sigterm_mid_edition_exits_0_promptly_leaving_nothing_in_flight(

@@ -90,7 +90,7 @@ def test_the_running_daemon_warns_at_start_up(env: dict[str, str], tmp_path: Pat
         seen.append(process.communicate(timeout=30)[1])
     output = b"".join(seen).decode()
     warning = [line for line in output.splitlines() if "DIGESTD_DEV_MAILBOX=true" in line]
-    assert len(warning) == 1 and "WARNING" in warning[0], output
+    assert len(warning) == 1 and "[warning" in warning[0], output
     assert process.returncode == 0 and "Traceback" not in output
 
 

@@ -60,7 +60,9 @@ async def lmtp_session(
 
 def _with_listener(service: Service, run: Callable[[int], Awaitable[T]]) -> T:
     async def main() -> T:
-        inbound = await lmtp.start(("127.0.0.1", 0), service.sessions, service.tokens, DOMAIN)
+        inbound = await lmtp.start(
+            ("127.0.0.1", 0), service.sessions, service.tokens, DOMAIN, service.metrics
+        )
         assert inbound is not None
         try:
             return await run(inbound.address[1])
@@ -120,6 +122,10 @@ def test_a_bounce_a_complaint_and_an_unsubscribe_each_get_their_own_reply(
     assert again == [f"250 2.0.0 <{unsubscribe}>: nothing to do: unsubscribed".encode()]
     assert _subscriber(service, "gone@example.com").status == SubscriberStatus.BOUNCED
     assert _subscriber(service, "reader@example.com").status == SubscriberStatus.UNSUBSCRIBED
+    counted = service.metrics.registry.get_sample_value(
+        "digestd_unsubscribes_total", {"via": "mail"}
+    )
+    assert counted == 1  # once, not again
     with service.sessions() as session:
         event = session.scalars(select(BounceEvent)).one()
     assert (event.kind, event.source, event.channel) == ("hard", "dsn", "lmtp")

@@ -1,18 +1,34 @@
-"""Logs an operator can paste into a ticket: no secrets, no link tokens, no full addresses."""
+"""Logs an operator can graph and paste into a ticket: events with fields in logfmt and JSON,
+a human text format, no secrets, no link tokens, no full addresses; a quiet daemon's ticks
+only at DEBUG."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from digestd import logs
-from tests.helpers import run_cli
+from digestd.daemon import Daemon
+from digestd.models import Feed
+from digestd.readers import ledger
+from digestd.readers.bounce_policy import Kind
+from tests.conftest import WebRig
+from tests.helpers import ROOT, free_port, run_cli
+from tests.log_lines import events, logfmt
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.web_helpers import links_in, signup_form
 
 TOKEN = "ImFiY2RlZmdoaWprbG1ub3AxMjMi.aXs2hQ.5mLq0oZ1Hn2b3c4d5e6f7g8h9i0"
+SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+STRUCTURED = ["logfmt", "json"]
 
 
 @pytest.fixture
@@ -25,19 +41,29 @@ def captured() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
-def _emit(fmt: str, stream: io.StringIO, level: int, message: str, *args: object) -> str:
-    import sys
-
+def _emit(
+    fmt: str, stream: io.StringIO, level: int, message: str, *args: object, **extra: object
+) -> str:
     real, sys.stderr = sys.stderr, stream
     try:
         logs.configure(fmt, logging.DEBUG)
-        logging.getLogger("digestd.test").log(level, message, *args)
+        logging.getLogger("digestd.test").log(level, message, *args, extra=extra)
     finally:
         sys.stderr = real
     return stream.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+@pytest.fixture
+def stderr_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str, int], None]]:
+    """Set up the real logging in a format and level; the lines land in ``capsys``."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield logs.configure
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("fmt", ["text", *STRUCTURED])
 def test_addresses_tokens_and_passwords_never_reach_info_logs(
     fmt: str, captured: io.StringIO
 ) -> None:
@@ -49,10 +75,30 @@ def test_addresses_tokens_and_passwords_never_reach_info_logs(
         "jane.doe@example.com",
         "smtp://user:hunter2@mail.example.com:587",
         f"https://digest.example.com/unsubscribe/{TOKEN}",
+        email="john.roe@example.com",
+        relay="smtp://user:hunter3@mail.example.com",
     )
     assert "jane.doe@example.com" not in out and "j***@example.com" in out
+    assert "john.roe@example.com" not in out and "j***@example.com" in out.split("email")[1]
     assert "hunter2" not in out and "smtp://user:***@mail.example.com" in out
+    assert "hunter3" not in out
     assert TOKEN not in out and "/unsubscribe/***" in out
+
+
+@pytest.mark.parametrize("fmt", ["text", *STRUCTURED])
+def test_a_traceback_is_redacted_too(fmt: str, captured: io.StringIO) -> None:
+    real, sys.stderr = sys.stderr, captured
+    try:
+        logs.configure(fmt, logging.INFO)
+        try:
+            raise ConnectionError("smtp://user:hunter2@mail.example.com refused ann@example.com")
+        except ConnectionError:
+            logging.getLogger("digestd.test").exception("tick failed")
+    finally:
+        sys.stderr = real
+    out = captured.getvalue()
+    assert "ConnectionError" in out and "Traceback" in out
+    assert "hunter2" not in out and "ann@example.com" not in out and "a***@example.com" in out
 
 
 def test_debug_may_name_an_address_but_never_a_token(captured: io.StringIO) -> None:
@@ -62,14 +108,44 @@ def test_debug_may_name_an_address_but_never_a_token(captured: io.StringIO) -> N
     assert "jane@example.com" in out and TOKEN not in out
 
 
-def test_json_lines_parse_and_logfmt_quotes_spaces(captured: io.StringIO) -> None:
-    line = _emit("json", captured, logging.WARNING, "feed %s failed", "x").strip()
-    record = json.loads(line)
-    assert record["level"] == "warning" and record["msg"] == "feed x failed"
-    assert record["logger"] == "digestd.test" and record["time"].endswith("+00:00")
-    other = io.StringIO()
-    text = _emit("logfmt", other, logging.INFO, "tick done").strip()
-    assert 'msg="tick done"' in text and "level=info" in text
+def test_an_event_carries_its_fields_in_json_and_in_logfmt(captured: io.StringIO) -> None:
+    fields = {"queued": 2, "sent": 5, "seconds": 0.25, "paused": False, "note": 'two "words"'}
+    record = json.loads(_emit("json", captured, logging.INFO, "tick", **fields))
+    assert {key: record[key] for key in fields} == fields  # numbers stay numbers
+    assert record["event"] == "tick" and record["level"] == "info"
+    assert record["logger"] == "digestd.test" and record["time"].endswith("Z")
+    line = _emit("logfmt", io.StringIO(), logging.INFO, "tick", **fields).strip()
+    assert line.split(" ")[1:4] == ["level=info", "logger=digestd.test", "event=tick"]
+    parsed = logfmt(line)
+    assert parsed["queued"] == "2" and parsed["seconds"] == "0.25" and parsed["paused"] == "false"
+    assert parsed["note"] == 'two "words"'
+
+
+def test_prose_lines_parse_too(captured: io.StringIO) -> None:
+    record = json.loads(_emit("json", captured, logging.WARNING, "feed %s failed", "x"))
+    assert record["level"] == "warning" and record["event"] == "feed x failed"
+    line = _emit("logfmt", io.StringIO(), logging.INFO, "tick done = ok\nnext").strip()
+    assert "\n" not in line and logfmt(line)["event"] == "tick done = ok\\nnext"
+
+
+def test_text_stays_one_human_line_with_the_fields(captured: io.StringIO) -> None:
+    out = _emit("text", captured, logging.INFO, "tick", sent=5, failed=0)
+    assert out.count("\n") == 1
+    assert "[info" in out and "tick" in out and "sent=5 failed=0" in out
+    assert "[digestd.test]" in out
+
+
+def test_a_command_that_logs_nothing_never_imports_structlog() -> None:
+    """structlog (and the rich it brings) costs a quick command more than it may spend."""
+    code = (
+        "import logging, sys; from digestd import logs; logs.configure('json'); "
+        "assert 'structlog' not in sys.modules; "
+        "logging.getLogger('x').warning('now'); assert 'structlog' in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stderr)["event"] == "now"
 
 
 def test_a_bad_log_format_is_a_config_error(
@@ -77,3 +153,90 @@ def test_a_bad_log_format_is_a_config_error(
 ) -> None:
     assert run_cli(monkeypatch, {**env, "DIGESTD_LOG_FORMAT": "xml"}, "stats") == 2
     assert "DIGESTD_LOG_FORMAT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", STRUCTURED)
+def test_signup_confirm_and_unsubscribe_are_events_with_masked_addresses(
+    fmt: str,
+    web: WebRig,
+    stderr_log: Callable[[str, int], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stderr_log(fmt, logging.INFO)
+    signup_form(web, "ann.reader@example.com")
+    links = links_in(web.smtp.messages[-1].data)
+    assert web.client.get(links["confirm"]).status_code == 200
+    one_click = {"List-Unsubscribe": "One-Click"}
+    assert web.client.post(links["unsubscribe"], data=one_click).status_code == 200
+    log = capsys.readouterr().err
+    reader = web.subscriber("ann.reader@example.com")
+    assert reader is not None and reader.status == "unsubscribed"
+    masked = "a***@example.com"
+    (signup,) = events(log, "signup", fmt)
+    assert (signup["email"], signup["outcome"], signup["level"]) == (masked, "confirm", "info")
+    (confirmed,) = events(log, "confirm", fmt)
+    assert (confirmed["outcome"], confirmed["email"]) == ("confirmed", masked)
+    assert str(confirmed["subscriber"]) == str(reader.id)
+    (unsubscribed,) = events(log, "unsubscribe", fmt)
+    assert (unsubscribed["via"], unsubscribed["email"]) == ("link", masked)
+    assert "ann.reader@example.com" not in log
+
+
+def test_a_bounce_is_an_event_with_what_it_did(
+    web: WebRig, stderr_log: Callable[[str, int], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stderr_log("json", logging.INFO)
+    with web.service.sessions.begin() as session:
+        ids = add_readers(session, [Reader("gone@example.com")], SEND)
+        event = ledger.Event(Kind.HARD, "dsn", "lmtp", "5.1.1", "550 <gone@example.com> no")
+        ledger.record(
+            session, event, delivery_id=None, subscriber_id=ids["gone@example.com"], now=SEND
+        )
+    (bounce,) = events(capsys.readouterr().err, "bounce", "json")
+    assert bounce["level"] == "info" and bounce["subscriber"] == ids["gone@example.com"]
+    assert (bounce["kind"], bounce["source"], bounce["channel"]) == ("hard", "dsn", "lmtp")
+    assert bounce["status"] == "5.1.1" and bounce["suppressed"] is True
+    assert "delivery" not in bounce  # not known: left out rather than null
+    assert web.status("gone@example.com") == "bounced"
+
+
+def test_idle_ticks_log_at_debug_only_and_busy_ones_at_info(
+    web: WebRig, stderr_log: Callable[[str, int], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = Daemon(web.service, lambda: SEND + timedelta(minutes=1))
+    stderr_log("logfmt", logging.INFO)
+    web.portal.call(daemon.tick)
+    assert events(capsys.readouterr().err, "tick") == []
+    stderr_log("logfmt", logging.DEBUG)
+    web.portal.call(daemon.tick)
+    (idle,) = events(capsys.readouterr().err, "tick")
+    assert idle["level"] == "debug" and idle["queued"] == idle["sent"] == "0"
+
+    with web.service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SEND - timedelta(days=1), SEND))
+        add_readers(
+            session, [Reader(f"r{i}@example.com") for i in range(3)], SEND - timedelta(hours=2)
+        )
+    stderr_log("logfmt", logging.INFO)
+    web.portal.call(daemon.tick)
+    (busy,) = events(capsys.readouterr().err, "tick")
+    assert busy["level"] == "info"
+    assert (busy["queued"], busy["queued_daily"], busy["sent"], busy["failed"]) == (
+        "3",
+        "3",
+        "3",
+        "0",
+    )
+    assert float(busy["seconds"]) >= 0 and busy["rendered"] != "0"
+
+
+def test_a_feed_poll_is_one_event_with_its_counts(
+    web: WebRig, stderr_log: Callable[[str, int], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/feed.xml"  # nothing listens: refused at once
+    with web.service.sessions.begin() as session:
+        session.add(Feed(url=dead, category="ai", next_poll_at=SEND, failures=0, created_at=SEND))
+    stderr_log("json", logging.INFO)
+    web.portal.call(Daemon(web.service, lambda: SEND).poll_feeds)
+    (polled,) = events(capsys.readouterr().err, "feeds", "json")
+    assert (polled["polled"], polled["failed"], polled["articles"]) == (1, 1, 0)

@@ -4,21 +4,25 @@ database; only a scraper with the token, or this machine when there is none, rea
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 from starlette.testclient import TestClient
 
+from digestd import __version__
 from digestd.config import load_settings
-from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digestd.models import Delivery, DeliveryStatus, Feed, Subscriber, SubscriberStatus
 from digestd.service import Service
 from digestd.web.app import create_app
 from tests.conftest import WebRig
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.web_helpers import links_in, signup_form
 
 SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 TOKEN = "metrics-" + "m" * 24
@@ -189,3 +193,82 @@ def test_metrics_with_a_token_need_it_from_everyone_loopback_included(
             answer = client.get("/metrics", headers={"Authorization": f"bearer  {TOKEN} "})
             assert answer.status_code == 200
             assert "digestd_subscribers" in answer.text
+
+
+def _families(web: WebRig) -> dict[str, Metric]:
+    answer = web.client.get("/metrics", headers=SCRAPER)
+    return {family.name: family for family in text_string_to_metric_families(answer.text)}
+
+
+def test_signups_confirmations_and_unsubscribes_are_counted(web: WebRig) -> None:
+    def counts() -> tuple[float, ...]:
+        found = _scrape(web)
+        by_via = [found[("digestd_unsubscribes_total", frozenset({("via", v)}))] for v in VIA]
+        return (
+            found[("digestd_signups_total", frozenset())],
+            found[("digestd_confirmations_total", frozenset())],
+            *by_via,
+        )
+
+    VIA = ("link", "preferences", "mail")
+    assert counts() == (0, 0, 0, 0, 0)
+    for email in ("ann@example.com", "bob@example.com"):
+        signup_form(web, email)
+        links = links_in(web.smtp.messages[-1].data)
+        assert web.client.get(links["confirm"]).status_code == 200
+        assert web.client.get(links["confirm"]).status_code == 200  # again: no new count
+    signup_form(web, "cy@example.com")  # never confirmed
+    one_click = {"List-Unsubscribe": "One-Click"}
+    for _ in range(2):  # the second changes nothing and counts nothing
+        assert web.client.post(links["unsubscribe"], data=one_click).status_code == 200
+    assert web.status("bob@example.com") == "unsubscribed"
+    assert counts() == (3, 2, 1, 0, 0)
+    families = _families(web)
+    for name in ("digestd_signups", "digestd_confirmations", "digestd_unsubscribes"):
+        assert families[name].type == "counter"
+
+
+def test_each_feed_reports_its_failures_in_a_row_and_last_success(web: WebRig) -> None:
+    worked = SEND - timedelta(hours=1)
+    with web.service.sessions.begin() as session:
+        session.add_all(
+            [
+                Feed(
+                    url="https://news.example.org/rss",
+                    category="ai",
+                    failures=0,
+                    last_success_at=worked,
+                ),
+                Feed(url="https://bot:s3cret@feeds.example.net/atom", category="ai", failures=4),
+            ]
+        )
+    metrics = _scrape(web)
+    with web.service.sessions() as session:
+        ids = dict(session.execute(select(Feed.url, Feed.id)).all())
+
+    def m(name: str, url: str, shown: str | None = None) -> float:
+        labels = {("feed", str(ids[url])), ("url", shown or url)}
+        return metrics[(name, frozenset(labels))]
+
+    good, broken = "https://news.example.org/rss", "https://bot:s3cret@feeds.example.net/atom"
+    hidden = "https://bot:***@feeds.example.net/atom"  # a password stays out of the scrape
+    assert m("digestd_feed_failures", good) == 0
+    assert m("digestd_feed_last_success_timestamp_seconds", good) == worked.timestamp()
+    assert m("digestd_feed_failures", broken, hidden) == 4
+    assert m("digestd_feed_last_success_timestamp_seconds", broken, hidden) == 0  # never
+    assert "s3cret" not in web.client.get("/metrics", headers=SCRAPER).text
+    families = _families(web)
+    assert families["digestd_feed_failures"].type == "gauge"
+    assert families["digestd_feed_last_success_timestamp_seconds"].type == "gauge"
+
+
+def test_build_info_and_the_standard_process_metrics(web: WebRig) -> None:
+    families = _families(web)
+    assert families["digestd_build_info"].type == "gauge"  # an info metric, in 0.0.4 text
+    (build,) = families["digestd_build_info"].samples
+    assert build.value == 1
+    assert build.labels == {"version": __version__, "python": platform.python_version()}
+    assert families["process_cpu_seconds"].type == "counter"
+    for gauge in ("process_resident_memory_bytes", "process_start_time_seconds"):
+        assert families[gauge].type == "gauge"
+        assert families[gauge].samples[0].value > 0

@@ -64,8 +64,8 @@ def _mail(mail_dir: Path, to: str) -> bytes:
 
 
 def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, str]:
-    """A pending reader (confirm link), a reader sent a daily (unsubscribe, preferences and
-    view links), a signed-in operator; returns a value for each path parameter."""
+    """A pending reader (confirm link), a reader sent a daily (unsubscribe, preferences, view
+    and mute links), a signed-in operator; returns a value for each path parameter."""
     items = [
         dict(SAMPLE_ARTICLE, published_at="2026-11-29T08:00:00Z"),
         article("robots-1", "robotics", datetime(2026, 11, 29, 8, tzinfo=UTC), score=3),
@@ -81,7 +81,7 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     assert client.portal is not None
     client.portal.call(service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
     digest = links_in(_mail(mail_dir, "sent@example.com"))
-    assert set(digest) >= {"unsubscribe", "preferences", "view"}, digest
+    assert set(digest) >= {"unsubscribe", "preferences", "view", "mute"}, digest
     login = client.get("/admin")
     signed_in = client.post("/admin/login", data={"csrf": csrf_of(login.text), "token": TOKEN})
     assert signed_in.status_code == 303
@@ -129,7 +129,13 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
             assert answer.status_code < 500, (path, answer.status_code)
         assert _dump(service) == before
     # The HEADs reached real pages with valid credentials, not only error pages.
-    for path in ("/confirm/{token}", "/unsubscribe/{token}", "/preferences/{token}", "/admin"):
+    for path in (
+        "/confirm/{token}",
+        "/unsubscribe/{token}",
+        "/preferences/{token}",
+        "/mute/{token}",
+        "/admin",
+    ):
         assert answers[path] == 200, (path, answers[path])
     assert answers["/view/{token}"] == 200 and answers["/api/stats"] == 200
     assert answers["/dev/mail/{name}"] == 200

@@ -28,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 
 from digestd.errors import ConfigError, first_line
 from digestd.inbound.addresses import Mailbox, Served, served
+from digestd.instruments import Metrics
 from digestd.readers.bounces import MAX_REPORT_BYTES, ReportError, process_report
 from digestd.readers.lifecycle import unsubscribe
 from digestd.readers.subscribers import by_public_id
@@ -46,11 +47,13 @@ class InboundMail:
         tokens: Tokens,
         domain: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.tokens = tokens
         self.domain = domain
         self.clock = clock
+        self.metrics = metrics or Metrics()
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -92,9 +95,9 @@ class InboundMail:
             subscriber = by_public_id(session, found.public_id)
             if subscriber is None:  # erased, or a signup never confirmed
                 return "nobody to unsubscribe"
-            if not unsubscribe(subscriber, now):
+            if not unsubscribe(subscriber, now, via="mail"):
                 return f"nothing to do: {subscriber.status}"
-            log.info("subscriber %s unsubscribed by mail", subscriber.id)
+            self.metrics.unsubscribes.labels("mail").inc()
             return "unsubscribed"
         result = process_report(
             session, raw, self.tokens, now, channel="lmtp", envelope_to=[recipient]
@@ -130,12 +133,13 @@ async def start(
     sessions: sessionmaker[DbSession],
     tokens: Tokens,
     domain: str,
+    metrics: Metrics | None = None,
 ) -> Inbound | None:
     """Serve LMTP on ``listen`` (``DIGESTD_INBOUND_LISTEN``); None when it is not set."""
     if listen is None:
         return None
     sock = bind(listen)
-    handler = InboundMail(sessions, tokens, domain)
+    handler = InboundMail(sessions, tokens, domain, metrics=metrics)
 
     def protocol() -> LMTP:
         return LMTP(

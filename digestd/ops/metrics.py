@@ -1,20 +1,23 @@
 """``/metrics`` in the Prometheus text format: this process's instruments
 (:mod:`digestd.instruments`) and, read at scrape time so every worker reports the same
 truth, what the database says now: subscribers by status, the rows waiting or in flight by
-edition kind, and the newest edition of each kind by status (:mod:`digestd.ops.counts`,
-cheap whatever the history).
+edition kind, the newest edition of each kind by status (:mod:`digestd.ops.counts`,
+cheap whatever the history) and each feed's health (the feeds table: a row per feed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.instruments import Metrics
-from digestd.models import DeliveryStatus, SubscriberStatus
+from digestd.logs import redact
+from digestd.models import DeliveryStatus, Feed, SubscriberStatus
 from digestd.ops import counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,6 +52,9 @@ class _DatabaseCollector(Collector):
             by_status = counts.subscribers(session)
             pending = counts.pending(session)
             latest = counts.latest_editions(session)
+            feeds = session.execute(
+                select(Feed.id, Feed.url, Feed.failures, Feed.last_success_at).order_by(Feed.id)
+            ).all()
         for reader_status in SubscriberStatus:
             subscribers.add_metric([str(reader_status)], by_status.get(reader_status, 0))
         for (kind, status), n in sorted(pending.items()):
@@ -59,3 +65,25 @@ class _DatabaseCollector(Collector):
         yield subscribers
         yield queue
         yield edition
+        yield from _feed_health(feeds)
+
+
+def _feed_health(feeds: Sequence[tuple[int, str, int, datetime | None]]) -> Iterator[Metric]:
+    labels = ["feed", "url"]
+    failures = GaugeMetricFamily(
+        "digestd_feed_failures",
+        "Failed polls in a row of each feed (0: the last worked)",
+        labels=labels,
+    )
+    success = GaugeMetricFamily(
+        "digestd_feed_last_success_timestamp_seconds",
+        "When each feed was last polled successfully (Unix time; 0: never)",
+        labels=labels,
+    )
+    for feed_id, url, failed, last_success in feeds:
+        # a password in a feed's URL stays out of the scrape, as it stays out of the logs
+        names = [str(feed_id), redact(url, addresses=False)]
+        failures.add_metric(names, failed)
+        success.add_metric(names, last_success.timestamp() if last_success else 0)
+    yield failures
+    yield success

@@ -50,7 +50,7 @@ def preview(
         layout = found[0]
         articles = load_articles(session, layout.article_ids())
     template = service.renderer.render(kind, slot.period, layout, articles)
-    links = service.composer.links.for_subscriber("preview", delivery_id=0)
+    links = service.composer.links.for_subscriber("preview", 0, template.link_names)
     if fmt == "html":
         return template.html(links).encode()
     if fmt == "text":

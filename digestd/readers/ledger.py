@@ -74,17 +74,31 @@ def record(
         )
     )
     session.flush()  # the soft-bounce count below reads this row
-    if subscriber_id is None:
-        return False
-    if event.kind is Kind.COMPLAINT and not is_suppressed(session, subscriber_id):
+    suppressed = subscriber_id is not None and _act(session, event.kind, subscriber_id, now)
+    about = {"delivery": delivery_id, "subscriber": subscriber_id, "status": event.status}
+    log.info(
+        "bounce",
+        extra={
+            "kind": event.kind,
+            "source": event.source,
+            "channel": event.channel,
+            **{name: value for name, value in about.items() if value is not None},
+            "suppressed": suppressed,
+        },
+    )
+    return suppressed
+
+
+def _act(session: Session, kind: Kind, subscriber_id: int, now: datetime) -> bool:
+    if kind is Kind.COMPLAINT and not is_suppressed(session, subscriber_id):
         suppress(
             session, subscriber_id, SubscriberStatus.COMPLAINED, SuppressionReason.COMPLAINT, now
         )
-    elif event.kind is Kind.HARD and not is_suppressed(session, subscriber_id):
+    elif kind is Kind.HARD and not is_suppressed(session, subscriber_id):
         suppress(
             session, subscriber_id, SubscriberStatus.BOUNCED, SuppressionReason.HARD_BOUNCE, now
         )
-    elif event.kind is Kind.SOFT:
+    elif kind is Kind.SOFT:
         _count_soft_bounces(session, subscriber_id, now)
     return is_suppressed(session, subscriber_id)
 
@@ -148,7 +162,14 @@ def _count_soft_bounces(session: Session, subscriber_id: int, now: datetime) -> 
         .execution_options(synchronize_session=False)
     )
     if run >= SOFT_BOUNCE_LIMIT and not is_suppressed(session, subscriber_id):
-        log.info("subscriber %s: %d soft bounces in a row", subscriber_id, run)
+        log.info(
+            "suppress",
+            extra={
+                "subscriber": subscriber_id,
+                "reason": SuppressionReason.SOFT_BOUNCES,
+                "days_in_a_row": run,
+            },
+        )
         suppress(
             session, subscriber_id, SubscriberStatus.BOUNCED, SuppressionReason.SOFT_BOUNCES, now
         )

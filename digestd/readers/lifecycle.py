@@ -9,6 +9,7 @@ the signed link, so the same rules hold whichever page or API calls it.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from datetime import datetime, time
 
@@ -31,6 +32,8 @@ from digestd.readers.subscribers import (
     erase,
     reschedule,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,21 @@ def confirm(
     """
     subscriber = by_public_id(session, link.public_id)
     if subscriber is None:
+        log.info("confirm", extra={"outcome": Confirmation.GONE})
         return Confirmation.GONE
+    outcome = _confirm(session, subscriber, link, issued_at, click, schedule)
+    log.info("confirm", extra={"outcome": outcome, **_who(subscriber)})
+    return outcome
+
+
+def _confirm(
+    session: Session,
+    subscriber: Subscriber,
+    link: ConfirmLink,
+    issued_at: datetime,
+    click: Click,
+    schedule: Schedule,
+) -> Confirmation:
     status = subscriber.status
     if status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         if link.mode is Mode.ADD_TOPICS and link.request is not None:
@@ -117,8 +134,9 @@ def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
     return Confirmation.TOPICS_ADDED
 
 
-def unsubscribe(subscriber: Subscriber, now: datetime) -> bool:
-    """Stop every email. Idempotent: True only when this call changed something."""
+def unsubscribe(subscriber: Subscriber, now: datetime, *, via: str = "") -> bool:
+    """Stop every email. Idempotent: True only when this call changed something.
+    ``via`` says for the log how it came (link, preferences, mail, operator)."""
     if subscriber.status not in (
         SubscriberStatus.ACTIVE,
         SubscriberStatus.PAUSED,
@@ -128,7 +146,13 @@ def unsubscribe(subscriber: Subscriber, now: datetime) -> bool:
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
     subscriber.next_daily_at = subscriber.next_weekly_at = None
+    log.info("unsubscribe", extra={**_who(subscriber), **({"via": via} if via else {})})
     return True
+
+
+def _who(subscriber: Subscriber) -> dict[str, object]:
+    """Who an event is about, for its log line (the address is masked at INFO)."""
+    return {"subscriber": subscriber.id, "email": subscriber.email}
 
 
 def change_preferences(

@@ -16,6 +16,7 @@ Every email here is claimed against the throttles of :mod:`digestd.readers.mailb
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ from digestd.readers.subscribers import (
     parse_preferences,
 )
 
+log = logging.getLogger(__name__)
 # Shown beside the signup button and stored with each consent (GDPR art. 7(1)): bump it
 # whenever the wording on the page changes.
 CONSENT_WORDING = "signup-v1"
@@ -174,6 +176,14 @@ def request_signup(
     Stores nothing about an existing address; a new one gets a pending row (the link needs
     an id to carry), with no consent recorded until the link is followed.
     """
+    result = _signup(session, email, request, now, limits)
+    log.info("signup", extra={"email": email, "outcome": result.notice or result.held})
+    return result
+
+
+def _signup(
+    session: Session, email: str, request: SignupRequest, now: datetime, limits: SignupLimits
+) -> SignupResult:
     suppression = session.get(Suppression, email_hash(email))
     if suppression is not None and suppression.reason in _BLOCKING_SUPPRESSIONS:
         return SignupResult(None, held=Held.NOBODY)

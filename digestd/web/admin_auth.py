@@ -49,15 +49,14 @@ def wrong_token(request: Request, action: str) -> None:
     limiter.allow(client, now)
     audit(request, action, "wrong-token")
     if limiter.over(client, now):
+        minutes = int(WINDOW.total_seconds() // 60)
         log.warning(
-            "admin sign-in locked for client=%s: %d wrong tokens in %d minutes",
-            client,
-            TRIES,
-            WINDOW.total_seconds() // 60,
+            "admin.locked", extra={"client": client, "wrong_tokens": TRIES, "minutes": minutes}
         )
 
 
 def audit(request: Request, action: str, outcome: str, **details: object) -> None:
-    """One line per admin action: ``admin action=... outcome=... client=... [details]``."""
-    extra = "".join(f" {name}={value}" for name, value in details.items())
-    log.info("admin action=%s outcome=%s client=%s%s", action, outcome, client_ip(request), extra)
+    """One line per admin action: ``event=admin action=… outcome=… client=… [details]``
+    (a detail's name must not be a LogRecord attribute such as ``name``)."""
+    fields = {"action": action, "outcome": outcome, "client": client_ip(request)}
+    log.info("admin", extra={**fields, **details})

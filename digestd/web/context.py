@@ -19,7 +19,7 @@ from digestd.errors import DeliveryError
 from digestd.mail.render import Renderer
 from digestd.readers.lifecycle import Schedule
 from digestd.readers.mailbox import Limit
-from digestd.readers.signups import Held, SignupLimits, SignupResult, release_email
+from digestd.readers.signups import Held, Notice, SignupLimits, SignupResult, release_email
 from digestd.service import Service
 from digestd.tokens import Tokens
 from digestd.web.clients import client_address, limit_key
@@ -107,6 +107,8 @@ class Web:
         """What to do after answering: send the email (if any), or count why not."""
         if signup.held is Held.HOURLY_CAP:
             self._capped(now)
+        if signup.notice in (Notice.CONFIRM, Notice.WELCOME_BACK):
+            self.service.metrics.signups.inc()
         return BackgroundTask(self.send_signup_email, signup) if signup.notice else None
 
     async def send_signup_email(self, signup: SignupResult) -> None:

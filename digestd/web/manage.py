@@ -254,8 +254,8 @@ def _act(
             pause(subscriber)
         elif action == "resume":
             resume(subscriber, now, w.schedule)
-        elif action == "unsubscribe":
-            unsubscribe(subscriber, now)
+        elif action == "unsubscribe" and unsubscribe(subscriber, now, via="preferences"):
+            w.service.metrics.unsubscribes.labels("preferences").inc()
         session.flush()
         return _snapshot(subscriber), None
 

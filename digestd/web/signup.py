@@ -246,7 +246,10 @@ def _user_agent(request: Request) -> str | None:
 
 def _confirm(w: Web, link: ConfirmLink, signed: Signed, click: Click) -> Confirmation:
     with w.sessions.begin() as session:
-        return confirm(session, link, signed.issued_at, click, w.schedule)
+        outcome = confirm(session, link, signed.issued_at, click, w.schedule)
+    if outcome is Confirmation.CONFIRMED:
+        w.service.metrics.confirmations.inc()
+    return outcome
 
 
 def _expired(request: Request, w: Web, token: str, public_id: str | None) -> Response:

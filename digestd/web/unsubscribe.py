@@ -76,8 +76,9 @@ async def unsubscribe_post(request: Request) -> Response:
 def _unsubscribe(w: Web, public_id: str) -> None:
     with w.sessions.begin() as session:
         subscriber = by_public_id(session, public_id)
-        if subscriber is not None:  # erased: there is nobody left to mail
-            unsubscribe(subscriber, w.clock())
+        # None: erased, there is nobody left to mail
+        if subscriber is not None and unsubscribe(subscriber, w.clock(), via="link"):
+            w.service.metrics.unsubscribes.labels("link").inc()
 
 
 def _changed_your_mind(request: Request, w: Web, public_id: str) -> Response:
