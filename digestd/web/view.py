@@ -32,7 +32,7 @@ VIEW_CSP = (
 
 
 # Footer links are tap targets: at least 44 px tall (WCAG 2.5.5, Apple's guidelines).
-LINK_STYLE = "color:#1d4ed8;display:inline-block;padding:12px 4px;"
+LINK_STYLE = "color:#1d4ed8;display:inline-block;padding:12px 4px;line-height:20px;"
 FEW = 4  # up to this many categories get a link each; more get the archive's index
 
 
