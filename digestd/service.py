@@ -23,6 +23,7 @@ from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.ops import counts
 from digestd.ops.metrics import watch
+from digestd.planning.archive import publish_due
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.readers.lifecycle import Schedule, resume_ended
@@ -216,6 +217,15 @@ class Service:
             # is, not at the start of a tick whose planning took a while.
             elapsed = timedelta(seconds=time.monotonic() - started)
             delivered = await self.sender.deliver_due(now + elapsed, should_stop, on_batch)
+        await asyncio.to_thread(
+            publish_due,
+            self.sessions,
+            self.policy,
+            self.renderer,
+            self.settings.default_timezone,
+            now,
+            should_stop,
+        )
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
         return TickReport(now, enqueued, delivered, time.monotonic() - started)
