@@ -26,6 +26,7 @@ from digestd.ops.metrics import watch
 from digestd.planning.archive import publish_due
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
+from digestd.readers import clicks
 from digestd.readers.lifecycle import Schedule, resume_ended
 from digestd.tokens import Tokens
 
@@ -207,6 +208,7 @@ class Service:
         started = time.monotonic()
         self.health.beat()
         await asyncio.to_thread(self._resume_ended_pauses, now)
+        await asyncio.to_thread(self.settle_clicks, now)
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch, on_planned)
         else:
@@ -236,6 +238,10 @@ class Service:
             resumed = resume_ended(session, now, schedule)
         if resumed:
             log.info("pauses ended: %d readers resumed", resumed)
+
+    def settle_clicks(self, now: datetime) -> clicks.Settled:
+        """Count the clicks that came in (:mod:`digestd.readers.clicks`)."""
+        return clicks.settle(self.sessions, now, self.settings.tracks_readers)
 
     def _waiting(self, now: datetime) -> int:
         with self.sessions() as session:

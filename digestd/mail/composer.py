@@ -36,6 +36,15 @@ class Links:
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
 
+    def clicks(self, delivery_id: int, count: int) -> list[str]:
+        """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
+        (the route finds the article through the delivery's digest; no URL rides along)."""
+        prefix = f"{self.base}/c/{delivery_id}."
+        return [
+            f"{prefix}{n}.{tag}"
+            for n, tag in enumerate(self.tokens.click_tags(delivery_id, count), start=1)
+        ]
+
     def mailto(self, public_id: str) -> str:
         """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail
         to it unsubscribes them (digestd's LMTP listener, :mod:`digestd.inbound`)."""
@@ -97,6 +106,7 @@ class Composer:
             date=self._date_header(),
             links=self.links.for_subscriber(public_id, delivery_id, template.link_names),
             unsubscribe_mailto=self.links.mailto(public_id),
+            clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else (),
         )
         data = template.compose(personal)
         # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.

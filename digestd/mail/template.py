@@ -172,6 +172,9 @@ class Personal:
     date: str  # RFC 5322 date
     links: Mapping[str, str]  # unsubscribe, preferences, view: full URLs
     unsubscribe_mailto: str  # the reader's own unsubscribe address (composer.Links.mailto)
+    # The tracked article links (``/c/...``), one per article in the email's order; none:
+    # the articles' own URLs (a preview, a test send).
+    clicks: Sequence[str] = ()
 
 
 TEMPLATE_FORMAT = 1  # bump when the stored form changes; older ones are rendered again
@@ -196,6 +199,9 @@ class MessageTemplate:
     text_links: tuple[str, ...]
     html_chunks: tuple[bytes, ...]
     html_links: tuple[str, ...]
+    # With tracked links, each article's own URL, in the email's order: the value of its
+    # ``click_<n>`` link wherever no reader's link goes (view in browser, the archive).
+    article_urls: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -205,6 +211,7 @@ class MessageTemplate:
         from_header: str,
         headers: Sequence[tuple[str, str]] = (),
         slots: LinkSlots = NO_SLOTS,
+        article_urls: Sequence[str] = (),
     ) -> MessageTemplate:
         # Derived from the content, so a digest renders to the same bytes wherever it is
         # rendered. "=_" can never occur in quoted-printable text (a literal "=" is encoded
@@ -238,12 +245,36 @@ class MessageTemplate:
             text_links=tuple(text_links),
             html_chunks=tuple(html_chunks),
             html_links=tuple(html_links),
+            article_urls=tuple(article_urls),
         )
 
     @cached_property
     def link_names(self) -> frozenset[str]:
-        """The names of the links each recipient's copy fills in."""
-        return frozenset(self.text_links + self.html_links)
+        """The names of the links each recipient's copy fills in (tracked links aside)."""
+        return frozenset(self.text_links + self.html_links) - set(self.click_names)
+
+    @property
+    def clicks(self) -> int:
+        """How many tracked article links each copy fills in (0: the links are plain)."""
+        return len(self.article_urls)
+
+    @cached_property
+    def click_names(self) -> tuple[str, ...]:
+        return tuple(click_name(n) for n in range(1, len(self.article_urls) + 1))
+
+    @cached_property
+    def _plain_clicks(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Each article's own URL in place of its tracked link, encoded for text and HTML."""
+        urls = dict(zip(self.click_names, self.article_urls, strict=True))
+        return (
+            {name: _qp(url) for name, url in urls.items()},
+            {name: _qp(html.escape(url)) for name, url in urls.items()},
+        )
+
+    def _with_plain(self, links: Mapping[str, str]) -> Mapping[str, str]:
+        if not self.article_urls or self.click_names[0] in links:
+            return links
+        return {**dict(zip(self.click_names, self.article_urls, strict=True)), **links}
 
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
@@ -264,6 +295,8 @@ class MessageTemplate:
             name: _qp(html.escape(value)) if _HTML_SPECIAL.search(value) else text[name]
             for name, value in links.items()
         }
+        if self.article_urls:
+            self._add_clicks(personal.clicks, text, in_html)
         _interleave(out, self.text_chunks, [text[n] for n in self.text_links])
         out.append(self.html_head)
         _interleave(out, self.html_chunks, [in_html[n] for n in self.html_links])
@@ -272,8 +305,27 @@ class MessageTemplate:
         # space, body lines come from _qp: so no line starts with ".".
         return WireBytes(b"".join(out))
 
+    def _add_clicks(
+        self, clicks: Sequence[str], text: dict[str, bytes], in_html: dict[str, bytes]
+    ) -> None:
+        if not clicks:
+            plain_text, plain_html = self._plain_clicks
+            text.update(plain_text)
+            in_html.update(plain_html)
+            return
+        # digestd's own URLs (base URL, digits, the tag's base64): nothing to escape in
+        # HTML, and one line of quoted-printable when short enough (a few µs a message).
+        encoded = [url.encode("ascii") + b"=\r\n" if len(url) <= 75 else _qp(url) for url in clicks]
+        if _HTML_SPECIAL.search(clicks[0]):
+            escaped = [_qp(html.escape(url)) for url in clicks]
+            in_html.update(zip(self.click_names, escaped, strict=True))
+        else:
+            in_html.update(zip(self.click_names, encoded, strict=True))
+        text.update(zip(self.click_names, encoded, strict=True))
+
     def text(self, links: Mapping[str, str]) -> str:
-        """The text part (decoded) with these ``links``."""
+        """The text part (decoded) with these ``links`` (articles' own URLs unless given)."""
+        links = self._with_plain(links)
         out: list[bytes] = []
         _interleave(out, self.text_chunks, [_qp(links[n]) for n in self.text_links])
         return binascii.a2b_qp(b"".join(out)).decode("utf-8")
@@ -282,7 +334,9 @@ class MessageTemplate:
         """The HTML part (decoded) with these ``links``. With ``personal`` (HTML), a copy for
         the web, which must not carry a reader's own links: each stretch between the
         ``personal_begin`` and ``personal_end`` slots is taken out, and the last one (the
-        footer's) is replaced by ``personal``."""
+        footer's) is replaced by ``personal``. Tracked links not in ``links`` get the
+        articles' own URLs."""
+        links = self._with_plain(links)
         out: list[bytes] = []
         skipping = False
         begins = [i for i, name in enumerate(self.html_links) if name == "personal_begin"]
@@ -310,6 +364,7 @@ class MessageTemplate:
             **{name: getattr(self, name).decode("ascii") for name in _BYTES_FIELDS},
             **{name: [c.decode("ascii") for c in getattr(self, name)] for name in _CHUNKS},
             **{name: list(getattr(self, name)) for name in _NAMES},
+            "article_urls": list(self.article_urls),
         }
         return zlib.compress(json.dumps(data, separators=(",", ":")).encode("ascii"), 6)
 
@@ -331,7 +386,13 @@ class MessageTemplate:
             text_links=tuple(data["text_links"]),
             html_chunks=tuple(c.encode("ascii") for c in data["html_chunks"]),
             html_links=tuple(data["html_links"]),
+            article_urls=tuple(data.get("article_urls", ())),
         )
+
+
+def click_name(number: int) -> str:
+    """The link slot of the ``number``-th article (1: the lead) when links are tracked."""
+    return f"click_{number}"
 
 
 _BYTES_FIELDS = ("head", "text_head", "html_head", "tail")

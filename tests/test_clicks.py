@@ -1,0 +1,257 @@
+"""Tracked links against the running app: a click on a digest's article records and answers
+303 to the article's stored URL; a forged, truncated, altered or other-purpose token gets a
+400 page and records nothing; a link scanner's burst is not counted as interest; ``off``
+sends the articles' own links."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from sqlalchemy import delete, func, select
+
+from digestd.config import load_settings
+from digestd.models import Article, Click, ClickInbox, ClickMark, Subscriber
+from digestd.readers.subscribers import erase
+from digestd.tokens import Purpose
+from tests.conftest import ADMIN_TOKEN, WebRig
+from tests.helpers import article, parse, parts
+from tests.web_helpers import links_in, signup_form
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+SENT = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # 07:00 in Paris
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+BASE = "https://digest.example.com"
+TRACKED = re.compile(r"^ *https://digest\.example\.com(/c/\S+)\r?$", re.M)
+
+
+def stories() -> list[dict[str, Any]]:
+    published = datetime(2026, 11, 29, 21, tzinfo=UTC)
+    return [
+        article(f"ai-{i}", "ai", published - timedelta(hours=i), score=9 - i, source=f"S{i}")
+        for i in range(4)
+    ] + [article("robots-1", "robotics", published, score=2, source="Robo Wire")]
+
+
+def send_daily(web: WebRig, email: str = "ann@example.com") -> bytes:
+    """``email`` (AI and Robotics, Europe/Paris) signs up, confirms and is sent the daily."""
+    assert web.client.post("/api/articles", json=stories(), headers=ADMIN).status_code == 200
+    with time_machine.travel(NOW, tick=False):
+        signup_form(web, email)
+        web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
+    before = len(web.smtp.messages)
+    web.portal.call(web.service.tick, SENT)
+    assert len(web.smtp.messages) == before + 1
+    return web.smtp.messages[-1].data
+
+
+def tracked_links(digest: bytes) -> list[str]:
+    """The digest's article links (paths), in the email's order: the text part's URL lines,
+    each also in the HTML."""
+    text, html = parts(parse(digest))
+    found = TRACKED.findall(text)
+    for path in found:
+        assert f'href="{BASE}{path}"' in html
+    return found
+
+
+def count(web: WebRig, model: Any, *where: Any) -> int:
+    with web.service.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def settle(web: WebRig, at: datetime) -> None:
+    web.service.settle_clicks(at)
+
+
+@pytest.fixture
+def clock() -> Iterator[time_machine.Traveller]:
+    with time_machine.travel(SENT + timedelta(minutes=30), tick=False) as traveller:
+        yield traveller
+
+
+def test_a_click_records_and_goes_to_the_articles_stored_url(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    assert len(links) == 5 and len(set(links)) == 5
+    answer = web.client.get(links[0])
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "https://news.example.com/ai-0"  # the lead
+    assert count(web, ClickInbox) == 1 and count(web, Click) == 0
+    assert web.client.get(links[4]).headers["location"] == "https://news.example.com/robots-1"
+
+    settle(web, SENT + timedelta(minutes=31))
+    assert count(web, ClickInbox) == 0
+    with web.service.sessions() as session:
+        rows = session.scalars(select(Click).order_by(Click.position)).all()
+    assert [(c.article_id, c.category, c.source) for c in rows] == [
+        ("ai-0", "ai", "S0"),
+        ("robots-1", "robotics", "Robo Wire"),
+    ]
+    assert all(c.first_of_article and not c.scanner for c in rows)
+    assert [c.first_of_edition for c in rows] == [True, False]  # one reader
+    assert all(c.subscriber_id is None for c in rows)  # aggregate: no reader named
+
+
+def test_clicking_again_counts_the_click_not_the_reader(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    for _ in range(3):
+        assert web.client.get(links[1]).status_code == 303
+        clock.shift(timedelta(minutes=2))
+    settle(web, SENT + timedelta(hours=1))
+    assert count(web, Click) == 3
+    assert count(web, Click, Click.first_of_article) == 1
+    assert count(web, Click, Click.first_of_edition) == 1
+
+
+def test_the_article_is_followed_where_it_moved_and_to_the_archive_once_gone(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    moved = dict(stories()[0], url="https://news.example.com/ai-0-corrected")
+    assert web.client.post("/api/articles", json=[moved], headers=ADMIN).status_code == 200
+    assert web.client.get(links[0]).headers["location"] == moved["url"]
+    with web.service.sessions.begin() as session:
+        session.execute(delete(Article).where(Article.id == "ai-0"))
+    gone = web.client.get(links[0])
+    assert gone.status_code == 303 and gone.headers["location"] == f"{BASE}/archive"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda t: t[:-1], id="truncated by one"),
+        pytest.param(lambda t: t[: len(t) // 2], id="truncated to half"),
+        pytest.param(lambda t: t.rsplit(".", 1)[0], id="without its tag"),
+        pytest.param(lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), id="tag altered"),
+        pytest.param(lambda t: re.sub(r"\.(\d+)\.", ".2.", t, count=1), id="other link number"),
+        pytest.param(lambda t: str(int(t.split(".")[0]) + 1) + t[t.index(".") :], id="other email"),
+        pytest.param(lambda t: t + "x", id="lengthened"),
+        pytest.param(lambda t: "0" + t, id="zero-padded"),
+    ],
+)
+def test_a_spoiled_token_is_refused_and_records_nothing(web: WebRig, spoil: Any) -> None:
+    token = tracked_links(send_daily(web))[0].removeprefix("/c/")
+    answer = web.client.get(f"/c/{spoil(token)}")
+    assert answer.status_code == 400
+    assert "not valid" in answer.text and "location" not in answer.headers
+    assert count(web, ClickInbox) == 0
+
+
+def test_other_purposes_tokens_are_refused(web: WebRig) -> None:
+    digest = send_daily(web)
+    personal = links_in(digest)
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None
+    delivery_id = int(tracked_links(digest)[0].removeprefix("/c/").split(".")[0])
+    tokens = web.service.tokens
+    others = [
+        personal["view"].rsplit("/", 1)[1],
+        personal["unsubscribe"].rsplit("/", 1)[1],
+        tokens.make(Purpose.PREFERENCES, reader.public_id),
+        tokens.bounce_tag(delivery_id),  # "<id>.<signature>"
+        f"{delivery_id}.1.{tokens.message_tag(delivery_id)[:8]}",  # the Message-ID's key
+        "https:%2F%2Fevil.example%2F",
+    ]
+    for token in others:
+        assert web.client.get(f"/c/{token}").status_code in (400, 404), token
+    assert count(web, ClickInbox) == 0
+
+
+def test_head_and_unknown_emails_record_nothing(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    assert web.client.head(links[0]).status_code == 303  # a link checker
+    assert count(web, ClickInbox) == 0
+    erase_reader(web, "ann@example.com")  # the queue row goes with the reader
+    answer = web.client.get(links[0])
+    assert answer.status_code == 303 and answer.headers["location"] == f"{BASE}/archive"
+    assert count(web, ClickInbox) == 0
+
+
+def erase_reader(web: WebRig, email: str) -> None:
+    with web.service.sessions.begin() as session:
+        assert erase(session, email, datetime.now(UTC))
+
+
+def test_a_scanners_burst_is_not_counted_as_interest(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    for link in links:  # every link within a second, as Safe Links does on delivery
+        assert web.client.get(link).status_code == 303  # still redirected
+        clock.shift(timedelta(milliseconds=150))
+    settle(web, SENT + timedelta(minutes=30, seconds=5))  # not quiet long enough yet
+    assert count(web, ClickInbox) == 5
+    settle(web, SENT + timedelta(minutes=31))
+    assert count(web, Click) == 5 and count(web, Click, Click.scanner) == 5
+    assert count(web, Click, Click.first_of_article) == 0 and count(web, ClickMark) == 0
+
+    clock.shift(timedelta(hours=2))  # the reader, later
+    web.client.get(links[2])
+    settle(web, SENT + timedelta(hours=3))
+    person = count(web, Click, ~Click.scanner)
+    assert person == 1 and count(web, Click, Click.first_of_article, Click.first_of_edition) == 1
+
+
+def test_two_stories_opened_one_after_the_other_are_a_person(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    links = tracked_links(send_daily(web))
+    for link in links[:2]:
+        web.client.get(link)
+        clock.shift(timedelta(seconds=1))
+    clock.shift(timedelta(seconds=20))
+    web.client.get(links[2])
+    settle(web, SENT + timedelta(minutes=32))
+    assert count(web, Click, Click.scanner) == 0 and count(web, Click, Click.first_of_article) == 3
+
+
+@pytest.fixture
+def reader_mode(web_env: dict[str, str]) -> dict[str, str]:
+    web_env["DIGESTD_TRACK_CLICKS"] = "reader"
+    return web_env
+
+
+def test_reader_mode_names_the_reader_and_notes_their_last_click(
+    reader_mode: dict[str, str], web: WebRig, clock: time_machine.Traveller
+) -> None:
+    assert web.service.settings.tracks_readers
+    links = tracked_links(send_daily(web))
+    web.client.get(links[4])
+    settle(web, SENT + timedelta(minutes=31))
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None and reader.last_click_at == SENT + timedelta(minutes=30)
+    with web.service.sessions() as session:
+        click = session.scalars(select(Click)).one()
+    assert click.subscriber_id == reader.id and click.category == "robotics"
+    erase_reader(web, "ann@example.com")
+    assert count(web, Click) == 0  # erasure takes the reader's clicks
+
+
+@pytest.fixture
+def off_env(web_env: dict[str, str]) -> dict[str, str]:
+    web_env["DIGESTD_TRACK_CLICKS"] = "off"
+    return web_env
+
+
+def test_with_tracking_off_the_email_carries_the_articles_own_urls(
+    off_env: dict[str, str], web: WebRig
+) -> None:
+    assert load_settings(off_env).track_clicks == "off"
+    digest = send_daily(web)
+    text, html = parts(parse(digest))
+    assert "/c/" not in text and "/c/" not in html
+    for story in stories():
+        assert re.search(rf"^ *{re.escape(story['url'])}\r?$", text, re.M), story["id"]
+        assert f'href="{story["url"]}"' in html
+    with web.service.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
