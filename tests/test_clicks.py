@@ -255,3 +255,26 @@ def test_with_tracking_off_the_email_carries_the_articles_own_urls(
         assert f'href="{story["url"]}"' in html
     with web.service.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_view_in_browser_and_the_archive_carry_no_tracked_link(web: WebRig) -> None:
+    digest = send_daily(web)
+    web.portal.call(web.service.tick, SENT + timedelta(hours=2))  # publishes the archive
+    pages = [web.client.get(links_in(digest)["view"]), web.client.get("/archive/ai/daily/latest")]
+    pages[1] = web.client.get(pages[1].headers["location"])
+    for page in pages:
+        assert page.status_code == 200
+        assert "/c/" not in page.text
+        assert 'href="https://news.example.com/ai-0"' in page.text
+
+
+def test_links_signed_before_a_key_rotation_still_count() -> None:
+    from digestd.tokens import Tokens
+
+    old, new = "old-secret-key-0123456789", "new-secret-key-0123456789"
+    tags = Tokens([old]).click_tags(41, 15)
+    rotated = Tokens([new, old])
+    assert [rotated.read_click(f"41.{n}.{tag}") for n, tag in enumerate(tags, 1)] == [
+        (41, n) for n in range(1, 16)
+    ]
+    assert rotated.click_tags(41, 15) != tags  # the newest key signs

@@ -6,6 +6,7 @@ every table holds exactly what it held and no mail has left.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,8 +81,11 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     client.get(links_in(_mail(mail_dir, "sent@example.com"))["confirm"])
     assert client.portal is not None
     client.portal.call(service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
-    digest = links_in(_mail(mail_dir, "sent@example.com"))
+    sent = _mail(mail_dir, "sent@example.com")
+    digest = links_in(sent)
     assert set(digest) >= {"unsubscribe", "preferences", "view", "mute"}, digest
+    tracked = re.search(rb"https://digest\.example\.com/c/([0-9A-Za-z._-]+)", sent)
+    assert tracked is not None  # an article's link (quoted-printable leaves it whole)
     login = client.get("/admin")
     signed_in = client.post("/admin/login", data={"csrf": csrf_of(login.text), "token": TOKEN})
     assert signed_in.status_code == 303
@@ -89,6 +93,7 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     links = {**digest, "confirm": confirm}
     return {
         **{f"/{kind}/": links[kind].rsplit("/", 1)[1] for kind in links},
+        "/c/": tracked.group(1).decode(),
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
         # The public archive's AI daily of the 29th, published by the tick.
         "category": "ai",
