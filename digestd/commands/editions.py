@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +19,11 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     """One pass as of ``--now``: poll the due feeds (cron users get feed articles too),
     plan every due edition, deliver the queue; one summary line."""
     from digestd.content.feed_polling import poll_due
+    from digestd.eventloop import chosen
+    from digestd.eventloop import run as run_loop
     from digestd.service import Service
 
+    chosen()  # a bad DIGESTD_EVENT_LOOP stops the command before it polls or plans
     now = parse_now(args.now)
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
@@ -35,7 +37,7 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    summary = asyncio.run(once())
+    summary = run_loop(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
     return 0
 
