@@ -250,11 +250,15 @@ class Tokens:
 
     def click_tags(self, delivery_id: int, count: int) -> list[str]:
         """The tags of links 1 to ``count`` of a delivery's email (:meth:`read_click`)."""
-        tags: list[str] = []
-        for block in range((count + _CLICK_TAGS_PER_MAC - 1) // _CLICK_TAGS_PER_MAC):
-            text = self._click_block(self._click_keys[0], delivery_id, block)
-            tags.extend(text[i : i + 8] for i in range(0, 80, 8))
-        return tags[:count]
+        tags = self.click_tag_bytes(delivery_id, count).decode("ascii")
+        return [tags[i : i + 8] for i in range(0, 8 * count, 8)]
+
+    def click_tag_bytes(self, delivery_id: int, count: int) -> bytes:
+        """:meth:`click_tags` run together, 8 characters a link: what composing uses."""
+        blocks = (count + _CLICK_TAGS_PER_MAC - 1) // _CLICK_TAGS_PER_MAC
+        key = self._click_keys[0]
+        tags = b"".join(self._click_block(key, delivery_id, b) for b in range(blocks))
+        return tags[: 8 * count]
 
     def read_click(self, token: str) -> tuple[int, int]:
         """(delivery id, link number) of a tracked link's token; :class:`BadToken` for one
@@ -266,15 +270,15 @@ class Tokens:
         block, index = divmod(number - 1, _CLICK_TAGS_PER_MAC)
         for key in self._click_keys:
             text = self._click_block(key, delivery_id, block)
-            if hmac.compare_digest(text[index * 8 : index * 8 + 8], tag):
+            if hmac.compare_digest(text[index * 8 : index * 8 + 8], tag.encode("ascii")):
                 return delivery_id, number
         raise BadToken("this link is not valid")
 
     @staticmethod
-    def _click_block(key: bytes, delivery_id: int, block: int) -> str:
+    def _click_block(key: bytes, delivery_id: int, block: int) -> bytes:
         raw = hashlib.blake2b(
             b"%d:%d" % (delivery_id, block),
             key=key,
             digest_size=CLICK_TAG_BYTES * _CLICK_TAGS_PER_MAC,
         ).digest()
-        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode("ascii")
+        return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE)

@@ -165,9 +165,7 @@ def test_other_purposes_tokens_are_refused(web: WebRig) -> None:
     assert count(web, ClickInbox) == 0
 
 
-def test_head_and_unknown_emails_record_nothing(
-    web: WebRig, clock: time_machine.Traveller
-) -> None:
+def test_head_and_unknown_emails_record_nothing(web: WebRig, clock: time_machine.Traveller) -> None:
     links = tracked_links(send_daily(web))
     assert web.client.head(links[0]).status_code == 303  # a link checker
     assert count(web, ClickInbox) == 0
@@ -278,3 +276,45 @@ def test_links_signed_before_a_key_rotation_still_count() -> None:
         (41, n) for n in range(1, 16)
     ]
     assert rotated.click_tags(41, 15) != tags  # the newest key signs
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["https://digest.example.com", "https://news.example.com/" + "newsletters/" * 6 + "digest"],
+)
+def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
+    env: dict[str, str], base: str
+) -> None:
+    """Short links go in as one quoted-printable line each; longer ones are wrapped: either
+    way each part decodes to the reader's links, which verify."""
+    from dataclasses import replace
+
+    from digestd.mail.composer import Composer
+    from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
+    from digestd.mail.layout import Entry, Layout, Section
+    from digestd.models import EditionKind
+    from digestd.tokens import Tokens
+
+    settings = load_settings({**env, "DIGESTD_BASE_URL": base})
+    articles = {
+        f"a{i}": ArticleFields(
+            f"https://news.example.com/{i}", f"Story {i}", "Wire", SENT, None, "", [], []
+        )
+        for i in range(12)
+    }
+    entries = tuple(Entry(f"a{i}", "ai") for i in range(1, 12))
+    layout = Layout(
+        ("ai",), (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, entries))
+    )
+    masthead = replace(Masthead.from_settings(settings), tracked=True)
+    template = DigestRenderer(masthead).render(EditionKind.DAILY, "2026-11-30", layout, articles)
+    tokens = Tokens(settings.secret_keys)
+    composer = Composer(settings, tokens)
+    data = composer.compose(
+        template, message_id="<m@x>", public_id="p", email="r@example.com", delivery_id=987654
+    )
+    text, html = parts(parse(data))
+    pattern = re.escape(base) + r"/c/([0-9]+\.[0-9]+\.[A-Za-z0-9_-]{8})"
+    in_text = re.findall(pattern, text)
+    assert re.findall(pattern, html) == in_text
+    assert [tokens.read_click(token) for token in in_text] == [(987654, n) for n in range(1, 13)]

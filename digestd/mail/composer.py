@@ -15,7 +15,13 @@ from email.utils import format_datetime, formataddr
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
 from digestd.mail.presentation import MUTE
-from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
+from digestd.mail.template import (
+    MessageTemplate,
+    Personal,
+    TrackedLinks,
+    WireBytes,
+    ascii_address,
+)
 from digestd.tokens import Purpose, Tokens
 
 
@@ -26,6 +32,7 @@ class Links:
         self.base = settings.base_url
         self.tokens = tokens
         self.domain = settings.from_domain
+        self._click_base = f"{self.base}/c/".encode()
         self._make = {
             purpose: tokens.fast_maker(purpose)
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
@@ -36,14 +43,11 @@ class Links:
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
 
-    def clicks(self, delivery_id: int, count: int) -> list[str]:
+    def clicks(self, delivery_id: int, count: int) -> TrackedLinks:
         """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
         (the route finds the article through the delivery's digest; no URL rides along)."""
-        prefix = f"{self.base}/c/{delivery_id}."
-        return [
-            f"{prefix}{n}.{tag}"
-            for n, tag in enumerate(self.tokens.click_tags(delivery_id, count), start=1)
-        ]
+        head = self._click_base + b"%d." % delivery_id
+        return TrackedLinks(head, self.tokens.click_tag_bytes(delivery_id, count))
 
     def mailto(self, public_id: str) -> str:
         """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail
@@ -106,7 +110,7 @@ class Composer:
             date=self._date_header(),
             links=self.links.for_subscriber(public_id, delivery_id, template.link_names),
             unsubscribe_mailto=self.links.mailto(public_id),
-            clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else (),
+            clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else None,
         )
         data = template.compose(personal)
         # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.

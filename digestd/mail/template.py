@@ -164,6 +164,21 @@ def ascii_address(address: str) -> str:
 
 
 @dataclass(frozen=True)
+class TrackedLinks:
+    """One message's tracked article links: ``{head}{n}.{tag}`` for n = 1, 2, ... where
+    ``head`` is the base URL, ``/c/`` and the delivery (the form
+    :meth:`digestd.tokens.Tokens.read_click` reads) and ``tags`` has 8 characters a link."""
+
+    head: bytes
+    tags: bytes
+
+    def urls(self) -> list[str]:
+        head = self.head.decode("ascii")
+        tags = self.tags.decode("ascii")
+        return [f"{head}{i // 8 + 1}.{tags[i : i + 8]}" for i in range(0, len(tags), 8)]
+
+
+@dataclass(frozen=True)
 class Personal:
     """What differs between two recipients of the same digest."""
 
@@ -172,9 +187,9 @@ class Personal:
     date: str  # RFC 5322 date
     links: Mapping[str, str]  # unsubscribe, preferences, view: full URLs
     unsubscribe_mailto: str  # the reader's own unsubscribe address (composer.Links.mailto)
-    # The tracked article links (``/c/...``), one per article in the email's order; none:
-    # the articles' own URLs (a preview, a test send).
-    clicks: Sequence[str] = ()
+    # The tracked article links (``/c/...``); None: the articles' own URLs (a preview, a
+    # test send).
+    clicks: TrackedLinks | None = None
 
 
 TEMPLATE_FORMAT = 1  # bump when the stored form changes; older ones are rendered again
@@ -263,6 +278,10 @@ class MessageTemplate:
         return tuple(click_name(n) for n in range(1, len(self.article_urls) + 1))
 
     @cached_property
+    def _click_numbers(self) -> tuple[bytes, ...]:
+        return tuple(b"%d." % n for n in range(1, len(self.article_urls) + 1))
+
+    @cached_property
     def _plain_clicks(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
         """Each article's own URL in place of its tracked link, encoded for text and HTML."""
         urls = dict(zip(self.click_names, self.article_urls, strict=True))
@@ -306,22 +325,28 @@ class MessageTemplate:
         return WireBytes(b"".join(out))
 
     def _add_clicks(
-        self, clicks: Sequence[str], text: dict[str, bytes], in_html: dict[str, bytes]
+        self, clicks: TrackedLinks | None, text: dict[str, bytes], in_html: dict[str, bytes]
     ) -> None:
-        if not clicks:
+        if clicks is None:
             plain_text, plain_html = self._plain_clicks
             text.update(plain_text)
             in_html.update(plain_html)
             return
-        # digestd's own URLs (base URL, digits, the tag's base64): nothing to escape in
-        # HTML, and one line of quoted-printable when short enough (a few µs a message).
-        encoded = [url.encode("ascii") + b"=\r\n" if len(url) <= 75 else _qp(url) for url in clicks]
-        if _HTML_SPECIAL.search(clicks[0]):
-            escaped = [_qp(html.escape(url)) for url in clicks]
-            in_html.update(zip(self.click_names, escaped, strict=True))
-        else:
-            in_html.update(zip(self.click_names, encoded, strict=True))
-        text.update(zip(self.click_names, encoded, strict=True))
+        head, tags, names = clicks.head, clicks.tags, self.click_names
+        longest = len(head) + len(self._click_numbers[-1]) + 8
+        if longest > 75 or not head.isascii() or _HTML_SPECIAL.search(head.decode("ascii")):
+            urls = clicks.urls()
+            text.update((n, _qp(u)) for n, u in zip(names, urls, strict=True))
+            in_html.update((n, _qp(html.escape(u))) for n, u in zip(names, urls, strict=True))
+            return
+        # digestd's own URLs (base URL, digits, the tags' base64), each one line of
+        # quoted-printable, the same in both parts: a few µs a message.
+        encoded = [
+            head + number + tags[i : i + 8] + b"=\r\n"
+            for i, number in zip(range(0, 8 * len(names), 8), self._click_numbers, strict=True)
+        ]
+        text.update(zip(names, encoded, strict=True))
+        in_html.update(zip(names, encoded, strict=True))
 
     def text(self, links: Mapping[str, str]) -> str:
         """The text part (decoded) with these ``links`` (articles' own URLs unless given)."""
