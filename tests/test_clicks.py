@@ -18,54 +18,12 @@ from digestd.config import load_settings
 from digestd.models import Article, Click, ClickInbox, ClickMark, Subscriber
 from digestd.readers.subscribers import erase
 from digestd.tokens import Purpose
-from tests.conftest import ADMIN_TOKEN, WebRig
-from tests.helpers import article, parse, parts
-from tests.web_helpers import links_in, signup_form
+from tests.click_helpers import ADMIN, SENT, count, send_daily, settle, stories, tracked_links
+from tests.conftest import WebRig
+from tests.helpers import parse, parts
+from tests.web_helpers import links_in
 
-NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-SENT = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # 07:00 in Paris
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BASE = "https://digest.example.com"
-TRACKED = re.compile(r"^ *https://digest\.example\.com(/c/\S+)\r?$", re.M)
-
-
-def stories() -> list[dict[str, Any]]:
-    published = datetime(2026, 11, 29, 21, tzinfo=UTC)
-    return [
-        article(f"ai-{i}", "ai", published - timedelta(hours=i), score=9 - i, source=f"S{i}")
-        for i in range(4)
-    ] + [article("robots-1", "robotics", published, score=2, source="Robo Wire")]
-
-
-def send_daily(web: WebRig, email: str = "ann@example.com") -> bytes:
-    """``email`` (AI and Robotics, Europe/Paris) signs up, confirms and is sent the daily."""
-    assert web.client.post("/api/articles", json=stories(), headers=ADMIN).status_code == 200
-    with time_machine.travel(NOW, tick=False):
-        signup_form(web, email)
-        web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
-    before = len(web.smtp.messages)
-    web.portal.call(web.service.tick, SENT)
-    assert len(web.smtp.messages) == before + 1
-    return web.smtp.messages[-1].data
-
-
-def tracked_links(digest: bytes) -> list[str]:
-    """The digest's article links (paths), in the email's order: the text part's URL lines,
-    each also in the HTML."""
-    text, html = parts(parse(digest))
-    found = TRACKED.findall(text)
-    for path in found:
-        assert f'href="{BASE}{path}"' in html
-    return found
-
-
-def count(web: WebRig, model: Any, *where: Any) -> int:
-    with web.service.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-def settle(web: WebRig, at: datetime) -> None:
-    web.service.settle_clicks(at)
 
 
 @pytest.fixture
