@@ -39,6 +39,9 @@ class Purpose(enum.StrEnum):
     # A digest's "mute {Category}" links: the reader's public id; the category rides in
     # each link's query, so an email offering five categories costs one token, not five.
     MUTE = "mute"
+    # The sunset's emails (readers.sunset): keep, weekly only, resume; the choice rides in
+    # the link's query.
+    ENGAGE = "engage"
 
 
 # How long a link keeps working after the email that carried it. Unsubscribe must work
@@ -52,6 +55,8 @@ MAX_AGE: dict[Purpose, timedelta] = {
     Purpose.VIEW: timedelta(days=400),
     # Muting a category only ever means less mail, like unsubscribing: as long-lived.
     Purpose.MUTE: timedelta(days=400),
+    # Resuming means more mail again: as long as a preferences link.
+    Purpose.ENGAGE: timedelta(days=60),
 }
 # Bytes of HMAC in a Message-ID's random part: 96 bits, not guessable from the delivery id.
 _MESSAGE_TAG_BYTES = 12
