@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.models import Base
+from digestd.models import Base, Subscriber
 from digestd.service import Service
+from digestd.tokens import Purpose
 from digestd.web.app import create_app
 from tests.helpers import SAMPLE_ARTICLE, article
 from tests.web_helpers import SIGNUP, csrf_of, links_in
@@ -94,6 +95,9 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     return {
         **{f"/{kind}/": links[kind].rsplit("/", 1)[1] for kind in links},
         "/c/": tracked.group(1).decode(),
+        "/engage/": service.tokens.make(Purpose.ENGAGE, _public_id(service, "sent@example.com"))
+        + "?choice=keep",
+        "id": "1",  # the first edition
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
         # The public archive's AI daily of the 29th, published by the tick.
         "category": "ai",
@@ -102,12 +106,19 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     }
 
 
+def _public_id(service: Service, email: str) -> str:
+    with service.sessions() as session:
+        found = session.scalar(select(Subscriber.public_id).where(Subscriber.email == email))
+    assert found is not None
+    return found
+
+
 def _concrete(path: str, values: dict[str, str]) -> str:
     """The route's path with a valid value for each parameter: a token of the route's own
     purpose (by the path before the parameter), a caught message's name, an archive edition."""
     prefix = path.split("{", 1)[0]
     path = path.replace("{token}", values.get(prefix, "{token}"))
-    for name in ("name", "category", "kind", "date"):
+    for name in ("name", "category", "kind", "date", "id"):
         path = path.replace(f"{{{name}}}", values[name])
     assert "{" not in path, f"{path}: no test value for this parameter yet"
     return path
@@ -139,6 +150,8 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         "/unsubscribe/{token}",
         "/preferences/{token}",
         "/mute/{token}",
+        "/engage/{token}",
+        "/api/engagement/editions/{id}",
         "/admin",
     ):
         assert answers[path] == 200, (path, answers[path])
@@ -147,6 +160,7 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
     for path in paths:
         if path.startswith("/archive"):
             assert answers[path] == 200, (path, answers[path])
+    assert answers["/c/{token}"] == 303  # redirected, not recorded
     assert answers["/api/editions/trigger"] == 405  # POST-only routes refuse HEAD
     pending = [row for row in before["subscribers"] if "pending@example.com" in row]
     assert len(pending) == 1 and "pending" in pending[0]  # still not confirmed
