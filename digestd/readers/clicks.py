@@ -216,6 +216,19 @@ def _note_last_clicks(session: Session, latest: dict[int, datetime]) -> None:
     )
 
 
+def learn_from_clicks(session: Session, subscriber: Subscriber, learns: bool) -> None:
+    """The reader's own switch. Off: the clicks already recorded stop naming them (they
+    stay counted for their editions) and the next ones are recorded without them."""
+    subscriber.learns = learns
+    if not learns:
+        session.execute(
+            update(Click)
+            .where(Click.subscriber_id == subscriber.id)
+            .values(subscriber_id=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _learners(session: Session, ids: set[int]) -> dict[int, bool]:
     """Whether each reader lets their clicks teach their digest (their own switch)."""
     rows = session.execute(

@@ -200,6 +200,12 @@ def _back(subscriber: Subscriber, now: datetime, schedule: Schedule) -> None:
     subscriber.sunset_stage, subscriber.sunset_at, subscriber.sunset_had_daily = None, now, None
 
 
+def end_by_hand(subscriber: Subscriber, now: datetime) -> None:
+    """The reader chose for themselves (their preferences page): the sunset stops where it
+    is, a later click changes nothing back, and silence counts from now."""
+    subscriber.sunset_stage, subscriber.sunset_at, subscriber.sunset_had_daily = None, now, None
+
+
 def restore(
     session: Session, latest: dict[int, datetime], now: datetime, schedule: Schedule
 ) -> int:

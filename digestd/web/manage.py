@@ -20,6 +20,7 @@ from starlette.routing import Route
 from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus
+from digestd.readers.clicks import learn_from_clicks
 from digestd.readers.lifecycle import (
     change_preferences,
     erase_subscriber,
@@ -34,18 +35,20 @@ from digestd.readers.signups import (
     request_signup,
 )
 from digestd.readers.subscribers import by_public_id, frequency_name, parse_preferences
+from digestd.readers.sunset import end_by_hand
 from digestd.tokens import MAX_AGE, BadToken, ExpiredToken, Purpose
 from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 
-ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete")
+ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete", "learning")
 NOTICES = {
     "save": "Your preferences are saved.",
     "pause": "Your digests are paused. Resume them whenever you like.",
     "resume": "Your digests are back on. The next one arrives at the usual time.",
     "unsubscribe": "You're unsubscribed. We won't send you digests any more.",
+    "learning": "Saved: how your clicks are used.",
     "subscribe-again": (
         "We've emailed you a link to confirm. Your digests start again once you follow it."
     ),
@@ -122,6 +125,7 @@ def _snapshot(subscriber: Subscriber) -> dict[str, Any]:
         "categories": subscriber.category_slugs,
         "frequency": frequency_name(subscriber),
         "timezone": subscriber.timezone,
+        "learns": subscriber.learns,
     }
 
 
@@ -153,6 +157,7 @@ def _page(
             "error": error,
             "csrf": csrf.token("preferences", public_id),
             "action_url": request.url.path,
+            "tracking": w.settings.track_clicks,
         },
         status,
     )
@@ -242,6 +247,8 @@ def _act(
             request = SignupRequest.of(subscriber, "preferences page: subscribe again")
             signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
             return _snapshot(subscriber), signup
+        if action in ("save", "pause", "resume"):
+            end_by_hand(subscriber, now)
         if action == "save":
             prefs = parse_preferences(
                 data.items("categories", 40),
@@ -250,6 +257,8 @@ def _act(
                 subscriber.timezone,
             )
             change_preferences(subscriber, prefs, now, w.schedule)
+        elif action == "learning":
+            learn_from_clicks(session, subscriber, data.text("learns", 10) == "yes")
         elif action == "pause":
             pause(subscriber)
         elif action == "resume":
