@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.bulk import among
@@ -43,26 +43,23 @@ class Target:
     url: str | None
 
 
-def target(session: Session, delivery_id: int, position: int) -> Target | None:
-    """The article behind link ``position`` of a delivery's email; None when the delivery
-    (pruned by retention) or its digest's link is not known."""
-    row = session.execute(
-        select(Article.url)
-        .select_from(Delivery)
-        .join(
-            DigestLink,
-            and_(DigestLink.digest_id == Delivery.digest_id, DigestLink.position == position),
-        )
+def targets(session: Session, links: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Target]:
+    """The article behind each (delivery id, link number) known: a delivery pruned by
+    retention, or a number its digest does not have, is left out."""
+    rows = session.execute(
+        select(Delivery.id, DigestLink.position, Article.url)
+        .join(DigestLink, DigestLink.digest_id == Delivery.digest_id)
         .outerjoin(Article, Article.id == DigestLink.article_id)
-        .where(Delivery.id == delivery_id)
-    ).first()
-    return None if row is None else Target(row.url)
+        .where(tuple_(Delivery.id, DigestLink.position).in_(set(links)))
+    )
+    return {(delivery_id, position): Target(url) for delivery_id, position, url in rows}
 
 
-def receive(session: Session, delivery_id: int, position: int, now: datetime) -> None:
-    """The click, as it comes: settled later (:func:`settle`)."""
+def receive(session: Session, clicks: Sequence[tuple[int, int, datetime]]) -> None:
+    """Clicks as they come (delivery id, link number, time): settled later (:func:`settle`)."""
     session.execute(
-        insert(ClickInbox).values(delivery_id=delivery_id, position=position, clicked_at=now)
+        insert(ClickInbox),
+        [{"delivery_id": d, "position": p, "clicked_at": at} for d, p, at in clicks],
     )
 
 

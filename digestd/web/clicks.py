@@ -5,28 +5,19 @@ The token names the email (its queue row) and the link's number, signed
 article's stored URL, or to the archive when the article or the email's record is gone.
 A token that does not verify gets a 400 page and nothing is recorded. ``HEAD`` (link
 checkers) and ``DIGESTD_TRACK_CLICKS=off`` redirect without recording.
+Each click is one row in ``click_inbox``, committed before the answer goes out
+(:class:`~digestd.web.click_writer.ClickDesk`).
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from digestd.readers.clicks import Target, receive, target
 from digestd.tokens import BadToken
-from digestd.web.context import Web, web
+from digestd.web.context import web
 from digestd.web.errors import WebError
-
-
-def _follow(w: Web, delivery_id: int, position: int, record: bool, now: datetime) -> Target | None:
-    with w.sessions.begin() as session:
-        found = target(session, delivery_id, position)
-        if found is not None and record:
-            receive(session, delivery_id, position, now)
-        return found
 
 
 async def click(request: Request) -> Response:
@@ -41,7 +32,7 @@ async def click(request: Request) -> Response:
             title="Invalid link",
         ) from exc
     record = request.method == "GET" and w.settings.tracks_clicks
-    found = await w.db(_follow, w, delivery_id, position, record, w.clock())
+    found = await w.clicks.follow(delivery_id, position, w.clock() if record else None)
     url = found.url if found is not None and found.url else f"{w.settings.base_url}/archive"
     return RedirectResponse(url, status_code=303)
 
