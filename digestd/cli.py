@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from digestd import __version__
 
@@ -163,6 +163,26 @@ def _schema_problem(settings: Settings) -> str | None:
 # --- parser ---------------------------------------------------------------------------
 
 
+# Subscripted for mypy only: argparse's class takes no parameters at run time.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(
+    parent: Commands, name: str, target: str, what: str, dev_key: str = "throwaway"
+) -> argparse.ArgumentParser:
+    """``target``: ``module:function``, imported only when the command runs.
+    ``dev_key``: see :data:`digestd.config.DevKey`."""
+    sub = parent.add_parser(name, help=what)
+    sub.set_defaults(target=target, dev_key=dev_key)
+    return sub
+
+
+def _group(commands: Commands, name: str, what: str) -> Commands:
+    return commands.add_parser(name, help=what).add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digestd", description="Email digests for a tech-news site."
@@ -171,60 +191,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML file of DIGESTD_* settings (env wins)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(
-        parent: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        target: str,
-        what: str,
-        dev_key: str = "throwaway",
-    ) -> argparse.ArgumentParser:
-        """``target``: ``module:function``, imported only when the command runs.
-        ``dev_key``: see :data:`digestd.config.DevKey`."""
-        sub = parent.add_parser(name, help=what)
-        sub.set_defaults(target=target, dev_key=dev_key)
-        return sub
-
-    def group(name: str, what: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-        return commands.add_parser(name, help=what).add_subparsers(
-            dest="sub", required=True, metavar="ACTION"
-        )
-
-    run = command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")
+    run = _command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")
     run.add_argument("--demo", action="store_true", help="load demo articles and a demo reader")
     run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
-    command(
+    _command(
         commands, "migrate", "digestd.cli:cmd_migrate", "create or upgrade the schema", "create"
     )
-    command(commands, "check", "digestd.cli:cmd_check", "go-live findings and DNS records")
+    _command(commands, "check", "digestd.cli:cmd_check", "go-live findings and DNS records")
+    _content_commands(commands)
+    _reader_commands(commands)
+    _edition_commands(commands)
+    return parser
 
-    articles = group("articles", "add articles")
-    add = command(articles, "add", "digestd.commands.articles:add", "from a JSON/JSONL file")
+
+def _content_commands(commands: Commands) -> None:
+    articles = _group(commands, "articles", "add articles")
+    add = _command(articles, "add", "digestd.commands.articles:add", "from a JSON/JSONL file")
     add.add_argument("file", help="a JSON array or JSONL file (- = stdin)")
 
-    subs = group("subscribers", "import, export, unsubscribe, erase")
-    module = "digestd.commands.subscribers"
-    imp = command(subs, "import", f"{module}:import_", "email,categories,frequency,timezone CSV")
-    imp.add_argument("file")
-    command(subs, "export", f"{module}:export", "CSV on stdout")
-    stop = command(subs, "unsubscribe", f"{module}:unsubscribe", "stop mail, keep the record")
-    stop.add_argument("email")
-    erase = command(subs, "delete", f"{module}:delete", "erase a subscriber's personal data")
-    erase.add_argument("email")
-
-    feeds = group("feeds", "RSS/Atom feeds polled for articles")
+    feeds = _group(commands, "feeds", "RSS/Atom feeds polled for articles")
     module = "digestd.commands.feeds"
-    feed_add = command(feeds, "add", f"{module}:add", "fetch a feed once and register it")
+    feed_add = _command(feeds, "add", f"{module}:add", "fetch a feed once and register it")
     feed_add.add_argument("url")
     feed_add.add_argument("--category", required=True, help="category slug of its articles")
-    command(feeds, "list", f"{module}:list_", "registered feeds and their health")
-    feed_remove = command(feeds, "remove", f"{module}:remove", "stop polling a feed")
+    _command(feeds, "list", f"{module}:list_", "registered feeds and their health")
+    feed_remove = _command(feeds, "remove", f"{module}:remove", "stop polling a feed")
     feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
 
+
+def _reader_commands(commands: Commands) -> None:
+    subs = _group(commands, "subscribers", "import, export, unsubscribe, erase")
+    module = "digestd.commands.subscribers"
+    imp = _command(subs, "import", f"{module}:import_", "email,categories,frequency,timezone CSV")
+    imp.add_argument("file")
+    _command(subs, "export", f"{module}:export", "CSV on stdout")
+    stop = _command(subs, "unsubscribe", f"{module}:unsubscribe", "stop mail, keep the record")
+    stop.add_argument("email")
+    erase = _command(subs, "delete", f"{module}:delete", "erase a subscriber's personal data")
+    erase.add_argument("email")
+
+
+def _edition_commands(commands: Commands) -> None:
     module = "digestd.commands.editions"
-    tick = command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
+    tick = _command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
     tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
-    preview = command(
+    preview = _command(
         commands, "preview", f"{module}:preview", "render an edition, send nothing", "existing"
     )
     preview.add_argument("kind", choices=["daily", "weekly"])
@@ -232,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
     preview.add_argument("-o", "--output", help="file to write (default: stdout)")
-    command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
-    return parser
+    _command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
 
 
 def _load(target: str) -> Command:
