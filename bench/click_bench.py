@@ -58,7 +58,10 @@ from digestd.tokens import Tokens
 KEY = "bench-secret-key-0123456789abcdef"
 STORIES = 10
 NOW = datetime.now(UTC).replace(microsecond=0)
-PROFILE = ["-m", "cProfile", "-o", os.environ["CLICK_PROFILE"]] if os.environ.get("CLICK_PROFILE") else []
+# CLICK_PROFILE=FILE: cProfile the server into FILE (its numbers are shares, not speed).
+PROFILE = (
+    ["-m", "cProfile", "-o", os.environ["CLICK_PROFILE"]] if "CLICK_PROFILE" in os.environ else []
+)
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.I)
 
 
@@ -106,9 +109,8 @@ def seed(url: str, emails: int, digests: int, rng: random.Random) -> list[int]:
     ]
     with engine.begin() as conn:
         conn.execute(insert(Article), articles)
-        edition = conn.execute(
-            insert(Edition).values(kind="daily", period=NOW.date().isoformat()).returning(Edition.id)
-        ).scalar_one()
+        today = insert(Edition).values(kind="daily", period=NOW.date().isoformat())
+        edition = conn.execute(today.returning(Edition.id)).scalar_one()
         digest_ids = [
             conn.execute(
                 insert(Digest)

@@ -86,9 +86,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_clicks_clicked_at"), "clicks", ["clicked_at"])
     op.create_index(op.f("ix_clicks_edition_id"), "clicks", ["edition_id"])
-    op.create_index(
-        "ix_clicks_subscriber_id_clicked_at", "clicks", ["subscriber_id", "clicked_at"]
-    )
+    op.create_index("ix_clicks_subscriber_id_clicked_at", "clicks", ["subscriber_id", "clicked_at"])
     op.create_table(
         "sunset_steps",
         sa.Column("id", sa.Integer(), nullable=False),
