@@ -64,3 +64,31 @@ def count(web: WebRig, model: Any, *where: Any) -> int:
 
 def settle(web: WebRig, at: datetime) -> None:
     web.service.settle_clicks(at)
+
+
+def edition_with_clicks(web: WebRig) -> dict[str, list[str]]:
+    """Ann and Bob (AI and Robotics), Cy (AI) are sent the daily. Ann opens the lead twice
+    and Robotics' story; Bob the lead; Cy's mail scanner opens every link at once; Bob
+    unsubscribes afterwards."""
+    assert web.client.post("/api/articles", json=stories(), headers=ADMIN).status_code == 200
+    for email, categories in (("ann", ["ai", "robotics"]), ("bob", ["ai", "robotics"])):
+        sign_up(web, f"{email}@example.com", categories=categories)
+    sign_up(web, "cy@example.com", categories=["ai"])
+    before = len(web.smtp.messages)
+    web.portal.call(web.service.tick, SENT)
+    mail = {m.recipients[0]: m.data for m in web.smtp.messages[before:]}
+    assert len(mail) == 3
+    links = {email.split("@")[0]: tracked_links(data) for email, data in mail.items()}
+    with time_machine.travel(SENT + timedelta(minutes=1), tick=False) as clock:
+        for link in links["cy"]:
+            web.client.get(link)
+            clock.shift(timedelta(milliseconds=100))
+        clock.shift(timedelta(minutes=30))
+        for who, n in (("ann", 0), ("ann", 4), ("bob", 0)):
+            assert web.client.get(links[who][n]).status_code == 303
+            clock.shift(timedelta(minutes=3))
+        web.client.get(links["ann"][0])
+        bob = links_in(mail["bob@example.com"])["unsubscribe"]
+        web.client.post(bob, data={"List-Unsubscribe": "One-Click"})
+    settle(web, SENT + timedelta(hours=2))
+    return links

@@ -9,39 +9,10 @@ from typing import Any
 
 import time_machine
 
-from tests.click_helpers import ADMIN, SENT, settle, sign_up, stories, tracked_links
+from tests.click_helpers import ADMIN, SENT, edition_with_clicks
 from tests.conftest import WebRig
-from tests.web_helpers import links_in
 
 AUTH = ADMIN
-
-
-def _edition_with_clicks(web: WebRig) -> dict[str, list[str]]:
-    """Ann and Bob (AI and Robotics), Cy (AI) are sent the daily. Ann opens the lead twice
-    and Robotics' story; Bob the lead; Cy's mail scanner opens every link at once; Bob
-    unsubscribes afterwards."""
-    assert web.client.post("/api/articles", json=stories(), headers=AUTH).status_code == 200
-    for email, categories in (("ann", ["ai", "robotics"]), ("bob", ["ai", "robotics"])):
-        sign_up(web, f"{email}@example.com", categories=categories)
-    sign_up(web, "cy@example.com", categories=["ai"])
-    before = len(web.smtp.messages)
-    web.portal.call(web.service.tick, SENT)
-    mail = {m.recipients[0]: m.data for m in web.smtp.messages[before:]}
-    assert len(mail) == 3
-    links = {email.split("@")[0]: tracked_links(data) for email, data in mail.items()}
-    with time_machine.travel(SENT + timedelta(minutes=1), tick=False) as clock:
-        for link in links["cy"]:
-            web.client.get(link)
-            clock.shift(timedelta(milliseconds=100))
-        clock.shift(timedelta(minutes=30))
-        for who, n in (("ann", 0), ("ann", 4), ("bob", 0)):
-            assert web.client.get(links[who][n]).status_code == 303
-            clock.shift(timedelta(minutes=3))
-        web.client.get(links["ann"][0])
-        bob = links_in(mail["bob@example.com"])["unsubscribe"]
-        web.client.post(bob, data={"List-Unsubscribe": "One-Click"})
-    settle(web, SENT + timedelta(hours=2))
-    return links
 
 
 def _by_id(stories: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -49,7 +20,7 @@ def _by_id(stories: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_an_edition_reports_its_emails_and_clicks_per_article(web: WebRig) -> None:
-    _edition_with_clicks(web)
+    edition_with_clicks(web)
     listed = web.client.get("/api/engagement/editions", headers=AUTH)
     assert listed.status_code == 200 and listed.json()["tracking"] == "aggregate"
     daily = next(e for e in listed.json()["editions"] if e["kind"] == "daily")
@@ -71,7 +42,7 @@ def test_an_edition_reports_its_emails_and_clicks_per_article(web: WebRig) -> No
 
 
 def test_top_stories_and_clicks_per_day(web: WebRig) -> None:
-    _edition_with_clicks(web)
+    edition_with_clicks(web)
     with time_machine.travel(SENT + timedelta(days=1), tick=False):
         top = web.client.get("/api/engagement/top?limit=2", headers=AUTH).json()
         days = web.client.get("/api/engagement/days?days=3", headers=AUTH).json()

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from digestd.config import Settings
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
+from digestd.ops.engagement import ClickDays, click_days
 from digestd.readers import bounce_policy
 from digestd.tokens import Tokens
 from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
@@ -64,7 +65,7 @@ class AdminSessions:
         )
 
 
-def _enabled(w: Web) -> str:
+def enabled(w: Web) -> str:
     if not w.settings.admin_token:
         raise WebError(403, "The admin page is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
     return w.settings.admin_token
@@ -72,18 +73,18 @@ def _enabled(w: Web) -> str:
 
 async def admin_page(request: Request) -> Response:
     w = web(request)
-    _enabled(w)
+    enabled(w)
     if not AdminSessions(w.settings, w.tokens).valid(request):
         return _login_page(request, w)
     now = w.clock()
-    current, activity = await w.db(_dashboard_data, w, now)
+    current, activity, clicks = await w.db(_dashboard_data, w, now)
     csrf = w.csrf.session(request)
     context = {
         "title": "Operations",
         "now": now,
         "csrf": csrf.token("admin-logout", "-"),
         "bounce_policy": bounce_policy.rows(),
-        **_dashboard(current, activity, now),
+        **_dashboard(current, activity, clicks, now),
     }
     return csrf.attach(request, w.pages.render("admin.html", context))
 
@@ -96,7 +97,7 @@ def _login_page(request: Request, w: Web, error: str = "", status: int = 200) ->
 
 async def login(request: Request) -> Response:
     w = web(request)
-    expected = _enabled(w)
+    expected = enabled(w)
     if locked_out(request):
         raise WebError(429, "Too many sign-in attempts. Wait a few minutes and try again.")
     data = await read_input(request, allow_json=False)
@@ -135,9 +136,9 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity]:
+def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity, ClickDays]:
     with w.sessions() as session:
-        return snapshot(session), daily_activity(session, now, DAYS)
+        return snapshot(session), daily_activity(session, now, DAYS), click_days(session, now, DAYS)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{minutes // (24 * 60)} days"
 
 
-def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str, Any]:
+def _dashboard(
+    current: Snapshot, activity: Activity, clicks: ClickDays, now: datetime
+) -> dict[str, Any]:
     q = current.queue
     oldest = current.oldest_queued_due_at
     waiting = "none waiting"
@@ -201,6 +204,8 @@ def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str
         Series("skipped", "Skipped", "editions skipped", activity.days, activity.skipped),
         Series("unsub", "Unsubscribes", "unsubscribes", activity.days, activity.unsubscribes),
         Series("bounce", "Bounces & complaints", "bounces", activity.days, activity.bounces),
+        Series("clicks", "Clicks on stories", "clicks", clicks.days, clicks.clicks),
+        Series("clickers", "Readers who clicked", "emails clicked", clicks.days, clicks.clickers),
     ]
     return {
         "queue": queue,

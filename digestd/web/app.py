@@ -22,6 +22,7 @@ from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import (
     admin,
+    admin_engagement,
     api,
     archive,
     clicks,
@@ -177,6 +178,7 @@ def create_app(
         *archive.ROUTES,
         *api.routes(),
         *admin.ROUTES,
+        *admin_engagement.ROUTES,
     ]
     routes += devmail.routes(service.settings)
     limits = context.policy
