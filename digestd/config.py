@@ -467,6 +467,22 @@ def _read_toml(path: Path) -> dict[str, str]:
     return values
 
 
+def _history(get: Get) -> dict[str, Any]:
+    """What is kept and what it is used for: DIGESTD_RETENTION_DAYS, DIGESTD_TRACK_CLICKS
+    and DIGESTD_SUNSET_WEEKS."""
+    return {
+        "retention_days": values.number(
+            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
+        ),
+        "track_clicks": _parse_choice(
+            PREFIX + "TRACK_CLICKS", get("TRACK_CLICKS", "aggregate"), TRACK_CLICKS
+        ),
+        "sunset_weeks": values.number(
+            PREFIX + "SUNSET_WEEKS", get("SUNSET_WEEKS", "12"), int, 1, 520
+        ),
+    }
+
+
 class Get(Protocol):
     """Reads one setting by its name without the prefix: stripped text, or ``default``."""
 
@@ -556,13 +572,7 @@ def load_settings(
         http=_parse_http(get),
         dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
         sunday_daily=values.flag(PREFIX + "SUNDAY_DAILY", get("SUNDAY_DAILY", "false")),
-        retention_days=values.number(
-            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
-        ),
-        track_clicks=_parse_choice(
-            PREFIX + "TRACK_CLICKS", get("TRACK_CLICKS", "aggregate"), TRACK_CLICKS
-        ),
-        sunset_weeks=values.number(PREFIX + "SUNSET_WEEKS", get("SUNSET_WEEKS", "12"), int, 1, 520),
+        **_history(get),
         inbound_listen=parse_listen(get("INBOUND_LISTEN"), PREFIX + "INBOUND_LISTEN")
         if get("INBOUND_LISTEN")
         else None,

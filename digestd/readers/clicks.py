@@ -172,32 +172,35 @@ def _settle_rows(
     latest: dict[int, datetime] = {}
     for delivery_id, clicks in grouped.items():
         email = emails[delivery_id]
+        reader = email.subscriber_id
+        named = reader if learners.get(reader, False) else None
         for (moment, position), scanner in zip(sorted(clicks), judged[delivery_id], strict=True):
-            link = links[(email.digest_id, position)]
-            first_of_article = not scanner and _take(new, (delivery_id, position))
-            first_of_edition = not scanner and _take(new, (delivery_id, ANY_LINK))
-            named = learners.get(email.subscriber_id, False)
-            rows.append(
-                {
-                    "edition_id": email.edition_id,
-                    "subscriber_id": email.subscriber_id if named else None,
-                    "article_id": link.article_id,
-                    "position": position,
-                    "category": link.category,
-                    "source": link.source,
-                    "clicked_at": moment,
-                    "scanner": scanner,
-                    "first_of_article": first_of_article,
-                    "first_of_edition": first_of_edition,
-                }
-            )
+            row = {
+                "edition_id": email.edition_id,
+                "subscriber_id": named,
+                "clicked_at": moment,
+                "scanner": scanner,
+                "first_of_article": not scanner and _take(new, (delivery_id, position)),
+                "first_of_edition": not scanner and _take(new, (delivery_id, ANY_LINK)),
+            }
+            rows.append(_story(row, position, links[(email.digest_id, position)]))
             report.scanner += scanner
             report.clicks += not scanner
             if per_reader and not scanner:
-                reader = email.subscriber_id
                 latest[reader] = max(moment, latest.get(reader, moment))
     insert_rows(session, Click.__table__, rows)
     return latest
+
+
+def _story(row: dict[str, Any], position: int, link: DigestLink) -> dict[str, Any]:
+    """A ``clicks`` row: ``row`` and the story the link numbered ``position`` showed."""
+    return {
+        **row,
+        "article_id": link.article_id,
+        "position": position,
+        "category": link.category,
+        "source": link.source,
+    }
 
 
 def _note_last_clicks(session: Session, latest: dict[int, datetime]) -> None:
