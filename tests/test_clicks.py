@@ -276,3 +276,24 @@ def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
     in_text = re.findall(pattern, text)
     assert re.findall(pattern, html) == in_text
     assert [tokens.read_click(token) for token in in_text] == [(987654, n) for n in range(1, 13)]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DIGESTD_TRACK_CLICKS", "everything"),
+        ("DIGESTD_TRACK_CLICKS", "opens"),
+        ("DIGESTD_SUNSET_WEEKS", "0"),
+        ("DIGESTD_SUNSET_WEEKS", "twelve"),
+        ("DIGESTD_SUNSET_WEEKS", "521"),
+    ],
+)
+def test_a_bad_tracking_setting_names_its_variable(
+    env: dict[str, str], name: str, value: str
+) -> None:
+    from digestd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**env, name: value})
+    assert name in str(raised.value)
+    assert load_settings({**env, "DIGESTD_TRACK_CLICKS": " Reader "}).tracks_readers
