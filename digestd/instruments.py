@@ -29,7 +29,8 @@ from digestd import __version__
 from digestd.models import EditionKind
 
 OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
-UNSUBSCRIBED_VIA = ("link", "preferences", "mail")  # the reader's link, their page, mailto:
+UNSUBSCRIBED_VIA = ("link", "preferences", "mail")
+CLICK_ANSWERS = ("article", "archive", "refused")  # the reader's link, their page, mailto:
 
 
 class Metrics:
@@ -80,6 +81,15 @@ class Metrics:
             "for all addresses together was reached",
             registry=self.registry,
         )
+        self.clicks = Counter(
+            "digestd_clicks",
+            "Tracked links followed (GET /c/), by answer: article (303 to the story), "
+            "archive (the story or the email is gone), refused (a spoiled link: 400)",
+            ["answer"],
+            registry=self.registry,
+        )
+        for answer in CLICK_ANSWERS:  # present at 0 from the start
+            self.clicks.labels(answer)
         self._readers(self.registry)
         Info("digestd_build", "The digestd running", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()}

@@ -37,6 +37,7 @@ def test_a_click_records_and_goes_to_the_articles_stored_url(
 ) -> None:
     links = tracked_links(send_daily(web))
     assert len(links) == 5 and len(set(links)) == 5
+    web.client.get("/c/1.1.AAAAAAAA")  # refused
     answer = web.client.get(links[0])
     assert answer.status_code == 303
     assert answer.headers["location"] == "https://news.example.com/ai-0"  # the lead
@@ -54,6 +55,9 @@ def test_a_click_records_and_goes_to_the_articles_stored_url(
     assert all(c.first_of_article and not c.scanner for c in rows)
     assert [c.first_of_edition for c in rows] == [True, False]  # one reader
     assert all(c.subscriber_id is None for c in rows)  # aggregate: no reader named
+    metrics = web.service.metrics.exposition().decode()
+    assert 'digestd_clicks_total{answer="article"} 2.0' in metrics
+    assert 'digestd_clicks_total{answer="refused"} 1.0' in metrics
 
 
 def test_clicking_again_counts_the_click_not_the_reader(

@@ -25,6 +25,7 @@ async def click(request: Request) -> Response:
     try:
         delivery_id, position = w.tokens.read_click(request.path_params["token"])
     except BadToken as exc:
+        w.service.metrics.clicks.labels("refused").inc()
         raise WebError(
             400,
             "This link is not valid: it may have been cut short or changed. The stories are "
@@ -33,8 +34,11 @@ async def click(request: Request) -> Response:
         ) from exc
     record = request.method == "GET" and w.settings.tracks_clicks
     found = await w.clicks.follow(delivery_id, position, w.clock() if record else None)
-    url = found.url if found is not None and found.url else f"{w.settings.base_url}/archive"
-    return RedirectResponse(url, status_code=303)
+    if found is not None and found.url:
+        w.service.metrics.clicks.labels("article").inc()
+        return RedirectResponse(found.url, status_code=303)
+    w.service.metrics.clicks.labels("archive").inc()
+    return RedirectResponse(f"{w.settings.base_url}/archive", status_code=303)
 
 
 ROUTES = [Route("/c/{token}", click, methods=["GET"])]
