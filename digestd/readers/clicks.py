@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.bulk import among
@@ -46,13 +46,23 @@ class Target:
 def targets(session: Session, links: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Target]:
     """The article behind each (delivery id, link number) known: a delivery pruned by
     retention, or a number its digest does not have, is left out."""
+    wanted = set(links)
+    # By the deliveries' key, then each one's few links (a row-value IN over the join would
+    # have SQLite scan every delivery).
     rows = session.execute(
         select(Delivery.id, DigestLink.position, Article.url)
         .join(DigestLink, DigestLink.digest_id == Delivery.digest_id)
         .outerjoin(Article, Article.id == DigestLink.article_id)
-        .where(tuple_(Delivery.id, DigestLink.position).in_(set(links)))
+        .where(
+            among(session, Delivery.id, {d for d, _ in wanted}),
+            among(session, DigestLink.position, {p for _, p in wanted}),
+        )
     )
-    return {(delivery_id, position): Target(url) for delivery_id, position, url in rows}
+    return {
+        (delivery_id, position): Target(url)
+        for delivery_id, position, url in rows
+        if (delivery_id, position) in wanted
+    }
 
 
 def receive(session: Session, clicks: Sequence[tuple[int, int, datetime]]) -> None:
