@@ -7,6 +7,7 @@ second; the digest itself was rendered once, when it was planned.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ class Links:
         self.tokens = tokens
         self.domain = settings.from_domain
         self._click_base = f"{self.base}/c/".encode()
+        self._click_plain = self.base.isascii() and not re.search(r"[&<>\"']", self.base)
         self._make = {
             purpose: tokens.fast_maker(purpose)
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
@@ -47,7 +49,9 @@ class Links:
         """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
         (the route finds the article through the delivery's digest; no URL rides along)."""
         head = self._click_base + b"%d." % delivery_id
-        return TrackedLinks(head, self.tokens.click_tag_bytes(delivery_id, count))
+        return TrackedLinks(
+            head, self.tokens.click_tag_bytes(delivery_id, count), self._click_plain
+        )
 
     def mailto(self, public_id: str) -> str:
         """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail

@@ -171,6 +171,9 @@ class TrackedLinks:
 
     head: bytes
     tags: bytes
+    # The base URL is ASCII with nothing to escape in HTML (decided once, by the composer):
+    # each link can go in as it is.
+    plain: bool = False
 
     def urls(self) -> list[str]:
         head = self.head.decode("ascii")
@@ -333,8 +336,7 @@ class MessageTemplate:
             in_html.update(plain_html)
             return
         head, tags, names = clicks.head, clicks.tags, self.click_names
-        longest = len(head) + len(self._click_numbers[-1]) + 8
-        if longest > 75 or not head.isascii() or _HTML_SPECIAL.search(head.decode("ascii")):
+        if not clicks.plain or len(head) + len(self._click_numbers[-1]) + 8 > 75:
             urls = clicks.urls()
             text.update((n, _qp(u)) for n, u in zip(names, urls, strict=True))
             in_html.update((n, _qp(html.escape(u))) for n, u in zip(names, urls, strict=True))
