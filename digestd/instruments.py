@@ -81,15 +81,6 @@ class Metrics:
             "for all addresses together was reached",
             registry=self.registry,
         )
-        self.clicks = Counter(
-            "digestd_clicks",
-            "Tracked links followed (GET /c/), by answer: article (303 to the story), "
-            "archive (the story or the email is gone), refused (a spoiled link: 400)",
-            ["answer"],
-            registry=self.registry,
-        )
-        for answer in CLICK_ANSWERS:  # present at 0 from the start
-            self.clicks.labels(answer)
         self._readers(self.registry)
         Info("digestd_build", "The digestd running", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()}
@@ -116,6 +107,15 @@ class Metrics:
         )
         for via in UNSUBSCRIBED_VIA:  # present at 0 from the start
             self.unsubscribes.labels(via)
+        self.clicks = Counter(
+            "digestd_clicks",
+            "Tracked links followed (GET /c/), by answer: article (303 to the story), "
+            "archive (the story or the email is gone), refused (a spoiled link: 400)",
+            ["answer"],
+            registry=registry,
+        )
+        for answer in CLICK_ANSWERS:  # present at 0 from the start
+            self.clicks.labels(answer)
 
     def message(self, kind: str, outcome: str) -> None:
         """Count one message (the labelled child looked up once, not per message)."""

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from digestd.config import load_settings
 from digestd.db import make_engine, make_sessions
 from digestd.mail.render import RenderedEmail
-from digestd.mail.template import LinkSlots, MessageTemplate, Personal, _qp
+from digestd.mail.template import LinkSlots, MessageTemplate, Personal
+from digestd.mail.wire import _qp
 from digestd.models import Subscriber
 from digestd.tokens import Purpose, Tokens
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts, run_cli

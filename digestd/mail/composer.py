@@ -16,13 +16,8 @@ from email.utils import format_datetime, formataddr
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
 from digestd.mail.presentation import MUTE
-from digestd.mail.template import (
-    MessageTemplate,
-    Personal,
-    TrackedLinks,
-    WireBytes,
-    ascii_address,
-)
+from digestd.mail.template import MessageTemplate, Personal, TrackedLinks
+from digestd.mail.wire import WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
 
 

@@ -20,7 +20,8 @@ from digestd.errors import DeliveryError
 from digestd.mail.composer import Links
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
-from digestd.mail.template import MessageTemplate, Personal, ascii_address
+from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.wire import ascii_address
 from digestd.models import Subscriber
 from digestd.readers import sunset
 from digestd.readers.lifecycle import Schedule
