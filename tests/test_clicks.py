@@ -305,3 +305,21 @@ def test_a_bad_tracking_setting_names_its_variable(
         load_settings({**env, name: value})
     assert name in str(raised.value)
     assert load_settings({**env, "DIGESTD_TRACK_CLICKS": " Reader "}).tracks_readers
+
+
+def test_clicks_arriving_together_are_all_recorded_before_their_answers(web: WebRig) -> None:
+    """Clicks that come while a group is in the database go in the next group together."""
+    import asyncio
+
+    import httpx
+
+    links = tracked_links(send_daily(web)) * 10
+
+    async def at_once() -> list[int]:
+        transport = httpx.ASGITransport(app=web.client.app, client=("203.0.113.10", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            answers = await asyncio.gather(*(client.get(link) for link in links))
+        return [answer.status_code for answer in answers]
+
+    assert web.portal.call(at_once) == [303] * 50
+    assert count(web, ClickInbox) == 50
