@@ -17,7 +17,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.policy import SMTP
 
 import idna
@@ -218,6 +218,14 @@ class MessageTemplate:
             html_chunks=tuple(html_chunks),
             html_links=tuple(html_links),
         )
+
+    def retitled(self, subject: str) -> MessageTemplate:
+        """The same message under another subject (a test send's "[Test] ..." one)."""
+        old = header("Subject", self.subject)
+        if old not in self.head:
+            raise TemplateFormatError("the template's head has no Subject of its own")
+        head = self.head.replace(old, header("Subject", subject), 1)
+        return replace(self, subject=subject, head=head)
 
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
