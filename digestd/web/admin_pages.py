@@ -4,11 +4,13 @@ an action's form (CSRF first).
 
 An action is a POST that answers ``303`` back to a page with ``?done=WORD``: reloading
 the page then repeats nothing, and the page says what was done (each module maps its
-words to sentences, so a link cannot make the page say anything else).
+words to sentences, so a link cannot make the page say anything else but counts:
+``&n=12`` fills a sentence's ``{n}``, ``&queued=3`` its ``{queued}``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -31,6 +33,7 @@ SECTIONS = (
     ("editions", "Editions", "/admin/editions"),
 )
 REFRESH_SECONDS = 10  # while an edition is sending or an import runs
+_COUNT = re.compile(r"\{(\w+)\}")
 
 
 def login_page(request: Request, w: Web, error: str = "", status: int = 200) -> Response:
@@ -80,11 +83,13 @@ def page(
     """An admin page in its frame. ``notices``: what each ``?done=`` word says."""
     w = web(request)
     csrf = w.csrf.session(request)
-    done = request.query_params.get("done", "")
+    notice = (notices or {}).get(request.query_params.get("done", ""))
+    if notice is not None:
+        notice = _COUNT.sub(lambda m: _count(request.query_params.get(m[1], "")), notice)
     full = {
         "section": section,
         "sections": SECTIONS,
-        "notice": (notices or {}).get(done),
+        "notice": notice,
         "error": None,
         "refresh": 0,
         "now": w.clock(),
@@ -93,6 +98,11 @@ def page(
         "logout_csrf": csrf.token("admin-logout", "-"),
     }
     return csrf.attach(request, w.pages.render(template, full, status))
+
+
+def _count(raw: str) -> str:
+    """A count from the query, with thousands separators; anything else reads "some"."""
+    return f"{int(raw):,}" if raw.isascii() and raw.isdigit() and len(raw) < 10 else "some"
 
 
 async def action_form(request: Request, purpose: str, subject: str = "-") -> Input:
