@@ -18,7 +18,13 @@ from starlette.routing import Route
 
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
 from digestd.readers import bounce_policy
-from digestd.web import admin_import, admin_readers
+from digestd.web import (
+    admin_articles,
+    admin_editions,
+    admin_import,
+    admin_readers,
+    admin_sending,
+)
 from digestd.web.admin_auth import (
     COOKIE,
     SESSION_AGE,
@@ -29,7 +35,7 @@ from digestd.web.admin_auth import (
     token_matches,
     wrong_token,
 )
-from digestd.web.admin_pages import login_page, operator, page, safe_next
+from digestd.web.admin_pages import REFRESH_SECONDS, login_page, operator, page, safe_next
 from digestd.web.body import read_input
 from digestd.web.charts import Series, bar_chart, day_label, number
 from digestd.web.context import Web, web
@@ -47,6 +53,7 @@ async def admin_page(request: Request) -> Response:
     context = {
         "title": "Operations",
         "bounce_policy": bounce_policy.rows(),
+        "refresh": REFRESH_SECONDS if _sending(current, now) else 0,
         **_dashboard(current, activity, now),
     }
     return page(request, "admin.html", "overview", context)
@@ -91,6 +98,12 @@ async def logout(request: Request) -> Response:
         secure=request.url.scheme == "https",
     )
     return response
+
+
+def _sending(current: Snapshot, now: datetime) -> bool:
+    """An edition is going out (rows claimed, or due and waiting): the tiles follow it."""
+    oldest = current.oldest_queued_due_at
+    return bool(current.queue.get("sending")) or (oldest is not None and oldest <= now)
 
 
 def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity]:
@@ -178,4 +191,7 @@ ROUTES = [
     Route("/admin/logout", logout, methods=["POST"]),
     *admin_readers.ROUTES,
     *admin_import.ROUTES,
+    *admin_articles.ROUTES,
+    *admin_editions.ROUTES,
+    *admin_sending.ROUTES,
 ]

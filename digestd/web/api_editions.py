@@ -78,7 +78,7 @@ async def trigger_edition(request: Request) -> Response:
     kind = body.get("kind")
     if kind not in KINDS:
         raise WebError(400, "kind: required, daily or weekly", field="kind")
-    emails = _trigger_emails(body)
+    emails = trigger_emails(body)
     service = w.service
     report = await w.db(
         trigger, w.sessions, service.policy, service.renderer, EditionKind(kind), emails, w.clock()
@@ -87,7 +87,7 @@ async def trigger_edition(request: Request) -> Response:
     return JSONResponse(report.as_json())
 
 
-def _trigger_emails(body: dict[str, Any]) -> list[str] | None:
+def trigger_emails(body: dict[str, Any]) -> list[str] | None:
     """The normalised addresses asked for, or None for every active reader."""
     has_emails, everyone = "emails" in body, body.get("all")
     if everyone not in (None, True, False):
