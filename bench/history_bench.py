@@ -142,7 +142,7 @@ def measure(url: str, directory: Path, runs: int) -> dict[str, float]:
             [sys.executable, "-m", "digestd", "stats"], env=env, check=True, capture_output=True
         )
 
-    service = Service.build(load_settings(env), auto_migrate=False)
+    service = Service.build(load_settings(env))  # checks the schema, never migrates
 
     def stats_queries() -> None:  # what `digestd stats` reads, without starting Python
         with service.sessions() as session:

@@ -133,12 +133,12 @@ def main() -> None:
     def render(layout: Layout) -> MessageTemplate:
         return renderer.render(EditionKind.DAILY, "2026-11-30", layout, by_id)
 
-    def personal(n: int) -> Personal:
+    def personal(n: int, template: MessageTemplate) -> Personal:
         return Personal(
             to=f"reader{n}@example.com",
             message_id=f"<daily.{n}@news.example.com>",
             date=now,
-            links=links.for_subscriber(f"pub{n}", n),
+            links=links.for_subscriber(f"pub{n}", n, template.link_names),
             unsubscribe_mailto="unsubscribe@news.example.com?subject=unsubscribe",
         )
 
@@ -148,14 +148,16 @@ def main() -> None:
     started = time.perf_counter()
     size = 0
     for n, key in plan:
-        size += len(templates[key].compose(personal(n)))
+        template = templates[key]
+        size += len(template.compose(personal(n, template)))
     compose_s = time.perf_counter() - started
     shared_s = render_s + compose_s
 
     sample = plan[: args.sample]
     started = time.perf_counter()
     for n, key in sample:
-        render(digests[key]).compose(personal(n))
+        template = render(digests[key])
+        template.compose(personal(n, template))
     per_recipient_each = (time.perf_counter() - started) / len(sample)
     per_recipient_s = per_recipient_each * len(plan)
 

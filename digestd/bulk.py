@@ -76,16 +76,18 @@ def rows_table(
     return Rows(source, columns)
 
 
-def insert_ignoring_conflicts_pg(
+def insert_pg(
     session: Session,
     table: Table,
     rows: Sequence[Mapping[str, Any]],
-    conflict: list[str],
+    conflict: list[str] | None,
     returning: Sequence[str] = (),
 ) -> list[Row[Any]]:
-    """``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, one statement for
+    """``INSERT ... SELECT FROM unnest(...) [ON CONFLICT DO NOTHING]``, one statement for
     each set of keys the rows have; with ``returning``, the rows it inserted. Python-side
-    column defaults (``created_at``) are rendered into the statement, once for it."""
+    column defaults (``created_at``) are rendered into the statement, once for it.
+    ``conflict`` None: a plain INSERT, for rows no one else can have written (cheaper than
+    PostgreSQL's speculative insertion)."""
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
@@ -93,11 +95,9 @@ def insert_ignoring_conflicts_pg(
     for columns, group in groups.items():
         values = rows_table(group, {column: table.c[column].type for column in columns})
         query = select(*(values.c[column] for column in columns)).select_from(values.source)
-        statement = (
-            pg_insert(table)
-            .from_select(list(columns), query)
-            .on_conflict_do_nothing(index_elements=conflict)
-        )
+        statement = pg_insert(table).from_select(list(columns), query)
+        if conflict is not None:
+            statement = statement.on_conflict_do_nothing(index_elements=conflict)
         if returning:
             inserted += session.execute(statement.returning(*(table.c[c] for c in returning))).all()
         else:

@@ -1,86 +1,68 @@
-"""The ``digestd`` command line. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration."""
+"""The ``digestd`` command line. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
+
+This module parses the arguments and imports only what the chosen command needs (the
+commands live in :mod:`digestd.commands`; ``run``, ``migrate`` and ``check`` are here), so
+``digestd --version`` or ``digestd stats`` start in a fraction of a second: the HTTP
+server, the scheduler, the SMTP client and the email renderer load only for the commands
+that use them. Only ``migrate`` and ``run`` change the schema or write files (the
+database, the development key); every other command checks the schema and refuses, in
+one line, to work on a database it does not match.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from digestd import __version__
 
-from digestd import __version__, logs
-from digestd.config import Settings, load_settings
-from digestd.content.articles import ingest
-from digestd.content.categories import parse_categories
-from digestd.content.documents import decode_document
-from digestd.errors import ConfigError, DigestdError, InputError, ValidationError, first_line
-from digestd.instants import parse_instant
-from digestd.models import EditionKind, Subscriber, SubscriberStatus
-from digestd.ops.activity import snapshot
-from digestd.ops.progress import progress
-from digestd.ops.queue_stats import queue_stats
-from digestd.readers.export import export_csv
-from digestd.readers.subscribers import (
-    ImportContext,
-    erase,
-    import_csv,
-    normalise_email,
-)
-from digestd.service import Service
+if TYPE_CHECKING:
+    from digestd.config import Settings
+    from digestd.service import Service
 
 log = logging.getLogger("digestd")
 
-
-class UsageError(DigestdError):
-    """Bad arguments: exit 2."""
+Command = Callable[["Settings", argparse.Namespace], int]
 
 
-def parse_now(raw: str | None) -> datetime:
-    if raw is None:
-        return datetime.now(UTC)
-    try:
-        return parse_instant("--now", raw)
-    except ValidationError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-def _read_input(path: str) -> str:
-    """The whole file (or stdin) as text: UTF-8, a leading BOM dropped."""
-    name = "stdin" if path == "-" else path
-    try:
-        if path == "-":
-            stream = getattr(sys.stdin, "buffer", None)  # a test may hand over text
-            data = stream.read() if stream is not None else sys.stdin.read().encode()
-        else:
-            data = Path(path).read_bytes()
-        return data.decode("utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror}") from exc
-    except UnicodeError as exc:  # invalid bytes, or text a test handed over that was not
-        raise InputError(f"{name} is not UTF-8 text") from exc
-
-
-# --- commands -------------------------------------------------------------------------
+# --- the commands that change the schema, and the go-live check -------------------------
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    Service.build(settings, auto_migrate=True)
-    print("database is up to date")
+    from digestd.db import make_engine, migrate
+
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade = migrate(engine)
+    finally:
+        engine.dispose()
+    print(upgrade.summary())
     return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.daemon import serve
+    from digestd.db import make_engine, migrate, open_database
+    from digestd.errors import ConfigError
+    from digestd.ops.golive import refusals
+    from digestd.service import Service
 
-    service = Service.build(settings, auto_migrate=not args.no_migrate)
+    refused = refusals(settings)
+    if refused:
+        more = f" (and {len(refused) - 1} more: see digestd check)" if len(refused) > 1 else ""
+        raise ConfigError(refused[0].variable, refused[0].problem + more)
+    if args.no_migrate:
+        engine = open_database(settings.database_url)
+    else:
+        engine = make_engine(settings.database_url)
+        log.info("database: %s", migrate(engine).summary())
+    service = Service(settings, engine)
     if settings.generated_secret:
         log.warning(
             "DIGESTD_SECRET_KEYS is not set: using a generated development key in %s",
@@ -88,17 +70,30 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.demo:
         _load_demo(service)
+    import asyncio
+
     asyncio.run(serve(service))
     return 0
 
 
 def _load_demo(service: Service) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from digestd.content.articles import ingest
+    from digestd.models import EditionKind, Subscriber, SubscriberStatus
     from digestd.ops.demo import DEMO_EMAIL, demo_articles
     from digestd.planning.planner import enqueue_now
+    from digestd.planning.schedule import SUNDAY
     from digestd.readers.subscribers import new_subscriber, parse_preferences, reschedule
 
     now = datetime.now(UTC)
     settings = service.settings
+    # The demo reader takes both; on their Sunday that is the recap alone (SPEC §4).
+    sunday = now.astimezone(ZoneInfo(settings.default_timezone)).weekday() == SUNDAY
+    kind = EditionKind.WEEKLY if sunday and not settings.sunday_daily else EditionKind.DAILY
     with service.sessions.begin() as session:
         report = ingest(session, enumerate(demo_articles(now), start=1))
         subscriber = session.scalars(
@@ -114,186 +109,54 @@ def _load_demo(service: Service) -> None:
             session.flush()
         subscriber_id = subscriber.id
     queued = enqueue_now(
-        service.sessions, service.policy, service.renderer, EditionKind.DAILY, [subscriber_id], now
+        service.sessions, service.policy, service.renderer, kind, [subscriber_id], now
     )
     log.info(
         "demo: %d articles loaded; %s",
         report.added + report.updated,
-        "today's demo daily is queued for " + DEMO_EMAIL
+        f"today's demo {kind.value} is queued for {DEMO_EMAIL}"
         if sum(queued.queued.values())
-        else "today's demo daily was already sent",
+        else f"today's demo {kind.value} was already sent",
     )
 
 
-def cmd_articles_add(settings: Settings, args: argparse.Namespace) -> int:
-    text = _read_input(args.file)
-    service = Service.build(settings)
-    with service.sessions.begin() as session:
-        report = ingest(session, decode_document(text))
-    for error in report.errors:
-        print(f"rejected {error}", file=sys.stderr)
-    print(
-        f"articles: {report.added} added, {report.updated} updated, {len(report.errors)} rejected"
-    )
-    return 1 if report.errors else 0
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Every go-live finding, then the DNS records to publish; sends nothing."""
+    from digestd.ops.golive import Finding, dns_records, findings
+
+    found = findings(settings)
+    records, problems = dns_records(settings)
+    found += problems
+    schema = _schema_problem(settings)
+    if schema:
+        found.append(Finding("DIGESTD_DATABASE_URL", schema))
+    for finding in found:
+        print(finding)
+    plural = "" if len(found) == 1 else "s"
+    print(f"{len(found)} finding{plural}" if found else "no findings: ready to go live")
+    print(f"\nDNS records to publish for {settings.from_domain} (zone file lines):")
+    if settings.dkim is None:
+        print("; DKIM: digestd does not sign (DIGESTD_DKIM_SELECTOR, DIGESTD_DKIM_KEY_FILE")
+        print(";   unset); publish the record your relay gives you if it signs for you")
+    for record in records:
+        print(f"; {record.kind}: {record.note}")
+        print(record.zone_line())
+    return 1 if found else 0
 
 
-def cmd_subscribers_import(settings: Settings, args: argparse.Namespace) -> int:
+def _schema_problem(settings: Settings) -> str | None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from digestd.db import open_database
+    from digestd.errors import SchemaError, first_line
+
     try:
-        stream: TextIO = open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
-    service = Service.build(settings)
-    ctx = ImportContext(
-        now=datetime.now(UTC),
-        source=f"import:{Path(args.file).name}",
-        default_timezone=settings.default_timezone,
-        daily_at=settings.daily_time,
-        weekly_at=settings.weekly_time,
-    )
-    lines = _count_lines(args.file)
-    with (
-        stream,
-        progress(f"Importing {Path(args.file).name}", lines) as advance,
-        service.sessions.begin() as session,
-    ):
-        try:
-            report = import_csv(session, stream, ctx, advance)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{args.file} is not UTF-8 text") from exc
-        except csv.Error as exc:
-            raise InputError(f"{args.file} is not valid CSV: {exc}") from exc
-    for error in report.errors:
-        print(f"rejected {error}", file=sys.stderr)
-    print(
-        f"subscribers: {report.added} added, {report.updated} updated, "
-        f"{len(report.errors)} rejected"
-    )
-    return 1 if report.errors else 0
-
-
-def _count_lines(path: str) -> int | None:
-    """Physical lines after the header: the progress bar's total (cheap even at 1 M rows)."""
-    try:
-        with open(path, "rb") as f:
-            newlines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        return max(0, newlines - 1)
-    except OSError:
-        return None
-
-
-def cmd_subscribers_export(settings: Settings, args: argparse.Namespace) -> int:
-    service = Service.build(settings)
-    with service.sessions() as session:
-        total = session.scalar(select(func.count()).select_from(Subscriber))
-        with progress("Exporting subscribers", total) as advance:
-            header = 1
-            for chunk in export_csv(session):
-                sys.stdout.write(chunk)
-                advance(chunk.count("\n") - header)
-                header = 0
-    return 0
-
-
-def cmd_subscribers_delete(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        email = normalise_email(args.email)
-    except ValidationError as exc:
-        raise UsageError(str(exc)) from exc
-    service = Service.build(settings)
-    with service.sessions.begin() as session:
-        erase(session, email, datetime.now(UTC))
-    print("erased: personal data removed; the address is suppressed (kept only as a hash)")
-    return 0
-
-
-def cmd_feeds_add(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.content.feeds import add_feed
-
-    service = Service.build(settings)
-    with service.sessions.begin() as session:
-        feed = add_feed(session, args.url, args.category, datetime.now(UTC))
-        print(
-            f"feed {feed.id} registered for {feed.category}: {feed.url} "
-            "(polled every 15 minutes by digestd run)"
-        )
-    return 0
-
-
-def cmd_feeds_list(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.models import Feed
-
-    service = Service.build(settings)
-    with service.sessions() as session:
-        for feed in session.scalars(select(Feed).order_by(Feed.id)):
-            state = f"failing ({feed.failures}): {feed.last_error}" if feed.failures else "ok"
-            print(f"{feed.id}\t{feed.category}\t{feed.url}\t{feed.title or '-'}\t{state}")
-    return 0
-
-
-def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
-    now = parse_now(args.now)
-    service = Service.build(settings)
-
-    async def once() -> str:
-        try:
-            with progress("Sending", None) as advance:
-                return (await service.tick(now, on_batch=advance)).summary()
-        finally:
-            await service.close()
-
-    print(asyncio.run(once()))
-    return 0
-
-
-def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.ops.preview import preview
-
-    now = parse_now(args.now)
-    try:
-        categories = parse_categories(args.categories)
-    except ValidationError as exc:
-        raise UsageError(f"--categories: {exc.problem}") from exc
-    service = Service.build(settings)
-    data = preview(service, EditionKind(args.kind), categories, now, args.format)
-    if data is None:
-        print(
-            "nothing to send: no articles in those categories in the edition's window",
-            file=sys.stderr,
-        )
-        return 1
-    if args.output and args.output != "-":
-        try:
-            Path(args.output).write_bytes(data)
-        except OSError as exc:
-            raise UsageError(f"-o: cannot write {args.output}: {exc.strerror}") from exc
-        print(f"wrote {args.output} ({len(data)} bytes)")
-    else:
-        sys.stdout.buffer.write(data)
-    return 0
-
-
-def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
-    service = Service.build(settings)
-    with service.sessions() as session:
-        now = snapshot(session)
-        sending = queue_stats(session, datetime.now(UTC))
-
-    def listed(counts: dict[str, int], empty: str) -> str:
-        return ", ".join(f"{k} {v}" for k, v in counts.items()) or empty
-
-    print("subscribers: " + listed(now.subscribers, "none"))
-    print("queue: " + listed(now.queue, "empty"))
-    if now.oldest_queued_due_at is not None:
-        print(f"oldest queued: due {now.oldest_queued_due_at.isoformat()}")
-    for edition in now.last_editions:
-        print(
-            f"last edition: {edition.kind} {edition.period}: "
-            + listed(edition.deliveries, "no deliveries")
-        )
-    for line in sending.throughput_lines():
-        print(line)
-    return 0
+        open_database(settings.database_url).dispose()
+    except SchemaError as exc:
+        return str(exc)
+    except SQLAlchemyError as exc:
+        return f"cannot open the database: {first_line(exc)}"
+    return None
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -308,74 +171,106 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="HTTP, scheduler and sender in one process")
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        target: str,
+        what: str,
+        dev_key: str = "throwaway",
+    ) -> argparse.ArgumentParser:
+        """``target``: ``module:function``, imported only when the command runs.
+        ``dev_key``: see :data:`digestd.config.DevKey`."""
+        sub = parent.add_parser(name, help=what)
+        sub.set_defaults(target=target, dev_key=dev_key)
+        return sub
+
+    def group(name: str, what: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return commands.add_parser(name, help=what).add_subparsers(
+            dest="sub", required=True, metavar="ACTION"
+        )
+
+    run = command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")
     run.add_argument("--demo", action="store_true", help="load demo articles and a demo reader")
     run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
-    run.set_defaults(func=cmd_run)
+    command(
+        commands, "migrate", "digestd.cli:cmd_migrate", "create or upgrade the schema", "create"
+    )
+    command(commands, "check", "digestd.cli:cmd_check", "go-live findings and DNS records")
 
-    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
-        func=cmd_migrate
-    )
+    articles = group("articles", "add articles")
+    add = command(articles, "add", "digestd.commands.articles:add", "from a JSON/JSONL file")
+    add.add_argument("file", help="a JSON array or JSONL file (- = stdin)")
 
-    articles = commands.add_parser("articles", help="add articles").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    add = articles.add_parser(
-        "add", help="add articles from a JSON array or JSONL file (- = stdin)"
-    )
-    add.add_argument("file")
-    add.set_defaults(func=cmd_articles_add)
-
-    subs = commands.add_parser("subscribers", help="import, export, erase").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    imp = subs.add_parser("import", help="import email,categories,frequency,timezone CSV")
+    subs = group("subscribers", "import, export, unsubscribe, erase")
+    module = "digestd.commands.subscribers"
+    imp = command(subs, "import", f"{module}:import_", "email,categories,frequency,timezone CSV")
     imp.add_argument("file")
-    imp.set_defaults(func=cmd_subscribers_import)
-    subs.add_parser("export", help="CSV on stdout").set_defaults(func=cmd_subscribers_export)
-    erase_cmd = subs.add_parser("delete", help="erase a subscriber's personal data")
-    erase_cmd.add_argument("email")
-    erase_cmd.set_defaults(func=cmd_subscribers_delete)
+    command(subs, "export", f"{module}:export", "CSV on stdout")
+    stop = command(subs, "unsubscribe", f"{module}:unsubscribe", "stop mail, keep the record")
+    stop.add_argument("email")
+    erase = command(subs, "delete", f"{module}:delete", "erase a subscriber's personal data")
+    erase.add_argument("email")
 
-    feeds = commands.add_parser("feeds", help="RSS/Atom feeds polled for articles").add_subparsers(
-        dest="sub", required=True, metavar="ACTION"
-    )
-    feed_add = feeds.add_parser("add", help="register a feed for one category")
+    feeds = group("feeds", "RSS/Atom feeds polled for articles")
+    module = "digestd.commands.feeds"
+    feed_add = command(feeds, "add", f"{module}:add", "fetch a feed once and register it")
     feed_add.add_argument("url")
     feed_add.add_argument("--category", required=True, help="category slug of its articles")
-    feed_add.set_defaults(func=cmd_feeds_add)
-    feeds.add_parser("list", help="registered feeds and their state").set_defaults(
-        func=cmd_feeds_list
-    )
+    command(feeds, "list", f"{module}:list_", "registered feeds and their health")
+    feed_remove = command(feeds, "remove", f"{module}:remove", "stop polling a feed")
+    feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
 
-    tick = commands.add_parser("tick", help="one scheduler pass, then exit")
+    module = "digestd.commands.editions"
+    tick = command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
     tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
-    tick.set_defaults(func=cmd_tick)
-
-    preview = commands.add_parser("preview", help="render an edition without sending it")
+    preview = command(
+        commands, "preview", f"{module}:preview", "render an edition, send nothing", "existing"
+    )
     preview.add_argument("kind", choices=["daily", "weekly"])
     preview.add_argument("--categories", required=True, help="comma-separated slugs, or all")
     preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
     preview.add_argument("-o", "--output", help="file to write (default: stdout)")
-    preview.set_defaults(func=cmd_preview)
-
-    commands.add_parser("stats", help="queue and subscriber counts").set_defaults(func=cmd_stats)
+    command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
     return parser
+
+
+def _load(target: str) -> Command:
+    module, _, name = target.partition(":")
+    function: Command = getattr(importlib.import_module(module), name)
+    return function
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Imported after parsing: --help and --version need none of it.
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from digestd import logs
+    from digestd.config import load_settings
+    from digestd.errors import (
+        ConfigError,
+        DigestdError,
+        InputError,
+        SchemaError,
+        first_line,
+    )
+
     try:
-        settings = load_settings(os.environ, args.config)
+        settings = load_settings(os.environ, args.config, dev_key=args.dev_key)
         logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
-        if not args.verbose and args.command != "migrate":
-            logging.getLogger("alembic").setLevel(logging.WARNING)  # "context impl" each start
-        return int(args.func(settings, args))
+        if not args.verbose:
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed fetched
+            # "setup plugin ..." and "context impl ..." at each start; migrate says which
+            # migrations it runs.
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            if args.command in ("migrate", "run"):
+                logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
+        return int(_load(args.target)(settings, args))
     except ConfigError as exc:
         print(f"digestd: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (InputError, UsageError) as exc:
+    except (InputError, SchemaError) as exc:
         print(f"digestd: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:

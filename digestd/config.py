@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,6 +26,11 @@ from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
 LOG_FORMATS = ("text", "logfmt", "json")
+# Placeholders a development install starts with; with a real relay `digestd run` refuses
+# them (digestd.ops.golive).
+DEFAULT_FROM_ADDRESS = "digest@example.com"
+DEFAULT_FROM = f"Tech Pulse <{DEFAULT_FROM_ADDRESS}>"
+DEFAULT_POSTAL_ADDRESS = "Tech Pulse · 1 Example Street · Springfield, USA"
 
 
 @dataclass(frozen=True)
@@ -427,6 +431,8 @@ def _parse_http(get: Any) -> HttpSettings:
 
 
 def _read_toml(path: Path) -> dict[str, str]:
+    import tomllib  # only with --config: every command's start-up pays for what it imports
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -482,8 +488,14 @@ def _timezone(name: str) -> str:
     return name
 
 
+# What to do without DIGESTD_SECRET_KEYS (see dev_key): "create" the development key file
+# if it is missing (migrate, run), use the "existing" one or refuse (the commands that sign
+# links), or a "throwaway" key for commands that sign nothing and must write no file.
+DevKey = Literal["create", "existing", "throwaway"]
+
+
 def load_settings(
-    environ: Mapping[str, str], config_file: Path | None = None, *, create_dev_secret: bool = True
+    environ: Mapping[str, str], config_file: Path | None = None, *, dev_key: DevKey = "create"
 ) -> Settings:
     get = _getter(environ, config_file)
     data_dir = Path(get("DATA_DIR", "var"))
@@ -492,9 +504,7 @@ def load_settings(
     delivery = _parse_delivery(get)
     check_lease_budget(smtp, delivery)
     host, port = parse_listen(get("LISTEN", "127.0.0.1:8080"))
-    from_name, from_address = _parse_from(
-        PREFIX + "FROM", get("FROM", "Tech Pulse <digest@example.com>")
-    )
+    from_name, from_address = _parse_from(PREFIX + "FROM", get("FROM", DEFAULT_FROM))
     settings = Settings(
         data_dir=data_dir,
         database_url=values.database_url(
@@ -508,7 +518,7 @@ def load_settings(
         from_address=from_address,
         secret_keys=_secret_keys(get("SECRET_KEYS")),
         admin_token=values.admin_token(PREFIX + "ADMIN_TOKEN", get("ADMIN_TOKEN")),
-        postal_address=get("POSTAL_ADDRESS", "Tech Pulse · 1 Example Street · Springfield, USA"),
+        postal_address=get("POSTAL_ADDRESS", DEFAULT_POSTAL_ADDRESS),
         site_name=get("SITE_NAME", "Tech Pulse"),
         daily_time=_parse_hour(PREFIX + "DAILY_HOUR", get("DAILY_HOUR", "7")),
         weekly_time=_parse_hour(PREFIX + "WEEKLY_HOUR", get("WEEKLY_HOUR", "8")),
@@ -539,5 +549,8 @@ def load_settings(
     if settings.secret_keys:
         return settings
     # Only now that everything else is valid: a bad setting leaves no key file behind.
-    key = dev_secret(data_dir) if create_dev_secret else secrets.token_urlsafe(32)
+    if dev_key == "throwaway":
+        key = secrets.token_urlsafe(32)
+    else:
+        key = dev_secret(data_dir, create=dev_key == "create")
     return replace(settings, secret_keys=(key,), generated_secret=True)

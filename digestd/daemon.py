@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from digestd.content import feeds
+from digestd.content import feed_polling
 from digestd.errors import DigestdError, first_line
 from digestd.inbound import lmtp
 from digestd.ops.retention import prune
@@ -178,7 +178,9 @@ class Daemon:
         if self.stopping.is_set():
             return
         try:
-            report = await asyncio.to_thread(feeds.poll_due, self.service.sessions, self.clock())
+            report = await asyncio.to_thread(
+                feed_polling.poll_due, self.service.sessions, self.clock()
+            )
         except Exception:  # a broken feed run must not kill the daemon
             log.exception("feed polling failed")
             return

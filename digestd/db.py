@@ -1,24 +1,40 @@
-"""Engine and sessions, built from settings (never at import), and schema migration."""
+"""Engine and sessions, built from settings (never at import), and the schema: migrated by
+``digestd migrate`` and ``digestd run`` only, checked by every other command.
+
+Alembic is imported only when migrating: the other commands read ``alembic_version``
+themselves and compare it with :data:`SCHEMA_HEAD`, so they start quickly and never change
+the schema (or, on SQLite, create a database file) behind an operator's back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, Row, create_engine, event
+from sqlalchemy import Engine, Row, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.resources import migrations_dir
+from digestd.errors import SchemaError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# The newest migration in migrations/versions (tests/test_migrations.py holds the two
+# together). Revisions are numbered 0001, 0002, ...: a higher number is a newer schema.
+SCHEMA_HEAD = "0013"
+# pg_advisory_lock key for migrations: any constant 64-bit number, the same in every process.
+MIGRATION_LOCK = 0x64_69_67_65_73_74_64  # "digestd"
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(database_url: str, *, create: bool = True) -> Engine:
+    """An engine; with ``create`` a SQLite file's directory is made (the migrating commands)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
+        if create and url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -40,16 +56,117 @@ def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# --- the schema: checked ---------------------------------------------------------------
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None when it has no digestd schema."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaError` unless the database is at :data:`SCHEMA_HEAD`."""
+    revision = schema_revision(engine)
+    if revision == SCHEMA_HEAD:
+        return
+    if revision is None:
+        raise SchemaError("the database has no digestd schema yet: run digestd migrate")
+    if not revision.isdigit() or int(revision) > int(SCHEMA_HEAD):
+        raise SchemaError(
+            f"the database is at {revision}, newer than this digestd knows ({SCHEMA_HEAD}): "
+            "upgrade digestd"
+        )
+    raise SchemaError(
+        f"the database is at {revision}, this digestd needs {SCHEMA_HEAD}: run digestd migrate"
+    )
+
+
+def open_database(database_url: str) -> Engine:
+    """An engine on a database already at this digestd's schema, for the commands that do
+    not migrate: a missing SQLite file is refused rather than created."""
+    url = make_url(database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise SchemaError(f"the database {path} does not exist: run digestd migrate")
+    engine = make_engine(database_url, create=False)
+    try:
+        check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+# --- the schema: migrated --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What :func:`migrate` did: the revision before and after, and how many it applied."""
+
+    before: str | None
+    after: str | None
+    applied: int
+
+    def summary(self) -> str:
+        if not self.applied:
+            return f"already at {self.after}"
+        plural = "" if self.applied == 1 else "s"
+        if self.before is None:
+            return f"created the schema at {self.after}, {self.applied} migration{plural}"
+        return f"upgraded {self.before} → {self.after}, {self.applied} migration{plural}"
+
+
 def alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
+    from digestd.resources import migrations_dir
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["engine"] = engine
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run on every start."""
-    command.upgrade(alembic_config(engine), revision)
+def migrate(engine: Engine, revision: str = "head") -> Upgrade:
+    """Bring the schema to ``revision``; safe to run on every start, and from several
+    processes at once on PostgreSQL (they take turns; see :func:`_migration_lock`)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(engine)
+    with _migration_lock(engine):
+        before = schema_revision(engine)
+        command.upgrade(config, revision)
+        after = schema_revision(engine)
+    if after is None or before == after:
+        return Upgrade(before, after, 0)
+    script = ScriptDirectory.from_config(config)
+    applied = sum(1 for _ in script.iterate_revisions(after, before or "base"))
+    return Upgrade(before, after, applied)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, a session-level advisory lock held on its own connection while
+    Alembic works on another: two ``ExecStartPre=digestd migrate`` on a fresh database
+    would otherwise both create the tables, and one fail. The second waits, then finds the
+    schema current. (SQLite has no such lock: its database is on one host, where one
+    ``digestd migrate`` runs before the daemon starts.)"""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()  # the lock is the session's: no transaction stays open
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
 
 
 def insert_ignoring_conflicts(
@@ -62,18 +179,36 @@ def insert_ignoring_conflicts(
     """``INSERT ... ON CONFLICT DO NOTHING``: the unique key decides, so concurrent workers
     inserting the same row is harmless rather than an error. With ``returning``, the rows
     this statement inserted (not those another transaction had): who created a row."""
+    return _insert(session, table, rows, conflict_columns, returning)
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """A multi-row INSERT of rows nobody else can be writing (children of rows this
+    transaction just created): no conflict handling to pay for."""
+    _insert(session, table, rows, None, ())
+
+
+def _insert(
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]],
+    conflict_columns: list[str] | None,
+    returning: Sequence[str],
+) -> list[Row[Any]]:
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from digestd.bulk import insert_ignoring_conflicts_pg
+        from digestd.bulk import insert_pg
 
-        return insert_ignoring_conflicts_pg(session, table, rows, conflict_columns, returning)
+        return insert_pg(session, table, rows, conflict_columns, returning)
     if dialect != "sqlite":  # pragma: no cover - digestd supports SQLite and PostgreSQL
         raise NotImplementedError(dialect)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    statement = sqlite_insert(table)
+    if conflict_columns is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=conflict_columns)
     if not returning:
         session.execute(statement, rows)
         return []

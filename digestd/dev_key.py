@@ -1,5 +1,10 @@
-"""The development signing key: generated on the first start without DIGESTD_SECRET_KEYS and
-kept in ``DATA_DIR/secret.key`` so emailed links survive restarts."""
+"""The development signing key: without DIGESTD_SECRET_KEYS, ``digestd migrate`` or ``run``
+generates one and keeps it in ``DATA_DIR/secret.key`` so emailed links survive restarts.
+
+Only those two commands write it. The commands that sign links (``tick``, ``preview``) read
+it and refuse to start without it: a key made up for one run would send links no later
+process can verify. The rest sign nothing and never look for it.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,21 @@ from digestd.errors import ConfigError
 PREFIX = "DIGESTD_"
 
 
-def dev_secret(data_dir: Path) -> str:
+def dev_secret(data_dir: Path, *, create: bool = True) -> str:
     """A per-installation key kept under ``var/`` so links survive restarts in development.
 
     Written to a private temporary file (0600 from its first byte) and then hard-linked into
     place, which fails if the name exists: of two first starts racing, one key wins, both
-    use it, and no reader ever sees a half-written file.
+    use it, and no reader ever sees a half-written file. Without ``create``, a missing key
+    is a :class:`ConfigError` telling the operator how to get one.
     """
     path = data_dir / "secret.key"
+    if not create and not path.exists():
+        raise ConfigError(
+            PREFIX + "SECRET_KEYS",
+            f"not set, and there is no development key in {path}: run digestd migrate "
+            f"first (it makes one), or set {PREFIX}SECRET_KEYS",
+        )
     try:
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)

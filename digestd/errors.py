@@ -4,6 +4,7 @@
     ├── ConfigError              a bad DIGESTD_* value or --config file (exit 2)
     ├── InputError               a bad file, row or argument given by the operator (exit 2)
     │   └── ValidationError      one item failed validation; `.field` names the field
+    ├── SchemaError              the database is not at this digestd's schema (exit 2)
     └── DeliveryError            the SMTP side refused or failed
         ├── TemporaryDeliveryError   4xx, timeout, dropped connection: retry later
         └── PermanentDeliveryError   5xx: do not retry (bounce_policy says what it means)
@@ -35,6 +36,11 @@ class ValidationError(InputError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class SchemaError(DigestdError):
+    """No database yet, or one behind (or ahead of) the migrations this digestd has: only
+    ``digestd migrate`` and ``digestd run`` change the schema."""
 
 
 class DeliveryError(DigestdError):

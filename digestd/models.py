@@ -260,6 +260,29 @@ class Digest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ArchiveEdition(Base):
+    """A public archive edition: the digest a reader following only ``category`` (``all``:
+    every category) got for this kind and period, in the default timezone, as published
+    once its send time had passed. ``digest_id`` None: nothing to send that time (kept so
+    the period is not planned again every tick); such rows are not shown."""
+
+    __tablename__ = "archive_editions"
+    __table_args__ = (
+        UniqueConstraint("category", "kind", "period", name="uq_archive_editions_shelf"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    category: Mapped[str] = mapped_column(String(40))  # a category slug, or "all"
+    kind: Mapped[str] = mapped_column(String(10))
+    period: Mapped[str] = mapped_column(String(10))  # local ISO date of the send
+    # Indexed: retention asks which digests the archive holds, and deleting a digest
+    # looks here for rows to cascade to.
+    digest_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), index=True
+    )
+    published_at: Mapped[datetime]
+
+
 class Delivery(Base):
     """The send queue: one row per (subscriber, edition); that unique key guards exactly-once."""
 

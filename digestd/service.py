@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from digestd.config import Settings
-from digestd.db import make_engine, make_sessions, migrate
+from digestd.db import make_sessions, open_database
 from digestd.delivery.queue_store import queue_store
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.templates import TemplateCache
@@ -21,7 +21,9 @@ from digestd.delivery.worker import Worker
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
+from digestd.ops import counts
 from digestd.ops.metrics import watch
+from digestd.planning.archive import publish_due
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.readers.lifecycle import Schedule, resume_ended
@@ -139,13 +141,12 @@ class Service:
         cls,
         settings: Settings,
         *,
-        auto_migrate: bool = True,
         transport: Transport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> Service:
-        engine = make_engine(settings.database_url)
-        if auto_migrate:
-            migrate(engine)
+        """On a database already at this digestd's schema (:class:`SchemaError` if not):
+        only ``digestd migrate`` and ``run`` change the schema, before building this."""
+        engine = open_database(settings.database_url)
         return cls(settings, engine, transport=transport, monotonic=monotonic)
 
     @property
@@ -193,25 +194,38 @@ class Service:
         now: datetime,
         should_stop: Callable[[], bool] = lambda: False,
         on_batch: Callable[[int], None] | None = None,
+        on_planned: Callable[[int], None] | None = None,
     ) -> TickReport:
         """One scheduler pass: plan every edition due at ``now`` and deliver the queue.
 
         With a helper process the two overlap: the helper commits a batch of queue rows at
         a time and the sender claims them as they come, until the helper is done and the
         queue is empty. Without one, planning comes first (a thread here would only take
-        turns with the sender at the GIL).
+        turns with the sender at the GIL). ``on_planned`` hears, once planning is over, how
+        many messages are left to settle (a progress bar's total).
         """
         started = time.monotonic()
         self.health.beat()
         await asyncio.to_thread(self._resume_ended_pauses, now)
         if self.enqueuer.in_helper:
-            enqueued, delivered = await self._overlapped(now, should_stop, on_batch)
+            enqueued, delivered = await self._overlapped(now, should_stop, on_batch, on_planned)
         else:
             enqueued = await self.enqueuer.enqueue(self.policy, now, self.health.beat)
+            if on_planned is not None:
+                on_planned(self._waiting(now))
             # Leases are compared across processes: sending starts at the time it really
             # is, not at the start of a tick whose planning took a while.
             elapsed = timedelta(seconds=time.monotonic() - started)
             delivered = await self.sender.deliver_due(now + elapsed, should_stop, on_batch)
+        await asyncio.to_thread(
+            publish_due,
+            self.sessions,
+            self.policy,
+            self.renderer,
+            self.settings.default_timezone,
+            now,
+            should_stop,
+        )
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
         return TickReport(now, enqueued, delivered, time.monotonic() - started)
@@ -223,11 +237,16 @@ class Service:
         if resumed:
             log.info("pauses ended: %d readers resumed", resumed)
 
+    def _waiting(self, now: datetime) -> int:
+        with self.sessions() as session:
+            return counts.waiting(session, now, self.sender.store.worker.label)
+
     async def _overlapped(
         self,
         now: datetime,
         should_stop: Callable[[], bool],
         on_batch: Callable[[int], None] | None,
+        on_planned: Callable[[int], None] | None = None,
     ) -> tuple[EnqueueReport, DeliveryReport]:
         """Plan in the helper while sending what it has committed so far."""
         committed = asyncio.Event()  # the helper committed a batch of queue rows
@@ -237,6 +256,10 @@ class Service:
             self.health.beat()
 
         planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now, progress))
+        if on_planned is not None:
+            planning.add_done_callback(
+                lambda done: None if done.cancelled() else on_planned(self._waiting(now))
+            )
 
         async def more() -> bool:
             """Called when the queue looks empty: wait for the helper's next batch (no

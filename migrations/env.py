@@ -19,12 +19,12 @@ def _engine() -> Engine:
     engine: Engine | None = config.attributes.get("engine")  # handed in by digestd.db.migrate
     if engine is not None:
         return engine
-    return make_engine(load_settings(os.environ).database_url)
+    return make_engine(load_settings(os.environ, dev_key="throwaway").database_url)
 
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=load_settings(os.environ, create_dev_secret=False).database_url,
+        url=load_settings(os.environ, dev_key="throwaway").database_url,
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,

@@ -12,7 +12,8 @@ from digestd.mail.layout import Layout
 from digestd.mail.presentation import Site, digest_context
 from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
-from digestd.planning.layouts import layout_of
+from digestd.ops.demo import demo_articles
+from digestd.planning.layouts import in_site_order, layout_of
 from digestd.planning.selection import Candidate
 
 SEND = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -53,6 +54,8 @@ CATEGORY_CYCLE = [
     "spacetech",
 ]
 
+KIND_CYCLE = ["news", "deals", "news", "videos", "news", "podcasts", "blogs", "social"]
+
 
 @dataclass
 class SampleArticle:
@@ -68,6 +71,7 @@ class SampleArticle:
     companies: list[dict[str, str]]
     image_url: str | None
     categories: list[str] = field(default_factory=list)
+    kind: str = "news"
 
 
 def sample_articles(count: int) -> list[SampleArticle]:
@@ -89,6 +93,7 @@ def sample_articles(count: int) -> list[SampleArticle]:
                 companies=[{"name": f"Company {k}", "ticker": f"C{k}"} for k in range(8)],
                 image_url=f"https://cdn.example.com/img/{i}.jpg" if i % 3 == 0 else None,
                 categories=[CATEGORY_CYCLE[i % len(CATEGORY_CYCLE)]],
+                kind=KIND_CYCLE[i % len(KIND_CYCLE)],
             )
         )
     return articles
@@ -101,22 +106,52 @@ SAMPLE_LINKS = {
     "view": "https://digest.example.com/view/abc.def.ghi",
     "personal_begin": "",
     "personal_end": "",
+    "mute": "https://digest.example.com/mute/abc.def.ghi",
 }
 MASTHEAD = Masthead(
     SITE, "Tech Pulse <digest@news.example.com>", "Tech Pulse digests <digest.news.example.com>"
 )
 
 
+def typical_articles(count: int) -> list[SampleArticle]:
+    """Stories as the site writes them (the demo's: a sentence of why it matters, two short
+    takeaways, a company or two), of several kinds, the lead with an image."""
+    articles = []
+    for i, story in enumerate(demo_articles(SEND)[:count]):
+        articles.append(
+            SampleArticle(
+                id=story["id"],
+                url=story["url"],
+                title=story["title"],
+                source=story["source"],
+                published_at=datetime.fromisoformat(story["published_at"]),
+                why_it_matters=story["why_it_matters"],
+                key_takeaways=story["key_takeaways"],
+                companies=story["companies"],
+                image_url="https://cdn.example.com/img/lead.png" if i == 0 else None,
+                categories=story["categories"],
+                kind=KIND_CYCLE[(i + 1) % len(KIND_CYCLE)],
+            )
+        )
+    return articles
+
+
+def typical_context(kind: EditionKind, count: int) -> dict[str, Any]:
+    """A typical edition's template context, with a reader's links filled in."""
+    layout, articles = sample_layout(kind, count, typical=True)
+    return digest_context(kind, date(2026, 11, 29), layout, articles, SITE, SAMPLE_LINKS)
+
+
 def sample_layout(
-    kind: EditionKind, count: int, categories: list[str] | None = None
+    kind: EditionKind, count: int, categories: list[str] | None = None, *, typical: bool = False
 ) -> tuple[Layout, dict[str, SampleArticle]]:
-    articles = sample_articles(count)
-    chosen_categories = categories or sorted({a.categories[0] for a in articles})
+    articles = typical_articles(count) if typical else sample_articles(count)
+    chosen = categories or in_site_order(list({a.categories[0] for a in articles}))
     candidates = [
         Candidate(a.id, a.source, a.published_at, 10.0 - i, frozenset(a.categories), a.title)
         for i, a in enumerate(articles)
     ]
-    return layout_of(kind, candidates, chosen_categories), {a.id: a for a in articles}
+    return layout_of(kind, candidates, chosen), {a.id: a for a in articles}
 
 
 def sample_context(
@@ -143,6 +178,7 @@ def sample_template(kind: EditionKind, count: int) -> MessageTemplate:
             a.why_it_matters,
             a.key_takeaways,
             a.companies,
+            a.kind,
         )
         for a in articles.values()
     }

@@ -106,11 +106,18 @@ def add_readers(
 
 
 def many_readers(
-    session: Session, count: int, now: datetime, daily_at: time, domains: int = 20
+    session: Session,
+    count: int,
+    now: datetime,
+    daily_at: time,
+    domains: int = 20,
+    topics: Sequence[tuple[str, ...]] = (("ai",),),
 ) -> None:
-    """``count`` daily readers in UTC (r000000@d00.example.com ...), scheduled from ``now``."""
+    """``count`` daily readers in UTC (r000000@d00.example.com ...), scheduled from ``now``;
+    reader i follows ``topics[i % len(topics)]`` (one digest per distinct set)."""
     readers = [
-        Reader(f"r{i:06d}@d{i % domains:02d}.example.com", "UTC", ("ai",)) for i in range(count)
+        Reader(f"r{i:06d}@d{i % domains:02d}.example.com", "UTC", topics[i % len(topics)])
+        for i in range(count)
     ]
     for start in range(0, count, 5000):
         add_readers(session, readers[start : start + 5000], now, daily_at)

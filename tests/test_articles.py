@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select, text
 
-from digestd.content.articles import validate
+from digestd.content.articles import ingest, validate
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
-from digestd.models import Article
-from tests.helpers import SAMPLE_ARTICLE, run_cli
+from digestd.models import Article, ArticleCategory
+from tests.helpers import SAMPLE_ARTICLE, article, run_cli
 
 
 def test_the_spec_sample_article_is_valid() -> None:
@@ -173,3 +177,62 @@ def test_articles_from_stdin(monkeypatch: pytest.MonkeyPatch, env: dict[str, str
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps([SAMPLE_ARTICLE])))
     assert run_cli(monkeypatch, env, "articles", "add", "-") == 0
     assert _count(env["DIGESTD_DATABASE_URL"]) == 1
+
+
+def _blocked_on_a_lock(engine: Engine, seen: threading.Event) -> Callable[[], bool]:
+    """How to tell that the second writer waits for the first one's row or write lock:
+    PostgreSQL lists it in pg_stat_activity; SQLite has started its INSERT (traced)."""
+    if engine.dialect.name != "postgresql":
+        return seen.is_set
+
+    def waiting() -> bool:
+        with engine.connect() as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            return bool(connection.scalar(text(query)))
+
+    return waiting
+
+
+def test_two_ingests_of_the_same_new_items_at_once_both_succeed(database_url: str) -> None:
+    """The second ingest runs while the first has inserted the same new ids and not yet
+    committed: it must wait and update, not fail with IntegrityError."""
+    items = [article(f"race-{i}", "ai", datetime(2026, 11, 30, tzinfo=UTC)) for i in range(40)]
+    first_engine, second_engine = make_engine(database_url), make_engine(database_url)
+    inserting = threading.Event()
+    if second_engine.dialect.name == "sqlite":
+
+        def trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(
+                lambda sql: inserting.set() if sql.startswith("INSERT INTO articles") else None
+            )
+
+        event.listen(second_engine, "connect", trace)
+    outcome: list[Any] = []
+
+    def second() -> None:
+        try:
+            with make_sessions(second_engine).begin() as session:
+                outcome.append(ingest(session, enumerate(items, start=1)))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    blocked = _blocked_on_a_lock(first_engine, inserting)
+    with make_sessions(first_engine).begin() as session:
+        first = ingest(session, enumerate(items, start=1))
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not blocked() and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the other thread, not on the clock under test
+        assert blocked(), "the second ingest never reached the lock"
+    thread.join(timeout=60)
+    (second_report,) = outcome
+    assert not isinstance(second_report, BaseException), second_report
+    assert (first.added, first.updated) == (40, 0)
+    assert (second_report.added, second_report.updated, second_report.errors) == (0, 40, [])
+    assert _count(database_url) == 40
+    with make_sessions(first_engine)() as session:
+        pairs = session.scalar(select(func.count()).select_from(ArticleCategory))
+        assert pairs == 40  # categories replaced, not doubled
+    first_engine.dispose()
+    second_engine.dispose()

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SAMPLE_ARTICLE, article, parse, parts, run_cli
+from tests.helpers import (
+    ROOT,
+    SAMPLE_ARTICLE,
+    article,
+    one_line_error,
+    parse,
+    parts,
+    run_cli,
+    run_digestd,
+)
 
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -83,7 +92,7 @@ def test_preview_weekly_groups_by_category(
         == 0
     )
     text = out.read_text()
-    assert "== Top story of the week ==" in text and "== Robotics ==" in text
+    assert "TOP STORY OF THE WEEK" in text and "== ROBOTICS ==" in text
 
 
 @pytest.mark.usefixtures("with_articles")
@@ -172,54 +181,115 @@ def test_run_with_demo_catches_a_real_digest_and_stops_cleanly_on_sigterm(
     assert "stopped" in output and "Traceback" not in output
 
 
-def _run(command: list[str], env: dict[str, str], terminal: bool) -> bytes:
-    """stderr of ``command``, run with stderr on a pseudo-terminal or on a pipe."""
+def _run(
+    command: list[str], env: dict[str, str], terminal: bool, stdout: Path | None = None
+) -> bytes:
+    """stderr of ``command``, run with stderr on a pseudo-terminal or on a pipe (and its
+    stdout into ``stdout``, or nowhere)."""
     import pty
 
-    full_env = {**os.environ, **env}
-    if not terminal:
-        result = subprocess.run(command, env=full_env, capture_output=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stderr
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        command, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    with open(stdout or os.devnull, "wb") as out_file:
+        if not terminal:
+            result = subprocess.run(
+                command, env=full_env, stdout=out_file, stderr=subprocess.PIPE, timeout=120
+            )
+            assert result.returncode == 0, result.stderr
+            return result.stderr
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            command, env=full_env, stdin=subprocess.DEVNULL, stdout=out_file, stderr=slave
+        )
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            err += data
+        os.close(master)
+        assert process.wait(timeout=120) == 0, err
+    return err
+
+
+DIGESTD = [sys.executable, "-m", "digestd"]
+
+
+def _readers_csv(path: Path, count: int, prefix: str = "u") -> Path:
+    path.write_text(
+        "email,categories,frequency,timezone\n"
+        + "".join(f"{prefix}{i}@example.com,ai,daily,UTC\n" for i in range(count))
     )
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        out += data
-    assert process.wait(timeout=120) == 0, out
-    return out
+    return path
 
 
-@pytest.mark.slow  # three digestd processes over 2 500 readers: ~5 s
-def test_import_and_export_show_progress_on_a_terminal_and_stay_quiet_in_a_pipe(
+def test_export_to_a_file_on_a_terminal_writes_every_row_and_the_bar_to_stderr(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    csv_file = tmp_path / "many.csv"
-    csv_file.write_text(
-        "email,categories,frequency,timezone\n"
-        + "".join(f"u{i}@example.com,ai,daily,UTC\n" for i in range(2500))
+    """`digestd subscribers export > out.csv` typed at a terminal: stdout is the file,
+    stderr the terminal. Every row lands in the file; the bar, and only it, on the terminal."""
+    readers = _readers_csv(tmp_path / "r.csv", 1500)
+    _run([*DIGESTD, "subscribers", "import", str(readers)], env, terminal=False)
+    out = tmp_path / "out.csv"
+    shown = _run([*DIGESTD, "subscribers", "export"], env, terminal=True, stdout=out)
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("email,categories,frequency,timezone,status")
+    assert sorted(row.split(",")[0] for row in rows[1:]) == sorted(
+        f"u{i}@example.com" for i in range(1500)
     )
-    digestd = [sys.executable, "-m", "digestd"]
-    shown = _run([*digestd, "subscribers", "import", str(csv_file)], env, terminal=True)
-    assert b"Importing many.csv" in shown and b"2500/2500" in shown
-    shown = _run([*digestd, "subscribers", "export"], env, terminal=True)
-    assert b"Exporting subscribers" in shown and b"2500/2500" in shown
-    quiet = _run([*digestd, "subscribers", "export"], env, terminal=False)
-    assert quiet == b""
+    assert b"Exporting subscribers" in shown and b"1500/1500" in shown
+    assert b"@example.com" not in shown  # no CSV on the terminal
+    quiet = _run([*DIGESTD, "subscribers", "export"], env, terminal=False, stdout=out)
+    assert quiet == b"" and len(out.read_text().splitlines()) == 1501
 
 
-def test_tick_reports_progress_per_batch(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path, with_articles: None
+@pytest.mark.slow  # two digestd processes over 2 500 readers: ~5 s
+def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
+    env: dict[str, str], tmp_path: Path
 ) -> None:
+    csv_file = _readers_csv(tmp_path / "many.csv", 2500)
+    shown = _run([*DIGESTD, "subscribers", "import", str(csv_file)], env, terminal=True)
+    assert b"Importing many.csv" in shown and b"2500/2500" in shown
+    (tmp_path / "again.csv").write_text(csv_file.read_text())
+    assert _run([*DIGESTD, "subscribers", "import", str(tmp_path / "again.csv")], env, False) == b""
+
+
+@pytest.mark.usefixtures("with_articles")
+def test_the_ticks_bar_has_a_total_once_the_queue_is_known(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    import time_machine
+
+    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
+        readers = _readers_csv(tmp_path / "r.csv", 7, prefix="r")
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(readers)) == 0
+    for day in (0, 1):  # planning first, then beside the sender in a helper process
+        now = NOW + timedelta(days=day)
+        news = tmp_path / f"day{day}.json"
+        news.write_text(json.dumps([article(f"d{day}", "ai", now - timedelta(hours=1))]))
+        assert run_cli(monkeypatch, env, "articles", "add", str(news)) == 0
+        shown = _run(
+            [*DIGESTD, "tick", "--now", now.isoformat()],
+            {**env, "DIGESTD_HELPER_PROCESSES": str(day)},
+            terminal=True,
+        )
+        assert b"Sending" in shown and b"7/7" in shown, shown
+        assert b"/?" not in shown.split(b"7/7")[-1]  # the last frames have the total
+
+
+@pytest.mark.parametrize("helpers", ["0", "1"])
+def test_tick_reports_the_queue_once_planned_then_progress_per_batch(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    with_articles: None,
+    helpers: str,
+) -> None:
+    """What the tick's bar hears: the messages to settle, once planning is over (from the
+    helper process too), then each batch settled."""
     import asyncio
 
     import time_machine
@@ -227,14 +297,51 @@ def test_tick_reports_progress_per_batch(
     from digestd.config import load_settings
     from digestd.service import Service
 
-    (tmp_path / "r.csv").write_text(
-        "email,categories,frequency,timezone\n"
-        + "".join(f"r{i}@example.com,ai,daily,UTC\n" for i in range(7))
-    )
+    readers = _readers_csv(tmp_path / "r.csv", 7, prefix="r")
     with time_machine.travel(NOW - timedelta(hours=2), tick=False):
-        assert run_cli(monkeypatch, env, "subscribers", "import", str(tmp_path / "r.csv")) == 0
-    service = Service.build(load_settings(env))
-    batches: list[int] = []
-    report = asyncio.run(service.tick(NOW, on_batch=batches.append))
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(readers)) == 0
+    settings = load_settings({**env, "DIGESTD_HELPER_PROCESSES": helpers})
+    service = Service.build(settings)
+    heard: list[tuple[str, int]] = []
+    report = asyncio.run(
+        service.tick(
+            NOW,
+            on_batch=lambda n: heard.append(("settled", n)),
+            on_planned=lambda n: heard.append(("to settle", n)),
+        )
+    )
     asyncio.run(service.close())
-    assert report.delivered.sent == 7 and sum(batches) == 7
+    assert report.delivered.sent == 7
+    planned = [n for what, n in heard if what == "to settle"]
+    settled_before = sum(n for what, n in heard[: heard.index(("to settle", planned[0]))])
+    assert len(planned) == 1 and settled_before + planned[0] == 7  # counted once, all of it
+    assert sum(n for what, n in heard if what == "settled") == 7
+
+
+def test_unsubscribe_stops_mail_keeps_the_record_and_is_idempotent(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from digestd.db import make_engine, make_sessions
+    from digestd.models import Subscriber
+
+    readers = _readers_csv(tmp_path / "r.csv", 2)
+    _run([*DIGESTD, "subscribers", "import", str(readers)], env, terminal=False)
+    first = run_digestd(env, "subscribers", "unsubscribe", " U0@Example.com ")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == b"unsubscribed u0@example.com: no more digests; the record is kept\n"
+    again = run_digestd(env, "subscribers", "unsubscribe", "u0@example.com")
+    assert again.returncode == 0
+    assert again.stdout == b"u0@example.com is already unsubscribed: no digests go to them\n"
+    assert "email: " in one_line_error(run_digestd(env, "subscribers", "unsubscribe", "nobody"))
+    unknown = run_digestd(env, "subscribers", "unsubscribe", "stranger@example.com")
+    assert one_line_error(unknown, 1) == "digestd: no subscriber stranger@example.com"
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine)() as session:
+        found = {s.email: s for s in session.scalars(select(Subscriber))}
+    engine.dispose()
+    assert found["u0@example.com"].status == "unsubscribed"
+    assert found["u0@example.com"].next_daily_at is None
+    assert found["u0@example.com"].category_slugs == ["ai"]  # the record is kept
+    assert found["u1@example.com"].status == "active"  # nobody else touched

@@ -37,6 +37,9 @@ from tests.log_lines import events
 from tests.seeding import add_articles, hourly_articles, many_readers
 
 SUBSCRIBERS = 20_000
+# Every combination of three categories: seven distinct digests an edition.
+CATEGORIES = ("ai", "robotics", "fintech")
+TOPICS = [tuple(c for n, c in enumerate(CATEGORIES) if mask >> n & 1) for mask in range(1, 8)]
 BATCH = 500
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
@@ -120,8 +123,10 @@ def _seed(database_url: str) -> tuple[dict[str, str], datetime]:
     engine = make_engine(database_url)
     sessions = make_sessions(engine)
     with sessions.begin() as session:
-        add_articles(session, hourly_articles(now - timedelta(hours=23), now))
-        many_readers(session, SUBSCRIBERS, now - timedelta(hours=2), dtime(send_at.hour))
+        add_articles(session, hourly_articles(now - timedelta(hours=23), now, CATEGORIES))
+        many_readers(
+            session, SUBSCRIBERS, now - timedelta(hours=2), dtime(send_at.hour), topics=TOPICS
+        )
     engine.dispose()
     return {"DIGESTD_DAILY_HOUR": str(send_at.hour)}, now
 
@@ -240,7 +245,7 @@ def test_three_workers_share_one_edition_without_a_single_duplicate(
         digests = session.scalar(select(func.count()).select_from(Digest))
     engine.dispose()
     print(f"digests rendered by each worker: {rendered} of {digests}")
-    assert sum(rendered) == digests
+    assert sum(rendered) == digests == len(TOPICS)
 
 
 def test_sigterm_mid_edition_exits_0_promptly_leaving_nothing_in_flight(

@@ -8,7 +8,9 @@ import time_machine
 from digestd.tokens import ExpiredToken, Purpose, Tokens
 
 
-@pytest.mark.parametrize("purpose", [Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW])
+@pytest.mark.parametrize(
+    "purpose", [Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE]
+)
 def test_fast_tokens_are_read_by_the_itsdangerous_serializer(purpose: Purpose) -> None:
     tokens = Tokens(["new-key-0123456789abcdef", "old-key-0123456789abcdef"])
     make = tokens.fast_maker(purpose, clock=lambda: 1_790_000_000.5)

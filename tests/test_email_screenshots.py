@@ -1,67 +1,199 @@
-"""The digest in real Chromium at phone (375 px) and desktop-client (600 px) widths, light,
+"""The emails in real Chromium at phone (375 px) and desktop-client (600 px) widths, light,
 dark (prefers-color-scheme) and forced dark (Chromium's auto-darkening, as some mail apps
-do). Screenshots go to test-artifacts/email/; the checks are what a reader would notice."""
+do). Screenshots go to test-artifacts/email/; the checks are what a reader would notice:
+no sideways scrolling, a single column, dark text never on a dark page, a typical daily
+within three phone screens, and every footer link or button a 44 px tap target."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
-from playwright.sync_api import Request
+from playwright.sync_api import Browser, Page, Route
 
 from digestd.mail.render import Renderer
 from digestd.models import EditionKind
 from tests.browser import ARTIFACTS, chromium
-from tests.email_samples import sample_context
+from tests.conftest import WebRig
+from tests.email_samples import sample_context, typical_context
+from tests.helpers import parse, parts
+from tests.web_helpers import links_in, signup_form
 
 OUT = ARTIFACTS / "email"
 MODES = {"light": [], "dark": [], "forced-dark": ["--enable-features=WebContentsForceDark"]}
+PHONE_SCREENS = 2000  # px: three screens of a 375 x 667 phone (iPhone SE)
+TAP = 44  # px, Apple's and Google's minimum touch target
 
 
-def _recorder(seen: list[str]) -> Callable[[Request], None]:
-    return lambda request: seen.append(request.url)
+def _png(width: int, height: int) -> bytes:
+    """A plain image of the size article images usually have (Open Graph's 1.91:1)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\0" + bytes((70, 110, 190)) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+IMAGE = _png(1200, 630)
+
+
+def _serve_images_only(requests: list[str]) -> Callable[[Route], None]:
+    """Email HTML must fetch nothing: each request is recorded, and only the article
+    images (which mail clients load from the article's own CDN) are answered."""
+
+    def handle(route: Route) -> None:
+        requests.append(route.request.url)
+        if route.request.url.startswith("https://cdn.example.com/"):
+            route.fulfill(body=IMAGE, content_type="image/png")
+        else:
+            route.abort()
+
+    return handle
+
+
+@contextmanager
+def _page(browser: Browser, width: int, mode: str, requests: list[str]) -> Iterator[Page]:
+    page = browser.new_page(
+        viewport={"width": width, "height": 900},
+        color_scheme="dark" if mode == "dark" else "light",
+    )
+    page.route("**/*", _serve_images_only(requests))
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def _editions() -> dict[str, str]:
+    renderer = Renderer()
+    return {
+        "daily-10": renderer.render("daily", typical_context(EditionKind.DAILY, 10)).html,
+        "weekly-15": renderer.render("weekly", typical_context(EditionKind.WEEKLY, 15)).html,
+        "weekly-15-long-fields": renderer.render(
+            "weekly", sample_context(EditionKind.WEEKLY, 15)
+        ).html,
+    }
+
+
+def _check_layout(page: Page, name: str, width: int, mode: str) -> None:
+    # nothing wider than the phone: no sideways scrolling at 375 px
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= width, (name, width, scroll_width)
+    # single column, at most 600 px wide
+    widest = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('div')].map("
+        "d => d.getBoundingClientRect().width))"
+    )
+    assert widest <= 600
+    if mode == "dark":
+        body = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert body == "rgb(15, 23, 42)"  # our dark palette applied
+        colours = page.evaluate(
+            "[...document.querySelectorAll('h2 a, h3 a, .toc a, .why, .foot p')]"
+            ".map(e => getComputedStyle(e).color)"
+        )
+        dark_text = {"rgb(15, 23, 42)", "rgb(31, 41, 55)", "rgb(71, 85, 105)"}
+        assert colours and not dark_text & set(colours), colours
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_editions_render_responsively_in_every_colour_mode(mode: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    renderer = Renderer()
-    editions = {
-        f"{kind}-{n}": renderer.render(str(kind), sample_context(kind, n)).html
-        for kind, n in [(EditionKind.DAILY, 5), (EditionKind.WEEKLY, 15)]
-    }
+    editions = _editions()
+    requests: list[str] = []
+    shots = []
     with chromium(*MODES[mode]) as browser:
         for width in (375, 600):
-            page = browser.new_page(
-                viewport={"width": width, "height": 900},
-                color_scheme="dark" if mode == "dark" else "light",
-            )
-            # Email HTML must not fetch anything: any request is a failure (images excepted,
-            # which mail clients load from the article's own CDN).
-            requests: list[str] = []
-            page.on("request", _recorder(requests))
-            page.route("**/*", lambda route: route.abort())
-            for name, html in editions.items():
-                page.set_content(html, wait_until="domcontentloaded")
-                # nothing wider than the phone: no sideways scrolling at 375 px
-                scroll_width = page.evaluate("document.documentElement.scrollWidth")
-                assert scroll_width <= width, (name, width, scroll_width)
-                # single column, at most 600 px wide
-                widest = page.evaluate(
-                    "Math.max(...[...document.querySelectorAll('div')].map("
-                    "d => d.getBoundingClientRect().width))"
-                )
-                assert widest <= 600
-                body_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
-                if mode == "dark":
-                    assert body_bg == "rgb(15, 23, 42)"  # our dark palette applied
-                    title_colour = page.evaluate(
-                        "getComputedStyle(document.querySelector('h2 a')).color"
-                    )
-                    assert title_colour != "rgb(15, 23, 42)"  # not dark text on dark
+            with _page(browser, width, mode, requests) as page:
+                for name, html in editions.items():
+                    page.set_content(html, wait_until="load")
+                    _check_layout(page, name, width, mode)
+                    shots.append(OUT / f"{name}-{width}px-{mode}.png")
+                    shots[-1].unlink(missing_ok=True)
+                    page.screenshot(path=str(shots[-1]), full_page=True)
+    # the lead's image, nothing else
+    assert requests and set(requests) == {"https://cdn.example.com/img/lead.png"} | {
+        "https://cdn.example.com/img/0.jpg"
+    }
+    assert all(shot.stat().st_size > 10_000 for shot in shots)
+
+
+def test_a_typical_daily_fits_three_phone_screens_and_its_taps_are_44_px() -> None:
+    html = _editions()["daily-10"]
+    requests: list[str] = []
+    with chromium() as browser, _page(browser, 375, "light", requests) as page:
+        page.set_content(html, wait_until="load")
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height <= PHONE_SCREENS, height
+        # the lead's image loaded and took its place (it counts in the height)
+        image = page.evaluate(
+            "(() => { const i = document.querySelector('img');"
+            " return [i.naturalWidth, i.getBoundingClientRect().height]; })()"
+        )
+        assert image[0] == 1200 and image[1] > 40, image
+        taps = page.evaluate(
+            "[...document.querySelectorAll('.foot a')].map(a => [a.textContent.trim(),"
+            " a.getBoundingClientRect().height, a.getBoundingClientRect().width])"
+        )
+    names = [name for name, _, _ in taps]
+    assert {"Manage preferences", "Unsubscribe", "View in browser"} <= set(names)
+    assert len(names) >= 5  # and a mute link per category shown
+    for name, tall, wide in taps:
+        assert tall >= TAP and wide >= TAP, (name, tall, wide)
+
+
+def _taps_and_shots(browser: Browser, html: str, name: str) -> None:
+    requests: list[str] = []
+    for width in (375, 600):
+        for mode in ("light", "dark"):
+            with _page(browser, width, mode, requests) as page:
+                page.set_content(html, wait_until="load")
+                _check_layout(page, name, width, mode)
                 page.screenshot(path=str(OUT / f"{name}-{width}px-{mode}.png"), full_page=True)
-            assert all(
-                r.startswith("https://cdn.example.com/") or r.startswith("about:") for r in requests
-            ), requests
-            page.close()
-    assert len(list(OUT.glob(f"*-{mode}.png"))) >= 4
+                # the footer's links and the buttons (MJML makes each an <a target>)
+                taps = page.evaluate(
+                    "[...document.querySelectorAll('.foot a, td > a[target]')]"
+                    ".map(a => [a.textContent.trim(), a.getBoundingClientRect().height])"
+                )
+                assert len(taps) >= 3
+                for label, tall in taps:
+                    assert tall >= TAP, (name, label, tall)
+                if mode == "dark":  # a button's label stays white on its blue
+                    labels = page.evaluate(
+                        "[...document.querySelectorAll('td > a[target]')]"
+                        ".map(a => getComputedStyle(a).color)"
+                    )
+                    assert set(labels) <= {"rgb(241, 245, 249)"}, labels
+
+
+def test_the_confirmation_email_and_its_button(web: WebRig) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    signup_form(web, "ann@example.com")
+    html = parts(parse(web.smtp.messages[-1].data))[1]
+    assert "Confirm my subscription" in html
+    with chromium() as browser:
+        _taps_and_shots(browser, html, "confirm")
+
+
+def test_the_welcome_email_when_there_is_one(web: WebRig) -> None:
+    """Sent after the reader confirms, where this version of digestd sends one."""
+    signup_form(web, "ann@example.com")
+    sent = len(web.smtp.messages)
+    assert web.client.get(links_in(web.smtp.messages[-1].data)["confirm"]).status_code == 200
+    if len(web.smtp.messages) == sent:
+        pytest.skip("no welcome email is sent after confirming yet")
+    OUT.mkdir(parents=True, exist_ok=True)
+    html = parts(parse(web.smtp.messages[-1].data))[1]
+    with chromium() as browser:
+        _taps_and_shots(browser, html, "welcome")

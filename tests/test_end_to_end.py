@@ -110,7 +110,8 @@ def test_each_reader_gets_one_daily_per_local_date_with_their_top_articles(
             datetime.strptime(" ".join(local_date.groups()), "%d %B %Y").date().isoformat()
         )
         _, categories = READERS[address]
-        urls = re.findall(r"Read the story at [^:]+: (\S+)", text)
+        # each story's link stands on a line of its own, in the order of the stories
+        urls = re.findall(r"^ *(https://(?:news\.example|the-decoder)\.com/\S+)\r?$", text, re.M)
         assert urls, "the digest lists articles"
         shown = [next(a for a in items if a["url"] == url) for url in urls]
         # only the reader's categories

@@ -1,79 +1,30 @@
 """Feeds against a real local HTTP server: RSS and Atom, HTML in titles, relative links,
-missing dates, malformed XML, 304 Not Modified, failures backed off and retried."""
+missing dates, malformed XML, 304 Not Modified, failures backed off and retried; and
+``digestd feeds add|list|remove`` as an operator runs them."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.content.feeds import INTERVAL, add_feed, poll_due
+from digestd.content.feed_polling import INTERVAL, poll_due
+from digestd.content.feeds import register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.models import Article, Feed
-from tests.helpers import run_cli
+from tests.feed_server import FeedServer, serving
+from tests.helpers import one_line_error, run_digestd
 
-FILES = Path(__file__).parent / "feeds"
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
-
-
-@dataclass
-class FeedServer:
-    """Serves tests/feeds/*.xml with an ETag; answers 304 to a matching If-None-Match."""
-
-    port: int = 0
-    status: dict[str, int] = field(default_factory=dict)  # path -> forced status
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, If-None-Match)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
 
 
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
-    state = FeedServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            name = self.path.lstrip("/")
-            state.requests.append((name, self.headers.get("If-None-Match")))
-            if name in state.status:
-                self.send_response(state.status[name])
-                self.end_headers()
-                return
-            path = FILES / name
-            if not path.is_file():
-                self.send_error(404)
-                return
-            etag = f'"{path.stat().st_mtime_ns}"'
-            if self.headers.get("If-None-Match") == etag:
-                self.send_response(304)
-                self.end_headers()
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("ETag", etag)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server
 
 
 @pytest.fixture
@@ -85,7 +36,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 def _register(sessions: sessionmaker[Session], url: str, category: str) -> int:
     with sessions.begin() as session:
-        return int(add_feed(session, url, category, NOW).id)
+        return int(register_feed(session, url, category, NOW).id)
 
 
 def _articles(sessions: sessionmaker[Session]) -> dict[str, Article]:
@@ -96,13 +47,19 @@ def _articles(sessions: sessionmaker[Session]) -> dict[str, Article]:
         return found
 
 
+def _feeds(sessions: sessionmaker[Session]) -> list[Feed]:
+    with sessions() as session:
+        return list(session.scalars(select(Feed).order_by(Feed.id)))
+
+
 def test_rss_items_become_articles_with_plain_titles_absolute_links_and_dates(
     feed_server: FeedServer,
     sessions: sessionmaker[Session],
 ) -> None:
     _register(sessions, feed_server.url("rss.xml"), "robotics")
     report = poll_due(sessions, NOW)
-    assert (report.polled, report.failed, report.articles) == (1, 0, 2)
+    # The third item has neither guid nor link: rejected, and counted.
+    assert (report.polled, report.failed, report.articles, report.rejected) == (1, 0, 2, 1)
     articles = _articles(sessions)
     shift = articles["https://robots.example.com/2026/11/humanoids-full-shift"]  # was relative
     assert shift.title == "Humanoids clock a full shift"  # HTML stripped
@@ -165,6 +122,7 @@ def test_a_failing_feed_is_backed_off_and_retried_without_stopping_others(
     sessions: sessionmaker[Session],
     name: str,
 ) -> None:
+    """A feed that worked when it was added and broke later (feeds add refuses these)."""
     feed_server.status["error"] = 500
     bad = _register(sessions, feed_server.url(name), "ai")
     _register(sessions, feed_server.url("atom.xml"), "quantum")
@@ -173,12 +131,13 @@ def test_a_failing_feed_is_backed_off_and_retried_without_stopping_others(
     with sessions() as session:
         feed = session.get(Feed, bad)
         assert feed is not None and feed.failures == 1 and feed.last_error
+        assert feed.last_success_at is None
         first_retry = feed.next_poll_at
     assert first_retry > NOW + INTERVAL  # backed off beyond the normal interval
     poll_due(sessions, first_retry - timedelta(seconds=1))
-    assert [path for path, _ in feed_server.requests].count(name) == 1  # not retried early
+    assert feed_server.fetches(name) == 1  # not retried early
     poll_due(sessions, first_retry)
-    assert [path for path, _ in feed_server.requests].count(name) == 2
+    assert feed_server.fetches(name) == 2
     with sessions() as session:
         feed = session.get(Feed, bad)
         assert feed is not None and feed.failures == 2
@@ -191,16 +150,87 @@ def test_an_unreachable_host_is_a_logged_failure(sessions: sessionmaker[Session]
     assert report.failed == 1 and "127.0.0.1:9" in report.errors[0]
 
 
-def test_feeds_add_from_the_cli(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+# --- the command line -----------------------------------------------------------------------
+
+
+def _feed_count(database_url: str) -> int:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        count = int(connection.scalar(select(func.count()).select_from(Feed)) or 0)
+    engine.dispose()
+    return count
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("missing.xml", "answered HTTP 404, not a feed"),
+        ("notafeed.html", "is not a readable feed"),
+        ("garbage.bin", "is not a readable feed"),
+        ("error", "answered HTTP 500, not a feed"),
+    ],
+)
+def test_feeds_add_refuses_what_is_not_a_feed_in_one_line(
+    feed_server: FeedServer, env: dict[str, str], name: str, problem: str
 ) -> None:
-    url = "https://robots.example.com/feed.xml"
-    assert run_cli(monkeypatch, env, "feeds", "add", url, "--category", "robotics") == 0
-    assert run_cli(monkeypatch, env, "feeds", "add", url, "--category", "robotics") == 2
-    assert run_cli(monkeypatch, env, "feeds", "add", "ftp://x", "--category", "ai") == 2
-    assert run_cli(monkeypatch, env, "feeds", "add", url + "2", "--category", "cooking") == 2
-    err = capsys.readouterr().err
-    assert "already registered" in err and "http(s) feed URL" in err
-    assert "unknown category 'cooking'" in err
-    assert run_cli(monkeypatch, env, "feeds", "list") == 0
-    assert capsys.readouterr().out.count("robots.example.com") == 1
+    feed_server.status["error"] = 500
+    url = feed_server.url(name)
+    result = run_digestd(env, "feeds", "add", url, "--category", "ai")
+    line = one_line_error(result)
+    assert line.startswith(f"digestd: URL: {url}") and problem in line
+    assert feed_server.fetches(name) == 1  # fetched once
+    assert _feed_count(env["DIGESTD_DATABASE_URL"]) == 0  # nothing stored
+
+
+def test_feeds_add_fetches_once_then_stores_and_lists_the_feed(
+    feed_server: FeedServer, env: dict[str, str]
+) -> None:
+    url = feed_server.url("rss.xml")
+    added = run_digestd(env, "feeds", "add", url, "--category", "Robotics")
+    assert added.returncode == 0, added.stderr
+    assert b"feed 1 registered for robotics: Robot Report & Friends (3 items now" in added.stdout
+    assert feed_server.fetches("rss.xml") == 1
+    again = run_digestd(env, "feeds", "add", url, "--category", "robotics")
+    assert "is already registered" in one_line_error(again)
+    assert feed_server.fetches("rss.xml") == 1  # refused before fetching
+    for args, expected in [
+        (["ftp://x", "--category", "ai"], "http(s) feed URL"),
+        ([url + "?2", "--category", "cooking"], "unknown category 'cooking'"),
+    ]:
+        assert expected in one_line_error(run_digestd(env, "feeds", "add", *args))
+    listed = run_digestd(env, "feeds", "list")
+    assert listed.returncode == 0
+    header, row = listed.stdout.decode().splitlines()
+    assert header.split("\t") == [
+        "id", "category", "state", "last success", "stored", "rejected", "url", "problem"
+    ]  # fmt: skip
+    assert row.split("\t") == ["1", "robotics", "not polled yet", "-", "0", "0", url, "-"]
+
+
+def test_feeds_list_shows_each_feeds_health(
+    feed_server: FeedServer, env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    feed_server.status["error"] = 503
+    _register(sessions, feed_server.url("bad_items.xml"), "fintech")
+    _register(sessions, feed_server.url("error"), "ai")
+    poll_due(sessions, NOW)
+    listed = run_digestd(env, "feeds", "list")
+    rows = [line.split("\t") for line in listed.stdout.decode().splitlines()[1:]]
+    assert rows[0][:6] == ["1", "fintech", "ok", "2026-11-30 06:00 UTC", "1", "2"]
+    assert rows[0][7] == "item 3: url: must be an absolute http(s) URL, got 'javascript:alert(1)'"
+    assert rows[1][:6] == ["2", "ai", "failing (1 in a row)", "-", "0", "0"]
+    assert rows[1][7] == "ValueError: HTTP 503"
+
+
+def test_feeds_remove_stops_polling_and_keeps_the_articles(
+    feed_server: FeedServer, env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    feed_id = _register(sessions, feed_server.url("atom.xml"), "quantum")
+    poll_due(sessions, NOW)
+    removed = run_digestd(env, "feeds", "remove", str(feed_id))
+    assert removed.returncode == 0, removed.stderr
+    assert b"is no longer polled (its articles stay)" in removed.stdout
+    assert _feeds(sessions) == [] and len(_articles(sessions)) == 2
+    assert poll_due(sessions, NOW + timedelta(days=1)).polled == 0
+    assert "no feed 1" in one_line_error(run_digestd(env, "feeds", "remove", "1"), 1)
+    assert "invalid int value" in run_digestd(env, "feeds", "remove", "one").stderr.decode()

@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "digestd"
 # Stage order: a module may import the plain top level (config, db, models, ...) and what
 # comes before its own stage. ``service`` builds every part from the settings; the web app,
-# the daemon and the command line use it.
+# the daemon and the command line (``cli`` parses, ``commands`` acts) use it.
 STAGES = [
     "content",
     "mail",
@@ -23,6 +23,7 @@ STAGES = [
     "web",
     "inbound",
     "daemon",
+    "commands",
     "cli",
     "__main__",
 ]

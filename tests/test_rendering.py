@@ -13,6 +13,7 @@ import pytest
 
 from digestd.config import parse_smtp_url
 from digestd.delivery.transport import SmtpPool
+from digestd.mail.plaintext import columns
 from digestd.mail.presentation import TITLE_CHARS
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.mail.template import MessageTemplate, Personal, WireBytes
@@ -21,6 +22,7 @@ from tests.conftest import SmtpSink
 from tests.email_samples import (
     HOSTILE,
     SAMPLE_LINKS,
+    SITE,
     sample_articles,
     sample_context,
     sample_template,
@@ -70,9 +72,10 @@ def test_edition_is_escaped_complete_and_under_the_clip(
     assert "script" not in tags and "iframe" not in tags
     for tag, attrs in markup.tags:
         assert not any(name.startswith("on") for name in attrs), (tag, attrs)
-        if tag == "img":
-            assert attrs.get("alt"), attrs  # alt text on every image
-            assert (attrs.get("src") or "").startswith("https://cdn.example.com/")
+    # one image at most: the lead's, with alt text
+    images = [attrs for tag, attrs in markup.tags if tag == "img"]
+    assert [i.get("src") for i in images] == ["https://cdn.example.com/img/0.jpg"]
+    assert images[0].get("alt") == sample_articles(1)[0].title
     if count > 5:
         assert "&lt;script&gt;" in html and "&lt;script&gt;" not in rendered.text
         assert HOSTILE in rendered.text  # the text part shows it verbatim, harmlessly
@@ -80,12 +83,61 @@ def test_edition_is_escaped_complete_and_under_the_clip(
     articles = sample_articles(count)
     for article in articles:
         shown = article.title[: TITLE_CHARS - 1].rsplit(" ", 1)[0]
-        assert shown[:60] in rendered.text
-        assert article.url in rendered.text
+        assert shown[:40] in rendered.text
+        assert f"\n{article.url}\n" in rendered.text.replace("    https", "https")
         assert article.url.replace("&", "&amp;") in html
-    assert len(re.findall(r"Read the story at", rendered.text)) == count
-    if kind is EditionKind.WEEKLY:
-        assert "Top story of the week" in rendered.text and "TOP STORY OF THE WEEK" in html
+    lead = "Top story of the week" if kind is EditionKind.WEEKLY else "Top story"
+    assert rendered.text.count(lead.upper()) == 1 and lead.upper() in html
+    # "In this edition" links every headline to its story
+    assert rendered.text.count("IN THIS EDITION") == (1 if count > 1 else 0)
+    for number in range(1, count + 1 if count > 1 else 1):
+        assert html.count(f'href="#story-{number}"') == 1
+        assert html.count(f'id="story-{number}"') == 1
+
+
+def _lines_over(text: str, width: int = 78) -> list[str]:
+    """Lines wider than ``width`` columns that are not a URL standing alone."""
+    return [
+        line
+        for line in text.splitlines()
+        if columns(line) > width and not re.fullmatch(r"\s*(https?|mailto):\S+", line)
+    ]
+
+
+@pytest.mark.parametrize(("kind", "count"), CASES, ids=[f"{k}-{n}" for k, n in CASES])
+def test_text_part_is_wrapped_at_78_columns_with_urls_alone(
+    renderer: Renderer, kind: EditionKind, count: int
+) -> None:
+    template = sample_template(kind, count)
+    text = template.text(SAMPLE_LINKS)
+    assert not _lines_over(text), _lines_over(text)
+    # the reader's links stand alone too, with tokens as long as a real reader's
+    real = {name: value + "/" + "x" * 90 for name, value in SAMPLE_LINKS.items() if value}
+    real.update(personal_begin="", personal_end="")
+    text = template.text(real)
+    assert not _lines_over(text), _lines_over(text)
+    assert [line for line in text.splitlines() if columns(line) > 78]  # they do run longer
+
+
+def test_kinds_show_as_badges_and_the_weekly_names_each_category_once(
+    renderer: Renderer,
+) -> None:
+    daily = renderer.render("daily", sample_context(EditionKind.DAILY, 10))
+    for label in ("Deal", "Video", "Podcast", "Blog", "Social"):
+        assert f">{label.upper()}</span>" in daily.html
+        assert re.search(rf"^    \w+ · {label} · ", daily.text, re.M), label
+    assert ">NEWS<" not in daily.html and " · News · " not in daily.text
+    weekly = renderer.render("weekly", sample_context(EditionKind.WEEKLY, 15))
+    context = sample_context(EditionKind.WEEKLY, 15)
+    for section in context["sections"]:
+        name = section["heading"].upper()
+        # the "In this edition" group and the section's head; no card repeats it (the
+        # lead, before the sections, shows its own)
+        lead = context["lead"]["category_name"].upper() == name
+        assert weekly.html.count(f">{name}<") == 2 + lead, name
+        assert weekly.text.count(f"== {name} ==") == 1
+    # only the lead's meta line names a category
+    assert weekly.html.count('class="cat"') == 2
 
 
 def _spamassassin(data: bytes) -> str:
@@ -95,11 +147,16 @@ def _spamassassin(data: bytes) -> str:
     return result.stdout.decode("utf-8", "replace")
 
 
-@pytest.mark.parametrize(
-    ("kind", "count"), [(EditionKind.DAILY, 10), (EditionKind.WEEKLY, 15), (EditionKind.DAILY, 1)]
-)
-def test_spamassassin_is_happy_and_text_mirrors_html(kind: EditionKind, count: int) -> None:
-    report = _spamassassin(_eml(sample_template(kind, count)))
+@pytest.mark.parametrize(("kind", "count"), CASES, ids=[f"{k}-{n}" for k, n in CASES])
+def test_headers_once_each_and_spamassassin_is_happy_with_text_mirroring_html(
+    kind: EditionKind, count: int
+) -> None:
+    data = _eml(sample_template(kind, count))
+    message = parse(data)
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert len(message.get_all(name, [])) == 1, name
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    report = _spamassassin(data)
     status = re.search(r"X-Spam-Status: \w+, score=(-?[\d.]+)(.*?)\n(?!\s)", report, re.S)
     assert status is not None
     assert float(status.group(1)) < 1.0, status.group(0)
@@ -127,3 +184,27 @@ def test_every_edition_arrives_byte_for_byte_through_a_real_server(
 
     asyncio.run(send_all())
     assert [m.data for m in smtp_server.messages] == [bytes(m) for m in messages]
+
+
+@pytest.mark.parametrize("notice", ["confirm", "welcome-back", "already", "manage-link"])
+def test_signup_emails_text_is_wrapped_too(renderer: Renderer, notice: str) -> None:
+    long_link = "https://digest.example.com/confirm/" + "t" * 120
+    context = {
+        "site": SITE,
+        "notice": notice,
+        "heading": "Confirm your subscription",
+        "preheader": "One click and your first digest is on its way.",
+        "topics": "AI, Autonomy, B2B Growth and 23 more",
+        "new_topics": "Quantum and Robotics" if notice == "already" else "",
+        "frequency": "the daily digest every morning and the weekly recap on Sundays",
+        "confirm_url": long_link,
+        "expires_days": 7,
+        "manage_days": 60,
+        "footer_reason": "Someone, hopefully you, asked for Tech Pulse digests at this "
+        "address. If it wasn't you, ignore this email: nothing changes unless you follow "
+        "its link.",
+        "links": {**SAMPLE_LINKS, "preferences": long_link.replace("confirm", "preferences")},
+    }
+    text = renderer.render("confirm", context).text
+    assert not _lines_over(text), _lines_over(text)
+    assert f"\n{long_link.replace('confirm', 'preferences')}\n" in text  # a lone URL, whole

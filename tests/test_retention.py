@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import Settings
 from digestd.db import make_engine, make_sessions
-from digestd.models import Delivery, DeliveryStatus, Digest, Edition, Subscriber, Suppression
+from digestd.models import (
+    ArchiveEdition,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Edition,
+    Subscriber,
+    Suppression,
+)
 from digestd.ops import retention
 from digestd.ops.retention import prune
 from tests.admin_seed import delivery, edition, reader, suppression
@@ -73,6 +81,33 @@ def test_settled_rows_older_than_the_window_go_with_their_digests_and_editions(
     assert _count(sessions, Edition) == 93 and _count(sessions, Digest) == 93
     # Nothing but the history: readers and suppressions stay.
     assert _count(sessions, Subscriber) == 2 and _count(sessions, Suppression) == 1
+    again = prune(sessions, NOW, days=90)
+    assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
+
+
+def test_a_digest_the_archive_shows_outlives_the_window_with_its_edition(
+    sessions: sessionmaker[Session],
+) -> None:
+    _history(sessions, 120)
+    old_day = (NOW - timedelta(days=100, hours=2)).date().isoformat()
+    with sessions.begin() as session:
+        old = session.scalars(select(Edition).where(Edition.period == old_day)).one()
+        shown = Digest(edition_id=old.id, content_key="archived", layout={}, created_at=NOW)
+        session.add(shown)
+        session.flush()
+        session.add(
+            ArchiveEdition(
+                category="ai", kind="daily", period=old_day, digest_id=shown.id, published_at=NOW
+            )
+        )
+        shown_id, old_id = shown.id, old.id
+    report = prune(sessions, NOW, days=90)
+    assert report.digests == 28 and report.editions == 27  # as without it, but for its edition
+    with sessions() as session:
+        kept = session.scalars(select(Digest.id).where(Digest.edition_id == old_id)).all()
+        archived = session.scalars(select(ArchiveEdition.digest_id)).all()
+    assert kept == [shown_id]  # the readers' digest of that day went; the archive's stayed
+    assert archived == [shown_id] and _count(sessions, Edition, Edition.id == old_id) == 1
     again = prune(sessions, NOW, days=90)
     assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
 

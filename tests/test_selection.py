@@ -116,7 +116,8 @@ def _edition_urls(data: bytes) -> list[str]:
     import re
 
     text, _ = parts(parse(data))
-    return re.findall(r"Read the story at [^:]+: (\S+)", text)
+    # each story's link stands on a line of its own, in the order of the stories
+    return re.findall(r"^ *(https://news\.example\.com/\S+)\r?$", text, re.M)
 
 
 def test_no_repeats_across_consecutive_dailies_and_the_weekly_keeps_the_top_story(
@@ -162,5 +163,5 @@ def test_no_repeats_across_consecutive_dailies_and_the_weekly_keeps_the_top_stor
     assert daily_urls and not any(u.endswith("/star") for u in daily_urls)
     weekly_text = parts(parse(new["ann@example.com"].read_bytes()))[0]
     assert "Weekly recap" in weekly_text
-    assert weekly_text.index("Top story of the week") < weekly_text.index("Story star")
+    assert weekly_text.index("TOP STORY OF THE WEEK") < weekly_text.index("Story star")
     assert _edition_urls(new["ann@example.com"].read_bytes())[0].endswith("/star")

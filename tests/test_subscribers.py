@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import pytest
 import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import (
+    Addresses,
     email_hash,
     new_subscriber,
     normalise_email,
@@ -241,3 +244,66 @@ def test_delete_with_a_malformed_address_is_exit_2(
 ) -> None:
     assert run_cli(monkeypatch, env, "subscribers", "delete", "nobody") == 2
     assert "email:" in capsys.readouterr().err
+
+
+# Pieces addresses are made of, ordinary and not: what email-validator refuses (quoted and
+# over-long local parts, special-use and numeric top-level domains, bad hyphens, punycode
+# that does not decode) as much as what it accepts (IDNA, upper case, +tags).
+_LOCALS = st.sampled_from(
+    ["ann", "Ann.Lee", "a+tag", "o'neil", "x" * 64, "x" * 65, "a..b", ".a", "a.", '"q"', "é",
+     "a b", "!#$%&'*+/=?^_`{|}~-", ""]
+)  # fmt: skip
+_DOMAINS = st.sampled_from(
+    ["example.com", "Example.COM", "mail.example.org", "xn--bcher-kva.example", "bücher.example",
+     "localhost", "host.test", "a.invalid", "example", "1.2.3.4", "[127.0.0.1]", "-a.com",
+     "a-.com", "a--b.com", "xn--zz.com", "a.123", "ex_ample.com", f"{'l' * 64}.com",
+     f"{'l' * 63}." * 4 + "com", "example.com.", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=600, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(local=_LOCALS, domain=_DOMAINS, space=st.sampled_from(["", " ", "\t"]))
+def test_bulk_address_checks_agree_with_normalise_email(
+    local: str, domain: str, space: str
+) -> None:
+    """The importer's per-domain cache gives normalise_email's answer, valid or not."""
+    raw = f"{space}{local}@{domain}{space}"
+    try:
+        expected: str | None = normalise_email(raw)
+    except ValidationError:
+        expected = None
+    addresses = Addresses()
+    for _ in range(2):  # the second time from the cache
+        try:
+            got: str | None = addresses.normalise(raw)
+        except ValidationError:
+            got = None
+        assert got == expected, raw
+
+
+def test_an_address_signed_up_during_the_import_is_left_to_that_signup(
+    database_url: str,
+) -> None:
+    """Between the import's lookup and its insert someone signs up with a row's address:
+    the insert skips it (no IntegrityError aborting the import) and reports that line."""
+    from digestd.readers.importing import ImportContext, ImportReport, _Writer
+
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    prefs = parse_preferences("ai", "daily", "UTC", "UTC")
+    with sessions.begin() as session:  # the signup, committed after the import looked
+        session.add(new_subscriber("raced@example.com", prefs, SubscriberStatus.PENDING))
+    ctx = ImportContext(NOW, "import:race.csv", "UTC", time(7), time(8))
+    report = ImportReport()
+    with sessions.begin() as session:
+        _Writer(session, ctx, report)._insert(
+            [(2, "raced@example.com", prefs), (3, "calm@example.com", prefs)]
+        )
+    assert report.added == 1
+    assert [str(e) for e in report.errors] == [
+        "line 2: email: was added by someone else during the import; import it again"
+    ]
+    found = _subscribers(database_url)
+    assert found["raced@example.com"].status == SubscriberStatus.PENDING  # untouched
+    assert found["calm@example.com"].category_slugs == ["ai"]
+    engine.dispose()

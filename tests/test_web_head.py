@@ -64,11 +64,13 @@ def _mail(mail_dir: Path, to: str) -> bytes:
 
 
 def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, str]:
-    """A pending reader (confirm link), a reader sent a daily (unsubscribe, preferences and
-    view links), a signed-in operator; returns a value for each path parameter."""
+    """A pending reader (confirm link), a reader sent a daily (unsubscribe, preferences, view
+    and mute links), a signed-in operator; returns a value for each path parameter."""
     items = [
         dict(SAMPLE_ARTICLE, published_at="2026-11-29T08:00:00Z"),
         article("robots-1", "robotics", datetime(2026, 11, 29, 8, tzinfo=UTC), score=3),
+        # In the 29th's daily in UTC (the archive's zone), before the reader's in Paris.
+        article("archived-1", "ai", datetime(2026, 11, 29, 5, tzinfo=UTC), score=1),
     ]
     assert client.post("/api/articles", json=items, headers=ADMIN).status_code == 200
     mail_dir = service.settings.mail_dir
@@ -79,7 +81,7 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     assert client.portal is not None
     client.portal.call(service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
     digest = links_in(_mail(mail_dir, "sent@example.com"))
-    assert set(digest) >= {"unsubscribe", "preferences", "view"}, digest
+    assert set(digest) >= {"unsubscribe", "preferences", "view", "mute"}, digest
     login = client.get("/admin")
     signed_in = client.post("/admin/login", data={"csrf": csrf_of(login.text), "token": TOKEN})
     assert signed_in.status_code == 303
@@ -88,15 +90,20 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     return {
         **{f"/{kind}/": links[kind].rsplit("/", 1)[1] for kind in links},
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
+        # The public archive's AI daily of the 29th, published by the tick.
+        "category": "ai",
+        "kind": "daily",
+        "date": "2026-11-29",
     }
 
 
 def _concrete(path: str, values: dict[str, str]) -> str:
     """The route's path with a valid value for each parameter: a token of the route's own
-    purpose (by the path before the parameter), a caught message's name."""
+    purpose (by the path before the parameter), a caught message's name, an archive edition."""
     prefix = path.split("{", 1)[0]
     path = path.replace("{token}", values.get(prefix, "{token}"))
-    path = path.replace("{name}", values["name"])
+    for name in ("name", "category", "kind", "date"):
+        path = path.replace(f"{{{name}}}", values[name])
     assert "{" not in path, f"{path}: no test value for this parameter yet"
     return path
 
@@ -122,10 +129,19 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
             assert answer.status_code < 500, (path, answer.status_code)
         assert _dump(service) == before
     # The HEADs reached real pages with valid credentials, not only error pages.
-    for path in ("/confirm/{token}", "/unsubscribe/{token}", "/preferences/{token}", "/admin"):
+    for path in (
+        "/confirm/{token}",
+        "/unsubscribe/{token}",
+        "/preferences/{token}",
+        "/mute/{token}",
+        "/admin",
+    ):
         assert answers[path] == 200, (path, answers[path])
     assert answers["/view/{token}"] == 200 and answers["/api/stats"] == 200
     assert answers["/dev/mail/{name}"] == 200
+    for path in paths:
+        if path.startswith("/archive"):
+            assert answers[path] == 200, (path, answers[path])
     assert answers["/api/editions/trigger"] == 405  # POST-only routes refuse HEAD
     pending = [row for row in before["subscribers"] if "pending@example.com" in row]
     assert len(pending) == 1 and "pending" in pending[0]  # still not confirmed

@@ -26,10 +26,11 @@ def signup_form(web: WebRig, email: str, **fields: Any) -> Any:
 
 
 def links_in(raw: bytes) -> dict[str, str]:
-    """The confirm, preferences and unsubscribe paths in an email's text part."""
+    """The confirm, preferences, unsubscribe, view and (first) mute paths in an email's
+    text part."""
     text, _ = parts(parse(raw))
     found: dict[str, str] = {}
-    for kind in ("confirm", "preferences", "unsubscribe", "view"):
+    for kind in ("confirm", "preferences", "unsubscribe", "view", "mute"):
         match = re.search(rf"https://digest\.example\.com(/{kind}/\S+)", text)
         if match:
             found[kind] = match.group(1)

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
+from digestd.db import insert_ignoring_conflicts
 from digestd.errors import ValidationError
 from digestd.instants import parse_instant
 from digestd.models import Article, ArticleCategory
@@ -27,7 +28,7 @@ from digestd.models import Article, ArticleCategory
 KINDS = ("news", "deals", "social", "blogs", "videos", "podcasts")
 MAX_TEXT = 20_000
 MAX_SCORE = 1e12
-LOOKUP_CHUNK = 500  # ids per existence query: far below SQLite's bound-parameter limit
+LOOKUP_CHUNK = 500  # ids per IN list: far below SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -210,22 +211,78 @@ def ingest(session: Session, items: Iterable[tuple[int, Any]]) -> IngestReport:
             report.errors.append(ItemError(position, exc.field, exc.problem))
             continue
         valid[article.id] = article  # the last copy of an id in one batch wins
-    ids = list(valid)
-    existing: set[str] = set()
-    for start in range(0, len(ids), LOOKUP_CHUNK):
-        chunk = ids[start : start + LOOKUP_CHUNK]
-        existing.update(session.scalars(select(Article.id).where(Article.id.in_(chunk))))
-    for article in valid.values():
-        store(session, article, exists=article.id in existing)
-        if article.id in existing:
-            report.updated += 1
-        else:
-            report.added += 1
+    added = upsert(session, list(valid.values()))
+    report.added, report.updated = added, len(valid) - added
     return report
 
 
-def store(session: Session, article: ArticleIn, *, exists: bool) -> None:
-    values = {
+# Columns a re-sent id overwrites (created_at stays the first time it was seen).
+_UPDATED = (
+    "url",
+    "title",
+    "source",
+    "published_at",
+    "kind",
+    "why_it_matters",
+    "key_takeaways",
+    "companies",
+    "analysis",
+    "image_url",
+    "score",
+    "updated_at",
+)
+
+
+def upsert(session: Session, articles: list[ArticleIn]) -> int:
+    """Store ``articles`` (a known id is updated, its categories replaced); the number new.
+
+    Several workers may ingest one new item at once (two pollers, the API and a feed):
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` says which rows this call created,
+    and ``INSERT ... ON CONFLICT (id) DO UPDATE`` writes the rest, so neither raises
+    IntegrityError. Rows go in id order: two transactions lock the same rows in the same
+    order and cannot deadlock on PostgreSQL.
+    """
+    if not articles:
+        return 0
+    session.flush()  # the ORM's pending changes first, in statement order
+    now = datetime.now(UTC)
+    rows = [_row(article, now) for article in sorted(articles, key=lambda a: a.id)]
+    table = Article.__table__
+    insert = _insert_for(session)
+    new = {
+        str(r.id)
+        for r in session.execute(
+            insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id),
+            rows,
+        )
+    }
+    known = [row for row in rows if row["id"] not in new]
+    if known:
+        statement = insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["id"], set_={name: statement.excluded[name] for name in _UPDATED}
+        )
+        session.execute(statement, known)
+        for start in range(0, len(known), LOOKUP_CHUNK):
+            ids = [row["id"] for row in known[start : start + LOOKUP_CHUNK]]
+            session.execute(delete(ArticleCategory).where(ArticleCategory.article_id.in_(ids)))
+    categories = [
+        {"article_id": article.id, "category": slug}
+        for article in articles
+        for slug in article.categories
+    ]
+    insert_ignoring_conflicts(
+        session, ArticleCategory.__table__, categories, ["article_id", "category"]
+    )
+    for loaded in list(session.identity_map.values()):  # written past the ORM: none stale
+        if isinstance(loaded, Article | ArticleCategory):
+            session.expire(loaded)
+    return len(new)
+
+
+def _row(article: ArticleIn, now: datetime) -> dict[str, Any]:
+    return {
+        "id": article.id,
         "url": article.url,
         "title": article.title,
         "source": article.source,
@@ -237,17 +294,17 @@ def store(session: Session, article: ArticleIn, *, exists: bool) -> None:
         "analysis": article.analysis,
         "image_url": article.image_url,
         "score": article.score,
+        "created_at": now,
+        "updated_at": now,
     }
-    if exists:
-        row = session.get(Article, article.id)
-        assert row is not None
-        for key, value in values.items():
-            setattr(row, key, value)
-        session.execute(delete(ArticleCategory).where(ArticleCategory.article_id == article.id))
-        session.flush()
-        session.expire(row, ["categories"])
-    else:
-        session.add(Article(id=article.id, **values))
-        session.flush()
-    session.add_all(ArticleCategory(article_id=article.id, category=c) for c in article.categories)
-    session.flush()
+
+
+def _insert_for(session: Session) -> Any:
+    """The dialect's ``insert`` (the one with ``on_conflict_do_*``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

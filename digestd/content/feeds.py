@@ -1,9 +1,9 @@
-"""RSS 2.0 / Atom feeds registered with a category, polled on an interval into articles.
+"""RSS 2.0 / Atom feeds registered with a category: fetching, parsing, registering.
 
-Polite polling: conditional GET (ETag / Last-Modified) so an unchanged feed costs a 304;
-items keep a stable id derived from their guid (or link), so re-polling updates instead of
-duplicating. A failing feed is logged, backed off exponentially and retried; it never
-stops the daemon or the other feeds.
+Polite fetching: conditional GET (ETag / Last-Modified), so an unchanged feed costs a 304.
+Items keep a stable id derived from the feed and the item's guid (or link), so re-polling
+updates instead of duplicating. Polling itself (who polls which feed, and the feed's
+health) is :mod:`digestd.content.feed_polling`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import logging
 import re
 from calendar import timegm
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -25,15 +25,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.content.articles import ingest
 from digestd.content.categories import CATEGORIES
+from digestd.content.documents import Undecodable
 from digestd.errors import InputError
 from digestd.models import Feed
 
 log = logging.getLogger(__name__)
 
-INTERVAL = timedelta(minutes=15)
-MAX_BACKOFF = timedelta(hours=6)
 MAX_BYTES = 5_000_000
 SUMMARY_CHARS = 600
 _TAG = re.compile(r"<[^>]+>")
@@ -74,21 +72,38 @@ def http_fetch(url: str, headers: dict[str, str], timeout: float = 20.0) -> Fetc
         )
 
 
-def add_feed(session: Session, url: str, category: str, now: datetime) -> Feed:
+# --- registering ---------------------------------------------------------------------------
+
+
+def feed_url(url: str) -> str:
+    """An http(s) URL, stripped; InputError naming URL otherwise."""
+    text = url.strip()
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
     except ValueError:  # "http://[::1": an unclosed IPv6 literal
         parts = urlsplit("")
     if (
         parts.scheme not in ("http", "https")
         or not parts.netloc
-        or any(ord(c) <= 32 or ord(c) == 127 for c in url.strip())
+        or any(ord(c) <= 32 or ord(c) == 127 for c in text)
     ):
         raise InputError(f"URL: expected an http(s) feed URL, got {url[:200]!r}")
+    return text
+
+
+def feed_category(category: str) -> str:
     slug = category.strip().lower()
     if slug not in CATEGORIES:
         raise InputError(f"--category: unknown category {category!r}")
-    feed = Feed(url=url.strip(), category=slug, next_poll_at=now, failures=0, created_at=now)
+    return slug
+
+
+def register_feed(
+    session: Session, url: str, category: str, now: datetime, title: str | None = None
+) -> Feed:
+    """Store a feed, first polled at ``now`` (no fetch: :func:`add_feed` tries it first)."""
+    url, slug = feed_url(url), feed_category(category)
+    feed = Feed(url=url, category=slug, title=title, next_poll_at=now, failures=0, created_at=now)
     session.add(feed)
     try:
         session.flush()
@@ -97,70 +112,50 @@ def add_feed(session: Session, url: str, category: str, now: datetime) -> Feed:
     return feed
 
 
-@dataclass
-class PollReport:
-    polled: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    articles: int = 0
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class Added:
+    feed: Feed
+    items: int  # entries the test fetch found
 
 
-def poll_due(
-    sessions: sessionmaker[Session], now: datetime, fetch: Fetcher = http_fetch
-) -> PollReport:
-    report = PollReport()
+def add_feed(
+    sessions: sessionmaker[Session],
+    url: str,
+    category: str,
+    now: datetime,
+    fetch: Fetcher = http_fetch,
+) -> Added:
+    """Fetch ``url`` once and register it if it is an RSS or Atom feed; anything else (an
+    error status, a web page, garbage) is an InputError naming it, and nothing is stored.
+    No transaction is open during the fetch."""
+    url, slug = feed_url(url), feed_category(category)
     with sessions() as session:
-        due = list(session.scalars(select(Feed.id).where(Feed.next_poll_at <= now)))
-    for feed_id in due:
-        with sessions.begin() as session:
-            feed = session.get(Feed, feed_id)
-            if feed is not None:
-                poll_one(session, feed, now, fetch, report)
-    return report
-
-
-def poll_one(
-    session: Session, feed: Feed, now: datetime, fetch: Fetcher, report: PollReport
-) -> None:
-    report.polled += 1
-    headers = {}
-    if feed.etag:
-        headers["If-None-Match"] = feed.etag
-    if feed.last_modified:
-        headers["If-Modified-Since"] = feed.last_modified
+        if session.scalar(select(Feed.id).where(Feed.url == url)) is not None:
+            raise InputError(f"URL: {url!r} is already registered")
     try:
-        fetched = fetch(feed.url, headers)
-        if fetched.status == 304:
-            report.unchanged += 1
-        elif fetched.status != 200:
-            raise ValueError(f"HTTP {fetched.status}")
-        else:
-            items, title = parse_feed(fetched, feed.url, feed.category, now)
-            feed.title = title or feed.title
-            result = ingest(session, enumerate(items, start=1))
-            report.articles += result.added + result.updated
-            report.rejected += len(result.errors)
-            feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+        fetched = fetch(url, {})
     except (httpx.HTTPError, ValueError, OSError) as exc:
-        feed.failures += 1
-        feed.last_error = f"{exc.__class__.__name__}: {exc}"[:500]
-        delay = min(MAX_BACKOFF, INTERVAL * 2 ** min(feed.failures, 10))
-        feed.next_poll_at = now + delay
-        report.failed += 1
-        report.errors.append(f"{feed.url}: {feed.last_error}")
-        log.warning(
-            "feed %s failed (%d in a row): %s; next try in %s",
-            feed.url,
-            feed.failures,
-            feed.last_error,
-            delay,
-        )
-        return
-    feed.failures = 0
-    feed.last_error = None
-    feed.next_poll_at = now + INTERVAL
+        raise InputError(f"URL: cannot fetch {url}: {exc.__class__.__name__}: {exc}") from exc
+    if fetched.status != 200:
+        raise InputError(f"URL: {url} answered HTTP {fetched.status}, not a feed")
+    try:
+        items, title = parse_feed(fetched, url, slug, now)
+    except ValueError as exc:
+        raise InputError(f"URL: {url} is {exc}") from exc
+    with sessions.begin() as session:
+        feed = register_feed(session, url, slug, now, title or None)
+    return Added(feed, len(items))
+
+
+def remove_feed(session: Session, feed_id: int) -> Feed | None:
+    """Stop polling a feed; the articles it brought stay. None when there is no such feed."""
+    feed = session.get(Feed, feed_id)
+    if feed is not None:
+        session.delete(feed)
+    return feed
+
+
+# --- parsing -------------------------------------------------------------------------------
 
 
 def plain(text: str | None) -> str:
@@ -178,8 +173,9 @@ def _published(entry: Any, fallback: datetime) -> datetime:
 
 def parse_feed(
     fetched: Fetched, feed_url: str, category: str, now: datetime
-) -> tuple[list[dict[str, Any]], str]:
-    """(article dicts for :func:`articles.validate`, the feed's title)."""
+) -> tuple[list[dict[str, Any] | Undecodable], str]:
+    """(one article dict for :func:`articles.validate` per entry, or why it cannot be one;
+    the feed's title). ValueError when the content is no feed at all."""
     parsed = feedparser.parse(fetched.content)
     if not parsed.entries and (parsed.bozo or not parsed.version):
         problem = parsed.get("bozo_exception") or "no RSS or Atom content"
@@ -194,10 +190,11 @@ def parse_feed(
     # RSS has no xml:base: readers resolve relative item links against the channel's link,
     # then the feed's own URL (Atom's xml:base is already applied by feedparser).
     base = parsed.feed.get("link") or fetched.url
-    items = []
+    items: list[dict[str, Any] | Undecodable] = []
     for entry in parsed.entries:
         key = entry.get("id") or entry.get("link") or ""
         if not key:
+            items.append(Undecodable("item", "has neither a guid/id nor a link"))
             continue
         items.append(
             {

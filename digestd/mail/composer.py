@@ -8,12 +8,13 @@ second; the digest itself was rendered once, when it was planned.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr
 
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
+from digestd.mail.presentation import MUTE
 from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
 
@@ -27,7 +28,7 @@ class Links:
         self.domain = settings.from_domain
         self._make = {
             purpose: tokens.fast_maker(purpose)
-            for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW)
+            for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
         }
 
     def url(self, purpose: Purpose, payload: str) -> str:
@@ -41,8 +42,11 @@ class Links:
         tag = self.tokens.mailto_tag(public_id)
         return f"unsubscribe+{tag}@{self.domain}?subject=unsubscribe"
 
-    def for_subscriber(self, public_id: str, delivery_id: int | None = None) -> dict[str, str]:
-        """A value for every personal link of a digest (see ``presentation.PERSONAL_LINKS``)."""
+    def for_subscriber(
+        self, public_id: str, delivery_id: int | None = None, names: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """A value for every personal link of an email: ``presentation.PERSONAL_LINKS``, and
+        the mute link when ``names`` (those of the email's template) has it."""
         links = {
             "unsubscribe": self.url(Purpose.UNSUBSCRIBE, public_id),
             "preferences": self.url(Purpose.PREFERENCES, public_id),
@@ -52,6 +56,8 @@ class Links:
         }
         if delivery_id is not None:
             links["view"] = self.url(Purpose.VIEW, f"{public_id}/{delivery_id}")
+        if MUTE in names:
+            links[MUTE] = self.url(Purpose.MUTE, public_id)
         return links
 
 
@@ -89,7 +95,7 @@ class Composer:
             to=ascii_address(email),
             message_id=message_id,
             date=self._date_header(),
-            links=self.links.for_subscriber(public_id, delivery_id),
+            links=self.links.for_subscriber(public_id, delivery_id, template.link_names),
             unsubscribe_mailto=self.links.mailto(public_id),
         )
         data = template.compose(personal)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from digestd.config import Settings
 from digestd.mail.layout import Layout
-from digestd.mail.presentation import PERSONAL_LINKS, Site, digest_context
+from digestd.mail.presentation import Site, digest_context, personal_links
 from digestd.mail.render import Renderer
 from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatError
 from digestd.models import Article, Digest, Edition, EditionKind
@@ -39,6 +39,7 @@ class ArticleFields:
     why_it_matters: str
     key_takeaways: list[str]
     companies: list[dict[str, str]]
+    kind: str = "news"  # news|deals|social|blogs|videos|podcasts: a badge unless news
 
 
 def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFields]:
@@ -53,9 +54,23 @@ def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFiel
             Article.why_it_matters,
             Article.key_takeaways,
             Article.companies,
+            Article.kind,
         ).where(Article.id.in_(set(ids)))
     )
-    return {row[0]: ArticleFields(*row[1:]) for row in rows}
+    return {
+        row.id: ArticleFields(
+            row.url,
+            row.title,
+            row.source,
+            row.published_at,
+            row.image_url,
+            row.why_it_matters,
+            row.key_takeaways,
+            row.companies,
+            row.kind,
+        )
+        for row in rows
+    }
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,7 @@ class DigestRenderer:
             layout,
             articles,
             self.masthead.site,
-            slots.links(PERSONAL_LINKS),
+            slots.links(personal_links(kind, layout)),
         )
         rendered = self.renderer.render(str(kind), context)
         return MessageTemplate.build(

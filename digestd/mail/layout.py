@@ -27,9 +27,9 @@ class Entry:
 
 @dataclass(frozen=True)
 class Section:
-    category: str | None  # None: not grouped by category (the daily, the weekly's lead)
+    category: str | None  # None: not grouped by category (the daily's stories, the lead)
     entries: tuple[Entry, ...]
-    lead: bool = False  # the weekly's top story of the week
+    lead: bool = False  # the top story (older dailies have none: their first card leads)
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,41 @@ from datetime import date, datetime
 from typing import Any
 
 from digestd.content.categories import CATEGORIES
-from digestd.mail.layout import Layout
+from digestd.mail.layout import Entry, Layout
 from digestd.models import EditionKind
 
 # What each recipient's copy of a digest fills in. The reader's own links sit between
 # ``personal_begin`` and ``personal_end`` (empty in an email): a copy shown on the web
-# (view in browser) replaces that stretch, so a shared page carries no reader's links.
+# (view in browser) takes those stretches out, so a shared page carries no reader's links.
 PERSONAL_LINKS = ("unsubscribe", "preferences", "view", "personal_begin", "personal_end")
+# A digest for a reader who follows several categories offers to mute each one it shows:
+# one personal link, ``mute``, with the category in its query (:func:`mute_url`).
+MUTE = "mute"
 
-# Card limits keep the largest edition (15 articles, long fields) under Gmail's ~102 KB clip.
+# Limits keep the largest edition (15 articles, long fields) under Gmail's ~102 KB clip and
+# a card short enough to skim; the lead story shows more.
 TITLE_CHARS = 200
-WHY_CHARS = 480
-TAKEAWAYS = 4
-TAKEAWAY_CHARS = 220
 COMPANIES = 6
+PREHEADER_CHARS = 140
+# Article kinds as the site labels them; news, the usual kind, gets no badge.
+KIND_LABELS = {
+    "deals": "Deal",
+    "social": "Social",
+    "blogs": "Blog",
+    "videos": "Video",
+    "podcasts": "Podcast",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    why: int  # characters of "why it matters"
+    takeaways: int  # how many key takeaways
+    takeaway: int  # characters of each
+
+
+LEAD = Limits(why=480, takeaways=4, takeaway=220)
+CARD = Limits(why=280, takeaways=3, takeaway=160)
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ def long_date(day: date) -> str:
 
 
 def short_date(moment: datetime) -> str:
-    return f"{moment.day} {moment:%b %Y}"
+    return f"{moment.day} {moment:%b}"  # within the last week: the year goes without saying
 
 
 def companies_line(companies: list[dict[str, str]]) -> str:
@@ -63,17 +84,26 @@ def companies_line(companies: list[dict[str, str]]) -> str:
     return ", ".join(shown)
 
 
-def article_view(article: Any, category: str, number: int) -> dict[str, Any]:
+def mute_url(links: Mapping[str, str], category: str) -> str:
+    """The reader's link that mutes ``category``."""
+    return f"{links[MUTE]}?category={category}"
+
+
+def article_view(article: Any, category: str, number: int, limits: Limits = CARD) -> dict[str, Any]:
     return {
         "number": number,
+        "anchor": f"story-{number}",
         "url": article.url,
         "title": shorten(article.title, TITLE_CHARS),
         "source": article.source,
         "category_name": CATEGORIES.get(category, category),
+        "kind_label": KIND_LABELS.get(getattr(article, "kind", "news"), ""),
         "byline": " · ".join(p for p in (article.source, short_date(article.published_at)) if p),
         "image_url": article.image_url,
-        "why_it_matters": shorten(article.why_it_matters, WHY_CHARS),
-        "key_takeaways": [shorten(t, TAKEAWAY_CHARS) for t in article.key_takeaways[:TAKEAWAYS]],
+        "why_it_matters": shorten(article.why_it_matters, limits.why),
+        "key_takeaways": [
+            shorten(t, limits.takeaway) for t in article.key_takeaways[: limits.takeaways]
+        ],
         "companies": companies_line(article.companies),
     }
 
@@ -87,6 +117,44 @@ def names_of(categories: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def _lead_and_groups(layout: Layout) -> tuple[Entry, list[tuple[str | None, list[Entry]]]]:
+    """The lead story and the groups of cards after it. A daily planned before dailies had
+    a lead section is led by its first card."""
+    groups = [(s.category, list(s.entries)) for s in layout.sections if not s.lead]
+    leads = [e for s in layout.sections if s.lead for e in s.entries]
+    if not leads:
+        leads = [groups[0][1].pop(0)]
+    return leads[0], [(category, entries) for category, entries in groups if entries]
+
+
+def muted_categories(kind: EditionKind, layout: Layout) -> list[str]:
+    """The categories a digest offers to mute, in the site's order: none when the reader
+    follows only one (muting it would stop their digests); else each of the weekly's
+    category sections, or every category on a daily's cards."""
+    if len(layout.categories) < 2:
+        return []
+    lead, groups = _lead_and_groups(layout)
+    if kind is EditionKind.WEEKLY:
+        shown = {category for category, _ in groups}
+    else:
+        shown = {lead.category, *(e.category for _, entries in groups for e in entries)}
+    return [slug for slug in CATEGORIES if slug in shown]
+
+
+def personal_links(kind: EditionKind, layout: Layout) -> tuple[str, ...]:
+    """Every link a recipient's copy of this digest fills in."""
+    return PERSONAL_LINKS + ((MUTE,) if muted_categories(kind, layout) else ())
+
+
+def _preheader(kind: EditionKind, lead: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """What an inbox shows after the subject (which names the lead): the next headlines,
+    or, for a lone story, why it matters."""
+    if not others:
+        return shorten(lead["why_it_matters"] or lead["title"], PREHEADER_CHARS)
+    also = "Also this week" if kind is EditionKind.WEEKLY else "Also today"
+    return shorten(f"{also}: " + " · ".join(a["title"] for a in others[:3]), PREHEADER_CHARS)
+
+
 def digest_context(
     kind: EditionKind,
     local_date: date,
@@ -95,39 +163,42 @@ def digest_context(
     site: Site,
     links: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Template context for a digest; ``links`` has a value for each of PERSONAL_LINKS."""
+    """Template context for a digest; ``links`` has a value for each of
+    :func:`personal_links`."""
+    lead_entry, groups = _lead_and_groups(layout)
+    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, LEAD)
+    muted = muted_categories(kind, layout)
     sections: list[dict[str, Any]] = []
-    number = 0
-    for section in layout.sections:
-        views: list[dict[str, Any]] = []
-        for entry in section.entries:
+    number = 1
+    for category, entries in groups:
+        views = []
+        for entry in entries:
             number += 1
             views.append(article_view(articles[entry.article_id], entry.category, number))
-        heading = (
-            "Top story of the week" if section.lead else CATEGORIES.get(section.category or "", "")
-        )
-        sections.append({"heading": heading, "articles": views})
-    flat = [a for s in sections for a in s["articles"]]
+        mute = mute_url(links, category) if category in muted else ""
+        name = CATEGORIES.get(category, category) if category else ""
+        sections.append({"heading": name, "articles": views, "mute": mute})
+    others = [a for s in sections for a in s["articles"]]
     topics = names_of(list(layout.categories))
     if kind is EditionKind.DAILY:
         heading = f"Daily digest · {long_date(local_date)}"
-        story_word = "story" if number == 1 else f"{number} stories"
-        intro = f"Good morning! Today's top {story_word} in {topics}."
         reason = f"You receive the {site.name} daily digest for {topics}."
+        mutes = [{"name": CATEGORIES[slug], "link": mute_url(links, slug)} for slug in muted]
     else:
         heading = f"Weekly recap · week to {long_date(local_date)}"
-        intro = f"The week's most important stories in {topics}, led by the top story of the week."
         reason = f"You receive the {site.name} weekly recap for {topics}."
-    preheader = shorten(" · ".join(a["title"] for a in flat[:3]), 140)
+        mutes = []  # each category section carries its own
     return {
         "kind": str(kind),
         "site": site,
         "heading": heading,
-        "intro": intro,
-        "preheader": preheader,
+        "preheader": _preheader(kind, lead, others),
+        "lead": lead,
+        "lead_heading": "Top story" if kind is EditionKind.DAILY else "Top story of the week",
         "sections": sections,
-        "top": flat[0],
+        "top": lead,
         "count": number,
+        "mutes": mutes,
         "footer_reason": reason,
         "links": dict(links),
     }

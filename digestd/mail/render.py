@@ -16,6 +16,7 @@ import premailer
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from mjml import mjml2html
 
+from digestd.mail.plaintext import wrap
 from digestd.resources import templates_dir
 
 
@@ -37,6 +38,7 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,  # templates ship with digestd: no stat() of each file per render
         )
+        self._env.filters["wrap"] = wrap  # the text part's lines (see plaintext.py)
 
     def render(self, kind: str, context: dict[str, Any]) -> RenderedEmail:
         subject = self._env.get_template(f"{kind}.subject").render(context)

@@ -69,6 +69,14 @@ def oldest_queued(session: Session) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def waiting(session: Session, now: datetime, worker: str) -> int:
+    """Messages a pass at ``now`` has still to settle: queued rows already due, and rows
+    ``worker`` (a claim label) holds in flight. A tick's progress bar counts them once."""
+    mine = (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_by == worker)
+    due = (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.next_attempt_at <= now)
+    return int(session.scalar(select(func.count()).where(due | mine)) or 0)
+
+
 def edition(session: Session, edition_id: int) -> dict[str, int]:
     """One edition's deliveries by status."""
     return _grouped(session, Delivery.status, Delivery.edition_id == edition_id)

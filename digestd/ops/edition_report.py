@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from digestd.mail.layout import Layout
 from digestd.models import (
+    ArchiveEdition,
     BounceEvent,
     Delivery,
     DeliveryStatus,
@@ -77,6 +78,7 @@ class DigestRow:
     readers: int
     articles: int
     render_error: str | None
+    archived: tuple[str, ...] = ()  # the public archive's shelves showing it ("all", "ai")
 
 
 @dataclass(frozen=True)
@@ -158,22 +160,51 @@ def _unsubscribed_since(session: Session, edition_id: int) -> int:
 
 
 def _digests(session: Session, edition_id: int) -> tuple[list[DigestRow], int]:
-    readers = dict(
-        session.execute(
+    """The digests with most readers first, then those nobody was sent (an archive's
+    copy); at most DIGESTS, and how many the edition has."""
+    readers: dict[int, int] = {
+        digest_id: int(n)
+        for digest_id, n in session.execute(
             select(Delivery.digest_id, func.count())
             .where(Delivery.edition_id == edition_id, Delivery.digest_id.is_not(None))
             .group_by(Delivery.digest_id)
-        ).all()
-    )
+        )
+        if digest_id is not None
+    }
     total = int(session.scalar(select(func.count()).where(Digest.edition_id == edition_id)) or 0)
     shown = sorted(readers, key=lambda d: (-readers[d], d))[:DIGESTS]
+    if len(shown) < min(total, DIGESTS):
+        shown += session.scalars(
+            select(Digest.id)
+            .where(Digest.edition_id == edition_id, Digest.id.not_in(shown))
+            .order_by(Digest.id)
+            .limit(DIGESTS - len(shown))
+        ).all()
+    shelves = _shelves(session, shown)
     rows = session.execute(
         select(Digest.id, Digest.layout, Digest.render_error).where(Digest.id.in_(shown))
     ).all()
     by_id = {
         digest_id: DigestRow(
-            digest_id, int(readers[digest_id]), len(Layout.from_json(layout).article_ids()), error
+            digest_id,
+            readers.get(digest_id, 0),
+            len(Layout.from_json(layout).article_ids()),
+            error,
+            tuple(shelves.get(digest_id, ())),
         )
         for digest_id, layout, error in rows
     }
     return [by_id[d] for d in shown if d in by_id], total
+
+
+def _shelves(session: Session, digest_ids: list[int]) -> dict[int, list[str]]:
+    """The public archive's shelves showing each of these digests."""
+    found: dict[int, list[str]] = {}
+    for digest_id, category in session.execute(
+        select(ArchiveEdition.digest_id, ArchiveEdition.category)
+        .where(ArchiveEdition.digest_id.in_(digest_ids))
+        .order_by(ArchiveEdition.category)
+    ):
+        if digest_id is not None:
+            found.setdefault(digest_id, []).append(category)
+    return found

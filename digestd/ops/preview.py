@@ -85,7 +85,7 @@ def preview(
     if edition is None:
         return None
     template, period = edition.template, edition.slot.period
-    links = service.composer.links.for_subscriber("preview", delivery_id=0)
+    links = service.composer.links.for_subscriber("preview", 0, template.link_names)
     if fmt == "html":
         return template.html(links).encode()
     if fmt == "text":

@@ -2,9 +2,10 @@
 the digests and editions nothing refers to any more go with them.
 
 What must outlive the window stays: rows still waiting or in flight (any age), the recent
-dailies that "a daily never repeats an article" reads (8 days, far inside the window), and
-a reader's suppression (kept in its own table, never pruned). "View in browser" for an
-edition older than the window answers that it is no longer available.
+dailies that "a daily never repeats an article" reads (8 days, far inside the window),
+a reader's suppression (kept in its own table, never pruned), and the digests the public
+archive shows (each is an archive page, kept with its edition row). "View in browser" for
+an edition older than the window answers that it is no longer available.
 
 Rows go in chunks of :data:`CHUNK`, each its own short transaction, so pruning a year of
 history never holds a lock the sender or the pages wait on.
@@ -19,7 +20,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.models import Delivery, DeliveryStatus, Digest, Edition
+from digestd.models import ArchiveEdition, Delivery, DeliveryStatus, Digest, Edition
 
 SETTLED = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 CHUNK = 5000
@@ -59,7 +60,8 @@ def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneRep
 
 def _orphans(session: Session, cutoff: datetime) -> tuple[int, int]:
     """Digests and editions of before the window whose queue rows are all gone (looked up
-    through the (edition, status) index, never a scan of the history)."""
+    through the (edition, status) index, never a scan of the history). A digest the archive
+    shows stays, and so does its edition; the edition's other digests go."""
     oldest_kept = (cutoff - timedelta(days=1)).date().isoformat()  # periods are local dates
     emptied = session.scalars(
         select(Edition.id).where(
@@ -70,8 +72,21 @@ def _orphans(session: Session, cutoff: datetime) -> tuple[int, int]:
     digests = editions = 0
     for start in range(0, len(emptied), CHUNK):
         chunk = emptied[start : start + CHUNK]
-        digests += _count(session.execute(delete(Digest).where(Digest.edition_id.in_(chunk))))
-        editions += _count(session.execute(delete(Edition).where(Edition.id.in_(chunk))))
+        digests += _count(
+            session.execute(
+                delete(Digest).where(
+                    Digest.edition_id.in_(chunk),
+                    ~exists().where(ArchiveEdition.digest_id == Digest.id),
+                )
+            )
+        )
+        editions += _count(
+            session.execute(
+                delete(Edition).where(
+                    Edition.id.in_(chunk), ~exists().where(Digest.edition_id == Edition.id)
+                )
+            )
+        )
     return digests, editions
 
 

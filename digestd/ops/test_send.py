@@ -70,7 +70,7 @@ def test_message(
             to=ascii_address(to),
             message_id=message_id,
             date=format_datetime(now),
-            links=links.for_subscriber(NOBODY),
+            links=links.for_subscriber(NOBODY, None, template.link_names),
             unsubscribe_mailto=links.mailto(NOBODY),
         )
     )

@@ -1,8 +1,8 @@
 """How a reader's chosen articles are laid out in their digest (see :mod:`digestd.mail.layout`).
 
-The daily is one list in rank order; the weekly leads with the week's top story and groups
-the rest by the reader's categories, in the site's order. Each card shows the first of
-the article's categories that the reader follows.
+Both editions lead with their top story. The daily then lists the rest in rank order; the
+weekly groups the rest by the reader's categories, in the site's order. Each card shows the
+first of the article's categories that the reader follows.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ def layout_of(kind: EditionKind, chosen: Sequence[Candidate], categories: Sequen
         shown = min((c for c in candidate.categories if c in followed), key=SITE_ORDER.__getitem__)
         return Entry(candidate.id, shown)
 
+    lead = Section(None, (entry(chosen[0]),), lead=True)
     if kind is EditionKind.DAILY:
-        return Layout(tuple(categories), (Section(None, tuple(entry(c) for c in chosen)),))
+        rest = tuple(entry(c) for c in chosen[1:])
+        return Layout(tuple(categories), (lead, Section(None, rest)) if rest else (lead,))
     grouped: dict[str, list[Entry]] = defaultdict(list)
     for candidate in chosen[1:]:
         card = entry(candidate)
         grouped[card.category].append(card)
-    lead = Section(None, (entry(chosen[0]),), lead=True)
     by_category = [Section(slug, tuple(grouped[slug])) for slug in in_site_order(list(grouped))]
     return Layout(tuple(categories), (lead, *by_category))

@@ -285,7 +285,7 @@ class Planner:
     def _write(self, session: Session, decisions: list[_Decision], report: EnqueueReport) -> None:
         report.later += sum(d.slot is None for d in decisions)
         planned = [(d, d.slot) for d in decisions if d.slot is not None]
-        editions = self._edition_ids(session, {slot.period for _, slot in planned})
+        editions = self.edition_ids(session, {slot.period for _, slot in planned})
         wanted = {
             (editions[slot.period], d.key): d.layout for d, slot in planned if d.layout is not None
         }
@@ -360,7 +360,8 @@ class Planner:
             found[subscriber_id].append(category)
         return {sid: in_site_order(cats) for sid, cats in found.items()}
 
-    def _edition_ids(self, session: Session, periods: set[str]) -> dict[str, int]:
+    def edition_ids(self, session: Session, periods: set[str]) -> dict[str, int]:
+        """The id of this kind's edition of each period, created if need be."""
         for period in periods - self._editions.keys():
             insert_ignoring_conflicts(
                 session,

@@ -1,5 +1,5 @@
-"""Subscribers and their lifecycle: preferences, signup, confirmation, unsubscribe, erasure,
-suppression, bounce and complaint reports, CSV import and export.
+"""Subscribers and their lifecycle: preferences, signup, confirmation, muting a category,
+unsubscribe, erasure, suppression, bounce and complaint reports, CSV import and export.
 
 May import: the top level, ``content``, ``mail`` and ``planning`` (the schedule).
 """

@@ -1,5 +1,5 @@
 """``/admin/import``: a subscriber CSV uploaded from the page and imported in a thread of
-its own (the CLI's import, :func:`~digestd.readers.subscribers.import_csv`), with a page
+its own (the CLI's import, :func:`~digestd.readers.importing.import_csv`), with a page
 that follows its progress and then shows its per-line report.
 
 An import is one transaction: it lands whole or, if the file is refused (a wrong header),
@@ -26,7 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from digestd.errors import InputError
-from digestd.readers.subscribers import ImportContext, ImportReport, import_csv
+from digestd.readers.importing import ImportContext, ImportReport, import_csv
 from digestd.web import params
 from digestd.web.admin_auth import audit
 from digestd.web.admin_pages import REFRESH_SECONDS, operator, page

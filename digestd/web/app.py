@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
-from digestd.web import admin, api, devmail, manage, signup, unsubscribe, view
+from digestd.web import admin, api, archive, devmail, manage, mute, signup, unsubscribe, view
 from digestd.web.body import BodyLimit
 from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
@@ -158,7 +158,9 @@ def create_app(
         *signup.ROUTES,
         *manage.ROUTES,
         *unsubscribe.ROUTES,
+        *mute.ROUTES,
         *view.ROUTES,
+        *archive.ROUTES,
         *api.routes(),
         *admin.ROUTES,
     ]

@@ -9,14 +9,17 @@ preferences or erasure controls.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from digestd.content.categories import ALL, ALL_NAME, CATEGORIES
 from digestd.mail.digests import load_articles, stored_templates, unrendered
-from digestd.models import Delivery, Subscriber
+from digestd.mail.layout import Layout
+from digestd.models import Delivery, Digest, Subscriber
 from digestd.tokens import BadToken, Purpose
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -28,25 +31,51 @@ VIEW_CSP = (
 )
 
 
-def public_footer(w: Web) -> str:
+# Footer links are tap targets: at least 44 px tall (WCAG 2.5.5, Apple's guidelines).
+LINK_STYLE = "color:#1d4ed8;display:inline-block;padding:12px 4px;line-height:20px;"
+FEW = 4  # up to this many categories get a link each; more get the archive's index
+
+
+def archive_link(base_url: str, categories: Sequence[str]) -> str:
+    """Links to the archive of these categories: All Technology, each of a few, or the index."""
+    if set(categories) >= set(CATEGORIES):
+        shelves = [(ALL, ALL_NAME)]
+    elif 0 < len(categories) <= FEW:
+        shelves = [(c, CATEGORIES[c]) for c in categories if c in CATEGORIES]
+    else:
+        shelves = []
+    if not shelves:
+        return f'<a href="{html.escape(base_url)}/archive" style="{LINK_STYLE}">Past editions</a>'
+    links = " · ".join(
+        f'<a href="{html.escape(f"{base_url}/archive/{slug}")}" style="{LINK_STYLE}">'
+        f"{html.escape(name)}</a>"
+        for slug, name in shelves
+    )
+    return f"Past editions: {links}"
+
+
+def public_footer(w: Web, categories: Sequence[str]) -> str:
     """What a web copy shows where the email had the reader's own links."""
     site = html.escape(w.settings.site_name)
     signup = html.escape(f"{w.settings.base_url}/subscribe")
     return (
         f"This is a web copy of a {site} digest. The links to manage a subscription are in "
-        f'each digest email. <a href="{signup}" style="color:#1d4ed8;">Get these digests</a>'
+        f"each digest email.<br>{archive_link(w.settings.base_url, categories)}"
+        f' · <a href="{signup}" style="{LINK_STYLE}">Get these digests</a>'
     )
 
 
 def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
     with w.sessions() as session:
-        digest_id = session.scalar(
-            select(Delivery.digest_id)
+        found = session.execute(
+            select(Delivery.digest_id, Digest.layout)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .join(Digest, Digest.id == Delivery.digest_id)
             .where(Delivery.id == delivery_id, Subscriber.public_id == public_id)
-        )
-        if digest_id is None:
+        ).first()
+        if found is None:
             return None
+        digest_id, layout = found
         stored = stored_templates(session, [digest_id]).get(digest_id)
         template = stored.template if stored is not None else None
         if template is None and stored is not None and stored.error is None:
@@ -61,7 +90,8 @@ def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
                 return None
     if template is None:
         return None
-    return template.html({}, personal=public_footer(w))
+    categories = Layout.from_json(layout).categories
+    return template.html({}, personal=public_footer(w, categories))
 
 
 async def view(request: Request) -> Response:

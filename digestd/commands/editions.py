@@ -1,0 +1,93 @@
+"""``digestd tick``, ``preview`` and ``stats``: editions planned, sent, shown and counted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from digestd.commands.common import database, parse_now
+from digestd.config import Settings
+from digestd.content.categories import parse_categories
+from digestd.errors import InputError, ValidationError
+from digestd.models import EditionKind
+from digestd.ops.progress import progress
+
+
+def tick(settings: Settings, args: argparse.Namespace) -> int:
+    """One pass as of ``--now``: poll the due feeds (cron users get feed articles too),
+    plan every due edition, deliver the queue; one summary line."""
+    from digestd.content.feed_polling import poll_due
+    from digestd.service import Service
+
+    now = parse_now(args.now)
+    service = Service.build(settings)
+    feeds = poll_due(service.sessions, now)
+
+    async def once() -> str:
+        try:
+            with progress("Sending", None) as bar:
+                report = await service.tick(now, on_batch=bar, on_planned=bar.expect)
+                bar.expect(0)  # what was counted is now done, whatever came in between
+                return report.summary()
+        finally:
+            await service.close()
+
+    summary = asyncio.run(once())
+    print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
+    return 0
+
+
+def preview(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.ops.preview import preview as render_preview
+    from digestd.service import Service
+
+    now = parse_now(args.now)
+    try:
+        categories = parse_categories(args.categories)
+    except ValidationError as exc:
+        raise InputError(f"--categories: {exc.problem}") from exc
+    service = Service.build(settings)
+    data = render_preview(service, EditionKind(args.kind), categories, now, args.format)
+    if data is None:
+        print(
+            "nothing to send: no articles in those categories in the edition's window",
+            file=sys.stderr,
+        )
+        return 1
+    if args.output and args.output != "-":
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise InputError(f"-o: cannot write {args.output}: {exc.strerror}") from exc
+        print(f"wrote {args.output} ({len(data)} bytes)")
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def stats(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.ops.activity import snapshot
+    from digestd.ops.queue_stats import queue_stats
+
+    with database(settings) as sessions, sessions() as session:
+        now = snapshot(session)
+        sending = queue_stats(session, datetime.now(UTC))
+
+    def listed(counts: dict[str, int], empty: str) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or empty
+
+    print("subscribers: " + listed(now.subscribers, "none"))
+    print("queue: " + listed(now.queue, "empty"))
+    if now.oldest_queued_due_at is not None:
+        print(f"oldest queued: due {now.oldest_queued_due_at.isoformat()}")
+    for edition in now.last_editions:
+        print(
+            f"last edition: {edition.kind} {edition.period}: "
+            + listed(edition.deliveries, "no deliveries")
+        )
+    for line in sending.throughput_lines():
+        print(line)
+    return 0

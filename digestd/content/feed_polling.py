@@ -1,0 +1,185 @@
+"""Polling the due feeds into articles, safely from several workers at once, and each
+feed's health (``digestd feeds list``).
+
+Each due feed is claimed with an optimistic update: ``next_poll_at`` moves from the value
+this worker read to a lease, and only the worker whose update changed the row polls it. A
+worker that dies mid-poll leaves the lease, and the feed comes back when it ends (a poll
+repeated, never skipped; re-polling only updates the same articles). The fetch happens
+outside any transaction; the feed's items and health are then written in one
+transaction of their own, so a database error (a value PostgreSQL refuses, a lost
+connection) fails that feed alone and the run goes on. A bad item is rejected alone,
+counted, logged, and kept in the feed's health.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.content.articles import ingest
+from digestd.content.feeds import Fetched, Fetcher, http_fetch, parse_feed
+from digestd.errors import first_line
+from digestd.models import Feed
+
+log = logging.getLogger(__name__)
+
+INTERVAL = timedelta(minutes=15)
+MAX_BACKOFF = timedelta(hours=6)
+LEASE = timedelta(minutes=10)  # a claimed feed returns after this if its poller died
+ERROR_CHARS = 500
+
+
+@dataclass
+class PollReport:
+    polled: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    articles: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"feeds: {self.polled} polled ({self.unchanged} unchanged, {self.failed} failed), "
+            f"{self.articles} articles stored, {self.rejected} items rejected"
+        )
+
+
+def poll_due(
+    sessions: sessionmaker[Session], now: datetime, fetch: Fetcher = http_fetch
+) -> PollReport:
+    """Poll every feed due at ``now`` that no other worker has claimed."""
+    report = PollReport()
+    with sessions() as session:
+        due = session.execute(
+            select(Feed.id, Feed.next_poll_at)
+            .where(Feed.next_poll_at <= now)
+            .order_by(Feed.next_poll_at, Feed.id)
+        ).all()
+    for feed_id, seen in due:
+        if claim(sessions, feed_id, seen, now + LEASE):
+            poll_one(sessions, feed_id, now, fetch, report)
+    return report
+
+
+def claim(sessions: sessionmaker[Session], feed_id: int, seen: datetime, lease: datetime) -> bool:
+    """True when this worker moved ``next_poll_at`` from ``seen`` to ``lease``: the feed is
+    its to poll. False: another worker got there first (or the feed was removed)."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Feed)
+            .where(Feed.id == feed_id, Feed.next_poll_at == seen)
+            .values(next_poll_at=lease)
+            .execution_options(synchronize_session=False)
+        )
+        return cast(CursorResult[Any], result).rowcount == 1
+
+
+@dataclass(frozen=True)
+class _Request:
+    url: str
+    category: str
+    headers: dict[str, str]
+
+
+def poll_one(
+    sessions: sessionmaker[Session],
+    feed_id: int,
+    now: datetime,
+    fetch: Fetcher,
+    report: PollReport,
+) -> None:
+    """Fetch one claimed feed, then store its items and health in one transaction."""
+    with sessions() as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            return
+        headers = {}
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        request = _Request(feed.url, feed.category, headers)
+    report.polled += 1
+    try:
+        fetched = fetch(request.url, request.headers)
+        if fetched.status not in (200, 304):
+            raise ValueError(f"HTTP {fetched.status}")
+        with sessions.begin() as session:
+            _store(session, feed_id, request, fetched, now, report)
+    except (httpx.HTTPError, ValueError, OSError) as exc:
+        _failed(sessions, feed_id, request.url, f"{exc.__class__.__name__}: {exc}", now, report)
+    except SQLAlchemyError as exc:
+        problem = f"database error: {exc.__class__.__name__}: {first_line(exc)}"
+        _failed(sessions, feed_id, request.url, problem, now, report)
+
+
+def _store(
+    session: Session,
+    feed_id: int,
+    request: _Request,
+    fetched: Fetched,
+    now: datetime,
+    report: PollReport,
+) -> None:
+    feed = session.get(Feed, feed_id)
+    if feed is None:  # removed while it was being fetched
+        return
+    stored = rejected = 0
+    if fetched.status == 304:
+        report.unchanged += 1
+    else:
+        items, title = parse_feed(fetched, request.url, request.category, now)
+        result = ingest(session, enumerate(items, start=1))
+        stored, rejected = result.added + result.updated, len(result.errors)
+        feed.title = title or feed.title
+        feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+        feed.last_item_error = str(result.errors[-1])[:ERROR_CHARS] if result.errors else None
+        if result.errors:
+            log.warning(
+                "feed %s: %d item%s rejected, the rest stored (last: %s)",
+                request.url,
+                rejected,
+                "" if rejected == 1 else "s",
+                feed.last_item_error,
+            )
+    report.articles += stored
+    report.rejected += rejected
+    feed.stored_last_run, feed.rejected_last_run = stored, rejected
+    feed.failures, feed.last_error = 0, None
+    feed.last_success_at = now
+    feed.next_poll_at = now + INTERVAL
+
+
+def _failed(
+    sessions: sessionmaker[Session],
+    feed_id: int,
+    url: str,
+    problem: str,
+    now: datetime,
+    report: PollReport,
+) -> None:
+    """Count a failed poll on the feed and back it off (exponentially, up to MAX_BACKOFF)."""
+    report.failed += 1
+    report.errors.append(f"{url}: {problem}")
+    try:
+        with sessions.begin() as session:
+            feed = session.get(Feed, feed_id)
+            if feed is None:
+                return
+            feed.failures += 1
+            feed.last_error = problem[:ERROR_CHARS]
+            delay = min(MAX_BACKOFF, INTERVAL * 2 ** min(feed.failures, 10))
+            feed.next_poll_at = now + delay
+            failures = feed.failures
+    except SQLAlchemyError as exc:  # the database is away: the lease brings the feed back
+        log.error("feed %s failed (%s), and so did recording it: %s", url, problem, first_line(exc))
+        return
+    log.warning("feed %s failed (%d in a row): %s; next try in %s", url, failures, problem, delay)

@@ -1,0 +1,160 @@
+"""Going live: the settings that must not reach readers, and the DNS records mail needs.
+
+With a real ``DIGESTD_SMTP_URL``, ``digestd run`` refuses to start on a placeholder (links to
+the listen address, the example sender or postal address); ``digestd check`` lists every
+finding and the SPF, DKIM and DMARC records to publish, and sends nothing. A weak
+``DIGESTD_ADMIN_TOKEN`` never gets this far: reading the settings refuses it
+(:func:`digestd.config_values.admin_token`), for every command.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from digestd.config import DEFAULT_FROM_ADDRESS, DEFAULT_POSTAL_ADDRESS, PREFIX, Settings
+
+TXT_CHUNK = 255  # characters in one DNS character-string (RFC 1035 §3.3)
+
+
+@dataclass(frozen=True)
+class Finding:
+    variable: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.problem}"
+
+
+def placeholders(settings: Settings) -> list[Finding]:
+    """Settings still at what a development install starts with."""
+    found = []
+    if settings.base_url == settings.listen_url:
+        found.append(
+            Finding(
+                PREFIX + "BASE_URL",
+                f"is the listen address {settings.listen_url}: every link in every email "
+                "would point there; set the public https:// address readers reach",
+            )
+        )
+    if settings.from_address == DEFAULT_FROM_ADDRESS:
+        found.append(
+            Finding(
+                PREFIX + "FROM",
+                f"is the placeholder {settings.from_address}: mail from a domain you do not "
+                "own fails SPF, DKIM and DMARC; set your own sender",
+            )
+        )
+    if settings.postal_address == DEFAULT_POSTAL_ADDRESS:
+        found.append(
+            Finding(
+                PREFIX + "POSTAL_ADDRESS",
+                "is the placeholder address: bulk mail must carry your real postal address "
+                "(CAN-SPAM)",
+            )
+        )
+    return found
+
+
+def refusals(settings: Settings) -> list[Finding]:
+    """What stops ``digestd run``: placeholders, once mail really leaves (a relay is set)."""
+    return placeholders(settings) if settings.smtp is not None else []
+
+
+def findings(settings: Settings) -> list[Finding]:
+    """What ``digestd check`` reports: no relay at all, or the placeholders."""
+    if settings.smtp is None:
+        relay = Finding(
+            PREFIX + "SMTP_URL",
+            f"is not set: mail is caught in {settings.mail_dir}/ and nobody receives it",
+        )
+        return [relay, *placeholders(settings)]
+    return placeholders(settings)
+
+
+# --- DNS records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str  # SPF, DKIM, DMARC
+    name: str  # the owner name, fully qualified
+    value: str  # the TXT content, unsplit
+    note: str = ""
+
+    def zone_line(self) -> str:
+        """The record as a zone file writes it: long values split into 255-character strings."""
+        chunks = [self.value[i : i + TXT_CHUNK] for i in range(0, len(self.value), TXT_CHUNK)]
+        quoted = " ".join(f'"{chunk}"' for chunk in chunks)
+        return f"{self.name}. IN TXT {quoted if len(chunks) == 1 else f'( {quoted} )'}"
+
+
+def dns_records(settings: Settings) -> tuple[list[Record], list[Finding]]:
+    """SPF, DKIM (when digestd signs) and DMARC for the From domain, and any finding made
+    while deriving them (a DKIM key whose public half cannot be read)."""
+    domain = settings.from_domain
+    relay = settings.smtp.host if settings.smtp else "your relay"
+    records = [
+        Record(
+            "SPF",
+            domain,
+            "v=spf1 include:<your relay's SPF domain> ~all",
+            f"bounces go to bounces+…@{domain}, so receivers check SPF there: use the include "
+            f"{relay} documents (your own MTA: ip4:/ip6: its addresses). One SPF record per "
+            "domain: merge with one that exists.",
+        )
+    ]
+    problems = []
+    if settings.dkim is not None:
+        dkim = settings.dkim
+        try:
+            public = dkim_public_key(dkim.private_key)
+        except ValueError as exc:
+            problems.append(Finding(PREFIX + "DKIM_KEY_FILE", str(exc)))
+        else:
+            records.append(
+                Record(
+                    "DKIM",
+                    f"{dkim.selector}._domainkey.{dkim.domain}",
+                    f"v=DKIM1; k=rsa; p={public}",
+                    "the public half of DIGESTD_DKIM_KEY_FILE",
+                )
+            )
+    records.append(
+        Record(
+            "DMARC",
+            f"_dmarc.{domain}",
+            f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}",
+            "start with p=none and read the reports (the rua mailbox must exist); move to "
+            "p=quarantine once every source of your mail passes",
+        )
+    )
+    return records, problems
+
+
+def dkim_public_key(private_pem: bytes) -> str:
+    """The base64 SubjectPublicKeyInfo of an RSA private key in PEM (PKCS#1 or PKCS#8): the
+    ``p=`` of its DKIM record, as ``openssl pkey -pubout -outform DER`` gives it."""
+    from dkim.crypto import UnparsableKeyError, parse_pem_private_key
+
+    try:
+        key = parse_pem_private_key(private_pem)
+    except (UnparsableKeyError, ValueError, IndexError) as exc:
+        raise ValueError(f"not an RSA private key digestd can read ({exc})") from exc
+    rsa_public = _der(0x30, _der_int(key["modulus"]) + _der_int(key["publicExponent"]))
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101") + b"\x05\x00"  # OID, NULL
+    spki = _der(0x30, _der(0x30, rsa_encryption) + _der(0x03, b"\x00" + rsa_public))
+    return base64.b64encode(spki).decode("ascii")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _der_int(value: int) -> bytes:
+    # One more byte than the bits need: a leading zero keeps a high first bit positive.
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))

@@ -1,0 +1,247 @@
+"""The subscriber CSV import (``digestd subscribers import``): rows checked one by one and
+written a chunk at a time, set-based, so 100 000 rows take seconds, not minutes.
+
+The operator vouches for consent, for new rows and for pending ones (a signup never
+confirmed), and the import's source is recorded as that consent. Nobody is activated
+who has not consented since they last left: an address that unsubscribed, bounced,
+complained or was erased, or a pending one that unsubscribed before, is rejected with
+its reason: re-subscribing them would mail people who asked us to stop.
+
+Per chunk of rows: one query for suppressed addresses, one for those already on the list
+(updated through the ORM: a re-import is rare and small), one multi-row insert for the new
+subscribers (``RETURNING`` their ids) and one for their categories. The whole import is one
+transaction: a crash half-way leaves nothing half-imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from digestd.bulk import among
+from digestd.db import insert_ignoring_conflicts, insert_rows
+from digestd.errors import InputError, ValidationError
+from digestd.models import (
+    EditionKind,
+    Subscriber,
+    SubscriberCategory,
+    SubscriberStatus,
+    Suppression,
+)
+from digestd.planning.schedule import next_slot
+from digestd.readers.spreadsheet import restore
+from digestd.readers.subscribers import (
+    Addresses,
+    Preferences,
+    apply_preferences,
+    email_hash,
+    parse_preferences,
+    reschedule,
+)
+
+IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")
+IMPORT_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.problem}"
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportContext:
+    now: datetime
+    source: str
+    default_timezone: str
+    daily_at: time
+    weekly_at: time
+
+
+Row = tuple[int, str, Preferences]  # (line, email, preferences)
+
+
+def import_csv(
+    session: Session,
+    stream: TextIO,
+    ctx: ImportContext,
+    advance: Callable[[int], None] = lambda lines: None,
+) -> ImportReport:
+    """Import ``email,categories,frequency,timezone`` rows as active subscribers; each bad
+    row is reported by its line and the rest imported. ``advance`` hears how many physical
+    lines were read (a progress bar)."""
+    reader = csv.DictReader(stream)
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    missing = [c for c in IMPORT_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"the CSV header must be {','.join(IMPORT_COLUMNS)}; missing {', '.join(missing)}"
+        )
+    reader.fieldnames = header
+    report = ImportReport()
+    writer = _Writer(session, ctx, report)
+    seen: set[str] = set()
+    addresses = Addresses()
+    # Most rows share a handful of (categories, frequency, timezone): parse each once.
+    preferences: dict[tuple[str | None, ...], Preferences] = {}
+    chunk: list[Row] = []
+    read = 1  # the header
+    for row in reader:
+        line = reader.line_num
+        advance(line - read)
+        read = line
+        try:
+            email = addresses.normalise(_cell(row, "email") or "")
+            key = (_cell(row, "categories"), _cell(row, "frequency"), _cell(row, "timezone"))
+            if key not in preferences:
+                preferences[key] = parse_preferences(key[0] or "", *key[1:], ctx.default_timezone)
+            if email in seen:
+                raise ValidationError("email", "appears twice in this file")
+            seen.add(email)
+            chunk.append((line, email, preferences[key]))
+        except ValidationError as exc:
+            report.errors.append(RowError(line, exc.field, exc.problem))
+        if len(chunk) >= IMPORT_CHUNK:
+            writer.write(chunk)
+            chunk = []
+    writer.write(chunk)
+    report.errors.sort(key=lambda e: e.line)
+    return report
+
+
+def _cell(row: dict[str, str | None], name: str) -> str | None:
+    """One column of a row, as exported before a spreadsheet-safe quote was put in front."""
+    value = row.get(name)
+    return restore(value) if isinstance(value, str) else None
+
+
+class _Writer:
+    """Writes one chunk of valid rows at a time."""
+
+    def __init__(self, session: Session, ctx: ImportContext, report: ImportReport) -> None:
+        self.session, self.ctx, self.report = session, ctx, report
+        self._slots: dict[tuple[EditionKind, str], datetime] = {}
+
+    def write(self, chunk: list[Row]) -> None:
+        if not chunk:
+            return
+        session = self.session
+        emails = [email for _, email, _ in chunk]
+        suppressed = set(
+            session.scalars(
+                select(Suppression.email_hash).where(
+                    among(session, Suppression.email_hash, map(email_hash, emails))
+                )
+            )
+        )
+        existing = {
+            s.email: s
+            for s in session.scalars(
+                select(Subscriber).where(among(session, Subscriber.email, emails))
+            )
+        }
+        new: list[Row] = []
+        for line, email, prefs in chunk:
+            try:
+                if email_hash(email) in suppressed:
+                    raise ValidationError(
+                        "email", "is on the suppression list (unsubscribed or bounced)"
+                    )
+                if email in existing:
+                    self._update(existing[email], prefs)
+                else:
+                    new.append((line, email, prefs))
+            except ValidationError as exc:
+                self.report.errors.append(RowError(line, exc.field, exc.problem))
+        session.flush()
+        self._insert(new)
+        # Written (the transaction is still open): forget the objects so memory stays flat
+        # however long the file is.
+        session.expunge_all()
+
+    def _update(self, subscriber: Subscriber, prefs: Preferences) -> None:
+        status = subscriber.status
+        if status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+            raise ValidationError("email", f"is {status}; not re-subscribed by import")
+        if status == SubscriberStatus.PENDING and subscriber.unsubscribed_at is not None:
+            raise ValidationError(
+                "email",
+                f"unsubscribed on {subscriber.unsubscribed_at:%Y-%m-%d} and has not confirmed "
+                "since; not re-subscribed by import",
+            )
+        apply_preferences(subscriber, prefs)
+        if status == SubscriberStatus.PENDING:
+            subscriber.status = SubscriberStatus.ACTIVE
+            subscriber.confirmed_at = subscriber.consent_at = self.ctx.now
+            subscriber.consent_source = self.ctx.source
+        reschedule(subscriber, self.ctx.now, self.ctx.daily_at, self.ctx.weekly_at)
+        self.report.updated += 1
+
+    def _insert(self, rows: list[Row]) -> None:
+        """New subscribers in one statement, their categories in another. An address
+        someone else added since the lookup (a signup meanwhile) is left to them."""
+        if not rows:
+            return
+        created = insert_ignoring_conflicts(
+            self.session,
+            Subscriber.__table__,
+            [self._values(email, prefs) for _, email, prefs in rows],
+            ["email"],
+            returning=["id", "email"],
+        )
+        ids = {str(row.email): int(row.id) for row in created}
+        categories = []
+        for line, email, prefs in rows:
+            if email not in ids:
+                problem = "was added by someone else during the import; import it again"
+                self.report.errors.append(RowError(line, "email", problem))
+                continue
+            categories += [{"subscriber_id": ids[email], "category": c} for c in prefs.categories]
+            self.report.added += 1
+        insert_rows(self.session, SubscriberCategory.__table__, categories)
+
+    def _values(self, email: str, prefs: Preferences) -> dict[str, Any]:
+        now = self.ctx.now
+        return {
+            "public_id": secrets.token_urlsafe(16),
+            "email": email,
+            "status": SubscriberStatus.ACTIVE.value,
+            "timezone": prefs.timezone,
+            "wants_daily": prefs.wants_daily,
+            "wants_weekly": prefs.wants_weekly,
+            "next_daily_at": self._slot(EditionKind.DAILY, prefs) if prefs.wants_daily else None,
+            "next_weekly_at": self._slot(EditionKind.WEEKLY, prefs) if prefs.wants_weekly else None,
+            "created_at": now,
+            "confirmed_at": now,
+            "consent_at": now,
+            "consent_source": self.ctx.source,
+            "soft_bounces": 0,
+        }
+
+    def _slot(self, kind: EditionKind, prefs: Preferences) -> datetime:
+        """The first send instant after the import in the reader's zone (as ``reschedule``
+        computes it), once per zone."""
+        key = (kind, prefs.timezone)
+        if key not in self._slots:
+            at = self.ctx.daily_at if kind is EditionKind.DAILY else self.ctx.weekly_at
+            self._slots[key] = next_slot(kind, self.ctx.now, ZoneInfo(prefs.timezone), at).at
+        return self._slots[key]

@@ -1,0 +1,213 @@
+"""Polling feeds from several workers at once, each feed's health, and the failures that
+must stay with one item or one feed: against a real local HTTP server and real databases."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from digestd.content.feed_polling import LEASE, PollReport, claim, poll_due
+from digestd.content.feeds import register_feed
+from digestd.db import make_engine, make_sessions
+from digestd.models import Article, Feed
+from tests.feed_server import FeedServer, serving
+from tests.helpers import ROOT, run_digestd
+
+NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+FEEDS = 12  # half RSS, half Atom; two good items each
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with serving() as server:
+        yield server
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessions(engine)
+
+
+def _register_many(sessions: sessionmaker[Session], server: FeedServer) -> list[str]:
+    """FEEDS feeds (one file, many URLs): the paths the server will see."""
+    paths = [f"{'rss' if i % 2 else 'atom'}.xml?feed={i}" for i in range(FEEDS)]
+    with sessions.begin() as session:
+        for path in paths:
+            register_feed(session, server.url(path), "ai", NOW)
+    return paths
+
+
+def _article_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Article)) or 0)
+
+
+def test_a_bad_item_is_rejected_alone_counted_logged_and_kept_in_the_feeds_health(
+    feed_server: FeedServer,
+    sessions: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with sessions.begin() as session:
+        feed_id = register_feed(session, feed_server.url("bad_items.xml"), "fintech", NOW).id
+    with caplog.at_level(logging.WARNING, logger="digestd.content.feed_polling"):
+        report = poll_due(sessions, NOW)
+    assert (report.polled, report.failed, report.articles, report.rejected) == (1, 0, 1, 2)
+    with sessions() as session:
+        (article,) = session.scalars(select(Article))
+        assert article.title == "Card networks cut interchange for small merchants"
+        feed = session.get(Feed, feed_id)
+        assert feed is not None
+        assert (feed.failures, feed.stored_last_run, feed.rejected_last_run) == (0, 1, 2)
+        assert feed.last_success_at == NOW and feed.next_poll_at > NOW
+        assert feed.last_item_error is not None and feed.last_item_error.startswith("item 3: url")
+    (line,) = caplog.messages
+    assert "bad_items.xml: 2 items rejected, the rest stored (last: item 3: url" in line
+
+
+def _refuse_poison(engine: Engine) -> None:
+    """A trigger that makes the database refuse one title, as PostgreSQL refuses some text."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text(
+                    "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.title = 'POISON' THEN RAISE EXCEPTION 'poison refused'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON articles "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                )
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON articles "
+                    "WHEN NEW.title = 'POISON' BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+                )
+            )
+
+
+def test_a_database_error_fails_that_feed_alone_and_the_run_goes_on(
+    feed_server: FeedServer,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _refuse_poison(engine)
+    with sessions.begin() as session:
+        poisoned = register_feed(session, feed_server.url("poison.xml"), "ai", NOW).id
+        register_feed(session, feed_server.url("atom.xml"), "quantum", NOW)
+    with caplog.at_level(logging.WARNING):
+        report = poll_due(sessions, NOW)
+    assert (report.polled, report.failed, report.articles) == (2, 1, 2)
+    assert _article_count(sessions) == 2  # the later feed's items, none of the poisoned one
+    with sessions() as session:
+        feed = session.get(Feed, poisoned)
+        assert feed is not None and feed.failures == 1 and feed.last_success_at is None
+        assert feed.last_error is not None and "poison refused" in feed.last_error
+        assert feed.last_error.startswith("database error: ")
+    assert not any(record.exc_info for record in caplog.records)  # a line, no traceback
+    assert any("poison.xml failed (1 in a row): database error" in m for m in caplog.messages)
+
+
+def test_a_feed_claimed_by_one_worker_is_skipped_by_another(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as session:
+        feed_id = register_feed(session, feed_server.url("rss.xml"), "ai", NOW).id
+    # The other worker read the feed as due at NOW and claimed it first.
+    assert claim(sessions, feed_id, NOW, NOW + LEASE)
+    assert not claim(sessions, feed_id, NOW, NOW + LEASE)  # this one's update changes nothing
+    assert poll_due(sessions, NOW).polled == 0
+    assert feed_server.fetches("rss.xml") == 0
+    # A poller that died leaves its lease: the feed comes back when the lease ends.
+    assert poll_due(sessions, NOW + LEASE).polled == 1
+
+
+def test_two_workers_polling_the_same_feeds_store_each_item_once(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    paths = _register_many(sessions, feed_server)
+    feed_server.delay = 0.02  # answers take a moment, so the two runs overlap
+    start = threading.Barrier(2)
+    reports: list[PollReport] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            start.wait(timeout=10)
+            reports.append(poll_due(sessions, NOW))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sum(r.polled for r in reports) == FEEDS  # each feed polled by one worker
+    assert all(feed_server.fetches(path) == 1 for path in paths)
+    assert sum(r.articles for r in reports) == 2 * FEEDS
+    assert _article_count(sessions) == 2 * FEEDS
+    assert sum(r.failed for r in reports) == 0
+
+
+def test_tick_polls_the_due_feeds_for_cron_users(
+    feed_server: FeedServer, sessions: sessionmaker[Session], env: dict[str, str]
+) -> None:
+    with sessions.begin() as session:
+        register_feed(session, feed_server.url("atom.xml"), "quantum", NOW)
+    now = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    ticked = run_digestd(env, "tick", "--now", now)
+    assert ticked.returncode == 0, ticked.stderr
+    (line,) = ticked.stdout.decode().splitlines()  # still one summary line
+    assert line.endswith(
+        "; feeds: 1 polled (0 unchanged, 0 failed), 2 articles stored, 0 items rejected"
+    )
+    assert _article_count(sessions) == 2
+
+
+@pytest.mark.slow  # two digestd processes, each polling a dozen slow feeds: ~5 s
+def test_two_digestd_ticks_at_once_store_each_item_once_without_a_traceback(
+    feed_server: FeedServer, sessions: sessionmaker[Session], env: dict[str, str]
+) -> None:
+    """Cron users get feed articles from `digestd tick`; two at once share the feeds."""
+    paths = _register_many(sessions, feed_server)
+    feed_server.delay = 0.1
+    now = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    command = [sys.executable, "-m", "digestd", "tick", "--now", now]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    processes = [
+        subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert b"Traceback" not in err and b"Error" not in err, err
+    polled = [
+        int(out.split(b"feeds: ")[1].split()[0]) if b"feeds: " in out else 0 for out, _ in outputs
+    ]
+    assert sum(polled) == FEEDS, outputs
+    assert all(feed_server.fetches(path) == 1 for path in paths)
+    assert _article_count(sessions) == 2 * FEEDS
