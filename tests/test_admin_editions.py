@@ -157,7 +157,7 @@ def test_a_test_send_from_the_page_uses_up_nobodys_edition(web: WebRig) -> None:
         assert answer.status_code == 303, answer.text
         assert answer.headers["location"] == f"{LIST}?n=3&done=tested"
         notice = text_of(web.client.get(answer.headers["location"]).text)
-        assert "Test message sent with 3 articles" in notice
+        assert "(articles in it: 3)" in notice
     (mail,) = web.smtp.wait_for(1)
     assert mail.recipients == ["editor@example.org"]
     assert str(parse(mail.data)["Subject"]).startswith("[Test] ")
@@ -202,7 +202,9 @@ def test_send_now_queues_the_listed_readers_once(web: WebRig) -> None:
         assert answer.status_code == 303, answer.text
         location = answer.headers["location"]
         assert "queued=1" in location and "ineligible=1" in location
-        assert "Queued for 1 readers" in text_of(web.client.get(location).text)
+        notice = text_of(web.client.get(location).text)
+        assert "Queued: 1 (sent at the daemon's next tick)" in notice
+        assert "not active readers of this edition: 1." in notice
         again = _trigger(web, kind="daily", who="listed", emails="ann@example.com")
         assert "queued=0" in again.headers["location"] and "already=1" in again.headers["location"]
     assert _deliveries(web) == [("ann@example.com", "queued")]

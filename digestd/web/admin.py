@@ -21,6 +21,7 @@ from digestd.readers import bounce_policy
 from digestd.web import (
     admin_articles,
     admin_editions,
+    admin_feeds,
     admin_import,
     admin_readers,
     admin_sending,
@@ -193,5 +194,6 @@ ROUTES = [
     *admin_import.ROUTES,
     *admin_articles.ROUTES,
     *admin_editions.ROUTES,
+    *admin_feeds.ROUTES,
     *admin_sending.ROUTES,
 ]

@@ -29,12 +29,11 @@ PAGE = 30
 # What the sending tools' forms hold before anything is typed.
 TYPED = {"form": "", "kind": "daily", "email": "", "to": "", "categories": "", "emails": ""}
 NOTICES = {
-    "tested": "Test message sent with {n} articles, and accepted by the mail server. No "
+    "tested": "Test message sent and accepted by the mail server (articles in it: {n}). No "
     "reader's edition was used: every reader still gets theirs at their send time.",
-    "triggered": "Queued for {queued} readers (the daemon sends them at its next tick). "
-    "{already} already had this edition, {later} are left for their own send time today, "
-    "{empty} had nothing new to send, {ineligible} of the addresses are not active readers "
-    "of this edition.",
+    "triggered": "Queued: {queued} (sent at the daemon's next tick). Already had this "
+    "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
+    "{empty}. Addresses that are not active readers of this edition: {ineligible}.",
 }
 COUNTS = ("n", "queued", "already", "later", "empty", "ineligible")
 ADMIN_COPY = (
