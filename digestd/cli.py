@@ -231,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
     preview.add_argument("-o", "--output", help="file to write (default: stdout)")
+    test = command(
+        commands,
+        "send-test",
+        f"{module}:send_test",
+        "mail today's edition to one address, using up nobody's",
+        "existing",
+    )
+    test.add_argument("kind", choices=["daily", "weekly"])
+    test.add_argument("--to", required=True, help="the address to send the test to")
+    test.add_argument("--categories", default="all", help="comma-separated slugs, or all")
+    test.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
     return parser
 
