@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from digestd.content.articles import ingest
-from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber
+from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from digestd.ops.edition_report import report
 from digestd.readers.lifecycle import unsubscribe
+from digestd.readers.subscribers import new_subscriber, parse_preferences
 from tests.admin_client import sign_in, submit
-from tests.admin_seed import reader
+from tests.admin_seed import edition, reader
 from tests.conftest import WebRig
 from tests.helpers import article, parse
 from tests.web_helpers import text_of
@@ -97,7 +98,10 @@ def test_the_report_counts_every_outcome_of_the_edition(web: WebRig, sent: int) 
 
 def test_the_list_and_the_report_page_show_exact_numbers(web: WebRig, sent: int) -> None:
     listed = text_of(web.client.get(LIST).text)
-    assert "daily 2026-12-01 2026-12-01 07:01 UTC 5 3 1 1 0" in listed
+    assert (
+        "daily 2026-12-01 planned 2026-12-01 07:01 UTC 5 planned · 3 sent · 1 failed · "
+        "1 skipped · 0 waiting"
+    ) in listed
     page = web.client.get(f"{LIST}/{sent}")
     assert page.status_code == 200 and "location.reload" not in page.text
     words = text_of(page.text)
@@ -252,3 +256,35 @@ def test_the_tools_need_their_forms_csrf_token(web: WebRig) -> None:
         )
         assert answer.status_code == 403
     assert web.smtp.messages == [] and _deliveries(web) == []
+
+
+def test_counts_are_exact_with_thousands_separators(web: WebRig) -> None:
+    prefs = parse_preferences("ai", "daily", "UTC", "UTC")
+    with web.service.sessions.begin() as session:
+        people = [
+            new_subscriber(f"r{i}@example.com", prefs, SubscriberStatus.ACTIVE) for i in range(1234)
+        ]
+        session.add_all(people)
+        big = edition(session, "daily", "2026-12-01", SENT_AT)
+        session.flush()
+        session.execute(
+            insert(Delivery),
+            [
+                {
+                    "subscriber_id": p.id,
+                    "edition_id": big.id,
+                    "status": DeliveryStatus.SKIPPED,
+                    "due_at": SENT_AT,
+                    "next_attempt_at": SENT_AT,
+                    "attempts": 0,
+                    "created_at": SENT_AT,
+                    "last_error": "nothing new in their categories",
+                }
+                for p in people
+            ],
+        )
+    sign_in(web.client)
+    listed = text_of(web.client.get(LIST).text)
+    assert "1,234 planned · 0 sent · 0 failed · 1,234 skipped" in listed
+    words = text_of(web.client.get(f"{LIST}/{big.id}").text)
+    assert "Planned 1,234" in words and "nothing new in their categories 1,234" in words
