@@ -162,6 +162,20 @@ def _schema_problem(settings: Settings) -> str | None:
 # --- parser ---------------------------------------------------------------------------
 
 
+if TYPE_CHECKING:  # subscripted for the type checker only: argparse's class is not generic
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def command(
+    parent: Commands, name: str, target: str, what: str, dev_key: str = "throwaway"
+) -> argparse.ArgumentParser:
+    """``target``: ``module:function``, imported only when the command runs.
+    ``dev_key``: see :data:`digestd.config.DevKey`."""
+    sub = parent.add_parser(name, help=what)
+    sub.set_defaults(target=target, dev_key=dev_key)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digestd", description="Email digests for a tech-news site."
@@ -171,20 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(
-        parent: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        target: str,
-        what: str,
-        dev_key: str = "throwaway",
-    ) -> argparse.ArgumentParser:
-        """``target``: ``module:function``, imported only when the command runs.
-        ``dev_key``: see :data:`digestd.config.DevKey`."""
-        sub = parent.add_parser(name, help=what)
-        sub.set_defaults(target=target, dev_key=dev_key)
-        return sub
-
-    def group(name: str, what: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    def group(name: str, what: str) -> Commands:
         return commands.add_parser(name, help=what).add_subparsers(
             dest="sub", required=True, metavar="ACTION"
         )
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     feed_remove = command(feeds, "remove", f"{module}:remove", "stop polling a feed")
     feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
 
+    _edition_commands(commands)
+    return parser
+
+
+def _edition_commands(commands: Commands) -> None:
     module = "digestd.commands.editions"
     tick = command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
     tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
@@ -243,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--categories", default="all", help="comma-separated slugs, or all")
     test.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
-    return parser
 
 
 def _load(target: str) -> Command:
