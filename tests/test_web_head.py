@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.models import Base
+from digestd.content.feeds import register_feed
+from digestd.models import Base, Digest, Edition, Subscriber
 from digestd.service import Service
 from digestd.web.app import create_app
 from tests.helpers import SAMPLE_ARTICLE, article
@@ -27,6 +28,14 @@ from tests.web_helpers import SIGNUP, csrf_of, links_in
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 TOKEN = "head-test-admin-token-8Qw3Zr5Tn1Vb"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_PARAMETERS = (
+    "subscriber:int",
+    "edition:int",
+    "digest:int",
+    "feed:int",
+    "article:path",
+    "job",
+)
 
 
 @pytest.fixture
@@ -89,6 +98,7 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     links = {**digest, "confirm": confirm}
     return {
         **{f"/{kind}/": links[kind].rsplit("/", 1)[1] for kind in links},
+        **_admin_values(service),
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
         # The public archive's AI daily of the 29th, published by the tick.
         "category": "ai",
@@ -97,12 +107,30 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     }
 
 
+def _admin_values(service: Service) -> dict[str, str]:
+    """The admin pages' parameters: the sent reader, their edition and digest, an article,
+    a feed (registered without a fetch: no network), an import job that is not there."""
+    with service.sessions.begin() as session:
+        feed = register_feed(session, "https://feeds.example.com/ai.xml", "ai", NOW)
+        session.flush()
+        return {
+            "subscriber:int": str(
+                session.scalar(select(Subscriber.id).where(Subscriber.email == "sent@example.com"))
+            ),
+            "edition:int": str(session.scalar(select(func.min(Edition.id)))),
+            "digest:int": str(session.scalar(select(func.min(Digest.id)))),
+            "feed:int": str(feed.id),
+            "article:path": "robots-1",
+            "job": "no-such-import",
+        }
+
+
 def _concrete(path: str, values: dict[str, str]) -> str:
     """The route's path with a valid value for each parameter: a token of the route's own
     purpose (by the path before the parameter), a caught message's name, an archive edition."""
     prefix = path.split("{", 1)[0]
     path = path.replace("{token}", values.get(prefix, "{token}"))
-    for name in ("name", "category", "kind", "date"):
+    for name in ("name", "category", "kind", "date", *ADMIN_PARAMETERS):
         path = path.replace(f"{{{name}}}", values[name])
     assert "{" not in path, f"{path}: no test value for this parameter yet"
     return path
@@ -135,6 +163,12 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         "/preferences/{token}",
         "/mute/{token}",
         "/admin",
+        "/admin/subscribers/{subscriber:int}",
+        "/admin/articles",
+        "/admin/feeds",
+        "/admin/editions",
+        "/admin/editions/{edition:int}",
+        "/admin/digests/{digest:int}",
     ):
         assert answers[path] == 200, (path, answers[path])
     assert answers["/view/{token}"] == 200 and answers["/api/stats"] == 200
