@@ -466,6 +466,7 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "helper_processes": args.helper_processes,
+        "event_loop": os.environ.get("DIGESTD_EVENT_LOOP", "uvloop"),  # the tick inherits it
         "sent": sent,
         "statuses": result["statuses"],
         "distinct_digests": result["digests"],

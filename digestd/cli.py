@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from digestd import __version__
 
@@ -50,9 +50,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.daemon import serve
     from digestd.db import make_engine, migrate, open_database
     from digestd.errors import ConfigError
+    from digestd.eventloop import chosen
+    from digestd.eventloop import run as run_loop
     from digestd.ops.golive import refusals
     from digestd.service import Service
 
+    chosen()  # a bad DIGESTD_EVENT_LOOP stops run before it migrates
     refused = refusals(settings)
     if refused:
         more = f" (and {len(refused) - 1} more: see digestd check)" if len(refused) > 1 else ""
@@ -70,9 +73,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.demo:
         _load_demo(service)
-    import asyncio
-
-    asyncio.run(serve(service))
+    run_loop(serve(service))
     return 0
 
 
@@ -162,11 +163,11 @@ def _schema_problem(settings: Settings) -> str | None:
 # --- parser ---------------------------------------------------------------------------
 
 
-if TYPE_CHECKING:  # subscripted for the type checker only: argparse's class is not generic
-    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+# Subscripted for mypy only: argparse's class takes no parameters at run time.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def command(
+def _command(
     parent: Commands, name: str, target: str, what: str, dev_key: str = "throwaway"
 ) -> argparse.ArgumentParser:
     """``target``: ``module:function``, imported only when the command runs.
@@ -174,6 +175,12 @@ def command(
     sub = parent.add_parser(name, help=what)
     sub.set_defaults(target=target, dev_key=dev_key)
     return sub
+
+
+def _group(commands: Commands, name: str, what: str) -> Commands:
+    return commands.add_parser(name, help=what).add_subparsers(
+        dest="sub", required=True, metavar="ACTION"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,52 +191,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML file of DIGESTD_* settings (env wins)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def group(name: str, what: str) -> Commands:
-        return commands.add_parser(name, help=what).add_subparsers(
-            dest="sub", required=True, metavar="ACTION"
-        )
-
-    run = command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")
+    run = _command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")
     run.add_argument("--demo", action="store_true", help="load demo articles and a demo reader")
     run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
-    command(
+    _command(
         commands, "migrate", "digestd.cli:cmd_migrate", "create or upgrade the schema", "create"
     )
-    command(commands, "check", "digestd.cli:cmd_check", "go-live findings and DNS records")
-
-    articles = group("articles", "add articles")
-    add = command(articles, "add", "digestd.commands.articles:add", "from a JSON/JSONL file")
-    add.add_argument("file", help="a JSON array or JSONL file (- = stdin)")
-
-    subs = group("subscribers", "import, export, unsubscribe, erase")
-    module = "digestd.commands.subscribers"
-    imp = command(subs, "import", f"{module}:import_", "email,categories,frequency,timezone CSV")
-    imp.add_argument("file")
-    command(subs, "export", f"{module}:export", "CSV on stdout")
-    stop = command(subs, "unsubscribe", f"{module}:unsubscribe", "stop mail, keep the record")
-    stop.add_argument("email")
-    erase = command(subs, "delete", f"{module}:delete", "erase a subscriber's personal data")
-    erase.add_argument("email")
-
-    feeds = group("feeds", "RSS/Atom feeds polled for articles")
-    module = "digestd.commands.feeds"
-    feed_add = command(feeds, "add", f"{module}:add", "fetch a feed once and register it")
-    feed_add.add_argument("url")
-    feed_add.add_argument("--category", required=True, help="category slug of its articles")
-    command(feeds, "list", f"{module}:list_", "registered feeds and their health")
-    feed_remove = command(feeds, "remove", f"{module}:remove", "stop polling a feed")
-    feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
-
+    _command(commands, "check", "digestd.cli:cmd_check", "go-live findings and DNS records")
+    _content_commands(commands)
+    _reader_commands(commands)
     _edition_commands(commands)
     return parser
 
 
+def _content_commands(commands: Commands) -> None:
+    articles = _group(commands, "articles", "add articles")
+    add = _command(articles, "add", "digestd.commands.articles:add", "from a JSON/JSONL file")
+    add.add_argument("file", help="a JSON array or JSONL file (- = stdin)")
+
+    feeds = _group(commands, "feeds", "RSS/Atom feeds polled for articles")
+    module = "digestd.commands.feeds"
+    feed_add = _command(feeds, "add", f"{module}:add", "fetch a feed once and register it")
+    feed_add.add_argument("url")
+    feed_add.add_argument("--category", required=True, help="category slug of its articles")
+    _command(feeds, "list", f"{module}:list_", "registered feeds and their health")
+    feed_remove = _command(feeds, "remove", f"{module}:remove", "stop polling a feed")
+    feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
+
+
+def _reader_commands(commands: Commands) -> None:
+    subs = _group(commands, "subscribers", "import, export, unsubscribe, erase")
+    module = "digestd.commands.subscribers"
+    imp = _command(subs, "import", f"{module}:import_", "email,categories,frequency,timezone CSV")
+    imp.add_argument("file")
+    _command(subs, "export", f"{module}:export", "CSV on stdout")
+    stop = _command(subs, "unsubscribe", f"{module}:unsubscribe", "stop mail, keep the record")
+    stop.add_argument("email")
+    erase = _command(subs, "delete", f"{module}:delete", "erase a subscriber's personal data")
+    erase.add_argument("email")
+
+
 def _edition_commands(commands: Commands) -> None:
     module = "digestd.commands.editions"
-    tick = command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
+    tick = _command(commands, "tick", f"{module}:tick", "one scheduler pass, then exit", "existing")
     tick.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
-    preview = command(
+    preview = _command(
         commands, "preview", f"{module}:preview", "render an edition, send nothing", "existing"
     )
     preview.add_argument("kind", choices=["daily", "weekly"])
@@ -237,7 +243,7 @@ def _edition_commands(commands: Commands) -> None:
     preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
     preview.add_argument("-o", "--output", help="file to write (default: stdout)")
-    test = command(
+    test = _command(
         commands,
         "send-test",
         f"{module}:send_test",
@@ -248,7 +254,7 @@ def _edition_commands(commands: Commands) -> None:
     test.add_argument("--to", required=True, help="the address to send the test to")
     test.add_argument("--categories", default="all", help="comma-separated slugs, or all")
     test.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
-    command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
+    _command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
 
 
 def _load(target: str) -> Command:

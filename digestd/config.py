@@ -198,7 +198,10 @@ _DOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?
 def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSettings:
     """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``; options after
     ``?`` are listed in :data:`SMTP_OPTIONS` (README: ``DIGESTD_SMTP_URL``)."""
-    parts = urlsplit(raw.strip())
+    try:
+        parts = urlsplit(raw.strip())
+    except ValueError as exc:  # an unclosed IPv6 bracket, for one
+        raise ConfigError(variable, f"not a URL: {raw!r} ({exc})") from exc
     if parts.scheme not in ("smtp", "smtps"):
         raise ConfigError(variable, f"scheme must be smtp:// or smtps://, got {raw!r}")
     try:

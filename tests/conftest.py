@@ -51,6 +51,28 @@ def _postgres_url() -> str | None:
     return os.environ.get("DIGESTD_TEST_DATABASE_URL") or None
 
 
+# Fixtures through which a test reaches the database under test.
+_DATABASE_FIXTURES = {"database_url", "empty_postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against PostgreSQL, run only the tests that reach a database: the others (settings,
+    rendering, SMTP sessions, browsers) do the same thing whichever database is configured,
+    and CI has already run them in its SQLite pass. DIGESTD_TEST_EVERYTHING=1 keeps them."""
+    import os
+
+    if not _postgres_url() or os.environ.get("DIGESTD_TEST_EVERYTHING"):
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ())) & _DATABASE_FIXTURES
+        (keep if uses else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pg = _postgres_url()

@@ -84,7 +84,7 @@ def _one_delivery(sessions: sessionmaker[Session], email: str) -> int:
         return ids[email]
 
 
-@pytest.mark.parametrize(("mta", "scenario"), sorted(TABLE), ids="/".join)
+@pytest.mark.parametrize(("mta", "scenario"), sorted(TABLE))
 def test_each_real_report_is_classified_as_the_readme_says(
     database_url: str, mta: str, scenario: str
 ) -> None:

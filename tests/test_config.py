@@ -137,6 +137,7 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_SMTP_URL", "http://mail.example.com"),
         ("DIGESTD_SMTP_URL", "smtp://mail.example.com:notaport"),
         ("DIGESTD_SMTP_URL", "smtp://:25"),
+        ("DIGESTD_SMTP_URL", "smtp://[::1:25"),  # an unclosed IPv6 bracket
         ("DIGESTD_SMTP_URL", "smtp://mail.example.com?starttls=maybe"),
         ("DIGESTD_SMTP_URL", "smtp://mail.example.com?tls=1"),
         ("DIGESTD_SMTP_URL", "smtps://mail.example.com?starttls=true"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -96,6 +97,15 @@ def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str
     engine.dispose()
 
 
+def _wait_until_gone(pid: int) -> None:
+    """Until the killed helper is reaped: SIGKILL lands asynchronously, and a helper still
+    seen alive would be asked (the other test's path) instead of replaced first."""
+    deadline = time.monotonic() + 10
+    while any(child.pid == pid for child in multiprocessing.active_children()):
+        assert time.monotonic() < deadline, "the killed helper is still alive"
+        time.sleep(0.01)  # waiting on another process, not on the clock under test
+
+
 def test_a_helper_found_dead_is_replaced_before_it_is_asked(
     env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -108,6 +118,7 @@ def test_a_helper_found_dead_is_replaced_before_it_is_asked(
         try:
             first = enqueuer.start()
             os.kill(first, signal.SIGKILL)  # the OOM killer, say, between two ticks
+            _wait_until_gone(first)
             with caplog.at_level(logging.WARNING, logger="digestd.planning.enqueuer"):
                 report = await enqueuer.enqueue(policy, SEND)
             assert enqueuer.start() != first

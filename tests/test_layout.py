@@ -78,3 +78,18 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*trail, nxt]))
     assert circles == []
+
+
+# A function a reader can follow in one screen (STYLE: ~60 lines; ``digestd`` only).
+LONGEST_FUNCTION = 60
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    long = []
+    for name, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []

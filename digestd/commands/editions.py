@@ -4,7 +4,6 @@ tried out and counted."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +20,11 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     """One pass as of ``--now``: poll the due feeds (cron users get feed articles too),
     plan every due edition, deliver the queue; one summary line."""
     from digestd.content.feed_polling import poll_due
+    from digestd.eventloop import chosen
+    from digestd.eventloop import run as run_loop
     from digestd.service import Service
 
+    chosen()  # a bad DIGESTD_EVENT_LOOP stops the command before it polls or plans
     now = parse_now(args.now)
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
@@ -36,7 +38,7 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    summary = asyncio.run(once())
+    summary = run_loop(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
     return 0
 
@@ -72,6 +74,7 @@ def preview(settings: Settings, args: argparse.Namespace) -> int:
 def send_test(settings: Settings, args: argparse.Namespace) -> int:
     """Today's edition for some categories, mailed to ``--to`` marked as a test; it uses up
     nobody's edition (:mod:`digestd.ops.test_send`)."""
+    from digestd.eventloop import run as run_loop
     from digestd.ops.test_send import send_test as send
     from digestd.readers.subscribers import normalise_email
     from digestd.service import Service
@@ -101,7 +104,7 @@ def send_test(settings: Settings, args: argparse.Namespace) -> int:
             f"articles, {sent.message_id}; the server answered: {sent.reply}"
         )
 
-    line = asyncio.run(once())
+    line = run_loop(once())
     if line is None:
         print(
             "nothing to send: no articles in those categories in the edition's window",

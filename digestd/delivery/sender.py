@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -62,8 +62,8 @@ from digestd.mail.digests import StoredDigest
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Retrying a failed write of outcomes: from a quarter second, doubling up to 10 s, for at
-# most a tenth of the lease (the rows stay ours that long at least).
+# Retrying a failed write of outcomes: from a quarter second, doubling up to 10 s, until a
+# tenth of the lease before the claims expire (_Run._margin).
 RECORD_RETRY_FIRST = 0.25
 RECORD_RETRY_CAP = 10.0
 RECORD_RETRY_SHARE = 0.1
@@ -359,7 +359,7 @@ class _Run:
         """Write outcomes, retrying a database blip while the claims still have margin:
         each message not recorded is one the next worker sends again."""
         delay = RECORD_RETRY_FIRST
-        give_up = self.sender.monotonic() + RECORD_RETRY_SHARE * self.sender.lease.total_seconds()
+        give_up = self.sender.monotonic() + self._margin(outcomes, now)
         while True:
             try:
                 await self.sender.in_thread(self.sender.store.record, outcomes, now)
@@ -375,6 +375,18 @@ class _Run:
                 )
             await self.sender.sleep(delay)
             delay = min(delay * 2, RECORD_RETRY_CAP)
+
+    def _margin(self, outcomes: list[Outcome], now: datetime) -> float:
+        """Seconds to keep retrying: until the earliest of these claims is about to expire
+        (a tenth of the lease before it, for clocks that disagree a little), and never less
+        than a tenth of the lease. Past that, another worker may take the rows and send them
+        again; until then a database that comes back loses nothing."""
+        lease = self.sender.lease.total_seconds()
+        earliest = min((outcome.job.lease for outcome in outcomes), default=now)
+        if earliest.tzinfo is None:  # SQLite hands instants back naive, in UTC
+            earliest = earliest.replace(tzinfo=UTC)
+        left = (earliest - now).total_seconds() - RECORD_RETRY_SHARE * lease
+        return max(RECORD_RETRY_SHARE * lease, left)
 
     def _count(self, name: str, error: str | None) -> None:
         if name == "sent":
