@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 class Schedule:
     daily_at: time
     weekly_at: time
+    sunday_daily: bool = False  # DIGESTD_SUNDAY_DAILY: a reader of both gets Sunday's daily too
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,9 @@ class Web:
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.settings.daily_time, self.settings.weekly_time)
+        return Schedule(
+            self.settings.daily_time, self.settings.weekly_time, self.settings.sunday_daily
+        )
 
     async def db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking database work off the event loop (the scheduler shares it)."""
