@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,15 +32,9 @@ from digestd.readers.subscribers import (
     erase,
     reschedule,
 )
+from digestd.readers.subscribers import Schedule as Schedule  # callers' one import
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    daily_at: time
-    weekly_at: time
-    sunday_daily: bool = False  # DIGESTD_SUNDAY_DAILY: a reader of both gets Sunday's daily too
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,9 @@ def confirm(
     acting), with the page the signup came from and the wording it showed, both carried in
     the link. A link made before the reader's last unsubscribe never resubscribes them.
     """
-    subscriber = by_public_id(session, link.public_id)
+    # Locked: mail scanners open a link twice at once, and only one click may confirm
+    # (and so send one welcome).
+    subscriber = by_public_id(session, link.public_id, lock=True)
     if subscriber is None:
         log.info("confirm", extra={"outcome": Confirmation.GONE})
         return Confirmation.GONE
@@ -123,9 +119,31 @@ def _activate(
         session.delete(suppression)
 
 
-def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
+def topics_offered(
+    subscriber: Subscriber | None, link: ConfirmLink
+) -> tuple[Confirmation, list[str]]:
+    """What following an "add these topics" link would do, and the topics it would add,
+    changing nothing (for the page its GET shows; a POST acts, through :func:`confirm`)."""
+    if subscriber is None or subscriber.status not in (
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.PAUSED,
+        SubscriberStatus.PENDING,
+        SubscriberStatus.UNSUBSCRIBED,
+    ):
+        return Confirmation.GONE, []
+    if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+        return Confirmation.STALE, []
+    new = _new_topics(subscriber, link.request.prefs) if link.request else []
+    return (Confirmation.TOPICS_ADDED if new else Confirmation.ALREADY), new
+
+
+def _new_topics(subscriber: Subscriber, prefs: Preferences) -> list[str]:
     current = set(subscriber.category_slugs)
-    new = [slug for slug in prefs.categories if slug not in current]
+    return [slug for slug in prefs.categories if slug not in current]
+
+
+def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
+    new = _new_topics(subscriber, prefs)
     if not new:
         return Confirmation.ALREADY
     subscriber.categories = [

@@ -10,6 +10,7 @@ from, the consent wording shown) travels in the signed link of the email it trig
 - active or paused: "you're already subscribed", with a link to add any new topics asked for;
 - bounced, complained or suppressed: no email at all.
 
+And once a link is followed and a reader confirmed, a welcome saying what comes and when.
 Every email here is claimed against the throttles of :mod:`digestd.readers.mailbox` first.
 """
 
@@ -28,12 +29,14 @@ from digestd.models import Subscriber, SubscriberStatus, Suppression, Suppressio
 from digestd.readers import mailbox
 from digestd.readers.subscribers import (
     Preferences,
+    Schedule,
     by_public_id,
     email_hash,
     frequency_name,
     new_subscriber,
     parse_preferences,
 )
+from digestd.readers.upcoming import Upcoming, upcoming
 
 log = logging.getLogger(__name__)
 # Shown beside the signup button and stored with each consent (GDPR art. 7(1)): bump it
@@ -129,6 +132,7 @@ class Notice(enum.StrEnum):
     WELCOME_BACK = "welcome-back"  # unsubscribed: confirm to resume
     ALREADY = "already"  # active or paused: how to manage it (and maybe: add these topics?)
     MANAGE_LINK = "manage-link"  # a fresh preferences link, the old one having expired
+    WELCOME = "welcome"  # confirmed: what comes, exactly when
 
 
 class Held(enum.StrEnum):
@@ -148,10 +152,11 @@ class SignupResult:
     new_topics: tuple[str, ...] = ()  # ALREADY: topics the email offers to add
     sent_at: datetime | None = None  # the throttles' claim, to release if sending fails
     held: Held | None = None
+    upcoming: tuple[Upcoming, ...] = ()  # WELCOME: the first digests, soonest first
 
     @property
     def link(self) -> ConfirmLink | None:
-        if self.request is None or self.notice is Notice.MANAGE_LINK:
+        if self.request is None or self.notice in (Notice.MANAGE_LINK, Notice.WELCOME):
             return None
         if self.notice is Notice.ALREADY:
             return ConfirmLink(self.public_id, Mode.ADD_TOPICS, self.request)
@@ -240,12 +245,42 @@ def request_manage_link(
     return _result(subscriber, Notice.MANAGE_LINK, None, now)
 
 
+def welcome(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    limits: SignupLimits,
+    schedule: Schedule,
+) -> SignupResult:
+    """The welcome email of a reader who has just confirmed.
+
+    One per confirmation, and every confirmation is a click on a confirmation email that
+    was itself claimed against the inbox's limits: so only the hourly cap of everyone
+    together is claimed here. The inbox's 10-minute spacing would hold the welcome back
+    behind the very email it follows.
+    """
+    coming = tuple(upcoming(subscriber, schedule))
+    if not coming:  # nothing scheduled: nothing to welcome them to
+        return SignupResult(None, held=Held.NOBODY)
+    if not mailbox.claim(session, mailbox.EVERYONE, limits.everyone, now):
+        return SignupResult(None, held=Held.HOURLY_CAP)
+    return SignupResult(
+        Notice.WELCOME,
+        subscriber.public_id,
+        subscriber.email,
+        SignupRequest.of(subscriber, ""),
+        sent_at=now,
+        upcoming=coming,
+    )
+
+
 def release_email(session: Session, result: SignupResult) -> None:
     """The email could not be sent: let the reader ask again at once."""
     if result.sent_at is None:
         return
     mailbox.release(session, mailbox.EVERYONE, result.sent_at)
-    mailbox.release(session, mailbox.mailbox_key(result.email), result.sent_at)
+    if result.notice is not Notice.WELCOME:  # a welcome claims the hourly cap only
+        mailbox.release(session, mailbox.mailbox_key(result.email), result.sent_at)
 
 
 def _claim(session: Session, email: str, now: datetime, limits: SignupLimits) -> Held | None:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.planning.schedule import SUNDAY, next_slot
-from digestd.readers.lifecycle import Schedule
+from digestd.readers.subscribers import Schedule
 
 NAMES = {EditionKind.DAILY: "daily digest", EditionKind.WEEKLY: "weekly recap"}
 
