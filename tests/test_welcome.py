@@ -129,7 +129,7 @@ def test_a_welcome_that_fails_gives_back_only_its_own_claim(web: WebRig) -> None
         assert inbox is not None and inbox.sent == 1  # the welcome never counted here
 
 
-def _offer(web: WebRig, clock: time_machine.Coordinates) -> tuple[str, list[str]]:
+def _offer(web: WebRig, clock: time_machine.Traveller) -> tuple[str, list[str]]:
     signup_form(web, "ann@example.com")
     web.client.get(links_in(web.smtp.messages[0].data)["confirm"])
     clock.shift(timedelta(minutes=11))
