@@ -40,7 +40,8 @@ def test_the_page_shows_the_current_choices(web: WebRig) -> None:
     assert 'value="ai" class="cat" checked' in page.text
     assert 'value="quantum" class="cat">' in page.text
     assert 'value="daily" checked' in page.text
-    assert "<option selected>Europe/Paris</option>" in page.text
+    assert 'id="timezone" name="timezone" value="Europe/Paris" list="zone-list"' in page.text
+    assert '<option value="Asia/Kolkata">UTC+05:30' in page.text
     assert "Delete my data" in page.text
 
 
@@ -77,7 +78,7 @@ def test_all_technology_selects_every_category(web: WebRig) -> None:
 def test_pause_then_resume(web: WebRig) -> None:
     with time_machine.travel(NOW, tick=False):
         links = _reader(web)
-        _post(web, links["preferences"], action="pause")
+        _post(web, links["preferences"], action="pause", pause_for="1w")
         paused = web.subscriber("ann@example.com")
         assert paused is not None and paused.status == SubscriberStatus.PAUSED
         assert paused.next_daily_at is None

@@ -26,7 +26,7 @@ from digestd.web.body import read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.manage import GONE, link_id, load_reader
+from digestd.web.reader_pages import GONE, link_id, load_reader
 
 CHECK_INBOX = (
     "If this address can receive our digests again, a confirmation email is on its way. "
