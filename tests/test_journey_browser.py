@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 from sqlalchemy import select
 
 from digestd.config import load_settings
@@ -37,7 +37,7 @@ OUT = ARTIFACTS / "journey"
 EMAIL = "reader@example.com"
 TUESDAY = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)  # 09:00 in New York (UTC-5)
 SUNDAY = datetime(2026, 12, 6, tzinfo=UTC)
-PHONE = {"width": 375, "height": 667}
+PHONE: ViewportSize = {"width": 375, "height": 667}
 
 
 @dataclass
