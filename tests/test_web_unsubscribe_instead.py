@@ -90,6 +90,18 @@ def test_a_pause_for_a_while(web: WebRig) -> None:
     assert reader.paused_until == datetime(2026, 12, 12, 23, 0, tzinfo=UTC)
 
 
+def test_a_pause_from_this_link_never_ends_one_sooner(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False):
+        url = _reader(web)
+        _offer(web, url, "pause", pause_for="4w")
+        _offer(web, url, "pause", pause_for="1w")  # would bring digests back sooner
+        reader = web.subscriber("ann@example.com")
+        assert reader is not None
+        assert reader.paused_until == datetime(2026, 12, 26, 23, 0, tzinfo=UTC)
+        _offer(web, url, "pause", pause_for="2w")
+        assert _stored(web)[4] == datetime(2026, 12, 26, 23, 0, tzinfo=UTC)
+
+
 def test_fewer_topics(web: WebRig) -> None:
     url = _reader(web)
     answer = _offer(web, url, "topics", keep=["robotics"])

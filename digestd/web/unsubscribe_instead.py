@@ -101,7 +101,12 @@ def _act(w: Web, public_id: str, offer: str, data: Input) -> tuple[str, str] | N
             choice = data.text("pause_for", 10)
             if choice not in pausing.WEEKS:
                 raise ValidationError("pause_for", "choose 1, 2 or 4 weeks")
-            pause(reader, pausing.pause_end(choice, "", reader.timezone, now))
+            until = pausing.pause_end(choice, "", reader.timezone, now)
+            # Only ever longer: a pause already running to a later date (or with no end)
+            # stays as it is, or this link could bring digests back sooner.
+            current = reader.paused_until
+            if reader.status == SubscriberStatus.ACTIVE or (current and current < until):
+                pause(reader, until)
             title = "Your digests are paused"
         else:
             _keep(reader, _kept(reader, data.items("keep", 40)), now, w)
