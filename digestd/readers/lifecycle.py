@@ -1,6 +1,6 @@
 """What a reader can do to their subscription, independent of HTTP: confirm (double
-opt-in), change preferences, pause, resume, unsubscribe, erase. Which email a signup
-triggers is :mod:`digestd.readers.signups`.
+opt-in, then a welcome), add offered topics, change preferences, pause, resume,
+unsubscribe, erase. Which email a signup triggers is :mod:`digestd.readers.signups`.
 
 Each function works inside the caller's transaction and decides only from the database and
 the signed link, so the same rules hold whichever page or API calls it.
@@ -23,7 +23,17 @@ from digestd.models import (
     Suppression,
     SuppressionReason,
 )
-from digestd.readers.signups import CONSENT_WORDING, ConfirmLink, Mode
+from digestd.readers import mailbox
+from digestd.readers.signups import (
+    CONSENT_WORDING,
+    ConfirmLink,
+    Held,
+    Mode,
+    Notice,
+    SignupLimits,
+    SignupRequest,
+    SignupResult,
+)
 from digestd.readers.subscribers import (
     Preferences,
     apply_preferences,
@@ -33,6 +43,7 @@ from digestd.readers.subscribers import (
     reschedule,
 )
 from digestd.readers.subscribers import Schedule as Schedule  # callers' one import
+from digestd.readers.upcoming import upcoming
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +162,35 @@ def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
         *(SubscriberCategory(category=slug) for slug in new),
     ]
     return Confirmation.TOPICS_ADDED
+
+
+def welcome(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    limits: SignupLimits,
+    schedule: Schedule,
+) -> SignupResult:
+    """The welcome email of a reader who has just confirmed.
+
+    One per confirmation, and every confirmation is a click on a confirmation email that
+    was itself claimed against the inbox's limits: so only the hourly cap of everyone
+    together is claimed here. The inbox's 10-minute spacing would hold the welcome back
+    behind the very email it follows.
+    """
+    coming = tuple(upcoming(subscriber, schedule))
+    if not coming:  # nothing scheduled: nothing to welcome them to
+        return SignupResult(None, held=Held.NOBODY)
+    if not mailbox.claim(session, mailbox.EVERYONE, limits.everyone, now):
+        return SignupResult(None, held=Held.HOURLY_CAP)
+    return SignupResult(
+        Notice.WELCOME,
+        subscriber.public_id,
+        subscriber.email,
+        SignupRequest.of(subscriber, ""),
+        sent_at=now,
+        upcoming=coming,
+    )
 
 
 def unsubscribe(subscriber: Subscriber, now: datetime, *, via: str = "") -> bool:

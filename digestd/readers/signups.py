@@ -10,7 +10,7 @@ from, the consent wording shown) travels in the signed link of the email it trig
 - active or paused: "you're already subscribed", with a link to add any new topics asked for;
 - bounced, complained or suppressed: no email at all.
 
-And once a link is followed and a reader confirmed, a welcome saying what comes and when.
+(Once a reader has confirmed, :func:`digestd.readers.lifecycle.welcome` says what comes.)
 Every email here is claimed against the throttles of :mod:`digestd.readers.mailbox` first.
 """
 
@@ -29,14 +29,13 @@ from digestd.models import Subscriber, SubscriberStatus, Suppression, Suppressio
 from digestd.readers import mailbox
 from digestd.readers.subscribers import (
     Preferences,
-    Schedule,
     by_public_id,
     email_hash,
     frequency_name,
     new_subscriber,
     parse_preferences,
 )
-from digestd.readers.upcoming import Upcoming, upcoming
+from digestd.readers.upcoming import Upcoming
 
 log = logging.getLogger(__name__)
 # Shown beside the signup button and stored with each consent (GDPR art. 7(1)): bump it
@@ -243,35 +242,6 @@ def request_manage_link(
     if held is not None:
         return SignupResult(None, held=held)
     return _result(subscriber, Notice.MANAGE_LINK, None, now)
-
-
-def welcome(
-    session: Session,
-    subscriber: Subscriber,
-    now: datetime,
-    limits: SignupLimits,
-    schedule: Schedule,
-) -> SignupResult:
-    """The welcome email of a reader who has just confirmed.
-
-    One per confirmation, and every confirmation is a click on a confirmation email that
-    was itself claimed against the inbox's limits: so only the hourly cap of everyone
-    together is claimed here. The inbox's 10-minute spacing would hold the welcome back
-    behind the very email it follows.
-    """
-    coming = tuple(upcoming(subscriber, schedule))
-    if not coming:  # nothing scheduled: nothing to welcome them to
-        return SignupResult(None, held=Held.NOBODY)
-    if not mailbox.claim(session, mailbox.EVERYONE, limits.everyone, now):
-        return SignupResult(None, held=Held.HOURLY_CAP)
-    return SignupResult(
-        Notice.WELCOME,
-        subscriber.public_id,
-        subscriber.email,
-        SignupRequest.of(subscriber, ""),
-        sent_at=now,
-        upcoming=coming,
-    )
 
 
 def release_email(session: Session, result: SignupResult) -> None:

@@ -21,13 +21,12 @@ from starlette.routing import Route
 from digestd.errors import ValidationError
 from digestd.mail.presentation import names_of
 from digestd.models import EditionKind
-from digestd.readers.lifecycle import Click, Confirmation, confirm, topics_offered
+from digestd.readers.lifecycle import Click, Confirmation, confirm, topics_offered, welcome
 from digestd.readers.signups import (
     ConfirmLink,
     Mode,
     SignupResult,
     request_fresh_confirmation,
-    welcome,
 )
 from digestd.readers.subscribers import by_public_id
 from digestd.readers.upcoming import Upcoming, upcoming
