@@ -20,11 +20,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
-from digestd.web import admin, api, archive, devmail, manage, mute, signup, unsubscribe, view
+from digestd.web import (
+    admin,
+    api,
+    archive,
+    confirm,
+    devmail,
+    manage,
+    mute,
+    signup,
+    unsubscribe,
+    view,
+)
 from digestd.web.body import BodyLimit
 from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
+from digestd.web.origins import SiteCors
 from digestd.web.pages import error_response
 
 log = logging.getLogger("digestd.web")
@@ -156,6 +168,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *signup.ROUTES,
+        *confirm.ROUTES,
         *manage.ROUTES,
         *unsubscribe.ROUTES,
         *mute.ROUTES,
@@ -174,7 +187,11 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limit_for)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(SiteCors, settings=service.settings),
+            Middleware(BodyLimit, limit_for=limit_for),
+        ],
         exception_handlers={
             WebError: _web_error,
             HTTPException: _http_error,
