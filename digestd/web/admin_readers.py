@@ -29,7 +29,7 @@ from digestd.web.admin_pages import action_form, done, operator, page
 from digestd.web.body import Input
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
-from digestd.web.manage import timezones
+from digestd.web.zones import zone_names
 
 PAGE = 50
 STATUSES = [str(s) for s in SubscriberStatus]
@@ -158,7 +158,7 @@ async def _reader_response(
         "title": found["reader"]["email"],
         "categories": CATEGORIES,
         "all_name": ALL_NAME,
-        "timezones": timezones(),
+        "timezones": _zones(found["reader"]["timezone"]),
         "allowed": {
             action for action, statuses in ALLOWED.items() if found["reader"]["status"] in statuses
         },
@@ -169,6 +169,13 @@ async def _reader_response(
     return page(
         request, "admin_reader.html", "subscribers", context, notices=NOTICES, status=status
     )
+
+
+def _zones(current: str) -> list[str]:
+    """The zones to choose from, the reader's own first if it is an old alias not listed
+    (saving the form must not change it behind the operator's back)."""
+    names = list(zone_names())
+    return names if current in names else [current, *names]
 
 
 def _record(w: Web, subscriber_id: int) -> dict[str, Any] | None:
