@@ -466,7 +466,6 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "helper_processes": args.helper_processes,
-        "event_loop": os.environ.get("DIGESTD_EVENT_LOOP", "uvloop"),  # the tick inherits it
         "sent": sent,
         "statuses": result["statuses"],
         "distinct_digests": result["digests"],

@@ -50,12 +50,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.daemon import serve
     from digestd.db import make_engine, migrate, open_database
     from digestd.errors import ConfigError
-    from digestd.eventloop import chosen
-    from digestd.eventloop import run as run_loop
     from digestd.ops.golive import refusals
     from digestd.service import Service
 
-    chosen()  # a bad DIGESTD_EVENT_LOOP stops run before it migrates
     refused = refusals(settings)
     if refused:
         more = f" (and {len(refused) - 1} more: see digestd check)" if len(refused) > 1 else ""
@@ -73,7 +70,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.demo:
         _load_demo(service)
-    run_loop(serve(service))
+    import asyncio
+
+    asyncio.run(serve(service))
     return 0
 
 

@@ -4,6 +4,7 @@ tried out and counted."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +21,8 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     """One pass as of ``--now``: poll the due feeds (cron users get feed articles too),
     plan every due edition, deliver the queue; one summary line."""
     from digestd.content.feed_polling import poll_due
-    from digestd.eventloop import chosen
-    from digestd.eventloop import run as run_loop
     from digestd.service import Service
 
-    chosen()  # a bad DIGESTD_EVENT_LOOP stops the command before it polls or plans
     now = parse_now(args.now)
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
@@ -38,7 +36,7 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    summary = run_loop(once())
+    summary = asyncio.run(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
     return 0
 
@@ -74,7 +72,6 @@ def preview(settings: Settings, args: argparse.Namespace) -> int:
 def send_test(settings: Settings, args: argparse.Namespace) -> int:
     """Today's edition for some categories, mailed to ``--to`` marked as a test; it uses up
     nobody's edition (:mod:`digestd.ops.test_send`)."""
-    from digestd.eventloop import run as run_loop
     from digestd.ops.test_send import send_test as send
     from digestd.readers.subscribers import normalise_email
     from digestd.service import Service
@@ -104,7 +101,7 @@ def send_test(settings: Settings, args: argparse.Namespace) -> int:
             f"articles, {sent.message_id}; the server answered: {sent.reply}"
         )
 
-    line = run_loop(once())
+    line = asyncio.run(once())
     if line is None:
         print(
             "nothing to send: no articles in those categories in the edition's window",
