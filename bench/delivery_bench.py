@@ -476,7 +476,6 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "helper_processes": args.helper_processes,
-        "event_loop": os.environ.get("DIGESTD_EVENT_LOOP", "uvloop"),  # the tick inherits it
         "track_clicks": args.track_clicks,
         "sent": sent,
         "statuses": result["statuses"],

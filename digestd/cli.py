@@ -50,12 +50,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.daemon import serve
     from digestd.db import make_engine, migrate, open_database
     from digestd.errors import ConfigError
-    from digestd.eventloop import chosen
-    from digestd.eventloop import run as run_loop
     from digestd.ops.golive import refusals
     from digestd.service import Service
 
-    chosen()  # a bad DIGESTD_EVENT_LOOP stops run before it migrates
     refused = refusals(settings)
     if refused:
         more = f" (and {len(refused) - 1} more: see digestd check)" if len(refused) > 1 else ""
@@ -73,7 +70,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.demo:
         _load_demo(service)
-    run_loop(serve(service))
+    import asyncio
+
+    asyncio.run(serve(service))
     return 0
 
 
@@ -243,6 +242,17 @@ def _edition_commands(commands: Commands) -> None:
     preview.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     preview.add_argument("--format", choices=["html", "text", "eml"], default="html")
     preview.add_argument("-o", "--output", help="file to write (default: stdout)")
+    test = _command(
+        commands,
+        "send-test",
+        f"{module}:send_test",
+        "mail today's edition to one address, using up nobody's",
+        "existing",
+    )
+    test.add_argument("kind", choices=["daily", "weekly"])
+    test.add_argument("--to", required=True, help="the address to send the test to")
+    test.add_argument("--categories", default="all", help="comma-separated slugs, or all")
+    test.add_argument("--now", help="the instant to act as of (ISO 8601 with timezone)")
     _command(commands, "stats", f"{module}:stats", "queue and subscriber counts")
 
 

@@ -109,6 +109,9 @@ class HttpSettings:
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     # DIGESTD_METRICS_TOKEN: the bearer token /metrics asks for; None: loopback clients only.
     metrics_token: str | None = field(default=None, repr=False)
+    # DIGESTD_SITE_ORIGINS: web origins whose pages may POST the signup form (an embedded
+    # form, or fetch with CORS), without the CSRF token only our own page can carry.
+    site_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -444,7 +447,11 @@ def _parse_http(get: Any) -> HttpSettings:
         raise ConfigError(
             PREFIX + "METRICS_TOKEN", f"must be at least {MIN_METRICS_TOKEN} characters"
         )
-    return HttpSettings(trusted_proxies=tuple(proxies), metrics_token=token)
+    return HttpSettings(
+        trusted_proxies=tuple(proxies),
+        metrics_token=token,
+        site_origins=values.origins(PREFIX + "SITE_ORIGINS", get("SITE_ORIGINS")),
+    )
 
 
 def _read_toml(path: Path) -> dict[str, str]:

@@ -94,6 +94,36 @@ def base_url(variable: str, raw: str) -> str:
     return url
 
 
+def origins(variable: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated web origins (``https://news.example.com``), each written as a browser
+    sends it in ``Origin``: scheme and host in lower case, the port only when not the
+    scheme's default, nothing after. ``*`` is refused: each site must be named."""
+    found: list[str] = []
+    for item in raw.split(","):
+        text = item.strip().rstrip("/")
+        if not text:
+            continue
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(variable, f"not a valid origin: {text[:80]!r} ({exc})") from exc
+        plain = not (parts.path or parts.query or parts.fragment or "@" in parts.netloc)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not plain:
+            raise ConfigError(
+                variable,
+                f"expected origins such as https://news.example.com (scheme and host, no "
+                f"path), comma-separated; got {text[:80]!r}",
+            )
+        scheme = parts.scheme.lower()
+        default = 443 if scheme == "https" else 80
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        origin = f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+        if origin not in found:
+            found.append(origin)
+    return tuple(found)
+
+
 def database_url(variable: str, raw: str) -> str:
     """A SQLite or PostgreSQL URL, with PostgreSQL on the psycopg 3 driver digestd ships."""
     from sqlalchemy.engine import make_url

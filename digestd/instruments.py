@@ -29,8 +29,9 @@ from digestd import __version__
 from digestd.models import EditionKind
 
 OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
-UNSUBSCRIBED_VIA = ("link", "preferences", "mail")
-CLICK_ANSWERS = ("article", "archive", "refused")  # the reader's link, their page, mailto:
+# The reader's link, their page, mailto:, or an operator on the admin page.
+UNSUBSCRIBED_VIA = ("link", "preferences", "mail", "admin")
+CLICK_ANSWERS = ("article", "archive", "refused")  # a tracked link: to the story, the archive, 400
 
 
 class Metrics:
@@ -101,7 +102,7 @@ class Metrics:
         self.unsubscribes = Counter(
             "digestd_unsubscribes",
             "Readers unsubscribed, by how (link: the email's link or one-click; preferences: "
-            "their page; mail: List-Unsubscribe mailto:)",
+            "their page; mail: List-Unsubscribe mailto:; admin: an operator)",
             ["via"],
             registry=registry,
         )

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -134,6 +135,10 @@ class Article(Base):
     score: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Editors' say (planning.selection): leads every edition of its categories until then,
+    # or goes in none. Re-sending the article leaves both as they are.
+    pinned_until: Mapped[datetime | None] = mapped_column(index=True)
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     categories: Mapped[list[ArticleCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"

@@ -239,7 +239,9 @@ class Service:
         return TickReport(now, enqueued, delivered, time.monotonic() - started)
 
     def _resume_ended_pauses(self, now: datetime) -> None:
-        schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)
+        schedule = Schedule(
+            self.settings.daily_time, self.settings.weekly_time, self.settings.sunday_daily
+        )
         with self.sessions.begin() as session:
             resumed = resume_ended(session, now, schedule)
         if resumed:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from digestd.db import insert_rows
+from digestd.mail.layout import Entry, Layout, Section
 from digestd.models import Article, Click, DeliveryStatus, Digest, DigestLink
 from tests.admin_seed import delivery, edition, reader
 
@@ -56,7 +57,14 @@ def week_of_clicks(session: Session, now: datetime, readers: int = 240) -> None:
             )
             session.add(story)
             stories.append(story)
-        digest = Digest(edition_id=issue.id, content_key="k", layout={}, created_at=day)
+        entries = [Entry(story.id, _category(story.title)) for story in stories]
+        layout = Layout(
+            ("ai", "robotics"),
+            (Section(None, (entries[0],), lead=True), Section(None, tuple(entries[1:]))),
+        )
+        digest = Digest(
+            edition_id=issue.id, content_key="k", layout=layout.to_json(), created_at=day
+        )
         session.add(digest)
         session.flush()
         insert_rows(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from types import TracebackType
 
 from digestd.config import http_url
@@ -22,6 +24,7 @@ class LiveServer:
         service: Service,
         limits: ConnectionLimits | None = None,
         policy: WebPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         settings = service.settings
         self.service = service
@@ -30,7 +33,7 @@ class LiveServer:
         self.port = int(self.sock.getsockname()[1])
         self.url = http_url(settings.listen_host, self.port)
         self.server: EmbeddedServer = http_server(
-            create_app(service, policy), settings, limits or ConnectionLimits()
+            create_app(service, policy, clock), settings, limits or ConnectionLimits()
         )
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
 

@@ -4,35 +4,24 @@ at the queue and the charts, sign out. Screenshots land in ``test-artifacts/admi
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import uvicorn
 
 from digestd.config import load_settings
 from digestd.models import DeliveryStatus
 from digestd.service import Service
-from digestd.web.app import create_app
+from tests.admin_live import listening, serving
 from tests.admin_seed import TOKEN, delivery, edition, month_of_activity, reader
 from tests.browser import ARTIFACTS, chromium
 
 NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
-WAIT_S = 10.0
-
-
-class _ThreadServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # only the main thread may
-        return None
 
 
 @pytest.fixture
 def live(web_env: dict[str, str]) -> Iterator[tuple[str, Service, dict[str, int]]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    sock = listening()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     service = Service.build(load_settings({**web_env, "DIGESTD_BASE_URL": base}))
     with service.sessions.begin() as session:
@@ -42,22 +31,10 @@ def live(web_env: dict[str, str]) -> Iterator[tuple[str, Service, dict[str, int]
         for i in range(3):
             person = reader(session, f"late{i}@example.com", created_at=NOW)
             delivery(session, person, weekly, DeliveryStatus.QUEUED, weekly.created_at)
-    config = uvicorn.Config(
-        create_app(service, clock=lambda: NOW),
-        host="127.0.0.1",
-        port=sock.getsockname()[1],
-        log_level="warning",
-        lifespan="off",
-    )
-    server = _ThreadServer(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        yield base, service, totals
+        with serving(service, sock, NOW):
+            yield base, service, totals
     finally:
-        server.should_exit = True
-        thread.join(WAIT_S)
-        sock.close()
         service.engine.dispose()
 
 

@@ -1,6 +1,6 @@
-"""The engagement pages of ``/admin``: the clicks charts beside the dashboard's others, the
-editions with their emails and clicks, the week's top stories and one edition's stories,
-behind the admin sign-in."""
+"""What the digests sold, in the admin console: the clicks charts beside the dashboard's
+others, each edition's clicks on the Editions page with the week's top stories, one
+edition's report with its stories; a reader's clicks and sunset steps on their page."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from datetime import timedelta
 
 import time_machine
 
-from tests.admin_seed import TOKEN
+from tests.admin_client import sign_in
 from tests.click_helpers import SENT, edition_with_clicks
 from tests.conftest import WebRig
-from tests.web_helpers import csrf_of, text_of
-
-
-def _sign_in(web: WebRig) -> None:
-    page = web.client.get("/admin")
-    answer = web.client.post("/admin/login", data={"csrf": csrf_of(page.text), "token": TOKEN})
-    assert answer.status_code == 303
+from tests.web_helpers import text_of
 
 
 def _row(page: str, table: str, first_cell: str) -> list[str]:
@@ -31,28 +25,33 @@ def _row(page: str, table: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no row {first_cell!r} in {table}")
 
 
-def test_the_pages_show_what_each_edition_and_story_sold(web: WebRig) -> None:
-    assert web.client.get("/admin/engagement").headers["location"] == "/admin"  # signed out
+def test_the_console_shows_what_each_edition_and_story_sold(web: WebRig) -> None:
     edition_with_clicks(web)
     with time_machine.travel(SENT + timedelta(hours=3), tick=False):
-        _sign_in(web)
+        sign_in(web.client)
         dashboard = web.client.get("/admin").text
-        overview = web.client.get("/admin/engagement")
-        one = web.client.get("/admin/engagement/1")
+        editions = web.client.get("/admin/editions")
+        report = web.client.get("/admin/editions/1")
     assert "Clicks on stories" in dashboard and "Readers who clicked" in dashboard
-    assert 'href="/admin/engagement"' in dashboard
-    assert overview.status_code == 200
-    daily = _row(overview.text, "editions", "Daily 2026-11-30")
-    # sent, failed, bounced, unsubscribed, clicks, unique clickers, rate, scanner clicks
-    assert daily[1:] == ["3", "0", "0", "1", "4", "2", "66.7 %", "4"]
-    lead = _row(overview.text, "top-stories", "Story ai-0")
+    assert editions.status_code == 200
+    words = text_of(editions.text)
+    assert "3 sent" in words
+    assert "4 clicks · 2 unique clickers · 66.7 % click-through · 4 scanner clicks" in words
+    lead = _row(editions.text, "top-stories", "Story ai-0")
     assert lead[1:] == ["3", "3", "2", "66.7 %"] and "ai · S0" in lead[0]
-    assert _row(overview.text, "top-stories", "Story robots-1")[1:] == ["2", "1", "1", "50.0 %"]
+    assert _row(editions.text, "top-stories", "Story robots-1")[1:] == ["2", "1", "1", "50.0 %"]
 
-    assert 'href="/admin/engagement/1">Daily 2026-11-30' in overview.text
-    assert one.status_code == 200 and "<h1>Daily 2026-11-30</h1>" in one.text
-    assert _row(one.text, "edition", "All stories")[1:] == daily[1:]
-    assert _row(one.text, "stories", "Story ai-3")[1:] == ["3", "0", "0", "0.0 %"]
-    with time_machine.travel(SENT + timedelta(hours=3), tick=False):
-        assert web.client.get("/admin/engagement/999").status_code == 404
-        assert web.client.get("/admin/engagement/x").status_code == 404
+    assert report.status_code == 200
+    facts = text_of(report.text)
+    for fact in (
+        "Unsubscribed after it 1",
+        "Clicks 4",
+        "Unique clickers 2",
+        "Click-through 66.7 %",
+    ):
+        assert fact in facts
+    assert "Scanner clicks 4" in facts
+    assert _row(report.text, "stories", "Story ai-0")[1:] == ["3", "3", "2", "66.7 %"]
+    assert _row(report.text, "stories", "Story ai-3")[1:] == ["3", "0", "0", "0.0 %"]
+    stories = re.findall(r'<td class="wrap-any"><a href="[^"]+"[^>]*>Story ([\w-]+)<', report.text)
+    assert stories[0] == "ai-0"  # most unique clickers first

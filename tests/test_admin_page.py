@@ -13,10 +13,11 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
+from digestd.models import Delivery, DeliveryStatus
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.charts import Series, bar_chart, nice_scale
-from tests.admin_seed import TOKEN, month_of_activity
+from tests.admin_seed import TOKEN, delivery, edition, month_of_activity, reader
 from tests.conftest import WebRig
 from tests.web_helpers import csrf_of, text_of
 
@@ -142,7 +143,7 @@ def test_the_page_shows_the_queue_and_thirty_days_in_utc(web: WebRig) -> None:
     assert f"Sent {totals['sent']:,} in 30 days" in words
     assert f"Unsubscribes {totals['unsubscribes']} in 30 days" in words
     assert f"Bounces & complaints {totals['bounces']} in 30 days" in words
-    assert "Last daily 2026-11-29:" in words
+    assert "Last daily 2026-11-29 :" in words  # the date links to the edition's report
     assert page.text.count("<svg") == 6  # and clicks, clickers (test_admin_engagement.py)
     assert "<script" not in page.text  # charts are drawn on the server
     csp = page.headers["content-security-policy"]
@@ -155,6 +156,20 @@ def test_the_page_shows_the_queue_and_thirty_days_in_utc(web: WebRig) -> None:
         "5.1.1 rcpt, end-of-data, report hard the message fails; the address is suppressed" in words
     )
     assert "5.7.* anywhere failed-not-address the message fails; the reader stays" in words
+
+
+def test_the_page_reloads_itself_while_an_edition_is_going_out(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False):
+        _sign_in(web)
+        assert "location.reload" not in web.client.get("/admin").text
+        with web.service.sessions.begin() as session:
+            issue = edition(session, "daily", "2026-11-29", NOW)
+            person = reader(session, "late@example.com", created_at=NOW)
+            row = delivery(session, person, issue, DeliveryStatus.QUEUED, NOW + timedelta(hours=1))
+        assert "location.reload" not in web.client.get("/admin").text  # due later: waits
+        with web.service.sessions.begin() as session:
+            session.get_one(Delivery, row.id).due_at = NOW - timedelta(minutes=1)
+        assert "location.reload" in web.client.get("/admin").text
 
 
 # --- the charts ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from digestd.web.api import ENDPOINTS, PUBLIC_ENDPOINTS
@@ -24,7 +25,11 @@ def test_the_document_is_served_without_a_token_and_describes_every_route(web: W
     assert doc["openapi"] == "3.1.0"
     assert doc["servers"] == [{"url": "https://digest.example.com/api"}]
     documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
-    routed = {(method, path) for method, path, _ in [*ENDPOINTS, *PUBLIC_ENDPOINTS]}
+    # Starlette's "{article:path}" is OpenAPI's "{article}".
+    routed = {
+        (method, re.sub(r":\w+\}", "}", path))
+        for method, path, _ in [*ENDPOINTS, *PUBLIC_ENDPOINTS]
+    }
     assert documented == routed
     for path, item in doc["paths"].items():
         for operation in item.values():

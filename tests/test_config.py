@@ -235,6 +235,11 @@ def test_listen_takes_ipv4_names_and_bracketed_ipv6(
         ("DIGESTD_TRUSTED_PROXIES", "10.0.0.1/8", "host bits set"),
         ("DIGESTD_TRUSTED_PROXIES", "*", "'*'"),
         ("DIGESTD_METRICS_TOKEN", "short", "at least 16"),
+        ("DIGESTD_SITE_ORIGINS", "*", "expected origins"),
+        ("DIGESTD_SITE_ORIGINS", "https://news.example.com/signup", "no path"),
+        ("DIGESTD_SITE_ORIGINS", "news.example.com", "'news.example.com'"),
+        ("DIGESTD_SITE_ORIGINS", "ftp://news.example.com", "expected origins"),
+        ("DIGESTD_SITE_ORIGINS", "https://news.example.com:99999", "not a valid origin"),
     ],
 )
 def test_bad_http_settings_name_their_variable(
@@ -263,6 +268,18 @@ def test_trusted_proxies_and_metrics_token_are_read(tmp_path: Path) -> None:
     ]
     assert settings.http.metrics_token == "m" * 16
     assert "m" * 16 not in repr(settings)
+
+
+def test_site_origins_are_read_as_browsers_send_them(tmp_path: Path) -> None:
+    base = {"DIGESTD_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).http.site_origins == ()
+    raw = " https://News.Example.com/ ,http://localhost:3000,https://www.example.com:443,,"
+    settings = load_settings({**base, "DIGESTD_SITE_ORIGINS": raw})
+    assert settings.http.site_origins == (
+        "https://news.example.com",
+        "http://localhost:3000",
+        "https://www.example.com",
+    )
 
 
 def test_the_inbound_listener_is_off_unless_set(tmp_path: Path) -> None:

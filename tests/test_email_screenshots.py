@@ -10,17 +10,22 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from playwright.sync_api import Browser, Page, Route
 
 from digestd.mail.render import Renderer
 from digestd.models import EditionKind
 from tests.browser import ARTIFACTS, chromium
-from tests.conftest import WebRig
+from tests.conftest import ADMIN_TOKEN, WebRig
 from tests.email_samples import sample_context, typical_context
-from tests.helpers import parse, parts
+from tests.helpers import article, parse, parts
 from tests.web_helpers import links_in, signup_form
+
+WELCOMED = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)  # a Tuesday, 09:00 in New York
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 OUT = ARTIFACTS / "email"
 MODES = {"light": [], "dark": [], "forced-dark": ["--enable-features=WebContentsForceDark"]}
@@ -186,14 +191,20 @@ def test_the_confirmation_email_and_its_button(web: WebRig) -> None:
         _taps_and_shots(browser, html, "confirm")
 
 
-def test_the_welcome_email_when_there_is_one(web: WebRig) -> None:
-    """Sent after the reader confirms, where this version of digestd sends one."""
-    signup_form(web, "ann@example.com")
-    sent = len(web.smtp.messages)
-    assert web.client.get(links_in(web.smtp.messages[-1].data)["confirm"]).status_code == 200
-    if len(web.smtp.messages) == sent:
-        pytest.skip("no welcome email is sent after confirming yet")
+def test_the_welcome_email_says_when_and_links_the_archive(web: WebRig) -> None:
+    """Sent once the reader confirms: the first digest's day, time and zone, the latest
+    public editions of their topics, and its links and button as 44 px taps."""
+    items = [article("ai-1", "ai", WELCOMED - timedelta(hours=12), score=5)]
+    assert web.client.post("/api/articles", json=items, headers=ADMIN).status_code == 200
+    web.portal.call(web.service.tick, WELCOMED.replace(hour=7, minute=5))  # the archive's
+    with time_machine.travel(WELCOMED, tick=False):
+        signup_form(web, "ann@example.com", timezone="America/New_York")
+        assert web.client.get(links_in(web.smtp.messages[-1].data)["confirm"]).status_code == 200
+    welcome = parse(web.smtp.messages[-1].data)
+    assert welcome["Subject"].startswith("Welcome to Tech Pulse")
+    html = parts(welcome)[1]
+    assert "Wednesday 2 December, 07:00 America/New_York" in html
+    assert "https://digest.example.com/archive/ai/daily/2026-12-01" in html
     OUT.mkdir(parents=True, exist_ok=True)
-    html = parts(parse(web.smtp.messages[-1].data))[1]
     with chromium() as browser:
         _taps_and_shots(browser, html, "welcome")

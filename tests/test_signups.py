@@ -15,7 +15,7 @@ from digestd.readers.subscribers import email_hash
 from digestd.readers.suppression import suppress
 from tests.conftest import CLIENT_IP, WebRig
 from tests.helpers import parse, parts, run_cli
-from tests.web_helpers import SIGNUP, links_in, signup_form, text_of
+from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 STRANGER = {
@@ -122,7 +122,12 @@ def test_bounced_and_complained_readers_stay_so_and_get_no_mail(
         new = web.client.post("/subscribe", json={"email": "new@example.com", **STRANGER})
     assert answer.text == new.text  # the same words whoever the address belongs to
     assert _stored(web) == before
-    assert [m.recipients for m in web.smtp.messages] == [["ann@example.com"], ["new@example.com"]]
+    # ann's confirmation and welcome, then only the newcomer's confirmation
+    assert [m.recipients for m in web.smtp.messages] == [
+        ["ann@example.com"],
+        ["ann@example.com"],
+        ["new@example.com"],
+    ]
 
 
 def test_a_strangers_signup_overwrites_nothing_of_a_pending_reader(web: WebRig) -> None:
@@ -164,9 +169,20 @@ def test_an_active_reader_is_offered_new_topics_and_gets_them_only_by_clicking(
         offer = web.smtp.messages[-1].data
         text, html = parts(parse(offer))
         assert "You asked for Quantum too" in text and "Add Quantum" in html
-        answer = web.client.get(links_in(offer)["confirm"])
+        link = links_in(offer)["confirm"]
+        # Opening the link (a mail scanner does) shows what it would do and changes nothing.
+        for _ in range(2):
+            page = web.client.get(link)
+            assert page.status_code == 200
+            assert "Add Quantum to your digest?" in text_of(page.text)
+            assert _stored(web) == before
+        assert web.client.post(link, data={"csrf": ""}).status_code == 403  # needs the page
+        assert _stored(web) == before
+        answer = web.client.post(link, data={"csrf": csrf_of(page.text)})
+        again = web.client.post(link, data={"csrf": csrf_of(page.text)})
     assert answer.status_code == 200 and "Topics added" in text_of(answer.text)
     assert "now includes Quantum" in text_of(answer.text)
+    assert again.status_code == 200 and "Already confirmed" in text_of(again.text)
     after = _stored(web)
     assert sorted(after["categories"]) == ["ai", "quantum", "robotics"]
     assert {k: v for k, v in after.items() if k != "categories"} == {

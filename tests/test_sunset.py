@@ -14,10 +14,11 @@ import time_machine
 
 from digestd.models import SubscriberStatus
 from digestd.readers.sunset import steps
+from tests.admin_client import sign_in
 from tests.click_helpers import ADMIN, SENT, settle, sign_up, stories, tracked_links
 from tests.conftest import WebRig
 from tests.helpers import article, parse, parts
-from tests.web_helpers import csrf_of
+from tests.web_helpers import csrf_of, text_of
 
 WEEK = timedelta(weeks=1)
 ASK = SENT + 12 * WEEK + timedelta(hours=1)
@@ -102,6 +103,14 @@ def test_ask_once_then_weekly_then_paused_and_a_click_restores_the_daily(
     assert reader is not None and reader.next_daily_at is not None
     assert _steps(web) == ["asked", "weekly", "paused", "restored"]
     assert _tick(web, clicked + 2 * WEEK) == []  # silence counts again from the click
+    with time_machine.travel(clicked + timedelta(minutes=5), tick=False):  # on their admin page
+        sign_in(web.client)
+        assert reader is not None
+        page = web.client.get(f"/admin/subscribers/{reader.id}").text
+    clicks = text_of(page.split('id="reader-clicks"', 1)[1].split("</dl>", 1)[0])
+    assert "Last click 2027-04-12 07:00 UTC" in clicks and "Sunset none" in clicks
+    steps = page.split('id="sunset-steps"', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<tr><td>(\w+)</td>", steps) == ["asked", "weekly", "paused", "restored"]
 
 
 def test_keep_from_the_email_ends_the_sunset_and_weekly_switches(

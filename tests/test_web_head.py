@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.models import Base, Subscriber
+from digestd.content.feeds import register_feed
+from digestd.models import Base, Digest, Edition, Subscriber
 from digestd.service import Service
 from digestd.tokens import Purpose
 from digestd.web.app import create_app
@@ -29,6 +30,14 @@ from tests.web_helpers import SIGNUP, csrf_of, links_in
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 TOKEN = "head-test-admin-token-8Qw3Zr5Tn1Vb"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_PARAMETERS = (
+    "subscriber:int",
+    "edition:int",
+    "digest:int",
+    "feed:int",
+    "article:path",
+    "job",
+)
 
 
 @pytest.fixture
@@ -98,6 +107,7 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
         "/engage/": service.tokens.make(Purpose.ENGAGE, _public_id(service, "sent@example.com"))
         + "?choice=keep",
         "id": "1",  # the first edition
+        **_admin_values(service),
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
         # The public archive's AI daily of the 29th, published by the tick.
         "category": "ai",
@@ -113,12 +123,30 @@ def _public_id(service: Service, email: str) -> str:
     return found
 
 
+def _admin_values(service: Service) -> dict[str, str]:
+    """The admin pages' parameters: the sent reader, their edition and digest, an article,
+    a feed (registered without a fetch: no network), an import job that is not there."""
+    with service.sessions.begin() as session:
+        feed = register_feed(session, "https://feeds.example.com/ai.xml", "ai", NOW)
+        session.flush()
+        return {
+            "subscriber:int": str(
+                session.scalar(select(Subscriber.id).where(Subscriber.email == "sent@example.com"))
+            ),
+            "edition:int": str(session.scalar(select(func.min(Edition.id)))),
+            "digest:int": str(session.scalar(select(func.min(Digest.id)))),
+            "feed:int": str(feed.id),
+            "article:path": "robots-1",
+            "job": "no-such-import",
+        }
+
+
 def _concrete(path: str, values: dict[str, str]) -> str:
     """The route's path with a valid value for each parameter: a token of the route's own
     purpose (by the path before the parameter), a caught message's name, an archive edition."""
     prefix = path.split("{", 1)[0]
     path = path.replace("{token}", values.get(prefix, "{token}"))
-    for name in ("name", "category", "kind", "date", "id"):
+    for name in ("name", "category", "kind", "date", "id", *ADMIN_PARAMETERS):
         path = path.replace(f"{{{name}}}", values[name])
     assert "{" not in path, f"{path}: no test value for this parameter yet"
     return path
@@ -153,6 +181,12 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         "/engage/{token}",
         "/api/engagement/editions/{id}",
         "/admin",
+        "/admin/subscribers/{subscriber:int}",
+        "/admin/articles",
+        "/admin/feeds",
+        "/admin/editions",
+        "/admin/editions/{edition:int}",
+        "/admin/digests/{digest:int}",
     ):
         assert answers[path] == 200, (path, answers[path])
     assert answers["/view/{token}"] == 200 and answers["/api/stats"] == 200

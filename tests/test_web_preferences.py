@@ -40,7 +40,8 @@ def test_the_page_shows_the_current_choices(web: WebRig) -> None:
     assert 'value="ai" class="cat" checked' in page.text
     assert 'value="quantum" class="cat">' in page.text
     assert 'value="daily" checked' in page.text
-    assert "<option selected>Europe/Paris</option>" in page.text
+    assert 'id="timezone" name="timezone" value="Europe/Paris" list="zone-list"' in page.text
+    assert '<option value="Asia/Kolkata">UTC+05:30' in page.text
     assert "Delete my data" in page.text
 
 
@@ -77,7 +78,7 @@ def test_all_technology_selects_every_category(web: WebRig) -> None:
 def test_pause_then_resume(web: WebRig) -> None:
     with time_machine.travel(NOW, tick=False):
         links = _reader(web)
-        _post(web, links["preferences"], action="pause")
+        _post(web, links["preferences"], action="pause", pause_for="1w")
         paused = web.subscriber("ann@example.com")
         assert paused is not None and paused.status == SubscriberStatus.PAUSED
         assert paused.next_daily_at is None
@@ -130,7 +131,8 @@ def test_preferences_links_expire_after_60_days_and_a_fresh_one_can_be_emailed(
         answers = [web.client.post("/preferences/resend", data=ask) for _ in range(3)]
         assert {a.status_code for a in answers} == {200}
         assert len({text_of(a.text) for a in answers}) == 1
-        assert len(web.smtp.messages) == 2  # the first, then throttled: one fresh link
+        # the confirmation and welcome, then throttled: one fresh link
+        assert len(web.smtp.messages) == 3
         mail = web.smtp.messages[-1]
         assert parse(mail.data)["Subject"] == "Your link to manage your Tech Pulse digests"
         assert "confirm" not in links_in(mail.data)
@@ -153,7 +155,7 @@ def test_a_fresh_preferences_link_needs_an_authentic_token_and_the_pages_csrf(
         )
         no_csrf = web.client.post("/preferences/resend", data={"token": token})
     assert forged.status_code == 400 and no_csrf.status_code == 403
-    assert len(web.smtp.messages) == 1
+    assert len(web.smtp.messages) == 2  # the confirmation and the welcome only
 
 
 def test_delete_my_data_keeps_only_a_hashed_suppression(web: WebRig) -> None:

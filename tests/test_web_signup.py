@@ -27,7 +27,13 @@ def test_signup_page_is_prefilled_from_the_link(web: WebRig) -> None:
     assert 'value="fintech" class="cat">' in html
     assert 'value="weekly" checked' in html
     assert "All Technology" in html and "B2B Growth" in html and "HRTech" in html
-    assert 'name="timezone" id="timezone" value="UTC"' in html  # fallback before the script runs
+    # the browser's zone fills it in (see test_browser.py); the server's default before that
+    assert 'id="timezone" name="timezone" value="UTC" list="zone-list"' in html
+    assert '<option value="America/New_York">UTC-05:00' in html  # November: no DST
+    # the address comes first, the button right under it; the topics, a summary to open
+    assert html.index('id="email"') < html.index('type="submit"') < html.index('value="ai"')
+    assert '<span class="picked" id="topics-summary">AI, Robotics</span>' in html
+    assert '<details class="topics" id="topics">' in html  # closed: the link chose them
     assert (
         "<link" not in html and "@import" not in html and "https://" not in html.split("<body")[0]
     )
@@ -36,7 +42,8 @@ def test_signup_page_is_prefilled_from_the_link(web: WebRig) -> None:
 def test_signup_page_with_an_unknown_category_is_a_clear_400(web: WebRig) -> None:
     page = web.client.get("/subscribe?categories=ai,basketweaving")
     assert page.status_code == 400
-    assert "unknown category 'basketweaving'" in text_of(page.text)
+    assert "Unknown category 'basketweaving'" in text_of(page.text)
+    assert '<details class="topics" id="topics" open>' in page.text
 
 
 def test_signup_sends_one_confirmation_and_records_consent_on_the_click(web: WebRig) -> None:
@@ -110,7 +117,12 @@ def test_confirmation_activates_and_schedules_and_is_idempotent(web: WebRig) -> 
     assert reader.confirmed_at == NOW
     # 07:00 in Paris (UTC+1 in November) is 06:00Z; 09:00Z today is past it, so tomorrow.
     assert reader.next_daily_at == datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
-    assert len(web.smtp.messages) == 1
+    # the confirmation, then one welcome: a second click sends no other
+    subjects = [parse(m.data)["Subject"] for m in web.smtp.messages]
+    assert subjects == [
+        "Confirm your Tech Pulse digest subscription",
+        "Welcome to Tech Pulse: your first digest arrives Monday 30 November",
+    ]
 
 
 def test_json_signup_answers_the_same_whatever_the_address(web: WebRig) -> None:
@@ -130,6 +142,7 @@ def test_json_signup_answers_the_same_whatever_the_address(web: WebRig) -> None:
     assert subjects == [
         "Confirm your Tech Pulse digest subscription",
         "Confirm your Tech Pulse digest subscription",
+        "Welcome to Tech Pulse: your first digest arrives Monday 30 November",
         "You're already subscribed to Tech Pulse digests",
     ]
     # An unauthenticated signup never changes an active reader's settings.

@@ -234,7 +234,7 @@ def test_changed_your_mind_sends_a_fresh_confirmation_and_changes_nothing_before
         assert no_csrf.status_code == 403
         forged = links["unsubscribe"][:-4] + "AAAA"
         assert web.client.post(f"{forged}/resubscribe", data=form).status_code == 400
-        assert len(web.smtp.messages) == 2
+        assert len(web.smtp.messages) == 3  # confirmation, welcome, "confirm to resume"
         clock.shift(timedelta(minutes=1))
         assert web.client.get(links_in(mail.data)["confirm"]).status_code == 200
     reader = web.subscriber("ann@example.com")
@@ -256,4 +256,10 @@ def test_changed_your_mind_sends_nothing_once_the_reader_is_back(web: WebRig) ->
         clock.shift(timedelta(minutes=30))
         again = web.client.post(f"{links['unsubscribe']}/resubscribe", data=form)
     assert again.status_code == 200 and "Check your inbox" in text_of(again.text)
-    assert len(web.smtp.messages) == 2
+    subjects = [parse(m.data)["Subject"].split(":")[0] for m in web.smtp.messages]
+    assert subjects == [
+        "Confirm your Tech Pulse digest subscription",
+        "Welcome to Tech Pulse",
+        "Confirm to resume your Tech Pulse digests",
+        "Welcome to Tech Pulse",  # back: when the digests start again
+    ]

@@ -1,8 +1,10 @@
-"""``digestd tick``, ``preview`` and ``stats``: editions planned, sent, shown and counted."""
+"""``digestd tick``, ``preview``, ``send-test`` and ``stats``: editions planned, sent, shown,
+tried out and counted."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 from digestd.commands.common import database, parse_now
 from digestd.config import Settings
 from digestd.content.categories import parse_categories
-from digestd.errors import InputError, ValidationError
+from digestd.errors import DeliveryError, InputError, ValidationError
 from digestd.models import EditionKind
 from digestd.ops.progress import progress
 
@@ -19,11 +21,8 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     """One pass as of ``--now``: poll the due feeds (cron users get feed articles too),
     plan every due edition, deliver the queue; one summary line."""
     from digestd.content.feed_polling import poll_due
-    from digestd.eventloop import chosen
-    from digestd.eventloop import run as run_loop
     from digestd.service import Service
 
-    chosen()  # a bad DIGESTD_EVENT_LOOP stops the command before it polls or plans
     now = parse_now(args.now)
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
@@ -37,7 +36,7 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    summary = run_loop(once())
+    summary = asyncio.run(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
     return 0
 
@@ -67,6 +66,49 @@ def preview(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {args.output} ({len(data)} bytes)")
     else:
         sys.stdout.buffer.write(data)
+    return 0
+
+
+def send_test(settings: Settings, args: argparse.Namespace) -> int:
+    """Today's edition for some categories, mailed to ``--to`` marked as a test; it uses up
+    nobody's edition (:mod:`digestd.ops.test_send`)."""
+    from digestd.ops.test_send import send_test as send
+    from digestd.readers.subscribers import normalise_email
+    from digestd.service import Service
+
+    now = parse_now(args.now)
+    try:
+        to = normalise_email(args.to)
+    except ValidationError as exc:
+        raise InputError(f"--to: {exc.problem}") from exc
+    try:
+        categories = parse_categories(args.categories)
+    except ValidationError as exc:
+        raise InputError(f"--categories: {exc.problem}") from exc
+    service = Service.build(settings)
+
+    async def once() -> str | None:
+        try:
+            sent = await send(service, EditionKind(args.kind), to, categories, now)
+        except DeliveryError as exc:
+            raise DeliveryError(f"the mail server refused the test message: {exc}") from exc
+        finally:
+            await service.close()
+        if sent is None:
+            return None
+        return (
+            f"sent a test of the {sent.kind} of {sent.period} to {sent.to}: {sent.articles} "
+            f"articles, {sent.message_id}; the server answered: {sent.reply}"
+        )
+
+    line = asyncio.run(once())
+    if line is None:
+        print(
+            "nothing to send: no articles in those categories in the edition's window",
+            file=sys.stderr,
+        )
+        return 1
+    print(line)
     return 0
 
 

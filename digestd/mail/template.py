@@ -17,7 +17,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from digestd.mail.render import RenderedEmail
@@ -168,6 +168,14 @@ class MessageTemplate:
             html_links=tuple(html_links),
             article_urls=tuple(article_urls),
         )
+
+    def retitled(self, subject: str) -> MessageTemplate:
+        """The same message under another subject (a test send's "[Test] ..." one)."""
+        old = header("Subject", self.subject)
+        if old not in self.head:
+            raise TemplateFormatError("the template's head has no Subject of its own")
+        head = self.head.replace(old, header("Subject", subject), 1)
+        return replace(self, subject=subject, head=head)
 
     @cached_property
     def link_names(self) -> frozenset[str]:

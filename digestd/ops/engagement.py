@@ -60,6 +60,10 @@ class StoryStats:
     sent: int = 0  # emails sent that carried it
     tally: Tally = field(default_factory=Tally)
 
+    @property
+    def click_through(self) -> float | None:
+        return rate(self.tally.unique, self.sent)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.article_id,
@@ -71,7 +75,7 @@ class StoryStats:
             "clicks": self.tally.clicks,
             "unique_clickers": self.tally.unique,
             "scanner_clicks": self.tally.scanner,
-            "click_through_rate": rate(self.tally.unique, self.sent),
+            "click_through_rate": self.click_through,
         }
 
 
@@ -87,6 +91,10 @@ class EditionStats:
     tally: Tally = field(default_factory=Tally)
     stories: list[StoryStats] = field(default_factory=list)  # most clicked first
 
+    @property
+    def click_through(self) -> float | None:
+        return rate(self.tally.unique, self.sent)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -99,7 +107,7 @@ class EditionStats:
             "clicks": self.tally.clicks,
             "unique_clickers": self.tally.unique,
             "scanner_clicks": self.tally.scanner,
-            "click_through_rate": rate(self.tally.unique, self.sent),
+            "click_through_rate": self.click_through,
             "articles": [story.as_json() for story in self.stories],
         }
 

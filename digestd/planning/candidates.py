@@ -1,4 +1,8 @@
-"""The articles that may go into an edition, ranked once per content window."""
+"""The articles that may go into an edition, ranked once per content window.
+
+Held articles are never candidates. Pinned ones are, while their pin runs at the slot's
+time, even when published before the window: a pin says "lead with this until then".
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from digestd.models import Article, ArticleCategory, EditionKind
@@ -31,25 +35,38 @@ class Ranking:
 
 
 def candidates(session: Session, start: datetime, end: datetime) -> Iterable[Candidate]:
-    """Articles published in [start, end), each with all its categories."""
-    rows = session.execute(
-        select(
-            Article.id,
-            Article.source,
-            Article.published_at,
-            Article.score,
-            Article.title,
-            ArticleCategory.category,
-        )
-        .join(ArticleCategory, ArticleCategory.article_id == Article.id)
-        .where(and_(Article.published_at >= start, Article.published_at < end))
-    ).all()
+    """Articles published in [start, end) and articles pinned beyond ``end`` (the slot's
+    time) published before it, each with all its categories; none that is held."""
+    # Two queries, not one with OR: each keeps to its own index (published_at, pinned_until).
+    in_window = _rows(session, Article.published_at >= start, Article.published_at < end)
+    pinned_earlier = _rows(session, Article.pinned_until > end, Article.published_at < start)
     merged: dict[str, tuple[Any, set[str]]] = {}
-    for article_id, source, published_at, score, title, category in rows:
-        merged.setdefault(article_id, ((source, published_at, score, title), set()))[1].add(
-            category
-        )
+    for article_id, source, published_at, score, title, pinned_until, category in (
+        *in_window,
+        *pinned_earlier,
+    ):
+        pinned = pinned_until is not None and pinned_until > end
+        fields = (source, published_at, score, title, pinned)
+        merged.setdefault(article_id, (fields, set()))[1].add(category)
     return [
-        Candidate(article_id, source, published_at, score, frozenset(cats), title)
-        for article_id, ((source, published_at, score, title), cats) in merged.items()
+        Candidate(article_id, source, published_at, score, frozenset(cats), title, pinned)
+        for article_id, ((source, published_at, score, title, pinned), cats) in merged.items()
     ]
+
+
+def _rows(session: Session, *where: ColumnElement[bool]) -> list[Any]:
+    return list(
+        session.execute(
+            select(
+                Article.id,
+                Article.source,
+                Article.published_at,
+                Article.score,
+                Article.title,
+                Article.pinned_until,
+                ArticleCategory.category,
+            )
+            .join(ArticleCategory, ArticleCategory.article_id == Article.id)
+            .where(Article.held.is_(False), *where)
+        ).all()
+    )

@@ -86,7 +86,8 @@ def personal_order(
     head: list[Candidate] = []
     cut = len(ranked)
     for index, candidate in enumerate(ranked):
-        if candidate.categories & categories and candidate.id not in exclude:
+        # what pick() may take: theirs, not sent before unless pinned (a pin leads again)
+        if candidate.categories & categories and (candidate.id not in exclude or candidate.pinned):
             head.append(candidate)
             if len(head) == WINDOW * limit:
                 cut = index + 1
@@ -95,7 +96,6 @@ def personal_order(
 
     def key(c: Candidate) -> tuple[bool, float, int]:
         # A pinned story (an editor's call) leads whatever the reader clicked.
-        pinned = bool(getattr(c, "pinned", False))
-        return (not pinned, -rank(c, now, half_life_hours) * reader.multiplier(c), site[c.id])
+        return (not c.pinned, -rank(c, now, half_life_hours) * reader.multiplier(c), site[c.id])
 
     return sorted(head, key=key) + list(ranked[cut:])

@@ -12,6 +12,11 @@ this morning). Ties go to the newest, then to the id, so the result is determini
 
 The same story from two sources (near-identical titles) is collapsed into the better-
 ranked copy, which then counts for the categories of both.
+
+Editors have the last word (SPEC §4): a *pinned* article (its pin not run out at the
+slot's time) leads every edition whose reader follows one of its categories, before any
+ranked article, even one it was in before; a *held* one is never a candidate at all
+(:mod:`digestd.planning.candidates` leaves it out).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Candidate:
     score: float
     categories: frozenset[str]
     title: str = ""
+    pinned: bool = False  # pinned at the slot's time: leads, see order() and pick()
 
 
 def rank(candidate: Candidate, now: datetime, half_life_hours: float) -> float:
@@ -98,11 +104,16 @@ def collapse_near_duplicates(ranked: Sequence[Candidate]) -> list[Candidate]:
 def order(
     candidates: Iterable[Candidate], now: datetime, half_life_hours: float
 ) -> list[Candidate]:
-    """Best first, near-duplicates collapsed; computed once per edition window and shared by
-    every subscriber of that window."""
+    """Pinned first, then best first, near-duplicates collapsed (into the pinned copy when
+    there is one); computed once per edition window and shared by every subscriber of it."""
     ranked = sorted(
         candidates,
-        key=lambda c: (-rank(c, now, half_life_hours), -c.published_at.timestamp(), c.id),
+        key=lambda c: (
+            not c.pinned,
+            -rank(c, now, half_life_hours),
+            -c.published_at.timestamp(),
+            c.id,
+        ),
     )
     return collapse_near_duplicates(ranked)
 
@@ -115,14 +126,18 @@ def pick(
     per_source: int,
     exclude: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
-    """The top ``limit`` of ``ranked`` in ``categories``: each article once, ``per_source`` cap."""
+    """The top ``limit`` of ``ranked`` in ``categories``: each article once, ``per_source`` cap.
+    A pinned article is taken even if ``exclude`` names it (it leads every edition while
+    pinned) and whatever its source; it counts towards its source's cap."""
     chosen: list[Candidate] = []
     by_source: Counter[str] = Counter()
     for candidate in ranked:
-        if candidate.id in exclude or not candidate.categories & categories:
+        if not candidate.categories & categories:
+            continue
+        if candidate.id in exclude and not candidate.pinned:
             continue
         source = candidate.source.casefold()
-        if source and by_source[source] >= per_source:
+        if source and by_source[source] >= per_source and not candidate.pinned:
             continue
         by_source[source] += 1
         chosen.append(candidate)

@@ -1,6 +1,6 @@
 """What a reader can do to their subscription, independent of HTTP: confirm (double
-opt-in), change preferences, pause, resume, unsubscribe, erase. Which email a signup
-triggers is :mod:`digestd.readers.signups`.
+opt-in, then a welcome), add offered topics, change preferences, pause, resume,
+unsubscribe, erase. Which email a signup triggers is :mod:`digestd.readers.signups`.
 
 Each function works inside the caller's transaction and decides only from the database and
 the signed link, so the same rules hold whichever page or API calls it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,7 +23,17 @@ from digestd.models import (
     Suppression,
     SuppressionReason,
 )
-from digestd.readers.signups import CONSENT_WORDING, ConfirmLink, Mode
+from digestd.readers import mailbox
+from digestd.readers.signups import (
+    CONSENT_WORDING,
+    ConfirmLink,
+    Held,
+    Mode,
+    Notice,
+    SignupLimits,
+    SignupRequest,
+    SignupResult,
+)
 from digestd.readers.subscribers import (
     Preferences,
     apply_preferences,
@@ -32,14 +42,10 @@ from digestd.readers.subscribers import (
     erase,
     reschedule,
 )
+from digestd.readers.subscribers import Schedule as Schedule  # callers' one import
+from digestd.readers.upcoming import upcoming
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    daily_at: time
-    weekly_at: time
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,9 @@ def confirm(
     acting), with the page the signup came from and the wording it showed, both carried in
     the link. A link made before the reader's last unsubscribe never resubscribes them.
     """
-    subscriber = by_public_id(session, link.public_id)
+    # Locked: mail scanners open a link twice at once, and only one click may confirm
+    # (and so send one welcome).
+    subscriber = by_public_id(session, link.public_id, lock=True)
     if subscriber is None:
         log.info("confirm", extra={"outcome": Confirmation.GONE})
         return Confirmation.GONE
@@ -122,9 +130,31 @@ def _activate(
         session.delete(suppression)
 
 
-def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
+def topics_offered(
+    subscriber: Subscriber | None, link: ConfirmLink
+) -> tuple[Confirmation, list[str]]:
+    """What following an "add these topics" link would do, and the topics it would add,
+    changing nothing (for the page its GET shows; a POST acts, through :func:`confirm`)."""
+    if subscriber is None or subscriber.status not in (
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.PAUSED,
+        SubscriberStatus.PENDING,
+        SubscriberStatus.UNSUBSCRIBED,
+    ):
+        return Confirmation.GONE, []
+    if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+        return Confirmation.STALE, []
+    new = _new_topics(subscriber, link.request.prefs) if link.request else []
+    return (Confirmation.TOPICS_ADDED if new else Confirmation.ALREADY), new
+
+
+def _new_topics(subscriber: Subscriber, prefs: Preferences) -> list[str]:
     current = set(subscriber.category_slugs)
-    new = [slug for slug in prefs.categories if slug not in current]
+    return [slug for slug in prefs.categories if slug not in current]
+
+
+def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
+    new = _new_topics(subscriber, prefs)
     if not new:
         return Confirmation.ALREADY
     subscriber.categories = [
@@ -132,6 +162,35 @@ def _add_topics(subscriber: Subscriber, prefs: Preferences) -> Confirmation:
         *(SubscriberCategory(category=slug) for slug in new),
     ]
     return Confirmation.TOPICS_ADDED
+
+
+def welcome(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    limits: SignupLimits,
+    schedule: Schedule,
+) -> SignupResult:
+    """The welcome email of a reader who has just confirmed.
+
+    One per confirmation, and every confirmation is a click on a confirmation email that
+    was itself claimed against the inbox's limits: so only the hourly cap of everyone
+    together is claimed here. The inbox's 10-minute spacing would hold the welcome back
+    behind the very email it follows.
+    """
+    coming = tuple(upcoming(subscriber, schedule))
+    if not coming:  # nothing scheduled: nothing to welcome them to
+        return SignupResult(None, held=Held.NOBODY)
+    if not mailbox.claim(session, mailbox.EVERYONE, limits.everyone, now):
+        return SignupResult(None, held=Held.HOURLY_CAP)
+    return SignupResult(
+        Notice.WELCOME,
+        subscriber.public_id,
+        subscriber.email,
+        SignupRequest.of(subscriber, ""),
+        sent_at=now,
+        upcoming=coming,
+    )
 
 
 def unsubscribe(subscriber: Subscriber, now: datetime, *, via: str = "") -> bool:

@@ -10,6 +10,7 @@ from, the consent wording shown) travels in the signed link of the email it trig
 - active or paused: "you're already subscribed", with a link to add any new topics asked for;
 - bounced, complained or suppressed: no email at all.
 
+(Once a reader has confirmed, :func:`digestd.readers.lifecycle.welcome` says what comes.)
 Every email here is claimed against the throttles of :mod:`digestd.readers.mailbox` first.
 """
 
@@ -34,6 +35,7 @@ from digestd.readers.subscribers import (
     new_subscriber,
     parse_preferences,
 )
+from digestd.readers.upcoming import Upcoming
 
 log = logging.getLogger(__name__)
 # Shown beside the signup button and stored with each consent (GDPR art. 7(1)): bump it
@@ -129,6 +131,7 @@ class Notice(enum.StrEnum):
     WELCOME_BACK = "welcome-back"  # unsubscribed: confirm to resume
     ALREADY = "already"  # active or paused: how to manage it (and maybe: add these topics?)
     MANAGE_LINK = "manage-link"  # a fresh preferences link, the old one having expired
+    WELCOME = "welcome"  # confirmed: what comes, exactly when
 
 
 class Held(enum.StrEnum):
@@ -148,10 +151,11 @@ class SignupResult:
     new_topics: tuple[str, ...] = ()  # ALREADY: topics the email offers to add
     sent_at: datetime | None = None  # the throttles' claim, to release if sending fails
     held: Held | None = None
+    upcoming: tuple[Upcoming, ...] = ()  # WELCOME: the first digests, soonest first
 
     @property
     def link(self) -> ConfirmLink | None:
-        if self.request is None or self.notice is Notice.MANAGE_LINK:
+        if self.request is None or self.notice in (Notice.MANAGE_LINK, Notice.WELCOME):
             return None
         if self.notice is Notice.ALREADY:
             return ConfirmLink(self.public_id, Mode.ADD_TOPICS, self.request)
@@ -245,7 +249,8 @@ def release_email(session: Session, result: SignupResult) -> None:
     if result.sent_at is None:
         return
     mailbox.release(session, mailbox.EVERYONE, result.sent_at)
-    mailbox.release(session, mailbox.mailbox_key(result.email), result.sent_at)
+    if result.notice is not Notice.WELCOME:  # a welcome claims the hourly cap only
+        mailbox.release(session, mailbox.mailbox_key(result.email), result.sent_at)
 
 
 def _claim(session: Session, email: str, now: datetime, limits: SignupLimits) -> Held | None:

@@ -144,8 +144,20 @@ def frequency_name(subscriber: Subscriber | Preferences) -> str:
     return "daily" if subscriber.wants_daily else "weekly"
 
 
-def by_public_id(session: Session, public_id: str) -> Subscriber | None:
-    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
+def by_public_id(session: Session, public_id: str, *, lock: bool = False) -> Subscriber | None:
+    """``lock``: hold the row until the transaction ends (PostgreSQL; SQLite has one
+    writer), so that two clicks on one link at once act one after the other."""
+    query = select(Subscriber).where(Subscriber.public_id == public_id)
+    return session.scalars(query.with_for_update() if lock else query).first()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The local send times (DIGESTD_DAILY_HOUR, DIGESTD_WEEKLY_HOUR)."""
+
+    daily_at: time
+    weekly_at: time
+    sunday_daily: bool = False  # DIGESTD_SUNDAY_DAILY: a reader of both gets Sunday's daily too
 
 
 @dataclass(frozen=True)

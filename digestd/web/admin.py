@@ -1,98 +1,64 @@
 """The operator's page ``/admin``: the queue right now, charts of the last 30 days, and the
 bounce policy (which refusals suppress a reader).
 
-Sign-in is the admin token typed into a form once; the answer is a signed session cookie
-(its own itsdangerous salt, 12 hours, ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over
-HTTPS, scoped to ``/admin``). The cookie carries a keyed fingerprint of the token, so
-changing ``DIGESTD_ADMIN_TOKEN`` signs everybody out. Both forms are CSRF-protected.
+Sign-in is the admin token typed into a form once (the session: :mod:`digestd.web.admin_auth`);
+both forms are CSRF-protected. The pages that act are in ``admin_*`` modules, their routes
+gathered here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from digestd.config import Settings
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
 from digestd.ops.engagement import ClickDays, click_days
 from digestd.readers import bounce_policy
-from digestd.tokens import Tokens
-from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
+from digestd.web import (
+    admin_articles,
+    admin_editions,
+    admin_feeds,
+    admin_import,
+    admin_readers,
+    admin_sending,
+)
+from digestd.web.admin_auth import (
+    COOKIE,
+    SESSION_AGE,
+    AdminSessions,
+    audit,
+    enabled,
+    locked_out,
+    token_matches,
+    wrong_token,
+)
+from digestd.web.admin_pages import REFRESH_SECONDS, login_page, operator, page, safe_next
 from digestd.web.body import read_input
 from digestd.web.charts import Series, bar_chart, day_label, number
 from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 
-COOKIE = "digestd_admin"
-SESSION_AGE = timedelta(hours=12)
 DAYS = 30
 
 
-class AdminSessions:
-    def __init__(self, settings: Settings, tokens: Tokens) -> None:
-        self._settings = settings
-        self._serializer = tokens.serializer("digestd.admin-session")
-
-    def _fingerprint(self) -> str:
-        # Keyed with the newest secret: the cookie (readable base64) gives no offline way
-        # to test guesses of the token.
-        token = (self._settings.admin_token or "").encode()
-        key = self._settings.secret_keys[0].encode()
-        return hmac.new(key, b"admin:" + token, hashlib.sha256).hexdigest()[:32]
-
-    def issue(self) -> str:
-        return str(self._serializer.dumps({"t": self._fingerprint()}))
-
-    def valid(self, request: Request) -> bool:
-        raw = request.cookies.get(COOKIE, "")
-        if not raw:
-            return False
-        try:
-            data = self._serializer.loads(raw, max_age=int(SESSION_AGE.total_seconds()))
-        except BadSignature:  # includes SignatureExpired
-            return False
-        return isinstance(data, dict) and hmac.compare_digest(
-            str(data.get("t", "")), self._fingerprint()
-        )
-
-
-def enabled(w: Web) -> str:
-    if not w.settings.admin_token:
-        raise WebError(403, "The admin page is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
-    return w.settings.admin_token
-
-
+@operator
 async def admin_page(request: Request) -> Response:
     w = web(request)
-    enabled(w)
-    if not AdminSessions(w.settings, w.tokens).valid(request):
-        return _login_page(request, w)
     now = w.clock()
     current, activity, clicks = await w.db(_dashboard_data, w, now)
-    csrf = w.csrf.session(request)
     context = {
         "title": "Operations",
-        "now": now,
-        "csrf": csrf.token("admin-logout", "-"),
         "bounce_policy": bounce_policy.rows(),
+        "refresh": REFRESH_SECONDS if _sending(current, now) else 0,
         **_dashboard(current, activity, clicks, now),
     }
-    return csrf.attach(request, w.pages.render("admin.html", context))
-
-
-def _login_page(request: Request, w: Web, error: str = "", status: int = 200) -> Response:
-    csrf = w.csrf.session(request)
-    context = {"title": "Operator sign-in", "error": error, "csrf": csrf.token("admin-login", "-")}
-    return csrf.attach(request, w.pages.render("admin_login.html", context, status))
+    return page(request, "admin.html", "overview", context)
 
 
 async def login(request: Request) -> Response:
@@ -105,9 +71,9 @@ async def login(request: Request) -> Response:
     given = data.text("token", 500)
     if not given or not token_matches(given, expected):
         wrong_token(request, "page.sign_in")
-        return _login_page(request, w, "That is not the admin token.", status=401)
+        return login_page(request, w, "That is not the admin token.", status=401)
     audit(request, "page.sign_in", "ok")
-    response = RedirectResponse("/admin", status_code=303)
+    response = RedirectResponse(safe_next(data.text("next", 2000)), status_code=303)
     response.set_cookie(
         COOKIE,
         AdminSessions(w.settings, w.tokens).issue(),
@@ -134,6 +100,12 @@ async def logout(request: Request) -> Response:
         secure=request.url.scheme == "https",
     )
     return response
+
+
+def _sending(current: Snapshot, now: datetime) -> bool:
+    """An edition is going out (rows claimed, or due and waiting): the tiles follow it."""
+    oldest = current.oldest_queued_due_at
+    return bool(current.queue.get("sending")) or (oldest is not None and oldest <= now)
 
 
 def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity, ClickDays]:
@@ -185,6 +157,7 @@ def _dashboard(
     ]
     editions = [
         {
+            "id": e.id,
             "kind": e.kind.capitalize(),
             "period": e.period,
             "parts": [
@@ -222,4 +195,10 @@ ROUTES = [
     Route("/admin", admin_page, methods=["GET"]),
     Route("/admin/login", login, methods=["POST"]),
     Route("/admin/logout", logout, methods=["POST"]),
+    *admin_readers.ROUTES,
+    *admin_import.ROUTES,
+    *admin_articles.ROUTES,
+    *admin_editions.ROUTES,
+    *admin_feeds.ROUTES,
+    *admin_sending.ROUTES,
 ]

@@ -1,5 +1,10 @@
 """Who may act as the operator, and the record of what they did.
 
+Operators sign in on ``/admin`` by typing the admin token into a form once; the answer is a
+signed session cookie (its own itsdangerous salt, 12 hours, ``HttpOnly``,
+``SameSite=Strict``, ``Secure`` over HTTPS, scoped to ``/admin``). The cookie carries a
+keyed fingerprint of the token, so changing ``DIGESTD_ADMIN_TOKEN`` signs everybody out.
+
 The admin token is compared in constant time. Wrong tokens count per client in one limiter
 shared by the ``/admin`` sign-in form and the API's bearer header, so guessing through
 either slows down both; a client over the limit is refused even with the right token (else
@@ -9,13 +14,18 @@ the action and its outcome (addresses in it are masked by :mod:`digestd.logs`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from datetime import timedelta
 
+from itsdangerous import BadSignature
 from starlette.requests import Request
 
-from digestd.web.context import client_ip, web
+from digestd.config import Settings
+from digestd.tokens import Tokens
+from digestd.web.context import Web, client_ip, web
+from digestd.web.errors import WebError
 from digestd.web.ratelimit import RateLimiter
 
 log = logging.getLogger("digestd.admin")
@@ -23,6 +33,48 @@ log = logging.getLogger("digestd.admin")
 # so this only stops a script from trying a list.
 TRIES = 10
 WINDOW = timedelta(minutes=15)
+COOKIE = "digestd_admin"
+SESSION_AGE = timedelta(hours=12)
+
+
+class AdminSessions:
+    def __init__(self, settings: Settings, tokens: Tokens) -> None:
+        self._settings = settings
+        self._serializer = tokens.serializer("digestd.admin-session")
+
+    def _fingerprint(self) -> str:
+        # Keyed with the newest secret: the cookie (readable base64) gives no offline way
+        # to test guesses of the token.
+        token = (self._settings.admin_token or "").encode()
+        key = self._settings.secret_keys[0].encode()
+        return hmac.new(key, b"admin:" + token, hashlib.sha256).hexdigest()[:32]
+
+    def issue(self) -> str:
+        return str(self._serializer.dumps({"t": self._fingerprint()}))
+
+    def valid(self, request: Request) -> bool:
+        raw = request.cookies.get(COOKIE, "")
+        if not raw:
+            return False
+        try:
+            data = self._serializer.loads(raw, max_age=int(SESSION_AGE.total_seconds()))
+        except BadSignature:  # includes SignatureExpired
+            return False
+        return isinstance(data, dict) and hmac.compare_digest(
+            str(data.get("t", "")), self._fingerprint()
+        )
+
+
+def enabled(w: Web) -> str:
+    """The admin token; a 403 when none is set (the admin pages are off)."""
+    if not w.settings.admin_token:
+        raise WebError(403, "The admin page is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
+    return w.settings.admin_token
+
+
+def signed_in(request: Request) -> bool:
+    w = web(request)
+    return AdminSessions(w.settings, w.tokens).valid(request)
 
 
 def token_matches(given: str, expected: str) -> bool:

@@ -16,7 +16,14 @@ from starlette.routing import Mount, Route
 from digestd.content.articles import IngestReport, ingest
 from digestd.content.documents import decode_body
 from digestd.errors import InputError
-from digestd.web import api_bounces, api_editions, api_engagement, api_lists, openapi
+from digestd.web import (
+    api_articles,
+    api_bounces,
+    api_editions,
+    api_engagement,
+    api_lists,
+    openapi,
+)
 from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -101,12 +108,17 @@ def _ingest(w: Web, items: list[tuple[int, Any]]) -> IngestReport:
 # (method, path under /api, endpoint); each one is described in openapi.PATHS too.
 ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("POST", "/articles", post_articles),
+    ("POST", "/articles/{article:path}/pin", api_articles.post_pin),
+    ("DELETE", "/articles/{article:path}/pin", api_articles.delete_pin),
+    ("POST", "/articles/{article:path}/hold", api_articles.post_hold),
+    ("DELETE", "/articles/{article:path}/hold", api_articles.delete_hold),
     ("GET", "/subscribers", api_lists.list_subscribers),
     ("GET", "/subscribers/export", api_lists.export_subscribers),
     ("GET", "/suppressions", api_lists.list_suppressions),
     ("GET", "/stats", api_editions.stats),
     ("GET", "/editions/preview", api_editions.preview_edition),
     ("POST", "/editions/trigger", api_editions.trigger_edition),
+    ("POST", "/editions/test", api_editions.test_edition),
     ("POST", "/bounces", api_bounces.post_bounce),
     ("GET", "/engagement/editions", api_engagement.list_editions),
     ("GET", "/engagement/editions/{id}", api_engagement.one_edition),
@@ -115,10 +127,15 @@ ENDPOINTS: list[tuple[str, str, Endpoint]] = [
 ]
 # Admin actions that are logged (writes, and the export that hands out every address).
 AUDITED = {
-    "/articles": "articles.add",
-    "/subscribers/export": "subscribers.export",
-    "/editions/trigger": "editions.trigger",
-    "/bounces": "bounces.report",
+    ("POST", "/articles"): "articles.add",
+    ("POST", "/articles/{article:path}/pin"): "articles.pin",
+    ("DELETE", "/articles/{article:path}/pin"): "articles.unpin",
+    ("POST", "/articles/{article:path}/hold"): "articles.hold",
+    ("DELETE", "/articles/{article:path}/hold"): "articles.release",
+    ("GET", "/subscribers/export"): "subscribers.export",
+    ("POST", "/editions/trigger"): "editions.trigger",
+    ("POST", "/editions/test"): "editions.test",
+    ("POST", "/bounces"): "bounces.report",
 }
 # Readable without the token: the API's description holds no data (see openapi.py).
 PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
@@ -128,7 +145,7 @@ PUBLIC_ENDPOINTS: list[tuple[str, str, Endpoint]] = [
 
 def routes() -> list[Mount]:
     guarded = [
-        Route(path, admin(fn, AUDITED.get(path)), methods=[method])
+        Route(path, admin(fn, AUDITED.get((method, path))), methods=[method])
         for method, path, fn in ENDPOINTS
     ]
     public = [Route(path, fn, methods=[method]) for method, path, fn in PUBLIC_ENDPOINTS]

@@ -1,4 +1,5 @@
-"""The admin API's view of the sending side: stats, edition preview and "send now".
+"""The admin API's view of the sending side: stats, edition preview, "send now" and a
+test send to one address.
 Registered in ``api.ENDPOINTS``, so the bearer-token guard covers every one."""
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from digestd.content.categories import parse_categories
-from digestd.errors import ValidationError
+from digestd.errors import DeliveryError, ValidationError
 from digestd.models import EditionKind
 from digestd.ops.activity import snapshot, utc_iso
 from digestd.ops.preview import preview
+from digestd.ops.test_send import TestSent, send_test
 from digestd.planning.triggers import trigger
 from digestd.readers.subscribers import normalise_email
 from digestd.web import params
@@ -76,7 +78,7 @@ async def trigger_edition(request: Request) -> Response:
     kind = body.get("kind")
     if kind not in KINDS:
         raise WebError(400, "kind: required, daily or weekly", field="kind")
-    emails = _trigger_emails(body)
+    emails = trigger_emails(body)
     service = w.service
     report = await w.db(
         trigger, w.sessions, service.policy, service.renderer, EditionKind(kind), emails, w.clock()
@@ -85,7 +87,7 @@ async def trigger_edition(request: Request) -> Response:
     return JSONResponse(report.as_json())
 
 
-def _trigger_emails(body: dict[str, Any]) -> list[str] | None:
+def trigger_emails(body: dict[str, Any]) -> list[str] | None:
     """The normalised addresses asked for, or None for every active reader."""
     has_emails, everyone = "emails" in body, body.get("all")
     if everyone not in (None, True, False):
@@ -108,3 +110,54 @@ def _trigger_emails(body: dict[str, Any]) -> list[str] | None:
         except ValidationError as exc:
             raise WebError(400, f"emails[{position}]: {exc.problem}", field="emails") from exc
     return list(dict.fromkeys(emails))
+
+
+async def test_edition(request: Request) -> Response:
+    """Mail today's edition for some categories to one address, using up nobody's edition
+    (:mod:`digestd.ops.test_send`)."""
+    w = web(request)
+    body = await params.json_body(request)
+    if not isinstance(body, dict):
+        raise WebError(400, "The body must be a JSON object.")
+    unknown = sorted(set(body) - {"kind", "to", "categories"})
+    if unknown:
+        name = str(unknown[0])[:40]
+        raise WebError(400, f"{name}: unknown field; send kind, to, categories", field=name)
+    kind = body.get("kind")
+    if kind not in KINDS:
+        raise WebError(400, "kind: required, daily or weekly", field="kind")
+    raw_categories = body.get("categories", "all")
+    if not isinstance(raw_categories, (str, list)):
+        raise WebError(
+            400, "categories: a list of slugs or a comma-separated string", field="categories"
+        )
+    raw_to = body.get("to")
+    if not isinstance(raw_to, str) or not raw_to:
+        raise WebError(400, "to: required, the address to send the test to", field="to")
+    try:
+        to = normalise_email(raw_to)
+    except ValidationError as exc:
+        raise WebError(400, f"to: {exc.problem}", field="to") from exc
+    try:
+        categories = parse_categories(raw_categories)
+    except ValidationError as exc:
+        raise WebError(400, f"categories: {exc.problem}", field="categories") from exc
+    sent = await test_send_or_refuse(w, EditionKind(kind), to, categories)
+    request.state.audit = {"kind": kind, "to": to}
+    return JSONResponse(sent.as_json())
+
+
+async def test_send_or_refuse(
+    w: Web, kind: EditionKind, to: str, categories: list[str]
+) -> TestSent:
+    """The test send, its refusals as answers: 404 when the edition would be empty, 502
+    when the mail server refuses (the API and the admin page both come here)."""
+    try:
+        sent = await send_test(w.service, kind, to, categories, w.clock())
+    except DeliveryError as exc:
+        raise WebError(502, f"The mail server refused the test message: {exc}") from exc
+    if sent is None:
+        raise WebError(
+            404, "Nothing to send: no articles in those categories in the edition's window."
+        )
+    return sent

@@ -22,10 +22,10 @@ from digestd.ops.metrics import CONTENT_TYPE
 from digestd.service import Service
 from digestd.web import (
     admin,
-    admin_engagement,
     api,
     archive,
     clicks,
+    confirm,
     devmail,
     engage,
     manage,
@@ -38,6 +38,7 @@ from digestd.web.body import BodyLimit
 from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
 from digestd.web.errors import WebError
+from digestd.web.origins import SiteCors
 from digestd.web.pages import error_response
 
 log = logging.getLogger("digestd.web")
@@ -169,6 +170,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *signup.ROUTES,
+        *confirm.ROUTES,
         *manage.ROUTES,
         *unsubscribe.ROUTES,
         *mute.ROUTES,
@@ -178,17 +180,22 @@ def create_app(
         *archive.ROUTES,
         *api.routes(),
         *admin.ROUTES,
-        *admin_engagement.ROUTES,
     ]
     routes += devmail.routes(service.settings)
     limits = context.policy
 
     def limit_for(path: str) -> int:
-        return limits.max_api_body if path.startswith("/api/") else limits.max_body
+        # A subscriber CSV uploaded on /admin/import is as large as an API body may be.
+        large = path.startswith("/api/") or path == "/admin/import"
+        return limits.max_api_body if large else limits.max_body
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limit_for)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(SiteCors, settings=service.settings),
+            Middleware(BodyLimit, limit_for=limit_for),
+        ],
         exception_handlers={
             WebError: _web_error,
             HTTPException: _http_error,

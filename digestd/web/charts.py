@@ -52,10 +52,14 @@ def nice_scale(peak: int, ticks: int = 5) -> tuple[int, int]:
 
 
 def number(value: int) -> str:
-    if value >= 100_000:
-        return f"{value / 1000:.0f}k"
-    if value >= 10_000:
-        return f"{value / 1000:.1f}k".replace(".0k", "k")
+    """Exact, with thousands separators: an operator reads 49,731, not "50k"."""
+    return f"{value:,}"
+
+
+def axis_label(value: int) -> str:
+    """A grid line's round number, short enough for the axis: 50k."""
+    if value >= 10_000 and value % 1000 == 0:
+        return f"{value // 1000:,}k"
     return f"{value:,}"
 
 
@@ -89,7 +93,7 @@ def bar_chart(series: Series) -> Markup:
             f'<line class="grid{" base" if tick == 0 else ""}" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
             f'y1="{ty:.1f}" y2="{ty:.1f}"/>'
             f'<text class="axis" x="{LEFT - 6}" y="{ty + 3.5:.1f}" text-anchor="end">'
-            f"{number(tick)}</text>"
+            f"{axis_label(tick)}</text>"
         )
     last = len(series.days) - 1
     for i, (day, value) in enumerate(zip(series.days, series.values, strict=True)):

@@ -4,7 +4,7 @@ CSRF, the signup mailer and rate limiter, and the clock (tests move it with time
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar, cast
@@ -28,6 +28,7 @@ from digestd.web.csrf import Csrf
 from digestd.web.mailer import SignupMailer
 from digestd.web.pages import Pages
 from digestd.web.ratelimit import RateLimiter
+from digestd.web.shelves import Shelved
 
 log = logging.getLogger("digestd.web")
 CAP_LOG_EVERY = timedelta(minutes=15)
@@ -100,24 +101,33 @@ class Web:
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.settings.daily_time, self.settings.weekly_time)
+        return Schedule(
+            self.settings.daily_time, self.settings.weekly_time, self.settings.sunday_daily
+        )
 
     async def db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking database work off the event loop (the scheduler shares it)."""
         return await run_in_threadpool(function, *args, **kwargs)
 
-    def email_task(self, signup: SignupResult, now: datetime) -> BackgroundTask | None:
-        """What to do after answering: send the email (if any), or count why not."""
+    def email_task(
+        self, signup: SignupResult, now: datetime, editions: Sequence[Shelved] = ()
+    ) -> BackgroundTask | None:
+        """What to do after answering: send the email (if any), or count why not.
+        ``editions``: a welcome's latest public editions of the reader's topics."""
         if signup.held is Held.HOURLY_CAP:
             self._capped(now)
         if signup.notice in (Notice.CONFIRM, Notice.WELCOME_BACK):
             self.service.metrics.signups.inc()
-        return BackgroundTask(self.send_signup_email, signup) if signup.notice else None
+        if not signup.notice:
+            return None
+        return BackgroundTask(self.send_signup_email, signup, editions)
 
-    async def send_signup_email(self, signup: SignupResult) -> None:
+    async def send_signup_email(
+        self, signup: SignupResult, editions: Sequence[Shelved] = ()
+    ) -> None:
         """Runs after the answer went out, so its timing tells nothing about the address."""
         try:
-            await self.mailer.send(signup, self.clock())
+            await self.mailer.send(signup, self.clock(), editions)
         except DeliveryError as exc:
             log.warning("signup email not sent (%s); the reader may ask again", exc)
             await self.db(self._release, signup)

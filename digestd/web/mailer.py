@@ -1,13 +1,15 @@
 """The signup emails (template family ``confirm``): "please confirm", "welcome back, confirm
 to resume", "you are already subscribed" (maybe with "add these topics") and "your fresh
-preferences link". Rendered per message — they are rare, unlike digests — and built with
-the same :class:`~digestd.mail.template.MessageTemplate` as the digests, so headers are
-safe alike.
+preferences link"; and after confirming, the welcome (family ``welcome``): the first
+digests, exactly when, and the latest public editions of the reader's topics. Rendered per
+message — they are rare, unlike digests — and built with the same
+:class:`~digestd.mail.template.MessageTemplate` as the digests, so headers are safe alike.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime, formataddr
 
@@ -20,7 +22,9 @@ from digestd.mail.template import MessageTemplate, Personal
 from digestd.mail.wire import ascii_address
 from digestd.readers.signups import Notice, SignupResult
 from digestd.readers.subscribers import frequency_name
+from digestd.readers.upcoming import local_day
 from digestd.tokens import MAX_AGE, Purpose, Tokens
+from digestd.web.shelves import Shelved
 
 FREQUENCY_WORDS = {
     "daily": "the daily digest every morning",
@@ -34,12 +38,14 @@ HEADINGS = {
     Notice.WELCOME_BACK: "Confirm to resume your digests",
     Notice.ALREADY: "You're already subscribed",
     Notice.MANAGE_LINK: "Your preferences link",
+    Notice.WELCOME: "You're subscribed",
 }
 PREHEADERS = {
     Notice.CONFIRM: "One click and your first digest is on its way.",
     Notice.WELCOME_BACK: "One click and your digests start again.",
     Notice.ALREADY: "Manage your digests or unsubscribe with one click.",
     Notice.MANAGE_LINK: "Change your topics, frequency or timezone, or stop your digests.",
+    Notice.WELCOME: "",  # says when the first digest comes: see _welcome
 }
 
 
@@ -55,7 +61,10 @@ class SignupMailer:
         self.site = Site(settings.site_name, settings.base_url, settings.postal_address)
         self.from_header = formataddr((settings.from_name, settings.from_address))
 
-    def message(self, signup: SignupResult, now: datetime) -> bytes:
+    def message(
+        self, signup: SignupResult, now: datetime, editions: Sequence[Shelved] = ()
+    ) -> bytes:
+        """``editions``: a welcome's latest public editions of the reader's topics."""
         assert signup.notice is not None
         links = self.links.for_subscriber(signup.public_id)
         request, link = signup.request, signup.link
@@ -73,7 +82,11 @@ class SignupMailer:
             "footer_reason": self._reason(signup.notice),
             "links": links,
         }
-        rendered = self.renderer.render("confirm", context)
+        family = "confirm"
+        if signup.notice is Notice.WELCOME:
+            family = "welcome"
+            context.update(self._welcome(signup, editions))
+        rendered = self.renderer.render(family, context)
         template = MessageTemplate.build(
             rendered,
             from_header=self.from_header,
@@ -90,7 +103,26 @@ class SignupMailer:
             )
         )
 
+    def _welcome(self, signup: SignupResult, editions: Sequence[Shelved]) -> dict[str, object]:
+        first, *then = signup.upcoming
+        return {
+            "first": {
+                "name": first.name,
+                "when": first.when,
+                "day": local_day(first.at, first.zone),
+            },
+            "then": [{"name": u.name, "when": u.when} for u in then],
+            "preheader": f"Your first {first.name} arrives {first.when}.",
+            "editions": [{"title": e.title, "url": f"{self.links.base}{e.path}"} for e in editions],
+            "archive_url": f"{self.links.base}/archive",
+        }
+
     def _reason(self, notice: Notice) -> str:
+        if notice is Notice.WELCOME:
+            return (
+                f"You're getting this email because you confirmed your {self.site.name} "
+                "subscription at this address."
+            )
         asked = (
             "a fresh link to manage your digests"
             if notice is Notice.MANAGE_LINK
@@ -104,9 +136,11 @@ class SignupMailer:
     def _confirm_url(self, fields: list[str]) -> str:
         return f"{self.links.base}/{Purpose.CONFIRM}/{self.tokens.make(Purpose.CONFIRM, fields)}"
 
-    async def send(self, signup: SignupResult, now: datetime) -> str:
+    async def send(
+        self, signup: SignupResult, now: datetime, editions: Sequence[Shelved] = ()
+    ) -> str:
         """Raises :class:`~digestd.errors.DeliveryError` when the mail server refuses."""
-        data = self.message(signup, now)
+        data = self.message(signup, now, editions)
         return await self.transport.send(
             f"bounces@{self.settings.from_domain}", ascii_address(signup.email), data
         )

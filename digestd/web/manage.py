@@ -1,17 +1,18 @@
 """A subscriber's preferences page, reached through the signed link in every email:
-categories, frequency, timezone, pause/resume, unsubscribe, delete my data. The link lives
-60 days after its email; an expired one offers to email a fresh one. Subscribing again
-after an unsubscribe takes a new confirmation email, never just this link.
+categories, frequency, timezone (the picker of the signup page), pause for 1, 2 or 4 weeks
+or until a date, resume, unsubscribe, delete my data; and, after every change, what they
+get next and exactly when. The link lives 60 days after its email; an expired one offers
+to email a fresh one. Subscribing again after an unsubscribe takes a new confirmation
+email, never just this link.
 
 GET never changes anything (mail scanners follow links); POST acts.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
-from functools import cache
 from typing import Any
-from zoneinfo import available_timezones
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +20,7 @@ from starlette.routing import Route
 
 from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
-from digestd.models import Subscriber, SubscriberStatus
+from digestd.models import SubscriberStatus
 from digestd.readers.clicks import learn_from_clicks
 from digestd.readers.lifecycle import (
     change_preferences,
@@ -34,19 +35,22 @@ from digestd.readers.signups import (
     request_manage_link,
     request_signup,
 )
-from digestd.readers.subscribers import by_public_id, frequency_name, parse_preferences
+from digestd.readers.subscribers import RENAMED_ZONES, by_public_id, parse_preferences
 from digestd.readers.sunset import end_by_hand
-from digestd.tokens import MAX_AGE, BadToken, ExpiredToken, Purpose
+from digestd.tokens import Purpose
+from digestd.web import pausing
 from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
+from digestd.web.reader_pages import GONE, link_id, load_reader, preferences_id, snapshot
+from digestd.web.zones import find_zone, zone_options
 
 ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete", "learning")
 NOTICES = {
     "save": "Your preferences are saved.",
-    "pause": "Your digests are paused. Resume them whenever you like.",
-    "resume": "Your digests are back on. The next one arrives at the usual time.",
+    "pause": "Your digests are paused. They start again by themselves.",
+    "resume": "Your digests are back on.",
     "unsubscribe": "You're unsubscribed. We won't send you digests any more.",
     "learning": "Saved: how your clicks are used.",
     "subscribe-again": (
@@ -57,82 +61,6 @@ CHECK_INBOX = (
     "If we still hold a subscription for this link, a fresh link to your preferences is on "
     "its way to your inbox."
 )
-_INVALID = (
-    "This link is not valid. It may have been cut short by your email program: "
-    "open it from the email again."
-)
-
-
-@cache
-def timezones() -> list[str]:
-    """Region/City names (what browsers report), plus UTC."""
-    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
-    return [*zones, "UTC"]
-
-
-def link_id(w: Web, purpose: Purpose, token: str, *, allow_expired: bool = False) -> str:
-    """The public id a link names; a clear 400 if it is forged, cut short or expired."""
-    try:
-        return w.tokens.read(purpose, token)
-    except ExpiredToken as exc:
-        if allow_expired and exc.payload is not None:
-            return exc.payload
-        raise WebError(
-            400,
-            "This link has expired. Use the link in a more recent email from us.",
-            title="Expired link",
-        ) from exc
-    except BadToken as exc:
-        raise WebError(400, _INVALID, title="Invalid link") from exc
-
-
-def _preferences_id(request: Request, w: Web) -> str | Response:
-    """The id of a preferences link, or the "expired: email me a fresh link" page."""
-    token = request.path_params["token"]
-    try:
-        return w.tokens.read(Purpose.PREFERENCES, token)
-    except ExpiredToken as exc:
-        if exc.payload is None:
-            raise WebError(400, _INVALID, title="Invalid link") from exc
-        csrf = w.csrf.session(request)
-        page = w.pages.message(
-            "This link has expired",
-            f"Links to your preferences work for {MAX_AGE[Purpose.PREFERENCES].days} days "
-            "after the email that carried them. We can email you a fresh one.",
-            400,
-            form={
-                "action": "/preferences/resend",
-                "fields": {"token": token, CSRF_FIELD: csrf.token("fresh-link", exc.payload)},
-                "button": "Email me a fresh link",
-            },
-        )
-        return csrf.attach(request, page)
-    except BadToken as exc:
-        raise WebError(400, _INVALID, title="Invalid link") from exc
-
-
-GONE = WebError(
-    410,
-    "We hold no subscription for this link: it was deleted. You can sign up again at any time.",
-    title="No subscription",
-)
-
-
-def _snapshot(subscriber: Subscriber) -> dict[str, Any]:
-    return {
-        "email": subscriber.email,
-        "status": subscriber.status,
-        "categories": subscriber.category_slugs,
-        "frequency": frequency_name(subscriber),
-        "timezone": subscriber.timezone,
-        "learns": subscriber.learns,
-    }
-
-
-def load_reader(w: Web, public_id: str) -> dict[str, Any] | None:
-    with w.sessions() as session:
-        subscriber = by_public_id(session, public_id)
-        return _snapshot(subscriber) if subscriber else None
 
 
 def _page(
@@ -142,19 +70,25 @@ def _page(
     reader: dict[str, Any],
     *,
     notice: str | None = None,
-    error: str | None = None,
+    errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
     csrf = w.csrf.session(request)
+    now = w.clock()
+    first_day = pausing.today(reader["zone"], now)
     response = w.pages.render(
         "preferences.html",
         {
             "reader": reader,
             "categories": CATEGORIES,
             "all_name": ALL_NAME,
-            "timezones": timezones(),
+            "zones": zone_options(now),
+            "renamed_zones": RENAMED_ZONES,
+            "pause_choices": pausing.LABELS,
+            "pause_min": first_day.isoformat(),
+            "pause_max": (first_day + pausing.LONGEST).isoformat(),
             "notice": notice,
-            "error": error,
+            "errors": defaultdict(str, errors or {}),
             "csrf": csrf.token("preferences", public_id),
             "action_url": request.url.path,
             "tracking": w.settings.track_clicks,
@@ -166,7 +100,7 @@ def _page(
 
 async def preferences_page(request: Request) -> Response:
     w = web(request)
-    public_id = _preferences_id(request, w)
+    public_id = preferences_id(request, w)
     if isinstance(public_id, Response):
         return public_id
     reader = await w.db(load_reader, w, public_id)
@@ -177,7 +111,7 @@ async def preferences_page(request: Request) -> Response:
 
 async def preferences_post(request: Request) -> Response:
     w = web(request)
-    public_id = _preferences_id(request, w)
+    public_id = preferences_id(request, w)
     if isinstance(public_id, Response):
         return public_id
     data = await read_input(request, allow_json=False)
@@ -186,44 +120,11 @@ async def preferences_post(request: Request) -> Response:
     if action not in ACTIONS:
         raise WebError(400, f"Unknown action {action[:20]!r}.", field="action")
     if action == "delete":
-        if data.text("confirm_delete", 10) != "yes":
-            reader = await w.db(load_reader, w, public_id)
-            if reader is None:
-                raise GONE
-            return _page(
-                request,
-                w,
-                public_id,
-                reader,
-                error="Tick the box to confirm that you want your data deleted.",
-                status=400,
-            )
-        await w.db(_erase, w, public_id)
-        return w.pages.message(
-            "Your data is deleted",
-            "We deleted your email address, preferences and history. We keep only a one-way "
-            "hash of the address so that it is never mailed by mistake.",
-        )
+        return await _delete(request, w, public_id, data)
     try:
         reader, signup = await w.db(_act, w, public_id, action, data)
-    except ValidationError as exc:
-        reader = await w.db(load_reader, w, public_id)
-        if reader is None:
-            raise GONE from exc
-        # Show what they chose, not what is stored, so they can fix just the bad part.
-        reader = {
-            **reader,
-            "categories": [c.strip().lower() for c in data.items("categories", 40)],
-            "frequency": data.text("frequency", 10),
-        }
-        return _page(
-            request,
-            w,
-            public_id,
-            reader,
-            error=f"{exc.field.capitalize()}: {exc.problem}",
-            status=400,
-        )
+    except (ValidationError, WebError) as exc:
+        return await _refused(request, w, public_id, data, exc)
     if reader is None:
         raise GONE
     notice = NOTICES["subscribe-again" if signup else action]
@@ -231,6 +132,49 @@ async def preferences_post(request: Request) -> Response:
     if signup is not None:
         response.background = w.email_task(signup, w.clock())
     return response
+
+
+async def _refused(
+    request: Request, w: Web, public_id: str, data: Input, exc: ValidationError | WebError
+) -> Response:
+    """The page again, the problem by its field, showing what they chose (not what is
+    stored) so they can fix just the bad part."""
+    reader = await w.db(load_reader, w, public_id)
+    if reader is None:
+        raise GONE from exc
+    field = exc.field or "form"
+    problem = exc.problem if isinstance(exc, ValidationError) else exc.message
+    raw = data.data
+    shown = {
+        "categories": [c.strip().lower() for c in raw.get("categories", []) if isinstance(c, str)],
+        "frequency": _last(raw.get("frequency")) or reader["frequency"],
+        "timezone": _last(raw.get("timezone")) or reader["timezone"],
+    }
+    if data.text("action", 20) == "save":
+        reader = {**reader, **shown}
+    message = problem[:1].upper() + problem[1:].rstrip(".") + "."
+    return _page(request, w, public_id, reader, errors={field: message}, status=400)
+
+
+def _last(value: object) -> str:
+    if isinstance(value, list):
+        value = value[-1] if value else ""
+    return value if isinstance(value, str) else ""
+
+
+async def _delete(request: Request, w: Web, public_id: str, data: Input) -> Response:
+    if data.text("confirm_delete", 10) != "yes":
+        reader = await w.db(load_reader, w, public_id)
+        if reader is None:
+            raise GONE
+        problem = "Tick the box to confirm that you want your data deleted."
+        return _page(request, w, public_id, reader, errors={"delete": problem}, status=400)
+    await w.db(_erase, w, public_id)
+    return w.pages.message(
+        "Your data is deleted",
+        "We deleted your email address, preferences and history. We keep only a one-way "
+        "hash of the address so that it is never mailed by mistake.",
+    )
 
 
 def _act(
@@ -246,27 +190,31 @@ def _act(
             # takes a new confirmation from the inbox, like a signup.
             request = SignupRequest.of(subscriber, "preferences page: subscribe again")
             signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
-            return _snapshot(subscriber), signup
+            return snapshot(subscriber, w.schedule), signup
         if action in ("save", "pause", "resume"):
             end_by_hand(subscriber, now)
         if action == "save":
             prefs = parse_preferences(
                 data.items("categories", 40),
                 data.text("frequency", 10, required=True),
-                data.text("timezone", 64),
+                find_zone(data.text("timezone", 64)),
                 subscriber.timezone,
             )
             change_preferences(subscriber, prefs, now, w.schedule)
         elif action == "learning":
             learn_from_clicks(session, subscriber, data.text("learns", 10) == "yes")
         elif action == "pause":
-            pause(subscriber)
+            choice = data.text("pause_for", 10)
+            until = pausing.pause_end(
+                choice, data.text("pause_until", 10), subscriber.timezone, now
+            )
+            pause(subscriber, until)
         elif action == "resume":
             resume(subscriber, now, w.schedule)
         elif action == "unsubscribe" and unsubscribe(subscriber, now, via="preferences"):
             w.service.metrics.unsubscribes.labels("preferences").inc()
         session.flush()
-        return _snapshot(subscriber), None
+        return snapshot(subscriber, w.schedule), None
 
 
 def _erase(w: Web, public_id: str) -> None:

@@ -25,7 +25,7 @@ from digestd.web.body import read_input
 from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.manage import GONE
+from digestd.web.reader_pages import GONE
 
 _INVALID = (
     "This link is not valid. It may have been cut short by your email program: "

@@ -36,6 +36,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Nothing to show.",
         415: "The body is not JSON.",
         422: "Every item was rejected.",
+        502: "The mail server refused the message.",
     }
     return {str(code): _json(ERROR, words[code]) for code in (401, 403, *codes)}
 
@@ -227,6 +228,93 @@ PATHS["/bounces"] = {
     }
 }
 
+ARTICLE_ID = {
+    "name": "article",
+    "in": "path",
+    "required": True,
+    "description": "The article's `id` (as sent to POST /articles; URL-encoded).",
+    "schema": STRING,
+}
+STANDING = _json({"$ref": "#/components/schemas/Standing"})
+PATHS["/articles/{article}/pin"] = {
+    "post": {
+        "summary": "Pin an article: it leads every edition of its categories until `until`",
+        "description": "A pinned article comes first in every edition whose reader follows "
+        "one of its categories, planned before `until` runs out at that edition's send time, "
+        "even one published before the edition's window or sent in an earlier daily. "
+        "Pinning releases a hold. Editions already planned keep what they hold.",
+        "parameters": [ARTICLE_ID],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["until"],
+                        "properties": {
+                            "until": {
+                                **DATETIME,
+                                "description": "With a zone; in the future, at most 366 days",
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {"200": STANDING, **_errors(400, 404, 415)},
+    },
+    "delete": {
+        "summary": "Unpin an article (it is ranked like any other again)",
+        "parameters": [ARTICLE_ID],
+        "responses": {"200": STANDING, **_errors(404)},
+    },
+}
+PATHS["/articles/{article}/hold"] = {
+    "post": {
+        "summary": "Hold an article: it goes in no edition planned from now on",
+        "description": "Holding ends a pin. No body.",
+        "parameters": [ARTICLE_ID],
+        "responses": {"200": STANDING, **_errors(404)},
+    },
+    "delete": {
+        "summary": "Release a held article",
+        "parameters": [ARTICLE_ID],
+        "responses": {"200": STANDING, **_errors(404)},
+    },
+}
+PATHS["/editions/test"] = {
+    "post": {
+        "summary": "Mail today's edition for some categories to one address (a test send)",
+        "description": "Uses up nobody's edition: no edition, digest or queue row is "
+        "written. The subject starts with `[Test]`, the Message-ID with `test.`; the "
+        "message's personal links name no reader.",
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["kind", "to"],
+                        "properties": {
+                            "kind": KIND,
+                            "to": {"type": "string", "format": "email"},
+                            "categories": {
+                                "description": "Slugs (a list or comma-separated), or "
+                                "`all` (the default)",
+                                "oneOf": [STRING, {"type": "array", "items": STRING}],
+                            },
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": _json({"$ref": "#/components/schemas/TestSent"}),
+            **_errors(400, 404, 415, 502),
+        },
+    }
+}
+
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -313,6 +401,26 @@ SCHEMAS: dict[str, Any] = {
             "diagnostic": {"type": ["string", "null"]},
             "suppressed": {"type": "boolean"},
             "repeated": {"type": "boolean"},
+        },
+    },
+    "Standing": {
+        "type": "object",
+        "properties": {
+            "id": STRING,
+            "pinned_until": {"type": ["string", "null"], "format": "date-time"},
+            "held": {"type": "boolean"},
+        },
+    },
+    "TestSent": {
+        "type": "object",
+        "properties": {
+            "kind": KIND,
+            "period": {"type": "string", "format": "date"},
+            "to": STRING,
+            "subject": STRING,
+            "message_id": STRING,
+            "articles": {"type": "integer"},
+            "reply": {"type": "string", "description": "The mail server's answer"},
         },
     },
     "IngestReport": {

@@ -7,6 +7,7 @@ no CDN, no web fonts, nothing fetched from elsewhere.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ class Pages:
             autoescape=select_autoescape(["html"], default=True),
             undefined=StrictUndefined,
         )
+        self._env.filters.update({"number": _number, "when": _when, "percent": _percent})
         self._env.globals.update(
             {
                 "site_name": settings.site_name,
@@ -56,6 +58,23 @@ class Pages:
         """A one-message page: confirmations, "check your inbox", and every error."""
         context = {"title": title, "message": message, "status": status, "form": None, **extra}
         return self.render("message.html", context, status)
+
+
+def _number(value: int | None) -> str:
+    """Exact counts with thousands separators (49,731)."""
+    return "0" if value is None else f"{value:,}"
+
+
+def _percent(value: float | None) -> str:
+    """A rate as a percentage with one decimal (51.2 %); "–" when there is none."""
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def _when(value: datetime | None, empty: str = "—") -> str:
+    """An instant as operators read it: ``2026-11-29 07:00 UTC``."""
+    if value is None:
+        return empty
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def wants_json(request: Request) -> bool:

@@ -116,6 +116,22 @@ def latest(session: Session, shelf: str, kind: EditionKind) -> Shelved | None:
     return _first(_find(session, shelf, kind, limit=1))
 
 
+def latest_for_reader(
+    session: Session, categories: list[str], kinds: list[EditionKind], limit: int = 3
+) -> list[Shelved]:
+    """The latest public edition of each of a reader's topics (All Technology's, for a
+    reader of every category), of the first of ``kinds`` that has one: at most ``limit``."""
+    topics = [ALL] if set(categories) >= set(CATEGORIES) else categories
+    found: list[Shelved] = []
+    for shelf in topics:
+        newest = next((e for kind in kinds if (e := latest(session, shelf, kind))), None)
+        if newest is not None:
+            found.append(newest)
+        if len(found) == limit:
+            break
+    return found
+
+
 def editions(session: Session, shelf: str, limit: int, before: str | None = None) -> list[Shelved]:
     """The shelf's newest ``limit`` editions of both kinds (before the date ``before``),
     newest first; on one date the weekly comes first."""

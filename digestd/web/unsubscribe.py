@@ -2,9 +2,10 @@
 POST, and "changed your mind?".
 
 An unsubscribe link is the most exposed link there is (forwarded emails, headers kept by
-mail providers), so it can do exactly two things, forever: unsubscribe, and ask for a fresh
-confirmation email to subscribe again. It never opens the preferences page and never
-resubscribes by itself.
+mail providers), so it can only ever mean less mail — unsubscribe, or the page's offers of
+the weekly recap instead, a pause or fewer topics (:mod:`digestd.web.unsubscribe_instead`)
+— and ask for a fresh confirmation email to subscribe again. It never opens the
+preferences page and never resubscribes by itself.
 
 GET never changes anything (mail scanners follow links); POST acts.
 """
@@ -26,7 +27,9 @@ from digestd.web.body import read_input
 from digestd.web.context import Web, client_ip, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.manage import GONE, link_id, load_reader
+from digestd.web.reader_pages import GONE, link_id, load_reader
+from digestd.web.unsubscribe_instead import ROUTES as INSTEAD_ROUTES
+from digestd.web.unsubscribe_instead import render_page
 
 CHECK_INBOX = (
     "If this address can receive our digests again, a confirmation email is on its way. "
@@ -35,7 +38,8 @@ CHECK_INBOX = (
 
 
 async def unsubscribe_page(request: Request) -> Response:
-    """One button; nothing changes on GET, because link scanners GET every link."""
+    """One button, and gentler offers beside it; nothing changes on GET, because link
+    scanners GET every link."""
     w = web(request)
     public_id = link_id(w, Purpose.UNSUBSCRIBE, request.path_params["token"], allow_expired=True)
     reader = await w.db(load_reader, w, public_id)
@@ -43,7 +47,7 @@ async def unsubscribe_page(request: Request) -> Response:
         raise GONE
     if reader["status"] == SubscriberStatus.UNSUBSCRIBED:
         return _changed_your_mind(request, w, public_id)
-    return w.pages.render("unsubscribe.html", {"reader": reader, "action_url": request.url.path})
+    return render_page(request, w, public_id, reader)
 
 
 async def unsubscribe_post(request: Request) -> Response:
@@ -124,4 +128,5 @@ ROUTES = [
     Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
     Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
     Route("/unsubscribe/{token}/resubscribe", resubscribe, methods=["POST"]),
+    *INSTEAD_ROUTES,
 ]

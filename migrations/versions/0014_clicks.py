@@ -3,7 +3,7 @@ click route inserts into, settled clicks, per-email marks that count a reader on
 reader's learning switch and sunset stage, and the sunset's steps.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-08
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,208 @@
+"""``/admin/articles``: the recent articles (newest first, a keyset page at a time), found
+by words of the title, category, kind or source, each with its standing; editors pin one
+(it leads every edition of its categories until a set time) or hold one (it goes in no
+edition). The same actions as ``/api/articles/{id}/pin|hold``
+(:mod:`digestd.web.api_articles`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, selectinload
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from digestd.content.articles import KINDS
+from digestd.content.categories import CATEGORIES
+from digestd.errors import ValidationError
+from digestd.models import Article, ArticleCategory
+from digestd.web import params
+from digestd.web.admin_auth import audit
+from digestd.web.admin_pages import action_form, done, operator, page
+from digestd.web.api_articles import apply
+from digestd.web.context import Web, web
+from digestd.web.errors import WebError
+
+PAGE = 50
+STATES = ("pinned", "held")
+ACTIONS = {"pin": "pinned", "unpin": "unpinned", "hold": "held", "release": "released"}
+NOTICES = {
+    "pinned": "Pinned: it leads every edition of its categories planned until then.",
+    "unpinned": "Unpinned: it is ranked like any other article again.",
+    "held": "Held: it goes in no edition planned from now on.",
+    "released": "Released: it may go in editions again.",
+}
+
+
+@dataclass(frozen=True)
+class Wanted:
+    words: str = ""
+    category: str | None = None
+    kind: str | None = None
+    source: str = ""
+    state: str | None = None  # pinned | held
+
+
+@operator
+async def list_page(request: Request) -> Response:
+    w = web(request)
+    params.only(request, "q", "category", "kind", "source", "state", "cursor", "done")
+    wanted = Wanted(
+        (params.text(request, "q", 200) or "").strip(),
+        params.choice(request, "category", list(CATEGORIES)),
+        params.choice(request, "kind", list(KINDS)),
+        (params.text(request, "source", 200) or "").strip(),
+        params.choice(request, "state", list(STATES)),
+    )
+    cursors = params.Cursors(w.settings.secret_keys)
+    after = cursors.load(request, "admin-articles")
+    key: tuple[datetime, str] | None = None
+    if after is not None:
+        try:
+            key = (datetime.fromisoformat(after[0]), str(after[1]))
+        except (IndexError, TypeError, ValueError) as exc:
+            raise WebError(
+                400, "cursor: not a cursor this list handed out", field="cursor"
+            ) from exc
+    now = w.clock()
+    rows = await w.db(_page, w, wanted, key, now)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    query = {"q": wanted.words, "category": wanted.category or "", "kind": wanted.kind or ""}
+    query |= {"source": wanted.source, "state": wanted.state or ""}
+    if more:
+        last = rows[-1]
+        query["cursor"] = cursors.dump(
+            "admin-articles", [last["published_at"].isoformat(), last["id"]]
+        )
+    context = {
+        "title": "Articles",
+        "rows": rows,
+        "wanted": wanted,
+        "categories": CATEGORIES,
+        "kinds": KINDS,
+        "states": STATES,
+        "next_query": query if more else None,
+        "back": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "default_until": (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    return page(request, "admin_articles.html", "articles", context, notices=NOTICES)
+
+
+def _page(
+    w: Web, wanted: Wanted, before: tuple[datetime, str] | None, now: datetime
+) -> list[dict[str, Any]]:
+    with w.sessions() as session:
+        return [_row(a, now) for a in _articles(session, wanted, before)]
+
+
+def _articles(
+    session: Session, wanted: Wanted, before: tuple[datetime, str] | None
+) -> list[Article]:
+    statement = (
+        select(Article)
+        .options(selectinload(Article.categories))  # one query for the page, not one a row
+        .order_by(Article.published_at.desc(), Article.id.desc())
+        .limit(PAGE + 1)
+    )
+    if wanted.words:
+        statement = statement.where(Article.title.icontains(wanted.words, autoescape=True))
+    if wanted.source:
+        statement = statement.where(Article.source.icontains(wanted.source, autoescape=True))
+    if wanted.kind:
+        statement = statement.where(Article.kind == wanted.kind)
+    if wanted.state == "held":
+        statement = statement.where(Article.held.is_(True))
+    elif wanted.state == "pinned":
+        statement = statement.where(Article.pinned_until.is_not(None))
+    if wanted.category:
+        statement = statement.where(
+            Article.id.in_(
+                select(ArticleCategory.article_id).where(
+                    ArticleCategory.category == wanted.category
+                )
+            )
+        )
+    if before is not None:
+        at, article_id = before
+        statement = statement.where(
+            or_(
+                Article.published_at < at, and_(Article.published_at == at, Article.id < article_id)
+            )
+        )
+    return list(session.scalars(statement))
+
+
+def _row(a: Article, now: datetime) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "title": a.title,
+        "url": a.url,
+        "source": a.source,
+        "kind": a.kind,
+        "categories": _in_site_order({c.category for c in a.categories}),
+        "score": a.score,
+        "published_at": a.published_at,
+        "pinned_until": a.pinned_until if a.pinned_until and a.pinned_until > now else None,
+        "pin_over": a.pinned_until is not None and a.pinned_until <= now,
+        "held": a.held,
+    }
+
+
+def _in_site_order(slugs: set[str]) -> list[str]:
+    """The site's order, the same on every database (rows come back in any order)."""
+    return [slug for slug in CATEGORIES if slug in slugs]
+
+
+@operator
+async def article_action(request: Request) -> Response:
+    w = web(request)
+    article_id = str(request.path_params["article"])
+    data = await action_form(request, "admin-article", article_id)
+    action = data.text("action", 20, required=True)
+    if action not in ACTIONS:
+        raise WebError(400, f"action: unknown action {action[:20]!r}", field="action")
+    until = _until(data.text("until", 40)) if action == "pin" else None
+    try:
+        await w.db(apply, w, article_id, action, until)
+    except ValidationError as exc:
+        audit(request, f"page.article.{action}", "refused", article=article_id[:80])
+        status = 404 if exc.field == "id" else 400
+        raise WebError(status, str(exc), field=exc.field) from exc
+    audit(request, f"page.article.{action}", "ok", article=article_id[:80])
+    return done("/admin/articles", ACTIONS[action], **_filters(data.text("back", 2000)))
+
+
+def _filters(back: str) -> dict[str, str]:
+    """The list's filters the action came from, so the operator lands on the same list."""
+    path, _, query = back.partition("?")
+    if path != "/admin/articles":
+        return {}
+    return {
+        k: v
+        for k, v in parse_qsl(query)
+        if k in ("q", "category", "kind", "source", "state", "cursor")
+    }
+
+
+def _until(raw: str) -> datetime:
+    """The form's ``datetime-local`` (read as UTC, as the page says) or an ISO time with a zone."""
+    if not raw:
+        raise WebError(400, "until: required, the time the pin runs out", field="until")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise WebError(400, f"until: not a date and time: {raw[:40]!r}", field="until") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+ROUTES = [
+    Route("/admin/articles", list_page, methods=["GET"]),
+    Route("/admin/articles/{article:path}", article_action, methods=["POST"]),
+]

@@ -1,0 +1,174 @@
+"""``/admin/editions``: every edition (kind, local date) with its queue rows and what it sold
+(clicks, unique clickers, click-through: :mod:`digestd.ops.engagement`), the week's top
+stories; one edition's report with its stories and its digests, each digest as it was
+stored (like "view in browser", without anyone's links). The pages reload themselves while
+an edition still has rows to send. The tools (a reader's next edition, a test send, "send
+now") are :mod:`digestd.web.admin_sending`'s; the list page carries their forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from digestd.content.categories import CATEGORIES
+from digestd.mail.digests import load_articles, stored_templates, unrendered
+from digestd.mail.template import MessageTemplate
+from digestd.models import EditionKind
+from digestd.ops import engagement
+from digestd.ops.edition_report import EditionReport, EditionRow, editions, report
+from digestd.ops.engagement import TOP_STORIES, EditionStats, StoryStats
+from digestd.web import params
+from digestd.web.admin_pages import REFRESH_SECONDS, operator, page
+from digestd.web.context import Web, web
+from digestd.web.errors import WebError
+from digestd.web.view import VIEW_CSP
+
+PAGE = 30
+# What the sending tools' forms hold before anything is typed.
+TYPED = {"form": "", "kind": "daily", "email": "", "to": "", "categories": "", "emails": ""}
+NOTICES = {
+    "tested": "Test message sent and accepted by the mail server (articles in it: {n}). No "
+    "reader's edition was used: every reader still gets theirs at their send time.",
+    "triggered": "Queued: {queued} (sent at the daemon's next tick). Already had this "
+    "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
+    "{empty}. Addresses that are not active readers of this edition: {ineligible}.",
+}
+COUNTS = ("n", "queued", "already", "later", "empty", "ineligible")
+ADMIN_COPY = (
+    "An operator's copy of this digest: the links each reader's email carried "
+    "(unsubscribe, preferences, view in browser) are left out."
+)
+
+
+@operator
+async def list_page(request: Request) -> Response:
+    params.only(request, "cursor", "done", *COUNTS)
+    return await editions_page(request)
+
+
+async def editions_page(
+    request: Request,
+    *,
+    error: str | None = None,
+    typed: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    """The list with the sending tools' forms; ``error`` and ``typed``: a refused form, shown
+    again with what the operator typed."""
+    w = web(request)
+    cursors = params.Cursors(w.settings.secret_keys)
+    after = cursors.load(request, "admin-editions") if request.method == "GET" else None
+    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
+        raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
+    rows, sold, top = await w.db(_editions, w, after[0] if after else None, w.clock())
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    context: dict[str, Any] = {
+        "title": "Editions",
+        "rows": rows,
+        "sold": sold,  # edition id -> its clicks (ops.engagement)
+        "top": top if after is None else [],
+        "tracking": w.settings.track_clicks,
+        "next_cursor": cursors.dump("admin-editions", [rows[-1].id]) if more else None,
+        "first_page": after is None,
+        "categories": CATEGORIES,
+        "kinds": [str(k) for k in EditionKind],
+        "typed": {**TYPED, **(typed or {})},
+        "refresh": REFRESH_SECONDS if any(r.waiting for r in rows) and not error else 0,
+        "error": error,
+    }
+    return page(request, "admin_editions.html", "editions", context, notices=NOTICES, status=status)
+
+
+def _editions(
+    w: Web, before: int | None, now: datetime
+) -> tuple[list[EditionRow], dict[int, EditionStats], list[StoryStats]]:
+    """A page of editions, what each sold, and the week's top stories."""
+    with w.sessions() as session:
+        rows = editions(session, PAGE + 1, before)
+        sold = {s.id: s for s in engagement.editions(session, [r.id for r in rows[:PAGE]])}
+        return rows, sold, engagement.top_stories(session, now, 7, TOP_STORIES)
+
+
+@operator
+async def edition_page(request: Request) -> Response:
+    w = web(request)
+    params.only(request)
+    found, sold = await w.db(_report, w, int(request.path_params["edition"]))
+    if found is None or sold is None:
+        raise WebError(404, "There is no such edition.")
+    e = found.edition
+    context: dict[str, Any] = {
+        "title": f"{e.kind.capitalize()} of {e.period}",
+        "report": found,
+        "sold": sold,
+        "tracking": w.settings.track_clicks,
+        "e": e,
+        "refresh": REFRESH_SECONDS if e.waiting else 0,
+    }
+    return page(request, "admin_edition.html", "editions", context)
+
+
+def _report(w: Web, edition_id: int) -> tuple[EditionReport | None, EditionStats | None]:
+    with w.sessions() as session:
+        return report(session, edition_id), engagement.edition(session, edition_id)
+
+
+@operator
+async def digest_page(request: Request) -> Response:
+    w = web(request)
+    params.only(request)
+    html = await w.db(_digest_html, w, int(request.path_params["digest"]))
+    if html is None:
+        raise WebError(404, "There is no such digest, or it could not be rendered.")
+    response = HTMLResponse(html)
+    # The stored email: no script at all, images from the articles' hosts.
+    response.headers["Content-Security-Policy"] = VIEW_CSP
+    return response
+
+
+def _digest_html(w: Web, digest_id: int) -> str | None:
+    with w.sessions() as session:
+        stored = stored_templates(session, [digest_id]).get(digest_id)
+        if stored is None or stored.error is not None:
+            return None
+        template = stored.template
+        if template is None:
+            # Planned before templates were stored: rendered here, not stored (GET writes nothing).
+            digest = unrendered(session, [digest_id])[digest_id]
+            articles = load_articles(session, digest.layout.article_ids())
+            try:
+                template = w.service.renderer.render(
+                    digest.kind, digest.period, digest.layout, articles
+                )
+            except KeyError:  # an article was removed since: it cannot be shown whole
+                return None
+    return admin_copy(w, template)
+
+
+def admin_copy(w: Web, template: MessageTemplate) -> str:
+    """A digest's HTML for an operator: nobody's links (the reader's own are left out)."""
+    return template.html(_NO_LINKS, personal=ADMIN_COPY)
+
+
+class _NoLinks(dict[str, str]):
+    """Links of nobody: any link a digest still carries outside its personal stretch."""
+
+    def __missing__(self, name: str) -> str:
+        return "#"
+
+
+_NO_LINKS = _NoLinks()
+
+
+ROUTES = [
+    Route("/admin/editions", list_page, methods=["GET"]),
+    Route("/admin/editions/{edition:int}", edition_page, methods=["GET"]),
+    Route("/admin/digests/{digest:int}", digest_page, methods=["GET"]),
+]

@@ -1,0 +1,182 @@
+"""``/admin/import``: a subscriber CSV uploaded from the page and imported in a thread of
+its own (the CLI's import, :func:`~digestd.readers.importing.import_csv`), with a page
+that follows its progress and then shows its per-line report.
+
+An import is one transaction: it lands whole or, if the file is refused (a wrong header),
+not at all. Its progress lives in the process that runs it (the page reloads itself
+while it runs); one import runs at a time, the last few are listed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from digestd.errors import InputError
+from digestd.readers.importing import ImportContext, ImportReport, import_csv
+from digestd.web import params
+from digestd.web.admin_auth import audit
+from digestd.web.admin_pages import REFRESH_SECONDS, operator, page
+from digestd.web.context import Web, web
+from digestd.web.csrf import FIELD as CSRF_FIELD
+from digestd.web.errors import WebError
+
+log = logging.getLogger("digestd.admin")
+KEPT = 10  # finished imports listed on the page
+SHOWN_ERRORS = 1000  # rejected lines listed on a report
+
+
+@dataclass
+class ImportJob:
+    id: str
+    name: str  # the uploaded file's name
+    lines: int  # data lines in the file (without the header)
+    started_at: datetime
+    read: int = 0  # data lines read so far
+    finished_at: datetime | None = None
+    report: ImportReport | None = None
+    problem: str | None = None  # why the file was refused as a whole
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.finished_at else min(99, self.read * 100 // max(1, self.lines))
+
+
+def jobs(request: Request) -> dict[str, ImportJob]:
+    """This process's imports, oldest first."""
+    state = request.app.state
+    if not hasattr(state, "admin_imports"):
+        state.admin_imports = {}
+    found: dict[str, ImportJob] = state.admin_imports
+    return found
+
+
+@operator
+async def import_page(request: Request) -> Response:
+    params.only(request)
+    listed = list(reversed(jobs(request).values()))
+    running = any(job.finished_at is None for job in listed)
+    context = {
+        "title": "Import subscribers",
+        "jobs": listed,
+        "refresh": REFRESH_SECONDS if running else 0,
+    }
+    return page(request, "admin_import.html", "subscribers", context)
+
+
+@operator
+async def start_import(request: Request) -> Response:
+    w = web(request)
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=4096)
+    except HTTPException as exc:  # Starlette's wrapper of python-multipart's errors
+        raise WebError(400, f"The form data could not be read: {exc.detail}") from exc
+    try:
+        token = form.get(CSRF_FIELD)
+        w.csrf.check(request, token if isinstance(token, str) else None, "admin-import", "-")
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise WebError(400, "file: choose a CSV file to import", field="file")
+        try:
+            text = (await upload.read()).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise WebError(
+                400, "file: not UTF-8 text (save the CSV as UTF-8)", field="file"
+            ) from exc
+        name = upload.filename[:120]
+    finally:
+        await form.close()
+    registry = jobs(request)
+    if any(job.finished_at is None for job in registry.values()):
+        raise WebError(409, "An import is running: wait for it to finish, then import again.")
+    job = ImportJob(secrets.token_urlsafe(9), name, max(0, text.count("\n") - 1), w.clock())
+    registry[job.id] = job
+    for old in list(registry)[:-KEPT]:
+        del registry[old]
+    audit(request, "page.subscribers.import", "started", lines=job.lines)
+    threading.Thread(target=_run, args=(w, job, text), name="admin-import", daemon=True).start()
+    return RedirectResponse(f"/admin/import/{job.id}", status_code=303)
+
+
+def _run(w: Web, job: ImportJob, text: str) -> None:
+    settings = w.settings
+    ctx = ImportContext(
+        now=job.started_at,
+        source=f"import:{job.name} (admin page)",
+        default_timezone=settings.default_timezone,
+        daily_at=settings.daily_time,
+        weekly_at=settings.weekly_time,
+    )
+
+    def advance(lines: int) -> None:
+        job.read += lines
+
+    try:
+        with w.sessions.begin() as session:
+            job.report = import_csv(session, io.StringIO(text, newline=""), ctx, advance)
+    except InputError as exc:
+        job.problem = str(exc)
+    except csv.Error as exc:
+        job.problem = f"not valid CSV: {exc}"
+    except SQLAlchemyError as exc:
+        log.error("admin import of %s failed", job.name, exc_info=exc)
+        job.problem = (
+            f"the database refused the import ({type(exc).__name__}); nothing was imported"
+        )
+    finally:
+        job.finished_at = w.clock()
+        if job.report is None and job.problem is None:
+            job.problem = "stopped by an unexpected error (see the log); nothing was imported"
+        report = job.report
+        extra = (
+            {"added": report.added, "updated": report.updated, "rejected": len(report.errors)}
+            if report
+            else {}
+        )
+        log.info(
+            "admin",
+            extra={
+                "action": "page.subscribers.import",
+                "outcome": "refused" if job.problem else "ok",
+                **extra,
+            },
+        )
+        job.finished.set()
+
+
+@operator
+async def import_status(request: Request) -> Response:
+    params.only(request)
+    job = jobs(request).get(str(request.path_params["job"]))
+    if job is None:
+        raise WebError(
+            404, "No such import in this process (finished imports are kept for a while)."
+        )
+    context: dict[str, Any] = {
+        "title": f"Import of {job.name}",
+        "job": job,
+        "errors": job.report.errors[:SHOWN_ERRORS] if job.report else [],
+        "refresh": 0 if job.finished_at else 2,
+    }
+    return page(request, "admin_import_job.html", "subscribers", context)
+
+
+ROUTES = [
+    Route("/admin/import", import_page, methods=["GET"]),
+    Route("/admin/import", start_import, methods=["POST"]),
+    Route("/admin/import/{job}", import_status, methods=["GET"]),
+]

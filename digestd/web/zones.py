@@ -1,0 +1,66 @@
+"""The timezone picker of the signup and preferences pages: a text field with a list of
+zone names and their UTC offsets to search (``<input list>`` + ``<datalist>``: typing
+"new" or "UTC+05:30" narrows it, and it works without script), read leniently — case and
+spaces forgiven — and validated by :func:`digestd.readers.subscribers.parse_timezone`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache, lru_cache
+from zoneinfo import ZoneInfo, available_timezones
+
+from digestd.readers.subscribers import RENAMED_ZONES
+
+# Old aliases kept by the zone database for compatibility ("US/Eastern"): still accepted
+# when typed, but not offered beside the Region/City names they duplicate.
+_LEGACY = ("Etc/", "SystemV/", "US/", "Canada/", "Brazil/", "Chile/", "Mexico/")
+
+
+@cache
+def zone_names() -> tuple[str, ...]:
+    """Region/City names (what browsers report and people recognise), plus UTC."""
+    zones = sorted(
+        z
+        for z in available_timezones()
+        if "/" in z and not z.startswith(_LEGACY) and z not in RENAMED_ZONES
+    )
+    return (*zones, "UTC")
+
+
+@cache
+def _by_folded_name() -> dict[str, str]:
+    found = {_fold(name): name for name in available_timezones()}
+    found.update({_fold(old): new for old, new in RENAMED_ZONES.items()})
+    return found
+
+
+def _fold(text: str) -> str:
+    return "_".join(text.split()).casefold()
+
+
+def find_zone(text: str) -> str:
+    """The zone a person meant by ``text`` ("america/new york" is America/New_York); the
+    text itself when no zone has that name, for the validation to refuse it by name."""
+    text = text.strip()
+    return _by_folded_name().get(_fold(text), text)
+
+
+def offset(zone: str, at: datetime) -> str:
+    """ "UTC+05:30", "UTC-03:00", "UTC+00:00" at the instant ``at``."""
+    delta = at.astimezone(ZoneInfo(zone)).utcoffset() or timedelta(0)
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
+
+
+def zone_options(now: datetime) -> list[tuple[str, str]]:
+    """(name, its UTC offset now) for the picker; offsets move with DST, so they are
+    worked out once an hour."""
+    return _options(now.replace(minute=0, second=0, microsecond=0))
+
+
+@lru_cache(maxsize=2)
+def _options(hour: datetime) -> list[tuple[str, str]]:
+    return [(name, offset(name, hour)) for name in zone_names()]

@@ -1,0 +1,119 @@
+"""A subscriber CSV imported from ``/admin/import``: uploaded, imported in a thread by the
+CLI's import, followed on a page that ends with the per-line report. The stored readers
+are checked after each import; a refused file imports nothing."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import time_machine
+
+from digestd.models import Subscriber, SubscriberStatus
+from digestd.web.admin_import import ImportJob
+from tests.admin_client import form_csrf, sign_in
+from tests.admin_seed import reader
+from tests.conftest import WebRig
+from tests.web_helpers import text_of
+
+NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
+GOOD_AND_BAD = (
+    "email,categories,frequency,timezone\n"
+    "new1@example.com,ai,daily,Europe/Paris\n"
+    "not-an-address,ai,daily,UTC\n"
+    'new2@example.com,"ai,quantum",both,\n'
+    "gone@example.com,ai,daily,UTC\n"
+    "new3@example.com,cooking,daily,UTC\n"
+)
+
+
+def _upload(web: WebRig, content: bytes, name: str = "list.csv") -> httpx.Response:
+    page = web.client.get("/admin/import")
+    answer: httpx.Response = web.client.post(
+        "/admin/import",
+        data={"csrf": form_csrf(page.text, "/admin/import")},
+        files={"file": (name, content, "text/csv")},
+    )
+    return answer
+
+
+def _finished(web: WebRig, location: str) -> ImportJob:
+    job_id = location.rsplit("/", 1)[1]
+    job: ImportJob = web.client.app.state.admin_imports[job_id]  # type: ignore[attr-defined]
+    assert job.finished.wait(30), "the import did not finish"
+    return job
+
+
+def test_an_import_runs_in_the_background_and_reports_each_bad_line(web: WebRig) -> None:
+    with web.service.sessions.begin() as session:
+        reader(session, "gone@example.com", status=SubscriberStatus.UNSUBSCRIBED, created_at=NOW)
+    with time_machine.travel(NOW, tick=False):
+        sign_in(web.client)
+        answer = _upload(web, GOOD_AND_BAD.encode(), "spring list.csv")
+        assert answer.status_code == 303
+        job = _finished(web, answer.headers["location"])
+        report = web.client.get(answer.headers["location"])
+        listed = text_of(web.client.get("/admin/import").text)
+    assert job.problem is None and job.lines == 5
+    new1 = web.subscriber("new1@example.com")
+    assert new1 is not None and new1.status == SubscriberStatus.ACTIVE
+    assert new1.consent_source == "import:spring list.csv (admin page)" and new1.consent_at == NOW
+    assert new1.timezone == "Europe/Paris" and new1.next_daily_at is not None
+    new2 = web.subscriber("new2@example.com")
+    assert new2 is not None and sorted(new2.category_slugs) == ["ai", "quantum"]
+    assert web.subscriber("new3@example.com") is None
+    assert web.status("gone@example.com") == SubscriberStatus.UNSUBSCRIBED
+    words = text_of(report.text)
+    assert "Done: 5 lines read" in words
+    assert "Added 2 Updated 0 Rejected 3" in words
+    rows = re.findall(r'<tr><td class="num">(\d+)</td><td>(\w+)</td>', report.text)
+    assert rows == [("3", "email"), ("5", "email"), ("6", "categories")]
+    assert "<script" not in report.text  # finished: no more reloading
+    assert "spring list.csv" in listed and "done 2 0 3" in listed
+
+
+def test_a_file_with_the_wrong_header_imports_nothing(web: WebRig) -> None:
+    sign_in(web.client)
+    answer = _upload(web, b"mail,topics\nnew@example.com,ai\n")
+    job = _finished(web, answer.headers["location"])
+    assert job.problem is not None and "missing" in job.problem
+    assert web.count(Subscriber) == 0
+    page = text_of(web.client.get(answer.headers["location"]).text)
+    assert "The file was refused, nothing was imported: the CSV header must be" in page
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "field"),
+    [(b"\xff\xfeemail\n", "utf16.csv", "file"), (b"", "", "file")],
+)
+def test_an_unreadable_upload_is_a_400_naming_the_file(
+    web: WebRig, content: bytes, name: str, field: str
+) -> None:
+    sign_in(web.client)
+    answer = _upload(web, content, name)
+    assert answer.status_code == 400 and f"{field}:" in text_of(answer.text)
+    assert not getattr(web.client.app.state, "admin_imports", {})  # type: ignore[attr-defined]
+
+
+def test_the_upload_needs_a_session_and_the_forms_token(web: WebRig) -> None:
+    files = {"file": ("list.csv", GOOD_AND_BAD.encode(), "text/csv")}
+    assert web.client.post("/admin/import", files=files).status_code == 401
+    sign_in(web.client)
+    assert web.client.post("/admin/import", files=files).status_code == 403
+    assert web.client.post("/admin/import", data={"csrf": "x"}, files=files).status_code == 403
+    assert web.count(Subscriber) == 0
+
+
+def test_a_large_file_fits_under_the_upload_limit(web: WebRig) -> None:
+    """Beyond the 64 KB of a page's form: 3 000 lines (~120 KB)."""
+    lines = ["email,categories,frequency,timezone"] + [
+        f"bulk{i:05d}@example.com,ai,daily,UTC" for i in range(3_000)
+    ]
+    sign_in(web.client)
+    answer = _upload(web, ("\n".join(lines) + "\n").encode())
+    assert answer.status_code == 303
+    job = _finished(web, answer.headers["location"])
+    assert job.report is not None and job.report.added == 3_000 and job.read == 3_000
+    assert web.count(Subscriber) == 3_000

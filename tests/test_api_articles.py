@@ -1,0 +1,101 @@
+"""Pin and hold through the admin API: ``POST``/``DELETE /api/articles/{id}/pin|hold``.
+Each answers the article's standing and changes only that; bad input is a 4xx naming the
+field and changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from digestd.content.articles import ingest
+from digestd.models import Article
+from tests.admin_seed import AUTH
+from tests.conftest import WebRig
+from tests.helpers import article
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _frozen() -> Any:
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def _add(web: WebRig, *ids: str) -> None:
+    items = [
+        dict(article(i, "ai", NOW - timedelta(hours=1)), url=f"https://news.example.com/{n}")
+        for n, i in enumerate(ids)
+    ]
+    with web.service.sessions.begin() as session:
+        assert not ingest(session, enumerate(items, start=1)).errors
+
+
+def _stored(web: WebRig, article_id: str) -> tuple[datetime | None, bool]:
+    with web.service.sessions() as session:
+        found = session.get(Article, article_id)
+        assert found is not None
+        return found.pinned_until, found.held
+
+
+def test_pin_unpin_hold_release_answer_the_standing_and_store_it(web: WebRig) -> None:
+    _add(web, "a1", "odd/id with space")
+    pinned = web.client.post(
+        "/api/articles/a1/pin", json={"until": "2026-11-30T18:00:00+01:00"}, headers=AUTH
+    )
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json() == {"id": "a1", "pinned_until": "2026-11-30T17:00:00Z", "held": False}
+    assert _stored(web, "a1") == (datetime(2026, 11, 30, 17, tzinfo=UTC), False)
+
+    held = web.client.post("/api/articles/a1/hold", headers=AUTH)
+    assert held.json() == {"id": "a1", "pinned_until": None, "held": True}
+    assert _stored(web, "a1") == (None, True)
+    released = web.client.delete("/api/articles/a1/hold", headers=AUTH)
+    assert released.json()["held"] is False and _stored(web, "a1") == (None, False)
+
+    web.client.post("/api/articles/a1/pin", json={"until": "2026-12-01T00:00:00Z"}, headers=AUTH)
+    unpinned = web.client.delete("/api/articles/a1/pin", headers=AUTH)
+    assert unpinned.json()["pinned_until"] is None and _stored(web, "a1") == (None, False)
+
+    # An id with a slash and a space, URL-encoded, is the article's own id.
+    odd = web.client.post("/api/articles/odd%2Fid%20with%20space/hold", headers=AUTH)
+    assert odd.status_code == 200 and odd.json()["id"] == "odd/id with space"
+    assert _stored(web, "odd/id with space") == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"until": "2026-11-29T08:00:00Z"}, 400, "until"),  # in the past
+        ({"until": "2026-11-30T08:00:00"}, 400, "until"),  # no zone
+        ({"until": "tomorrow"}, 400, "until"),
+        ({"until": "2028-01-01T00:00:00Z"}, 400, "until"),  # beyond a year
+        ({}, 400, "until"),
+        ({"until": "2026-11-30T08:00:00Z", "pinned": True}, 400, "pinned"),
+    ],
+)
+def test_a_pin_that_makes_no_sense_is_a_400_naming_the_field_and_changes_nothing(
+    web: WebRig, body: dict[str, Any], status: int, field: str
+) -> None:
+    _add(web, "a1")
+    answer = web.client.post("/api/articles/a1/pin", json=body, headers=AUTH)
+    assert answer.status_code == status
+    assert answer.json()["field"] == field
+    assert _stored(web, "a1") == (None, False)
+
+
+def test_an_unknown_article_is_a_404_and_bodies_must_be_json(web: WebRig) -> None:
+    _add(web, "a1")
+    for method, path in (("POST", "/hold"), ("DELETE", "/hold"), ("DELETE", "/pin")):
+        answer = web.client.request(method, "/api/articles/nope" + path, headers=AUTH)
+        assert answer.status_code == 404 and answer.json()["field"] == "id"
+    missing = web.client.post(
+        "/api/articles/nope/pin", json={"until": "2026-11-30T08:00:00Z"}, headers=AUTH
+    )
+    assert missing.status_code == 404
+    form = web.client.post("/api/articles/a1/pin", data={"until": "x"}, headers=AUTH)
+    assert form.status_code == 415
+    assert _stored(web, "a1") == (None, False)

@@ -1,0 +1,125 @@
+"""A test send (``POST /api/editions/test``, :mod:`digestd.ops.test_send`): today's edition
+for some categories reaches one address through the real SMTP server, marked as a test,
+and uses up nobody's edition: no edition, digest or queue row, and every reader still gets
+theirs at their send time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from digestd.content.articles import ingest
+from digestd.models import Delivery, DeliveryStatus, Digest, Edition, EditionKind, Subscriber
+from digestd.ops.test_send import send_test
+from tests.admin_seed import AUTH, reader
+from tests.conftest import WebRig
+from tests.helpers import article, parse, parts
+
+NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)  # before the 07:00 UTC daily
+
+
+def _seed(web: WebRig) -> None:
+    items = [
+        article(f"ai-{i}", "ai", NOW - timedelta(hours=i + 1), score=9 - i, source=f"S{i}")
+        for i in range(3)
+    ] + [article("robot-1", "robotics", NOW - timedelta(hours=2), source="R")]
+    with web.service.sessions.begin() as session:
+        assert not ingest(session, enumerate(items, start=1)).errors
+        for i in range(3):
+            person = reader(session, f"reader{i}@example.com", created_at=NOW - timedelta(days=2))
+            person.next_daily_at = NOW.replace(hour=7)
+
+
+def _rows(web: WebRig) -> tuple[int, int, int]:
+    return (web.count(Edition), web.count(Digest), web.count(Delivery))
+
+
+def test_the_test_send_reaches_the_address_marked_as_a_test_and_queues_nothing(
+    web: WebRig,
+) -> None:
+    _seed(web)
+    with time_machine.travel(NOW, tick=False):
+        answer = web.client.post(
+            "/api/editions/test",
+            json={"kind": "daily", "to": "Editor@Example.org", "categories": ["ai"]},
+            headers=AUTH,
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["to"] == "editor@example.org" and body["articles"] == 3
+    assert body["subject"].startswith("[Test] ") and body["period"] == "2026-11-29"
+    assert body["message_id"].startswith("<test.daily.2026-11-29.")
+    (mail,) = web.smtp.wait_for(1)
+    assert mail.recipients == ["editor@example.org"]
+    assert mail.envelope_from == "bounces@news.example.com"
+    message = parse(mail.data)
+    assert str(message["Subject"]) == body["subject"]
+    assert str(message["Message-ID"]) == body["message_id"]
+    text, _ = parts(message)
+    assert "Story ai-0" in text and "Story robot-1" not in text
+    assert _rows(web) == (0, 0, 0)
+
+    # Every reader still gets their own daily at 07:00.
+    web.portal.call(web.service.tick, NOW.replace(hour=7, minute=1))
+    with web.service.sessions() as session:
+        sent = session.execute(
+            select(Subscriber.email, Delivery.status).join(
+                Delivery, Delivery.subscriber_id == Subscriber.id
+            )
+        ).all()
+    assert sorted(sent) == [(f"reader{i}@example.com", DeliveryStatus.SENT) for i in range(3)]
+    assert len(web.smtp.wait_for(4)) == 4
+
+
+def test_the_test_send_function_is_what_the_command_calls(web: WebRig) -> None:
+    """``digestd send-test`` calls :func:`send_test` with the service as it stands."""
+    _seed(web)
+    sent = web.portal.call(
+        send_test, web.service, EditionKind.WEEKLY, "me@example.com", ["robotics"], NOW
+    )
+    assert sent is not None and sent.articles == 1 and sent.reply == "Message accepted for delivery"
+    assert parse(web.smtp.wait_for(1)[0].data)["Subject"].startswith("[Test] ")
+    nothing = web.portal.call(
+        send_test, web.service, EditionKind.DAILY, "me@example.com", ["quantum"], NOW
+    )
+    assert nothing is None
+    assert _rows(web) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"kind": "hourly", "to": "a@example.com"}, 400, "kind"),
+        ({"kind": "daily"}, 400, "to"),
+        ({"kind": "daily", "to": "not an address"}, 400, "to"),
+        ({"kind": "daily", "to": "a@example.com", "categories": ["nope"]}, 400, "categories"),
+        ({"kind": "daily", "to": "a@example.com", "categories": 7}, 400, "categories"),
+        ({"kind": "daily", "to": "a@example.com", "cc": "b@example.com"}, 400, "cc"),
+        ({"kind": "daily", "to": "a@example.com", "categories": "quantum"}, 404, None),
+    ],
+)
+def test_bad_test_sends_are_refused_naming_the_field_and_send_nothing(
+    web: WebRig, body: dict[str, Any], status: int, field: str | None
+) -> None:
+    _seed(web)
+    with time_machine.travel(NOW, tick=False):
+        answer = web.client.post("/api/editions/test", json=body, headers=AUTH)
+    assert answer.status_code == status, answer.text
+    assert answer.json().get("field") == field
+    assert web.smtp.messages == [] and _rows(web) == (0, 0, 0)
+
+
+def test_a_refusing_mail_server_is_a_502_that_says_so(web: WebRig) -> None:
+    _seed(web)
+    web.smtp.reject["blocked@example.com"] = "550 5.1.1 No such user"
+    with time_machine.travel(NOW, tick=False):
+        answer = web.client.post(
+            "/api/editions/test", json={"kind": "daily", "to": "blocked@example.com"}, headers=AUTH
+        )
+    assert answer.status_code == 502
+    assert "refused the test message" in answer.json()["error"]
+    assert _rows(web) == (0, 0, 0)
