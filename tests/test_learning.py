@@ -150,3 +150,23 @@ def test_two_readers_with_different_clicks_get_different_orders(
     assert second["robo@example.com"] == ["r1x", "r2x", "r3x", "a1x", "a2x", "a3x"]
     assert second["ai@example.com"] == ["a1x", "a2x", "r1x", "a3x", "r2x", "r3x"]
     assert report.enqueued.rendered == 3  # one digest per order
+
+
+def test_a_pinned_story_still_leads_whatever_the_reader_clicked() -> None:
+    from dataclasses import replace
+
+    pinned = replace(c("pin", 1), pinned=True)
+    ranked = order([pinned, c("a", 5), c("r", 4, "robotics")], NOW, 24)
+    fan = profile({"robotics": 1000}, {}, ["ai", "robotics"])
+    assert mine(ranked, fan)[:2] == ["pin", "r"]
+    # even one sent in an earlier daily, as pick() takes it
+    ordered = personal_order(
+        ranked,
+        frozenset({"ai", "robotics"}),
+        frozenset({"pin"}),
+        fan,
+        now=NOW,
+        half_life_hours=24,
+        limit=10,
+    )
+    assert [x.id for x in ordered][0] == "pin"
