@@ -169,4 +169,4 @@ def test_a_pinned_story_still_leads_whatever_the_reader_clicked() -> None:
         half_life_hours=24,
         limit=10,
     )
-    assert [x.id for x in ordered][0] == "pin"
+    assert ordered[0].id == "pin"
