@@ -207,6 +207,7 @@ def run_tick(
     workers: int,
     helper_processes: int,
     profile: Path | None = None,
+    track_clicks: str = "aggregate",
 ) -> dict[str, float]:
     """``workers`` processes run ``digestd tick`` at once (as several ``digestd run`` would
     share an edition); timed until the last one exits."""
@@ -222,6 +223,7 @@ def run_tick(
         "DIGESTD_SEND_BATCH": str(batch),
         "DIGESTD_HELPER_PROCESSES": str(helper_processes),
         "DIGESTD_LOG_FORMAT": "text",
+        "DIGESTD_TRACK_CLICKS": track_clicks,
     }
     python = [sys.executable]
     if profile is not None:  # cProfile slows the run: its numbers are shares, not speed
@@ -349,10 +351,11 @@ def outcome(url: str) -> dict[str, Any]:
     return {"statuses": statuses, "digests": digests, "edition": edition}
 
 
-def compose_alone(url: str, count: int) -> dict[str, float]:
+def compose_alone(url: str, count: int, track_clicks: str = "aggregate") -> dict[str, float]:
     """Messages per second for composing alone: one digest, ``count`` readers."""
     settings = load_settings(
         {
+            "DIGESTD_TRACK_CLICKS": track_clicks,
             "DIGESTD_DATABASE_URL": url,
             "DIGESTD_SECRET_KEYS": KEY,
             "DIGESTD_BASE_URL": "https://digest.example.com",
@@ -411,6 +414,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path, help="cProfile the tick into this file")
+    parser.add_argument(
+        "--track-clicks",
+        choices=["off", "aggregate", "reader"],
+        default="aggregate",
+        help="DIGESTD_TRACK_CLICKS (aggregate: each article link tracked)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
@@ -438,6 +447,7 @@ def main() -> None:
             args.workers,
             args.helper_processes,
             args.profile,
+            args.track_clicks,
         )
         time.sleep(0.5)  # the database's backends exit once digestd has gone
         cpu = {
@@ -448,7 +458,7 @@ def main() -> None:
         }
         result = outcome(url)
         sent = int(result["statuses"].get("sent", 0))
-        compose = compose_alone(url, args.subscribers)
+        compose = compose_alone(url, args.subscribers, args.track_clicks)
         size = int(compose["avg_bytes"])
         print(f"smtp-source -s 20 -d -l {size} -m {sent} ...")
         reference = smtp_source(port, sent, size)
@@ -466,6 +476,7 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "helper_processes": args.helper_processes,
+        "track_clicks": args.track_clicks,
         "sent": sent,
         "statuses": result["statuses"],
         "distinct_digests": result["digests"],

@@ -26,6 +26,9 @@ from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
 LOG_FORMATS = ("text", "logfmt", "json")
+# DIGESTD_TRACK_CLICKS (SPEC §11, README "Clicks"): off, aggregate (counts per edition and
+# article, no per-reader record) or reader (per-reader clicks: learning and sunset).
+TRACK_CLICKS = ("off", "aggregate", "reader")
 # Placeholders a development install starts with; with a real relay `digestd run` refuses
 # them (digestd.ops.golive).
 DEFAULT_FROM_ADDRESS = "digest@example.com"
@@ -145,6 +148,17 @@ class Settings:
     retention_days: int = 90  # DIGESTD_RETENTION_DAYS: settled history kept (ops/retention.py)
     # DIGESTD_SUNDAY_DAILY: a reader on both gets the Sunday daily as well as the recap
     sunday_daily: bool = False
+    track_clicks: str = "aggregate"  # DIGESTD_TRACK_CLICKS: one of TRACK_CLICKS
+    # DIGESTD_SUNSET_WEEKS: weeks without a click before a reader is asked (reader mode)
+    sunset_weeks: int = 12
+
+    @property
+    def tracks_clicks(self) -> bool:
+        return self.track_clicks != "off"
+
+    @property
+    def tracks_readers(self) -> bool:
+        return self.track_clicks == "reader"
 
     @property
     def listen_url(self) -> str:
@@ -460,6 +474,22 @@ def _read_toml(path: Path) -> dict[str, str]:
     return values
 
 
+def _history(get: Get) -> dict[str, Any]:
+    """What is kept and what it is used for: DIGESTD_RETENTION_DAYS, DIGESTD_TRACK_CLICKS
+    and DIGESTD_SUNSET_WEEKS."""
+    return {
+        "retention_days": values.number(
+            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
+        ),
+        "track_clicks": _parse_choice(
+            PREFIX + "TRACK_CLICKS", get("TRACK_CLICKS", "aggregate"), TRACK_CLICKS
+        ),
+        "sunset_weeks": values.number(
+            PREFIX + "SUNSET_WEEKS", get("SUNSET_WEEKS", "12"), int, 1, 520
+        ),
+    }
+
+
 class Get(Protocol):
     """Reads one setting by its name without the prefix: stripped text, or ``default``."""
 
@@ -549,9 +579,7 @@ def load_settings(
         http=_parse_http(get),
         dev_mailbox=values.flag(PREFIX + "DEV_MAILBOX", get("DEV_MAILBOX", "false")),
         sunday_daily=values.flag(PREFIX + "SUNDAY_DAILY", get("SUNDAY_DAILY", "false")),
-        retention_days=values.number(
-            PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS", "90"), int, 9, 36_500
-        ),
+        **_history(get),
         inbound_listen=parse_listen(get("INBOUND_LISTEN"), PREFIX + "INBOUND_LISTEN")
         if get("INBOUND_LISTEN")
         else None,

@@ -207,13 +207,15 @@ class Daemon:
         except (OperationalError, InterfaceError) as exc:
             log.warning("pruning history skipped: database unavailable (%s)", first_line(exc))
             return
-        if report.deliveries:
+        if report.deliveries or report.clicks:
             log.info(
-                "pruned history older than %d days: %d deliveries, %d digests, %d editions",
+                "pruned history older than %d days: %d deliveries, %d digests, %d editions, "
+                "%d clicks",
                 days,
                 report.deliveries,
                 report.digests,
                 report.editions,
+                report.clicks,
             )
 
     async def finish(self, ticks: asyncio.Task[None]) -> None:

@@ -31,6 +31,7 @@ from digestd.models import EditionKind
 OUTCOMES = ("sent", "bounced", "failed", "deferred", "skipped")
 # The reader's link, their page, mailto:, or an operator on the admin page.
 UNSUBSCRIBED_VIA = ("link", "preferences", "mail", "admin")
+CLICK_ANSWERS = ("article", "archive", "refused")  # a tracked link: to the story, the archive, 400
 
 
 class Metrics:
@@ -107,6 +108,15 @@ class Metrics:
         )
         for via in UNSUBSCRIBED_VIA:  # present at 0 from the start
             self.unsubscribes.labels(via)
+        self.clicks = Counter(
+            "digestd_clicks",
+            "Tracked links followed (GET /c/), by answer: article (303 to the story), "
+            "archive (the story or the email is gone), refused (a spoiled link: 400)",
+            ["answer"],
+            registry=registry,
+        )
+        for answer in CLICK_ANSWERS:  # present at 0 from the start
+            self.clicks.labels(answer)
 
     def message(self, kind: str, outcome: str) -> None:
         """Count one message (the labelled child looked up once, not per message)."""

@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -182,6 +183,15 @@ class Subscriber(Base):
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
     # A pause with an end: digests resume by themselves at this instant (None: by hand).
     paused_until: Mapped[datetime | None]
+    # Engagement (DIGESTD_TRACK_CLICKS=reader, readers.sunset): the last click that looked
+    # like a person's; the reader's own switch for learning from their clicks; and where
+    # the sunset stands (None, asked, weekly, paused), since when, and whether they took
+    # the daily before it moved them (restored by a click).
+    last_click_at: Mapped[datetime | None]
+    learns: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    sunset_stage: Mapped[str | None] = mapped_column(String(10))
+    sunset_at: Mapped[datetime | None]
+    sunset_had_daily: Mapped[bool | None] = mapped_column(Boolean)
 
     categories: Mapped[list[SubscriberCategory]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
@@ -363,3 +373,92 @@ class Feed(Base):
     stored_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rejected_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_item_error: Mapped[str | None] = mapped_column(Text)  # the last item refused, and why
+
+
+class DigestLink(Base):
+    """A digest's articles in the order its email numbers them: what a tracked link
+    (``/c/...``) names by its position, and what reports count as sent per article."""
+
+    __tablename__ = "digest_links"
+
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1: the lead
+    article_id: Mapped[str] = mapped_column(String(200), index=True)
+    category: Mapped[str] = mapped_column(String(40))  # the one its card shows
+    source: Mapped[str] = mapped_column(String(200), default="")
+
+
+class ClickInbox(Base):
+    """Clicks as they arrive, one insert each; settled into ``clicks`` by the next tick
+    (:mod:`digestd.readers.clicks`), once a burst of them can be told from a person."""
+
+    __tablename__ = "click_inbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(Integer)  # no key: the row may be pruned
+    position: Mapped[int] = mapped_column(Integer)
+    clicked_at: Mapped[datetime]
+
+
+class ClickMark(Base):
+    """Which links of one email were clicked (position 0: any of them), so a reader who
+    clicks twice is counted once. Goes with its queue row (retention, erasure)."""
+
+    __tablename__ = "click_marks"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Click(Base):
+    """One settled click on an article of an edition. ``subscriber_id`` only with
+    ``DIGESTD_TRACK_CLICKS=reader`` (and a reader who lets their clicks teach their
+    digest); with ``aggregate`` nothing here names a reader."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_subscriber_id_clicked_at", "subscriber_id", "clicked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE"), index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE")
+    )
+    article_id: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    clicked_at: Mapped[datetime] = mapped_column(index=True)
+    scanner: Mapped[bool] = mapped_column(Boolean, default=False)  # part of a link-scanner burst
+    first_of_article: Mapped[bool] = mapped_column(Boolean, default=False)  # a unique clicker
+    first_of_edition: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SunsetStep(Base):
+    """Each step of a reader's sunset (asked, weekly, paused) and what ended it
+    (restored by a click, kept, switched), for their admin page."""
+
+    __tablename__ = "sunset_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+
+
+class SettingSince(Base):
+    """Since when a setting has had its value (``track_clicks``: silence is only counted
+    while reader clicks were recorded)."""
+
+    __tablename__ = "settings_since"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    since: Mapped[datetime]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from digestd.config import Settings
 from digestd.db import make_sessions, open_database
@@ -23,9 +24,12 @@ from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.ops import counts
 from digestd.ops.metrics import watch
+from digestd.ops.sunset import Sunset
 from digestd.planning.archive import publish_due
 from digestd.planning.enqueuer import Enqueuer
 from digestd.planning.policy import EnqueueReport, Policy
+from digestd.readers import clicks
+from digestd.readers import sunset as reader_sunset
 from digestd.readers.lifecycle import Schedule, resume_ended
 from digestd.tokens import Tokens
 
@@ -135,6 +139,7 @@ class Service:
         self.health = Health()
         self._enqueuer: Enqueuer | None = None
         self._sender: Sender | None = None
+        self._sunset: Sunset | None = None
 
     @classmethod
     def build(
@@ -207,6 +212,9 @@ class Service:
         started = time.monotonic()
         self.health.beat()
         await asyncio.to_thread(self._resume_ended_pauses, now)
+        await asyncio.to_thread(self.settle_clicks, now)
+        if self.sunset.due(now):
+            await self.sunset.run(now)
         if self.enqueuer.in_helper:
             enqueued, delivered = await self._overlapped(now, should_stop, on_batch, on_planned)
         else:
@@ -238,6 +246,25 @@ class Service:
             resumed = resume_ended(session, now, schedule)
         if resumed:
             log.info("pauses ended: %d readers resumed", resumed)
+
+    def settle_clicks(self, now: datetime) -> clicks.Settled:
+        """Count the clicks that came in (:mod:`digestd.readers.clicks`); in reader mode a
+        click brings a reader back from their sunset (:mod:`digestd.readers.sunset`)."""
+        schedule = Schedule(self.settings.daily_time, self.settings.weekly_time)
+
+        def restore(session: Session, latest: dict[int, datetime]) -> None:
+            restored = reader_sunset.restore(session, latest, now, schedule)
+            if restored:
+                log.info("sunset: %d readers back after a click", restored)
+
+        per_reader = self.settings.tracks_readers
+        return clicks.settle(self.sessions, now, per_reader, restore if per_reader else None)
+
+    @property
+    def sunset(self) -> Sunset:
+        if self._sunset is None:
+            self._sunset = Sunset(self.settings, self.sessions, self.tokens, self.transport)
+        return self._sunset
 
     def _waiting(self, now: datetime) -> int:
         with self.sessions() as session:

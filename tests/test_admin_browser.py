@@ -62,9 +62,9 @@ def test_operator_signs_in_and_sees_the_queue_and_a_month_of_charts(
         cookie = next(c for c in context.cookies() if c["name"] == "digestd_admin")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/admin"
 
-        # Four charts, each an accessible image whose summary states the month's total.
+        # Six charts (two of clicks), each an accessible image whose summary states its total.
         charts = page.get_by_role("img")
-        assert charts.count() == 4
+        assert charts.count() == 6
         sent = page.get_by_role("img", name="Sent per UTC day")
         described_by = sent.get_attribute("aria-describedby")
         summary = page.locator(f"#{described_by}").text_content() or ""

@@ -16,7 +16,8 @@ from digestd.delivery.transport import SmtpPool
 from digestd.mail.plaintext import columns
 from digestd.mail.presentation import TITLE_CHARS
 from digestd.mail.render import RenderedEmail, Renderer
-from digestd.mail.template import MessageTemplate, Personal, WireBytes
+from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.wire import WireBytes
 from digestd.models import EditionKind
 from tests.conftest import SmtpSink
 from tests.email_samples import (

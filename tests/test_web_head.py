@@ -6,6 +6,7 @@ every table holds exactly what it held and no mail has left.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from digestd.config import load_settings
 from digestd.content.feeds import register_feed
 from digestd.models import Base, Digest, Edition, Subscriber
 from digestd.service import Service
+from digestd.tokens import Purpose
 from digestd.web.app import create_app
 from tests.helpers import SAMPLE_ARTICLE, article
 from tests.web_helpers import SIGNUP, csrf_of, links_in
@@ -89,8 +91,11 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     client.get(links_in(_mail(mail_dir, "sent@example.com"))["confirm"])
     assert client.portal is not None
     client.portal.call(service.tick, datetime(2026, 11, 30, 6, 0, tzinfo=UTC))
-    digest = links_in(_mail(mail_dir, "sent@example.com"))
+    sent = _mail(mail_dir, "sent@example.com")
+    digest = links_in(sent)
     assert set(digest) >= {"unsubscribe", "preferences", "view", "mute"}, digest
+    tracked = re.search(rb"https://digest\.example\.com/c/([0-9A-Za-z._-]+)", sent)
+    assert tracked is not None  # an article's link (quoted-printable leaves it whole)
     login = client.get("/admin")
     signed_in = client.post("/admin/login", data={"csrf": csrf_of(login.text), "token": TOKEN})
     assert signed_in.status_code == 303
@@ -98,6 +103,10 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
     links = {**digest, "confirm": confirm}
     return {
         **{f"/{kind}/": links[kind].rsplit("/", 1)[1] for kind in links},
+        "/c/": tracked.group(1).decode(),
+        "/engage/": service.tokens.make(Purpose.ENGAGE, _public_id(service, "sent@example.com"))
+        + "?choice=keep",
+        "id": "1",  # the first edition
         **_admin_values(service),
         "name": sorted(p.name for p in mail_dir.glob("*.eml"))[0],
         # The public archive's AI daily of the 29th, published by the tick.
@@ -105,6 +114,13 @@ def _a_reader_of_every_kind(client: TestClient, service: Service) -> dict[str, s
         "kind": "daily",
         "date": "2026-11-29",
     }
+
+
+def _public_id(service: Service, email: str) -> str:
+    with service.sessions() as session:
+        found = session.scalar(select(Subscriber.public_id).where(Subscriber.email == email))
+    assert found is not None
+    return found
 
 
 def _admin_values(service: Service) -> dict[str, str]:
@@ -130,7 +146,7 @@ def _concrete(path: str, values: dict[str, str]) -> str:
     purpose (by the path before the parameter), a caught message's name, an archive edition."""
     prefix = path.split("{", 1)[0]
     path = path.replace("{token}", values.get(prefix, "{token}"))
-    for name in ("name", "category", "kind", "date", *ADMIN_PARAMETERS):
+    for name in ("name", "category", "kind", "date", "id", *ADMIN_PARAMETERS):
         path = path.replace(f"{{{name}}}", values[name])
     assert "{" not in path, f"{path}: no test value for this parameter yet"
     return path
@@ -162,6 +178,8 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         "/unsubscribe/{token}",
         "/preferences/{token}",
         "/mute/{token}",
+        "/engage/{token}",
+        "/api/engagement/editions/{id}",
         "/admin",
         "/admin/subscribers/{subscriber:int}",
         "/admin/articles",
@@ -176,6 +194,7 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
     for path in paths:
         if path.startswith("/archive"):
             assert answers[path] == 200, (path, answers[path])
+    assert answers["/c/{token}"] == 303  # redirected, not recorded
     assert answers["/api/editions/trigger"] == 405  # POST-only routes refuse HEAD
     pending = [row for row in before["subscribers"] if "pending@example.com" in row]
     assert len(pending) == 1 and "pending" in pending[0]  # still not confirmed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -71,8 +72,14 @@ def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(
     assert "Edited later" not in page
     assert "Meta's Internal Memo Signals AI Comeback" in text_of(page)
     # Byte for byte the HTML part that was sent, but for the stretches of the reader's own
-    # links: the mute links taken out, the footer's links replaced by a note.
+    # links: the mute links taken out, the footer's links replaced by a note, and the
+    # tracked article links back to the articles' own.
+    tracked = re.findall(r'href="(https://digest\.example\.com/c/[^"]+)"', parts(parse(digest))[1])
+    plain = re.findall(r'href="(https://(?:the-decoder|news\.example)\.com/[^"]+)"', page)
+    assert len(tracked) == len(plain) == 2  # each title (the lead has no image)
     sent = parts(parse(digest))[1]
+    for link, url in zip(tracked, plain, strict=True):
+        sent = sent.replace(f'href="{link}"', f'href="{url}"', 1)
     before, _, rest = sent.partition("Mute a topic:")
     between, _, rest = rest.split("Robotics</a>", 1)[1].partition('<a class="tap"')
     after = rest.split("View in browser</a>", 1)[1]

@@ -21,7 +21,8 @@ from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
-from digestd.mail.template import MessageTemplate, ascii_address
+from digestd.mail.template import MessageTemplate
+from digestd.mail.wire import ascii_address
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from digestd.config import SmtpSettings
 from digestd.delivery.catcher import MailCatcher
 from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession, accepted
 from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from digestd.mail.template import WireBytes
+from digestd.mail.wire import WireBytes
 
 
 class Transport(Protocol):

@@ -7,6 +7,7 @@ second; the digest itself was rendered once, when it was planned.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from email.utils import format_datetime, formataddr
 from digestd.config import Settings
 from digestd.mail.dkim import DkimSigner
 from digestd.mail.presentation import MUTE
-from digestd.mail.template import MessageTemplate, Personal, WireBytes, ascii_address
+from digestd.mail.template import MessageTemplate, Personal, TrackedLinks
+from digestd.mail.wire import WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
 
 
@@ -26,6 +28,8 @@ class Links:
         self.base = settings.base_url
         self.tokens = tokens
         self.domain = settings.from_domain
+        self._click_base = f"{self.base}/c/".encode()
+        self._click_plain = self.base.isascii() and not re.search(r"[&<>\"']", self.base)
         self._make = {
             purpose: tokens.fast_maker(purpose)
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
@@ -35,6 +39,14 @@ class Links:
         make = self._make.get(purpose)
         token = make(payload) if make else self.tokens.make(purpose, payload)
         return f"{self.base}/{purpose}/{token}"
+
+    def clicks(self, delivery_id: int, count: int) -> TrackedLinks:
+        """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
+        (the route finds the article through the delivery's digest; no URL rides along)."""
+        head = self._click_base + b"%d." % delivery_id
+        return TrackedLinks(
+            head, self.tokens.click_tag_bytes(delivery_id, count), self._click_plain
+        )
 
     def mailto(self, public_id: str) -> str:
         """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail
@@ -97,6 +109,7 @@ class Composer:
             date=self._date_header(),
             links=self.links.for_subscriber(public_id, delivery_id, template.link_names),
             unsubscribe_mailto=self.links.mailto(public_id),
+            clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else None,
         )
         data = template.compose(personal)
         # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.

@@ -13,16 +13,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from digestd.config import Settings
+from digestd.db import insert_ignoring_conflicts
 from digestd.mail.layout import Layout
 from digestd.mail.presentation import Site, digest_context, personal_links
 from digestd.mail.render import Renderer
-from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatError
-from digestd.models import Article, Digest, Edition, EditionKind
+from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatError, click_name
+from digestd.models import Article, Digest, DigestLink, Edition, EditionKind
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Masthead:
     site: Site
     from_header: str
     list_id: str
+    tracked: bool = False  # article links go through /c/ (DIGESTD_TRACK_CLICKS not off)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Masthead:
@@ -89,6 +92,7 @@ class Masthead:
             Site(settings.site_name, settings.base_url, settings.postal_address),
             formataddr((settings.from_name, settings.from_address)),
             settings.list_id,
+            settings.tracks_clicks,
         )
 
 
@@ -108,15 +112,20 @@ class DigestRenderer:
         layout: Layout,
         articles: Mapping[str, ArticleFields],
     ) -> MessageTemplate:
-        """Raises KeyError when an article of the layout is not in ``articles``."""
+        """Raises KeyError when an article of the layout is not in ``articles``. With
+        tracked links, each article's link is a slot (``click_<n>``, numbered as the email
+        numbers its stories) that each copy fills with the reader's ``/c/`` link."""
         slots = LinkSlots()
+        names = personal_links(kind, layout)
+        urls = [articles[a].url for a in layout.article_ids()] if self.masthead.tracked else []
+        names += tuple(click_name(n) for n in range(1, len(urls) + 1))
         context = digest_context(
             kind,
             date.fromisoformat(period),
             layout,
             articles,
             self.masthead.site,
-            slots.links(personal_links(kind, layout)),
+            slots.links(names),
         )
         rendered = self.renderer.render(str(kind), context)
         return MessageTemplate.build(
@@ -124,6 +133,7 @@ class DigestRenderer:
             from_header=self.masthead.from_header,
             headers=(("List-Id", self.masthead.list_id),),
             slots=slots,
+            article_urls=urls,
         )
 
 
@@ -184,6 +194,7 @@ def render_and_store(
     articles = load_articles(session, (a for d in digests.values() for a in d.layout.article_ids()))
     results: dict[int, StoredDigest] = {}
     rows: list[dict[str, object]] = []
+    numbered: list[dict[str, Any]] = []
     for digest_id, digest in digests.items():
         try:
             template = renderer.render(digest.kind, digest.period, digest.layout, articles)
@@ -195,9 +206,29 @@ def render_and_store(
         else:
             results[digest_id] = StoredDigest(template, None)
             rows.append({"id": digest_id, "template": template.dump(), "render_error": None})
+            numbered += digest_links(digest_id, digest.layout, articles)
     if rows:
         session.execute(update(Digest), rows)  # by primary key, one statement for all
+    insert_ignoring_conflicts(session, DigestLink.__table__, numbered, ["digest_id", "position"])
     return results
+
+
+def digest_links(
+    digest_id: int, layout: Layout, articles: Mapping[str, ArticleFields]
+) -> list[dict[str, Any]]:
+    """The ``digest_links`` rows of a digest: its articles numbered as its email numbers
+    them (1: the lead), each with the category its card shows."""
+    entries = [entry for section in layout.sections for entry in section.entries]
+    return [
+        {
+            "digest_id": digest_id,
+            "position": number,
+            "article_id": entry.article_id,
+            "category": entry.category,
+            "source": articles[entry.article_id].source[:200],
+        }
+        for number, entry in enumerate(entries, start=1)
+    ]
 
 
 def unrendered(session: Session, ids: Iterable[int]) -> dict[int, Unrendered]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from digestd.content.categories import CATEGORIES
 from digestd.mail.layout import Entry, Layout
+from digestd.mail.template import click_name
 from digestd.models import EditionKind
 
 # What each recipient's copy of a digest fills in. The reader's own links sit between
@@ -89,11 +90,18 @@ def mute_url(links: Mapping[str, str], category: str) -> str:
     return f"{links[MUTE]}?category={category}"
 
 
-def article_view(article: Any, category: str, number: int, limits: Limits = CARD) -> dict[str, Any]:
+def article_view(
+    article: Any,
+    category: str,
+    number: int,
+    limits: Limits = CARD,
+    links: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """What a card shows; its link is the tracked one from ``links`` when there is one."""
     return {
         "number": number,
         "anchor": f"story-{number}",
-        "url": article.url,
+        "url": (links or {}).get(click_name(number), article.url),
         "title": shorten(article.title, TITLE_CHARS),
         "source": article.source,
         "category_name": CATEGORIES.get(category, category),
@@ -164,9 +172,9 @@ def digest_context(
     links: Mapping[str, str],
 ) -> dict[str, Any]:
     """Template context for a digest; ``links`` has a value for each of
-    :func:`personal_links`."""
+    :func:`personal_links`, and for each article's ``click_<n>`` when links are tracked."""
     lead_entry, groups = _lead_and_groups(layout)
-    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, LEAD)
+    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, LEAD, links)
     muted = muted_categories(kind, layout)
     sections: list[dict[str, Any]] = []
     number = 1
@@ -174,7 +182,9 @@ def digest_context(
         views = []
         for entry in entries:
             number += 1
-            views.append(article_view(articles[entry.article_id], entry.category, number))
+            views.append(
+                article_view(articles[entry.article_id], entry.category, number, CARD, links)
+            )
         mute = mute_url(links, category) if category in muted else ""
         name = CATEGORIES.get(category, category) if category else ""
         sections.append({"heading": name, "articles": views, "mute": mute})

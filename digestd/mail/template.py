@@ -18,14 +18,16 @@ import secrets
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from email.policy import SMTP
 from functools import cached_property
 
-import idna
-
 from digestd.mail.render import RenderedEmail
-
-CRLF = b"\r\n"
+from digestd.mail.wire import (
+    _HTML_SPECIAL,
+    WireBytes,
+    _plain_header,
+    _qp,
+    header,
+)
 
 
 class LinkSlots:
@@ -64,103 +66,22 @@ class LinkSlots:
 NO_SLOTS = LinkSlots()  # for emails rendered with their real links (nothing to fill in)
 
 
-class WireBytes(bytes):
-    """A message already in the form SMTP's DATA carries it (RFC 5321 §4.5.2): every line
-    ends in CRLF and none starts with ".", so there is nothing to dot-stuff.
+@dataclass(frozen=True)
+class TrackedLinks:
+    """One message's tracked article links: ``{head}{n}.{tag}`` for n = 1, 2, ... where
+    ``head`` is the base URL, ``/c/`` and the delivery (the form
+    :meth:`digestd.tokens.Tokens.read_click` reads) and ``tags`` has 8 characters a link."""
 
-    :class:`MessageTemplate` makes only such messages, so the transport sends them as they
-    are instead of scanning 20 KB per recipient for bare line ends and dot lines (those
-    scans cost more than the rest of the SMTP conversation). The type carries what was
-    established once per digest.
-    """
+    head: bytes
+    tags: bytes
+    # The base URL is ASCII with nothing to escape in HTML (decided once, by the composer):
+    # each link can go in as it is.
+    plain: bool = False
 
-
-def _escape_dot_lines(encoded: bytes) -> bytes:
-    """Quoted-printable lines that start with "." get it as ``=2E`` (same decoded text),
-    re-wrapped to stay within 76 characters without splitting an ``=XX`` escape."""
-    out: list[bytes] = []
-    for line in encoded.split(CRLF):
-        while line.startswith(b"."):
-            line = b"=2E" + line[1:]
-            if len(line) <= 76:
-                break
-            cut = 75  # room for the soft break's "="
-            if line[cut - 1 : cut] == b"=":
-                cut -= 1
-            elif line[cut - 2 : cut - 1] == b"=":
-                cut -= 2
-            out.append(line[:cut] + b"=")
-            line = line[cut:]
-        out.append(line)
-    return CRLF.join(out)
-
-
-_HTML_SPECIAL = re.compile(r"[&<>\"']")
-# What quoted-printable leaves as it is ("=", spaces and non-ASCII need encoding): the
-# characters of a link, which is what is encoded per recipient.
-_QP_PLAIN = re.compile(r"[A-Za-z0-9_./:?&%#~+,;@!$*()'-]+")
-
-
-def _qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends; a chunk not ending a line ends in a soft break."""
-    if not text:
-        return b""
-    if _QP_PLAIN.fullmatch(text) and "." not in text[::75]:
-        # A link, encoded for every recipient: cut into lines of 75 and a soft break, which
-        # is all binascii would do, a few times faster.
-        data = text.encode("ascii")
-        return b"".join([data[i : i + 75] + b"=\r\n" for i in range(0, len(data), 75)])
-    # b2a_qp passes a lone CR through as is and keeps a CRLF text's CRLFs: only LF in,
-    # so that every line end comes out as CRLF.
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    encoded = encoded.replace(b"\n", CRLF)
-    if not encoded.endswith(CRLF):
-        # binascii lets a last line run to 76 characters: room must be left for the "="
-        start = encoded.rfind(CRLF) + 2 if CRLF in encoded else 0
-        if len(encoded) - start > 75:
-            cut = start + 75
-            if encoded[cut - 1 : cut] == b"=":
-                cut -= 1
-            elif encoded[cut - 2 : cut - 1] == b"=":
-                cut -= 2
-            encoded = encoded[:cut] + b"=" + CRLF + encoded[cut:]
-        encoded += b"=" + CRLF
-    if encoded.startswith(b".") or b"\n." in encoded:
-        encoded = _escape_dot_lines(encoded)
-    return encoded
-
-
-def header(name: str, value: str) -> bytes:
-    """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
-    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
-    # header_factory parses and RFC 2047-encodes; fold_binary alone passes non-ASCII through.
-    folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
-    return folded.encode("ascii")
-
-
-def _plain_header(name: str, value: str) -> bytes:
-    """Fast path for per-recipient headers whose values digestd builds itself (ASCII, no CR/LF).
-
-    The email package's folding costs tens of microseconds a call; here a long
-    List-Unsubscribe is folded at its comma instead.
-    """
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"line break in {name} header")
-    line = f"{name}: {value}"
-    if len(line) > 78 and ", " in value:
-        line = line.replace(", ", ",\r\n ")
-    return line.encode("ascii") + CRLF
-
-
-def ascii_address(address: str) -> str:
-    """The address as it goes on the wire: an internationalised domain in IDNA form."""
-    local, _, domain = address.rpartition("@")
-    try:
-        domain.encode("ascii")
-    except UnicodeEncodeError:
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    return f"{local}@{domain}"
+    def urls(self) -> list[str]:
+        head = self.head.decode("ascii")
+        tags = self.tags.decode("ascii")
+        return [f"{head}{i // 8 + 1}.{tags[i : i + 8]}" for i in range(0, len(tags), 8)]
 
 
 @dataclass(frozen=True)
@@ -172,6 +93,9 @@ class Personal:
     date: str  # RFC 5322 date
     links: Mapping[str, str]  # unsubscribe, preferences, view: full URLs
     unsubscribe_mailto: str  # the reader's own unsubscribe address (composer.Links.mailto)
+    # The tracked article links (``/c/...``); None: the articles' own URLs (a preview, a
+    # test send).
+    clicks: TrackedLinks | None = None
 
 
 TEMPLATE_FORMAT = 1  # bump when the stored form changes; older ones are rendered again
@@ -196,6 +120,9 @@ class MessageTemplate:
     text_links: tuple[str, ...]
     html_chunks: tuple[bytes, ...]
     html_links: tuple[str, ...]
+    # With tracked links, each article's own URL, in the email's order: the value of its
+    # ``click_<n>`` link wherever no reader's link goes (view in browser, the archive).
+    article_urls: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -205,6 +132,7 @@ class MessageTemplate:
         from_header: str,
         headers: Sequence[tuple[str, str]] = (),
         slots: LinkSlots = NO_SLOTS,
+        article_urls: Sequence[str] = (),
     ) -> MessageTemplate:
         # Derived from the content, so a digest renders to the same bytes wherever it is
         # rendered. "=_" can never occur in quoted-printable text (a literal "=" is encoded
@@ -238,6 +166,7 @@ class MessageTemplate:
             text_links=tuple(text_links),
             html_chunks=tuple(html_chunks),
             html_links=tuple(html_links),
+            article_urls=tuple(article_urls),
         )
 
     def retitled(self, subject: str) -> MessageTemplate:
@@ -250,8 +179,35 @@ class MessageTemplate:
 
     @cached_property
     def link_names(self) -> frozenset[str]:
-        """The names of the links each recipient's copy fills in."""
-        return frozenset(self.text_links + self.html_links)
+        """The names of the links each recipient's copy fills in (tracked links aside)."""
+        return frozenset(self.text_links + self.html_links) - set(self.click_names)
+
+    @property
+    def clicks(self) -> int:
+        """How many tracked article links each copy fills in (0: the links are plain)."""
+        return len(self.article_urls)
+
+    @cached_property
+    def click_names(self) -> tuple[str, ...]:
+        return tuple(click_name(n) for n in range(1, len(self.article_urls) + 1))
+
+    @cached_property
+    def _click_numbers(self) -> tuple[bytes, ...]:
+        return tuple(b"%d." % n for n in range(1, len(self.article_urls) + 1))
+
+    @cached_property
+    def _plain_clicks(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Each article's own URL in place of its tracked link, encoded for text and HTML."""
+        urls = dict(zip(self.click_names, self.article_urls, strict=True))
+        return (
+            {name: _qp(url) for name, url in urls.items()},
+            {name: _qp(html.escape(url)) for name, url in urls.items()},
+        )
+
+    def _with_plain(self, links: Mapping[str, str]) -> Mapping[str, str]:
+        if not self.article_urls or self.click_names[0] in links:
+            return links
+        return {**dict(zip(self.click_names, self.article_urls, strict=True)), **links}
 
     def compose(self, personal: Personal) -> WireBytes:
         links = personal.links
@@ -272,6 +228,8 @@ class MessageTemplate:
             name: _qp(html.escape(value)) if _HTML_SPECIAL.search(value) else text[name]
             for name, value in links.items()
         }
+        if self.article_urls:
+            self._add_clicks(personal.clicks, text, in_html)
         _interleave(out, self.text_chunks, [text[n] for n in self.text_links])
         out.append(self.html_head)
         _interleave(out, self.html_chunks, [in_html[n] for n in self.html_links])
@@ -280,8 +238,32 @@ class MessageTemplate:
         # space, body lines come from _qp: so no line starts with ".".
         return WireBytes(b"".join(out))
 
+    def _add_clicks(
+        self, clicks: TrackedLinks | None, text: dict[str, bytes], in_html: dict[str, bytes]
+    ) -> None:
+        if clicks is None:
+            plain_text, plain_html = self._plain_clicks
+            text.update(plain_text)
+            in_html.update(plain_html)
+            return
+        head, tags, names = clicks.head, clicks.tags, self.click_names
+        if not clicks.plain or len(head) + len(self._click_numbers[-1]) + 8 > 75:
+            urls = clicks.urls()
+            text.update((n, _qp(u)) for n, u in zip(names, urls, strict=True))
+            in_html.update((n, _qp(html.escape(u))) for n, u in zip(names, urls, strict=True))
+            return
+        # digestd's own URLs (base URL, digits, the tags' base64), each one line of
+        # quoted-printable, the same in both parts: a few µs a message.
+        encoded = [
+            head + number + tags[i : i + 8] + b"=\r\n"
+            for i, number in zip(range(0, 8 * len(names), 8), self._click_numbers, strict=True)
+        ]
+        text.update(zip(names, encoded, strict=True))
+        in_html.update(zip(names, encoded, strict=True))
+
     def text(self, links: Mapping[str, str]) -> str:
-        """The text part (decoded) with these ``links``."""
+        """The text part (decoded) with these ``links`` (articles' own URLs unless given)."""
+        links = self._with_plain(links)
         out: list[bytes] = []
         _interleave(out, self.text_chunks, [_qp(links[n]) for n in self.text_links])
         return binascii.a2b_qp(b"".join(out)).decode("utf-8")
@@ -290,7 +272,9 @@ class MessageTemplate:
         """The HTML part (decoded) with these ``links``. With ``personal`` (HTML), a copy for
         the web, which must not carry a reader's own links: each stretch between the
         ``personal_begin`` and ``personal_end`` slots is taken out, and the last one (the
-        footer's) is replaced by ``personal``."""
+        footer's) is replaced by ``personal``. Tracked links not in ``links`` get the
+        articles' own URLs."""
+        links = self._with_plain(links)
         out: list[bytes] = []
         skipping = False
         begins = [i for i, name in enumerate(self.html_links) if name == "personal_begin"]
@@ -318,6 +302,7 @@ class MessageTemplate:
             **{name: getattr(self, name).decode("ascii") for name in _BYTES_FIELDS},
             **{name: [c.decode("ascii") for c in getattr(self, name)] for name in _CHUNKS},
             **{name: list(getattr(self, name)) for name in _NAMES},
+            "article_urls": list(self.article_urls),
         }
         return zlib.compress(json.dumps(data, separators=(",", ":")).encode("ascii"), 6)
 
@@ -339,7 +324,13 @@ class MessageTemplate:
             text_links=tuple(data["text_links"]),
             html_chunks=tuple(c.encode("ascii") for c in data["html_chunks"]),
             html_links=tuple(data["html_links"]),
+            article_urls=tuple(data.get("article_urls", ())),
         )
+
+
+def click_name(number: int) -> str:
+    """The link slot of the ``number``-th article (1: the lead) when links are tracked."""
+    return f"click_{number}"
 
 
 _BYTES_FIELDS = ("head", "text_head", "html_head", "tail")

@@ -22,7 +22,9 @@ from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, load_articles
 from digestd.mail.template import MessageTemplate, Personal
 from digestd.models import EditionKind, Subscriber
+from digestd.planning.interests import profiles
 from digestd.planning.layouts import in_site_order
+from digestd.planning.learning import Profile
 from digestd.planning.planner import Planner, Timing
 from digestd.planning.policy import Policy
 from digestd.planning.repeats import EarlierDailies
@@ -65,9 +67,10 @@ def _render(
     slot: Slot,
     categories: list[str],
     exclude: frozenset[str],
+    reader: Profile | None = None,
 ) -> Edition | None:
     with service.sessions() as session:
-        found = planner.layout_for(session, slot, in_site_order(categories), exclude)
+        found = planner.layout_for(session, slot, in_site_order(categories), exclude, reader)
         if found is None:
             return None
         layout = found[0]
@@ -106,7 +109,8 @@ def next_edition(
 ) -> Edition | None:
     """What the reader's next ``kind`` edition holds if nothing more is published: their
     categories and zone, their next send time, their earlier dailies left out as the
-    planner leaves them out. None when it would be empty (or there is no such reader)."""
+    planner leaves them out, their clicks' boosts when they teach their digest. None when it
+    would be empty (or there is no such reader)."""
     planner = Planner(kind, service.policy, service.renderer, now, Timing.NOW)
     with service.sessions() as session:
         reader = session.get(Subscriber, subscriber_id)
@@ -119,5 +123,10 @@ def next_edition(
             exclude = (
                 EarlierDailies(now).sent_to(session, [subscriber_id]).get(subscriber_id, exclude)
             )
+        learned = (
+            profiles(session, {subscriber_id: in_site_order(categories)}, now)
+            if service.policy.learns
+            else {}
+        )
     slot = next_slot(kind, now, zone, service.policy.send_time(kind))
-    return _render(service, planner, slot, categories, exclude)
+    return _render(service, planner, slot, categories, exclude, learned.get(subscriber_id))

@@ -1,5 +1,7 @@
 """Forgetting old history: settled queue rows older than ``DIGESTD_RETENTION_DAYS`` go, and
-the digests and editions nothing refers to any more go with them.
+the digests and editions nothing refers to any more go with them; so do clicks and sunset
+steps older than the window (a queue row's click marks go with it), and clicks left in the
+inbox for a day (a settling pass that kept failing).
 
 What must outlive the window stays: rows still waiting or in flight (any age), the recent
 dailies that "a daily never repeats an article" reads (8 days, far inside the window),
@@ -20,10 +22,20 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.models import ArchiveEdition, Delivery, DeliveryStatus, Digest, Edition
+from digestd.models import (
+    ArchiveEdition,
+    Click,
+    ClickInbox,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Edition,
+    SunsetStep,
+)
 
 SETTLED = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 CHUNK = 5000
+INBOX_DAYS = timedelta(days=1)
 
 
 @dataclass
@@ -31,6 +43,7 @@ class PruneReport:
     deliveries: int = 0
     digests: int = 0
     editions: int = 0
+    clicks: int = 0
 
 
 def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneReport:
@@ -55,7 +68,23 @@ def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneRep
             break
     with sessions.begin() as session:
         report.digests, report.editions = _orphans(session, cutoff)
+    report.clicks = _chunks(sessions, Click.id, Click.clicked_at < cutoff)
+    _chunks(sessions, ClickInbox.id, ClickInbox.clicked_at < now - INBOX_DAYS)
+    _chunks(sessions, SunsetStep.id, SunsetStep.at < cutoff)
     return report
+
+
+def _chunks(sessions: sessionmaker[Session], key: Any, *where: Any) -> int:
+    """Delete the rows of ``key``'s table matching ``where``, a chunk per transaction."""
+    deleted = 0
+    while True:
+        with sessions.begin() as session:
+            ids = list(session.scalars(select(key).where(*where).limit(CHUNK)))
+            if ids:
+                session.execute(delete(key.class_).where(key.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < CHUNK:
+            return deleted
 
 
 def _orphans(session: Session, cutoff: datetime) -> tuple[int, int]:

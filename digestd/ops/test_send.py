@@ -18,7 +18,8 @@ from email.utils import format_datetime
 from typing import Protocol
 
 from digestd.delivery.transport import Transport
-from digestd.mail.template import Personal, WireBytes, ascii_address
+from digestd.mail.template import Personal
+from digestd.mail.wire import WireBytes, ascii_address
 from digestd.models import EditionKind
 from digestd.ops.preview import Parts, edition_now
 

@@ -40,11 +40,13 @@ from digestd.models import (
 )
 from digestd.planning.candidates import Ranking
 from digestd.planning.digests import DigestBook
+from digestd.planning.interests import profiles
 from digestd.planning.layouts import in_site_order, layout_of
+from digestd.planning.learning import Profile, personal_order
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.planning.repeats import EarlierDailies
 from digestd.planning.schedule import SUNDAY, Slot, latest_slot, next_slot
-from digestd.planning.selection import pick
+from digestd.planning.selection import HALF_LIFE_HOURS, pick
 
 
 class Timing(enum.Enum):
@@ -196,8 +198,16 @@ class Planner:
         categories = self._categories(session, ids)
         sent = self.earlier.sent_to(session, ids) if self.kind is EditionKind.DAILY else {}
         recap = self._sunday_recap_readers(session, ids)
+        learned = profiles(session, categories, self.now) if self.policy.learns else {}
         decisions = [
-            self._decide(session, sid, zone, categories.get(sid, []), sent.get(sid, frozenset()))
+            self._decide(
+                session,
+                sid,
+                zone,
+                categories.get(sid, []),
+                sent.get(sid, frozenset()),
+                learned.get(sid),
+            )
             for sid, zone in subscribers
         ]
         decisions = [_recap_instead(d) if d.subscriber_id in recap else d for d in decisions]
@@ -233,11 +243,28 @@ class Planner:
         return Slot(self.kind, latest.local_date, self.now)
 
     def layout_for(
-        self, session: Session, slot: Slot, categories: list[str], exclude: frozenset[str]
+        self,
+        session: Session,
+        slot: Slot,
+        categories: list[str],
+        exclude: frozenset[str],
+        reader: Profile | None = None,
     ) -> tuple[Layout, str] | None:
-        """The reader's layout and its content key; None when there is nothing to send."""
+        """The reader's layout and its content key; None when there is nothing to send.
+        ``reader``: what their clicks taught (:mod:`digestd.planning.learning`)."""
+        ranked = self.ranking.ranked(session, slot)
+        if reader:
+            ranked = personal_order(
+                ranked,
+                frozenset(categories),
+                exclude,
+                reader,
+                now=slot.at,
+                half_life_hours=HALF_LIFE_HOURS[self.kind],
+                limit=self.policy.limit(self.kind),
+            )
         chosen = pick(
-            self.ranking.ranked(session, slot),
+            ranked,
             frozenset(categories),
             limit=self.policy.limit(self.kind),
             per_source=self.policy.per_source,
@@ -259,6 +286,7 @@ class Planner:
         zone: str,
         categories: list[str],
         exclude: frozenset[str],
+        reader: Profile | None = None,
     ) -> _Decision:
         slot, following = self._slots(zone)
         if slot is None:
@@ -266,7 +294,7 @@ class Planner:
         if self.timing is Timing.SCHEDULED and self.now - slot.at > self.policy.catchup:
             why = f"{MISSED} due {slot.at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
             return _Decision(subscriber_id, slot, following, None, why=why)
-        found = self.layout_for(session, slot, categories, exclude)
+        found = self.layout_for(session, slot, categories, exclude, reader)
         if found is None:
             return _Decision(subscriber_id, slot, following, None, why="nothing new to send")
         return _Decision(subscriber_id, slot, following, found[0], key=found[1])

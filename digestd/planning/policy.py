@@ -22,6 +22,7 @@ class Policy:
     weekly_limit: int
     per_source: int
     sunday_daily: bool = False  # a reader on both gets Sunday's daily as well as the recap
+    learns: bool = False  # readers' clicks reorder their digests (DIGESTD_TRACK_CLICKS=reader)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -33,6 +34,7 @@ class Policy:
             weekly_limit=settings.weekly_limit,
             per_source=settings.per_source_limit,
             sunday_daily=settings.sunday_daily,
+            learns=settings.tracks_readers,
         )
 
     def send_time(self, kind: EditionKind) -> time:

@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from digestd.ops.activity import Activity, Snapshot, daily_activity, snapshot
+from digestd.ops.engagement import ClickDays, click_days
 from digestd.readers import bounce_policy
 from digestd.web import (
     admin_articles,
@@ -50,12 +51,12 @@ DAYS = 30
 async def admin_page(request: Request) -> Response:
     w = web(request)
     now = w.clock()
-    current, activity = await w.db(_dashboard_data, w, now)
+    current, activity, clicks = await w.db(_dashboard_data, w, now)
     context = {
         "title": "Operations",
         "bounce_policy": bounce_policy.rows(),
         "refresh": REFRESH_SECONDS if _sending(current, now) else 0,
-        **_dashboard(current, activity, now),
+        **_dashboard(current, activity, clicks, now),
     }
     return page(request, "admin.html", "overview", context)
 
@@ -107,9 +108,9 @@ def _sending(current: Snapshot, now: datetime) -> bool:
     return bool(current.queue.get("sending")) or (oldest is not None and oldest <= now)
 
 
-def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity]:
+def _dashboard_data(w: Web, now: datetime) -> tuple[Snapshot, Activity, ClickDays]:
     with w.sessions() as session:
-        return snapshot(session), daily_activity(session, now, DAYS)
+        return snapshot(session), daily_activity(session, now, DAYS), click_days(session, now, DAYS)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,9 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{minutes // (24 * 60)} days"
 
 
-def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str, Any]:
+def _dashboard(
+    current: Snapshot, activity: Activity, clicks: ClickDays, now: datetime
+) -> dict[str, Any]:
     q = current.queue
     oldest = current.oldest_queued_due_at
     waiting = "none waiting"
@@ -174,6 +177,8 @@ def _dashboard(current: Snapshot, activity: Activity, now: datetime) -> dict[str
         Series("skipped", "Skipped", "editions skipped", activity.days, activity.skipped),
         Series("unsub", "Unsubscribes", "unsubscribes", activity.days, activity.unsubscribes),
         Series("bounce", "Bounces & complaints", "bounces", activity.days, activity.bounces),
+        Series("clicks", "Clicks on stories", "clicks", clicks.days, clicks.clicks),
+        Series("clickers", "Readers who clicked", "emails clicked", clicks.days, clicks.clickers),
     ]
     return {
         "queue": queue,

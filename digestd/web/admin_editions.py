@@ -1,13 +1,15 @@
-"""``/admin/editions``: every edition (kind, local date) with its queue rows, one edition's
-report and its digests, each digest as it was stored (like "view in browser", without
-anyone's links). The pages reload themselves while an edition still has rows to send.
-The tools (a reader's next edition, a test send, "send now") are
-:mod:`digestd.web.admin_sending`'s; the list page carries their forms.
+"""``/admin/editions``: every edition (kind, local date) with its queue rows and what it sold
+(clicks, unique clickers, click-through: :mod:`digestd.ops.engagement`), the week's top
+stories; one edition's report with its stories and its digests, each digest as it was
+stored (like "view in browser", without anyone's links). The pages reload themselves while
+an edition still has rows to send. The tools (a reader's next edition, a test send, "send
+now") are :mod:`digestd.web.admin_sending`'s; the list page carries their forms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +20,9 @@ from digestd.content.categories import CATEGORIES
 from digestd.mail.digests import load_articles, stored_templates, unrendered
 from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
+from digestd.ops import engagement
 from digestd.ops.edition_report import EditionReport, EditionRow, editions, report
+from digestd.ops.engagement import TOP_STORIES, EditionStats, StoryStats
 from digestd.web import params
 from digestd.web.admin_pages import REFRESH_SECONDS, operator, page
 from digestd.web.context import Web, web
@@ -62,12 +66,15 @@ async def editions_page(
     after = cursors.load(request, "admin-editions") if request.method == "GET" else None
     if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
         raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
-    rows = await w.db(_editions, w, after[0] if after else None)
+    rows, sold, top = await w.db(_editions, w, after[0] if after else None, w.clock())
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     context: dict[str, Any] = {
         "title": "Editions",
         "rows": rows,
+        "sold": sold,  # edition id -> its clicks (ops.engagement)
+        "top": top if after is None else [],
+        "tracking": w.settings.track_clicks,
         "next_cursor": cursors.dump("admin-editions", [rows[-1].id]) if more else None,
         "first_page": after is None,
         "categories": CATEGORIES,
@@ -79,31 +86,38 @@ async def editions_page(
     return page(request, "admin_editions.html", "editions", context, notices=NOTICES, status=status)
 
 
-def _editions(w: Web, before: int | None) -> list[EditionRow]:
+def _editions(
+    w: Web, before: int | None, now: datetime
+) -> tuple[list[EditionRow], dict[int, EditionStats], list[StoryStats]]:
+    """A page of editions, what each sold, and the week's top stories."""
     with w.sessions() as session:
-        return editions(session, PAGE + 1, before)
+        rows = editions(session, PAGE + 1, before)
+        sold = {s.id: s for s in engagement.editions(session, [r.id for r in rows[:PAGE]])}
+        return rows, sold, engagement.top_stories(session, now, 7, TOP_STORIES)
 
 
 @operator
 async def edition_page(request: Request) -> Response:
     w = web(request)
     params.only(request)
-    found = await w.db(_report, w, int(request.path_params["edition"]))
-    if found is None:
+    found, sold = await w.db(_report, w, int(request.path_params["edition"]))
+    if found is None or sold is None:
         raise WebError(404, "There is no such edition.")
     e = found.edition
     context: dict[str, Any] = {
         "title": f"{e.kind.capitalize()} of {e.period}",
         "report": found,
+        "sold": sold,
+        "tracking": w.settings.track_clicks,
         "e": e,
         "refresh": REFRESH_SECONDS if e.waiting else 0,
     }
     return page(request, "admin_edition.html", "editions", context)
 
 
-def _report(w: Web, edition_id: int) -> EditionReport | None:
+def _report(w: Web, edition_id: int) -> tuple[EditionReport | None, EditionStats | None]:
     with w.sessions() as session:
-        return report(session, edition_id)
+        return report(session, edition_id), engagement.edition(session, edition_id)
 
 
 @operator

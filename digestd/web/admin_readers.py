@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -19,6 +20,7 @@ from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus
 from digestd.ops.subscriber_views import Search, bounces, received, search
+from digestd.readers import sunset
 from digestd.readers.export import export_csv
 from digestd.readers.lifecycle import change_preferences, erase_subscriber, unsubscribe
 from digestd.readers.signups import Held, SignupRequest, SignupResult, request_signup
@@ -206,7 +208,20 @@ def _record(w: Web, subscriber_id: int) -> dict[str, Any] | None:
             "consent": consent,
             "received": received(session, s.id),
             "bounces": bounces(session, s.id),
+            "engagement": _engagement(session, s, w.settings.track_clicks),
         }
+
+
+def _engagement(session: Session, s: Subscriber, tracking: str) -> dict[str, Any]:
+    """Their clicks and their sunset (reader mode): what the reader's page shows of them."""
+    return {
+        "tracking": tracking,
+        "last_click_at": s.last_click_at,
+        "learns": s.learns,
+        "stage": s.sunset_stage,
+        "since": s.sunset_at,
+        "steps": sunset.steps(session, s.id),
+    }
 
 
 @operator

@@ -16,7 +16,14 @@ from starlette.routing import Mount, Route
 from digestd.content.articles import IngestReport, ingest
 from digestd.content.documents import decode_body
 from digestd.errors import InputError
-from digestd.web import api_articles, api_bounces, api_editions, api_lists, openapi
+from digestd.web import (
+    api_articles,
+    api_bounces,
+    api_editions,
+    api_engagement,
+    api_lists,
+    openapi,
+)
 from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -113,6 +120,10 @@ ENDPOINTS: list[tuple[str, str, Endpoint]] = [
     ("POST", "/editions/trigger", api_editions.trigger_edition),
     ("POST", "/editions/test", api_editions.test_edition),
     ("POST", "/bounces", api_bounces.post_bounce),
+    ("GET", "/engagement/editions", api_engagement.list_editions),
+    ("GET", "/engagement/editions/{id}", api_engagement.one_edition),
+    ("GET", "/engagement/top", api_engagement.top_stories),
+    ("GET", "/engagement/days", api_engagement.click_days),
 ]
 # Admin actions that are logged (writes, and the export that hands out every address).
 AUDITED = {

@@ -22,6 +22,7 @@ from digestd.readers.mailbox import Limit
 from digestd.readers.signups import Held, Notice, SignupLimits, SignupResult, release_email
 from digestd.service import Service
 from digestd.tokens import Tokens
+from digestd.web.click_writer import ClickDesk
 from digestd.web.clients import client_address, limit_key
 from digestd.web.csrf import Csrf
 from digestd.web.mailer import SignupMailer
@@ -72,6 +73,7 @@ class Web:
     renderer: Renderer = field(init=False)
     mailer: SignupMailer = field(init=False)
     signup_limiter: RateLimiter = field(init=False)
+    clicks: ClickDesk = field(init=False)
     _capped_logged_at: datetime | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class Web:
             settings, self.service.tokens, self.service.transport, self.renderer
         )
         self.signup_limiter = RateLimiter(self.policy.signups_per_ip, self.policy.signup_window)
+        self.clicks = ClickDesk(self.service.sessions)
 
     @property
     def settings(self) -> Settings:

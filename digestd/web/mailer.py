@@ -18,7 +18,8 @@ from digestd.delivery.transport import Transport
 from digestd.mail.composer import Links
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
-from digestd.mail.template import MessageTemplate, Personal, ascii_address
+from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.wire import ascii_address
 from digestd.readers.signups import Notice, SignupResult
 from digestd.readers.subscribers import frequency_name
 from digestd.readers.upcoming import local_day

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from digestd.content.categories import ALL_NAME, CATEGORIES
 from digestd.errors import ValidationError
 from digestd.models import SubscriberStatus
+from digestd.readers.clicks import learn_from_clicks
 from digestd.readers.lifecycle import (
     change_preferences,
     erase_subscriber,
@@ -35,6 +36,7 @@ from digestd.readers.signups import (
     request_signup,
 )
 from digestd.readers.subscribers import RENAMED_ZONES, by_public_id, parse_preferences
+from digestd.readers.sunset import end_by_hand
 from digestd.tokens import Purpose
 from digestd.web import pausing
 from digestd.web.body import Input, read_input
@@ -44,12 +46,13 @@ from digestd.web.errors import WebError
 from digestd.web.reader_pages import GONE, link_id, load_reader, preferences_id, snapshot
 from digestd.web.zones import find_zone, zone_options
 
-ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete")
+ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete", "learning")
 NOTICES = {
     "save": "Your preferences are saved.",
     "pause": "Your digests are paused. They start again by themselves.",
     "resume": "Your digests are back on.",
     "unsubscribe": "You're unsubscribed. We won't send you digests any more.",
+    "learning": "Saved: how your clicks are used.",
     "subscribe-again": (
         "We've emailed you a link to confirm. Your digests start again once you follow it."
     ),
@@ -88,6 +91,7 @@ def _page(
             "errors": defaultdict(str, errors or {}),
             "csrf": csrf.token("preferences", public_id),
             "action_url": request.url.path,
+            "tracking": w.settings.track_clicks,
         },
         status,
     )
@@ -187,6 +191,8 @@ def _act(
             request = SignupRequest.of(subscriber, "preferences page: subscribe again")
             signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
             return snapshot(subscriber, w.schedule), signup
+        if action in ("save", "pause", "resume"):
+            end_by_hand(subscriber, now)
         if action == "save":
             prefs = parse_preferences(
                 data.items("categories", 40),
@@ -195,6 +201,8 @@ def _act(
                 subscriber.timezone,
             )
             change_preferences(subscriber, prefs, now, w.schedule)
+        elif action == "learning":
+            learn_from_clicks(session, subscriber, data.text("learns", 10) == "yes")
         elif action == "pause":
             choice = data.text("pause_for", 10)
             until = pausing.pause_end(

@@ -18,6 +18,7 @@ from digestd.models import SubscriberStatus
 from digestd.readers.bounces import Outcome
 from digestd.readers.export import EXPORT_COLUMNS
 from digestd.web.context import web
+from digestd.web.openapi_engagement import ENGAGEMENT_PATHS, ENGAGEMENT_SCHEMAS
 
 JSON = "application/json"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -444,10 +445,10 @@ def document(base_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": base_url.rstrip("/") + "/api"}],
         "security": [{"bearer": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **ENGAGEMENT_PATHS},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **ENGAGEMENT_SCHEMAS},
         },
     }
 

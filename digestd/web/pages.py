@@ -27,7 +27,7 @@ class Pages:
             autoescape=select_autoescape(["html"], default=True),
             undefined=StrictUndefined,
         )
-        self._env.filters.update({"number": _number, "when": _when})
+        self._env.filters.update({"number": _number, "when": _when, "percent": _percent})
         self._env.globals.update(
             {
                 "site_name": settings.site_name,
@@ -63,6 +63,11 @@ class Pages:
 def _number(value: int | None) -> str:
     """Exact counts with thousands separators (49,731)."""
     return "0" if value is None else f"{value:,}"
+
+
+def _percent(value: float | None) -> str:
+    """A rate as a percentage with one decimal (51.2 %); "–" when there is none."""
+    return "–" if value is None else f"{value * 100:.1f} %"
 
 
 def _when(value: datetime | None, empty: str = "—") -> str:

@@ -82,6 +82,7 @@ def snapshot(subscriber: Subscriber, schedule: Schedule) -> dict[str, Any]:
         "wants_weekly": subscriber.wants_weekly,
         "paused_until": local_day(until, subscriber.timezone) if until else "",
         "upcoming": [{"name": u.name, "when": u.when} for u in upcoming(subscriber, schedule)],
+        "learns": subscriber.learns,  # their clicks shape their digest (reader mode)
     }
 
 
