@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from digestd.errors import ConfigError
 
@@ -91,7 +91,22 @@ def base_url(variable: str, raw: str) -> str:
         raise ConfigError(
             variable, f"must be a plain http(s) URL without user, query or fragment: {raw[:80]!r}"
         )
-    return url
+    return _ascii_url(variable, parts)
+
+
+def _ascii_url(variable: str, parts: SplitResult) -> str:
+    """The URL in ASCII: links end up in headers (List-Unsubscribe) that carry nothing else,
+    so an internationalised host becomes its IDNA form and a path is percent-encoded."""
+    host = parts.hostname or ""
+    try:
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ConfigError(variable, f"the host {host[:80]!r} has no IDNA form ({exc})") from exc
+    netloc = ascii_host if ":" not in ascii_host else f"[{ascii_host}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
+    return f"{parts.scheme}://{netloc}{path}"
 
 
 def origins(variable: str, raw: str) -> tuple[str, ...]:

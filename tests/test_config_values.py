@@ -165,6 +165,21 @@ def test_a_database_url_is_normalised_to_the_shipped_driver(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("https://bücher.example/digest/ü/", "https://xn--bcher-kva.example/digest/%C3%BC"),
+        ("https://News.Example.com/a%20b", "https://news.example.com/a%20b"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+    ],
+)
+def test_the_base_url_is_made_ascii_for_the_headers_it_lands_in(
+    tmp_path: Path, given: str, used: str
+) -> None:
+    settings = load_settings({"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_BASE_URL": given})
+    assert settings.base_url == used
+
+
+@pytest.mark.parametrize(
     ("variable", "value"),
     [
         ("DIGESTD_CATCHUP_HOURS", "nan"),
