@@ -56,9 +56,11 @@ _DATABASE_FIXTURES = {"database_url", "empty_postgres"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Against PostgreSQL, run only the tests that reach a database: the others (settings,
-    rendering, SMTP sessions, browsers) do the same thing whichever database is configured,
-    and CI has already run them in its SQLite pass. DIGESTD_TEST_EVERYTHING=1 keeps them."""
+    """Against PostgreSQL, run only the tests that reach a database, and not the browser
+    tests: the others (settings, rendering, SMTP sessions) do the same thing whichever
+    database is configured, the browser tests check pages whose queries the HTTP tests
+    already run on both, and CI has run them all in its SQLite pass.
+    DIGESTD_TEST_EVERYTHING=1 keeps them."""
     import os
 
     if not _postgres_url() or os.environ.get("DIGESTD_TEST_EVERYTHING"):
@@ -67,7 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     dropped: list[pytest.Item] = []
     for item in items:
         uses = set(getattr(item, "fixturenames", ())) & _DATABASE_FIXTURES
-        (keep if uses else dropped).append(item)
+        in_a_browser = item.path.name.endswith(("_browser.py", "_screenshots.py"))
+        (keep if uses and not in_a_browser else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
