@@ -359,7 +359,7 @@ class _Run:
         """Write outcomes, retrying a database blip while the claims still have margin:
         each message not recorded is one the next worker sends again."""
         delay = RECORD_RETRY_FIRST
-        give_up = self.sender.monotonic() + self._margin(outcomes, now)
+        give_up = self.sender.monotonic() + self._margin(outcomes)
         while True:
             try:
                 await self.sender.in_thread(self.sender.store.record, outcomes, now)
@@ -376,16 +376,19 @@ class _Run:
             await self.sender.sleep(delay)
             delay = min(delay * 2, RECORD_RETRY_CAP)
 
-    def _margin(self, outcomes: list[Outcome], now: datetime) -> float:
+    def _margin(self, outcomes: list[Outcome]) -> float:
         """Seconds to keep retrying: until the earliest of these claims is about to expire
         (a tenth of the lease before it, for clocks that disagree a little), and never less
         than a tenth of the lease. Past that, another worker may take the rows and send them
         again; until then a database that comes back loses nothing."""
+        # Leases are the database's clock; the wall clock is what stands closest to it (the
+        # tick's own ``now`` may be an operator's ``--now`` days away).
+        wall = datetime.now(UTC)
         lease = self.sender.lease.total_seconds()
-        earliest = min((outcome.job.lease for outcome in outcomes), default=now)
+        earliest = min((outcome.job.lease for outcome in outcomes), default=wall)
         if earliest.tzinfo is None:  # SQLite hands instants back naive, in UTC
             earliest = earliest.replace(tzinfo=UTC)
-        left = (earliest - now).total_seconds() - RECORD_RETRY_SHARE * lease
+        left = (earliest - wall).total_seconds() - RECORD_RETRY_SHARE * lease
         return max(RECORD_RETRY_SHARE * lease, left)
 
     def _count(self, name: str, error: str | None) -> None:
