@@ -60,16 +60,8 @@ async def list_page(request: Request) -> Response:
         (params.text(request, "source", 200) or "").strip(),
         params.choice(request, "state", list(STATES)),
     )
-    cursors = params.Cursors(w.settings.secret_keys)
-    after = cursors.load(request, "admin-articles")
-    key: tuple[datetime, str] | None = None
-    if after is not None:
-        try:
-            key = (datetime.fromisoformat(after[0]), str(after[1]))
-        except (IndexError, TypeError, ValueError) as exc:
-            raise WebError(
-                400, "cursor: not a cursor this list handed out", field="cursor"
-            ) from exc
+    cursors = params.Cursors(w.tokens)
+    key = cursors.load_timed(request, "admin-articles")
     now = w.clock()
     rows = await w.db(_page, w, wanted, key, now)
     more = len(rows) > PAGE

@@ -62,7 +62,7 @@ async def editions_page(
     """The list with the sending tools' forms; ``error`` and ``typed``: a refused form, shown
     again with what the operator typed."""
     w = web(request)
-    cursors = params.Cursors(w.settings.secret_keys)
+    cursors = params.Cursors(w.tokens)
     after = cursors.load(request, "admin-editions") if request.method == "GET" else None
     if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
         raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")

@@ -74,7 +74,7 @@ async def list_page(request: Request) -> Response:
         params.choice(request, "category", list(CATEGORIES)),
         zone,
     )
-    cursors = params.Cursors(w.settings.secret_keys)
+    cursors = params.Cursors(w.tokens)
     after = cursors.load(request, "admin-subscribers")
     if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
         raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")

@@ -38,7 +38,7 @@ async def list_subscribers(request: Request) -> Response:
     status = params.choice(request, "status", STATUSES)
     category = params.choice(request, "category", list(CATEGORIES))
     limit = params.limit(request)
-    cursors = params.Cursors(w.settings.secret_keys)
+    cursors = params.Cursors(w.tokens)
     after = cursors.load(request, "subscribers")
     if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
         raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
@@ -121,16 +121,8 @@ async def list_suppressions(request: Request) -> Response:
             wanted = email_hash(normalise_email(raw_email))
         except ValidationError as exc:
             raise WebError(400, f"email: {exc.problem}", field="email") from exc
-    cursors = params.Cursors(w.settings.secret_keys)
-    after = cursors.load(request, "suppressions")
-    key: tuple[datetime, str] | None = None
-    if after is not None:
-        try:
-            key = (datetime.fromisoformat(after[0]), str(after[1]))
-        except (IndexError, TypeError, ValueError) as exc:
-            raise WebError(
-                400, "cursor: not a cursor this list handed out", field="cursor"
-            ) from exc
+    cursors = params.Cursors(w.tokens)
+    key = cursors.load_timed(request, "suppressions")
     rows, more = await w.db(_suppressions_page, w, wanted, limit, key)
     next_cursor = (
         cursors.dump("suppressions", [rows[-1].created_at.isoformat(), rows[-1].email_hash])

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
 from starlette.requests import Request
 
 from digestd.errors import ValidationError
 from digestd.instants import parse_instant
+from digestd.tokens import Tokens
 from digestd.web.errors import WebError
 
 DEFAULT_LIMIT = 50
@@ -106,20 +107,30 @@ class Cursors:
     cannot walk the table by editing row keys). One salt per list, so a subscribers cursor
     is refused by the suppressions list."""
 
-    def __init__(self, secret_keys: Sequence[str]) -> None:
-        self._keys = list(reversed(secret_keys))  # itsdangerous signs with the last key
+    def __init__(self, tokens: Tokens) -> None:
+        self._tokens = tokens
 
     def dump(self, purpose: str, key: list[Any]) -> str:
-        return str(URLSafeSerializer(self._keys, salt=f"digestd.cursor.{purpose}").dumps(key))
+        return str(self._tokens.serializer(f"digestd.cursor.{purpose}").dumps(key))
 
     def load(self, request: Request, purpose: str) -> list[Any] | None:
         raw = text(request, "cursor", 500)
         if raw is None or raw == "":
             return None
         try:
-            key = URLSafeSerializer(self._keys, salt=f"digestd.cursor.{purpose}").loads(raw)
+            key = self._tokens.serializer(f"digestd.cursor.{purpose}").loads(raw)
         except BadSignature as exc:
             raise _bad("cursor", "not a cursor this list handed out; start without one") from exc
         if not isinstance(key, list):
             raise _bad("cursor", "not a cursor this list handed out; start without one")
         return key
+
+    def load_timed(self, request: Request, purpose: str) -> tuple[datetime, str] | None:
+        """The cursor of a list kept in (time, id) order: ``[time.isoformat(), id]``."""
+        after = self.load(request, purpose)
+        if after is None:
+            return None
+        try:
+            return datetime.fromisoformat(after[0]), str(after[1])
+        except (IndexError, TypeError, ValueError) as exc:
+            raise _bad("cursor", "not a cursor this list handed out; start without one") from exc
