@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from digestd.config import load_settings
 from digestd.content.categories import CATEGORIES
-from digestd.mail.digests import DigestRenderer
+from digestd.mail.digests import DigestRenderer, shown_template
 from digestd.mail.layout import Layout
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.mail.template import MessageTemplate, TemplateFormatError
-from digestd.models import Delivery, DeliveryStatus, Digest, EditionKind
+from digestd.models import Article, Delivery, DeliveryStatus, Digest, EditionKind
 from digestd.service import Service, TickReport
 from tests.conftest import SmtpSink
 from tests.email_samples import SAMPLE_LINKS, sample_template
@@ -205,3 +205,30 @@ def test_a_stored_template_reads_back_as_the_same_message() -> None:
         MessageTemplate.load(b"not zlib")
     with pytest.raises(TemplateFormatError):
         MessageTemplate.load(stored[:-4])  # cut short
+
+
+def test_a_page_shows_a_digest_planned_before_templates_were_stored_without_storing_it(
+    env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    """`/view` and the admin's digest page: rendered for the page, nothing written; a digest
+    whose article was removed since, or that failed to render, is not shown at all."""
+    service = _service(env, smtp_server)
+    _seed(service, 12)
+    asyncio.run(service.enqueuer.enqueue(service.policy, SENT_AT))
+    with service.sessions.begin() as session:
+        first, second, third = session.scalars(select(Digest.id).order_by(Digest.id).limit(3))
+        session.execute(update(Digest).values(template=None, render_error=None))
+        session.execute(update(Digest).where(Digest.id == third).values(render_error="broken"))
+    with service.sessions() as session:
+        shown = shown_template(session, service.renderer, first)
+        layout = Layout.from_json(
+            session.scalars(select(Digest.layout).where(Digest.id == second)).one()
+        )
+    assert shown is not None and "Tech Pulse" in shown.html({}, personal="")
+    assert _digests(service).count((None, None)) == 11  # nothing stored by showing it
+    with service.sessions.begin() as session:
+        session.execute(delete(Article).where(Article.id == layout.article_ids()[0]))
+    with service.sessions() as session:
+        assert shown_template(session, service.renderer, second) is None
+        assert shown_template(session, service.renderer, third) is None
+        assert shown_template(session, service.renderer, 10**9) is None

@@ -174,6 +174,24 @@ def ready_templates(
     return found
 
 
+def shown_template(
+    session: Session, renderer: DigestRenderer, digest_id: int
+) -> MessageTemplate | None:
+    """The email a digest went out as, for a page to show: its stored template, or, for a
+    digest planned before templates were stored, a render that is not stored (showing a page
+    writes nothing). None when there is no such digest, it failed to render, or an article
+    it holds was removed since (it cannot be shown whole)."""
+    stored = stored_templates(session, [digest_id]).get(digest_id)
+    if stored is None or stored.template is not None or stored.error is not None:
+        return stored.template if stored is not None else None
+    digest = unrendered(session, [digest_id])[digest_id]
+    articles = load_articles(session, digest.layout.article_ids())
+    try:
+        return renderer.render(digest.kind, digest.period, digest.layout, articles)
+    except KeyError:
+        return None
+
+
 @dataclass(frozen=True)
 class Unrendered:
     """A digest to render: what its edition is and what it holds."""

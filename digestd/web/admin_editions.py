@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from digestd.content.categories import CATEGORIES
-from digestd.mail.digests import load_articles, stored_templates, unrendered
+from digestd.mail.digests import shown_template
 from digestd.mail.template import MessageTemplate
 from digestd.models import EditionKind
 from digestd.ops import engagement
@@ -135,20 +135,9 @@ async def digest_page(request: Request) -> Response:
 
 def _digest_html(w: Web, digest_id: int) -> str | None:
     with w.sessions() as session:
-        stored = stored_templates(session, [digest_id]).get(digest_id)
-        if stored is None or stored.error is not None:
-            return None
-        template = stored.template
-        if template is None:
-            # Planned before templates were stored: rendered here, not stored (GET writes nothing).
-            digest = unrendered(session, [digest_id])[digest_id]
-            articles = load_articles(session, digest.layout.article_ids())
-            try:
-                template = w.service.renderer.render(
-                    digest.kind, digest.period, digest.layout, articles
-                )
-            except KeyError:  # an article was removed since: it cannot be shown whole
-                return None
+        template = shown_template(session, w.service.renderer, digest_id)
+    if template is None:
+        return None
     return admin_copy(w, template)
 
 

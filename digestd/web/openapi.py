@@ -28,6 +28,21 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _page(field: str, schema: str) -> dict[str, Any]:
+    """A page of a keyset-paged list: its rows under ``field``, the cursor to the next."""
+    rows = {"type": "array", "items": {"$ref": f"#/components/schemas/{schema}"}}
+    return _json(
+        {
+            "type": "object",
+            "properties": {
+                field: rows,
+                "next_cursor": {"type": ["string", "null"]},
+                "limit": {"type": "integer"},
+            },
+        }
+    )
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "A parameter is wrong; `field` names it.",
@@ -92,19 +107,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 *PAGING,
             ],
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "subscribers": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Subscriber"},
-                            },
-                            "next_cursor": {"type": ["string", "null"]},
-                            "limit": {"type": "integer"},
-                        },
-                    }
-                ),
+                "200": _page("subscribers", "Subscriber"),
                 **_errors(400),
             },
         }
@@ -126,19 +129,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Addresses never mailed again (kept as SHA-256 hashes), newest first",
             "parameters": [_query("email", "Look one address up.", STRING), *PAGING],
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "suppressions": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Suppression"},
-                            },
-                            "next_cursor": {"type": ["string", "null"]},
-                            "limit": {"type": "integer"},
-                        },
-                    }
-                ),
+                "200": _page("suppressions", "Suppression"),
                 **_errors(400),
             },
         }

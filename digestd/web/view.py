@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from digestd.content.categories import ALL, ALL_NAME, CATEGORIES
-from digestd.mail.digests import load_articles, stored_templates, unrendered
+from digestd.mail.digests import shown_template
 from digestd.mail.layout import Layout
 from digestd.models import Delivery, Digest, Subscriber
 from digestd.tokens import BadToken, Purpose
@@ -76,18 +76,7 @@ def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
         if found is None:
             return None
         digest_id, layout = found
-        stored = stored_templates(session, [digest_id]).get(digest_id)
-        template = stored.template if stored is not None else None
-        if template is None and stored is not None and stored.error is None:
-            # Planned before templates were stored: rendered here, not stored (GET writes nothing).
-            digest = unrendered(session, [digest_id])[digest_id]
-            articles = load_articles(session, digest.layout.article_ids())
-            try:
-                template = w.service.renderer.render(
-                    digest.kind, digest.period, digest.layout, articles
-                )
-            except KeyError:  # an article was removed since: it cannot be shown whole
-                return None
+        template = shown_template(session, w.service.renderer, digest_id)
     if template is None:
         return None
     categories = Layout.from_json(layout).categories
