@@ -27,19 +27,16 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from fresh_database import database, free_port
+from sqlalchemy import func, insert, select
 
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.models import (
@@ -63,34 +60,6 @@ PROFILE = (
     ["-m", "cProfile", "-o", os.environ["CLICK_PROFILE"]] if "CLICK_PROFILE" in os.environ else []
 )
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.I)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
-    """A URL for a fresh database, and a function that drops it."""
-    if kind == "sqlite":
-        return f"sqlite:///{workdir}/bench.db", lambda: None
-    server = os.environ.get("DIGESTD_BENCH_DATABASE_URL") or os.environ.get(
-        "DIGESTD_TEST_DATABASE_URL"
-    )
-    if not server:
-        sys.exit("--db postgresql needs DIGESTD_BENCH_DATABASE_URL=postgresql://user@host:port/db")
-    url = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"digestd_clicks_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def seed(url: str, emails: int, digests: int, rng: random.Random) -> list[int]:
@@ -235,7 +204,7 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="digestd-clicks-"))
-    url, drop = database(args.db, workdir)
+    url, drop = database(args.db, workdir, "clicks")
     port = free_port()
     server = None
     try:

@@ -30,20 +30,17 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from fresh_database import database, free_port
+from sqlalchemy import func, insert, select, text
 
 from digestd.config import load_settings
 from digestd.content.articles import ingest
@@ -60,34 +57,6 @@ TODAY, YESTERDAY = "2026-11-30", "2026-11-29"  # the daily editions' periods (UT
 KEY = "bench-secret-key-0123456789abcdef"
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
-    """A URL for a fresh database, and a function that drops it."""
-    if kind == "sqlite":
-        return f"sqlite:///{workdir}/bench.db", lambda: None
-    server = os.environ.get("DIGESTD_BENCH_DATABASE_URL") or os.environ.get(
-        "DIGESTD_TEST_DATABASE_URL"
-    )
-    if not server:
-        sys.exit("--db postgresql needs DIGESTD_BENCH_DATABASE_URL=postgresql://user@host:port/db")
-    url = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"digestd_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def seed(url: str, subscribers: int, rng: random.Random) -> None:
@@ -423,7 +392,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
-    url, drop = database(args.db, workdir)
+    url, drop = database(args.db, workdir, "bench")
     port = free_port()
     sink_cmd = [SINK, "-c", f"127.0.0.1:{port}", "1000"]
     if os.geteuid() == 0:

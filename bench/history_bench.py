@@ -21,13 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert, text
-from sqlalchemy.engine import make_url
+from fresh_database import database
+from sqlalchemy import Engine, insert, text
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
@@ -41,29 +40,6 @@ from digestd.web.app import create_app
 READERS = 10_000
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 KEY = "bench-secret-key-0123456789abcdef"
-
-
-def database(kind: str, directory: Path) -> tuple[str, Any]:
-    """A fresh database URL and a function that drops it afterwards."""
-    if kind == "sqlite":
-        return f"sqlite:///{directory}/digestd.db", lambda: None
-    server = os.environ.get("DIGESTD_BENCH_DATABASE_URL") or os.environ.get(
-        "DIGESTD_TEST_DATABASE_URL"
-    )
-    if not server:
-        sys.exit("set DIGESTD_BENCH_DATABASE_URL to a PostgreSQL server for --db postgresql")
-    base = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"digestd_history_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return base.set(database=name).render_as_string(hide_password=False), drop
 
 
 def add_readers(engine: Engine) -> None:
@@ -175,7 +151,7 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="digestd-history-") as tmp:
         directory = Path(tmp)
-        url, drop = database(args.db, directory)
+        url, drop = database(args.db, directory, "history")
         try:
             engine = make_engine(url)
             migrate(engine)
