@@ -3,7 +3,10 @@ operator runs them: each a fresh process, on a migrated database (SPEC §10: < 0
 
 Reports the median and the fastest of N runs (wall clock), and the median CPU seconds
 (user + system) of the process: on a shared machine the CPU time is what the command
-costs, the wall time what someone waited.
+costs, the wall time what someone waited. A reference runs interleaved with them: a Python
+process that imports SQLAlchemy's ORM and digestd's models and runs one query, none of
+digestd's own code, the least any command that reads the database can cost here; each
+command's ratio to it is what digestd adds.
 
 Run:  .venv/bin/python bench/startup_bench.py [--runs 15] [--database-url URL]
       (default: a fresh SQLite file in a temporary directory)
@@ -22,14 +25,22 @@ import time
 
 COMMANDS = (["--version"], ["stats"], ["feeds", "list"], ["subscribers", "export"])
 TARGET = 0.5
+REFERENCE = """
+import os
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+from digestd.models import Subscriber
+with Session(create_engine(os.environ["DIGESTD_DATABASE_URL"])) as session:
+    print(session.scalar(select(func.count()).select_from(Subscriber)))
+"""
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one run of ``digestd COMMAND``."""
+    """(wall seconds, CPU seconds) of one run of ``python COMMAND``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "digestd", *command],
+        [sys.executable, *command],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -41,30 +52,43 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def measured(command: list[str], env: dict[str, str], runs: int) -> tuple[float, float, float]:
+    """Median wall, fastest wall and median CPU seconds of ``runs`` runs."""
+    timed(command, env)  # warm the page cache and the bytecode cache
+    times = [timed(command, env) for _ in range(runs)]
+    wall = statistics.median(w for w, _ in times)
+    return wall, min(w for w, _ in times), statistics.median(c for _, c in times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--database-url")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="digestd-startup-") as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/digestd.db"
         env = {
             **os.environ,
             "DIGESTD_DATA_DIR": tmp,
             "DIGESTD_SECRET_KEYS": "bench-key-0123456789abcdef",
+            "DIGESTD_DATABASE_URL": url,
         }
-        if args.database_url:
-            env["DIGESTD_DATABASE_URL"] = args.database_url
-        subprocess.run([sys.executable, "-m", "digestd", "migrate"], env=env, check=True)
-        print(f"{'command':<22} {'median':>8} {'fastest':>8} {'CPU':>8}   ({args.runs} runs)")
+        subprocess.run(
+            [sys.executable, "-m", "digestd", "migrate"], env=env, check=True, capture_output=True
+        )
+        reference_env = {**env, "DIGESTD_DATABASE_URL": url.replace("ql://", "ql+psycopg://", 1)}
+        reference = ["-c", REFERENCE]
+        header = f"{'command':<26} {'median':>8} {'fastest':>8} {'CPU':>8} {'ref.':>6}"
+        print(f"{header}  ({args.runs} runs)")
         slow = []
         for command in COMMANDS:
-            timed(command, env)  # warm the page cache and the bytecode cache
-            runs = [timed(command, env) for _ in range(args.runs)]
-            wall = statistics.median(w for w, _ in runs)
-            fastest = min(w for w, _ in runs)
-            cpu = statistics.median(c for _, c in runs)
+            # Each command right after the reference, under the same load.
+            ref_wall, ref_fastest, ref_cpu = measured(reference, reference_env, args.runs)
+            wall, fastest, cpu = measured(["-m", "digestd", *command], env, args.runs)
+            print(f"{'  reference':<26} {ref_wall:>7.3f}s {ref_fastest:>7.3f}s {ref_cpu:>7.3f}s")
             name = "digestd " + " ".join(command)
-            print(f"{name:<22} {wall:>7.3f}s {fastest:>7.3f}s {cpu:>7.3f}s")
+            ratio = wall / ref_wall
+            print(f"{name:<26} {wall:>7.3f}s {fastest:>7.3f}s {cpu:>7.3f}s {ratio:>5.2f}x")
             if wall >= TARGET:
                 slow.append(name)
     sys.exit(1 if slow else 0)
