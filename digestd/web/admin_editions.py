@@ -63,10 +63,8 @@ async def editions_page(
     again with what the operator typed."""
     w = web(request)
     cursors = params.Cursors(w.tokens)
-    after = cursors.load(request, "admin-editions") if request.method == "GET" else None
-    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
-        raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
-    rows, sold, top = await w.db(_editions, w, after[0] if after else None, w.clock())
+    after = cursors.load_id(request, "admin-editions") if request.method == "GET" else None
+    rows, sold, top = await w.db(_editions, w, after, w.clock())
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     context: dict[str, Any] = {

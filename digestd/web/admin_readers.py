@@ -75,10 +75,8 @@ async def list_page(request: Request) -> Response:
         zone,
     )
     cursors = params.Cursors(w.tokens)
-    after = cursors.load(request, "admin-subscribers")
-    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
-        raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
-    rows = await w.db(_search, w, wanted, after[0] if after else None)
+    after = cursors.load_id(request, "admin-subscribers")
+    rows = await w.db(_search, w, wanted, after)
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     next_query = {

@@ -39,12 +39,8 @@ async def list_subscribers(request: Request) -> Response:
     category = params.choice(request, "category", list(CATEGORIES))
     limit = params.limit(request)
     cursors = params.Cursors(w.tokens)
-    after = cursors.load(request, "subscribers")
-    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
-        raise WebError(400, "cursor: not a cursor this list handed out", field="cursor")
-    rows, more = await w.db(
-        _subscribers_page, w, query, status, category, limit, after[0] if after else None
-    )
+    after = cursors.load_id(request, "subscribers")
+    rows, more = await w.db(_subscribers_page, w, query, status, category, limit, after)
     next_cursor = cursors.dump("subscribers", [rows[-1][0]]) if more else None
     return JSONResponse(
         {"subscribers": [row for _, row in rows], "next_cursor": next_cursor, "limit": limit}

@@ -125,6 +125,15 @@ class Cursors:
             raise _bad("cursor", "not a cursor this list handed out; start without one")
         return key
 
+    def load_id(self, request: Request, purpose: str) -> int | None:
+        """The cursor of a list kept in id order: ``[id]``."""
+        after = self.load(request, purpose)
+        if after is None:
+            return None
+        if len(after) != 1 or not isinstance(after[0], int):
+            raise _bad("cursor", "not a cursor this list handed out; start without one")
+        return after[0]
+
     def load_timed(self, request: Request, purpose: str) -> tuple[datetime, str] | None:
         """The cursor of a list kept in (time, id) order: ``[time.isoformat(), id]``."""
         after = self.load(request, purpose)
