@@ -3,7 +3,7 @@ operator runs them: each a fresh process, on a migrated database (SPEC §10: < 0
 
 Reports the median and the fastest of N runs (wall clock), and the median CPU seconds
 (user + system) of the process: on a shared machine the CPU time is what the command
-costs, the wall time what someone waited. A reference runs interleaved with them: a Python
+costs, the wall time what someone waited. A reference runs alternately with each command: a Python
 process that imports SQLAlchemy's ORM and digestd's models and runs one query, none of
 digestd's own code, the least any command that reads the database can cost here; each
 command's ratio to it is what digestd adds.
@@ -52,10 +52,23 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def measured(command: list[str], env: dict[str, str], runs: int) -> tuple[float, float, float]:
-    """Median wall, fastest wall and median CPU seconds of ``runs`` runs."""
-    timed(command, env)  # warm the page cache and the bytecode cache
-    times = [timed(command, env) for _ in range(runs)]
+def paired(
+    reference: list[str],
+    reference_env: dict[str, str],
+    command: list[str],
+    env: dict[str, str],
+    runs: int,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """``runs`` runs of the reference and of the command, alternating, so that both see the
+    same load."""
+    timed(reference, reference_env)  # warm the page cache and the bytecode cache
+    timed(command, env)
+    pairs = [(timed(reference, reference_env), timed(command, env)) for _ in range(runs)]
+    return [r for r, _ in pairs], [c for _, c in pairs]
+
+
+def summary(times: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Median wall, fastest wall and median CPU seconds."""
     wall = statistics.median(w for w, _ in times)
     return wall, min(w for w, _ in times), statistics.median(c for _, c in times)
 
@@ -82,9 +95,9 @@ def main() -> None:
         print(f"{header}  ({args.runs} runs)")
         slow = []
         for command in COMMANDS:
-            # Each command right after the reference, under the same load.
-            ref_wall, ref_fastest, ref_cpu = measured(reference, reference_env, args.runs)
-            wall, fastest, cpu = measured(["-m", "digestd", *command], env, args.runs)
+            runs = paired(reference, reference_env, ["-m", "digestd", *command], env, args.runs)
+            ref_wall, ref_fastest, ref_cpu = summary(runs[0])
+            wall, fastest, cpu = summary(runs[1])
             print(f"{'  reference':<26} {ref_wall:>7.3f}s {ref_fastest:>7.3f}s {ref_cpu:>7.3f}s")
             name = "digestd " + " ".join(command)
             ratio = wall / ref_wall
