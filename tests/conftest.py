@@ -12,7 +12,7 @@ import logging
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from digestd import logs
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, migrate
 from tests.faultsmtp import advertise_pipelining
@@ -288,3 +289,14 @@ def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
         yield rig
         rig.portal.call(service.transport.close)
     service.engine.dispose()
+
+
+@pytest.fixture
+def admin_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """What an operator reads: the real log set-up (logfmt, redaction) on stderr."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.configure("logfmt", logging.INFO)
+    yield lambda: capsys.readouterr().err
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])

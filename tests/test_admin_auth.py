@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 import time_machine
 from starlette.testclient import TestClient
 
-from digestd import logs
 from digestd.models import Article, Subscriber
 from tests.admin_seed import AUTH, TOKEN
 from tests.conftest import WebRig
@@ -76,17 +73,6 @@ def test_the_right_token_never_uses_up_the_allowance(web: WebRig) -> None:
     with time_machine.travel(NOW, tick=False):
         assert {_stats(web.client, TOKEN) for _ in range(30)} == {200}
         assert _sign_in(web.client, TOKEN) == 303
-
-
-@pytest.fixture
-def admin_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """What an operator reads: the real log set-up (logfmt, redaction) on stderr."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logs.configure("logfmt", logging.INFO)
-    yield lambda: capsys.readouterr().err
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 def test_each_admin_action_is_one_line_with_its_outcome(

@@ -5,7 +5,6 @@ token; bad input is a 400 naming the field and changes nothing."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,6 @@ import pytest
 import time_machine
 from prometheus_client.parser import text_string_to_metric_families
 
-from digestd import logs
 from digestd.models import (
     BounceEvent,
     DeliveryStatus,
@@ -160,16 +158,6 @@ def test_a_readers_page_shows_status_consent_editions_and_bounces(
     assert "daily 2026-11-28 sent 2026-11-28 07:30 UTC" in words
     assert "soft 5.2.2 smtp via smtp 550 5.2.2 <…@example.com> mailbox full" in words
     assert web.client.get("/admin/subscribers/999999").status_code == 404
-
-
-@pytest.fixture
-def admin_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logs.configure("logfmt", logging.INFO)
-    yield lambda: capsys.readouterr().err
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 def _unsubscribes(web: WebRig, via: str) -> float:
