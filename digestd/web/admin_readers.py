@@ -7,7 +7,6 @@ preferences, erase (typing the address to confirm). The CSV export is the CLI's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,13 +20,13 @@ from digestd.errors import ValidationError
 from digestd.models import Subscriber, SubscriberStatus
 from digestd.ops.subscriber_views import Search, bounces, received, search
 from digestd.readers import sunset
-from digestd.readers.export import export_csv
 from digestd.readers.lifecycle import change_preferences, erase_subscriber, unsubscribe
 from digestd.readers.signups import Held, SignupRequest, SignupResult, request_signup
 from digestd.readers.subscribers import frequency_name, parse_preferences, parse_timezone
 from digestd.web import params
 from digestd.web.admin_auth import audit
 from digestd.web.admin_pages import action_form, done, operator, page
+from digestd.web.api_lists import subscribers_csv
 from digestd.web.body import Input
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -117,21 +116,9 @@ def _summary(s: Subscriber) -> dict[str, Any]:
 
 async def export(request: Request) -> StreamingResponse:
     """The same CSV as ``digestd subscribers export``, streamed as it is read."""
-    w = web(request)
     params.only(request)
-
-    def chunks() -> Iterator[str]:
-        # A sync generator: Starlette pulls it in a worker thread, off the event loop.
-        with w.sessions() as session:
-            yield from export_csv(session)
-
     audit(request, "page.subscribers.export", "ok")
-    name = f"subscribers-{w.clock():%Y%m%d-%H%M%S}.csv"
-    return StreamingResponse(
-        chunks(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return subscribers_csv(web(request))
 
 
 # --- one reader ------------------------------------------------------------------------------

@@ -86,9 +86,12 @@ def _subscriber_json(s: Subscriber) -> dict[str, Any]:
 
 
 async def export_subscribers(request: Request) -> Response:
-    """The same CSV as ``digestd subscribers export``, streamed as it is read."""
-    w = web(request)
     params.only(request)
+    return subscribers_csv(web(request))
+
+
+def subscribers_csv(w: Web) -> StreamingResponse:
+    """The same CSV as ``digestd subscribers export``, streamed as it is read."""
 
     def chunks() -> Iterator[str]:
         # A sync generator: Starlette pulls it in a worker thread, off the event loop.
