@@ -263,7 +263,7 @@ class Service:
     @property
     def sunset(self) -> Sunset:
         if self._sunset is None:
-            self._sunset = Sunset(self.settings, self.sessions, self.tokens, self.transport)
+            self._sunset = Sunset(self.settings, self.sessions, self.composer, self.transport)
         return self._sunset
 
     def _waiting(self, now: datetime) -> int:

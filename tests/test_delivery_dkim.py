@@ -14,7 +14,13 @@ import pytest
 
 from digestd.config import load_settings
 from digestd.errors import ConfigError
+from digestd.mail.render import Renderer
+from digestd.models import EditionKind
+from digestd.ops import test_send
+from digestd.ops.sunset import Reader as SunsetReader
+from digestd.readers.signups import Notice, SignupResult
 from digestd.service import Service
+from digestd.web.mailer import SignupMailer
 from tests.faultsmtp import FaultySink, running
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 from tests.test_delivery_faults import SENT_AT
@@ -108,3 +114,36 @@ def test_dkim_configuration_errors_name_the_variable(env: dict[str, str], tmp_pa
                 "DIGESTD_DKIM_KEY_FILE": str(tmp_path / "not-a-key.pem"),
             }
         )
+
+
+def test_every_mail_that_is_no_digest_is_signed_too(
+    env: dict[str, str], key_pair: tuple[Path, bytes]
+) -> None:
+    """A confirmation, a sunset notice and a test send leave signed like the digests: a
+    domain with a strict DMARC policy would have its confirmations refused otherwise."""
+    private, record = key_pair
+    settings = load_settings(
+        {**env, "DIGESTD_DKIM_SELECTOR": "mail2026", "DIGESTD_DKIM_KEY_FILE": str(private)}
+    )
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(SENT_AT - timedelta(hours=10), SENT_AT))
+    mailer = SignupMailer(settings, service.composer, service.transport, Renderer())
+    confirmation = mailer.message(
+        SignupResult(Notice.MANAGE_LINK, public_id="p1", email="ann@example.com"), SENT_AT
+    )
+    notice = service.sunset.message(
+        SunsetReader(1, "ann@example.com", "p1", ["ai"], True), "asked", SENT_AT
+    )
+    made = test_send.test_message(service, EditionKind.DAILY, "me@example.com", ["ai"], SENT_AT)
+    assert made is not None
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"mail2026._domainkey.news.example.com."
+        return record
+
+    for data in (confirmation, notice, made[1]):
+        assert data.startswith(b"DKIM-Signature:")
+        assert dkim.DKIM(data).verify(dnsfunc=dns)
+        tampered = data.replace(b"Subject: ", b"Subject: Re: ", 1)
+        assert tampered != data and not dkim.DKIM(tampered).verify(dnsfunc=dns)

@@ -8,6 +8,7 @@ second; the digest itself was rendered once, when it was planned.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -111,7 +112,34 @@ class Composer:
             unsubscribe_mailto=self.links.mailto(public_id),
             clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else None,
         )
-        data = template.compose(personal)
+        return self._signed(template.compose(personal))
+
+    def notice_id(self, kind: str) -> str:
+        """A Message-ID for a message that is no queued delivery: ``<kind.random@domain>``."""
+        return f"<{kind}.{secrets.token_hex(12)}@{self.settings.from_domain}>"
+
+    def notice(
+        self,
+        template: MessageTemplate,
+        *,
+        message_id: str,
+        email: str,
+        public_id: str,
+        now: datetime,
+    ) -> bytes:
+        """A message that is no queued delivery (a confirmation, a welcome, a sunset notice,
+        a test send): the reader's own links and headers, and signed like every digest, so
+        a domain with a strict DMARC policy receives these too."""
+        personal = Personal(
+            to=ascii_address(email),
+            message_id=message_id,
+            date=format_datetime(now),
+            links=self.links.for_subscriber(public_id, None, template.link_names),
+            unsubscribe_mailto=self.links.mailto(public_id),
+        )
+        return self._signed(template.compose(personal))
+
+    def _signed(self, data: bytes) -> bytes:
         # The DKIM header is CRLF-terminated and folds with spaces: still wire-ready.
         return WireBytes(self.dkim.sign(data)) if self.dkim else data
 

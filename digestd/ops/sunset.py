@@ -7,25 +7,23 @@ never email a reader twice.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import format_datetime, formataddr
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.config import Settings
 from digestd.delivery.transport import Transport
 from digestd.errors import DeliveryError
-from digestd.mail.composer import Links
+from digestd.mail.composer import Composer
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
-from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.template import MessageTemplate
 from digestd.mail.wire import ascii_address
 from digestd.models import Subscriber
 from digestd.readers import sunset
 from digestd.readers.lifecycle import Schedule
-from digestd.tokens import Purpose, Tokens
+from digestd.tokens import Purpose
 
 log = logging.getLogger(__name__)
 EVERY = timedelta(hours=1)
@@ -65,14 +63,15 @@ class Sunset:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        tokens: Tokens,
+        composer: Composer,
         transport: Transport,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.tokens = tokens
+        self.composer = composer
+        self.tokens = composer.tokens
         self.transport = transport
-        self.links = Links(settings, tokens)
+        self.links = composer.links
         self.renderer = Renderer()
         self.schedule = Schedule(settings.daily_time, settings.weekly_time)
         self._last_run: datetime | None = None
@@ -147,17 +146,15 @@ class Sunset:
         rendered = self.renderer.render("sunset", context)
         template = MessageTemplate.build(
             rendered,
-            from_header=formataddr((settings.from_name, settings.from_address)),
+            from_header=self.composer.from_header,
             headers=[("List-Id", settings.list_id)],
         )
-        return template.compose(
-            Personal(
-                to=ascii_address(reader.email),
-                message_id=f"<sunset.{secrets.token_hex(12)}@{settings.from_domain}>",
-                date=format_datetime(now),
-                links=links,
-                unsubscribe_mailto=self.links.mailto(reader.public_id),
-            )
+        return self.composer.notice(
+            template,
+            message_id=self.composer.notice_id("sunset"),
+            email=reader.email,
+            public_id=reader.public_id,
+            now=now,
         )
 
     async def _send(self, reader: Reader, stage: str, now: datetime) -> bool:

@@ -11,15 +11,12 @@ Called by ``POST /api/editions/test``, the admin page and ``digestd send-test``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email.utils import format_datetime
 from typing import Protocol
 
 from digestd.delivery.transport import Transport
-from digestd.mail.template import Personal
-from digestd.mail.wire import WireBytes, ascii_address
+from digestd.mail.wire import ascii_address
 from digestd.models import EditionKind
 from digestd.ops.preview import Parts, edition_now
 
@@ -62,21 +59,12 @@ def test_message(
     edition = edition_now(service, kind, categories, now)
     if edition is None:
         return None
-    settings, links = service.settings, service.composer.links
     template = edition.template.retitled(SUBJECT_PREFIX + edition.template.subject)
     period = edition.slot.period
-    message_id = f"<test.{kind}.{period}.{secrets.token_hex(8)}@{settings.from_domain}>"
-    data: bytes = template.compose(
-        Personal(
-            to=ascii_address(to),
-            message_id=message_id,
-            date=format_datetime(now),
-            links=links.for_subscriber(NOBODY, None, template.link_names),
-            unsubscribe_mailto=links.mailto(NOBODY),
-        )
-    )
-    if service.composer.dkim is not None:  # signed like every digest: a test of the real thing
-        data = WireBytes(service.composer.dkim.sign(data))
+    composer = service.composer
+    message_id = composer.notice_id(f"test.{kind}.{period}")
+    # Signed like every digest: a test of the real thing.
+    data = composer.notice(template, message_id=message_id, email=to, public_id=NOBODY, now=now)
     sent = TestSent(kind, period, to, template.subject, message_id, edition.articles, "")
     return sent, data
 

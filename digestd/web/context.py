@@ -82,7 +82,7 @@ class Web:
         self.csrf = Csrf(self.service.tokens)
         self.renderer = Renderer()
         self.mailer = SignupMailer(
-            settings, self.service.tokens, self.service.transport, self.renderer
+            settings, self.service.composer, self.service.transport, self.renderer
         )
         self.signup_limiter = RateLimiter(self.policy.signups_per_ip, self.policy.signup_window)
         self.clicks = ClickDesk(self.service.sessions)

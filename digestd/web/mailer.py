@@ -8,22 +8,20 @@ message — they are rare, unlike digests — and built with the same
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from email.utils import format_datetime, formataddr
 
 from digestd.config import Settings
 from digestd.delivery.transport import Transport
-from digestd.mail.composer import Links
+from digestd.mail.composer import Composer
 from digestd.mail.presentation import Site, names_of
 from digestd.mail.render import Renderer
-from digestd.mail.template import MessageTemplate, Personal
+from digestd.mail.template import MessageTemplate
 from digestd.mail.wire import ascii_address
 from digestd.readers.signups import Notice, SignupResult
 from digestd.readers.subscribers import frequency_name
 from digestd.readers.upcoming import local_day
-from digestd.tokens import MAX_AGE, Purpose, Tokens
+from digestd.tokens import MAX_AGE, Purpose
 from digestd.web.shelves import Shelved
 
 FREQUENCY_WORDS = {
@@ -51,15 +49,15 @@ PREHEADERS = {
 
 class SignupMailer:
     def __init__(
-        self, settings: Settings, tokens: Tokens, transport: Transport, renderer: Renderer
+        self, settings: Settings, composer: Composer, transport: Transport, renderer: Renderer
     ) -> None:
         self.settings = settings
-        self.links = Links(settings, tokens)
-        self.tokens = tokens
+        self.composer = composer
+        self.links = composer.links
+        self.tokens = composer.tokens
         self.transport = transport
         self.renderer = renderer
         self.site = Site(settings.site_name, settings.base_url, settings.postal_address)
-        self.from_header = formataddr((settings.from_name, settings.from_address))
 
     def message(
         self, signup: SignupResult, now: datetime, editions: Sequence[Shelved] = ()
@@ -89,18 +87,15 @@ class SignupMailer:
         rendered = self.renderer.render(family, context)
         template = MessageTemplate.build(
             rendered,
-            from_header=self.from_header,
+            from_header=self.composer.from_header,
             headers=[("List-Id", self.settings.list_id), ("Auto-Submitted", "auto-generated")],
         )
-        domain = self.settings.from_domain
-        return template.compose(
-            Personal(
-                to=ascii_address(signup.email),
-                message_id=f"<signup.{secrets.token_hex(12)}@{domain}>",
-                date=format_datetime(now),
-                links=links,
-                unsubscribe_mailto=self.links.mailto(signup.public_id),
-            )
+        return self.composer.notice(
+            template,
+            message_id=self.composer.notice_id("signup"),
+            email=signup.email,
+            public_id=signup.public_id,
+            now=now,
         )
 
     def _welcome(self, signup: SignupResult, editions: Sequence[Shelved]) -> dict[str, object]:
