@@ -66,6 +66,8 @@ CASES: list[Any] = [
     pytest.param(*_form(frequency="daily\r\n"), 400, "line breaks", id="crlf-frequency"),
     pytest.param(*_form(timezone="Mars/Olympus_Mons"), 400, "unknown IANA timezone", id="bad-tz"),
     pytest.param(*_form(timezone="../../etc/passwd"), 400, "unknown IANA timezone", id="tz-path"),
+    pytest.param(*_form(timezone="localtime"), 400, "unknown IANA timezone", id="tz-host-own"),
+    pytest.param(*_form(timezone="Factory"), 400, "unknown IANA timezone", id="tz-placeholder"),
     pytest.param(*_form(timezone=TEN_KB), 400, "longer than 64", id="10kb-timezone"),
     pytest.param(*_form(source="x\r\nBcc: y"), 400, "line breaks", id="crlf-source"),
     pytest.param(*_form(source=TEN_KB), 400, "longer than 1000", id="10kb-source"),

@@ -92,30 +92,36 @@ def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(
 def catcher(env: dict[str, str]) -> Iterator[TestClient]:
     """An installation without SMTP: mail goes to var/mail and is shown at /dev/mail."""
     service = Service.build(load_settings(env))
-    with TestClient(create_app(service), base_url="https://digest.example.com") as client:
+    app = create_app(service)
+    # Signs up on the site, reads /dev/mail as the developer on this machine does.
+    with TestClient(app, base_url="https://digest.example.com", client=LOOPBACK) as client:
         yield client
     service.engine.dispose()
+
+
+LOOPBACK = ("127.0.0.1", 50000)
+MAILBOX = "http://localhost:8080/dev/mail"
 
 
 def test_dev_mailbox_lists_caught_mail_and_shows_the_confirmation_link(
     catcher: TestClient,
 ) -> None:
-    empty = catcher.get("/dev/mail")
+    empty = catcher.get(MAILBOX)
     assert empty.status_code == 200 and "No messages yet" in empty.text
     page = catcher.get("/subscribe")
     catcher.post(
         "/subscribe", data={"csrf": csrf_of(page.text), "email": "new@example.com", **SIGNUP}
     )
-    listing = catcher.get("/dev/mail")
+    listing = catcher.get(MAILBOX)
     assert "new@example.com" in listing.text
     assert "Confirm your Tech Pulse digest subscription" in listing.text
     name = listing.text.split('href="/dev/mail/')[1].split('"')[0]
-    message = catcher.get(f"/dev/mail/{name}")
+    message = catcher.get(f"{MAILBOX}/{name}")
     assert message.status_code == 200 and "https://digest.example.com/confirm/" in message.text
-    raw = catcher.get(f"/dev/mail/{name}/raw")
+    raw = catcher.get(f"{MAILBOX}/{name}/raw")
     assert raw.text.startswith("Return-Path:")
     for bad in ("..%2Fsecret.key", "nope.eml", "x.txt"):
-        assert catcher.get(f"/dev/mail/{bad}").status_code == 404
+        assert catcher.get(f"{MAILBOX}/{bad}").status_code == 404
 
 
 def test_dev_mailbox_is_absent_when_smtp_is_configured(web: WebRig) -> None:
@@ -129,6 +135,9 @@ def test_health_and_unknown_pages(web: WebRig) -> None:
     assert missing.status_code == 404 and "nothing at this address" in text_of(missing.text)
     wrong = web.client.delete("/subscribe")
     assert wrong.status_code == 405 and "does not accept DELETE" in text_of(wrong.text)
+    assert wrong.headers["allow"] == "GET, HEAD, POST"  # RFC 9110 §15.5.6
+    assert web.client.put("/healthz").headers["allow"] == "GET, HEAD"
+    assert web.client.get("/api/editions/trigger").headers["allow"] == "POST"
 
 
 def test_api_needs_the_admin_token(web: WebRig) -> None:

@@ -97,9 +97,14 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.lower().encode()).hexdigest()
 
 
+# In the zone database but no zone a reader lives in: "localtime" is the host's own setting
+# (another host reads it as another zone), "Factory" the placeholder for "not set yet".
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - _NOT_ZONES
 
 
 # Browsers report zones through ICU, which still uses some pre-rename names (Chromium says

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.ops.metrics import CONTENT_TYPE
@@ -144,7 +144,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"This address does not accept {request.method} requests."
     else:
         message = str(exc.detail)
-    return error_response(request, web(request).pages, WebError(exc.status_code, message))
+    response = error_response(request, web(request).pages, WebError(exc.status_code, message))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # RFC 9110 §15.5.6: name every method the address takes
+        # From the app's own root: a Mount the request went through has moved root_path on.
+        root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+        scope = {**request.scope, "root_path": root}
+        response.headers["Allow"] = ", ".join(sorted(_methods_at(request.app.routes, scope)))
+    return response
+
+
+def _methods_at(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method some route at the scope's path takes. Starlette's 405 names only the
+    first route's, and most addresses here have a GET route and a POST route."""
+    methods: set[str] = set()
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            methods |= _methods_at(route.routes, {**scope, **child})
+        elif isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return methods
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
