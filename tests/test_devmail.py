@@ -20,12 +20,20 @@ from digestd.service import Service
 from digestd.web.app import create_app
 from tests.helpers import ROOT, free_port
 
+LOCAL = "http://127.0.0.1:8080"
 
-def _status_of_dev_mail(env: dict[str, str]) -> int:
+
+def _status_of_dev_mail(
+    env: dict[str, str],
+    peer: str = "127.0.0.1",
+    url: str = f"{LOCAL}/dev/mail",
+    headers: dict[str, str] | None = None,
+) -> int:
+    """The status of ``url`` asked by ``peer`` (the TCP client)."""
     service = Service.build(load_settings(env))
     try:
-        with TestClient(create_app(service), base_url="https://digest.example.com") as client:
-            return int(client.get("/dev/mail").status_code)
+        with TestClient(create_app(service), client=(peer, 40000)) as client:
+            return int(client.get(url, headers=headers).status_code)
     finally:
         service.engine.dispose()
 
@@ -33,6 +41,34 @@ def _status_of_dev_mail(env: dict[str, str]) -> int:
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
 def test_served_on_loopback(env: dict[str, str], host: str) -> None:
     assert _status_of_dev_mail({**env, "DIGESTD_LISTEN": f"{host}:8080"}) == 200
+
+
+@pytest.mark.parametrize("path", ["/dev/mail", "/dev/mail/x.eml", "/dev/mail/x.eml/raw"])
+@pytest.mark.parametrize(
+    ("peer", "host", "headers"),
+    [
+        pytest.param("203.0.113.10", "127.0.0.1:8080", {}, id="another-machine"),
+        pytest.param(
+            "127.0.0.1", "127.0.0.1:8080", {"X-Forwarded-For": "203.0.113.10"}, id="relayed"
+        ),
+        pytest.param(
+            "127.0.0.1", "127.0.0.1:8080", {"Forwarded": "for=203.0.113.10"}, id="forwarded"
+        ),
+        pytest.param("127.0.0.1", "attacker.example:8080", {}, id="rebound-name"),
+        pytest.param("127.0.0.1", "digest.example.com", {}, id="public-name"),
+        pytest.param("::1", "", {}, id="no-host"),
+    ],
+)
+def test_served_to_this_machine_only(
+    env: dict[str, str], peer: str, host: str, headers: dict[str, str], path: str
+) -> None:
+    """Refused to the world, to a proxy on this machine relaying it, and to a web page whose
+    name was rebound to 127.0.0.1 (its requests carry that name in Host)."""
+    asked = {**env, "DIGESTD_LISTEN": "127.0.0.1:8080"}
+    url = f"{LOCAL}{path}"
+    assert _status_of_dev_mail(asked, peer, url, {**headers, "Host": host}) == 403
+    for name in ("localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.9"):
+        assert _status_of_dev_mail(asked, "127.0.0.1", f"{LOCAL}/dev/mail", {"Host": name}) == 200
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "[::]", "digest.example.com"])
@@ -52,6 +88,8 @@ def test_served_beyond_loopback_only_when_asked_and_then_with_a_warning(
     assert _status_of_dev_mail(asked) == 200
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "DIGESTD_DEV_MAILBOX=true" in warnings[0].getMessage()
+    # A container's mailbox is read from its host, which is another machine to it.
+    assert _status_of_dev_mail(asked, "172.17.0.1", "http://devbox:8080/dev/mail") == 200
 
 
 def test_never_served_with_smtp_even_when_asked(env: dict[str, str]) -> None:

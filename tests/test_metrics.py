@@ -149,7 +149,8 @@ def _client_at(env: dict[str, str], address: str) -> Iterator[TestClient]:
     """The app as seen from ``address`` (the TCP peer)."""
     service = Service.build(load_settings(env))
     try:
-        with TestClient(create_app(service), client=(address, 40000)) as client:
+        app = create_app(service)
+        with TestClient(app, base_url="http://127.0.0.1:8080", client=(address, 40000)) as client:
             yield client
     finally:
         service.engine.dispose()
@@ -164,6 +165,9 @@ def test_metrics_without_a_token_answer_only_this_machine(env: dict[str, str]) -
             # A proxy on this machine relaying someone is not this machine.
             relayed = client.get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"})
             assert relayed.status_code == 403
+            # Nor is a web page whose host name was rebound to 127.0.0.1.
+            rebound = client.get("/metrics", headers={"Host": "attacker.example:8080"})
+            assert rebound.status_code == 403
     for outside in ("203.0.113.10", "10.0.0.8", "2001:db8::1", "::ffff:203.0.113.10"):
         with _client_at(env, outside) as client:
             answer = client.get("/metrics")

@@ -48,8 +48,25 @@ def limit_key(address: str | None) -> str:
 
 
 def is_local(request: Request) -> bool:
-    """The request comes from this machine itself, not relayed through a proxy on it."""
+    """The request comes from this machine itself and names it by a loopback name: not
+    relayed through a proxy on it, and not sent by a web page whose host name was rebound
+    to 127.0.0.1 (a browser names that page's host in ``Host``)."""
     address = parse_address(request.client.host) if request.client else None
     if address is None or not address.is_loopback:
         return False
-    return not any(name in request.headers for name in RELAY_HEADERS)
+    if any(name in request.headers for name in RELAY_HEADERS):
+        return False
+    host = request.headers.get("host", "")
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    return is_loopback_name(name)
+
+
+def is_loopback_name(host: str) -> bool:
+    """``localhost`` or a loopback address (``[::1]`` with or without its brackets)."""
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ip_address(name).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False

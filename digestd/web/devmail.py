@@ -15,7 +15,6 @@ import logging
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
-from ipaddress import ip_address
 from pathlib import Path
 
 from starlette.requests import Request
@@ -23,6 +22,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from digestd.config import Settings
+from digestd.web.clients import is_local, is_loopback_name
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.view import VIEW_CSP
@@ -65,8 +65,19 @@ def _list(w: Web) -> list[Caught]:
     return out
 
 
-async def mailbox(request: Request) -> Response:
+def _mailbox_of(request: Request) -> Web:
+    """Served on loopback to this machine only (see :func:`digestd.web.clients.is_local`):
+    not to a proxy on it relaying the world, nor to a page rebound to 127.0.0.1. An
+    explicit ``DIGESTD_DEV_MAILBOX=true`` serves whoever reaches it (a container's host)."""
     w = web(request)
+    if not w.settings.dev_mailbox and not is_local(request):
+        where = f"{w.settings.listen_url}/dev/mail"
+        raise WebError(403, f"The mail catcher answers only this machine, at {where}.")
+    return w
+
+
+async def mailbox(request: Request) -> Response:
+    w = _mailbox_of(request)
     messages = await w.db(_list, w)
     return w.pages.render("devmail.html", {"messages": messages, "mail_dir": w.settings.mail_dir})
 
@@ -80,7 +91,7 @@ def _path(w: Web, name: str) -> Path:
 
 async def message(request: Request) -> Response:
     """The HTML part as it would show in a mail program (links clickable), else the text."""
-    w = web(request)
+    w = _mailbox_of(request)
     parsed = _parse(_path(w, request.path_params["name"]))
     html = parsed.get_body(("html",))
     if html is not None:
@@ -92,7 +103,7 @@ async def message(request: Request) -> Response:
 
 
 async def raw(request: Request) -> Response:
-    w = web(request)
+    w = _mailbox_of(request)
     return PlainTextResponse(_path(w, request.path_params["name"]).read_text(errors="replace"))
 
 
@@ -103,22 +114,12 @@ ROUTES = [
 ]
 
 
-def is_loopback(host: str) -> bool:
-    name = host.strip("[]")
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ip_address(name).is_loopback
-    except ValueError:  # a host name other than localhost may resolve to anything
-        return False
-
-
 def routes(settings: Settings) -> list[Route]:
     """The mailbox's routes where it may be served (see the module docstring), else none."""
     if settings.smtp is not None:
         return []
     where = f"{settings.listen_host}:{settings.listen_port}"
-    if is_loopback(settings.listen_host):
+    if is_loopback_name(settings.listen_host):
         return ROUTES
     if not settings.dev_mailbox:
         log.info(
