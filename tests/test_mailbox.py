@@ -155,3 +155,20 @@ def test_racing_claims_for_one_inbox_let_exactly_one_email_through(database_url:
             assert (row.sent, row.last_sent_at) == (1, NOW)
     finally:
         engine.dispose()
+
+
+def test_the_hourly_count_takes_claims_in_any_order(database_url: str) -> None:
+    """Signups from several threads or processes reach the total count in any order: one
+    stamped a second after another's instant leaves room for that one (no interval here)."""
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    everyone = Limit(500, timedelta(hours=1))
+    try:
+        for at in (NOW + timedelta(seconds=1), NOW, NOW + timedelta(seconds=2)):
+            with sessions.begin() as session:
+                assert claim(session, "*", everyone, at), at
+        with sessions() as session:
+            (row,) = session.query(MailThrottle).all()
+            assert row.sent == 3
+    finally:
+        engine.dispose()

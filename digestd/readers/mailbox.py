@@ -56,16 +56,20 @@ class Limit:
 def claim(session: Session, key: str, limit: Limit, now: datetime) -> bool:
     """Count one email for ``key`` and say whether it may be sent."""
     window_over = MailThrottle.window_started_at <= now - limit.window
-    claimed = session.execute(
-        update(MailThrottle)
-        .where(
-            MailThrottle.key == key,
+    room = [MailThrottle.key == key, or_(window_over, MailThrottle.sent < limit.count)]
+    if limit.interval:
+        # Only where there is an interval to keep: requests racing in from several threads
+        # or processes claim in any order, and one stamped a moment after this one's `now`
+        # must not make this one look too soon.
+        room.append(
             or_(
                 MailThrottle.last_sent_at.is_(None),
                 MailThrottle.last_sent_at <= now - limit.interval,
-            ),
-            or_(window_over, MailThrottle.sent < limit.count),
+            )
         )
+    claimed = session.execute(
+        update(MailThrottle)
+        .where(*room)
         .values(
             sent=case((window_over, 1), else_=MailThrottle.sent + 1),
             window_started_at=case((window_over, now), else_=MailThrottle.window_started_at),
