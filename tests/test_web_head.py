@@ -152,11 +152,16 @@ def _concrete(path: str, values: dict[str, str]) -> str:
     return path
 
 
+LOOPBACK = ("127.0.0.1", 50000)
+
+
 def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service) -> None:
     app = create_app(service)
     with (
         time_machine.travel(NOW, tick=False) as clock,
-        TestClient(app, base_url="https://digest.example.com", follow_redirects=False) as client,
+        TestClient(
+            app, base_url="https://digest.example.com", follow_redirects=False, client=LOOPBACK
+        ) as client,
     ):
         values = _a_reader_of_every_kind(client, service)
         clock.move_to(NOW + timedelta(days=2))  # every link still valid, the confirm too
@@ -167,6 +172,8 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         answers = {}
         for path in paths:
             concrete = _concrete(path, values)
+            if path.startswith("/dev/mail"):  # this machine's own, by a loopback name
+                concrete = f"http://localhost:8080{concrete}"
             answer = client.head(concrete, headers=ADMIN)
             answers[path] = answer.status_code
             assert answer.content == b"", path
