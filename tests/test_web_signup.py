@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from starlette.applications import Starlette
 
+from digestd.config import load_settings
 from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import email_hash
+from digestd.service import Service
 from digestd.tokens import Purpose
 from tests.conftest import CLIENT_IP, WebRig
 from tests.helpers import parse, parts
+from tests.live_server import LiveServer
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -249,6 +255,37 @@ def test_suppressed_addresses_get_the_same_answer_and_no_email(web: WebRig) -> N
     assert answer.status_code == 202
     assert web.smtp.messages == []
     assert web.subscriber("gone@example.com") is None
+
+
+@contextmanager
+def _writes_held(engine: Engine) -> Iterator[None]:
+    """Nobody else writes the signup counters until the block ends (SQLite: the database's
+    write lock; PostgreSQL: a lock on their table)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("LOCK TABLE mail_throttle IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def test_the_answer_goes_out_before_any_of_the_signups_work(
+    web: WebRig, web_env: dict[str, str]
+) -> None:
+    """The work differs by what the address is (none for a suppressed one, two inserts for
+    a new one), so a stranger timing the answer could tell; the answer does not wait for
+    it. Here the work waits on a lock the test holds, and the answer still comes."""
+    service = Service.build(load_settings(web_env))
+    with LiveServer(service) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        with _writes_held(web.service.engine):
+            answer = client.post("/subscribe", json={"email": "ann@example.com", **SIGNUP})
+            assert answer.status_code == 202
+            assert web.smtp.messages == []
+        web.smtp.wait_for(1)
+    assert web.status("ann@example.com") == SubscriberStatus.PENDING
 
 
 def test_a_confirmation_after_erasure_lifts_the_erasure_suppression(web: WebRig) -> None:

@@ -3,7 +3,8 @@
 the same "check your inbox" whatever the address (SPEC §1, §6).
 
 No answer depends on whether the address is known: new, pending, active and suppressed
-addresses all get the same "check your inbox", and the email leaves after the answer. A
+addresses all get the same "check your inbox", in the same time, because the signup's
+work and its email both happen after the answer. A
 signup stores nothing about an address that exists: what it asked for rides in the
 confirmation link (:mod:`digestd.readers.signups`), and applies when the link is followed
 (:mod:`digestd.web.confirm`).
@@ -11,14 +12,16 @@ confirmation link (:mod:`digestd.readers.signups`), and applies when the link is
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from digestd.errors import first_line
 from digestd.readers.signups import SignupRequest, SignupResult, request_signup
 from digestd.web.body import Input, read_input
 from digestd.web.context import Web, client_ip, web
@@ -26,6 +29,8 @@ from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 from digestd.web.origins import Sender, sender
 from digestd.web.signup_form import HONEYPOT, SignupForm, prefilled, read_signup, render_form
+
+log = logging.getLogger("digestd.web")
 
 CHECK_INBOX = (
     "If that address can receive our digests, a confirmation email is on its way. "
@@ -104,8 +109,7 @@ async def subscribe(request: Request) -> Response:
             raise form.json_error()
         return render_form(request, w, form, 400)
     signup_request = SignupRequest(prefs, _source(request, form, came_from))
-    signup = await w.db(_signup, w, email, signup_request, now)
-    return check_inbox(w, data, w.email_task(signup, now))
+    return check_inbox(w, data, BackgroundTask(_after_answer, w, email, signup_request, now))
 
 
 def _raw_honeypot(data: Input) -> bool:
@@ -121,6 +125,26 @@ def _source(request: Request, form: SignupForm, came_from: Sender) -> str:
         parts.append(f"form on {request.headers.get('origin', '')}")
     parts.append(f"referrer: {request.headers.get('referer', '')}")
     return clean("; ".join(parts), 1000)
+
+
+async def _after_answer(w: Web, email: str, request: SignupRequest, now: datetime) -> None:
+    """The signup itself, once the answer is out. Its work differs by what the address is
+    (a suppressed one needs no write, a new one inserts a row), and so would the time the
+    answer took: a stranger timing it could tell which addresses are known."""
+    try:
+        signup = await w.db(_signup, w, email, request, now)
+    except SQLAlchemyError as exc:
+        log.error(
+            "signup not stored (the reader was told to check their inbox and may try "
+            "again): %s: %s",
+            type(exc).__name__,
+            first_line(exc),
+            extra={"email": email},
+        )
+        return
+    task = w.email_task(signup, now)
+    if task is not None:
+        await task()
 
 
 def _signup(w: Web, email: str, request: SignupRequest, now: datetime) -> SignupResult:
