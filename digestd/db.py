@@ -74,14 +74,24 @@ def check_schema(engine: Engine) -> None:
         return
     if revision is None:
         raise SchemaError("the database has no digestd schema yet: run digestd migrate")
-    if not revision.isdigit() or int(revision) > int(SCHEMA_HEAD):
+    _refuse_unknown(revision)
+    raise SchemaError(
+        f"the database is at {revision}, this digestd needs {SCHEMA_HEAD}: run digestd migrate"
+    )
+
+
+def _refuse_unknown(revision: str) -> None:
+    """Raise :class:`SchemaError` for a revision no migration of this digestd wrote."""
+    if not revision.isdigit():
+        raise SchemaError(
+            f"the database is at {revision!r}, which is no digestd schema: "
+            "is DIGESTD_DATABASE_URL the right database?"
+        )
+    if int(revision) > int(SCHEMA_HEAD):
         raise SchemaError(
             f"the database is at {revision}, newer than this digestd knows ({SCHEMA_HEAD}): "
             "upgrade digestd"
         )
-    raise SchemaError(
-        f"the database is at {revision}, this digestd needs {SCHEMA_HEAD}: run digestd migrate"
-    )
 
 
 def open_database(database_url: str) -> Engine:
@@ -140,6 +150,8 @@ def migrate(engine: Engine, revision: str = "head") -> Upgrade:
     config = alembic_config(engine)
     with _migration_lock(engine):
         before = schema_revision(engine)
+        if before is not None:
+            _refuse_unknown(before)  # Alembic would fail with a traceback
         command.upgrade(config, revision)
         after = schema_revision(engine)
     if after is None or before == after:

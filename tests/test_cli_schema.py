@@ -111,17 +111,37 @@ def test_a_database_behind_is_refused_and_left_as_it_was(
     engine.dispose()
 
 
+@pytest.mark.parametrize("args", [["stats"], ["migrate"], ["run"]], ids=" ".join)
 def test_a_database_ahead_asks_for_a_newer_digestd(
-    database_url: str, env: dict[str, str], tmp_path: Path
+    database_url: str, env: dict[str, str], tmp_path: Path, args: list[str]
 ) -> None:
+    """After a downgrade of digestd: migrate (systemd's ExecStartPre) and run say so in one
+    line too, and touch nothing."""
     engine = make_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    line = one_line_error(run_digestd(env, "stats", cwd=tmp_path))
+    line = one_line_error(run_digestd(env, *args, cwd=tmp_path))
     assert line == (
         f"digestd: the database is at 9999, newer than this digestd knows ({SCHEMA_HEAD}): "
         "upgrade digestd"
     )
+    assert schema_revision(engine) == "9999"
+    engine.dispose()
+
+
+@pytest.mark.parametrize("args", [["stats"], ["migrate"]], ids=" ".join)
+def test_a_revision_no_digestd_wrote_is_named_as_such(
+    database_url: str, env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ae1027a6acf'"))
+    line = one_line_error(run_digestd(env, *args, cwd=tmp_path))
+    assert line == (
+        "digestd: the database is at 'ae1027a6acf', which is no digestd schema: "
+        "is DIGESTD_DATABASE_URL the right database?"
+    )
+    assert schema_revision(engine) == "ae1027a6acf"
     engine.dispose()
 
 
