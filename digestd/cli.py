@@ -270,6 +270,19 @@ def entry() -> None:
     sys.exit(status)
 
 
+def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
+    from digestd import logs
+
+    logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed fetched
+        # "setup plugin ..." and "context impl ..." at each start; migrate says which
+        # migrations it runs.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if args.command in ("migrate", "run"):
+            logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
+
+
 def _collect_from_here() -> None:
     """Everything the start-up made is kept out of later collections, which then look only
     at what the command makes (a daemon's ticks). Nothing to do where :func:`entry` did not
@@ -290,7 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing: --help and --version need none of it.
     from sqlalchemy.exc import SQLAlchemyError
 
-    from digestd import logs
     from digestd.config import load_settings
     from digestd.errors import (
         ConfigError,
@@ -302,17 +314,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = load_settings(os.environ, args.config, dev_key=args.dev_key)
-        logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
-        if not args.verbose:
-            logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed fetched
-            # "setup plugin ..." and "context impl ..." at each start; migrate says which
-            # migrations it runs.
-            logging.getLogger("alembic").setLevel(logging.WARNING)
-            if args.command in ("migrate", "run"):
-                logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
+        _configure_logs(settings, args)
         command = _load(args.target)
         _collect_from_here()
-        return int(command(settings, args))
+        status = int(command(settings, args))
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # Whoever read the output has gone (`digestd subscribers export | head`): nobody is
+        # left to tell. Python's own flush at exit would fail again, so it gets a sink.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # writing the output: a full disk, a device gone
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"digestd: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"digestd: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -248,6 +248,43 @@ def test_export_to_a_file_on_a_terminal_writes_every_row_and_the_bar_to_stderr(
     assert quiet == b"" and len(out.read_text().splitlines()) == 1501
 
 
+def test_export_into_a_pipe_closed_early_stops_quietly(env: dict[str, str], tmp_path: Path) -> None:
+    """`digestd subscribers export | head -1`: more rows than the pipe holds, and the
+    reader gone after the first. No traceback, nothing on stderr."""
+    readers = _readers_csv(tmp_path / "r.csv", 3000)  # ~100 KB, more than a pipe's 64 KB
+    _run([*DIGESTD, "subscribers", "import", str(readers)], env, terminal=False)
+    export = subprocess.Popen(
+        [*DIGESTD, "subscribers", "export"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    assert export.stdout.readline().startswith(b"email,")
+    export.stdout.close()
+    assert export.wait(timeout=60) == 1
+    assert export.stderr.read() == b""
+
+
+@pytest.mark.parametrize("args", [["stats"], ["subscribers", "export"]], ids=" ".join)
+def test_output_to_a_full_disk_is_one_line(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    migrated = run_digestd(env, "migrate", cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    with open("/dev/full", "wb") as full:  # every write: ENOSPC
+        result = subprocess.run(
+            [*DIGESTD, *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    assert "Traceback" not in result.stderr.decode()
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "digestd: No space left on device"
+
+
 @pytest.mark.slow  # two digestd processes over 2 500 readers: ~5 s
 def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
     env: dict[str, str], tmp_path: Path
