@@ -216,7 +216,14 @@ def _content_commands(commands: Commands) -> None:
     feed_add.add_argument("--category", required=True, help="category slug of its articles")
     _command(feeds, "list", f"{module}:list_", "registered feeds and their health")
     feed_remove = _command(feeds, "remove", f"{module}:remove", "stop polling a feed")
-    feed_remove.add_argument("id", type=int, help="the feed's id (see feeds list)")
+    feed_remove.add_argument("id", type=_row_id, help="the feed's id (see feeds list)")
+
+
+def _row_id(text: str) -> int:
+    """A row's number: digits that fit the databases' 64-bit integers."""
+    if not text.isdigit() or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"not an id (see feeds list): {text[:40]!r}")
+    return int(text)
 
 
 def _reader_commands(commands: Commands) -> None:

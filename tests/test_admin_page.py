@@ -194,3 +194,21 @@ def test_a_chart_is_an_accessible_image_with_a_tooltip_per_day() -> None:
     assert "<title>Sat Nov 7: 9 emails sent</title>" in svg
     assert "<title>Sat Nov 14: 3 emails sent (today so far)</title>" in svg
     assert re.findall(r'y="182" text-anchor="(?:middle|end)">([^<]+)<', svg) == ["Nov 7", "Nov 14"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/subscribers/{n}",
+        "/admin/subscribers/{n}/preview?kind=daily",
+        "/admin/editions/{n}",
+        "/admin/digests/{n}",
+    ],
+)
+def test_a_number_past_any_row_is_a_404_not_a_database_error(web: WebRig, path: str) -> None:
+    """An id beyond the databases' 64-bit integers used to reach the database (a 500)."""
+    assert _sign_in(web).status_code == 303
+    for n in ("999999999999999999", "99999999999999999999999"):
+        answer = web.client.get(path.format(n=n))
+        assert answer.status_code == 404, (n, answer.text[:300])
+    assert web.client.post("/admin/feeds/99999999999999999999").status_code == 404

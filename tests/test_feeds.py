@@ -233,4 +233,7 @@ def test_feeds_remove_stops_polling_and_keeps_the_articles(
     assert _feeds(sessions) == [] and len(_articles(sessions)) == 2
     assert poll_due(sessions, NOW + timedelta(days=1)).polled == 0
     assert "no feed 1" in one_line_error(run_digestd(env, "feeds", "remove", "1"), 1)
-    assert "invalid int value" in run_digestd(env, "feeds", "remove", "one").stderr.decode()
+    for bad in ("one", "-1", "9" * 23):  # the last, past any database integer
+        refused = run_digestd(env, "feeds", "remove", bad)
+        assert refused.returncode == 2 and b"Traceback" not in refused.stderr
+        assert "argument id: not an id (see feeds list)" in refused.stderr.decode()

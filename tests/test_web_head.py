@@ -31,10 +31,10 @@ NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 TOKEN = "head-test-admin-token-8Qw3Zr5Tn1Vb"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 ADMIN_PARAMETERS = (
-    "subscriber:int",
-    "edition:int",
-    "digest:int",
-    "feed:int",
+    "subscriber:id",
+    "edition:id",
+    "digest:id",
+    "feed:id",
     "article:path",
     "job",
 )
@@ -130,12 +130,12 @@ def _admin_values(service: Service) -> dict[str, str]:
         feed = register_feed(session, "https://feeds.example.com/ai.xml", "ai", NOW)
         session.flush()
         return {
-            "subscriber:int": str(
+            "subscriber:id": str(
                 session.scalar(select(Subscriber.id).where(Subscriber.email == "sent@example.com"))
             ),
-            "edition:int": str(session.scalar(select(func.min(Edition.id)))),
-            "digest:int": str(session.scalar(select(func.min(Digest.id)))),
-            "feed:int": str(feed.id),
+            "edition:id": str(session.scalar(select(func.min(Edition.id)))),
+            "digest:id": str(session.scalar(select(func.min(Digest.id)))),
+            "feed:id": str(feed.id),
             "article:path": "robots-1",
             "job": "no-such-import",
         }
@@ -188,12 +188,12 @@ def test_head_on_every_route_changes_nothing_and_sends_nothing(service: Service)
         "/engage/{token}",
         "/api/engagement/editions/{id}",
         "/admin",
-        "/admin/subscribers/{subscriber:int}",
+        "/admin/subscribers/{subscriber:id}",
         "/admin/articles",
         "/admin/feeds",
         "/admin/editions",
-        "/admin/editions/{edition:int}",
-        "/admin/digests/{digest:int}",
+        "/admin/editions/{edition:id}",
+        "/admin/digests/{digest:id}",
     ):
         assert answers[path] == 200, (path, answers[path])
     assert answers["/view/{token}"] == 200 and answers["/api/stats"] == 200

@@ -156,6 +156,6 @@ _NO_LINKS = _NoLinks()
 
 ROUTES = [
     Route("/admin/editions", list_page, methods=["GET"]),
-    Route("/admin/editions/{edition:int}", edition_page, methods=["GET"]),
-    Route("/admin/digests/{digest:int}", digest_page, methods=["GET"]),
+    Route("/admin/editions/{edition:id}", edition_page, methods=["GET"]),
+    Route("/admin/digests/{digest:id}", digest_page, methods=["GET"]),
 ]

@@ -109,5 +109,5 @@ def _remove(w: Web, feed_id: int) -> bool:
 ROUTES = [
     Route("/admin/feeds", feeds_page, methods=["GET"]),
     Route("/admin/feeds", add, methods=["POST"]),
-    Route("/admin/feeds/{feed:int}", act, methods=["POST"]),
+    Route("/admin/feeds/{feed:id}", act, methods=["POST"]),
 ]

@@ -274,6 +274,6 @@ def _act(w: Web, subscriber_id: int, action: str, data: Input) -> tuple[str, Sig
 ROUTES = [
     Route("/admin/subscribers", list_page, methods=["GET"]),
     Route("/admin/subscribers/export", operator(export), methods=["GET"]),
-    Route("/admin/subscribers/{subscriber:int}", reader_page, methods=["GET"]),
-    Route("/admin/subscribers/{subscriber:int}", reader_action, methods=["POST"]),
+    Route("/admin/subscribers/{subscriber:id}", reader_page, methods=["GET"]),
+    Route("/admin/subscribers/{subscriber:id}", reader_action, methods=["POST"]),
 ]

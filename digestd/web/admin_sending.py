@@ -165,7 +165,7 @@ def _typed(data: Input, form: str, *names: str) -> dict[str, str]:
 
 ROUTES = [
     Route("/admin/editions/preview", preview_by_address, methods=["GET"]),
-    Route("/admin/subscribers/{subscriber:int}/preview", preview_reader, methods=["GET"]),
+    Route("/admin/subscribers/{subscriber:id}/preview", preview_reader, methods=["GET"]),
     Route("/admin/editions/test", test_send, methods=["POST"]),
     Route("/admin/editions/trigger", send_now, methods=["POST"]),
 ]

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 
 from digestd.errors import ValidationError
@@ -19,6 +20,23 @@ from digestd.web.errors import WebError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+
+class RowId(Convertor[int]):
+    """``{name:id}`` in a route: a row's number, digits that fit the databases' 64-bit
+    integers. A longer one is nobody's row: the route does not match (a 404) rather than
+    hand the database a number it cannot even compare (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", RowId())
 
 
 async def json_text(request: Request) -> str:
