@@ -466,8 +466,14 @@ def _read_toml(path: Path) -> dict[str, str]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     table = data.get("digestd", data)
+    if not isinstance(table, dict):
+        raise ConfigError("--config", f"{path}: digestd must be a table ([digestd]), not a value")
     values: dict[str, str] = {}
     for key, value in table.items():
+        if isinstance(value, dict):
+            raise ConfigError(
+                "--config", f"{path}: {key} is a table; settings are plain: name = value"
+            )
         name = key.upper()
         name = name if name.startswith(PREFIX) else PREFIX + name
         values[name] = str(value) if not isinstance(value, list) else ",".join(map(str, value))

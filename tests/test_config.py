@@ -192,6 +192,25 @@ def test_a_broken_toml_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings({}, config)
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("digestd = 1\n", "digestd must be a table"),
+        ("digestd = [1, 2]\n", "digestd must be a table"),
+        ('[smtp]\nurl = "smtp://relay.example.com"\n', "smtp is a table"),
+        ('[digestd.smtp]\nurl = "smtp://relay.example.com"\n', "smtp is a table"),
+    ],
+)
+def test_a_toml_file_of_another_shape_is_a_config_error(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    config = tmp_path / "digestd.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=problem) as refused:
+        load_settings({}, config)
+    assert refused.value.variable == "--config"
+
+
 def test_cli_stops_with_exit_2_and_one_line_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],
