@@ -139,6 +139,41 @@ def test_a_file_without_the_expected_header_is_exit_2_and_imports_nothing(
     assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
 
 
+def test_a_quote_left_open_is_reported_where_it_opened(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rows after it are read into its value: the report names the line the quote
+    opened on and how far it ran, so the operator can mend the file and import again."""
+    body = (
+        "q1@example.com,ai,daily,UTC\n"
+        + '"q2@example.com,ai,daily,UTC\n'
+        + "".join(f"q{n}@example.com,ai,daily,UTC\n" for n in range(3, 11))
+    )
+    assert _import(monkeypatch, env, tmp_path, body) == 1
+    err = capsys.readouterr().err
+    assert "line 3: email:" in err
+    assert "(this row runs on to line 11: a quote not closed?)" in err
+    assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == ["q1@example.com"]
+
+
+def test_a_header_naming_a_column_twice_is_exit_2_and_imports_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "email,email,categories,frequency,timezone\na1@example.com,a2@example.com,ai,daily,UTC\n"
+    )
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
+    assert "the CSV header names email twice" in capsys.readouterr().err
+    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+
+
 def test_import_never_resubscribes_someone_who_left(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],

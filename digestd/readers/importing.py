@@ -89,14 +89,8 @@ def import_csv(
     """Import ``email,categories,frequency,timezone`` rows as active subscribers; each bad
     row is reported by its line and the rest imported. ``advance`` hears how many physical
     lines were read (a progress bar)."""
-    reader = csv.DictReader(stream)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    missing = [c for c in IMPORT_COLUMNS if c not in header]
-    if missing:
-        raise InputError(
-            f"the CSV header must be {','.join(IMPORT_COLUMNS)}; missing {', '.join(missing)}"
-        )
-    reader.fieldnames = header
+    reader = csv.reader(stream)
+    header = _header(next(reader, []))
     report = ImportReport()
     writer = _Writer(session, ctx, report)
     seen: set[str] = set()
@@ -104,11 +98,15 @@ def import_csv(
     # Most rows share a handful of (categories, frequency, timezone): parse each once.
     preferences: dict[tuple[str | None, ...], Preferences] = {}
     chunk: list[Row] = []
-    read = 1  # the header
-    for row in reader:
-        line = reader.line_num
+    read = reader.line_num  # the header's
+    for cells in reader:
+        # A row is reported by the line it starts on: a quote left open runs it on.
+        first, line = read + 1, reader.line_num
         advance(line - read)
         read = line
+        if not cells:
+            continue  # a blank line
+        row = dict(zip(header, cells, strict=False))
         try:
             email = addresses.normalise(_cell(row, "email") or "")
             key = (_cell(row, "categories"), _cell(row, "frequency"), _cell(row, "timezone"))
@@ -117,9 +115,11 @@ def import_csv(
             if email in seen:
                 raise ValidationError("email", "appears twice in this file")
             seen.add(email)
-            chunk.append((line, email, preferences[key]))
+            chunk.append((first, email, preferences[key]))
         except ValidationError as exc:
-            report.errors.append(RowError(line, exc.field, exc.problem))
+            runs_on = f" (this row runs on to line {line}: a quote not closed?)"
+            problem = exc.problem + (runs_on if line > first else "")
+            report.errors.append(RowError(first, exc.field, problem))
         if len(chunk) >= IMPORT_CHUNK:
             writer.write(chunk)
             chunk = []
@@ -128,7 +128,20 @@ def import_csv(
     return report
 
 
-def _cell(row: dict[str, str | None], name: str) -> str | None:
+def _header(cells: list[str]) -> list[str]:
+    header = [h.strip().lower() for h in cells]
+    missing = [c for c in IMPORT_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"the CSV header must be {','.join(IMPORT_COLUMNS)}; missing {', '.join(missing)}"
+        )
+    twice = sorted({c for c in IMPORT_COLUMNS if header.count(c) > 1})
+    if twice:
+        raise InputError(f"the CSV header names {', '.join(twice)} twice")
+    return header
+
+
+def _cell(row: dict[str, str], name: str) -> str | None:
     """One column of a row, as exported before a spreadsheet-safe quote was put in front."""
     value = row.get(name)
     return restore(value) if isinstance(value, str) else None
