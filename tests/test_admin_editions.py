@@ -211,6 +211,10 @@ def test_send_now_queues_the_listed_readers_once(web: WebRig) -> None:
         assert "not active readers of this edition: 1." in notice
         again = _trigger(web, kind="daily", who="listed", emails="ann@example.com")
         assert "queued=0" in again.headers["location"] and "already=1" in again.headers["location"]
+        # a hundred addresses pasted in, well past 2 000 characters
+        pasted = ", ".join(f"reader.number.{n}@example.com" for n in range(100))
+        longer = _trigger(web, kind="daily", who="listed", emails=pasted)
+        assert longer.status_code == 303 and "ineligible=100" in longer.headers["location"]
     assert _deliveries(web) == [("ann@example.com", "queued")]
 
 

@@ -106,6 +106,9 @@ async def test_send(request: Request) -> Response:
     return done("/admin/editions", "tested", n=str(sent.articles))
 
 
+TYPED_LIMIT = 32_000  # characters of a form field: "send now" takes a list of addresses
+
+
 @operator
 async def send_now(request: Request) -> Response:
     w = web(request)
@@ -115,7 +118,7 @@ async def send_now(request: Request) -> Response:
         kind = _form_kind(data)
         body: dict[str, Any] = {"all": True}
         if data.text("who", 10) != "all":
-            body = {"emails": data.text("emails", 32_000).replace(",", " ").split()}
+            body = {"emails": data.text("emails", TYPED_LIMIT).replace(",", " ").split()}
         elif data.text("everyone", 10) != "yes":
             raise ValidationError("everyone", "tick the box to send to every reader")
         emails = trigger_emails(body)
@@ -160,7 +163,7 @@ def _form_kind(data: Input) -> EditionKind:
 
 def _typed(data: Input, form: str, *names: str) -> dict[str, str]:
     """What the operator typed into a form, to show it again when it is refused."""
-    return {"form": form, **{name: data.text(name, 2000) for name in names}}
+    return {"form": form, **{name: data.text(name, TYPED_LIMIT) for name in names}}
 
 
 ROUTES = [
