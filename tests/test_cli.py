@@ -285,6 +285,30 @@ def test_output_to_a_full_disk_is_one_line(
     assert result.stderr.decode().strip() == "digestd: No space left on device"
 
 
+def test_a_tick_ahead_of_the_clock_is_refused_and_moves_nobody(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """One `tick --now 2199-…` stored every reader's next digest in 2200: no mail for
+    anyone until then. An hour ahead is a clock's skew, and is taken."""
+    from sqlalchemy import create_engine, text
+
+    readers = _readers_csv(tmp_path / "r.csv", 3)
+    _run([*DIGESTD, "subscribers", "import", str(readers)], env, terminal=False)
+    engine = create_engine(env["DIGESTD_DATABASE_URL"])
+    state = "SELECT email, next_daily_at, (SELECT count(*) FROM editions) FROM subscribers"
+    try:
+        with engine.connect() as connection:
+            before = connection.execute(text(state)).all()
+        line = one_line_error(run_digestd(env, "tick", "--now", "2199-12-31T23:59:59+02:00"))
+        assert line.startswith("digestd: --now: 2199-12-31T21:59Z is ahead of the clock (")
+        with engine.connect() as connection:
+            assert connection.execute(text(state)).all() == before
+        skewed = datetime.now(UTC) + timedelta(minutes=50)
+        assert run_digestd(env, "tick", "--now", skewed.isoformat()).returncode == 0
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.slow  # two digestd processes over 2 500 readers: ~5 s
 def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
     env: dict[str, str], tmp_path: Path

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digestd.commands.common import database, parse_now
@@ -23,7 +23,7 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.content.feed_polling import poll_due
     from digestd.service import Service
 
-    now = parse_now(args.now)
+    now = _not_ahead(parse_now(args.now))
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
 
@@ -39,6 +39,23 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     summary = asyncio.run(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
     return 0
+
+
+SKEW = timedelta(hours=1)  # two machines' clocks may disagree; by more, it is no skew
+
+
+def _not_ahead(now: datetime) -> datetime:
+    """A tick stores each reader's next edition after ``now``: one run ahead of the clock
+    would leave every reader without mail until then."""
+    clock = datetime.now(UTC)
+    if now > clock + SKEW:
+        asked = now.astimezone(UTC)
+        raise InputError(
+            f"--now: {asked:%Y-%m-%dT%H:%MZ} is ahead of the clock ({clock:%Y-%m-%dT%H:%MZ}); "
+            "a tick then would move every reader's next digest there "
+            "(digestd preview and send-test show a later edition)"
+        )
+    return now
 
 
 def preview(settings: Settings, args: argparse.Namespace) -> int:
