@@ -198,6 +198,7 @@ def test_signup_emails_text_is_wrapped_too(renderer: Renderer, notice: str) -> N
         "topics": "AI, Autonomy, B2B Growth and 23 more",
         "new_topics": "Quantum and Robotics" if notice == "already" else "",
         "frequency": "the daily digest every morning and the weekly recap on Sundays",
+        "zone": "America/Argentina/ComodRivadavia",
         "confirm_url": long_link,
         "expires_days": 7,
         "manage_days": 60,

@@ -80,6 +80,10 @@ def test_an_unsubscribed_reader_stays_so_until_the_welcome_back_link_is_followed
         assert mail["Subject"] == "Confirm to resume your Tech Pulse digests"
         text, _ = parts(mail)
         assert "Quantum" in text and "stay unsubscribed until you confirm" in text
+        # Following the link moves their mornings to the zone asked for: the email says so.
+        html = parts(mail)[1]
+        for shown in (" ".join(text.split()), html):  # the text is wrapped at 72 columns
+            assert "the weekly recap every Sunday (America/New_York time)" in shown
         # The first confirmation link predates the unsubscribe: it must not resubscribe.
         assert web.client.get(first["confirm"]).status_code == 410
         assert _stored(web) == before

@@ -74,6 +74,9 @@ class SignupMailer:
             "topics": names_of(list(request.prefs.categories)) if request else "",
             "new_topics": names_of(list(signup.new_topics)) if signup.new_topics else "",
             "frequency": FREQUENCY_WORDS.get(frequency_name(request.prefs), "") if request else "",
+            # Stated, since following the link applies it: a stranger may have asked for a
+            # signup in another zone, and "every morning" is the reader's morning.
+            "zone": request.prefs.timezone if request else "",
             "confirm_url": self._confirm_url(link.fields()) if link else "",
             "expires_days": MAX_AGE[Purpose.CONFIRM].days,
             "manage_days": MAX_AGE[Purpose.PREFERENCES].days,
