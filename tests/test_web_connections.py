@@ -146,16 +146,52 @@ def test_keep_alive_serves_more_requests_then_closes_an_idle_connection(
     assert 0.8 < _seconds_until_closed(client) < 2.5
 
 
+TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large"
+
+
 def test_an_unfinished_request_head_may_not_grow_past_16_kb(
     serve: Callable[[ConnectionLimits], LiveServer],
 ) -> None:
     server = serve(ConnectionLimits(head_seconds=30))
     growing = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17_000  # no end yet
     started = time.monotonic()
-    assert _answer(_connect(server), growing) == b"HTTP/1.1 400 Bad Request"
+    assert _answer(_connect(server), growing) == TOO_LARGE
     assert time.monotonic() - started < 5  # at once, not at the deadline
     fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 15_000 + b"\r\n\r\n"
     assert _answer(_connect(server), fits) == b"HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize("size", [20_000, 60_000])
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_whole_request_head_past_16_kb_is_refused_too(
+    serve: Callable[[ConnectionLimits], LiveServer], size: int, line_end: bytes
+) -> None:
+    """h11 bounds only what is still incomplete in its buffer: a head sent whole in one
+    write passed up to ~64 KB."""
+    server = serve(ConnectionLimits(head_seconds=30))
+    head = [b"GET /healthz HTTP/1.1", b"Host: x", b"X-Big: " + b"a" * size, b"", b""]
+    assert _answer(_connect(server), line_end.join(head)) == TOO_LARGE
+
+
+def test_a_body_after_a_small_head_is_not_counted_as_head(
+    serve: Callable[[ConnectionLimits], LiveServer],
+) -> None:
+    """A small head and a 40 KB body in one write: the app reads the body (and refuses the
+    40 KB address), the head check does not count it."""
+    server = serve(ConnectionLimits(head_seconds=30))
+    body = b'{"email": "' + b"a" * 40_000 + b'@example.com"}'
+    request = (
+        b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    sock = _connect(server)
+    sock.sendall(request)
+    answer = b""
+    while not answer.endswith(b"}"):
+        chunk = sock.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request") and b'"field":"email"' in answer
 
 
 def test_one_client_cannot_hold_more_than_its_share(

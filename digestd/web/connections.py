@@ -2,9 +2,12 @@
 must stop neither the pages nor the sending (SPEC §10).
 
 uvicorn's own settings do part of it (web/server.py): an idle keep-alive connection closes
-after ``timeout_keep_alive``, a request head may hold at most
+after ``timeout_keep_alive``, a request head still incomplete may hold at most
 ``h11_max_incomplete_event_size`` bytes. What uvicorn lacks is added here, around its h11
 protocol:
+
+- the same bound on a head that arrives whole in one read (h11 parses it however large),
+  answered 431;
 
 - a deadline for each request to arrive: its line and headers within ``head_seconds``
   (uvicorn has none: its "timeout-request-start" was planned in issue #157 and never
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 import time
 from collections.abc import Callable
@@ -127,6 +131,17 @@ class ConnectionGuard:
         self.refused = self.timed_out = 0
 
 
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # h11 takes bare LF line ends too
+_TOO_BIG_BODY = b"The request's line and headers are too large.\n"
+TOO_BIG = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    + b"Content-Length: %d\r\n" % len(_TOO_BIG_BODY)
+    + b"Connection: close\r\n\r\n"
+    + _TOO_BIG_BODY
+)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the guard's caps and a deadline per request. It reads
     the protocol's ``conn`` (the h11.Connection) and hooks ``on_response_complete``:
@@ -162,8 +177,22 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._head_too_big(data):
+            self.transport.write(TOO_BIG)
+            self.transport.close()
+            return
         super().data_received(data)
         self._watch()
+
+    def _head_too_big(self, data: bytes) -> bool:
+        """h11 bounds only a head still incomplete in its buffer: one that arrives whole
+        in a single read (up to 64 KB) passed. Here the head is bounded whole or not."""
+        if self.conn.their_state is not h11.IDLE:
+            return False  # the head is in; this is body, or the next request's pipelined
+        buffered = self.conn.trailing_data[0] + data
+        end = _HEAD_END.search(buffered)
+        size = end.end() if end else len(buffered)
+        return size > self.guard.limits.max_head_bytes
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
