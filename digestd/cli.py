@@ -352,4 +352,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"digestd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # What was written stays (an export's rows so far); say it is not the whole.
+        print("digestd: interrupted", file=sys.stderr)
         return 130

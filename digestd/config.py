@@ -504,7 +504,9 @@ class Get(Protocol):
 
 def _getter(environ: Mapping[str, str], config_file: Path | None) -> Get:
     raw: dict[str, str] = _read_toml(config_file) if config_file else {}
-    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+    # An empty variable is an unset one (compose files write `DIGESTD_X=`): the file's
+    # value stands.
+    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip()})
 
     def get(name: str, default: str = "") -> str:
         value = raw.get(PREFIX + name, "")

@@ -266,6 +266,25 @@ def test_export_into_a_pipe_closed_early_stops_quietly(env: dict[str, str], tmp_
     assert export.stderr.read() == b""
 
 
+def test_an_interrupted_export_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    """Ctrl-C while the rows go out: the file has what was written, and the operator is
+    told it is not the whole (before, nothing was said)."""
+    readers = _readers_csv(tmp_path / "r.csv", 3000)
+    _run([*DIGESTD, "subscribers", "import", str(readers)], env, terminal=False)
+    export = subprocess.Popen(
+        [*DIGESTD, "subscribers", "export"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    assert export.stdout.readline().startswith(b"email,")  # under way, and now blocked
+    export.send_signal(signal.SIGINT)  # on a full pipe: nobody reads the rest
+    assert export.wait(timeout=60) == 130
+    assert export.stderr.read().decode().strip() == "digestd: interrupted"
+    export.stdout.close()
+
+
 @pytest.mark.parametrize("args", [["stats"], ["subscribers", "export"]], ids=" ".join)
 def test_output_to_a_full_disk_is_one_line(
     env: dict[str, str], tmp_path: Path, args: list[str]

@@ -103,10 +103,11 @@ def test_a_database_behind_is_refused_and_left_as_it_was(
     engine = make_engine(database_url)
     command.downgrade(alembic_config(engine), "0005")
     (tmp_path / "readers.csv").write_text("email,categories,frequency,timezone\n")
-    line = one_line_error(run_digestd(env, *args, stdin=b"[]", cwd=tmp_path))
-    assert line == (
+    result = run_digestd(env, *args, stdin=b"[]", cwd=tmp_path)
+    assert one_line_error(result) == (
         f"digestd: the database is at 0005, this digestd needs {SCHEMA_HEAD}: run digestd migrate"
     )
+    assert result.stdout == b""  # not even a header (feeds list printed its own)
     assert schema_revision(engine) == "0005"  # not upgraded behind the operator's back
     engine.dispose()
 

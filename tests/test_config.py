@@ -185,6 +185,17 @@ def test_toml_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     assert settings.default_timezone == "Asia/Tokyo"
 
 
+def test_an_empty_variable_leaves_the_files_value(tmp_path: Path) -> None:
+    config = tmp_path / "digestd.toml"
+    config.write_text('base_url = "https://news.example.net"\nsite_name = "AI Pulse"\n')
+    settings = load_settings(
+        {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_BASE_URL": "", "DIGESTD_SITE_NAME": " "},
+        config,
+    )
+    assert settings.base_url == "https://news.example.net"
+    assert settings.site_name == "AI Pulse"
+
+
 def test_a_broken_toml_file_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "digestd.toml"
     config.write_text("daily_hour = \n")

@@ -33,8 +33,8 @@ def add(settings: Settings, args: argparse.Namespace) -> int:
 
 def list_(settings: Settings, args: argparse.Namespace) -> int:
     """One tab-separated line per feed, under a header: its health at a glance."""
-    print("\t".join(COLUMNS))
     with database(settings) as sessions, sessions() as session:
+        print("\t".join(COLUMNS))  # once the database is known to be digestd's
         for feed in session.scalars(select(Feed).order_by(Feed.id)):
             print("\t".join(_health(feed)))
     return 0
