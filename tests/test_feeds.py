@@ -207,6 +207,21 @@ def test_feeds_add_fetches_once_then_stores_and_lists_the_feed(
     assert row.split("\t") == ["1", "robotics", "not polled yet", "-", "0", "0", url, "-"]
 
 
+def test_a_feed_is_one_feed_whatever_its_fragment_and_its_title_is_bounded(
+    feed_server: FeedServer, env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    """A title of 5 600 characters (entities in a feed's DTD can make one of a megabyte) is
+    cut to 200; a fragment never reaches the server, so a URL with one is the same feed."""
+    url = feed_server.url("long_title.xml")
+    added = run_digestd(env, "feeds", "add", url + "#top", "--category", "ai")
+    assert added.returncode == 0, added.stderr
+    assert len(added.stdout) < 400
+    (feed,) = _feeds(sessions)
+    assert feed.url == url and feed.title == " ".join(["Endless"] * 700)[:200]
+    again = run_digestd(env, "feeds", "add", url + "#other", "--category", "ai")
+    assert "is already registered" in one_line_error(again)
+
+
 def test_feeds_list_shows_each_feeds_health(
     feed_server: FeedServer, env: dict[str, str], sessions: sessionmaker[Session]
 ) -> None:

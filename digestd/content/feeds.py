@@ -88,7 +88,8 @@ def feed_url(url: str) -> str:
         or any(ord(c) <= 32 or ord(c) == 127 for c in text)
     ):
         raise InputError(f"URL: expected an http(s) feed URL, got {url[:200]!r}")
-    return text
+    # The fragment never reaches the server: with it, one feed could be registered twice.
+    return parts._replace(fragment="").geturl()
 
 
 def feed_category(category: str) -> str:
@@ -186,7 +187,8 @@ def parse_feed(
             feed_url,
             parsed.get("bozo_exception"),
         )
-    title = plain(parsed.feed.get("title")) or (urlsplit(fetched.url).hostname or "")
+    # Bounded: a feed's entities can expand a few hundred bytes to a megabyte of title.
+    title = (plain(parsed.feed.get("title")) or (urlsplit(fetched.url).hostname or ""))[:200]
     # RSS has no xml:base: readers resolve relative item links against the channel's link,
     # then the feed's own URL (Atom's xml:base is already applied by feedparser).
     base = parsed.feed.get("link") or fetched.url
@@ -201,7 +203,7 @@ def parse_feed(
                 "id": "feed-" + hashlib.sha256(f"{feed_url}\n{key}".encode()).hexdigest()[:32],
                 "url": urljoin(base, entry.get("link") or "") if entry.get("link") else None,
                 "title": plain(entry.get("title")),
-                "source": title[:200],
+                "source": title,
                 "published_at": _published(entry, now).isoformat(),
                 "categories": [category],
                 "kind": "news",
