@@ -70,6 +70,17 @@ def test_each_invalid_field_is_named(change: dict[str, Any], field: str) -> None
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("score", "shown"),
+    [(float("nan"), "NaN"), (float("inf"), "a number too large"), (10**400, "a number too large"),
+     (-2.5, "-2.5"), (1e13, "1e+13")],
+)  # fmt: skip
+def test_a_score_out_of_range_is_shown_as_what_it_is(score: float, shown: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate({**SAMPLE_ARTICLE, "score": score})
+    assert caught.value.problem.endswith(f", got {shown}")
+
+
 def _count(database_url: str) -> int:
     engine = make_engine(database_url)
     with make_sessions(engine)() as session:

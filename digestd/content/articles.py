@@ -185,7 +185,13 @@ def _score(value: Any) -> float:
     except OverflowError:
         score = math.inf
     if not math.isfinite(score) or not 0 <= score <= MAX_SCORE:
-        shown = f"{score:g}" if abs(score) < math.inf else "a number too large"
+        shown = (
+            "NaN"
+            if math.isnan(score)
+            else "a number too large"
+            if math.isinf(score)
+            else f"{score:g}"
+        )
         raise ValidationError("score", f"must be a number from 0 to {MAX_SCORE:g}, got {shown}")
     return score
 

@@ -44,7 +44,7 @@ def normalise_email(raw: str) -> str:
     if not isinstance(raw, str):
         raise ValidationError("email", "must be a string")
     if any(c in raw for c in "\r\n\0"):
-        raise ValidationError("email", "must not contain line breaks")
+        raise ValidationError("email", "must not contain line breaks or NUL characters")
     if len(raw) > 320:
         raise ValidationError("email", "is longer than 320 characters")
     try:
