@@ -74,6 +74,17 @@ def test_an_import_runs_in_the_background_and_reports_each_bad_line(web: WebRig)
     assert "spring list.csv" in listed and "done 2 0 3" in listed
 
 
+@pytest.mark.parametrize("line_end", ["\r\n", "\r"])
+def test_the_lines_are_counted_as_the_import_reads_them(web: WebRig, line_end: str) -> None:
+    """A spreadsheet's CRLF or an old Mac's lone CR: the total the progress is shown against
+    is the lines read (it was "2 of 0 lines" for a lone CR)."""
+    sign_in(web.client)
+    answer = _upload(web, GOOD_AND_BAD.replace("\n", line_end).encode())
+    job = _finished(web, answer.headers["location"])
+    assert (job.lines, job.read) == (5, 5)
+    assert job.report is not None and [e.line for e in job.report.errors] == [3, 6]
+
+
 def test_a_file_with_the_wrong_header_imports_nothing(web: WebRig) -> None:
     sign_in(web.client)
     answer = _upload(web, b"mail,topics\nnew@example.com,ai\n")

@@ -103,7 +103,9 @@ async def start_import(request: Request) -> Response:
     registry = jobs(request)
     if any(job.finished_at is None for job in registry.values()):
         raise WebError(409, "An import is running: wait for it to finish, then import again.")
-    job = ImportJob(secrets.token_urlsafe(9), name, max(0, text.count("\n") - 1), w.clock())
+    # Lines as the import reads them: \r\n, \n and a lone \r each end one.
+    lines = sum(1 for _ in io.StringIO(text, newline="")) - 1
+    job = ImportJob(secrets.token_urlsafe(9), name, max(0, lines), w.clock())
     registry[job.id] = job
     for old in list(registry)[:-KEPT]:
         del registry[old]
