@@ -8,7 +8,7 @@ the schema (or, on SQLite, create a database file) behind an operator's back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+_ON_COMMIT = "digestd.on_commit"
+
+
+def on_commit(session: Session | None, action: Callable[[], None]) -> None:
+    """Run ``action`` (an event's log line) once ``session``'s transaction has committed,
+    and never if it rolls back: an unsubscribe a read-only database refused is no
+    unsubscribe. At once for an object in no session."""
+    if session is None:
+        action()
+        return
+    pending: list[Callable[[], None]] | None = session.info.get(_ON_COMMIT)
+    if pending is None:
+        pending = session.info[_ON_COMMIT] = []
+        event.listen(session, "after_commit", _run_pending)
+        event.listen(session, "after_rollback", _drop_pending)
+    pending.append(action)
+
+
+def _run_pending(session: Session) -> None:
+    pending = session.info[_ON_COMMIT]
+    actions, pending[:] = list(pending), []
+    for action in actions:
+        action()
+
+
+def _drop_pending(session: Session) -> None:
+    session.info[_ON_COMMIT].clear()
 
 
 # --- the schema: checked ---------------------------------------------------------------

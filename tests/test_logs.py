@@ -240,3 +240,39 @@ def test_a_feed_poll_is_one_event_with_its_counts(
     web.portal.call(Daemon(web.service, lambda: SEND).poll_feeds)
     (polled,) = events(capsys.readouterr().err, "feeds", "json")
     assert (polled["polled"], polled["failed"], polled["articles"]) == (1, 1, 0)
+
+
+def test_an_event_is_logged_only_once_its_change_is_committed(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unsubscribe the database refused (a read-only file, a lost connection) left a line
+    saying it happened; the line now waits for the commit."""
+    from sqlalchemy import select
+
+    from digestd.db import make_engine, make_sessions
+    from digestd.models import Subscriber
+    from digestd.readers.lifecycle import unsubscribe
+
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    with sessions.begin() as session:
+        add_readers(session, [Reader("ann@example.com"), Reader("bob@example.com")], SEND)
+    caplog.set_level(logging.INFO, logger="digestd.readers.lifecycle")
+
+    def unsubscribe_one(email: str) -> None:
+        with sessions.begin() as session:
+            reader = session.scalars(select(Subscriber).where(Subscriber.email == email)).one()
+            assert unsubscribe(reader, SEND, via="operator")
+            assert not [r for r in caplog.records if r.getMessage() == "unsubscribe"]
+            if email.startswith("ann"):
+                raise RuntimeError("the database went away")
+
+    try:
+        with pytest.raises(RuntimeError):
+            unsubscribe_one("ann@example.com")
+        assert [r for r in caplog.records if r.getMessage() == "unsubscribe"] == []
+        unsubscribe_one("bob@example.com")
+        (line,) = [r for r in caplog.records if r.getMessage() == "unsubscribe"]
+        assert line.email == "bob@example.com"  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from digestd.db import on_commit
 from digestd.models import (
     Subscriber,
     SubscriberCategory,
@@ -81,7 +82,8 @@ def confirm(
         log.info("confirm", extra={"outcome": Confirmation.GONE})
         return Confirmation.GONE
     outcome = _confirm(session, subscriber, link, issued_at, click, schedule)
-    log.info("confirm", extra={"outcome": outcome, **_who(subscriber)})
+    fields = {"outcome": outcome, **_who(subscriber)}
+    on_commit(session, lambda: log.info("confirm", extra=fields))
     return outcome
 
 
@@ -205,7 +207,8 @@ def unsubscribe(subscriber: Subscriber, now: datetime, *, via: str = "") -> bool
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
     subscriber.next_daily_at = subscriber.next_weekly_at = None
-    log.info("unsubscribe", extra={**_who(subscriber), **({"via": via} if via else {})})
+    fields = {**_who(subscriber), **({"via": via} if via else {})}
+    on_commit(object_session(subscriber), lambda: log.info("unsubscribe", extra=fields))
     return True
 
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from digestd.db import on_commit
 from digestd.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
 from digestd.readers import mailbox
 from digestd.readers.subscribers import (
@@ -181,7 +182,8 @@ def request_signup(
     an id to carry), with no consent recorded until the link is followed.
     """
     result = _signup(session, email, request, now, limits)
-    log.info("signup", extra={"email": email, "outcome": result.notice or result.held})
+    fields = {"email": email, "outcome": result.notice or result.held}
+    on_commit(session, lambda: log.info("signup", extra=fields))
     return result
 
 
