@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Row, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.errors import SchemaError
@@ -90,10 +91,17 @@ def _drop_pending(session: Session) -> None:
 
 def schema_revision(engine: Engine) -> str | None:
     """The migration the database is at; None when it has no digestd schema."""
-    with engine.connect() as connection:
-        if not inspect(connection).has_table("alembic_version"):
-            return None
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DatabaseError as exc:
+        if "file is not a database" not in str(exc.orig):  # SQLite's word for it
+            raise
+        raise SchemaError(
+            f"DIGESTD_DATABASE_URL: {engine.url.database} is not a SQLite database"
+        ) from exc
 
 
 def check_schema(engine: Engine) -> None:

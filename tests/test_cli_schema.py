@@ -146,6 +146,19 @@ def test_a_revision_no_digestd_wrote_is_named_as_such(
     engine.dispose()
 
 
+@pytest.mark.parametrize("args", [["stats"], ["migrate"], ["run"]], ids=" ".join)
+def test_a_file_that_is_no_database_is_named_with_its_variable(
+    tmp_path: Path, args: list[str]
+) -> None:
+    env = _fresh(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"shopping: milk, eggs, " * 200)
+    env["DIGESTD_DATABASE_URL"] = f"sqlite:///{notes}"
+    line = one_line_error(run_digestd(env, *args, cwd=tmp_path))
+    assert line == f"digestd: DIGESTD_DATABASE_URL: {notes} is not a SQLite database"
+    assert notes.read_bytes() == b"shopping: milk, eggs, " * 200
+
+
 def test_after_migrate_the_commands_that_sign_links_use_its_key(tmp_path: Path) -> None:
     env = _fresh(tmp_path)
     assert run_digestd(env, "migrate", cwd=tmp_path).returncode == 0
