@@ -220,8 +220,8 @@ def _content_commands(commands: Commands) -> None:
 
 
 def _row_id(text: str) -> int:
-    """A row's number: digits that fit the databases' 64-bit integers."""
-    if not text.isdigit() or len(text) > 18:
+    """A row's number: digits (how large a number is nobody's is the database's to say)."""
+    if not text.isdigit() or len(text) > 40:
         raise argparse.ArgumentTypeError(f"not an id (see feeds list): {text[:40]!r}")
     return int(text)
 

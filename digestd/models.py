@@ -66,6 +66,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Row ids are INTEGER columns: 32-bit on PostgreSQL, which refuses to even compare a larger
+# number with one (SQLite's are 64-bit). A number past this is nobody's id.
+MAX_ID = 2**31 - 1
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {

@@ -62,6 +62,8 @@ def test_the_reports_refuse_bad_parameters_and_want_the_token(web: WebRig) -> No
         ("/api/engagement/days?days=x", "days"),
         ("/api/engagement/top?dayz=3", "dayz"),
         ("/api/engagement/editions/abc", "id"),
+        ("/api/engagement/editions/2147483648", "id"),  # past any id: PostgreSQL's 500 before
+        ("/api/engagement/editions/99999999999999", "id"),
     ):
         answer = web.client.get(path, headers=AUTH)
         assert answer.status_code == 400 and answer.json()["field"] == field, path

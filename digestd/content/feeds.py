@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
 from digestd.errors import InputError
-from digestd.models import Feed
+from digestd.models import MAX_ID, Feed
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def add_feed(
 
 def remove_feed(session: Session, feed_id: int) -> Feed | None:
     """Stop polling a feed; the articles it brought stay. None when there is no such feed."""
-    feed = session.get(Feed, feed_id)
+    feed = session.get(Feed, feed_id) if 0 < feed_id <= MAX_ID else None
     if feed is not None:
         session.delete(feed)
     return feed

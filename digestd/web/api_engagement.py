@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from digestd.models import MAX_ID
 from digestd.ops import engagement
 from digestd.ops.activity import utc_iso
 from digestd.web import params
@@ -46,7 +47,7 @@ async def one_edition(request: Request) -> Response:
     w = web(request)
     params.only(request)
     raw = str(request.path_params["id"])
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
         raise WebError(400, f"id: an edition's number, got {raw[:40]!r}", field="id")
     found = await w.db(_edition, w, int(raw))
     if found is None:

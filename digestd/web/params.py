@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from digestd.errors import ValidationError
 from digestd.instants import parse_instant
+from digestd.models import MAX_ID
 from digestd.tokens import Tokens
 from digestd.web.errors import WebError
 
@@ -23,14 +24,15 @@ MAX_LIMIT = 500
 
 
 class RowId(Convertor[int]):
-    """``{name:id}`` in a route: a row's number, digits that fit the databases' 64-bit
-    integers. A longer one is nobody's row: the route does not match (a 404) rather than
-    hand the database a number it cannot even compare (a 500)."""
+    """``{name:id}`` in a route: a row's number. One past :data:`MAX_ID` is nobody's, and
+    reads as 0, which no row has (ids start at 1): the page's own "no such" 404, where
+    the number itself would have been a database error (a 500)."""
 
-    regex = "[0-9]{1,18}"
+    regex = "[0-9]+"
 
     def convert(self, value: str) -> int:
-        return int(value)
+        number = int(value) if len(value) <= 10 else 0
+        return number if number <= MAX_ID else 0
 
     def to_string(self, value: int) -> str:
         return str(value)
