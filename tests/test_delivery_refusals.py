@@ -103,6 +103,56 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
     assert _ledger(service) == {"failed-not-address": report.failed}
 
 
+@pytest.mark.parametrize(
+    ("addresses", "suppressed"),
+    [
+        # A small company's list behind a relay that refuses it: fewer domains than a storm
+        # needs, and every message refused alike. Exim's words, no enhanced code.
+        ([f"staff{i}@d{i % 3}.example" for i in range(8)], 0),
+        # The same reply for two readers only is too little to say: they are refused.
+        ([f"staff{i}@d{i}.example" for i in range(2)], 2),
+    ],
+    ids=["whole-send-of-8", "two-only"],
+)
+def test_a_send_refused_alike_from_first_to_last_suppresses_nobody(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture, addresses: list[str], suppressed: int
+) -> None:
+    sink = FaultySink(always="550 relay not permitted")
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+        with caplog.at_level(logging.WARNING, logger="digestd"):
+            (report,) = _deliver(service, sender, clock)
+    assert report.sent == 0 and report.failed == len(addresses)
+    assert len(_suppressed(service)) == suppressed
+    if suppressed:
+        assert set(_statuses(service).values()) == {SubscriberStatus.BOUNCED}
+        return
+    assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
+    assert _ledger(service) == {"failed-not-address": len(addresses)}
+    assert report.paused
+    (line,) = [m for m in caplog.messages if "every message of this send" in m]
+    assert "(8, to 3 recipient domains) was refused the same way" in line
+
+
+def test_a_send_with_one_message_accepted_judges_each_refusal(env: dict[str, str]) -> None:
+    """Seven refused alike and one accepted: the relay does take mail, so the seven
+    refusals are about their addresses."""
+    addresses = [f"staff{i}@d{i % 3}.example" for i in range(8)]
+    refused = {a: f"550 5.1.1 <{a}>: User unknown" for a in addresses[:7]}
+    sink = FaultySink(reject=refused)
+    with running(sink):
+        service = _service(env, sink.url, pool_size=1, pause_seconds=120)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+        (report,) = _deliver(service, sender, clock)
+    assert (report.sent, report.failed) == (1, 7)
+    assert len(_suppressed(service)) == 7
+
+
 def test_after_a_storm_pause_the_first_identical_refusal_pauses_again(env: dict[str, str]) -> None:
     sink = FaultySink(always="554 5.7.1 <{rcpt}>: Relay access denied")
     with running(sink):

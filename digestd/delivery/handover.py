@@ -49,6 +49,7 @@ class HandOver:
         self.consecutive_failures = 0
         self.paused_until = 0.0
         self.refusals = RefusalRuns(tuning.storm_domains)
+        self.last_failure: DeliveryError | None = None
 
     @property
     def paused(self) -> bool:
@@ -96,8 +97,23 @@ class HandOver:
         self.metrics.smtp_succeeded()
         return Sent(reply, message_id)
 
+    def begin_send(self) -> None:
+        self.refusals.begin_send()
+
+    def end_send(self, last: DeliveryError | None) -> None:
+        """No more messages in this send: a run of refusals that was all of it is decided."""
+        run = self.refusals.end_send()
+        if run is not None and last is not None:
+            self._pause(
+                f"every message of this send ({run.messages}, to {len(run.domains)} "
+                "recipient domains) was refused the same way, about the relay rather than "
+                "the readers: nobody is suppressed for it",
+                last,
+            )
+
     def _failure(self, exc: DeliveryError, recipient: str) -> None:
         self.consecutive_failures += 1
+        self.last_failure = exc
         if isinstance(exc, PermanentDeliveryError) and self.refusals.refused(exc, recipient):
             self._pause(
                 f"the same refusal from {self.refusals.needed} recipient domains in a row, "

@@ -161,6 +161,7 @@ class Sender:
         waits for rows still being planned and says whether to look again.
         """
         run = _Run(self, now, should_stop, on_batch, more)
+        self.handover.begin_send()
         try:
             while (batch := await run.next_batch()) is not None:
                 await run.send(batch)
@@ -327,7 +328,8 @@ class _Run:
 
     def release_held(self) -> None:
         """No more refusals are coming in this call: the runs held for are decided."""
-        self.sender.handover.refusals.end()
+        handover = self.sender.handover
+        handover.end_send(handover.last_failure)
         held, self.held = self.held, []
         for entry in held:
             self.recorder.add(entry)

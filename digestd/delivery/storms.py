@@ -8,6 +8,12 @@ anything holding a digit taken out) from ``domains`` distinct recipient domains,
 accepted message or other refusal between, is a *storm*: sending pauses, and nobody is
 suppressed for that reply.
 
+A list with fewer domains than that can never make such a run, so one more run is a
+storm: every message of a send refused the same way, at least :data:`ALL_REFUSED`
+of them and not one accepted. A relay refusing a small company's list must not suppress
+it; a handful of dead addresses sent on their own is refused again at the next send, and
+the warning says so.
+
 Until its run is decided, a refusal that would suppress is *held*: its outcome is not
 written yet, so nobody is suppressed before the breaker could trip. Its row stays leased;
 after a crash it is sent again, which for a refused message repeats nothing.
@@ -36,10 +42,14 @@ class Verdict(enum.Enum):
     STORM = "storm"  # its run reached the threshold: about the relay
 
 
+ALL_REFUSED = 3  # messages: a whole send refused alike is the relay's refusal from here
+
+
 @dataclass(eq=False)
 class Run:
     key: str
     domains: set[str] = field(default_factory=set)
+    messages: int = 0
     open: bool = True
     storm: bool = False
 
@@ -66,10 +76,16 @@ class RefusalRuns:
         # relay is asked again, not burned through), until a message is accepted.
         self._storm_keys: set[str] = set()
         self._runs: dict[int, tuple[PermanentDeliveryError, Run]] = {}  # by id(error)
+        self._send_accepted = False  # this send: a message went through
+        self._send_runs = 0  # this send: runs begun
+
+    def begin_send(self) -> None:
+        self._send_accepted, self._send_runs = False, 0
 
     def accepted(self) -> None:
         self.end()
         self._storm_keys.clear()
+        self._send_accepted = True
 
     def refused(self, error: PermanentDeliveryError, recipient: str) -> bool:
         """Note a permanent refusal; True when its run is a storm (pause sending)."""
@@ -78,7 +94,9 @@ class RefusalRuns:
         if run is None or run.key != key:
             self.end()
             run = self.current = Run(key, storm=key in self._storm_keys)
+            self._send_runs += 1
         run.domains.add(recipient.rpartition("@")[2].lower())
+        run.messages += 1
         self._runs[id(error)] = (error, run)  # kept until forget(): the id stays unique
         if not run.storm and len(run.domains) >= self.needed:
             run.storm = True
@@ -98,10 +116,21 @@ class RefusalRuns:
         self._runs.pop(id(error), None)
 
     def end(self) -> None:
-        """The current run is over (a success, another refusal, or no more sending)."""
+        """The current run is over (a success, another refusal, or a pause)."""
         if self.current is not None:
             self.current.open = False
             self.current = None
+
+    def end_send(self) -> Run | None:
+        """No more refusals in this send. Its one run, when it is the whole send and long
+        enough, becomes a storm, which is returned (the sender says so and pauses)."""
+        run, whole = self.current, not self._send_accepted and self._send_runs == 1
+        self.end()
+        if run is None or run.storm or not whole or run.messages < ALL_REFUSED:
+            return None
+        run.storm = True
+        self._storm_keys.add(run.key)
+        return run
 
     def sort_out(
         self,
