@@ -45,7 +45,19 @@ RCPT, DATA, END, REPORT = Stage.RCPT, Stage.DATA, Stage.END, Stage.REPORT
         (END, "550 Message rejected as spam", Kind.FAILED),  # bare to the content: content
         (END, "550 5.1.1 User unknown (checked after the content)", Kind.HARD),
         (REPORT, "550 Unknown user", Kind.HARD),
-        (REPORT, "4.4.7 Delivery time expired", Kind.SOFT),
+        # A reporting MTA giving up says something about the address only for X.1, X.2.
+        (REPORT, "4.4.7 Delivery time expired", Kind.FAILED),
+        (REPORT, "421 4.7.0 [TSS04] Messages temporarily deferred", Kind.FAILED),
+        (REPORT, "4.4.1 Connection timed out", Kind.FAILED),
+        (REPORT, "4.2.2 Mailbox full", Kind.SOFT),
+        (REPORT, "450 4.1.1 Mailbox unavailable", Kind.SOFT),
+        # qmail writes the enhanced code last
+        (
+            RCPT,
+            "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+            Kind.FAILED,
+        ),
+        (RCPT, "550 sorry, no mailbox here by that name. (#5.1.1)", Kind.HARD),
         # Temporary replies whose retries ran out: the mailbox counts, our reputation not.
         (RCPT, "452 4.2.2 Mailbox full", Kind.SOFT),
         (RCPT, "450 4.1.1 Recipient address rejected: unverified address", Kind.SOFT),

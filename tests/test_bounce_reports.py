@@ -46,7 +46,7 @@ def _variant(old: bytes, new: bytes, raw: bytes = POSTFIX_DSN) -> bytes:
         (_variant(b"Action: failed", b"Action: FAILED"), Outcome.HARD_BOUNCE, "5.1.1"),
         (_variant(b"Action: failed\r\n", b""), Outcome.HARD_BOUNCE, "5.1.1"),
         (_variant(b"Action: failed", b"Action: expired").replace(b"Status: 5.1.1",
-         b"Status: 4.4.7").replace(b"550 5.1.1", b"451 4.4.7"), Outcome.SOFT_BOUNCE, "4.4.7"),
+         b"Status: 4.2.2").replace(b"550 5.1.1", b"452 4.2.2"), Outcome.SOFT_BOUNCE, "4.2.2"),
         (_variant(b"Action: failed", b"Action: delayed").replace(b"Status: 5.1.1",
          b"Status: 4.4.1"), Outcome.IGNORED, "4.4.1"),
         # A policy refusal is no bounce of the address
@@ -147,9 +147,25 @@ def test_a_bounce_that_is_no_report_is_matched_by_its_verp_address(settings: Set
     assert result.report_type == "bounce" and _suppressed(service, "gone@example.com")
 
 
+def test_a_policy_refusal_quoted_by_qmail_keeps_the_reader(settings: Settings) -> None:
+    """qmail puts the enhanced code last, "(#5.7.1)": a refusal of our sender, not of the
+    address, which read as a bare 553 (the address) before."""
+    service = _deliver_days(settings, ["gone@example.com"])
+    refused = QMAIL_STYLE.replace(
+        b"550 5.1.1 <gone@example.com>: Recipient address rejected",
+        b"553 sorry, your envelope sender has been denied (#5.7.1)",
+    )
+    result = _process(service, refused)
+    assert (result.outcome, result.status) == (Outcome.FAILED, "5.7.1")
+    assert _subscriber(service, "gone@example.com").status == "active"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
+        # a reply to the digest from a mail system's own address, quoting a "550"
+        b"From: Mail Delivery Subsystem <postmaster@example.com>\r\nTo: " + VERP + b"\r\n"
+        b"Subject: Re: Your AI digest\r\n\r\nReference: 550 Main Street office hours\r\n",
         # an out-of-office answer to the envelope sender
         b"From: Gone Reader <gone@example.com>\r\nTo: " + VERP + b"\r\n"
         b"Auto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\n"
@@ -157,7 +173,7 @@ def test_a_bounce_that_is_no_report_is_matched_by_its_verp_address(settings: Set
         # a person replying to the bounce address
         b"From: gone@example.com\r\nTo: " + VERP + b"\r\nSubject: Re: digest\r\n\r\nThanks!\r\n",
     ],
-    ids=["auto-reply", "a-person"],
+    ids=["a-reply-from-postmaster", "auto-reply", "a-person"],
 )
 def test_an_auto_reply_or_a_person_at_the_bounce_address_changes_nothing(
     settings: Settings, raw: bytes

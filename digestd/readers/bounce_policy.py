@@ -107,8 +107,8 @@ RULES: tuple[Rule, ...] = (
     # Temporary replies reach the policy only once retries ran out (or a DSN says the
     # reporting MTA gave up): about the mailbox they count as soft bounces; about our
     # relay, our reputation or the network they must not, or an outage of a few days
-    # would suppress the whole list.
-    Rule("4.*.*", Kind.SOFT, "the reporting MTA gave up after its retries", (Stage.REPORT,)),
+    # would suppress the whole list. A DSN giving up on 4.7.0 (a provider's reputation
+    # deferral) or 4.4.7 (its queue expired) is no word about the address either.
     Rule("4.1.*", Kind.SOFT, "temporary address trouble; retries ran out"),
     Rule("4.2.*", Kind.SOFT, "temporary mailbox trouble (full, over quota); retries ran out"),
     Rule("450", Kind.SOFT, "bare 450 (mailbox unavailable); retries ran out", _BARE_STAGES),
@@ -124,6 +124,7 @@ _UNKNOWN = Rule("-", Kind.FAILED, "no reply code at all")
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _REPLY = re.compile(r"^\s*([245]\d\d)(?:[ -]|$)")
+_QMAIL = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,13 @@ def classify_reply(stage: Stage, text: str) -> Verdict:
 
 def codes_in(text: str) -> tuple[int | None, str | None]:
     """(reply code, enhanced status) found in a reply or a Diagnostic-Code
-    (``smtp; 550 5.1.1 ...``, ``X-Postfix; ...``): either may be None."""
+    (``smtp; 550 5.1.1 ...``, ``X-Postfix; ...``): either may be None. qmail writes the
+    enhanced code last, ``553 sorry, ... (#5.7.1)``."""
     body = text.split(";", 1)[1] if ";" in text[:20] else text
     reply = _REPLY.match(body)
     code = int(reply.group(1)) if reply else None
     rest = body[reply.end() :] if reply else body
-    enhanced = _ENHANCED.search(rest[:40] if reply else rest)
+    enhanced = _ENHANCED.search(rest[:40] if reply else rest) or _QMAIL.search(rest)
     status = ".".join(enhanced.groups()) if enhanced else None
     return code, normal_status(status)
 

@@ -57,8 +57,10 @@ _COMPLAINTS = {"abuse", "fraud", "virus", "other"}
 _FAILED = {"failed", "failure", "fail", "expired", "bounced", "undeliverable", "undelivered"}
 _DELAYED = {"delayed", "delay", "deferred", "warning", "transient"}
 _DAEMON = re.compile(r"mailer[-_ ]?daemon|postmaster|mail delivery", re.IGNORECASE)
+# A reply to the digest ("Re: ...") is a person's or their autoresponder's, never a bounce.
 _AUTO_REPLY = re.compile(
-    r"out of (the )?office|auto(matic)?[- ]?reply|autoreply|vacation|abwesenheit", re.IGNORECASE
+    r"out of (the )?office|auto(matic)?[- ]?reply|autoreply|vacation|abwesenheit|^\s*re:",
+    re.IGNORECASE,
 )
 _BOUNDARY = re.compile(rb"boundary\s*\*?[0-9]*\*?\s*=", re.IGNORECASE)
 _BODY_REPLY = re.compile(r"(?m)(?:^\s*|:\s+)([45]\d\d)[ -]+(?:([45]\.\d{1,3}\.\d{1,3})\b)?")
@@ -235,11 +237,12 @@ def _plain_bounce(message: Message, original: Message | None) -> Report:
     found = _BODY_REPLY.search(text := own_text(message)) if daemon else None
     kind, status, diagnostic = Kind.NOTICE, None, " ".join(subject.split())[:300] or None
     if found is not None:
-        code, enhanced = int(found.group(1)), normal_status(found.group(2))
-        kind = classify(Stage.REPORT, code, enhanced).kind
-        status = enhanced or str(code)
         line_end = text.find("\n", found.start(1))
         diagnostic = " ".join(text[found.start(1) : line_end if line_end > 0 else None].split())
+        # The whole line, read as a Diagnostic-Code is: qmail's enhanced code comes last.
+        code, enhanced = codes_in(f"smtp; {diagnostic}")
+        kind = classify(Stage.REPORT, code, enhanced).kind
+        status = enhanced or str(code)
     return Report(
         source="mail",
         kind=kind,
