@@ -4,6 +4,7 @@ recipient, 250 only once what the mail means is committed, 451 when it cannot be
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -184,3 +185,46 @@ def test_a_taken_port_is_one_clear_configuration_error() -> None:
 
     asyncio.run(twice())
     engine.dispose()
+
+
+def test_sessions_past_the_cap_are_told_421_and_closed(caplog: pytest.LogCaptureFixture) -> None:
+    """Idle sessions held open took every file descriptor, the web pages' too: past the cap
+    a connection is refused at once (the MTA retries), and room comes back as one ends."""
+    engine = make_engine("sqlite://")
+    sessions, tokens = make_sessions(engine), Tokens([TEST_KEY])
+
+    async def greeting(port: int) -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return await asyncio.wait_for(reader.readline(), 5), writer
+
+    async def run() -> None:
+        inbound = await lmtp.start(("127.0.0.1", 0), sessions, tokens, DOMAIN, max_sessions=3)
+        assert inbound is not None
+        port = inbound.address[1]
+        try:
+            held = [await greeting(port) for _ in range(3)]
+            assert all(line.startswith(b"220") for line, _ in held)
+            for _ in range(5):
+                line, writer = await greeting(port)
+                assert line == b"421 4.3.2 Too many connections, try again later\r\n"
+                writer.close()
+            held[0][1].close()
+            await held[0][1].wait_closed()
+            for _ in range(100):  # the server sees the close on its next loop turn
+                line, writer = await greeting(port)
+                writer.close()
+                if line.startswith(b"220"):
+                    break
+            assert line.startswith(b"220")
+            for _, writer in held[1:]:
+                writer.close()
+        finally:
+            await lmtp.stop(inbound)
+
+    with caplog.at_level(logging.WARNING, logger="digestd.inbound.lmtp"):
+        asyncio.run(run())
+    engine.dispose()
+    warnings = [r.getMessage() for r in caplog.records if "sessions open" in r.getMessage()]
+    assert warnings == [
+        "LMTP: 3 sessions open (the cap); refused 1 connection(s) since the last such line"
+    ]

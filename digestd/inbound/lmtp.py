@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -128,22 +130,82 @@ def bind(settings_listen: tuple[str, int]) -> socket.socket:
     return sock
 
 
+MAX_SESSIONS = 64  # a local MTA opens a handful; more are a runaway (or a local attacker)
+WARN_EVERY = 60.0  # seconds between two log lines about refused sessions
+_TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
+
+
+class _Open:
+    """The LMTP sessions open now, against their cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.refused = 0
+        self.warned_at = -WARN_EVERY
+
+    def refuse(self) -> None:
+        """Count a refusal; one log line a minute at most, with how many."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.warned_at >= WARN_EVERY:
+            log.warning(
+                "LMTP: %d sessions open (the cap); refused %d connection(s) since the last "
+                "such line",
+                self.count,
+                self.refused,
+            )
+            self.warned_at, self.refused = now, 0
+
+
+class CappedLMTP(LMTP):
+    """aiosmtpd's LMTP with a cap on open sessions: past it a connection is told 421 (the
+    MTA retries) and closed at once. Uncapped, idle sessions took every file descriptor of
+    the daemon, and the web pages with them."""
+
+    def __init__(self, *args: Any, open_sessions: _Open, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open = open_sessions
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._open.count >= self._open.limit:
+            self._open.refuse()
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._open.count += 1
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:  # refused: aiosmtpd never saw it
+            return
+        self._counted = False
+        self._open.count -= 1
+        super().connection_lost(exc)
+
+
 async def start(
     listen: tuple[str, int] | None,
     sessions: sessionmaker[DbSession],
     tokens: Tokens,
     domain: str,
     metrics: Metrics | None = None,
+    max_sessions: int = MAX_SESSIONS,
 ) -> Inbound | None:
     """Serve LMTP on ``listen`` (``DIGESTD_INBOUND_LISTEN``); None when it is not set."""
     if listen is None:
         return None
     sock = bind(listen)
     handler = InboundMail(sessions, tokens, domain, metrics=metrics)
+    open_sessions = _Open(max_sessions)
 
     def protocol() -> LMTP:
-        return LMTP(
+        return CappedLMTP(
             handler,
+            open_sessions=open_sessions,
             hostname=domain,
             ident="digestd LMTP",
             data_size_limit=MAX_REPORT_BYTES,
