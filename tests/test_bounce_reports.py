@@ -222,9 +222,10 @@ def _deeply_nested(levels: int) -> bytes:
             b"Original-Recipient: rfc822;gone@example.com\r\n", b""
         ),  # a status part naming nobody
         _deeply_nested(5000),  # would exhaust the email package's recursion
+        b"Content-Type: message/rfc822\r\n\r\n" * 3000 + b"x",  # so would messages in messages
         bytes(range(256)) * 100,
     ],
-    ids=["bad-base64", "no-recipient", "nested-5000-deep", "binary"],
+    ids=["bad-base64", "no-recipient", "nested-5000-deep", "messages-3000-deep", "binary"],
 )
 def test_hostile_reports_get_one_clear_error_and_change_nothing(
     settings: Settings, raw: bytes

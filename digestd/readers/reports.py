@@ -63,6 +63,7 @@ _AUTO_REPLY = re.compile(
     re.IGNORECASE,
 )
 _BOUNDARY = re.compile(rb"boundary\s*\*?[0-9]*\*?\s*=", re.IGNORECASE)
+_MESSAGE_PART = re.compile(rb"content-type:\s*message/", re.IGNORECASE)
 _BODY_REPLY = re.compile(r"(?m)(?:^\s*|:\s+)([45]\d\d)[ -]+(?:([45]\.\d{1,3}\.\d{1,3})\b)?")
 
 
@@ -85,9 +86,10 @@ def parse(raw: bytes) -> Message:
     if len(raw) > MAX_REPORT_BYTES:
         raise ReportError(f"report is larger than {MAX_REPORT_BYTES} bytes")
     # Reports nest two or three levels; thousands would exhaust the email package's
-    # recursion (walk, as_string) on a crafted message.
-    if len(_BOUNDARY.findall(raw)) > MAX_MULTIPARTS:
-        raise ReportError(f"report has more than {MAX_MULTIPARTS} multipart parts")
+    # recursion (parsing, walk, as_string) on a crafted message: multiparts, or messages
+    # (message/rfc822) each inside the last.
+    if len(_BOUNDARY.findall(raw)) + len(_MESSAGE_PART.findall(raw)) > MAX_MULTIPARTS:
+        raise ReportError(f"report has more than {MAX_MULTIPARTS} multipart or message parts")
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
