@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from digestd.config import Settings, load_settings
 from digestd.delivery.queue_store import queue_store
-from digestd.delivery.sender import Sender
+from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import SmtpPool
 from digestd.delivery.worker import Worker
@@ -245,6 +245,45 @@ def test_a_retry_that_outlives_the_catch_up_window_fails_and_counts_as_a_soft_bo
         assert event.status == reply[4:9] and event.reporting_mta == sink.url[7:]
         # Backoff doubled between attempts (1, 2, 4, 8 ... minutes; ticks every 30).
         assert 6 <= delivery.attempts <= 14
+
+
+@pytest.mark.parametrize("tried", [True, False], ids=["deferred", "never-tried"])
+def test_a_message_that_waited_past_the_catch_up_window_is_never_sent_a_day_late(
+    env: dict[str, str], tried: bool
+) -> None:
+    """Greylisted (or not reached: a pause, a stop) at 07:00, and the next tick only the next
+    morning (cron once a day, a daemon down overnight): yesterday's daily must not go
+    out beside today's."""
+    addresses = [f"r{i}@d{i}.example" for i in range(4)]
+    sink = FaultySink(greylist={a: 1 for a in addresses} if tried else {})
+    with running(sink):
+        service = _service(env, sink.url)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+
+        async def two_mornings() -> list[DeliveryReport]:
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+            first = await sender.deliver_due(SENT_AT, should_stop=lambda: not tried)
+            tomorrow = SENT_AT + timedelta(days=1, hours=1)
+            with service.sessions.begin() as session:
+                add_articles(session, hourly_articles(tomorrow - timedelta(hours=5), tomorrow))
+            enqueue_due(service.sessions, service.policy, service.renderer, tomorrow)
+            second = await sender.deliver_due(tomorrow)
+            await service.close()
+            return [first, second]
+
+        first, second = asyncio.run(two_mornings())
+    assert (first.sent, first.deferred) == (0, 4 if tried else 0)  # untried: still queued
+    assert sink.delivered == {a: 1 for a in addresses}  # today's, once
+    assert (second.sent, second.failed if tried else second.skipped) == (4, 4)
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.last_error).where(Delivery.due_at == SENT_AT)
+        ).all()
+    expected = "gave up after 1 attempts: due" if tried else "missed: due"
+    assert {status for status, _ in rows} == {"failed" if tried else "skipped"}
+    assert all(e and e.startswith(expected) and "catch-up window" in e for _, e in rows)
 
 
 def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -> None:

@@ -274,6 +274,10 @@ class _Run:
         if why is not None or job.digest_id is None:
             self.recorder.add((job, Skipped(why or "no content")))
             return
+        late = self.sender.outcomes.too_late(job, self.clock())
+        if late is not None:
+            self.recorder.add((job, late))
+            return
         stored = batch.digests.get(job.digest_id)
         template = stored.template if stored is not None else None
         if template is None:
