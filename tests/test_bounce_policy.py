@@ -63,7 +63,15 @@ RCPT, DATA, END, REPORT = Stage.RCPT, Stage.DATA, Stage.END, Stage.REPORT
         (RCPT, "450 4.1.1 Recipient address rejected: unverified address", Kind.SOFT),
         (RCPT, "451 4.7.1 Greylisted", Kind.FAILED),
         (RCPT, "451 4.3.0 Temporary lookup failure", Kind.FAILED),
-        (RCPT, "450 Mailbox unavailable", Kind.SOFT),
+        (RCPT, "450 Mailbox unavailable", Kind.FAILED),  # bare: as often greylisting
+        (RCPT, "452 Insufficient system storage", Kind.FAILED),  # the server's own disk
+        (RCPT, "450 4.1.8 <bounces@news.example>: Sender address rejected", Kind.FAILED),
+        (RCPT, "450 4.1.7 Sender address rejected: unverified", Kind.FAILED),
+        (
+            RCPT,
+            "450 4.1.2 <a@b.example>: Recipient address rejected: Domain not found",
+            Kind.FAILED,
+        ),
         (RCPT, "421 Service not available", Kind.FAILED),
         (Stage.SESSION, "550 5.1.1 Sender refused", Kind.FAILED),  # MAIL FROM: about us
         (Stage.SESSION, "connection problem: timed out", Kind.FAILED),

@@ -109,10 +109,11 @@ RULES: tuple[Rule, ...] = (
     # relay, our reputation or the network they must not, or an outage of a few days
     # would suppress the whole list. A DSN giving up on 4.7.0 (a provider's reputation
     # deferral) or 4.4.7 (its queue expired) is no word about the address either.
-    Rule("4.1.*", Kind.SOFT, "temporary address trouble; retries ran out"),
+    # X.1.7 and X.1.8 are about our sender address, X.1.2 a DNS lookup that a relay with a
+    # broken resolver fails for every domain; a bare 450 is as often greylisting, a bare
+    # 452 the server's own disk: none is about the reader's mailbox.
+    Rule("4.1.1", Kind.SOFT, "temporary trouble with the mailbox; retries ran out"),
     Rule("4.2.*", Kind.SOFT, "temporary mailbox trouble (full, over quota); retries ran out"),
-    Rule("450", Kind.SOFT, "bare 450 (mailbox unavailable); retries ran out", _BARE_STAGES),
-    Rule("452", Kind.SOFT, "bare 452 (insufficient storage); retries ran out", _BARE_STAGES),
     Rule("4.*.*", Kind.FAILED, "our relay's, our reputation's or the network's trouble"),
 )
 # A bare code that matches no rule above, by its first digit.
