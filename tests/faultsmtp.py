@@ -12,7 +12,8 @@ Faults, each as a real MTA would produce them:
 - ``reject``: recipient -> a ``5xx`` answer at RCPT, every time;
 - ``always``: if set, the answer to every RCPT (a whole-server outage, a relay refusing
   to relay); ``{rcpt}`` in it becomes the recipient, as real servers quote it;
-- ``reject_content``: recipient -> a ``5xx`` answer to the end of DATA (a content filter).
+- ``reject_content``: recipient -> a ``5xx`` answer to the end of DATA (a content filter);
+- ``data_delay``: seconds before every end-of-data reply (a slow content filter).
 
 It advertises ESMTP PIPELINING as real MTAs do (``pipelining=False`` to test a server
 that does not); aiosmtpd reads commands one line at a time, so pipelined ones queue up.
@@ -57,6 +58,7 @@ class FaultySink:
     rcpts: Counter[str] = field(default_factory=Counter)
     peers: set[object] = field(default_factory=set)  # client (host, port): one per connection
     pipelining: bool = True
+    data_delay: float = 0.0  # seconds before each end-of-data reply: the relay's pace
 
     @property
     def url(self) -> str:
@@ -110,6 +112,8 @@ class FaultySink:
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         (recipient,) = envelope.rcpt_tos
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)  # the server's pace, not the test's clock
         if recipient in self.drop_after_data:
             self.drop_after_data.discard(recipient)
             assert server.transport is not None  # set while a connection is being served

@@ -328,6 +328,51 @@ def test_a_tick_ahead_of_the_clock_is_refused_and_moves_nobody(
         engine.dispose()
 
 
+@pytest.mark.usefixtures("with_articles")
+def test_a_tick_told_to_stop_records_what_left_and_keeps_the_rest_queued(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM (systemd, a timeout) in the middle of an edition: the messages the relay
+    took are recorded sent, the rest stay queued, and the next tick sends each once.
+    Killed at once before, the next tick sent the taken ones again."""
+    import time_machine
+    from sqlalchemy import create_engine, text
+
+    from tests.faultsmtp import FaultySink, running
+
+    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
+        readers = _readers_csv(tmp_path / "r.csv", 12, prefix="s")
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(readers)) == 0
+    sink = FaultySink(data_delay=0.2)
+    with running(sink):
+        smtp = {**env, "DIGESTD_SMTP_URL": sink.url, "DIGESTD_SMTP_POOL_SIZE": "1"}
+        tick = subprocess.Popen(
+            [*DIGESTD, "tick", "--now", NOW.isoformat()],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **smtp},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while sum(sink.delivered.values()) < 2:
+            assert time.monotonic() < deadline and tick.poll() is None, "no mail went out"
+            time.sleep(0.02)
+        tick.send_signal(signal.SIGTERM)
+        _, err = tick.communicate(timeout=60)
+        assert tick.returncode == 128 + signal.SIGTERM, err
+        assert "stopped by SIGTERM; the rest stays queued" in err.decode()
+        engine = create_engine(env["DIGESTD_DATABASE_URL"])
+        count = "SELECT status, count(*) FROM deliveries GROUP BY status"
+        with engine.connect() as connection:
+            statuses = dict(connection.execute(text(count)).all())
+        taken = sum(sink.delivered.values())
+        assert statuses == {"sent": taken, "queued": 12 - taken}, statuses
+        later = NOW + timedelta(minutes=5)  # the next tick
+        again = run_digestd(smtp, "tick", "--now", later.isoformat())
+        assert again.returncode == 0, again.stderr
+        engine.dispose()
+    assert sorted(sink.delivered.values()) == [1] * 12  # each reader once
+
+
 @pytest.mark.slow  # two digestd processes over 2 500 readers: ~5 s
 def test_import_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe(
     env: dict[str, str], tmp_path: Path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,11 +27,15 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     now = _not_ahead(parse_now(args.now))
     service = Service.build(settings)
     feeds = poll_due(service.sessions, now)
+    stopped: list[int] = []  # the signal that asked us to stop
 
     async def once() -> str:
+        _stop_on_signals(stopped)
         try:
             with progress("Sending", None) as bar:
-                report = await service.tick(now, on_batch=bar, on_planned=bar.expect)
+                report = await service.tick(
+                    now, should_stop=lambda: bool(stopped), on_batch=bar, on_planned=bar.expect
+                )
                 bar.expect(0)  # what was counted is now done, whatever came in between
                 return report.summary()
         finally:
@@ -38,7 +43,28 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
 
     summary = asyncio.run(once())
     print(f"{summary}; {feeds.summary()}" if feeds.polled else summary)
+    if stopped:
+        name = signal.Signals(stopped[0]).name
+        print(
+            f"digestd: stopped by {name}; the rest stays queued for the next tick", file=sys.stderr
+        )
+        return 128 + stopped[0]
     return 0
+
+
+def _stop_on_signals(stopped: list[int]) -> None:
+    """SIGTERM or Ctrl-C: the messages on the wire finish and are recorded, the rest stay
+    queued (killed at once, a tick's accepted messages were sent again by the next). A
+    second signal is the default one: it ends the process at once."""
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
 
 
 SKEW = timedelta(hours=1)  # two machines' clocks may disagree; by more, it is no skew
