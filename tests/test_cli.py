@@ -363,7 +363,7 @@ def test_a_tick_told_to_stop_records_what_left_and_keeps_the_rest_queued(
         engine = create_engine(env["DIGESTD_DATABASE_URL"])
         count = "SELECT status, count(*) FROM deliveries GROUP BY status"
         with engine.connect() as connection:
-            statuses = dict(connection.execute(text(count)).all())
+            statuses = {str(status): int(n) for status, n in connection.execute(text(count))}
         taken = sum(sink.delivered.values())
         assert statuses == {"sent": taken, "queued": 12 - taken}, statuses
         later = NOW + timedelta(minutes=5)  # the next tick
