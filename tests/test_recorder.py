@@ -90,3 +90,24 @@ def test_a_failed_write_stops_admission_and_is_raised_at_close() -> None:
             await recorder.close()
 
     asyncio.run(scenario())
+
+
+def test_an_outcome_waits_for_its_chunk_only_so_long() -> None:
+    """A slow relay fills a chunk in minutes: the outcomes it took are written after
+    ``flush_after`` anyway (a kill -9 then repeats those on the wire, not a chunk)."""
+
+    async def scenario() -> None:
+        writes = Writes()
+        waiting: Recorder[int] = Recorder(writes, limit=400, flush_after=3600)
+        prompt: Recorder[int] = Recorder(writes, limit=400, flush_after=0)
+        for recorder, entry in ((waiting, 1), (prompt, 2)):
+            await recorder.admit()
+            recorder.add(entry, admitted=True)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the timer at 0 s fires, its write runs
+        assert writes.batches == [[2]]  # 1 waits for its chunk of 100 (or its hour)
+        await waiting.close()
+        await prompt.close()
+        assert writes.batches == [[2], [1]]
+
+    asyncio.run(scenario())

@@ -7,6 +7,11 @@ recorder keeps that number bounded: a message may go on the wire only after
 :meth:`Recorder.admit`, which waits while ``limit`` sent messages (one batch) are still
 unrecorded. So the crash window is what it was, at most one batch per worker.
 
+A slow relay (a content filter taking seconds per message) would leave a chunk's worth
+of taken messages unrecorded for minutes; so an outcome waits at most
+:data:`FLUSH_AFTER` for its chunk to fill, and a kill -9 repeats at most what that and the
+messages on the wire come to.
+
 A write that fails (the database went away) stops the admission of further messages
 (:attr:`Recorder.failed`; waiters are woken so they can give up) and is raised by
 :meth:`Recorder.close`.
@@ -19,14 +24,21 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 Entry = TypeVar("Entry")
+FLUSH_AFTER = 0.2  # seconds an outcome may wait for its chunk to fill
 
 
 class Recorder(Generic[Entry]):
-    def __init__(self, write: Callable[[list[Entry]], Awaitable[None]], limit: int) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[Entry]], Awaitable[None]],
+        limit: int,
+        flush_after: float = FLUSH_AFTER,
+    ) -> None:
         """``write`` records a list of entries (one transaction); ``limit`` bounds how many
-        admitted messages may wait unrecorded."""
+        admitted messages may wait unrecorded, ``flush_after`` (seconds) how long."""
         self._write_entries = write
         self._limit = limit
+        self._flush_after = flush_after
         # A chunk is a quarter of a batch: few transactions, and the last chunk of a batch is
         # small enough that the next batch never waits for it.
         self._chunk = max(1, limit // 4)
@@ -34,6 +46,7 @@ class Recorder(Generic[Entry]):
         self._pending: list[tuple[Entry, bool]] = []
         self._flush = False
         self._writing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.failed: Exception | None = None
 
     async def admit(self) -> None:
@@ -42,7 +55,13 @@ class Recorder(Generic[Entry]):
 
     def add(self, entry: Entry, *, admitted: bool = False) -> None:
         self._pending.append((entry, admitted))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_after, self._timed_out)
         self._kick()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.flush()
 
     def flush(self) -> None:
         """Write what is pending without waiting for a full chunk (a batch has ended)."""
@@ -61,6 +80,9 @@ class Recorder(Generic[Entry]):
     async def close(self) -> None:
         """Write everything still pending; raise the error of a write that failed."""
         await self.settle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.failed is not None:
             raise self.failed
 
