@@ -61,6 +61,15 @@ class TickReport:
             "seconds": round(self.seconds, 3),
         }
 
+    def problems(self) -> str | None:
+        """Why messages were not sent, the three commonest reasons with their counts."""
+        common = self.delivered.problems.most_common(3)
+        if not common:
+            return None
+        shown = "; ".join(f"{reason} ({n})" for reason, n in common)
+        more = len(self.delivered.problems) - len(common)
+        return shown + (f"; and {more} other reason{'s' if more > 1 else ''}" if more else "")
+
     @property
     def idle(self) -> bool:
         """Nothing planned, rendered or handled: the usual minute of a quiet daemon."""
@@ -236,7 +245,13 @@ class Service:
         )
         self.metrics.last_tick.set_to_current_time()
         self.health.beat()
-        return TickReport(now, enqueued, delivered, time.monotonic() - started)
+        report = TickReport(now, enqueued, delivered, time.monotonic() - started)
+        problems = report.problems()
+        if problems:  # the count is in the tick's line; here is why
+            log.warning(
+                "%d deferred, %d failed: %s", delivered.deferred, delivered.failed, problems
+            )
+        return report
 
     def _resume_ended_pauses(self, now: datetime) -> None:
         schedule = Schedule(

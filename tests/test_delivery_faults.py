@@ -286,6 +286,34 @@ def test_a_message_that_waited_past_the_catch_up_window_is_never_sent_a_day_late
     assert all(e and e.startswith(expected) and "catch-up window" in e for _, e in rows)
 
 
+def test_a_tick_says_why_messages_were_not_sent(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deferred and failed are counts in the tick's line; the operator also reads why, in
+    one line, the reasons grouped without their addresses (below the pause's burst, a
+    relay saying 421 to everything was silent)."""
+    waiting = [f"w{i}@d{i}.example" for i in range(3)]
+    sink = FaultySink(
+        greylist={a: 5 for a in waiting},
+        reject={"gone@d9.example": "550 5.1.1 <gone@d9.example>: Recipient address rejected"},
+    )
+    with running(sink):
+        service = _service(env, sink.url)
+        _seed(service, [*waiting, "gone@d9.example", "fine@d8.example"])
+
+        async def tick() -> None:
+            await service.tick(SENT_AT)
+            await service.close()
+
+        with caplog.at_level(logging.WARNING, logger="digestd"):
+            asyncio.run(tick())
+    (line,) = [m for m in caplog.messages if "deferred," in m]
+    assert line == (
+        "3 deferred, 1 failed: 451 4.7.1 Greylisted, please try again (3); "
+        "550 5.1.1 <address>: Recipient address rejected (1)"
+    )
+
+
 def test_a_connection_is_replaced_after_its_message_quota(env: dict[str, str]) -> None:
     addresses = [f"q{i}@example.com" for i in range(23)]
     sink = FaultySink()

@@ -29,6 +29,7 @@ import functools
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from digestd.delivery.outcomes import (
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.recorder import Recorder
+from digestd.delivery.storms import reply_gist
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
 from digestd.errors import first_line
@@ -77,7 +79,8 @@ class DeliveryReport:
     skipped: int = 0
     released: int = 0
     paused: bool = False
-    errors: list[str] = field(default_factory=list)
+    # Why messages were deferred or failed, without their addresses: a tick's warning.
+    problems: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -404,6 +407,7 @@ class _Run:
             self.report.skipped += 1
         elif name == "deferred":
             self.report.deferred += 1
+            self.report.problems[reply_gist(error or "no reason recorded")] += 1
         else:  # bounced or failed
             self.report.failed += 1
-            self.report.errors.append(error or "")
+            self.report.problems[reply_gist(error or "no reason recorded")] += 1

@@ -54,6 +54,12 @@ class Run:
     storm: bool = False
 
 
+def reply_gist(reply: str) -> str:
+    """A reply without whom it was about, to count the reasons of a tick's failures."""
+    text = _ADDRESS.sub("<address>", reply).replace("<<address>>", "<address>")
+    return " ".join(text.split())[:160]
+
+
 def reply_key(reply: str, recipient: str) -> str:
     """What two refusals must share to count as "the same": ``550 5.1.1 <rcpt>: user
     unknown in relay recipient table`` for every recipient."""
