@@ -90,8 +90,9 @@ async def engage_post(request: Request) -> Response:
     if not done.done:
         return w.pages.message(
             "Nothing to change",
-            f"This address gets no {w.settings.site_name} digests at the moment; the "
-            "signup page starts them again.",
+            f"This address gets no {w.settings.site_name} digests at the moment. A pause "
+            "ends from the preferences page (the link at the foot of every digest); after "
+            "an unsubscribe, the signup page starts them again.",
         )
     frequency = (
         "the daily digest and the weekly recap"
