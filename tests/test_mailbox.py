@@ -172,3 +172,27 @@ def test_the_hourly_count_takes_claims_in_any_order(database_url: str) -> None:
             assert row.sent == 3
     finally:
         engine.dispose()
+
+
+def test_racing_first_claims_of_the_hourly_count_all_get_through(database_url: str) -> None:
+    """Eight signups' emails at once on a fresh database: one inserts the count's row, the
+    others find it there and count on it. On PostgreSQL the losers of the insert were held
+    back as if the hourly cap of 500 were reached."""
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    everyone = Limit(500, timedelta(hours=1))
+    start = threading.Barrier(8)
+
+    def one(n: int) -> bool:
+        start.wait()
+        with sessions.begin() as session:
+            return claim(session, "*", everyone, NOW)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(one, range(8))) == [True] * 8
+        with sessions() as session:
+            (row,) = session.query(MailThrottle).all()
+            assert row.sent == 8
+    finally:
+        engine.dispose()

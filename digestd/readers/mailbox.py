@@ -55,6 +55,18 @@ class Limit:
 
 def claim(session: Session, key: str, limit: Limit, now: datetime) -> bool:
     """Count one email for ``key`` and say whether it may be sent."""
+    if _take(session, key, limit, now):
+        return True
+    if limit.count < 1:
+        return False
+    # No row yet (first email to this inbox), or the limit is reached: only an INSERT that
+    # takes tells which. Of two racing first requests one insert takes; the other finds
+    # the row there now (PostgreSQL waited for it) and its count decides.
+    return _insert_first(session, key, now) or _take(session, key, limit, now)
+
+
+def _take(session: Session, key: str, limit: Limit, now: datetime) -> bool:
+    """The guarded UPDATE of ``key``'s row: True when it had room and counted this one."""
     window_over = MailThrottle.window_started_at <= now - limit.window
     room = [MailThrottle.key == key, or_(window_over, MailThrottle.sent < limit.count)]
     if limit.interval:
@@ -77,13 +89,7 @@ def claim(session: Session, key: str, limit: Limit, now: datetime) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    if cast(CursorResult[Any], claimed).rowcount == 1:
-        return True
-    if limit.count < 1:
-        return False
-    # No row yet (first email to this inbox), or the limit is reached: only an INSERT that
-    # takes tells which, and of two racing first requests only one insert takes.
-    return _insert_first(session, key, now)
+    return cast(CursorResult[Any], claimed).rowcount == 1
 
 
 def _insert_first(session: Session, key: str, now: datetime) -> bool:
