@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faultsmtp import FaultySink, running
 from tests.helpers import (
     ROOT,
     SAMPLE_ARTICLE,
@@ -328,6 +329,35 @@ def test_a_tick_ahead_of_the_clock_is_refused_and_moves_nobody(
         engine.dispose()
 
 
+def _tick_under_way(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    readers: int,
+    sink: FaultySink,
+    taken: int,
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``readers`` due at NOW, and ``digestd tick`` sending them one at a time to
+    ``sink`` (running) until it has taken ``taken``; the tick and its environment."""
+    import time_machine
+
+    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
+        csv_file = _readers_csv(tmp_path / "r.csv", readers, prefix="t")
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(csv_file)) == 0
+    smtp = {**env, "DIGESTD_SMTP_URL": sink.url, "DIGESTD_SMTP_POOL_SIZE": "1"}
+    tick = subprocess.Popen(
+        [*DIGESTD, "tick", "--now", NOW.isoformat()],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **smtp},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while sum(sink.delivered.values()) < taken:
+        assert time.monotonic() < deadline and tick.poll() is None, "no mail went out"
+        time.sleep(0.02)
+    return tick, smtp
+
+
 @pytest.mark.usefixtures("with_articles")
 def test_a_tick_told_to_stop_records_what_left_and_keeps_the_rest_queued(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
@@ -335,27 +365,11 @@ def test_a_tick_told_to_stop_records_what_left_and_keeps_the_rest_queued(
     """SIGTERM (systemd, a timeout) in the middle of an edition: the messages the relay
     took are recorded sent, the rest stay queued, and the next tick sends each once.
     Killed at once before, the next tick sent the taken ones again."""
-    import time_machine
     from sqlalchemy import create_engine, text
 
-    from tests.faultsmtp import FaultySink, running
-
-    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
-        readers = _readers_csv(tmp_path / "r.csv", 12, prefix="s")
-        assert run_cli(monkeypatch, env, "subscribers", "import", str(readers)) == 0
     sink = FaultySink(data_delay=0.2)
     with running(sink):
-        smtp = {**env, "DIGESTD_SMTP_URL": sink.url, "DIGESTD_SMTP_POOL_SIZE": "1"}
-        tick = subprocess.Popen(
-            [*DIGESTD, "tick", "--now", NOW.isoformat()],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **smtp},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while sum(sink.delivered.values()) < 2:
-            assert time.monotonic() < deadline and tick.poll() is None, "no mail went out"
-            time.sleep(0.02)
+        tick, smtp = _tick_under_way(monkeypatch, env, tmp_path, 12, sink, taken=2)
         tick.send_signal(signal.SIGTERM)
         _, err = tick.communicate(timeout=60)
         assert tick.returncode == 128 + signal.SIGTERM, err
@@ -380,28 +394,11 @@ def test_a_tick_killed_behind_a_slow_relay_repeats_only_what_was_on_the_wire(
     """kill -9 while a content filter takes 0.6 s a message: each message the relay
     took is recorded within a fraction of a second, so the next tick repeats at most the
     one on the wire (and one just taken), not the whole unwritten chunk."""
-    import time_machine
-
-    from tests.faultsmtp import FaultySink, running
-
-    with time_machine.travel(NOW - timedelta(hours=2), tick=False):
-        readers = _readers_csv(tmp_path / "r.csv", 8, prefix="k")
-        assert run_cli(monkeypatch, env, "subscribers", "import", str(readers)) == 0
     sink = FaultySink(data_delay=0.6)
     with running(sink):
-        smtp = {**env, "DIGESTD_SMTP_URL": sink.url, "DIGESTD_SMTP_POOL_SIZE": "1"}
-        tick = subprocess.Popen(
-            [*DIGESTD, "tick", "--now", NOW.isoformat()],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **smtp},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while sum(sink.delivered.values()) < 5:
-            assert time.monotonic() < deadline and tick.poll() is None, "no mail went out"
-            time.sleep(0.02)
+        tick, smtp = _tick_under_way(monkeypatch, env, tmp_path, 8, sink, taken=5)
         tick.kill()
-        tick.wait(timeout=30)
+        tick.communicate(timeout=30)
         # The lease of a killed tick's claims ends at once for the next one on this host.
         later = NOW + timedelta(minutes=5)
         again = run_digestd(smtp, "tick", "--now", later.isoformat())
