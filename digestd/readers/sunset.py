@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
+from digestd.db import insert_ignoring_conflicts
 from digestd.models import (
     Delivery,
     DeliveryStatus,
@@ -61,11 +62,13 @@ class Step(enum.StrEnum):
 def tracking_since(session: Session, mode: str, now: datetime) -> datetime | None:
     """Since when reader clicks have been recorded (None: they are not); notes a change
     of ``DIGESTD_TRACK_CLICKS``."""
+    if session.get(SettingSince, TRACKING) is None:
+        # Two ticks at once both find no row: one insert takes, the other finds it.
+        first = {"name": TRACKING, "value": mode, "since": now}
+        insert_ignoring_conflicts(session, SettingSince.__table__, [first], ["name"])
     row = session.get(SettingSince, TRACKING)
-    if row is None:
-        row = SettingSince(name=TRACKING, value=mode, since=now)
-        session.add(row)
-    elif row.value != mode:
+    assert row is not None
+    if row.value != mode:
         row.value, row.since = mode, now
     return row.since if mode == "reader" else None
 
