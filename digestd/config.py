@@ -381,6 +381,7 @@ def _parse_delivery(get: Get) -> DeliveryTuning:
 
 def _parse_dkim(get: Get, from_domain: str) -> DkimSettings | None:
     selector, key_file = get("DKIM_SELECTOR"), get("DKIM_KEY_FILE")
+    domain = get("DKIM_DOMAIN", from_domain)
     if not selector and not key_file:
         return None
     if not selector or not key_file:
@@ -394,7 +395,7 @@ def _parse_dkim(get: Get, from_domain: str) -> DkimSettings | None:
         ) from exc
     if b"PRIVATE KEY" not in key:
         raise ConfigError(PREFIX + "DKIM_KEY_FILE", f"{key_file} is not a PEM private key")
-    return DkimSettings(selector=selector, domain=get("DKIM_DOMAIN", from_domain), private_key=key)
+    return DkimSettings(selector=selector, domain=domain, private_key=key)
 
 
 MIN_METRICS_TOKEN = 16
@@ -502,18 +503,36 @@ class Get(Protocol):
     def __call__(self, name: str, default: str = "") -> str: ...
 
 
-def _getter(environ: Mapping[str, str], config_file: Path | None) -> Get:
-    raw: dict[str, str] = _read_toml(config_file) if config_file else {}
-    # An empty variable is an unset one (compose files write `DIGESTD_X=`): the file's
-    # value stands.
-    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip()})
+class _Reader:
+    """The :class:`Get` of one load: the environment over the config file. It remembers the
+    names it was asked for, so a name in the file that nothing asked for is a typo."""
 
-    def get(name: str, default: str = "") -> str:
-        value = raw.get(PREFIX + name, "")
+    def __init__(self, environ: Mapping[str, str], config_file: Path | None) -> None:
+        self._file = config_file
+        self._raw: dict[str, str] = _read_toml(config_file) if config_file else {}
+        self._in_file = set(self._raw)
+        # An empty variable is an unset one (compose files write `DIGESTD_X=`): the file's
+        # value stands.
+        self._raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip()})
+        self._asked: set[str] = set()
+
+    def __call__(self, name: str, default: str = "") -> str:
+        self._asked.add(PREFIX + name)
+        value = self._raw.get(PREFIX + name, "")
         values.check_text(PREFIX + name, value)
         return value.strip() or default
 
-    return get
+    def refuse_unknown(self) -> None:
+        """Raise :class:`ConfigError` for a key of the config file no setting has: a
+        misspelt ``smtp_ulr`` would otherwise leave the default silently in force."""
+        import difflib
+
+        known = sorted(name.removeprefix(PREFIX).lower() for name in self._asked)
+        for name in sorted(self._in_file - self._asked):
+            key = name.removeprefix(PREFIX).lower()
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f": did you mean {close[0]}?" if close else ""
+            raise ConfigError("--config", f"{self._file}: {key} is no setting{hint}")
 
 
 def _secret_keys(raw: str) -> tuple[str, ...]:
@@ -545,7 +564,7 @@ DevKey = Literal["create", "existing", "throwaway"]
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, *, dev_key: DevKey = "create"
 ) -> Settings:
-    get = _getter(environ, config_file)
+    get = _Reader(environ, config_file)
     data_dir = Path(get("DATA_DIR", "var"))
     smtp_raw = get("SMTP_URL")
     smtp = parse_smtp_url(smtp_raw) if smtp_raw else None
@@ -592,6 +611,7 @@ def load_settings(
         if get("INBOUND_LISTEN")
         else None,
     )
+    get.refuse_unknown()
     if settings.secret_keys:
         return settings
     # Only now that everything else is valid: a bad setting leaves no key file behind.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from pathlib import Path
 
@@ -220,6 +221,96 @@ def test_a_toml_file_of_another_shape_is_a_config_error(
     with pytest.raises(ConfigError, match=problem) as refused:
         load_settings({}, config)
     assert refused.value.variable == "--config"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            'smtp_ulr = "smtp://relay.example.com"\n',
+            "smtp_ulr is no setting: did you mean smtp_url?",
+        ),
+        ('DIGESTD_DAILY_HOURS = "6"\n', "daily_hours is no setting: did you mean daily_hour?"),
+        ("colour = 3\n", "colour is no setting"),
+    ],
+)
+def test_a_key_no_setting_has_is_refused_and_writes_no_key_file(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    config = tmp_path / "digestd.toml"
+    config.write_text('site_name = "AI Pulse"\n' + line)
+    data = tmp_path / "var"
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"DIGESTD_DATA_DIR": str(data)}, config)
+    assert refused.value.variable == "--config"
+    assert str(refused.value).endswith(problem)
+    assert not data.exists()  # no development key left behind
+
+
+def _documented_settings() -> set[str]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (`DIGESTD_.*?) \|", readme, re.MULTILINE)
+    return {name for row in rows for name in re.findall(r"`DIGESTD_([A-Z_]+)`", row)}
+
+
+def test_a_file_may_set_every_documented_setting(tmp_path: Path) -> None:
+    """Each setting the README's table lists is one a config file may hold: none of them is
+    refused as unknown, whatever else is (or is not) configured."""
+    key = tmp_path / "dkim.pem"
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+    every = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+        "SMTP_URL": "smtp://127.0.0.1:2525",
+        "BASE_URL": "https://digest.example.com",
+        "LISTEN": "127.0.0.1:8081",
+        "FROM": "Tech Pulse <digest@news.example.com>",
+        "SECRET_KEYS": "k" * 32,
+        "ADMIN_TOKEN": "admin-test-token-4fK9q2Lm7Rz8",
+        "POSTAL_ADDRESS": "1 Market Street",
+        "SITE_NAME": "AI Pulse",
+        "DAILY_HOUR": "6:30",
+        "WEEKLY_HOUR": "9",
+        "DEFAULT_TIMEZONE": "Europe/Paris",
+        "CATCHUP_HOURS": "3",
+        "DAILY_LIMIT": "8",
+        "WEEKLY_LIMIT": "12",
+        "PER_SOURCE_LIMIT": "2",
+        "DATA_DIR": str(tmp_path / "var"),
+        "DKIM_SELECTOR": "s1",
+        "DKIM_KEY_FILE": str(key),
+        "DKIM_DOMAIN": "news.example.com",
+        "LOG_FORMAT": "json",
+        "TRUSTED_PROXIES": "10.0.0.0/8",
+        "METRICS_TOKEN": "m" * 20,
+        "SITE_ORIGINS": "https://news.example.com",
+        "DEV_MAILBOX": "false",
+        "SUNDAY_DAILY": "true",
+        "RETENTION_DAYS": "30",
+        "TRACK_CLICKS": "off",
+        "SUNSET_WEEKS": "8",
+        "INBOUND_LISTEN": "127.0.0.1:2526",
+        "SMTP_POOL_SIZE": "4",
+        "SMTP_MAX_PER_CONNECTION": "50",
+        "SMTP_RATE": "10",
+        "SMTP_DOMAIN_CONCURRENCY": "2",
+        "SMTP_DOMAIN_RATE": "5",
+        "SMTP_FAILURE_BURST": "5",
+        "SMTP_PAUSE_SECONDS": "60",
+        "SMTP_STORM_DOMAINS": "3",
+        "SEND_BATCH": "50",
+        "SEND_LEASE_SECONDS": "7200",
+        "TICK_SECONDS": "30",
+        "HELPER_PROCESSES": "1",
+        "MAX_ATTEMPTS": "4",
+    }
+    assert set(every) == _documented_settings()
+    config = tmp_path / "digestd.toml"
+    config.write_text("".join(f"{name.lower()} = {value!r}\n" for name, value in every.items()))
+    settings = load_settings({}, config)
+    assert settings.site_name == "AI Pulse" and settings.dkim is not None
+    # With DKIM off, its domain is still a setting (not "no setting").
+    config.write_text(f'dkim_domain = "news.example.com"\ndata_dir = {str(tmp_path)!r}\n')
+    assert load_settings({}, config).dkim is None
 
 
 def test_cli_stops_with_exit_2_and_one_line_naming_the_variable(
