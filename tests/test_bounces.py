@@ -100,6 +100,26 @@ def test_a_real_postfix_dsn_hard_bounce_suppresses_the_address_found_by_verp(
         assert len(session.scalars(select(Delivery)).all()) == 1
 
 
+def test_a_bounce_from_where_a_reader_forwards_their_mail_reaches_that_reader_by_verp(
+    settings: Settings,
+) -> None:
+    """The reader's mailbox forwards to another address, which is gone: the DSN names the
+    forwarding target, not the reader, and VERP alone says whose delivery failed."""
+    service = _deliver_days(settings, ["gone@example.com", "other@example.com"])
+    forwarded = (
+        POSTFIX_DSN.replace(b"rfc822; gone@example.com", b"rfc822; old.box@forward.example.net")
+        .replace(b"<gone@example.com>", b"<old.box@forward.example.net>")
+        .replace(b"Original-Recipient: rfc822;gone@example.com\r\n", b"")  # optional (RFC 3464)
+    )
+    assert b"gone@example.com" in forwarded.split(b"Return-Path:")[1]  # only the original
+    result = _process(service, forwarded)
+    assert result.outcome is Outcome.HARD_BOUNCE and result.matched_by == "verp"
+    assert result.recipient == "old.box@forward.example.net"
+    assert _subscriber(service, "gone@example.com").status == SubscriberStatus.BOUNCED
+    assert _subscriber(service, "other@example.com").status == SubscriberStatus.ACTIVE
+    assert not _suppressed(service, "old.box@forward.example.net")
+
+
 def _sent_message_id(service: Service, delivery_id: int) -> bytes:
     with service.sessions() as session:
         sent = session.scalar(select(Delivery.message_id).where(Delivery.id == delivery_id))

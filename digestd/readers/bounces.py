@@ -186,7 +186,9 @@ def _locate(
     """(delivery id, subscriber id, how) for a report that proves which message it is about."""
     # 1. VERP: the envelope address the bounce came to, else wherever it appears in the
     # report (X-Postfix-Sender, ARF Original-Mail-From, the original's Return-Path); its
-    # signature is checked.
+    # signature is checked. The report's recipient is not compared with the reader's: a
+    # reader whose mail is forwarded gets bounces naming the forwarding target, and which
+    # delivery they are about is exactly what VERP tells where the recipient cannot.
     candidates = [verp] if verp is not None else []
     for match in _VERP.finditer(raw):
         try:
