@@ -73,6 +73,12 @@ RCPT, DATA, END, REPORT = Stage.RCPT, Stage.DATA, Stage.END, Stage.REPORT
             Kind.FAILED,
         ),
         (RCPT, "421 Service not available", Kind.FAILED),
+        # A bare refusal that names relaying is the relay's, whichever domains it refuses.
+        (RCPT, "550 Relaying denied", Kind.FAILED),
+        (RCPT, "553 sorry, relaying not permitted for that domain", Kind.FAILED),
+        (REPORT, "smtp; 550 Unable to relay for c@d.example", Kind.FAILED),
+        (RCPT, "550 No such user here (relay host mx2)", Kind.FAILED),  # never on a guess
+        (RCPT, "550 No such user here", Kind.HARD),  # while the bare 550 alone still is
         (Stage.SESSION, "550 5.1.1 Sender refused", Kind.FAILED),  # MAIL FROM: about us
         (Stage.SESSION, "connection problem: timed out", Kind.FAILED),
     ],
@@ -107,6 +113,9 @@ def test_the_policy_renders_as_rows_for_the_admin_page() -> None:
     assert by_codes[("5.1.1", "rcpt, end-of-data, report")]["kind"] == "hard"
     assert by_codes[("5.7.*", "anywhere")]["effect"] == "the message fails; the reader stays"
     assert by_codes[("550 (no enhanced code)", "rcpt, report")]["kind"] == "hard"
+    relaying = by_codes[("5xx naming relaying (no enhanced code)", "anywhere")]
+    assert relaying["kind"] == "failed-not-address"
+    assert table.index(relaying) < table.index(by_codes[("550 (no enhanced code)", "rcpt, report")])
     assert "3 in a row on different days" in by_codes[("5.2.2", "anywhere")]["effect"]
 
 

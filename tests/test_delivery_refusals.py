@@ -107,7 +107,8 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
     ("addresses", "suppressed"),
     [
         # A small company's list behind a relay that refuses it: fewer domains than a storm
-        # needs, and every message refused alike. Exim's words, no enhanced code.
+        # needs, and every message refused alike. Exim's words for an ACL's "deny", no
+        # enhanced code.
         ([f"staff{i}@d{i % 3}.example" for i in range(8)], 0),
         # The same reply for two readers only is too little to say: they are refused.
         ([f"staff{i}@d{i}.example" for i in range(2)], 2),
@@ -117,7 +118,7 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
 def test_a_send_refused_alike_from_first_to_last_suppresses_nobody(
     env: dict[str, str], caplog: pytest.LogCaptureFixture, addresses: list[str], suppressed: int
 ) -> None:
-    sink = FaultySink(always="550 relay not permitted")
+    sink = FaultySink(always="550 Administrative prohibition")
     with running(sink):
         service = _service(env, sink.url, pool_size=2, pause_seconds=120)
         clock = FakeMonotonic()
@@ -151,6 +152,29 @@ def test_a_send_with_one_message_accepted_judges_each_refusal(env: dict[str, str
         (report,) = _deliver(service, sender, clock)
     assert (report.sent, report.failed) == (1, 7)
     assert len(_suppressed(service)) == 7
+
+
+def test_a_relay_that_will_not_relay_to_some_domains_suppresses_none_of_their_readers(
+    env: dict[str, str],
+) -> None:
+    """Exim's bare "550 relay not permitted" for two domains of twenty, the rest accepted:
+    too few domains for a storm, and not one reply is about an address."""
+    refused = {
+        a: "550 relay not permitted"
+        for a in ADDRESSES
+        if a.endswith(("@d3.example", "@d7.example"))
+    }
+    sink = FaultySink(reject=refused)
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES)
+        (report,) = _deliver(service, sender, clock)
+    assert (report.sent, report.failed) == (90, 10) and not report.paused
+    assert _suppressed(service) == set()
+    assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
+    assert _ledger(service) == {"failed-not-address": 10}
 
 
 def test_after_a_storm_pause_the_first_identical_refusal_pauses_again(env: dict[str, str]) -> None:

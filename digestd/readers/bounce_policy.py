@@ -122,6 +122,12 @@ _BARE_DEFAULT = {
     5: Rule("5xx", Kind.FAILED, "any other bare permanent reply"),
 }
 _UNKNOWN = Rule("-", Kind.FAILED, "no reply code at all")
+# Without an enhanced code, "550 Relaying denied" would read as a bare 550 about the
+# mailbox, and a relay that refuses some domains would get their readers suppressed.
+_BARE_RELAYING = Rule(
+    "5xx naming relaying", Kind.FAILED, "the relay refused to relay: not about the address"
+)
+_RELAYING = re.compile(r"\brelay", re.IGNORECASE)
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _REPLY = re.compile(r"^\s*([245]\d\d)(?:[ -]|$)")
@@ -141,8 +147,11 @@ class Verdict:
         return self.status or (str(self.code) if self.code is not None else "")
 
 
-def classify(stage: Stage, code: int | None, status: str | None) -> Verdict:
-    """The kind of a reply ``code`` (``550``) with enhanced ``status`` (``5.1.1`` or None)."""
+def classify(stage: Stage, code: int | None, status: str | None, text: str = "") -> Verdict:
+    """The kind of a reply ``code`` (``550``) with enhanced ``status`` (``5.1.1`` or None);
+    ``text``, the reply itself, is read only when it has no enhanced code."""
+    if status is None and code is not None and code // 100 == 5 and _RELAYING.search(text):
+        return Verdict(_BARE_RELAYING.kind, _BARE_RELAYING, code, status)
     for rule in RULES:
         if rule.matches(stage, code, status):
             return Verdict(rule.kind, rule, code, status)
@@ -153,7 +162,7 @@ def classify(stage: Stage, code: int | None, status: str | None) -> Verdict:
 
 def classify_reply(stage: Stage, text: str) -> Verdict:
     """A server's reply line (``550 5.1.1 <a@b>: User unknown``)."""
-    return classify(stage, *codes_in(text))
+    return classify(stage, *codes_in(text), text)
 
 
 def codes_in(text: str) -> tuple[int | None, str | None]:
@@ -198,7 +207,7 @@ def rows() -> list[dict[str, str]]:
             "effect": EFFECTS[rule.kind],
             "meaning": rule.meaning,
         }
-        for rule in (*RULES, *_BARE_DEFAULT.values())
+        for rule in (_BARE_RELAYING, *RULES, *_BARE_DEFAULT.values())
     ]
 
 

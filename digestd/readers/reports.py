@@ -131,7 +131,7 @@ def _dsn(message: Message, part: Message, original: Message | None) -> Report:
     if action == "delayed" and (status or "").endswith(".4.7"):
         action = "failed"  # "delivery time expired": the reporter gave up (OpenSMTPD 6.8)
     if action == "failed":
-        kind = classify(_stage(own_text(message)), code, status).kind
+        kind = classify(_stage(own_text(message)), code, status, diagnostic or "").kind
     else:
         kind = Kind.NOTICE  # delayed, delivered, relayed, expanded
     return Report(
@@ -243,7 +243,7 @@ def _plain_bounce(message: Message, original: Message | None) -> Report:
         diagnostic = " ".join(text[found.start(1) : line_end if line_end > 0 else None].split())
         # The whole line, read as a Diagnostic-Code is: qmail's enhanced code comes last.
         code, enhanced = codes_in(f"smtp; {diagnostic}")
-        kind = classify(Stage.REPORT, code, enhanced).kind
+        kind = classify(Stage.REPORT, code, enhanced, diagnostic).kind
         status = enhanced or str(code)
     return Report(
         source="mail",
