@@ -8,7 +8,7 @@ now") are :mod:`digestd.web.admin_sending`'s; the list page carries their forms.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -58,9 +58,12 @@ async def editions_page(
     error: str | None = None,
     typed: Mapping[str, str] | None = None,
     status: int = 200,
+    notice: str | None = None,
+    not_queued: Sequence[Mapping[str, str]] = (),
 ) -> Response:
     """The list with the sending tools' forms; ``error`` and ``typed``: a refused form, shown
-    again with what the operator typed."""
+    again with what the operator typed; ``notice`` and ``not_queued``: what "send now" did,
+    and each address it left out with why."""
     w = web(request)
     cursors = params.Cursors(w.tokens)
     after = cursors.load_id(request, "admin-editions") if request.method == "GET" else None
@@ -80,7 +83,10 @@ async def editions_page(
         "typed": {**TYPED, **(typed or {})},
         "refresh": REFRESH_SECONDS if any(r.waiting for r in rows) and not error else 0,
         "error": error,
+        "not_queued": not_queued,
     }
+    if notice is not None:
+        context["notice"] = notice
     return page(request, "admin_editions.html", "editions", context, notices=NOTICES, status=status)
 
 

@@ -24,7 +24,7 @@ from digestd.planning.triggers import trigger
 from digestd.readers.subscribers import normalise_email
 from digestd.web import params
 from digestd.web.admin_auth import audit
-from digestd.web.admin_editions import admin_copy, editions_page
+from digestd.web.admin_editions import NOTICES, admin_copy, editions_page
 from digestd.web.admin_pages import action_form, done, operator
 from digestd.web.api_editions import KINDS, test_send_or_refuse, trigger_emails
 from digestd.web.body import Input
@@ -136,6 +136,11 @@ async def send_now(request: Request) -> Response:
         "empty": report.nothing_to_send,
         "ineligible": len(report.not_eligible),
     }
+    if report.not_eligible:
+        # Which addresses and why, on the answer itself: a redirect would carry them in its
+        # URL, into access logs. Sending the form again is harmless (one per local date).
+        notice = NOTICES["triggered"].format(**{k: f"{v:,}" for k, v in counts.items()})
+        return await editions_page(request, notice=notice, not_queued=report.not_eligible)
     return done("/admin/editions", "triggered", **{k: str(v) for k, v in counts.items()})
 
 
