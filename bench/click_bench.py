@@ -32,11 +32,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fresh_database import database, free_port
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from digestd.db import make_engine, make_sessions, migrate
 from digestd.models import (
@@ -49,7 +50,7 @@ from digestd.models import (
     Edition,
     Subscriber,
 )
-from digestd.readers.clicks import settle
+from digestd.readers.clicks import Settled, settle
 from digestd.tokens import Tokens
 
 KEY = "bench-secret-key-0123456789abcdef"
@@ -80,28 +81,7 @@ def seed(url: str, emails: int, digests: int, rng: random.Random) -> list[int]:
         conn.execute(insert(Article), articles)
         today = insert(Edition).values(kind="daily", period=NOW.date().isoformat())
         edition = conn.execute(today.returning(Edition.id)).scalar_one()
-        digest_ids = [
-            conn.execute(
-                insert(Digest)
-                .values(edition_id=edition, content_key=f"k{d}", layout={})
-                .returning(Digest.id)
-            ).scalar_one()
-            for d in range(digests)
-        ]
-        conn.execute(
-            insert(DigestLink),
-            [
-                {
-                    "digest_id": digest,
-                    "position": n,
-                    "article_id": f"a{d * STORIES + n - 1}",
-                    "category": "ai",
-                    "source": f"Outlet {(d * STORIES + n - 1) % 40}",
-                }
-                for d, digest in enumerate(digest_ids)
-                for n in range(1, STORIES + 1)
-            ],
-        )
+        digest_ids = insert_digests(conn, edition, digests)
         conn.execute(
             insert(Subscriber),
             [
@@ -110,25 +90,59 @@ def seed(url: str, emails: int, digests: int, rng: random.Random) -> list[int]:
             ],
         )
         readers = list(conn.execute(select(Subscriber.id)).scalars())
-        conn.execute(
-            insert(Delivery),
-            [
-                {
-                    "subscriber_id": reader,
-                    "edition_id": edition,
-                    "digest_id": rng.choice(digest_ids),
-                    "status": "sent",
-                    "due_at": NOW - timedelta(hours=1),
-                    "next_attempt_at": NOW - timedelta(hours=1),
-                    "sent_at": NOW - timedelta(hours=1),
-                    "attempts": 1,
-                }
-                for reader in readers
-            ],
-        )
+        insert_sent(conn, edition, digest_ids, readers, rng)
         ids = list(conn.execute(select(Delivery.id)).scalars())
     engine.dispose()
     return ids
+
+
+def insert_digests(conn: Connection, edition: int, digests: int) -> list[int]:
+    """``digests`` digests of the edition, each linking its own ``STORIES`` stories."""
+    digest_ids = [
+        conn.execute(
+            insert(Digest)
+            .values(edition_id=edition, content_key=f"k{d}", layout={})
+            .returning(Digest.id)
+        ).scalar_one()
+        for d in range(digests)
+    ]
+    conn.execute(
+        insert(DigestLink),
+        [
+            {
+                "digest_id": digest,
+                "position": n,
+                "article_id": f"a{d * STORIES + n - 1}",
+                "category": "ai",
+                "source": f"Outlet {(d * STORIES + n - 1) % 40}",
+            }
+            for d, digest in enumerate(digest_ids)
+            for n in range(1, STORIES + 1)
+        ],
+    )
+    return digest_ids
+
+
+def insert_sent(
+    conn: Connection, edition: int, digest_ids: list[int], readers: list[int], rng: random.Random
+) -> None:
+    """A queue row ``sent`` an hour ago for each reader, of a digest drawn at random."""
+    conn.execute(
+        insert(Delivery),
+        [
+            {
+                "subscriber_id": reader,
+                "edition_id": edition,
+                "digest_id": rng.choice(digest_ids),
+                "status": "sent",
+                "due_at": NOW - timedelta(hours=1),
+                "next_attempt_at": NOW - timedelta(hours=1),
+                "sent_at": NOW - timedelta(hours=1),
+                "attempts": 1,
+            }
+            for reader in readers
+        ],
+    )
 
 
 def start(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -192,16 +206,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--clicks", type=int, default=100_000)
-    parser.add_argument("--emails", type=int, default=20_000)
-    parser.add_argument("--digests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-
+    args = parse_args()
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="digestd-clicks-"))
     url, drop = database(args.db, workdir, "clicks")
@@ -210,12 +215,7 @@ def main() -> None:
     try:
         print(f"seeding {args.emails:,} emails of {args.digests} digests into {args.db} ...")
         emails = seed(url, args.emails, args.digests, rng)
-        tokens = Tokens([KEY])
-        tags = {d: tokens.click_tags(d, STORIES) for d in emails}
-        paths = []
-        for _ in range(args.clicks):
-            email, n = rng.choice(emails), rng.randrange(1, STORIES + 1)
-            paths.append(f"/c/{email}.{n}.{tags[email][n - 1]}")
+        paths = click_paths(emails, args.clicks, rng)
         server = start(url, port, workdir)
         print(f"{args.clicks:,} clicks over {args.concurrency} connections ...")
         began = time.perf_counter()
@@ -223,24 +223,77 @@ def main() -> None:
         seconds = time.perf_counter() - began
         server.terminate()
         server.wait(timeout=60)
-        engine = make_engine(url)
-        sessions = make_sessions(engine)
-        with sessions() as session:
-            inbox = session.scalar(select(func.count()).select_from(ClickInbox))
-        settle_began = time.perf_counter()
-        settled = settle(sessions, datetime.now(UTC) + timedelta(minutes=1), per_reader=False)
-        settle_seconds = time.perf_counter() - settle_began
-        with sessions() as session:
-            rows = session.scalar(select(func.count()).select_from(Click))
-            unique = session.scalar(select(func.count()).where(Click.first_of_article))
-        engine.dispose()
+        settling = settle_inbox(url)
     finally:
         if server is not None and server.poll() is None:
             server.kill()
         drop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    results = {
+    results = results_of(args, seconds, latencies, failures, settling)
+    for key, value in results.items():
+        print(f"{key:>18}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--clicks", type=int, default=100_000)
+    parser.add_argument("--emails", type=int, default=20_000)
+    parser.add_argument("--digests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args()
+
+
+def click_paths(emails: list[int], clicks: int, rng: random.Random) -> list[str]:
+    """``clicks`` signed click URLs, each a random story of a random email."""
+    tokens = Tokens([KEY])
+    tags = {d: tokens.click_tags(d, STORIES) for d in emails}
+    paths = []
+    for _ in range(clicks):
+        email, n = rng.choice(emails), rng.randrange(1, STORIES + 1)
+        paths.append(f"/c/{email}.{n}.{tags[email][n - 1]}")
+    return paths
+
+
+@dataclass(frozen=True)
+class Settling:
+    inbox: int | None  # rows in click_inbox before settling
+    seconds: float
+    settled: Settled
+    rows: int | None  # in clicks
+    unique: int | None  # first of their article
+
+
+def settle_inbox(url: str) -> Settling:
+    """The clicks the server received, settled as the tick would, timed."""
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    with sessions() as session:
+        inbox = session.scalar(select(func.count()).select_from(ClickInbox))
+    settle_began = time.perf_counter()
+    settled = settle(sessions, datetime.now(UTC) + timedelta(minutes=1), per_reader=False)
+    settle_seconds = time.perf_counter() - settle_began
+    with sessions() as session:
+        rows = session.scalar(select(func.count()).select_from(Click))
+        unique = session.scalar(select(func.count()).where(Click.first_of_article))
+    engine.dispose()
+    return Settling(inbox, settle_seconds, settled, rows, unique)
+
+
+def results_of(
+    args: argparse.Namespace,
+    seconds: float,
+    latencies: list[float],
+    failures: list[str],
+    settling: Settling,
+) -> dict[str, object]:
+    settle_seconds, rows = settling.seconds, settling.rows
+    return {
         "db": args.db,
         "clicks": args.clicks,
         "concurrency": args.concurrency,
@@ -253,18 +306,14 @@ def main() -> None:
         },
         "failures": len(failures),
         "first_failures": failures[:3],
-        "inbox_rows": inbox,
+        "inbox_rows": settling.inbox,
         "settle_seconds": round(settle_seconds, 2),
         "settled_per_s": round((rows or 0) / settle_seconds) if settle_seconds else None,
         "clicks_rows": rows,
-        "unique_per_story": unique,
-        "scanner": settled.scanner,
+        "unique_per_story": settling.unique,
+        "scanner": settling.settled.scanner,
         "cpu_count": os.cpu_count(),
     }
-    for key, value in results.items():
-        print(f"{key:>18}  {value}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -35,12 +35,14 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fresh_database import database, free_port
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session
 
 from digestd.config import load_settings
 from digestd.content.articles import ingest
@@ -63,6 +65,32 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
     engine = make_engine(url)
     migrate(engine)
     sessions = make_sessions(engine)
+    articles = todays_articles(rng)
+    weights = [1 / (rank + 1) for rank in range(len(SLUGS))]  # Zipf-like popularity
+    due = NOW - timedelta(seconds=30)
+    yesterday = yesterdays_articles(articles)
+    with sessions.begin() as session:
+        report = ingest(session, enumerate(articles + yesterday, start=1))
+        assert not report.errors
+        daily = yesterdays_daily(session, yesterday)
+    for start in range(0, subscribers, 10_000):
+        numbers = range(start, min(subscribers, start + 10_000))
+        rows, cats, sent = reader_rows(numbers, rng, weights, due, daily)
+        with sessions.begin() as session:
+            session.execute(insert(Subscriber), rows)
+            session.execute(insert(SubscriberCategory), cats)
+            session.execute(insert(Delivery), sent)
+    if url.startswith("postgresql"):
+        with engine.connect() as conn:
+            conn.execute(text("SELECT setval('subscribers_id_seq', :n)"), {"n": subscribers})
+            conn.commit()
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+    engine.dispose()
+
+
+def todays_articles(rng: random.Random) -> list[dict[str, object]]:
+    """6 articles in each category, published within the last day."""
     articles = []
     for i in range(6 * len(SLUGS)):
         slug = SLUGS[i % len(SLUGS)]
@@ -80,9 +108,12 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
                 "score": rng.random() * 20,
             }
         )
-    weights = [1 / (rank + 1) for rank in range(len(SLUGS))]  # Zipf-like popularity
-    due = NOW - timedelta(seconds=30)
-    yesterday = [
+    return articles
+
+
+def yesterdays_articles(articles: list[dict[str, object]]) -> list[dict[str, object]]:
+    """A copy of each of today's articles, published the day before."""
+    return [
         {
             **article,
             "id": f"y{i}",
@@ -92,79 +123,83 @@ def seed(url: str, subscribers: int, rng: random.Random) -> None:
         }
         for i, article in enumerate(articles)
     ]
-    with sessions.begin() as session:
-        report = ingest(session, enumerate(articles + yesterday, start=1))
-        assert not report.errors
-        # Yesterday's edition, one digest per category (what it held matters little: its
-        # articles are outside today's window; what matters is that its rows are there).
-        edition_id = session.scalar(
-            insert(Edition)
-            .values(kind="daily", period=YESTERDAY, created_at=NOW)
-            .returning(Edition.id)
+
+
+@dataclass(frozen=True)
+class YesterdaysDaily:
+    edition_id: int | None
+    digest_ids: dict[str, int | None]  # by category
+
+
+def yesterdays_daily(session: Session, yesterday: list[dict[str, object]]) -> YesterdaysDaily:
+    # Yesterday's edition, one digest per category (what it held matters little: its
+    # articles are outside today's window; what matters is that its rows are there).
+    edition_id = session.scalar(
+        insert(Edition).values(kind="daily", period=YESTERDAY, created_at=NOW).returning(Edition.id)
+    )
+    digest_ids = {}
+    for n, slug in enumerate(SLUGS):
+        picks = [a["id"] for a in yesterday if a["categories"] == [slug]]
+        layout = {
+            "categories": [slug],
+            "sections": [{"category": None, "articles": [[a, slug] for a in picks]}],
+        }
+        digest_ids[slug] = session.scalar(
+            insert(Digest)
+            .values(
+                edition_id=edition_id,
+                content_key=f"yesterday-{n}",
+                layout=layout,
+                created_at=NOW,
+            )
+            .returning(Digest.id)
         )
-        digest_ids = {}
-        for n, slug in enumerate(SLUGS):
-            picks = [a["id"] for a in yesterday if a["categories"] == [slug]]
-            layout = {
-                "categories": [slug],
-                "sections": [{"category": None, "articles": [[a, slug] for a in picks]}],
+    return YesterdaysDaily(edition_id, digest_ids)
+
+
+def reader_rows(
+    numbers: range,
+    rng: random.Random,
+    weights: list[float],
+    due: datetime,
+    daily: YesterdaysDaily,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Readers ``numbers``: their subscriber, category and yesterday's queue rows."""
+    rows, cats, sent = [], [], []
+    for n in numbers:
+        picked: set[str] = set()
+        k = rng.choice([1, 1, 1, 2, 2, 3])
+        while len(picked) < k:
+            picked.add(rng.choices(SLUGS, weights)[0])
+        rows.append(
+            {
+                "id": n + 1,
+                "public_id": secrets.token_urlsafe(16),
+                "email": f"reader{n:07d}@d{n % 50:02d}.example.com",
+                "status": "active",
+                "timezone": "UTC",
+                "wants_daily": True,
+                "wants_weekly": False,
+                "next_daily_at": due,
+                "created_at": due,
+                "consent_source": "bench",
+                "soft_bounces": 0,
             }
-            digest_ids[slug] = session.scalar(
-                insert(Digest)
-                .values(
-                    edition_id=edition_id,
-                    content_key=f"yesterday-{n}",
-                    layout=layout,
-                    created_at=NOW,
-                )
-                .returning(Digest.id)
-            )
-    for start in range(0, subscribers, 10_000):
-        rows, cats, sent = [], [], []
-        for n in range(start, min(subscribers, start + 10_000)):
-            picked: set[str] = set()
-            k = rng.choice([1, 1, 1, 2, 2, 3])
-            while len(picked) < k:
-                picked.add(rng.choices(SLUGS, weights)[0])
-            rows.append(
-                {
-                    "id": n + 1,
-                    "public_id": secrets.token_urlsafe(16),
-                    "email": f"reader{n:07d}@d{n % 50:02d}.example.com",
-                    "status": "active",
-                    "timezone": "UTC",
-                    "wants_daily": True,
-                    "wants_weekly": False,
-                    "next_daily_at": due,
-                    "created_at": due,
-                    "consent_source": "bench",
-                    "soft_bounces": 0,
-                }
-            )
-            cats += [{"subscriber_id": n + 1, "category": c} for c in picked]
-            sent.append(
-                {
-                    "subscriber_id": n + 1,
-                    "edition_id": edition_id,
-                    "digest_id": digest_ids[min(picked, key=SLUGS.index)],
-                    "status": "sent",
-                    "due_at": due - timedelta(days=1),
-                    "next_attempt_at": due - timedelta(days=1),
-                    "attempts": 1,
-                    "created_at": due - timedelta(days=1),
-                }
-            )
-        with sessions.begin() as session:
-            session.execute(insert(Subscriber), rows)
-            session.execute(insert(SubscriberCategory), cats)
-            session.execute(insert(Delivery), sent)
-    if url.startswith("postgresql"):
-        with engine.connect() as conn:
-            conn.execute(text("SELECT setval('subscribers_id_seq', :n)"), {"n": subscribers})
-            conn.commit()
-            conn.execute(text("ANALYZE"))
-            conn.commit()
-    engine.dispose()
+        )
+        cats += [{"subscriber_id": n + 1, "category": c} for c in picked]
+        sent.append(
+            {
+                "subscriber_id": n + 1,
+                "edition_id": daily.edition_id,
+                "digest_id": daily.digest_ids[min(picked, key=SLUGS.index)],
+                "status": "sent",
+                "due_at": due - timedelta(days=1),
+                "next_attempt_at": due - timedelta(days=1),
+                "attempts": 1,
+                "created_at": due - timedelta(days=1),
+            }
+        )
+    return rows, cats, sent
 
 
 def run_tick(
@@ -180,20 +215,7 @@ def run_tick(
 ) -> dict[str, float]:
     """``workers`` processes run ``digestd tick`` at once (as several ``digestd run`` would
     share an edition); timed until the last one exits."""
-    env = {
-        **os.environ,
-        "DIGESTD_DATA_DIR": str(workdir / "var"),
-        "DIGESTD_DATABASE_URL": url,
-        "DIGESTD_SECRET_KEYS": KEY,
-        "DIGESTD_BASE_URL": "https://digest.example.com",
-        "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
-        "DIGESTD_SMTP_URL": f"smtp://127.0.0.1:{port}",
-        "DIGESTD_SMTP_POOL_SIZE": str(pool),
-        "DIGESTD_SEND_BATCH": str(batch),
-        "DIGESTD_HELPER_PROCESSES": str(helper_processes),
-        "DIGESTD_LOG_FORMAT": "text",
-        "DIGESTD_TRACK_CLICKS": track_clicks,
-    }
+    env = tick_env(url, port, workdir, pool, batch, helper_processes, track_clicks)
     python = [sys.executable]
     if profile is not None:  # cProfile slows the run: its numbers are shares, not speed
         python += ["-m", "cProfile", "-o", str(profile)]
@@ -210,6 +232,50 @@ def run_tick(
     # The helper processes (enqueue, render) count too: the whole tree, sampled.
     tree_peak = [0.0]
     finished = threading.Event()
+    sampler = sample_tree_peak(processes, tree_peak, finished)
+    peak, cpu, rendered = wait_for_ticks(processes)
+    seconds = time.perf_counter() - started
+    finished.set()
+    sampler.join()
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "peak_tree_rss_mb": tree_peak[0],
+        "cpu_seconds": cpu,
+        "rendered": rendered,
+    }
+
+
+def tick_env(
+    url: str,
+    port: int,
+    workdir: Path,
+    pool: int,
+    batch: int,
+    helper_processes: int,
+    track_clicks: str,
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DIGESTD_DATA_DIR": str(workdir / "var"),
+        "DIGESTD_DATABASE_URL": url,
+        "DIGESTD_SECRET_KEYS": KEY,
+        "DIGESTD_BASE_URL": "https://digest.example.com",
+        "DIGESTD_FROM": "Tech Pulse <digest@news.example.com>",
+        "DIGESTD_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "DIGESTD_SMTP_POOL_SIZE": str(pool),
+        "DIGESTD_SEND_BATCH": str(batch),
+        "DIGESTD_HELPER_PROCESSES": str(helper_processes),
+        "DIGESTD_LOG_FORMAT": "text",
+        "DIGESTD_TRACK_CLICKS": track_clicks,
+    }
+
+
+def sample_tree_peak(
+    processes: list[subprocess.Popen[bytes]], tree_peak: list[float], finished: threading.Event
+) -> threading.Thread:
+    """A thread keeping in ``tree_peak[0]`` the largest RSS of the processes' trees, every
+    0.1 s until ``finished`` is set."""
 
     def sample() -> None:
         while not finished.wait(0.1):
@@ -218,6 +284,12 @@ def run_tick(
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    return sampler
+
+
+def wait_for_ticks(processes: list[subprocess.Popen[bytes]]) -> tuple[float, float, int]:
+    """Peak RSS (MB) of the largest, CPU seconds of all, and digests rendered; exits if
+    one failed."""
     peak = 0.0
     cpu = 0.0
     rendered = 0
@@ -233,16 +305,7 @@ def run_tick(
             sys.exit(f"digestd tick failed:\n{out}\n{err}")
         print("  " + out.strip())
         rendered += sum(int(n) for n in re.findall(r"rendered (\d+) digests?", out))
-    seconds = time.perf_counter() - started
-    finished.set()
-    sampler.join()
-    return {
-        "seconds": seconds,
-        "peak_rss_mb": peak,
-        "peak_tree_rss_mb": tree_peak[0],
-        "cpu_seconds": cpu,
-        "rendered": rendered,
-    }
+    return peak, cpu, rendered
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -371,6 +434,27 @@ def smtp_source(port: int, count: int, size: int) -> float:
 
 
 def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
+    url, drop = database(args.db, workdir, "bench")
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        run = measure(args, url, port, workdir, sink)
+    finally:
+        sink.terminate()
+        sink.wait()
+        drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results = results_of(args, run)
+    for key, value in results.items():
+        print(f"{key:>24}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--subscribers", type=int, default=100_000)
@@ -389,56 +473,71 @@ def main() -> None:
         default="aggregate",
         help="DIGESTD_TRACK_CLICKS (aggregate: each article link tracked)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="digestd-bench-"))
-    url, drop = database(args.db, workdir, "bench")
-    port = free_port()
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
     sink_cmd = [SINK, "-c", f"127.0.0.1:{port}", "1000"]
     if os.geteuid() == 0:
         sink_cmd[1:1] = ["-u", "nobody"]
-    sink = subprocess.Popen(sink_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        print(f"seeding {args.subscribers:,} readers into {args.db} ...")
-        seed(url, args.subscribers, random.Random(args.seed))
-        print("digestd tick (enqueue, render, compose, send, record) ...")
-        cpu_before = {
-            "sink": process_cpu_seconds(sink.pid, with_children=True),
-            "postgres": postgres_cpu_seconds(),
-            "machine": machine_busy_seconds(),
-        }
-        tick = run_tick(
-            url,
-            port,
-            workdir,
-            args.pool,
-            args.batch,
-            args.workers,
-            args.helper_processes,
-            args.profile,
-            args.track_clicks,
-        )
-        time.sleep(0.5)  # the database's backends exit once digestd has gone
-        cpu = {
-            "digestd": tick["cpu_seconds"],
-            "smtp_sink": process_cpu_seconds(sink.pid, with_children=True) - cpu_before["sink"],
-            "postgres": postgres_cpu_seconds() - cpu_before["postgres"],
-            "machine": machine_busy_seconds() - cpu_before["machine"],
-        }
-        result = outcome(url)
-        sent = int(result["statuses"].get("sent", 0))
-        compose = compose_alone(url, args.subscribers, args.track_clicks)
-        size = int(compose["avg_bytes"])
-        print(f"smtp-source -s 20 -d -l {size} -m {sent} ...")
-        reference = smtp_source(port, sent, size)
-    finally:
-        sink.terminate()
-        sink.wait()
-        drop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return subprocess.Popen(sink_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+
+@dataclass(frozen=True)
+class Run:
+    """What one run measured, before it is reported."""
+
+    tick: dict[str, float]
+    cpu: dict[str, float]
+    result: dict[str, Any]
+    sent: int
+    compose: dict[str, float]
+    size: int
+    reference: float
+
+
+def measure(
+    args: argparse.Namespace, url: str, port: int, workdir: Path, sink: subprocess.Popen[bytes]
+) -> Run:
+    print(f"seeding {args.subscribers:,} readers into {args.db} ...")
+    seed(url, args.subscribers, random.Random(args.seed))
+    print("digestd tick (enqueue, render, compose, send, record) ...")
+    cpu_before = {
+        "sink": process_cpu_seconds(sink.pid, with_children=True),
+        "postgres": postgres_cpu_seconds(),
+        "machine": machine_busy_seconds(),
+    }
+    tick = run_tick(
+        url,
+        port,
+        workdir,
+        args.pool,
+        args.batch,
+        args.workers,
+        args.helper_processes,
+        args.profile,
+        args.track_clicks,
+    )
+    time.sleep(0.5)  # the database's backends exit once digestd has gone
+    cpu = {
+        "digestd": tick["cpu_seconds"],
+        "smtp_sink": process_cpu_seconds(sink.pid, with_children=True) - cpu_before["sink"],
+        "postgres": postgres_cpu_seconds() - cpu_before["postgres"],
+        "machine": machine_busy_seconds() - cpu_before["machine"],
+    }
+    result = outcome(url)
+    sent = int(result["statuses"].get("sent", 0))
+    compose = compose_alone(url, args.subscribers, args.track_clicks)
+    size = int(compose["avg_bytes"])
+    print(f"smtp-source -s 20 -d -l {size} -m {sent} ...")
+    reference = smtp_source(port, sent, size)
+    return Run(tick, cpu, result, sent, compose, size, reference)
+
+
+def results_of(args: argparse.Namespace, run: Run) -> dict[str, object]:
+    tick, cpu, sent, reference = run.tick, run.cpu, run.sent, run.reference
     digestd_rate = sent / tick["seconds"]
-    results = {
+    return {
         "db": args.db,
         "subscribers": args.subscribers,
         "pool": args.pool,
@@ -447,28 +546,24 @@ def main() -> None:
         "helper_processes": args.helper_processes,
         "track_clicks": args.track_clicks,
         "sent": sent,
-        "statuses": result["statuses"],
-        "distinct_digests": result["digests"],
+        "statuses": run.result["statuses"],
+        "distinct_digests": run.result["digests"],
         "renders": tick["rendered"],  # more than distinct_digests: re-rendered after eviction
         "seconds": round(tick["seconds"], 2),
         "msg_per_s": round(digestd_rate),
         "peak_rss_mb": round(tick["peak_rss_mb"], 1),  # of the largest process
         # digestd and its helper processes together, sampled every 0.1 s
         "peak_rss_with_helpers_mb": round(tick["peak_tree_rss_mb"], 1),
-        "avg_message_bytes": size,
+        "avg_message_bytes": run.size,
         "smtp_source_msg_per_s": round(reference),
         "ratio_to_smtp_source": round(digestd_rate / reference, 3),
-        "compose_alone_msg_per_s": round(compose["msg_per_s"]),
+        "compose_alone_msg_per_s": round(run.compose["msg_per_s"]),
         # CPU seconds during the tick: digestd with its helpers, the sink, the database
         # server, and every core of the machine (the rest is other load, and the kernel)
         "cpu_seconds": {key: round(value, 1) for key, value in cpu.items()},
         "cpu_us_per_message": {key: round(value / sent * 1e6) for key, value in cpu.items()},
         "cpu_count": os.cpu_count(),
     }
-    for key, value in results.items():
-        print(f"{key:>24}  {value}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

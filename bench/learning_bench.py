@@ -102,6 +102,35 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
+    fields, candidates = daily_articles(rng)
+    ranked = order(candidates, SEND, HALF_LIFE)
+    people = readers(args.readers, rng)
+    histories = [history(c, rng, args.clickers, args.mean_clicks) for c in people]
+
+    results: dict[str, tuple[int, float, set[str]]] = {}
+    for name in ("site order", "learning, tenths", "learning, hundredths"):
+        started = time.perf_counter()
+        keys = distinct_digests(name, ranked, people, histories)
+        seconds = time.perf_counter() - started
+        results[name] = (len(keys), seconds / args.readers * 1e6, keys)
+
+    per_render, rendered = time_renders(ranked, people, fields, args.sample)
+
+    base = results["site order"][0]
+    clickers = sum(1 for by_category, _ in histories if by_category)
+    print(f"{args.readers:,} readers, {clickers:,} with clicks (mean {args.mean_clicks:g})")
+    print(f"render: {per_render * 1000:.1f} ms a digest ({rendered} timed)")
+    for name, (distinct, micros, _) in results.items():
+        extra = distinct - base
+        print(
+            f"{name:>22}: {distinct:6,} distinct digests ({distinct / base:.2f}x, "
+            f"{extra:+,} renders = {extra * per_render:+.1f} s), "
+            f"selection {micros:.0f} us a reader"
+        )
+
+
+def daily_articles(rng: random.Random) -> tuple[dict[str, ArticleFields], list[Candidate]]:
+    """The daily's 156 articles: what a digest shows of them, and what selection weighs."""
     fields: dict[str, ArticleFields] = {}
     candidates = []
     for i in range(6 * len(SLUGS)):
@@ -120,57 +149,55 @@ def main() -> None:
         candidates.append(
             Candidate(f"a{i}", source, published, rng.random() * 20, frozenset([slug]), f"S{i}")
         )
-    ranked = order(candidates, SEND, HALF_LIFE)
-    people = readers(args.readers, rng)
-    histories = [history(c, rng, args.clickers, args.mean_clicks) for c in people]
+    return fields, candidates
 
-    results: dict[str, tuple[int, float, set[str]]] = {}
-    for name in ("site order", "learning, tenths", "learning, hundredths"):
-        keys: set[str] = set()
-        started = time.perf_counter()
-        for followed, (by_category, by_source) in zip(people, histories, strict=True):
-            mine = ranked
-            if name != "site order":
-                make = learning.profile if name.endswith("tenths") else fine
-                boosts = make(by_category, by_source, followed)
-                if boosts:
-                    mine = personal_order(
-                        ranked,
-                        frozenset(followed),
-                        frozenset(),
-                        boosts,
-                        now=SEND,
-                        half_life_hours=HALF_LIFE,
-                        limit=LIMIT,
-                    )
-            chosen = pick(mine, frozenset(followed), limit=LIMIT, per_source=PER_SOURCE)
-            keys.add(layout_of(EditionKind.DAILY, chosen, followed).content_key())
-        seconds = time.perf_counter() - started
-        results[name] = (len(keys), seconds / args.readers * 1e6, keys)
 
+def distinct_digests(
+    name: str,
+    ranked: list[Candidate],
+    people: list[list[str]],
+    histories: list[tuple[Counter[str], Counter[str]]],
+) -> set[str]:
+    """The content keys of every reader's digest, ordered as ``name`` says."""
+    keys: set[str] = set()
+    for followed, (by_category, by_source) in zip(people, histories, strict=True):
+        mine = ranked
+        if name != "site order":
+            make = learning.profile if name.endswith("tenths") else fine
+            boosts = make(by_category, by_source, followed)
+            if boosts:
+                mine = personal_order(
+                    ranked,
+                    frozenset(followed),
+                    frozenset(),
+                    boosts,
+                    now=SEND,
+                    half_life_hours=HALF_LIFE,
+                    limit=LIMIT,
+                )
+        chosen = pick(mine, frozenset(followed), limit=LIMIT, per_source=PER_SOURCE)
+        keys.add(layout_of(EditionKind.DAILY, chosen, followed).content_key())
+    return keys
+
+
+def time_renders(
+    ranked: list[Candidate],
+    people: list[list[str]],
+    fields: dict[str, ArticleFields],
+    sample: int,
+) -> tuple[float, int]:
+    """Seconds a render takes, on average over up to ``sample`` distinct digests; how many."""
     settings = load_settings({"DIGESTD_SECRET_KEYS": "bench-secret-key-0123456789abcdef"})
     renderer = DigestRenderer(Masthead.from_settings(settings))
     layouts = []
-    for followed in people[: args.sample * 5]:
+    for followed in people[: sample * 5]:
         chosen = pick(ranked, frozenset(followed), limit=LIMIT, per_source=PER_SOURCE)
         layouts.append(layout_of(EditionKind.DAILY, chosen, followed))
-    sample = list({layout.content_key(): layout for layout in layouts}.values())[: args.sample]
+    distinct = list({layout.content_key(): layout for layout in layouts}.values())[:sample]
     started = time.perf_counter()
-    for layout in sample:
+    for layout in distinct:
         renderer.render(EditionKind.DAILY, "2026-11-30", layout, fields)
-    per_render = (time.perf_counter() - started) / len(sample)
-
-    base = results["site order"][0]
-    clickers = sum(1 for by_category, _ in histories if by_category)
-    print(f"{args.readers:,} readers, {clickers:,} with clicks (mean {args.mean_clicks:g})")
-    print(f"render: {per_render * 1000:.1f} ms a digest ({len(sample)} timed)")
-    for name, (distinct, micros, _) in results.items():
-        extra = distinct - base
-        print(
-            f"{name:>22}: {distinct:6,} distinct digests ({distinct / base:.2f}x, "
-            f"{extra:+,} renders = {extra * per_render:+.1f} s), "
-            f"selection {micros:.0f} us a reader"
-        )
+    return (time.perf_counter() - started) / len(distinct), len(distinct)
 
 
 if __name__ == "__main__":

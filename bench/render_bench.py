@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -68,6 +69,40 @@ def readers(count: int, rng: random.Random) -> list[frozenset[str]]:
     return choices
 
 
+@dataclass(frozen=True)
+class Mail:
+    """What rendering a digest and composing a reader's message from it need."""
+
+    renderer: DigestRenderer
+    by_id: dict[str, ArticleFields]
+    links: Links
+    now: str
+
+    def render(self, layout: Layout) -> MessageTemplate:
+        return self.renderer.render(EditionKind.DAILY, "2026-11-30", layout, self.by_id)
+
+    def personal(self, n: int, template: MessageTemplate) -> Personal:
+        return Personal(
+            to=f"reader{n}@example.com",
+            message_id=f"<daily.{n}@news.example.com>",
+            date=self.now,
+            links=self.links.for_subscriber(f"pub{n}", n, template.link_names),
+            unsubscribe_mailto="unsubscribe@news.example.com?subject=unsubscribe",
+        )
+
+
+@dataclass(frozen=True)
+class Timings:
+    readers: int
+    digests: int
+    selection_s: float
+    render_s: float
+    compose_s: float
+    size: int  # bytes of all the messages composed
+    per_recipient_s: float
+    sampled: int  # per-recipient renders timed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readers", type=int, default=10_000)
@@ -81,6 +116,42 @@ def main() -> None:
         _Article(i, SLUGS[i % len(SLUGS)], rng)
         for i in range(args.articles_per_category * len(SLUGS))
     ]
+    ranked = ranking(articles)
+    mail = mail_for(articles)
+
+    started = time.perf_counter()
+    digests, plan = plan_digests(readers(args.readers, rng), ranked)
+    selection_s = time.perf_counter() - started
+
+    render_s, compose_s, size = time_shared(mail, digests, plan)
+    sample = plan[: args.sample]
+    per_recipient_each = time_per_recipient(mail, digests, sample)
+    report(
+        Timings(
+            readers=len(plan),
+            digests=len(digests),
+            selection_s=selection_s,
+            render_s=render_s,
+            compose_s=compose_s,
+            size=size,
+            per_recipient_s=per_recipient_each * len(plan),
+            sampled=len(sample),
+        )
+    )
+
+
+def ranking(articles: list[_Article]) -> list[Candidate]:
+    return order(
+        [
+            Candidate(a.id, a.source, a.published_at, a.score, frozenset(a.categories), a.title)
+            for a in articles
+        ],
+        SEND,
+        24,
+    )
+
+
+def mail_for(articles: list[_Article]) -> Mail:
     by_id = {
         a.id: ArticleFields(
             a.url,
@@ -94,14 +165,6 @@ def main() -> None:
         )
         for a in articles
     }
-    ranked = order(
-        [
-            Candidate(a.id, a.source, a.published_at, a.score, frozenset(a.categories), a.title)
-            for a in articles
-        ],
-        SEND,
-        24,
-    )
     site = Site("Tech Pulse", "https://news.example.com", "Tech Pulse Ltd · 1 Market Street")
     renderer = DigestRenderer(
         Masthead(
@@ -116,60 +179,69 @@ def main() -> None:
         }
     )
     links = Links(settings, Tokens(settings.secret_keys))
-    now = format_datetime(SEND)
+    return Mail(renderer, by_id, links, format_datetime(SEND))
 
-    started = time.perf_counter()
+
+def plan_digests(
+    choices: list[frozenset[str]], ranked: list[Candidate]
+) -> tuple[dict[tuple[str, ...], Layout], list[tuple[int, tuple[str, ...]]]]:
+    """The distinct digests, and which one each reader gets."""
     digests: dict[tuple[str, ...], Layout] = {}
     plan: list[tuple[int, tuple[str, ...]]] = []
-    for n, categories in enumerate(readers(args.readers, rng)):
+    for n, categories in enumerate(choices):
         cats = sorted(categories, key=SLUGS.index)
         chosen = pick(ranked, categories, limit=10, per_source=3)
         layout = layout_of(EditionKind.DAILY, chosen, cats)
         key = tuple(layout.article_ids()) + tuple(cats)
         digests.setdefault(key, layout)
         plan.append((n, key))
-    selection_s = time.perf_counter() - started
+    return digests, plan
 
-    def render(layout: Layout) -> MessageTemplate:
-        return renderer.render(EditionKind.DAILY, "2026-11-30", layout, by_id)
 
-    def personal(n: int, template: MessageTemplate) -> Personal:
-        return Personal(
-            to=f"reader{n}@example.com",
-            message_id=f"<daily.{n}@news.example.com>",
-            date=now,
-            links=links.for_subscriber(f"pub{n}", n, template.link_names),
-            unsubscribe_mailto="unsubscribe@news.example.com?subject=unsubscribe",
-        )
-
+def time_shared(
+    mail: Mail,
+    digests: dict[tuple[str, ...], Layout],
+    plan: list[tuple[int, tuple[str, ...]]],
+) -> tuple[float, float, int]:
+    """Seconds to render each distinct digest once, seconds to compose every reader's
+    message from it, and the bytes composed."""
     started = time.perf_counter()
-    templates = {key: render(layout) for key, layout in digests.items()}
+    templates = {key: mail.render(layout) for key, layout in digests.items()}
     render_s = time.perf_counter() - started
     started = time.perf_counter()
     size = 0
     for n, key in plan:
         template = templates[key]
-        size += len(template.compose(personal(n, template)))
+        size += len(template.compose(mail.personal(n, template)))
     compose_s = time.perf_counter() - started
-    shared_s = render_s + compose_s
+    return render_s, compose_s, size
 
-    sample = plan[: args.sample]
+
+def time_per_recipient(
+    mail: Mail,
+    digests: dict[tuple[str, ...], Layout],
+    sample: list[tuple[int, tuple[str, ...]]],
+) -> float:
+    """Seconds to render and compose one reader's message on its own, on average."""
     started = time.perf_counter()
     for n, key in sample:
-        template = render(digests[key])
-        template.compose(personal(n, template))
-    per_recipient_each = (time.perf_counter() - started) / len(sample)
-    per_recipient_s = per_recipient_each * len(plan)
+        template = mail.render(digests[key])
+        template.compose(mail.personal(n, template))
+    return (time.perf_counter() - started) / len(sample)
 
-    print(f"readers                     {len(plan):>10,}")
-    sharing = len(plan) / len(digests)
-    print(f"distinct digests            {len(digests):>10,}  ({sharing:.1f} readers each)")
-    print(f"selection                   {selection_s:>10.2f} s")
-    print(f"renders/s (MJML+premailer)  {len(digests) / render_s:>10.1f}")
-    average = size // len(plan)
-    print(f"compose/s (substitution)    {len(plan) / compose_s:>10,.0f}  (avg {average:,} bytes)")
-    print(f"render once + substitute    {shared_s:>10.2f} s  ({len(plan) / shared_s:,.0f} msg/s)")
-    print(f"render per recipient        {per_recipient_s:>10.2f} s  (from {len(sample)} timed)")
+
+def report(t: Timings) -> None:
+    shared_s = t.render_s + t.compose_s
+    print(f"readers                     {t.readers:>10,}")
+    sharing = t.readers / t.digests
+    print(f"distinct digests            {t.digests:>10,}  ({sharing:.1f} readers each)")
+    print(f"selection                   {t.selection_s:>10.2f} s")
+    print(f"renders/s (MJML+premailer)  {t.digests / t.render_s:>10.1f}")
+    average = t.size // t.readers
+    print(f"compose/s (substitution)    {t.readers / t.compose_s:>10,.0f}  (avg {average:,} bytes)")
+    print(f"render once + substitute    {shared_s:>10.2f} s  ({t.readers / shared_s:,.0f} msg/s)")
+    per_recipient_s = t.per_recipient_s
+    print(f"render per recipient        {per_recipient_s:>10.2f} s  (from {t.sampled} timed)")
     print(f"speed-up                    {per_recipient_s / shared_s:>10.1f}x")
 
 
