@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, select, text, update
 
+from digestd.config import Settings
 from digestd.content.articles import ingest, validate
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
-from digestd.models import Article, ArticleCategory
+from digestd.models import Article, ArticleCategory, Delivery, DeliveryStatus
+from digestd.service import Service
 from tests.helpers import SAMPLE_ARTICLE, article, run_cli
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 
 def test_the_spec_sample_article_is_valid() -> None:
@@ -247,3 +251,29 @@ def test_two_ingests_of_the_same_new_items_at_once_both_succeed(database_url: st
         assert pairs == 40  # categories replaced, not doubled
     first_engine.dispose()
     second_engine.dispose()
+
+
+def test_a_stored_title_with_a_control_character_fails_no_digest(settings: Settings) -> None:
+    """Rows stored before such characters were refused: the digest leaves the character out
+    and goes to every reader (MJML, which is XML, would refuse the whole digest)."""
+    first = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(first - timedelta(hours=6), first))
+        add_readers(
+            session, [Reader("a@example.com"), Reader("b@example.com")], first - timedelta(hours=1)
+        )
+        title = session.scalars(select(Article).order_by(Article.score.desc())).first()
+        assert title is not None
+        session.execute(  # as an older digestd stored it, past today's validation
+            update(Article).where(Article.id == title.id).values(title="Bell\x07 and\x01 SOH")
+        )
+    report = asyncio.run(service.tick(first + timedelta(minutes=1)))
+    asyncio.run(service.close())
+    assert (report.delivered.sent, report.delivered.failed) == (2, 0)
+    with service.sessions() as session:
+        statuses = session.scalars(select(Delivery.status)).all()
+    assert statuses == [DeliveryStatus.SENT] * 2
+    mails = [p.read_bytes() for p in settings.mail_dir.glob("*.eml")]
+    assert len(mails) == 2
+    assert all(b"Bell and SOH" in mail and b"\x07" not in mail for mail in mails)

@@ -116,6 +116,21 @@ def test_a_not_well_formed_feed_keeps_the_items_that_parse(
     assert only.title == "Chips & models: a recovered item"
 
 
+def test_characters_no_email_can_show_are_dropped_from_feed_text(
+    feed_server: FeedServer,
+    sessions: sessionmaker[Session],
+) -> None:
+    """A feed that is not well-formed XML can carry U+0001 and the like, which would fail
+    every digest of the category (or be refused as an article): the item is kept without."""
+    _register(sessions, feed_server.url("controls.xml"), "ai")
+    report = poll_due(sessions, NOW)
+    assert (report.failed, report.articles, report.rejected) == (0, 1, 0)
+    (item,) = _articles(sessions).values()
+    assert item.title == "Foundry output [1mdoubles"
+    assert item.why_it_matters == "Yield is up."
+    assert item.source == "ChipWire"
+
+
 @pytest.mark.parametrize("name", ["notafeed.html", "missing.xml", "error"])
 def test_a_failing_feed_is_backed_off_and_retried_without_stopping_others(
     feed_server: FeedServer,

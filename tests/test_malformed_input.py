@@ -72,6 +72,17 @@ HOSTILE: list[Any] = [
     pytest.param(
         _item(image_url=r'"https://a.example.com/\u0000.png"'), "image_url", "NUL", id="ni"
     ),
+    # No email can carry these (XML 1.0 cannot hold them): one would fail every digest of
+    # the article's categories.
+    pytest.param(_item(title=r'"a\u0001b"'), "title", "U+0001", id="soh-title"),
+    pytest.param(_item(source=r'"S\u001b[31m"'), "source", "U+001B", id="esc-source"),
+    pytest.param(_item(why_it_matters=r'"x\uffff"'), "why_it_matters", "U+FFFF", id="ffff"),
+    pytest.param(_item(key_takeaways=r'["ok", "\u0007"]'), "key_takeaways", "U+0007", id="bel"),
+    pytest.param(_item(analysis=r'"\u000b"'), "analysis", "U+000B", id="vt-analysis"),
+    # An id is a path segment of /api/articles/{id}/hold: a line break could never be routed.
+    pytest.param(_item(id=r'"a\r\nb"'), "id", "line breaks", id="crlf-id"),
+    pytest.param(_item(id=r'"a\tb"'), "id", "tabs", id="tab-id"),
+    pytest.param(_item(id=r'"a\u001bb"'), "id", "U+001B", id="esc-id"),
 ]
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
+from digestd.content.text import first_unshowable
 from digestd.db import insert_ignoring_conflicts
 from digestd.errors import ValidationError
 from digestd.instants import parse_instant
@@ -77,10 +78,16 @@ def _text(data: dict[str, Any], name: str, *, required: bool = False, limit: int
 
 
 def _storable(name: str, value: str) -> None:
-    if "\x00" in value:
+    bad = first_unshowable(value)
+    if bad is None:
+        return
+    if bad == "\x00":
         raise ValidationError(name, "must not contain NUL characters")
-    if any("\ud800" <= c <= "\udfff" for c in value):
+    if "\ud800" <= bad <= "\udfff":
         raise ValidationError(name, "is not valid text (a lone UTF-16 surrogate)")
+    raise ValidationError(
+        name, f"must not contain control characters such as U+{ord(bad):04X}: no email can show it"
+    )
 
 
 def _shown(value: Any) -> str:
@@ -159,7 +166,7 @@ def validate(data: Any) -> ArticleIn:
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, got {_shown(kind)}")
     return ArticleIn(
-        id=_text(data, "id", required=True, limit=200),
+        id=_article_id(data),
         url=_url(data, "url", required=True) or "",
         title=_text(data, "title", required=True, limit=1000),
         published_at=_published_at(data),
@@ -173,6 +180,14 @@ def validate(data: Any) -> ArticleIn:
         image_url=_url(data, "image_url", required=False),
         score=_score(data.get("score")),
     )
+
+
+def _article_id(data: dict[str, Any]) -> str:
+    value = _text(data, "id", required=True, limit=200)
+    # It is a path segment (/api/articles/{id}/hold): a line break could never be routed.
+    if any(c.isspace() and c != " " for c in value):
+        raise ValidationError("id", "must not contain tabs or line breaks")
+    return value
 
 
 def _score(value: Any) -> float:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
+from digestd.content.text import showable
 from digestd.errors import InputError
 from digestd.models import MAX_ID, Feed
 
@@ -160,8 +161,9 @@ def remove_feed(session: Session, feed_id: int) -> Feed | None:
 
 
 def plain(text: str | None) -> str:
-    """Feed titles and summaries may carry HTML: keep only the words, entities decoded."""
-    return " ".join(html.unescape(_TAG.sub(" ", text or "")).split())
+    """Feed titles and summaries may carry HTML: keep only the words, entities decoded, and
+    none of the characters no email can show (``&#1;`` decodes to one)."""
+    return " ".join(showable(html.unescape(_TAG.sub(" ", text or ""))).split())
 
 
 def _published(entry: Any, fallback: datetime) -> datetime:

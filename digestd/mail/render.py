@@ -14,8 +14,10 @@ from typing import Any
 
 import premailer
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from mjml import mjml2html
 
+from digestd.content.text import first_unshowable, showable
 from digestd.mail.plaintext import wrap
 from digestd.resources import templates_dir
 
@@ -37,6 +39,7 @@ class Renderer:
             trim_blocks=False,
             keep_trailing_newline=True,
             auto_reload=False,  # templates ship with digestd: no stat() of each file per render
+            finalize=_showable,
         )
         self._env.filters["wrap"] = wrap  # the text part's lines (see plaintext.py)
 
@@ -47,6 +50,14 @@ class Renderer:
         text = self._env.get_template(f"{kind}.txt").render(context)
         mjml = self._env.get_template(f"{kind}.mjml").render(context)
         return RenderedEmail(subject=subject, text=_tidy_text(text), html=compile_mjml(mjml))
+
+
+def _showable(value: Any) -> Any:
+    """Every value a template writes, without the characters MJML (XML) cannot hold: an
+    article stored before they were refused must not fail every digest it is in."""
+    if isinstance(value, str) and first_unshowable(value) is not None:
+        return Markup(showable(value)) if isinstance(value, Markup) else showable(value)
+    return value
 
 
 def compile_mjml(source: str) -> str:
