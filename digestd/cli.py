@@ -221,7 +221,7 @@ def _content_commands(commands: Commands) -> None:
 
 def _row_id(text: str) -> int:
     """A row's number: digits (how large a number is nobody's is the database's to say)."""
-    if not text.isdigit() or len(text) > 40:
+    if not (text.isascii() and text.isdigit()) or len(text) > 40:
         raise argparse.ArgumentTypeError(f"not an id (see feeds list): {text[:40]!r}")
     return int(text)
 

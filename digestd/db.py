@@ -119,7 +119,7 @@ def check_schema(engine: Engine) -> None:
 
 def _refuse_unknown(revision: str) -> None:
     """Raise :class:`SchemaError` for a revision no migration of this digestd wrote."""
-    if not revision.isdigit():
+    if not (revision.isascii() and revision.isdigit()):
         raise SchemaError(
             f"the database is at {revision!r}, which is no digestd schema: "
             "is DIGESTD_DATABASE_URL the right database?"

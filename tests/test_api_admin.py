@@ -131,6 +131,9 @@ BAD: list[Any] = [
     ("/api/subscribers?limit=501", "limit"),
     ("/api/subscribers?limit=ten", "limit"),
     ("/api/subscribers?limit=-1", "limit"),
+    # Digits to str.isdigit, not to int(): a 500 before
+    ("/api/subscribers?limit=%C2%B2", "limit"),  # superscript two
+    ("/api/suppressions?limit=%D9%A1%D9%A2", "limit"),  # Arabic-Indic twelve
     ("/api/subscribers?limit=5&limit=6", "limit"),
     ("/api/subscribers?status=gone", "status"),
     ("/api/subscribers?category=basketweaving", "category"),

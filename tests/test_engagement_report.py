@@ -64,6 +64,12 @@ def test_the_reports_refuse_bad_parameters_and_want_the_token(web: WebRig) -> No
         ("/api/engagement/editions/abc", "id"),
         ("/api/engagement/editions/2147483648", "id"),  # past any id: PostgreSQL's 500 before
         ("/api/engagement/editions/99999999999999", "id"),
+        # digits to str.isdigit, not to int(): a 500 before
+        ("/api/engagement/editions?limit=%C2%B2", "limit"),
+        ("/api/engagement/top?days=%C2%B2", "days"),
+        ("/api/engagement/days?days=%EF%BC%93", "days"),  # full-width three
+        ("/api/engagement/editions/%C2%B2", "id"),
+        ("/api/engagement/editions/%D9%A3", "id"),
     ):
         answer = web.client.get(path, headers=AUTH)
         assert answer.status_code == 400 and answer.json()["field"] == field, path

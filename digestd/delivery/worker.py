@@ -59,6 +59,6 @@ class Worker:
             return False
         if boot != self.boot:
             return bool(boot)  # this host has rebooted since that claim
-        if not pid.isdigit():
+        if not (pid.isascii() and pid.isdigit()):
             return False
         return _start_ticks(int(pid)) != start

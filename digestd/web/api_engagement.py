@@ -23,7 +23,7 @@ def _number(request: Request, name: str, default: int, high: int) -> int:
     raw = params.text(request, name, 12)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= high:
         raise WebError(
             400, f"{name}: must be a whole number from 1 to {high}; got {raw!r}", field=name
         )
@@ -47,7 +47,7 @@ async def one_edition(request: Request) -> Response:
     w = web(request)
     params.only(request)
     raw = str(request.path_params["id"])
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
         raise WebError(400, f"id: an edition's number, got {raw[:40]!r}", field="id")
     found = await w.db(_edition, w, int(raw))
     if found is None:

@@ -35,7 +35,7 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, receive, send, limit, headers)
             return
         chunks: list[bytes] = []

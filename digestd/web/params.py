@@ -107,7 +107,7 @@ def limit(request: Request) -> int:
     raw = text(request, "limit", 12)
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}; got {raw!r}")
     return int(raw)
 
