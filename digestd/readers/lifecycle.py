@@ -234,20 +234,24 @@ def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
         subscriber.next_daily_at = subscriber.next_weekly_at = None
 
 
-def resume(subscriber: Subscriber, now: datetime, schedule: Schedule) -> bool:
-    """Back to active from a pause. Not from an unsubscription: that takes a new
-    confirmation email (:func:`digestd.readers.signups.request_signup`). True if resumed."""
+def resume(
+    subscriber: Subscriber, now: datetime, schedule: Schedule, *, ended: datetime | None = None
+) -> bool:
+    """Back to active from a pause (that ``ended`` at that instant, by itself). Not from an
+    unsubscription: that takes a new confirmation email
+    (:func:`digestd.readers.signups.request_signup`). True if resumed."""
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.paused_until = None
-    reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
+    reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at, since=ended)
     return True
 
 
 def resume_ended(session: Session, now: datetime, schedule: Schedule) -> int:
-    """Resume every pause whose end has come; how many. Their next digest is the next
-    send time after ``now``: a pause is not caught up on."""
+    """Resume every pause whose end has come; how many. Their next digest is the first
+    send time from the pause's end: the day it ends, its digests come, caught up on like
+    everyone's when digestd was down (the days of the pause are not)."""
     ended = session.scalars(
         select(Subscriber).where(
             Subscriber.status == SubscriberStatus.PAUSED,
@@ -256,7 +260,7 @@ def resume_ended(session: Session, now: datetime, schedule: Schedule) -> int:
         )
     ).all()
     for subscriber in ended:
-        resume(subscriber, now, schedule)
+        resume(subscriber, now, schedule, ended=subscriber.paused_until)
     return len(ended)
 
 

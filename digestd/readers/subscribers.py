@@ -11,17 +11,19 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from digestd.content.categories import parse_categories
 from digestd.errors import ValidationError
 from digestd.models import (
+    Delivery,
+    Edition,
     EditionKind,
     Subscriber,
     SubscriberCategory,
@@ -201,19 +203,66 @@ def erase(session: Session, email: str, now: datetime) -> bool:
     return bool(found)
 
 
-def reschedule(subscriber: Subscriber, now: datetime, daily_at: time, weekly_at: time) -> None:
-    """Point the next-due instants at the first local send time after ``now``.
+def reschedule(
+    subscriber: Subscriber,
+    now: datetime,
+    daily_at: time,
+    weekly_at: time,
+    *,
+    since: datetime | None = None,
+) -> None:
+    """Point the next-due instants at the reader's next send times: on activation, a change
+    of zone, frequency or categories, a resumed pause, a sunset step.
 
-    Called on activation and on any change of zone or frequency; an edition already queued
-    for today stays unique through the deliveries table, so moving these never double-sends.
+    A send time is the first after ``now``, or at or after ``since`` (the end of a pause
+    that ended while digestd was down: that day's digests are caught up on), with two
+    exceptions. One that has come but was not planned yet (the instant is already past)
+    is still owed and stays: saving preferences at 07:00:20, before the tick reached the
+    reader, must not move today's daily to tomorrow. And one whose edition the reader
+    already has is passed over: after a move west, the next 07:00 in the new zone can be
+    on the date they were just sent, which the planner would skip while the preferences
+    page and the welcome email promised it.
     """
     zone = ZoneInfo(subscriber.timezone)
-    subscriber.next_daily_at = (
-        next_slot(EditionKind.DAILY, now, zone, daily_at).at if subscriber.wants_daily else None
+    had = _editions_had(subscriber, min(now, since or now))
+    for kind, wanted, at in (
+        (EditionKind.DAILY, subscriber.wants_daily, daily_at),
+        (EditionKind.WEEKLY, subscriber.wants_weekly, weekly_at),
+    ):
+        current = (
+            subscriber.next_daily_at if kind is EditionKind.DAILY else subscriber.next_weekly_at
+        )
+        after = now
+        if current is not None and current <= now:
+            after = current - _JUST_BEFORE
+        elif since is not None:
+            after = since - _JUST_BEFORE
+        slot = next_slot(kind, after, zone, at)
+        while (kind, slot.period) in had:
+            slot = next_slot(kind, slot.at, zone, at)
+        due = slot.at if wanted else None
+        if kind is EditionKind.DAILY:
+            subscriber.next_daily_at = due
+        else:
+            subscriber.next_weekly_at = due
+
+
+_JUST_BEFORE = timedelta(microseconds=1)  # next_slot is strictly after: this makes it "at or after"
+
+
+def _editions_had(subscriber: Subscriber, since: datetime) -> set[tuple[EditionKind, str]]:
+    """(kind, period) of the editions the reader has a queue row for, from about a week
+    before ``since``: the planner never gives them a second."""
+    session = object_session(subscriber)
+    if session is None or subscriber.id is None:  # a new reader has none
+        return set()
+    earliest = (since - timedelta(days=9)).date().isoformat()
+    rows = session.execute(
+        select(Edition.kind, Edition.period)
+        .join(Delivery, Delivery.edition_id == Edition.id)
+        .where(Delivery.subscriber_id == subscriber.id, Edition.period >= earliest)
     )
-    subscriber.next_weekly_at = (
-        next_slot(EditionKind.WEEKLY, now, zone, weekly_at).at if subscriber.wants_weekly else None
-    )
+    return {(EditionKind(kind), period) for kind, period in rows}
 
 
 def apply_preferences(subscriber: Subscriber, prefs: Preferences) -> None:
