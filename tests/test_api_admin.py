@@ -392,6 +392,12 @@ def test_trigger_for_some_addresses_says_why_others_were_left_out(web: WebRig) -
         ('{"kind": "daily", "emails": "a@example.com"}', 400, "emails"),
         ('{"kind": "daily", "emails": ["a@example.com", "nope"]}', 400, "emails"),
         ('{"kind": "daily", "emails": [42]}', 400, "emails"),
+        # 1 == True in Python: not a boolean, and this one would mail every reader
+        ('{"kind": "daily", "all": 1}', 400, "all"),
+        ('{"kind": "daily", "all": 0, "emails": ["a@example.com"]}', 400, "all"),
+        # an unknown field is refused, never ignored: "dry_run" ignored would send
+        ('{"kind": "daily", "emails": ["a@example.com"], "dry_run": true}', 400, "dry_run"),
+        ('{"kind": "daily", "all": true, "categories": ["ai"]}', 400, "categories"),
     ],
 )
 def test_trigger_refuses_bad_bodies(web: WebRig, body: str, status: int, name: str | None) -> None:

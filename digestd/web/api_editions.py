@@ -72,9 +72,7 @@ async def trigger_edition(request: Request) -> Response:
     tick sends it. Still one per reader per local date (week): a second trigger queues
     nothing for readers who already have it."""
     w = web(request)
-    body = await params.json_body(request)
-    if not isinstance(body, dict):
-        raise WebError(400, "The body must be a JSON object.")
+    body = _object(await params.json_body(request), "kind", "emails", "all")
     kind = body.get("kind")
     if kind not in KINDS:
         raise WebError(400, "kind: required, daily or weekly", field="kind")
@@ -87,10 +85,22 @@ async def trigger_edition(request: Request) -> Response:
     return JSONResponse(report.as_json())
 
 
+def _object(body: Any, *fields: str) -> dict[str, Any]:
+    """A JSON object of these fields only: a misspelt or unknown one ("dry_run") is refused,
+    never ignored, where ignoring it could send mail."""
+    if not isinstance(body, dict):
+        raise WebError(400, "The body must be a JSON object.")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        name = str(unknown[0])[:40]
+        raise WebError(400, f"{name}: unknown field; send {', '.join(fields)}", field=name)
+    return body
+
+
 def trigger_emails(body: dict[str, Any]) -> list[str] | None:
     """The normalised addresses asked for, or None for every active reader."""
     has_emails, everyone = "emails" in body, body.get("all")
-    if everyone not in (None, True, False):
+    if everyone is not None and not isinstance(everyone, bool):  # 1 == True in Python
         raise WebError(400, "all: must be true or false", field="all")
     if has_emails == bool(everyone):
         raise WebError(400, 'Send either "emails": [...] or "all": true.', field="emails")
@@ -116,13 +126,7 @@ async def test_edition(request: Request) -> Response:
     """Mail today's edition for some categories to one address, using up nobody's edition
     (:mod:`digestd.ops.test_send`)."""
     w = web(request)
-    body = await params.json_body(request)
-    if not isinstance(body, dict):
-        raise WebError(400, "The body must be a JSON object.")
-    unknown = sorted(set(body) - {"kind", "to", "categories"})
-    if unknown:
-        name = str(unknown[0])[:40]
-        raise WebError(400, f"{name}: unknown field; send kind, to, categories", field=name)
+    body = _object(await params.json_body(request), "kind", "to", "categories")
     kind = body.get("kind")
     if kind not in KINDS:
         raise WebError(400, "kind: required, daily or weekly", field="kind")

@@ -177,6 +177,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "emails": {"type": "array", "items": STRING, "maxItems": 1000},
                                 "all": {"type": "boolean"},
                             },
+                            "additionalProperties": False,
                         }
                     }
                 },
