@@ -17,6 +17,8 @@ from starlette.testclient import TestClient
 
 from digestd.config import load_settings
 from digestd.content.articles import ingest
+from digestd.mail.digests import DigestRenderer
+from digestd.mail.template import MessageTemplate
 from digestd.models import Delivery, DeliveryStatus, Edition, SubscriberStatus
 from digestd.readers.export import export_csv
 from digestd.readers.subscribers import email_hash
@@ -294,7 +296,8 @@ def test_trigger_queues_once_per_local_date(web: WebRig) -> None:
     first = _trigger(web, "daily", NOW)  # 10:00 in Paris, 23:00 in Kiritimati (the 29th)
     again = _trigger(web, "daily", NOW)
     assert {k: v for k, v in first.items() if k != "left_for_later"} == {
-        "kind": "daily", "queued": 2, "nothing_to_send": 0, "already_had_it": 0, "not_eligible": []
+        "kind": "daily", "queued": 2, "nothing_to_send": 0, "already_had_it": 0,
+        "failed_to_render": 0, "not_eligible": []
     }  # fmt: skip
     assert first["left_for_later"]["count"] == 0
     assert again["queued"] == 0 and again["already_had_it"] == 2
@@ -354,6 +357,23 @@ def test_trigger_for_everyone_works_through_the_list_in_batches(
     assert (body["queued"], body["nothing_to_send"], body["already_had_it"]) == (6, 0, 0)
     assert (again["queued"], again["already_had_it"]) == (0, 6)
     assert _deliveries(web) == 6
+
+
+def test_a_trigger_whose_digest_cannot_be_rendered_says_so_instead_of_queued(
+    web: WebRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with web.service.sessions.begin() as session:
+        reader(session, "paris@example.com", timezone="Europe/Paris", created_at=NOW)
+    _articles(web)
+
+    def broken(*args: Any, **kwargs: Any) -> MessageTemplate:
+        raise ValueError("a template error")
+
+    monkeypatch.setattr(DigestRenderer, "render", broken)
+    body = _trigger(web, "daily", NOW)
+    assert (body["queued"], body["failed_to_render"], body["already_had_it"]) == (0, 1, 0)
+    with web.service.sessions() as session:
+        assert session.scalars(select(Delivery.status)).all() == [DeliveryStatus.FAILED]
 
 
 def test_trigger_for_some_addresses_says_why_others_were_left_out(web: WebRig) -> None:

@@ -32,6 +32,7 @@ class TriggerReport:
     nothing_to_send: int = 0
     already_had_it: int = 0
     left_for_later: int = 0
+    failed_to_render: int = 0  # rows written as failed: their digest could not be rendered
     not_eligible: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -41,6 +42,7 @@ class TriggerReport:
             "nothing_to_send": self.nothing_to_send,
             "already_had_it": self.already_had_it,
             "left_for_later": {"count": self.left_for_later, "why": LATER},
+            "failed_to_render": self.failed_to_render,
             "not_eligible": self.not_eligible,
         }
 
@@ -86,12 +88,13 @@ def trigger(
 
 
 def _add(report: TriggerReport, planned: EnqueueReport, readers: int) -> None:
-    queued = planned.queued[report.kind] + planned.unrenderable
-    report.queued += queued
+    report.queued += planned.queued[report.kind]
+    report.failed_to_render += planned.unrenderable
     report.nothing_to_send += planned.empty
     report.left_for_later += planned.later
     # A row the planner did not insert is one the reader already had for that edition.
-    report.already_had_it += readers - queued - planned.empty - planned.later
+    written = planned.queued[report.kind] + planned.unrenderable
+    report.already_had_it += readers - written - planned.empty - planned.later
 
 
 def why_not(session: Session, kind: EditionKind, emails: list[str]) -> list[dict[str, str]]:

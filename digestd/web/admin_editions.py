@@ -37,9 +37,10 @@ NOTICES = {
     "reader's edition was used: every reader still gets theirs at their send time.",
     "triggered": "Queued: {queued} (sent at the daemon's next tick). Already had this "
     "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
-    "{empty}. Addresses that are not active readers of this edition: {ineligible}.",
+    "{empty}. Could not be rendered (recorded as failed): {failed}. Addresses that are not "
+    "active readers of this edition: {ineligible}.",
 }
-COUNTS = ("n", "queued", "already", "later", "empty", "ineligible")
+COUNTS = ("n", "queued", "already", "later", "empty", "failed", "ineligible")
 ADMIN_COPY = (
     "An operator's copy of this digest: the links each reader's email carried "
     "(unsubscribe, preferences, view in browser) are left out."

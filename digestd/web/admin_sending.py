@@ -134,6 +134,7 @@ async def send_now(request: Request) -> Response:
         "already": report.already_had_it,
         "later": report.left_for_later,
         "empty": report.nothing_to_send,
+        "failed": report.failed_to_render,
         "ineligible": len(report.not_eligible),
     }
     if report.not_eligible:

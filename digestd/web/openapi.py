@@ -370,6 +370,10 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Readers whose local send time has not come yet today",
                 "properties": {"count": {"type": "integer"}, "why": STRING},
             },
+            "failed_to_render": {
+                "type": "integer",
+                "description": "Rows written as failed: their digest could not be rendered",
+            },
             "not_eligible": {
                 "type": "array",
                 "items": {"type": "object", "properties": {"email": STRING, "reason": STRING}},
