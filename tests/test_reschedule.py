@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from digestd.config import Settings
 from digestd.models import Delivery, Edition, Subscriber
+from digestd.planning.planner import enqueue_due
 from digestd.readers.lifecycle import Schedule, change_preferences, pause
 from digestd.readers.subscribers import frequency_name, parse_preferences
 from digestd.readers.upcoming import upcoming
@@ -137,3 +138,28 @@ def test_a_pause_that_ends_while_digestd_is_down_is_caught_up_on(rig: Build) -> 
     town.ticks("2026-03-10T07:00", "2026-03-10T22:59", "2026-03-11T07:30")
     assert town.editions("active@example.com") == [("2026-03-10", "sent"), ("2026-03-11", "sent")]
     assert town.editions("paused@example.com") == [("2026-03-11", "sent")]
+
+
+def test_a_daily_planned_before_the_reader_chose_weekly_only_is_not_sent(rig: Build) -> None:
+    """Planned at 07:00, sent a moment later (or, behind a slow relay, hours later): a reader
+    who switched to the weekly recap in between is not sent the daily they turned off."""
+    town = rig([Reader("weekly.now@example.com"), Reader("stays@example.com")])
+    enqueue_due(
+        town.service.sessions, town.service.policy, town.service.renderer, _utc("2026-03-10T07:00")
+    )
+    with town.service.sessions.begin() as session:
+        reader = session.scalars(
+            select(Subscriber).where(Subscriber.email == "weekly.now@example.com")
+        ).one()
+        prefs = parse_preferences(reader.category_slugs, "weekly", "UTC", "UTC")
+        change_preferences(reader, prefs, _utc("2026-03-10T07:00:05"), town.schedule)
+    town.ticks("2026-03-10T07:01")
+    assert town.editions("stays@example.com") == [("2026-03-10", "sent")]
+    assert town.editions("weekly.now@example.com") == [("2026-03-10", "skipped")]
+    with town.service.sessions() as session:
+        why = session.scalar(
+            select(Delivery.last_error)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.email == "weekly.now@example.com")
+        )
+    assert why == "subscriber no longer takes the daily"

@@ -25,12 +25,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, select, update
+from sqlalchemy import ColumnElement, Table, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.bulk import among
 from digestd.delivery.worker import Worker
-from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from digestd.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionKind,
+    Subscriber,
+    SubscriberStatus,
+)
 from digestd.models import Suppression as SuppressionRow
 from digestd.readers import ledger
 from digestd.readers.ledger import Event
@@ -46,6 +53,7 @@ class Job:
     public_id: str
     email: str
     status: str  # the subscriber's
+    wanted: bool  # the subscriber still takes this kind of edition
     digest_id: int | None
     kind: str
     period: str
@@ -67,6 +75,7 @@ JOB_COLUMNS = (
     _s.public_id,
     _s.email,
     _s.status,
+    case((_e.kind == EditionKind.DAILY, _s.wants_daily), else_=_s.wants_weekly),
     _d.digest_id,
     _e.kind,
     _e.period,
@@ -172,6 +181,8 @@ class QueueStore:
         for job in jobs:
             if job.status != SubscriberStatus.ACTIVE:
                 reasons.append(f"subscriber is {job.status}")
+            elif not job.wanted:  # they chose otherwise after it was planned
+                reasons.append(f"subscriber no longer takes the {job.kind}")
             elif email_hash(job.email) in suppressed:
                 reasons.append("address is suppressed")
             elif job.digest_id is None:
