@@ -250,3 +250,16 @@ def test_preview_to_a_path_that_cannot_be_written_is_one_line(
     )
     assert one_line_error(result).startswith(f"digestd: -o: cannot write {tmp_path / target}")
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_batch_of_thousands_of_bad_items_answers_with_the_first_hundred(web: WebRig) -> None:
+    """Every bad item is counted, the good one kept; the answer lists the first 100 errors,
+    not a million (100 MB)."""
+    body = "[" + ",".join(["{}"] * 5000 + [json.dumps(GOOD[0])]) + "]"
+    answer = web.client.post("/api/articles", content=body.encode(), headers=JSON)
+    assert answer.status_code == 200, answer.text[:300]
+    report = answer.json()
+    assert (report["added"], report["rejected"]) == (1, 5000)
+    assert [e["position"] for e in report["errors"]] == list(range(1, 101))
+    assert len(answer.content) < 20_000
+    assert _stored(web) == {"good-1"}

@@ -425,7 +425,11 @@ SCHEMAS: dict[str, Any] = {
             "added": {"type": "integer"},
             "updated": {"type": "integer"},
             "rejected": {"type": "integer"},
-            "errors": {"type": "array", "items": {"type": "object"}},
+            "errors": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "The first 100 rejected items' errors (position, field, problem)",
+            },
         },
     },
 }
