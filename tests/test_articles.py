@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event, func, select, text, update
 
 from digestd.config import Settings
 from digestd.content.articles import ingest, validate
+from digestd.content.categories import parse_categories
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
 from digestd.models import Article, ArticleCategory, Delivery, DeliveryStatus
@@ -60,6 +61,12 @@ def test_defaults_for_optional_fields() -> None:
         ({"categories": []}, "categories"),
         ({"categories": ["ai", "underwater-basket-weaving"]}, "categories"),
         ({"kind": "rumours"}, "kind"),
+        ({"kind": ""}, "kind"),  # no kind is not "news"
+        ({"kind": []}, "kind"),
+        ({"kind": False}, "kind"),
+        ({"url": "https://example.com/a\tb"}, "url"),
+        ({"companies": [{"name": "N" * 201}]}, "companies[0].name"),  # refused, never cut
+        ({"companies": [{"name": "Acme", "ticker": "T" * 21}]}, "companies[0].ticker"),
         ({"score": -1}, "score"),
         ({"score": "high"}, "score"),
         ({"score": True}, "score"),
@@ -277,3 +284,13 @@ def test_a_stored_title_with_a_control_character_fails_no_digest(settings: Setti
     mails = [p.read_bytes() for p in settings.mail_dir.glob("*.eml")]
     assert len(mails) == 2
     assert all(b"Bell and SOH" in mail and b"\x07" not in mail for mail in mails)
+
+
+def test_a_null_kind_is_news_and_an_error_never_quotes_a_huge_value() -> None:
+    assert validate({**SAMPLE_ARTICLE, "kind": None}).kind == "news"
+    with pytest.raises(ValidationError) as caught:
+        validate({**SAMPLE_ARTICLE, "categories": [list(range(100_000))]})
+    assert caught.value.field == "categories" and len(str(caught.value)) < 200
+    with pytest.raises(ValidationError) as caught:  # the API's test send, preferences
+        parse_categories([list(range(100_000))])  # type: ignore[list-item]
+    assert caught.value.field == "categories" and len(str(caught.value)) < 200

@@ -101,11 +101,7 @@ def _url(data: dict[str, Any], name: str, *, required: bool) -> str | None:
     if not value:
         return None
     parts = urlsplit(value)
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(c in value for c in " \r\n")
-    ):
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
         raise ValidationError(name, f"must be an absolute http(s) URL, got {value[:80]!r}")
     return value
 
@@ -140,13 +136,19 @@ def _companies(data: dict[str, Any]) -> tuple[dict[str, str], ...]:
         ticker = item.get("ticker")
         if ticker is not None and not isinstance(ticker, str):
             raise ValidationError(f"companies[{i}].ticker", "must be a string")
-        _storable(f"companies[{i}].name", item["name"])
-        _storable(f"companies[{i}].ticker", ticker or "")
-        company = {"name": item["name"].strip()[:200]}
+        company = {"name": _bounded(f"companies[{i}].name", item["name"], 200)}
         if ticker:
-            company["ticker"] = ticker.strip()[:20]
+            company["ticker"] = _bounded(f"companies[{i}].ticker", ticker, 20)
         companies.append(company)
     return tuple(companies)
+
+
+def _bounded(name: str, value: str, limit: int) -> str:
+    _storable(name, value)
+    value = value.strip()
+    if len(value) > limit:  # refused, never cut: a cut name would be someone else's
+        raise ValidationError(name, f"is longer than {limit} characters")
+    return value
 
 
 def validate(data: Any) -> ArticleIn:
@@ -162,8 +164,8 @@ def validate(data: Any) -> ArticleIn:
             raise ValidationError("categories", f"unknown category {_shown(slug)}")
         if slug.strip().lower() not in slugs:
             slugs.append(slug.strip().lower())
-    kind = data.get("kind") or "news"
-    if not isinstance(kind, str) or kind not in KINDS:
+    kind = "news" if data.get("kind") is None else data["kind"]
+    if not isinstance(kind, str) or kind not in KINDS:  # "", [] or false: no kind at all
         raise ValidationError("kind", f"must be one of {', '.join(KINDS)}, got {_shown(kind)}")
     return ArticleIn(
         id=_article_id(data),

@@ -48,7 +48,8 @@ def parse_categories(value: str | Iterable[str], field: str = "categories") -> l
     slugs: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise ValidationError(field, f"expected category slugs, got {item!r}")
+            # Its type, not its value: a nested list's repr can be megabytes.
+            raise ValidationError(field, f"expected category slugs, got a {type(item).__name__}")
         slug = item.strip().lower()
         if slug:
             slugs.append(slug)
