@@ -55,8 +55,11 @@ def test_bearer_guesses_are_throttled_and_then_even_the_right_token_waits(web: W
         # Locked out: a lucky guess must not be told apart from a wrong one.
         answer = web.client.get("/api/stats", headers=AUTH)
         assert answer.status_code == 429 and "wrong admin tokens" in answer.json()["error"]
+        assert answer.headers["retry-after"] == "900"  # the 15 minutes of the allowance
         assert _stats(_elsewhere(web), TOKEN) == 200  # another client is not locked out
-        clock.shift(timedelta(minutes=16))
+        clock.shift(timedelta(minutes=5))
+        assert web.client.get("/api/stats", headers=AUTH).headers["retry-after"] == "600"
+        clock.shift(timedelta(minutes=11))
         assert _stats(web.client, TOKEN) == 200
 
 

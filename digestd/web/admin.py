@@ -64,8 +64,10 @@ async def admin_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     w = web(request)
     expected = enabled(w)
-    if locked_out(request):
-        raise WebError(429, "Too many sign-in attempts. Wait a few minutes and try again.")
+    if wait := locked_out(request):
+        raise WebError(
+            429, "Too many sign-in attempts. Wait a few minutes and try again.", retry_after=wait
+        )
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-login", "-")
     given = data.text("token", 500)

@@ -89,9 +89,10 @@ def _limiter(request: Request) -> RateLimiter:
     return limiter
 
 
-def locked_out(request: Request) -> bool:
-    """True while this client has used up its wrong tries (checked before the token)."""
-    return _limiter(request).over(client_ip(request), web(request).clock())
+def locked_out(request: Request) -> int:
+    """Seconds this client must wait, having used up its wrong tries (checked before the
+    token); 0 when it may try."""
+    return _limiter(request).retry_in(client_ip(request), web(request).clock())
 
 
 def wrong_token(request: Request, action: str) -> None:

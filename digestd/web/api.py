@@ -41,8 +41,10 @@ def admin(endpoint: Endpoint, action: str | None = None) -> Endpoint:
         expected = web(request).settings.admin_token
         if not expected:
             raise WebError(403, "The admin API is disabled: set DIGESTD_ADMIN_TOKEN to enable it.")
-        if locked_out(request):
-            raise WebError(429, "Too many wrong admin tokens from here. Wait a few minutes.")
+        if wait := locked_out(request):
+            raise WebError(
+                429, "Too many wrong admin tokens from here. Wait a few minutes.", retry_after=wait
+            )
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token_matches(given.strip(), expected):
             wrong_token(request, action or "api")

@@ -233,7 +233,12 @@ async def resend(request: Request) -> Response:
     link = _link(fields)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "resend", link.public_id)
     if not w.signup_limiter.allow(client_ip(request), now):
-        raise WebError(429, "Too many requests from your network. Please try again in an hour.")
+        wait = w.signup_limiter.retry_in(client_ip(request), now)
+        raise WebError(
+            429,
+            "Too many requests from your network. Please try again in an hour.",
+            retry_after=wait,
+        )
     signup = await w.db(_resend, w, link, now)
     return check_inbox(w, data, w.email_task(signup, now))
 

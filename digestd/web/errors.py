@@ -8,13 +8,20 @@ class WebError(Exception):
     """A 4xx answer. ``message`` is a complete sentence for the person who sent the request."""
 
     def __init__(
-        self, status: int, message: str, *, title: str | None = None, field: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        title: str | None = None,
+        field: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.title = title or _TITLES.get(status, "Something is not right")
         self.field = field
+        self.retry_after = retry_after  # seconds, for a 429's Retry-After (RFC 6585)
 
 
 _TITLES = {

@@ -234,7 +234,12 @@ async def fresh_link(request: Request) -> Response:
     public_id = link_id(w, Purpose.PREFERENCES, token, allow_expired=True)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "fresh-link", public_id)
     if not w.signup_limiter.allow(client_ip(request), now):
-        raise WebError(429, "Too many requests from your network. Please try again in an hour.")
+        wait = w.signup_limiter.retry_in(client_ip(request), now)
+        raise WebError(
+            429,
+            "Too many requests from your network. Please try again in an hour.",
+            retry_after=wait,
+        )
     signup = await w.db(_fresh_link, w, public_id, now)
     page = w.pages.message("Check your inbox", CHECK_INBOX)
     page.background = w.email_task(signup, now)

@@ -87,9 +87,14 @@ def wants_json(request: Request) -> bool:
 
 
 def error_response(request: Request, pages: Pages, error: WebError) -> Response:
+    response: Response
     if wants_json(request):
         body: dict[str, Any] = {"error": error.message}
         if error.field:
             body["field"] = error.field
-        return JSONResponse(body, status_code=error.status)
-    return pages.message(error.title, error.message, error.status)
+        response = JSONResponse(body, status_code=error.status)
+    else:
+        response = pages.message(error.title, error.message, error.status)
+    if error.retry_after:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response

@@ -11,6 +11,7 @@ address its attempts back, and only once the flood has pushed it out.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 
@@ -44,6 +45,13 @@ class RateLimiter:
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         return hits is not None and len(hits) >= self.limit
+
+    def retry_in(self, key: str, now: datetime) -> int:
+        """Whole seconds until ``key`` has an attempt again (0: it has one now)."""
+        if not self.over(key, now):
+            return 0
+        oldest = self._hits[key][0]
+        return max(1, math.ceil((oldest + self.window - now).total_seconds()))
 
     def __len__(self) -> int:
         return len(self._hits)

@@ -100,6 +100,7 @@ async def subscribe(request: Request) -> Response:
             429,
             "Too many signups from your network. Please try again in an hour.",
             title="Slow down",
+            retry_after=w.signup_limiter.retry_in(client_ip(request), now),
         )
     if _raw_honeypot(data):
         return check_inbox(w, data, None)  # a bot: look the same, store and send nothing
