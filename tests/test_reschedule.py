@@ -33,7 +33,7 @@ class _Rig:
         self.schedule = Schedule(settings.daily_time, settings.weekly_time)
         with self.service.sessions.begin() as session:
             add_articles(
-                session, hourly_articles(since - timedelta(days=8), since + timedelta(days=4))
+                session, hourly_articles(since - timedelta(days=8), since + timedelta(days=14))
             )
             add_readers(session, readers, since)
         self.loop = asyncio.new_event_loop()
@@ -47,14 +47,20 @@ class _Rig:
         self.loop.close()
 
     def save(
-        self, email: str, at: str, *, categories: list[str] | None = None, zone: str = ""
+        self,
+        email: str,
+        at: str,
+        *,
+        categories: list[str] | None = None,
+        zone: str = "",
+        frequency: str = "",
     ) -> None:
         """What the preferences page's "save" does with the form."""
         with self.service.sessions.begin() as session:
             reader = session.scalars(select(Subscriber).where(Subscriber.email == email)).one()
             prefs = parse_preferences(
                 categories or reader.category_slugs,
-                frequency_name(reader),
+                frequency or frequency_name(reader),
                 zone or reader.timezone,
                 reader.timezone,
             )
@@ -163,3 +169,32 @@ def test_a_daily_planned_before_the_reader_chose_weekly_only_is_not_sent(rig: Bu
             .where(Subscriber.email == "weekly.now@example.com")
         )
     assert why == "subscriber no longer takes the daily"
+
+
+def test_turning_the_recap_off_on_sunday_before_it_came_brings_back_that_days_daily(
+    rig: Build,
+) -> None:
+    """A reader of both gets no daily on Sunday: the 08:00 recap goes instead. Turning the
+    recap off at 07:30 must not leave them with neither: the skipped daily is owed again."""
+    town = rig([Reader("both@example.com", daily=True, weekly=True)])
+    town.ticks("2026-03-15T07:00")  # Sunday
+    assert town.editions("both@example.com") == [("2026-03-15", "skipped")]
+    town.save("both@example.com", "2026-03-15T07:30", frequency="daily")
+    town.ticks("2026-03-15T07:31", "2026-03-15T08:00", "2026-03-16T07:00")
+    assert town.editions("both@example.com") == [("2026-03-15", "sent"), ("2026-03-16", "sent")]
+    # After the recap went out, turning it off changes nothing about that Sunday.
+    town.save("both@example.com", "2026-03-16T09:00", frequency="both")
+    town.ticks("2026-03-22T07:00", "2026-03-22T08:00")
+    town.save("both@example.com", "2026-03-22T08:30", frequency="daily")
+    town.ticks("2026-03-22T08:31")
+    with town.service.sessions() as session:
+        kinds = session.execute(
+            select(Edition.kind, Edition.period, Delivery.status)
+            .join(Delivery, Delivery.edition_id == Edition.id)
+            .where(Edition.period == "2026-03-22")
+            .order_by(Edition.kind)
+        ).all()
+    assert [(str(k), p, str(st)) for k, p, st in kinds] == [
+        ("daily", "2026-03-22", "skipped"),
+        ("weekly", "2026-03-22", "sent"),
+    ]

@@ -45,7 +45,7 @@ from digestd.planning.layouts import in_site_order, layout_of
 from digestd.planning.learning import Profile, personal_order
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.planning.repeats import EarlierDailies
-from digestd.planning.schedule import SUNDAY, Slot, latest_slot, next_slot
+from digestd.planning.schedule import RECAP_INSTEAD, SUNDAY, Slot, latest_slot, next_slot
 from digestd.planning.selection import HALF_LIFE_HOURS, pick
 
 
@@ -129,8 +129,7 @@ def _recap_instead(decision: _Decision) -> _Decision:
     slot = decision.slot
     if slot is None or slot.local_date.weekday() != SUNDAY or decision.layout is None:
         return decision
-    why = "Sunday: the weekly recap goes out instead"
-    return _Decision(decision.subscriber_id, slot, decision.following, None, why=why)
+    return _Decision(decision.subscriber_id, slot, decision.following, None, why=RECAP_INSTEAD)
 
 
 class Planner:

@@ -17,6 +17,9 @@ from zoneinfo import ZoneInfo
 from digestd.models import EditionKind
 
 SUNDAY = 6
+# Why a reader of both gets no daily on Sunday (DIGESTD_SUNDAY_DAILY=false): the recap
+# covers the week. Also how a preference change finds that skipped daily again.
+RECAP_INSTEAD = "Sunday: the weekly recap goes out instead"
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,24 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, object_session
 
 from digestd.db import on_commit
 from digestd.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionKind,
     Subscriber,
     SubscriberCategory,
     SubscriberStatus,
     Suppression,
     SuppressionReason,
 )
+from digestd.planning.schedule import RECAP_INSTEAD, latest_slot
 from digestd.readers import mailbox
 from digestd.readers.signups import (
     CONSENT_WORDING,
@@ -220,9 +226,56 @@ def _who(subscriber: Subscriber) -> dict[str, object]:
 def change_preferences(
     subscriber: Subscriber, prefs: Preferences, now: datetime, schedule: Schedule
 ) -> None:
+    recap_dropped = subscriber.wants_weekly and not prefs.wants_weekly
     apply_preferences(subscriber, prefs)
-    if subscriber.status == SubscriberStatus.ACTIVE:
-        reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return
+    if recap_dropped and subscriber.wants_daily:
+        _reopen_sunday_daily(subscriber, now, schedule)
+    reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
+
+
+def _reopen_sunday_daily(subscriber: Subscriber, now: datetime, schedule: Schedule) -> None:
+    """A reader of both whose Sunday daily was skipped for the recap turns the recap off
+    before it reached them: without this they would get neither that Sunday. The skipped
+    row goes, and the daily is owed again from its send time (caught up on, like any).
+    Only today's: their latest send time must be that Sunday's."""
+    session = object_session(subscriber)
+    if session is None or subscriber.id is None:
+        return
+    zone = ZoneInfo(subscriber.timezone)
+    today = latest_slot(EditionKind.DAILY, now, zone, schedule.daily_at)
+    skipped = session.execute(
+        select(Delivery.id, Delivery.due_at, Edition.period)
+        .join(Edition, Edition.id == Delivery.edition_id)
+        .where(
+            Delivery.subscriber_id == subscriber.id,
+            Edition.kind == EditionKind.DAILY,
+            Delivery.status == DeliveryStatus.SKIPPED,
+            Delivery.last_error == RECAP_INSTEAD,
+        )
+        .order_by(Delivery.due_at.desc())
+        .limit(1)
+    ).first()
+    if skipped is None or skipped.period != today.period:
+        return
+    if _has_recap(session, subscriber.id, skipped.period):
+        return
+    session.execute(delete(Delivery).where(Delivery.id == skipped.id))
+    subscriber.next_daily_at = skipped.due_at
+
+
+def _has_recap(session: Session, subscriber_id: int, period: str) -> bool:
+    found = session.scalar(
+        select(Delivery.id)
+        .join(Edition, Edition.id == Delivery.edition_id)
+        .where(
+            Delivery.subscriber_id == subscriber_id,
+            Edition.kind == EditionKind.WEEKLY,
+            Edition.period == period,
+        )
+    )
+    return found is not None
 
 
 def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
