@@ -72,6 +72,18 @@ def test_the_form_and_the_api_share_one_allowance(web: WebRig) -> None:
         assert "digestd_admin" not in web.client.cookies
 
 
+def test_requests_without_a_token_use_up_no_allowance(web: WebRig) -> None:
+    """An uptime check that sends no Authorization header guesses nothing: it must not
+    lock the operator's scripts on the same address out."""
+    with time_machine.travel(NOW, tick=False):
+        assert {web.client.get("/api/stats").status_code for _ in range(30)} == {401}
+        assert _stats(web.client, TOKEN) == 200
+        assert [_stats(web.client, f"guess-{i}-0123456789abcdefghij") for i in range(10)] == [
+            401
+        ] * 10
+        assert _stats(web.client, TOKEN) == 429  # guesses still count
+
+
 def test_the_right_token_never_uses_up_the_allowance(web: WebRig) -> None:
     with time_machine.travel(NOW, tick=False):
         assert {_stats(web.client, TOKEN) for _ in range(30)} == {200}

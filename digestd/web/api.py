@@ -45,9 +45,11 @@ def admin(endpoint: Endpoint, action: str | None = None) -> Endpoint:
             raise WebError(
                 429, "Too many wrong admin tokens from here. Wait a few minutes.", retry_after=wait
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not token_matches(given.strip(), expected):
-            wrong_token(request, action or "api")
+            if header:  # a guess; no header at all (an uptime check) guesses nothing
+                wrong_token(request, action or "api")
             return JSONResponse(
                 {"error": "Missing or wrong admin token: send Authorization: Bearer TOKEN."},
                 status_code=401,
