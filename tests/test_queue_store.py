@@ -30,6 +30,7 @@ from digestd.planning.planner import enqueue_due
 from digestd.planning.policy import Policy
 from digestd.readers.bounce_policy import Kind
 from digestd.readers.ledger import Event
+from digestd.readers.lifecycle import erase_subscriber
 from tests.email_samples import MASTHEAD
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
@@ -249,6 +250,31 @@ def test_a_hard_bounce_suppresses_the_reader_with_the_outcome(
     assert tuple(ledger) == (bounced.delivery_id, "hard", "550 5.1.1 <…@example.com>: unknown")
     assert statuses[fine.subscriber_id] == SubscriberStatus.ACTIVE
     assert store.unsendable([bounced, fine]) == ["address is suppressed", None]
+
+
+def test_a_refusal_for_a_reader_erased_while_it_was_sent_is_recorded_with_the_rest(
+    sessions: sessionmaker[Session],
+) -> None:
+    """ "Delete my data" while the digest is on the wire, and the relay refuses it: the
+    reader's rows are gone, so the ledger keeps the refusal without them, and the other
+    outcomes of the batch are written (a failed write would re-send them all)."""
+    store = _queued(sessions, 2)
+    erased, fine = store.claim(SEND, LEASE, 10)
+    with sessions.begin() as session:
+        gone = session.get(Subscriber, erased.subscriber_id)
+        assert gone is not None
+        erase_subscriber(session, gone, SEND)
+    event = Event(Kind.HARD, "smtp", "smtp", "5.1.1", "550 5.1.1 <r0@example.com>: unknown")
+    store.record(
+        [Outcome(erased, DeliveryStatus.FAILED, True, SEND, event=event), _sent(fine, SEND)],
+        SEND,
+    )
+    assert _statuses(sessions)[fine.delivery_id][0] == DeliveryStatus.SENT
+    with sessions() as session:
+        kept = session.execute(
+            select(BounceEvent.delivery_id, BounceEvent.subscriber_id, BounceEvent.kind)
+        ).one()
+    assert tuple(kept) == (None, None, "hard")
 
 
 class Statements:

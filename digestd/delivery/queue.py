@@ -156,15 +156,29 @@ class QueueStore:
                 for row in values:
                     row["b_worker"] = self.worker.label
                 self._write(session, values)
-            for outcome in outcomes:
-                if outcome.event is not None:
-                    ledger.record(
-                        session,
-                        outcome.event,
-                        delivery_id=outcome.job.delivery_id,
-                        subscriber_id=outcome.job.subscriber_id,
-                        now=now,
-                    )
+            refused = [(o.job, o.event) for o in outcomes if o.event is not None]
+            here = self._still_there(session, [job.delivery_id for job, _ in refused])
+            for job, event in refused:
+                # A reader who erased their data while the message was on the wire has no
+                # rows left to name: the refusal is kept without them, and nobody to act on.
+                known = job.delivery_id in here
+                ledger.record(
+                    session,
+                    event,
+                    delivery_id=job.delivery_id if known else None,
+                    subscriber_id=job.subscriber_id if known else None,
+                    now=now,
+                )
+
+    def _still_there(self, session: Session, ids: list[int]) -> set[int]:
+        """Which of these deliveries still exist; on PostgreSQL they are held (KEY SHARE)
+        until the transaction ends, so an erasure cannot delete them in between."""
+        if not ids:
+            return set()
+        query = select(_d.id).where(among(session, _d.id, ids))
+        if self.locks:
+            query = query.with_for_update(read=True, key_share=True)
+        return set(session.scalars(query))
 
     def unsendable(self, jobs: Sequence[Job]) -> list[str | None]:
         """Why each job will not be sent (it is skipped), or None."""
