@@ -216,9 +216,10 @@ def reschedule(
 
     A send time is the first after ``now``, or at or after ``since`` (the end of a pause
     that ended while digestd was down: that day's digests are caught up on), with two
-    exceptions. One that has come but was not planned yet (the instant is already past)
-    is still owed and stays: saving preferences at 07:00:20, before the tick reached the
-    reader, must not move today's daily to tomorrow. And one whose edition the reader
+    exceptions. One that has come but was not planned yet (the instant is already past,
+    by less than a day, a week for the recap) is still owed and stays: saving preferences
+    at 07:00:20, before the tick reached the reader, must not move today's daily to
+    tomorrow. And one whose edition the reader
     already has is passed over: after a move west, the next 07:00 in the new zone can be
     on the date they were just sent, which the planner would skip while the preferences
     page and the welcome email promised it.
@@ -233,7 +234,7 @@ def reschedule(
             subscriber.next_daily_at if kind is EditionKind.DAILY else subscriber.next_weekly_at
         )
         after = now
-        if current is not None and current <= now:
+        if current is not None and now - _EVERY[kind] < current <= now:  # owed, not stale
             after = current - _JUST_BEFORE
         elif since is not None:
             after = since - _JUST_BEFORE
@@ -247,6 +248,7 @@ def reschedule(
             subscriber.next_weekly_at = due
 
 
+_EVERY = {EditionKind.DAILY: timedelta(days=1), EditionKind.WEEKLY: timedelta(days=7)}
 _JUST_BEFORE = timedelta(microseconds=1)  # next_slot is strictly after: this makes it "at or after"
 
 
