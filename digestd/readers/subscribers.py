@@ -219,10 +219,9 @@ def reschedule(
     exceptions. One that has come but was not planned yet (the instant is already past,
     by less than a day, a week for the recap) is still owed and stays: saving preferences
     at 07:00:20, before the tick reached the reader, must not move today's daily to
-    tomorrow. And one whose edition the reader
-    already has is passed over: after a move west, the next 07:00 in the new zone can be
-    on the date they were just sent, which the planner would skip while the preferences
-    page and the welcome email promised it.
+    tomorrow. And one whose edition the reader already has is passed over: after a move
+    west, the next 07:00 in the new zone can be on the date they were just sent, which the
+    planner would skip while the preferences page and the welcome email promised it.
     """
     zone = ZoneInfo(subscriber.timezone)
     had = _editions_had(subscriber, min(now, since or now))
