@@ -150,14 +150,14 @@ class QueueStore:
     def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         """One transaction: every outcome (where the claim is still ours), its refusal in
         the bounce ledger and what the bounce policy makes of it."""
+        refused = [(o.job, o.event) for o in outcomes if o.event is not None]
         with self.sessions.begin() as session:
+            here = self._still_there(session, [job for job, _ in refused])
             if outcomes:
                 values = [outcome.values() for outcome in outcomes]
                 for row in values:
                     row["b_worker"] = self.worker.label
                 self._write(session, values)
-            refused = [(o.job, o.event) for o in outcomes if o.event is not None]
-            here = self._still_there(session, [job.delivery_id for job, _ in refused])
             for job, event in refused:
                 # A reader who erased their data while the message was on the wire has no
                 # rows left to name: the refusal is kept without them, and nobody to act on.
@@ -170,15 +170,21 @@ class QueueStore:
                     now=now,
                 )
 
-    def _still_there(self, session: Session, ids: list[int]) -> set[int]:
-        """Which of these deliveries still exist; on PostgreSQL they are held (KEY SHARE)
-        until the transaction ends, so an erasure cannot delete them in between."""
-        if not ids:
+    def _still_there(self, session: Session, jobs: list[Job]) -> set[int]:
+        """Which of these jobs' deliveries still exist. On PostgreSQL their subscribers are
+        held (KEY SHARE) until the transaction ends, taken first as an erasure takes them
+        (the subscriber, then their rows): an erasure waits for this write, or this write
+        for it, and neither for the other."""
+        if not jobs:
             return set()
-        query = select(_d.id).where(among(session, _d.id, ids))
         if self.locks:
-            query = query.with_for_update(read=True, key_share=True)
-        return set(session.scalars(query))
+            session.execute(
+                select(_s.id)
+                .where(among(session, _s.id, {job.subscriber_id for job in jobs}))
+                .with_for_update(read=True, key_share=True)
+            )
+        ids = [job.delivery_id for job in jobs]
+        return set(session.scalars(select(_d.id).where(among(session, _d.id, ids))))
 
     def unsendable(self, jobs: Sequence[Job]) -> list[str | None]:
         """Why each job will not be sent (it is skipped), or None."""
