@@ -11,11 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
+from digestd.db import make_engine, make_sessions
+from digestd.models import Click, Edition
+from digestd.planning.interests import profiles
 from digestd.planning.learning import Profile, personal_order, profile
 from digestd.planning.selection import Candidate, order, rank
 from tests.click_helpers import ADMIN, SENT, settle, sign_up, tracked_links
 from tests.conftest import WebRig
 from tests.helpers import article, parse, parts
+from tests.seeding import Reader, add_readers
 
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -170,3 +174,36 @@ def test_a_pinned_story_still_leads_whatever_the_reader_clicked() -> None:
         limit=10,
     )
     assert ordered[0].id == "pin"
+
+
+def test_a_story_opened_in_several_emails_counts_once(database_url: str) -> None:
+    """A pinned story leads four dailies and the reader opens it in each; with one other
+    story opened once, that is two stories, one per category: too little to move anything
+    (the README's "each story once"), not four to one for AI."""
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    with sessions.begin() as session:
+        reader = add_readers(
+            session, [Reader("ann@example.com", categories=("ai", "robotics"))], NOW
+        )
+        ann = reader["ann@example.com"]
+        editions = [
+            Edition(kind="daily", period=f"2026-11-{day}", created_at=NOW)
+            for day in (26, 27, 28, 29)
+        ]
+        session.add_all(editions)
+        session.flush()
+
+        def opened(edition: Edition, story: str, category: str, source: str) -> Click:
+            return Click(
+                edition_id=edition.id, subscriber_id=ann, article_id=story, position=1,
+                category=category, source=source, clicked_at=NOW - timedelta(days=1),
+                first_of_article=True, first_of_edition=True,
+            )  # fmt: skip
+
+        session.add_all(opened(e, "pinned-ai", "ai", "P") for e in editions)
+        session.add(opened(editions[0], "robo-1", "robotics", "R"))
+    with sessions() as session:
+        assert profiles(session, {ann: ["ai", "robotics"]}, NOW) == {}
+        assert profile({"ai": 4, "robotics": 1}, {"p": 4}, ["ai", "robotics"])  # as it was
+    engine.dispose()

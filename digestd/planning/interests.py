@@ -24,11 +24,19 @@ def profiles(
     by_category: dict[int, Counter[str]] = defaultdict(Counter)
     by_source: dict[int, Counter[str]] = defaultdict(Counter)
     rows = session.execute(
-        select(Click.subscriber_id, Click.category, Click.source, func.count())
+        # Each story once: the first click of each email on it (never a scanner's burst),
+        # and a story opened in several emails (pinned, or in the daily and the recap)
+        # counted once across them.
+        select(
+            Click.subscriber_id,
+            Click.category,
+            Click.source,
+            func.count(func.distinct(Click.article_id)),
+        )
         .where(
             among(session, Click.subscriber_id, list(categories)),
             Click.clicked_at >= now - timedelta(days=LEARN_DAYS),
-            Click.first_of_article.is_(True),  # each story once, never a scanner's burst
+            Click.first_of_article.is_(True),
         )
         .group_by(Click.subscriber_id, Click.category, Click.source)
     )
