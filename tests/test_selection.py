@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from digestd.planning.selection import Candidate, collapse_near_duplicates, order, pick, rank
+from digestd.planning.selection import (
+    Candidate,
+    collapse_near_duplicates,
+    order,
+    pick,
+    rank,
+    source_key,
+)
 from tests.helpers import article, parse, parts, run_cli
 
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -59,6 +66,16 @@ def test_ties_go_to_the_newest_then_the_id() -> None:
     assert ids(order([a, same_time, b], NOW, 24)) == ["b", "c", "a"]
 
 
+def test_ties_by_the_formula_go_to_the_newest_whatever_the_floats_say() -> None:
+    """Score 1 one weekly half-life (72 h) older than score 0 is the same rank; computed,
+    the older came out one unit in the last place ahead."""
+    older = c("older", hours=77, score=1)
+    newer = c("newer", hours=5, score=0)
+    assert rank(older, NOW, 72) != rank(newer, NOW, 72)  # the floats disagree
+    assert rank(older, NOW, 72) == pytest.approx(rank(newer, NOW, 72))
+    assert ids(order([older, newer], NOW, 72)) == ["newer", "older"]
+
+
 def test_only_the_readers_categories_and_each_article_once() -> None:
     ranked = order(
         [
@@ -82,6 +99,19 @@ def test_at_most_three_from_one_source() -> None:
     )
     chosen = pick(ranked, frozenset({"ai"}), limit=10, per_source=3)
     assert ids(chosen) == ["wire-0", "wire-1", "wire-2", "other"]
+
+
+def test_one_source_however_its_name_is_spaced_or_cased_counts_once() -> None:
+    names = ["The Verge", "the verge", "The  Verge", "The\u00a0Verge", "The Verge.", " THE VERGE"]
+    ranked = order(
+        [c(f"v{i}", source=name, score=10 - i) for i, name in enumerate(names)]
+        + [c("other", source="Other")],
+        NOW,
+        24,
+    )
+    chosen = pick(ranked, frozenset({"ai"}), limit=10, per_source=3)
+    assert ids(chosen) == ["v0", "v1", "v2", "other"]
+    assert source_key("The\u00a0 Verge.") == source_key("THE VERGE") == "the verge"
 
 
 def test_limit_is_respected() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from digestd.bulk import among
 from digestd.models import Click
 from digestd.planning.learning import LEARN_DAYS, Profile, profile
+from digestd.planning.selection import source_key
 
 
 def profiles(
@@ -45,7 +46,7 @@ def profiles(
             continue
         by_category[reader][category] += int(n)
         if source:
-            by_source[reader][source.casefold()] += int(n)
+            by_source[reader][source_key(source)] += int(n)
     found = {
         reader: profile(by_category[reader], by_source[reader], categories[reader])
         for reader in by_category

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from digestd.planning.selection import Candidate, rank
+from digestd.planning.selection import Candidate, rank, source_key
 
 LEARN_DAYS = 90
 CATEGORY_WEIGHT = 0.5
@@ -35,7 +35,7 @@ WINDOW = 3  # times the digest's length: how deep into the site's order clicks r
 
 @dataclass(frozen=True)
 class Profile:
-    """A reader's boosts, in tenths: (category or casefolded source, tenths), sorted."""
+    """A reader's boosts, in tenths: (category or source key, tenths), sorted."""
 
     categories: tuple[tuple[str, int], ...] = ()
     sources: tuple[tuple[str, int], ...] = ()
@@ -46,7 +46,7 @@ class Profile:
     def multiplier(self, candidate: Candidate) -> float:
         categories = dict(self.categories)
         best = max((categories.get(c, 0) for c in candidate.categories), default=0)
-        return 1 + (best + dict(self.sources).get(candidate.source.casefold(), 0)) / 10
+        return 1 + (best + dict(self.sources).get(source_key(candidate.source), 0)) / 10
 
 
 def _tenths(weight: float, count: int, total: int) -> int:

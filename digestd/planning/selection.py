@@ -57,6 +57,13 @@ def rank(candidate: Candidate, now: datetime, half_life_hours: float) -> float:
     return (1.0 + candidate.score) * decay
 
 
+def source_key(name: str) -> str:
+    """A source's name as the per-source cap and the learned boosts count it: "The Verge",
+    "the  verge", "The\u00a0Verge" and "The Verge." are one source."""
+    words = unicodedata.normalize("NFKC", name).casefold().split()
+    return " ".join(words).strip(".,;:·-– ")
+
+
 def title_words(title: str) -> frozenset[str]:
     text = unicodedata.normalize("NFKC", title).casefold()
     return frozenset(w for w in _WORD.findall(text) if w not in _STOPWORDS)
@@ -110,7 +117,9 @@ def order(
         candidates,
         key=lambda c: (
             not c.pinned,
-            -rank(c, now, half_life_hours),
+            # To 12 digits: ranks equal by the formula can differ in the last bit of a float
+            # (score 1 one half-life older than score 0), and then the newer must win.
+            -float(f"{rank(c, now, half_life_hours):.12g}"),
             -c.published_at.timestamp(),
             c.id,
         ),
@@ -136,7 +145,7 @@ def pick(
             continue
         if candidate.id in exclude and not candidate.pinned:
             continue
-        source = candidate.source.casefold()
+        source = source_key(candidate.source)
         if source and by_source[source] >= per_source and not candidate.pinned:
             continue
         by_source[source] += 1
