@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 import time_machine
 
-from digestd.config import load_settings
+from digestd.config import Settings, load_settings
+from digestd.content.articles import ingest
 from digestd.delivery.catcher import MailCatcher
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.service import Service
 from tests.helpers import article, parse, parts, run_cli
+from tests.seeding import Reader, add_articles, add_readers
 
 SEND = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -64,3 +66,50 @@ def test_readers_with_the_same_digest_share_one_render(
     assert len({tuple(tracked.findall(text)) for text in texts}) == 5  # ... its links tracked
     links = {parts(m)[0].split("Unsubscribe:")[1].split()[0] for m in ai_readers}
     assert len(links) == 5  # ... with each reader's own links
+
+
+def test_a_corrected_article_reaches_the_readers_planned_after_and_a_same_resend_costs_nothing(
+    settings: Settings,
+) -> None:
+    """One edition (one local date), planned zone by zone: Paris at 06:00 UTC, London at
+    07:00, the Azores at 08:00. A correction sent after Paris's digest (a re-sent id with
+    a new title and URL) is in London's; the same text sent again before the Azores'
+    renders nothing more: they share London's digest."""
+    story = article("acme", "ai", SEND - timedelta(hours=4), score=5, source="Wire")
+    story["title"] = "Acme CEO resigns"
+    corrected = {**story, "title": "CORRECTION: Acme CEO stays", "url": FIXED}
+    readers = [
+        Reader("pia@example.com", "Europe/Paris"),
+        Reader("leo@example.com", "Europe/London"),
+        Reader("ana@example.com", "Atlantic/Azores"),
+    ]
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(session, [story])
+        add_readers(session, readers, SEND - timedelta(days=1))
+
+    def send(item: dict[str, Any]) -> None:
+        with service.sessions.begin() as session:
+            assert ingest(session, enumerate([item], start=1)).updated == 1
+
+    async def run() -> list[int]:
+        rendered = [(await service.tick(SEND - timedelta(hours=1))).enqueued.rendered]
+        send(corrected)
+        rendered.append((await service.tick(SEND)).enqueued.rendered)
+        send(corrected)  # the same text again
+        rendered.append((await service.tick(SEND + timedelta(hours=1))).enqueued.rendered)
+        await service.close()
+        return rendered
+
+    assert asyncio.run(run()) == [1, 1, 0]
+    texts = {
+        str(m["To"]): parts(m)[0]
+        for m in (parse(p.read_bytes()) for p in settings.mail_dir.glob("*.eml"))
+    }
+    assert "Acme CEO resigns" in texts["pia@example.com"]
+    for later in ("leo@example.com", "ana@example.com"):
+        assert "CORRECTION: Acme CEO stays" in texts[later]  # (its links are tracked ones)
+        assert "Acme CEO resigns" not in texts[later]
+
+
+FIXED = "https://news.example.com/acme-fixed"

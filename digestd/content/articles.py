@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digestd.content.categories import CATEGORIES
@@ -281,6 +281,7 @@ def upsert(session: Session, articles: list[ArticleIn]) -> int:
     }
     known = [row for row in rows if row["id"] not in new]
     if known:
+        _keep_unchanged_stamps(session, known)
         statement = insert(table)
         statement = statement.on_conflict_do_update(
             index_elements=["id"], set_={name: statement.excluded[name] for name in _UPDATED}
@@ -301,6 +302,26 @@ def upsert(session: Session, articles: list[ArticleIn]) -> int:
         if isinstance(loaded, Article | ArticleCategory):
             session.expire(loaded)
     return len(new)
+
+
+def _keep_unchanged_stamps(session: Session, rows: list[dict[str, Any]]) -> None:
+    """A re-sent article whose text did not change keeps its ``updated_at``. The stamp is
+    part of a digest's key: a correction is rendered anew for the readers planned after it,
+    and a feed re-sending the same items every poll costs no render."""
+    content = [name for name in _UPDATED if name != "updated_at"]
+    columns = [Article.__table__.c[name] for name in content]
+    by_id = {row["id"]: row for row in rows}
+    ids = list(by_id)
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        stored = session.execute(
+            select(Article.id, Article.updated_at, *columns).where(
+                Article.id.in_(ids[start : start + LOOKUP_CHUNK])
+            )
+        )
+        for found in stored:
+            row = by_id[found.id]
+            if all(row[name] == getattr(found, name) for name in content):
+                row["updated_at"] = found.updated_at
 
 
 def _row(article: ArticleIn, now: datetime) -> dict[str, Any]:

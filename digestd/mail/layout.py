@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,14 @@ class Layout:
             sections.append(data)
         return {"categories": list(self.categories), "sections": sections}
 
-    def content_key(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+    def content_key(self, versions: Mapping[str, str] | None = None) -> str:
+        """What makes two readers' digests one: the layout, and with ``versions`` (article
+        id -> when its text last changed) the articles as they read now: readers planned
+        after a correction get a digest rendered with it."""
+        content: dict[str, Any] = self.to_json()
+        if versions:
+            content["versions"] = {a: versions.get(a, "") for a in self.article_ids()}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Layout:

@@ -41,16 +41,18 @@ def candidates(session: Session, start: datetime, end: datetime) -> Iterable[Can
     in_window = _rows(session, Article.published_at >= start, Article.published_at < end)
     pinned_earlier = _rows(session, Article.pinned_until > end, Article.published_at < start)
     merged: dict[str, tuple[Any, set[str]]] = {}
-    for article_id, source, published_at, score, title, pinned_until, category in (
+    for article_id, source, published_at, score, title, pinned_until, updated, category in (
         *in_window,
         *pinned_earlier,
     ):
         pinned = pinned_until is not None and pinned_until > end
-        fields = (source, published_at, score, title, pinned)
+        fields = (source, published_at, score, title, pinned, updated.isoformat())
         merged.setdefault(article_id, (fields, set()))[1].add(category)
     return [
-        Candidate(article_id, source, published_at, score, frozenset(cats), title, pinned)
-        for article_id, ((source, published_at, score, title, pinned), cats) in merged.items()
+        Candidate(article_id, source, published_at, score, frozenset(cats), title, pinned, version)
+        for article_id, ((source, published_at, score, title, pinned, version), cats) in (
+            merged.items()
+        )
     ]
 
 
@@ -64,6 +66,7 @@ def _rows(session: Session, *where: ColumnElement[bool]) -> list[Any]:
                 Article.score,
                 Article.title,
                 Article.pinned_until,
+                Article.updated_at,
                 ArticleCategory.category,
             )
             .join(ArticleCategory, ArticleCategory.article_id == Article.id)

@@ -275,7 +275,8 @@ class Planner:
         known = self._layouts.get(combo)
         if known is None:
             layout = layout_of(self.kind, chosen, categories)
-            known = self._layouts[combo] = (layout, layout.content_key())
+            versions = {c.id: c.version for c in chosen}
+            known = self._layouts[combo] = (layout, layout.content_key(versions))
         return known
 
     def _decide(

@@ -49,6 +49,7 @@ class Candidate:
     categories: frozenset[str]
     title: str = ""
     pinned: bool = False  # pinned at the slot's time: leads, see order() and pick()
+    version: str = ""  # when its text last changed: part of a digest's key (a correction)
 
 
 def rank(candidate: Candidate, now: datetime, half_life_hours: float) -> float:
