@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -52,6 +53,18 @@ def _deliver(
     return asyncio.run(run())
 
 
+def _through(
+    env: dict[str, str], sink: FaultySink, addresses: list[str], days: int = 1, **tuning: Any
+) -> tuple[Service, Sender, list[DeliveryReport]]:
+    """``addresses`` as daily readers, delivered to for ``days`` days through ``sink``."""
+    with running(sink):
+        service = _service(env, sink.url, **tuning)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+        return service, sender, _deliver(service, sender, clock, days)
+
+
 def _ledger(service: Service) -> dict[str, int]:
     with service.sessions() as session:
         rows = session.execute(select(BounceEvent.kind, func.count()).group_by(BounceEvent.kind))
@@ -83,13 +96,8 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
     env: dict[str, str], refusal: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = FaultySink(always=refusal)
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, ADDRESSES)
-        with caplog.at_level(logging.WARNING, logger="digestd"):
-            (report,) = _deliver(service, sender, clock)
+    with caplog.at_level(logging.WARNING, logger="digestd"):
+        service, sender, (report,) = _through(env, sink, ADDRESSES, pool_size=2, pause_seconds=120)
 
     assert report.paused and report.sent == 0
     # The breaker trips at the fifth domain, before the generic burst of 50 failures; what
@@ -119,13 +127,8 @@ def test_a_send_refused_alike_from_first_to_last_suppresses_nobody(
     env: dict[str, str], caplog: pytest.LogCaptureFixture, addresses: list[str], suppressed: int
 ) -> None:
     sink = FaultySink(always="550 Administrative prohibition")
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, addresses)
-        with caplog.at_level(logging.WARNING, logger="digestd"):
-            (report,) = _deliver(service, sender, clock)
+    with caplog.at_level(logging.WARNING, logger="digestd"):
+        service, _, (report,) = _through(env, sink, addresses, pool_size=2, pause_seconds=120)
     assert report.sent == 0 and report.failed == len(addresses)
     assert len(_suppressed(service)) == suppressed
     if suppressed:
@@ -144,12 +147,7 @@ def test_a_send_with_one_message_accepted_judges_each_refusal(env: dict[str, str
     addresses = [f"staff{i}@d{i % 3}.example" for i in range(8)]
     refused = {a: f"550 5.1.1 <{a}>: User unknown" for a in addresses[:7]}
     sink = FaultySink(reject=refused)
-    with running(sink):
-        service = _service(env, sink.url, pool_size=1, pause_seconds=120)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, addresses)
-        (report,) = _deliver(service, sender, clock)
+    service, _, (report,) = _through(env, sink, addresses, pool_size=1, pause_seconds=120)
     assert (report.sent, report.failed) == (1, 7)
     assert len(_suppressed(service)) == 7
 
@@ -165,12 +163,7 @@ def test_a_relay_that_will_not_relay_to_some_domains_suppresses_none_of_their_re
         if a.endswith(("@d3.example", "@d7.example"))
     }
     sink = FaultySink(reject=refused)
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2, pause_seconds=120)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, ADDRESSES)
-        (report,) = _deliver(service, sender, clock)
+    service, _, (report,) = _through(env, sink, ADDRESSES, pool_size=2, pause_seconds=120)
     assert (report.sent, report.failed) == (90, 10) and not report.paused
     assert _suppressed(service) == set()
     assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
@@ -205,12 +198,7 @@ def test_550_5_1_1_for_some_recipients_suppresses_exactly_those(env: dict[str, s
     sink = FaultySink(
         reject={a: f"550 5.1.1 <{a}>: Recipient address rejected: User unknown" for a in gone}
     )
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, ADDRESSES)
-        first, second = _deliver(service, sender, clock, days=2)
+    service, _, (first, second) = _through(env, sink, ADDRESSES, days=2, pool_size=2)
 
     assert not first.paused and (first.sent, first.failed) == (94, 6)
     assert second.sent == 94 and second.failed == 0  # the suppressed are not even queued
@@ -236,12 +224,7 @@ def test_a_content_refusal_at_end_of_data_fails_that_message_and_keeps_the_reade
 ) -> None:
     filtered = "reader7@d7.example"
     sink = FaultySink(reject_content={filtered: "554 5.7.1 content rejected"})
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, ADDRESSES[:20])
-        first, second = _deliver(service, sender, clock, days=2)
+    service, _, (first, second) = _through(env, sink, ADDRESSES[:20], days=2, pool_size=2)
 
     assert (first.sent, first.failed) == (19, 1)
     assert second.sent == 19 and second.failed == 1  # still a reader: tried again next day
