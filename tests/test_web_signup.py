@@ -222,6 +222,26 @@ def test_expired_confirmation_offers_a_fresh_link_that_works(web: WebRig) -> Non
     assert web.status("slow@example.com") == SubscriberStatus.ACTIVE
 
 
+def test_a_fresh_link_counts_against_the_networks_share_and_says_when_to_come_back(
+    web: WebRig,
+) -> None:
+    app = web.client.app
+    assert isinstance(app, Starlette)
+    limit = app.state.web.policy.signups_per_ip
+    with time_machine.travel(NOW, tick=False) as clock:
+        signup_form(web, "slow@example.com")
+        old = links_in(web.smtp.messages[0].data)["confirm"]
+        clock.shift(timedelta(days=7, minutes=1))
+        expired = web.client.get(old)
+        form = {"token": old.rsplit("/", 1)[1], "csrf": csrf_of(expired.text)}
+        answers = [web.client.post("/confirm/resend", data=form) for _ in range(limit + 1)]
+    # A week after the signup the network's share is whole again; the resends use it up.
+    assert [a.status_code for a in answers] == [200] * limit + [429]
+    assert answers[-1].headers["retry-after"] == "3600"
+    assert "Please try again in an hour" in text_of(answers[-1].text)
+    assert web.status("slow@example.com") == SubscriberStatus.PENDING
+
+
 def test_forged_and_wrong_purpose_confirmation_links_are_a_clear_400(web: WebRig) -> None:
     signup_form(web, "ann@example.com")
     links = links_in(web.smtp.messages[0].data)

@@ -34,7 +34,7 @@ from digestd.tokens import BadToken, ExpiredToken, Purpose, Signed
 from digestd.web import shelves
 from digestd.web.body import read_input
 from digestd.web.clients import client_address
-from digestd.web.context import Web, client_ip, web
+from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 from digestd.web.shelves import Shelved
@@ -232,13 +232,7 @@ async def resend(request: Request) -> Response:
         raise WebError(400, "This confirmation link is not valid.") from exc
     link = _link(fields)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "resend", link.public_id)
-    if not w.signup_limiter.allow(client_ip(request), now):
-        wait = w.signup_limiter.retry_in(client_ip(request), now)
-        raise WebError(
-            429,
-            "Too many requests from your network. Please try again in an hour.",
-            retry_after=wait,
-        )
+    w.count_signup_request(request, now)
     signup = await w.db(_resend, w, link, now)
     return check_inbox(w, data, w.email_task(signup, now))
 

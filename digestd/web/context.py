@@ -25,6 +25,7 @@ from digestd.tokens import Tokens
 from digestd.web.click_writer import ClickDesk
 from digestd.web.clients import client_address, limit_key
 from digestd.web.csrf import Csrf
+from digestd.web.errors import WebError
 from digestd.web.mailer import SignupMailer
 from digestd.web.pages import Pages
 from digestd.web.ratelimit import RateLimiter
@@ -34,6 +35,9 @@ log = logging.getLogger("digestd.web")
 CAP_LOG_EVERY = timedelta(minutes=15)
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+TRY_IN_AN_HOUR = "Too many requests from your network. Please try again in an hour."
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,16 @@ class Web:
         )
         self.signup_limiter = RateLimiter(self.policy.signups_per_ip, self.policy.signup_window)
         self.clicks = ClickDesk(self.service.sessions)
+
+    def count_signup_request(
+        self, request: Request, now: datetime, message: str = TRY_IN_AN_HOUR
+    ) -> None:
+        """One more request for a signup email from this client's network: a 429 saying
+        when to come back (Retry-After) once it has had its share of the window."""
+        client = client_ip(request)
+        if not self.signup_limiter.allow(client, now):
+            wait = self.signup_limiter.retry_in(client, now)
+            raise WebError(429, message, retry_after=wait)
 
     @property
     def settings(self) -> Settings:

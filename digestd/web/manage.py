@@ -40,7 +40,7 @@ from digestd.readers.sunset import end_by_hand
 from digestd.tokens import Purpose
 from digestd.web import pausing
 from digestd.web.body import Input, read_input
-from digestd.web.context import Web, client_ip, web
+from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 from digestd.web.reader_pages import GONE, link_id, load_reader, preferences_id, snapshot
@@ -233,13 +233,7 @@ async def fresh_link(request: Request) -> Response:
     token = data.text("token", 2000, required=True)
     public_id = link_id(w, Purpose.PREFERENCES, token, allow_expired=True)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "fresh-link", public_id)
-    if not w.signup_limiter.allow(client_ip(request), now):
-        wait = w.signup_limiter.retry_in(client_ip(request), now)
-        raise WebError(
-            429,
-            "Too many requests from your network. Please try again in an hour.",
-            retry_after=wait,
-        )
+    w.count_signup_request(request, now)
     signup = await w.db(_fresh_link, w, public_id, now)
     page = w.pages.message("Check your inbox", CHECK_INBOX)
     page.background = w.email_task(signup, now)

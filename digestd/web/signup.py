@@ -24,7 +24,7 @@ from starlette.routing import Route
 from digestd.errors import first_line
 from digestd.readers.signups import SignupRequest, SignupResult, request_signup
 from digestd.web.body import Input, read_input
-from digestd.web.context import Web, client_ip, web
+from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 from digestd.web.origins import Sender, sender
@@ -95,13 +95,9 @@ async def subscribe(request: Request) -> Response:
         form, _, _ = read_signup(data, w.settings.default_timezone)
         form.errors = {"form": EXPIRED_FORM}
         return render_form(request, w, form, 403)
-    if not w.signup_limiter.allow(client_ip(request), now):
-        raise WebError(
-            429,
-            "Too many signups from your network. Please try again in an hour.",
-            title="Slow down",
-            retry_after=w.signup_limiter.retry_in(client_ip(request), now),
-        )
+    w.count_signup_request(
+        request, now, "Too many signups from your network. Please try again in an hour."
+    )
     if _raw_honeypot(data):
         return check_inbox(w, data, None)  # a bot: look the same, store and send nothing
     form, email, prefs = read_signup(data, w.settings.default_timezone)

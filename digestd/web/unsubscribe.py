@@ -24,7 +24,7 @@ from digestd.readers.signups import SignupRequest, SignupResult, request_signup
 from digestd.readers.subscribers import by_public_id
 from digestd.tokens import Purpose
 from digestd.web.body import read_input
-from digestd.web.context import Web, client_ip, web
+from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 from digestd.web.reader_pages import GONE, link_id, load_reader
@@ -107,13 +107,7 @@ async def resubscribe(request: Request) -> Response:
     public_id = link_id(w, Purpose.UNSUBSCRIBE, request.path_params["token"], allow_expired=True)
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "resubscribe", public_id)
-    if not w.signup_limiter.allow(client_ip(request), now):
-        wait = w.signup_limiter.retry_in(client_ip(request), now)
-        raise WebError(
-            429,
-            "Too many requests from your network. Please try again in an hour.",
-            retry_after=wait,
-        )
+    w.count_signup_request(request, now)
     signup = await w.db(_resubscribe, w, public_id, now)
     page = w.pages.message("Check your inbox", CHECK_INBOX)
     page.background = w.email_task(signup, now)
