@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from digestd.models import Article, Delivery, Edition
+from digestd.models import Article, Delivery, Edition, Subscriber
 from tests.admin_seed import AUTH
 from tests.conftest import WebRig
 from tests.helpers import SAMPLE_ARTICLE, one_line_error, run_cli, run_digestd
@@ -83,6 +83,12 @@ HOSTILE: list[Any] = [
     pytest.param(_item(id=r'"a\r\nb"'), "id", "line breaks", id="crlf-id"),
     pytest.param(_item(id=r'"a\tb"'), "id", "tabs", id="tab-id"),
     pytest.param(_item(id=r'"a\u001bb"'), "id", "U+001B", id="esc-id"),
+    # A key named twice means one thing to a parser that keeps the first and another to one
+    # that keeps the last: neither reading is taken.
+    pytest.param(_item()[:-1] + ', "title": "again"}', "item", "'title' twice", id="twice"),
+    pytest.param(
+        _item(companies='[{"name": "A", "name": "B"}]'), "item", "'name' twice", id="twice-in"
+    ),
 ]
 
 
@@ -142,6 +148,23 @@ def test_other_api_bodies_and_parameters_are_4xx_too(web: WebRig) -> None:
         )
         assert answer.status_code == 400 and answer.json()["field"] == "now"
     assert web.count(Edition) == 0
+
+
+def test_a_json_body_naming_a_field_twice_is_refused_and_changes_nothing(web: WebRig) -> None:
+    trigger = b'{"kind": "weekly", "all": true, "kind": "daily"}'
+    answer = web.client.post("/api/editions/trigger", content=trigger, headers=JSON)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "kind" and "twice" in answer.json()["error"]
+    signup = (
+        b'{"email": "first@example.com", "categories": ["ai"], "frequency": "daily",'
+        b' "email": "second@example.com"}'
+    )
+    answer = web.client.post(
+        "/subscribe", content=signup, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "email" and "Traceback" not in answer.text
+    assert (web.count(Edition), web.count(Delivery), web.count(Subscriber)) == (0, 0, 0)
 
 
 # --- the command line, as its own process ---------------------------------------------

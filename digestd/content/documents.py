@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from digestd import strict_json
 from digestd.errors import InputError
 
-_DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, nothing else
 # A string (escapes and all) or a bracket: enough to find where an undecodable value ends.
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
@@ -41,7 +41,7 @@ def decode_body(text: str) -> list[tuple[int, Any]]:
     if text.startswith("[", start):
         return list(_array(text, start))
     try:
-        return [(1, json.loads(text))]
+        return [(1, strict_json.loads(text))]
     except json.JSONDecodeError as exc:
         raise _malformed(exc) from exc
     except (RecursionError, ValueError) as exc:
@@ -58,7 +58,7 @@ def decode_document(text: str) -> Items:
         yield from _array(text, start)
         return
     try:
-        single = json.loads(text)
+        single = strict_json.loads(text)
     except json.JSONDecodeError:
         pass  # not one JSON value: JSON lines
     except (RecursionError, ValueError) as exc:
@@ -75,7 +75,7 @@ def decode_document(text: str) -> Items:
 
 def _line(line: str) -> Any:
     try:
-        return json.loads(line)
+        return strict_json.loads(line)
     except json.JSONDecodeError as exc:
         return Undecodable("line", f"malformed JSON at column {exc.colno}: {exc.msg}")
     except (RecursionError, ValueError) as exc:
@@ -85,6 +85,8 @@ def _line(line: str) -> Any:
 def _undecodable(field: str, exc: Exception) -> Undecodable:
     if isinstance(exc, RecursionError):
         return Undecodable(field, "is nested too deeply")
+    if isinstance(exc, strict_json.DuplicateKey):
+        return Undecodable(field, f"names the key {exc.key!r} twice")
     return Undecodable(field, f"cannot be read: {str(exc).splitlines()[0][:120]}")
 
 
@@ -97,7 +99,7 @@ def _array(text: str, start: int) -> Items:
     while True:
         position += 1
         try:
-            item, at = _DECODER.raw_decode(text, at)
+            item, at = strict_json.DECODER.raw_decode(text, at)
         except json.JSONDecodeError as exc:
             raise _malformed(exc) from exc
         except (RecursionError, ValueError) as exc:

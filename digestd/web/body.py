@@ -7,7 +7,6 @@ at once, whatever ``Content-Length`` claimed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digestd import strict_json
 from digestd.web.errors import WebError
+from digestd.web.params import given_twice
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -145,7 +146,9 @@ async def read_input(request: Request, *, allow_json: bool = True) -> Input:
         return Input(False, _form_dict(form))
     if allow_json and content_type == "application/json":
         try:
-            data = json.loads(await request.body())
+            data = strict_json.loads(await request.body())
+        except strict_json.DuplicateKey as exc:
+            raise given_twice(exc) from exc
         except (ValueError, RecursionError) as exc:  # bad syntax or UTF-8, too deep, too long
             raise WebError(400, "The body is not valid JSON.") from exc
         if not isinstance(data, dict):

@@ -13,6 +13,7 @@ from itsdangerous import BadSignature
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 
+from digestd import strict_json
 from digestd.errors import ValidationError
 from digestd.instants import parse_instant
 from digestd.models import MAX_ID
@@ -54,13 +55,19 @@ async def json_text(request: Request) -> str:
 
 async def json_body(request: Request) -> Any:
     try:
-        return json.loads(await json_text(request))
+        return strict_json.loads(await json_text(request))
+    except strict_json.DuplicateKey as exc:
+        raise given_twice(exc) from exc
     except json.JSONDecodeError as exc:
         raise WebError(400, f"The body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise WebError(400, "The body is not valid JSON: nested too deeply.") from exc
     except ValueError as exc:  # e.g. an integer of more than 4 300 digits
         raise WebError(400, f"The body is not valid JSON: {str(exc)[:120]}") from exc
+
+
+def given_twice(exc: strict_json.DuplicateKey) -> WebError:
+    return WebError(400, f"{exc.key}: given twice; send each field once.", field=exc.key)
 
 
 def _bad(name: str, problem: str) -> WebError:
