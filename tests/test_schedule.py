@@ -24,10 +24,13 @@ import pytest
 from sqlalchemy import func, select
 
 from digestd.config import load_settings
+from digestd.mail.layout import Layout
 from digestd.mail.presentation import long_date
-from digestd.models import Delivery, DeliveryStatus, Edition, EditionKind, Subscriber
-from digestd.planning.schedule import latest_slot, next_slot
+from digestd.models import Delivery, DeliveryStatus, Digest, Edition, EditionKind, Subscriber
+from digestd.planning.planner import enqueue_due
+from digestd.planning.schedule import content_window, latest_slot, next_slot
 from digestd.service import Service
+from tests.helpers import article
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 ZONES = [
@@ -91,6 +94,64 @@ def test_the_weekly_slot_is_on_the_readers_local_sunday_even_when_utc_is_still_s
     )
     assert slot.local_date == date(2026, 3, 29) and slot.local_date.weekday() == 6
     assert slot.at == _utc("2026-03-28T18:00")  # Saturday in UTC
+
+
+@pytest.mark.parametrize(
+    ("kind", "zone", "at", "slot_utc", "window_opens_utc"),
+    [
+        # New York falls back on 1 Nov: 25 hours between two 07:00s, 7 days and an hour
+        # between two Sunday 08:00s. The window reaches back to the previous send time.
+        (EditionKind.DAILY, "America/New_York", time(7), "2026-11-01T12:00", "2026-10-31T11:00"),
+        (EditionKind.WEEKLY, "America/New_York", time(8), "2026-11-01T13:00", "2026-10-25T12:00"),
+        # Lord Howe falls back half an hour on 5 Apr.
+        (EditionKind.DAILY, "Australia/Lord_Howe", time(7), "2026-04-04T20:30", "2026-04-03T20:00"),
+        # 23 hours since the last 07:00 (spring forward): still the 24 h before the send.
+        (EditionKind.DAILY, "America/New_York", time(7), "2026-03-08T11:00", "2026-03-07T11:00"),
+        (EditionKind.DAILY, "Europe/Berlin", time(2, 30), "2026-03-29T01:00", "2026-03-28T01:00"),
+        # An ordinary day.
+        (EditionKind.DAILY, "Asia/Kathmandu", time(7), "2026-03-10T01:15", "2026-03-09T01:15"),
+    ],
+)
+def test_no_hour_of_articles_falls_between_two_editions_when_the_clocks_change(
+    kind: EditionKind, zone: str, at: time, slot_utc: str, window_opens_utc: str
+) -> None:
+    slot = latest_slot(kind, _utc(slot_utc), ZoneInfo(zone), at)
+    assert slot.at == _utc(slot_utc)
+    assert content_window(slot) == (_utc(window_opens_utc), slot.at)
+    before = latest_slot(kind, slot.at - timedelta(seconds=1), ZoneInfo(zone), at)
+    assert content_window(before)[1] <= content_window(slot)[0] + timedelta(hours=1)
+    assert content_window(before)[1] >= content_window(slot)[0]  # no gap between the two
+
+
+def test_a_story_published_in_the_hour_the_clocks_gave_back_is_in_the_next_daily(
+    env: dict[str, str],
+) -> None:
+    """New York, 31 Oct 07:00 EDT (11:00Z) then 1 Nov 07:00 EST (12:00Z): a story from
+    11:30Z came after the first daily and more than 24 h before the second."""
+    service = Service.build(load_settings(env))
+    saturday = _utc("2026-10-31T11:00")
+    with service.sessions.begin() as session:
+        joined = saturday - timedelta(hours=1)
+        add_readers(session, [Reader("ny@example.com", "America/New_York")], joined)
+        add_articles(
+            session,
+            [
+                article("before-saturday", "ai", _utc("2026-10-31T10:30"), source="A"),
+                article("extra-hour", "ai", _utc("2026-10-31T11:30"), source="B"),
+                article("sunday", "ai", _utc("2026-11-01T09:00"), source="C"),
+            ],
+        )
+    enqueue_due(service.sessions, service.policy, service.renderer, saturday)
+    enqueue_due(service.sessions, service.policy, service.renderer, _utc("2026-11-01T12:00"))
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Edition.period, Digest.layout)
+            .join(Delivery, Delivery.edition_id == Edition.id)
+            .join(Digest, Digest.id == Delivery.digest_id)
+        ).all()
+    service.engine.dispose()
+    sent = {period: Layout.from_json(layout).article_ids() for period, layout in rows}
+    assert sent == {"2026-10-31": ["before-saturday"], "2026-11-01": ["sunday", "extra-hour"]}
 
 
 # --- the simulation --------------------------------------------------------------------

@@ -23,15 +23,16 @@ class Ranking:
 
     def __init__(self, kind: EditionKind) -> None:
         self.kind = kind
-        self._ranked: dict[datetime, list[Candidate]] = {}
+        self._ranked: dict[tuple[datetime, datetime], list[Candidate]] = {}
 
     def ranked(self, session: Session, slot: Slot) -> list[Candidate]:
-        if slot.at not in self._ranked:
-            start, end = content_window(self.kind, slot)
-            self._ranked[slot.at] = order(
-                candidates(session, start, end), slot.at, HALF_LIFE_HOURS[self.kind]
+        window = content_window(slot)
+        if window not in self._ranked:
+            start, end = window
+            self._ranked[window] = order(
+                candidates(session, start, end), end, HALF_LIFE_HOURS[self.kind]
             )
-        return self._ranked[slot.at]
+        return self._ranked[window]
 
 
 def candidates(session: Session, start: datetime, end: datetime) -> Iterable[Candidate]:

@@ -27,6 +27,10 @@ class Slot:
     kind: EditionKind
     local_date: date  # the subscriber's local date of the send; names the edition
     at: datetime  # the instant, aware UTC
+    # The previous slot of this kind in the same zone (None for a send triggered by hand).
+    # A DST change can put 25 hours between two 07:00s; the content window then reaches
+    # back to it, so the articles of that extra hour are in an edition.
+    previous: datetime | None = None
 
     @property
     def period(self) -> str:
@@ -58,7 +62,12 @@ def _is_send_day(kind: EditionKind, day: date) -> bool:
 
 
 def _slot(kind: EditionKind, day: date, at: time, zone: ZoneInfo) -> Slot:
-    return Slot(kind, day, _instant(day, at, zone))
+    previous = _instant(day - _span(kind), at, zone)
+    return Slot(kind, day, _instant(day, at, zone), previous)
+
+
+def _span(kind: EditionKind) -> timedelta:
+    return timedelta(days=1) if kind is EditionKind.DAILY else timedelta(days=7)
 
 
 def latest_slot(kind: EditionKind, now: datetime, zone: ZoneInfo, at: time) -> Slot:
@@ -86,7 +95,12 @@ def next_slot(kind: EditionKind, after: datetime, zone: ZoneInfo, at: time) -> S
     raise AssertionError("unreachable: a slot exists within any 10 days")
 
 
-def content_window(kind: EditionKind, slot: Slot) -> tuple[datetime, datetime]:
-    """Articles published in this half-open interval belong to the edition (SPEC §4)."""
-    span = timedelta(days=1) if kind is EditionKind.DAILY else timedelta(days=7)
-    return slot.at - span, slot.at
+def content_window(slot: Slot) -> tuple[datetime, datetime]:
+    """Articles published in this half-open interval belong to the edition: the 24 hours
+    (7 days) before the send time (SPEC §4), or since the previous send time when that is
+    longer ago. A day of 23 hours overlaps the one before by an hour (an article in both
+    is still sent once: repeats are left out)."""
+    start = slot.at - _span(slot.kind)
+    if slot.previous is not None and slot.previous < start:
+        start = slot.previous
+    return start, slot.at
