@@ -146,6 +146,22 @@ def test_a_pause_that_ends_while_digestd_is_down_is_caught_up_on(rig: Build) -> 
     assert town.editions("paused@example.com") == [("2026-03-11", "sent")]
 
 
+def test_a_paused_reader_who_moves_east_gets_their_digests_from_the_date_they_chose(
+    rig: Build,
+) -> None:
+    """Paused in Los Angeles until 12 March (its midnight: 07:00Z), then moved to Tokyo: the
+    pause still ends on the 12th, now Tokyo's (15:00Z on the 11th), so Tokyo's 07:00 daily
+    of the 12th comes. Left at LA's midnight, the pause outlasted that daily."""
+    town = rig([Reader("r@example.com", "America/Los_Angeles")])
+    with town.service.sessions.begin() as session:
+        reader = session.scalars(select(Subscriber)).one()
+        pause(reader, _utc("2026-03-12T07:00"))
+    town.save("r@example.com", "2026-03-10T12:00", zone="Asia/Tokyo")
+    assert town.promised("r@example.com") == ["daily digest Thursday 12 March, 07:00 Asia/Tokyo"]
+    town.ticks("2026-03-11T15:00", "2026-03-11T22:00", "2026-03-12T22:00")
+    assert town.editions("r@example.com") == [("2026-03-12", "sent"), ("2026-03-13", "sent")]
+
+
 def test_a_daily_planned_before_the_reader_chose_weekly_only_is_not_sent(rig: Build) -> None:
     """Planned at 07:00, sent a moment later (or, behind a slow relay, hours later): a reader
     who switched to the weekly recap in between is not sent the daily they turned off."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
@@ -227,12 +227,24 @@ def change_preferences(
     subscriber: Subscriber, prefs: Preferences, now: datetime, schedule: Schedule
 ) -> None:
     recap_dropped = subscriber.wants_weekly and not prefs.wants_weekly
+    moved_from = subscriber.timezone
     apply_preferences(subscriber, prefs)
+    if subscriber.paused_until is not None and subscriber.timezone != moved_from:
+        subscriber.paused_until = _same_wall_clock(
+            subscriber.paused_until, moved_from, subscriber.timezone
+        )
     if subscriber.status != SubscriberStatus.ACTIVE:
         return
     if recap_dropped and subscriber.wants_daily:
         _reopen_sunday_daily(subscriber, now, schedule)
     reschedule(subscriber, now, schedule.daily_at, schedule.weekly_at)
+
+
+def _same_wall_clock(instant: datetime, old_zone: str, new_zone: str) -> datetime:
+    """A pause ends at midnight on the chosen date in the reader's zone: after a move the
+    date is still the one they chose, so the end moves to that midnight in the new zone."""
+    wall = instant.astimezone(ZoneInfo(old_zone)).replace(tzinfo=None)
+    return wall.replace(tzinfo=ZoneInfo(new_zone)).astimezone(UTC)
 
 
 def _reopen_sunday_daily(subscriber: Subscriber, now: datetime, schedule: Schedule) -> None:
