@@ -123,3 +123,29 @@ def test_a_refusing_mail_server_is_a_502_that_says_so(web: WebRig) -> None:
     assert answer.status_code == 502
     assert "refused the test message" in answer.json()["error"]
     assert _rows(web) == (0, 0, 0)
+
+
+def _test_send(web: WebRig, to: str) -> Any:
+    return web.client.post(
+        "/api/editions/test", json={"kind": "daily", "to": to, "categories": ["ai"]}, headers=AUTH
+    )
+
+
+def test_test_sends_are_limited_per_address_and_in_all_each_hour(web: WebRig) -> None:
+    """An admin token in the wrong hands must not mail one address, or everybody, without
+    limit: 10 test sends an hour to one address, 60 in all; each 429 says when to retry."""
+    _seed(web)
+    with time_machine.travel(NOW, tick=False) as clock:
+        answers = [_test_send(web, "editor@example.org") for _ in range(11)]
+        assert [a.status_code for a in answers] == [200] * 10 + [429]
+        assert answers[-1].headers["Retry-After"] == "3600"
+        assert "to this address" in answers[-1].json()["error"]
+        others = [_test_send(web, f"editor{i % 10}@example.org") for i in range(51)]
+        assert [a.status_code for a in others] == [200] * 50 + [429]
+        assert "to this address" not in others[-1].json()["error"]
+        clock.shift(timedelta(minutes=30))
+        assert _test_send(web, "new@example.org").headers["Retry-After"] == "1800"
+        clock.shift(timedelta(minutes=30))
+        assert _test_send(web, "editor@example.org").status_code == 200
+    assert len(web.smtp.wait_for(61)) == 61
+    assert _rows(web) == (0, 0, 0)

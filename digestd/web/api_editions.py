@@ -156,6 +156,7 @@ async def test_send_or_refuse(
 ) -> TestSent:
     """The test send, its refusals as answers: 404 when the edition would be empty, 502
     when the mail server refuses (the API and the admin page both come here)."""
+    w.count_test_send(to, w.clock())
     try:
         sent = await send_test(w.service, kind, to, categories, w.clock())
     except DeliveryError as exc:

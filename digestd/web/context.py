@@ -38,6 +38,10 @@ T = TypeVar("T")
 
 
 TRY_IN_AN_HOUR = "Too many requests from your network. Please try again in an hour."
+# Test sends from the API and the admin page, an hour: an admin token in the wrong hands
+# must not make digestd a way to mail anybody without limit (the command line has none).
+TEST_SENDS_TO_ONE_ADDRESS = 10
+TEST_SENDS_IN_ALL = 60
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Web:
     renderer: Renderer = field(init=False)
     mailer: SignupMailer = field(init=False)
     signup_limiter: RateLimiter = field(init=False)
+    test_send_limiters: tuple[RateLimiter, RateLimiter] = field(init=False)
     clicks: ClickDesk = field(init=False)
     _capped_logged_at: datetime | None = field(init=False, default=None)
 
@@ -89,6 +94,10 @@ class Web:
             settings, self.service.composer, self.service.transport, self.renderer
         )
         self.signup_limiter = RateLimiter(self.policy.signups_per_ip, self.policy.signup_window)
+        self.test_send_limiters = (
+            RateLimiter(TEST_SENDS_TO_ONE_ADDRESS, timedelta(hours=1)),
+            RateLimiter(TEST_SENDS_IN_ALL, timedelta(hours=1)),
+        )
         self.clicks = ClickDesk(self.service.sessions)
 
     def count_signup_request(
@@ -100,6 +109,19 @@ class Web:
         if not self.signup_limiter.allow(client, now):
             wait = self.signup_limiter.retry_in(client, now)
             raise WebError(429, message, retry_after=wait)
+
+    def count_test_send(self, to: str, now: datetime) -> None:
+        """One more test send to ``to``: a 429 (with Retry-After) once that address, or all
+        test sends together, had their share of the hour."""
+        for limiter, key in zip(self.test_send_limiters, (to, "all"), strict=True):
+            if limiter.over(key, now):
+                raise WebError(
+                    429,
+                    f"Too many test sends {'to this address ' if key == to else ''}this hour.",
+                    retry_after=limiter.retry_in(key, now),
+                )
+        for limiter, key in zip(self.test_send_limiters, (to, "all"), strict=True):
+            limiter.allow(key, now)
 
     @property
     def settings(self) -> Settings:

@@ -52,6 +52,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "The body is not JSON.",
         422: "Every item was rejected.",
         502: "The mail server refused the message.",
+        429: "Too many requests; `Retry-After` says when to try again.",
     }
     return {str(code): _json(ERROR, words[code]) for code in (401, 403, *codes)}
 
@@ -279,7 +280,8 @@ PATHS["/editions/test"] = {
         "summary": "Mail today's edition for some categories to one address (a test send)",
         "description": "Uses up nobody's edition: no edition, digest or queue row is "
         "written. The subject starts with `[Test]`, the Message-ID with `test.`; the "
-        "message's personal links name no reader.",
+        "message's personal links name no reader. At most 10 test sends an hour to one "
+        "address and 60 in all (with the admin page's); then 429 with `Retry-After`.",
         "requestBody": {
             "required": True,
             "content": {
@@ -302,7 +304,7 @@ PATHS["/editions/test"] = {
         },
         "responses": {
             "200": _json({"$ref": "#/components/schemas/TestSent"}),
-            **_errors(400, 404, 415, 502),
+            **_errors(400, 404, 415, 429, 502),
         },
     }
 }
