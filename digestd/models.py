@@ -308,6 +308,9 @@ class Delivery(Base):
         # digest is rendered once); it also serves everything (status, next_attempt_at) did.
         Index("ix_deliveries_claim_order", "status", "next_attempt_at", "digest_id", "id"),
         Index("ix_deliveries_edition_id_status", "edition_id", "status"),
+        # An email's bounce address, Message-ID and links name its row by id: SQLite must not
+        # give a deleted (erased) reader's ids to the next rows (migration 0015).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Engine, inspect, select, text
 
 from digestd.content.categories import CATEGORIES
 from digestd.db import alembic_config, make_engine, migrate
@@ -79,3 +79,82 @@ def test_0009_turns_soft_bounce_marks_into_ledger_rows(database_url: str) -> Non
         ).all()
     engine.dispose()
     assert [tuple(row) for row in rows] == [(1, 1, "soft", "smtp")]
+
+
+def _seed_deliveries(engine: Engine, ids: tuple[int, ...]) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscribers (id, public_id, email, status, timezone, wants_daily, "
+                "wants_weekly, created_at, consent_source, soft_bounces) VALUES (1, 'p1', "
+                "'a@example.com', 'active', 'UTC', true, false, '2026-01-01 00:00:00', '', 0)"
+            )
+        )
+        for delivery in ids:
+            connection.execute(
+                text(
+                    "INSERT INTO editions (id, kind, period, created_at) "
+                    "VALUES (:id, 'daily', :period, '2026-01-01 00:00:00')"
+                ),
+                {"id": delivery, "period": f"2026-01-{delivery:02d}"},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO deliveries (id, subscriber_id, edition_id, status, due_at, "
+                    "next_attempt_at, attempts, created_at) VALUES (:id, 1, :id, 'sent', "
+                    "'2026-01-01 07:00:00', '2026-01-01 07:00:00', 1, '2026-01-01 00:00:00')"
+                ),
+                {"id": delivery},
+            )
+        if engine.dialect.name == "postgresql":  # explicit ids leave the sequence behind
+            connection.execute(
+                text("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), :n)"),
+                {"n": max(ids)},
+            )
+
+
+def _next_delivery_id(engine: Engine) -> int:
+    """The id the database gives a new queue row after the newest one was deleted."""
+    with engine.begin() as connection:
+        newest, edition = connection.execute(
+            text("SELECT id, edition_id FROM deliveries ORDER BY id DESC LIMIT 1")
+        ).one()
+        connection.execute(text("DELETE FROM deliveries WHERE id = :id"), {"id": newest})
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (subscriber_id, edition_id, status, due_at, "
+                "next_attempt_at, attempts, created_at) VALUES (1, :edition, 'queued', "
+                "'2026-01-01 07:00:00', '2026-01-01 07:00:00', 0, '2026-01-01 00:00:00')"
+            ),
+            {"edition": edition},
+        )
+        return int(connection.execute(text("SELECT max(id) FROM deliveries")).scalar_one())
+
+
+def test_0015_queue_ids_are_never_handed_out_twice_and_no_row_is_lost(database_url: str) -> None:
+    """An email names its queue row by id (bounce address, Message-ID, links): once that
+    row is deleted (an erasure), no later row may take its id. On SQLite the table is built
+    again; its click marks and the ledger's references to it come through."""
+    engine = make_engine(database_url)
+    command.downgrade(alembic_config(engine), "0014")
+    _seed_deliveries(engine, (1, 2, 3))
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO click_marks VALUES (2, 0), (2, 3), (3, 0)"))
+        connection.execute(
+            text(
+                "INSERT INTO bounces (delivery_id, subscriber_id, kind, diagnostic, source, "
+                "channel, created_at) VALUES (3, 1, 'hard', '550 5.1.1', 'smtp', 'smtp', "
+                "'2026-01-02 00:00:00')"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as connection:
+        marks = connection.execute(text("SELECT * FROM click_marks ORDER BY 1, 2")).all()
+        ledger = connection.execute(text("SELECT delivery_id FROM bounces")).scalars().all()
+        kept = connection.execute(text("SELECT id FROM deliveries ORDER BY id")).scalars().all()
+    assert [tuple(m) for m in marks] == [(2, 0), (2, 3), (3, 0)] and ledger == [3]
+    assert kept == [1, 2, 3]
+    assert _next_delivery_id(engine) == 4  # 3 was deleted: the new row is 4, not 3 again
+    assert _next_delivery_id(engine) == 5
+    assert compare_metadata(MigrationContext.configure(engine.connect()), Base.metadata) == []
+    engine.dispose()

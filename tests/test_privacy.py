@@ -12,10 +12,10 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from digestd.models import Click, ClickInbox, Edition, SunsetStep
+from digestd.models import Click, ClickInbox, Edition, SubscriberStatus, SunsetStep, Suppression
 from digestd.ops.retention import prune
 from digestd.planning.interests import profiles
-from tests.click_helpers import SENT, count, send_daily, settle, tracked_links
+from tests.click_helpers import ADMIN, SENT, count, send_daily, settle, sign_up, tracked_links
 from tests.conftest import WebRig
 from tests.web_helpers import csrf_of, links_in, text_of
 
@@ -143,3 +143,53 @@ def test_erasure_takes_the_readers_clicks_and_steps(
     done = _post(web, preferences, action="delete", confirm_delete="yes")
     assert done.status_code == 200
     assert count(web, Click) == 0 and count(web, SunsetStep) == 0
+
+
+BOUNCE = """From: MAILER-DAEMON@mx.example.com
+To: {verp}
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.com
+
+Final-Recipient: rfc822; ann@example.com
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <ann@example.com>: User unknown
+
+--B--
+"""
+
+
+def test_an_erased_readers_old_email_acts_for_nobody_else(
+    reader_mode: dict[str, str], web: WebRig
+) -> None:
+    """Ann is sent the newest queue row, clicks, and erases herself; Bob's daily is planned
+    next. Her email's bounce address and links named her row by id: they must not name
+    Bob's (SQLite used to give his row her id), and her click not yet counted goes too."""
+    digest = send_daily(web)
+    ann_bounces_to = web.smtp.messages[-1].envelope_from
+    with time_machine.travel(SENT + timedelta(minutes=30), tick=False):
+        web.client.get(tracked_links(digest)[0])
+    sign_up(web, "bob@example.com", timezone="America/New_York")
+    erased = _post(web, links_in(digest)["preferences"], action="delete", confirm_delete="yes")
+    assert erased.status_code == 200 and count(web, ClickInbox) == 0
+    web.portal.call(web.service.tick, datetime(2026, 11, 30, 12, 0, tzinfo=UTC))  # Bob's 07:00
+    assert web.smtp.messages[-1].envelope_from != ann_bounces_to
+    with time_machine.travel(SENT + timedelta(hours=7), tick=False):
+        web.client.get(tracked_links(digest)[1])  # someone with Ann's old email clicks
+        report = web.client.post(
+            "/api/bounces",
+            content=BOUNCE.format(verp=ann_bounces_to).encode(),
+            headers={**ADMIN, "Content-Type": "message/rfc822"},
+        )
+    assert report.status_code == 200, report.text
+    settle(web, SENT + timedelta(hours=8))
+    bob = web.subscriber("bob@example.com")
+    assert bob is not None and bob.status == SubscriberStatus.ACTIVE
+    assert bob.last_click_at is None and count(web, Click, Click.subscriber_id == bob.id) == 0
+    assert count(web, Suppression) == 1  # Ann's erasure, nobody's bounce

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, object_session
 from digestd.content.categories import parse_categories
 from digestd.errors import ValidationError
 from digestd.models import (
+    ClickInbox,
     Delivery,
     Edition,
     EditionKind,
@@ -191,6 +192,16 @@ def erase(session: Session, email: str, now: datetime) -> bool:
     """Right to erasure: drop the subscriber and everything about them (categories and
     deliveries go with the row), keep a hash so the address is never mailed again by
     mistake (an old import, a list merge). True when there was a subscriber to drop."""
+    # Clicks not settled yet name the queue row only (no key to cascade from).
+    session.execute(
+        delete(ClickInbox).where(
+            ClickInbox.delivery_id.in_(
+                select(Delivery.id)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Subscriber.email == email)
+            )
+        )
+    )
     found = session.scalars(
         delete(Subscriber).where(Subscriber.email == email).returning(Subscriber.id)
     ).all()
