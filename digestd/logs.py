@@ -23,8 +23,13 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view)/[\w.-]{16,}")
+# Any local part signup accepts (apostrophes, slashes, non-ASCII), any domain (also an
+# internationalised one); "*" is left out so a masked address is not masked again.
+_LOCAL = r"[^\s@<>()\[\],;:\"*]"
+_EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@((?:[\w-]+\.)+[\w-]{{2,}})")
+_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view|mute|engage|c)/[\w.-]{16,}")
+# A signed tag in a mailbox (``unsubscribe+TAG@``, the bounce address): the first acts.
+_TAG = re.compile(r"\+[\w.-]{16,}(?=@)")
 _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # passwords in URLs
 # Added by the processors, never user data; exc_info is rendered into "exception" first.
 _OWN_KEYS = frozenset({"_record", "_from_structlog", "time", "level", "logger"})
@@ -34,7 +39,9 @@ def redact(text: str, *, addresses: bool = True) -> str:
     """Secrets and tokens always go; full addresses go unless ``addresses`` is False."""
     text = _SECRET.sub(r"\1***@", text)
     text = _TOKEN_PATH.sub(r"/\1/***", text)
-    return _EMAIL.sub(r"\1***@\2", text) if addresses else text
+    if addresses:
+        text = _EMAIL.sub(r"\1***@\2", text)
+    return _TAG.sub("+***", text)
 
 
 def _redact_fields(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -124,3 +131,6 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     # APScheduler narrates every job run at INFO; digestd logs each tick's outcome itself.
     logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
+    # aiosmtpd (the inbound listener) logs every line of every session at DEBUG: noise when
+    # an operator chases digestd's own behaviour with -v.
+    logging.getLogger("mail.log").setLevel(max(level, logging.INFO))

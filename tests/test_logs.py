@@ -108,6 +108,63 @@ def test_debug_may_name_an_address_but_never_a_token(captured: io.StringIO) -> N
     assert "jane@example.com" in out and TOKEN not in out
 
 
+@pytest.mark.parametrize(
+    ("address", "masked"),
+    [
+        ("ann@bücher.example", "a***@bücher.example"),  # kept in Unicode by signup
+        ("sean.o'brien@example.com", "s***@example.com"),
+        ("a/b{c}|d~e@example.org", "a***@example.org"),
+        ("josé.garcía@correo.example", "j***@correo.example"),
+        ("ann+newsletter-digest-2026@example.com", "a***@example.com"),
+    ],
+)
+def test_every_address_signup_accepts_is_masked(
+    address: str, masked: str, captured: io.StringIO
+) -> None:
+    out = _emit("logfmt", captured, logging.INFO, "signup", email=address)
+    assert address not in out and address.split("@")[0][1:] not in out
+    assert masked in out
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO])
+def test_a_signed_mailbox_tag_or_link_never_reaches_a_log(
+    level: int, captured: io.StringIO
+) -> None:
+    """The one-click ``mailto:`` tag unsubscribes whoever sends to it; mute, engage and
+    click links act too."""
+    tag = "7u2iTPq3rENdlJA8PpDXxQ.Vrjt90LJudJTbbVT"
+    out = _emit(
+        "logfmt",
+        captured,
+        level,
+        "RCPT TO:<unsubscribe+%s@news.example.com> then /mute/%s /engage/%s /c/12.3.%s",
+        tag,
+        TOKEN,
+        TOKEN,
+        tag,
+    )
+    assert tag not in out and TOKEN not in out
+    assert "/mute/***" in out and "/engage/***" in out and "/c/***" in out
+
+
+def test_the_inbound_listeners_session_dump_stays_out_of_a_verbose_log(
+    captured: io.StringIO,
+) -> None:
+    listener = logging.getLogger("mail.log")
+    quieted = listener.level  # the test suite's own set-up quiets it
+    listener.setLevel(logging.NOTSET)
+    real, sys.stderr = sys.stderr, captured
+    try:
+        logs.configure("text", logging.DEBUG)
+        listener.debug("_handle_client readline: b'DATA'")
+        logging.getLogger("digestd.test").debug("digestd's own debug line")
+    finally:
+        sys.stderr = real
+        listener.setLevel(quieted)
+    out = captured.getvalue()
+    assert "_handle_client" not in out and "digestd's own debug line" in out
+
+
 def test_an_event_carries_its_fields_in_json_and_in_logfmt(captured: io.StringIO) -> None:
     fields = {"queued": 2, "sent": 5, "seconds": 0.25, "paused": False, "note": 'two "words"'}
     record = json.loads(_emit("json", captured, logging.INFO, "tick", **fields))
