@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from digestd.config import Settings
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression
 from digestd.readers.bounces import Outcome, ReportError, ReportResult, process_report
-from digestd.readers.subscribers import email_hash
+from digestd.readers.subscribers import email_hash, erase
 from digestd.service import Service
 from digestd.tokens import Tokens
 from tests.conftest import TEST_KEY
@@ -276,3 +276,25 @@ def test_something_that_is_not_a_report_is_refused_and_changes_nothing(
     with pytest.raises(ReportError):
         _process(service, raw)
     assert _subscriber(service, "reader@example.com").status == SubscriberStatus.ACTIVE
+
+
+def test_the_ledger_keeps_no_mailbox_name_even_one_a_report_gives_without_its_domain(
+    settings: Settings,
+) -> None:
+    """Postfix's local delivery says ``unknown user: "name"``; an apostrophe is part of a
+    name. After the reader erases themselves, no row holds any of it."""
+    address = "sean.o'brien@example.com"
+    service = _deliver_days(settings, [address])
+    raw = POSTFIX_DSN.replace(b"gone@example.com", address.encode()).replace(
+        b"Diagnostic-Code: smtp; 550 5.1.1 <",
+        b'Diagnostic-Code: X-Postfix; unknown user: "SEAN.O\'BRIEN" (was <',
+    )
+    assert _process(service, raw).outcome is Outcome.HARD_BOUNCE
+    with service.sessions.begin() as session:
+        erase(session, address, FIRST + timedelta(days=4))
+    with service.engine.connect() as connection:
+        rows = [
+            " ".join(map(str, row)) for row in connection.execute(text("SELECT * FROM bounces"))
+        ]
+    assert len(rows) == 1 and "unknown user" in rows[0] and "@example.com" in rows[0]
+    assert "sean" not in rows[0].lower() and "brien" not in rows[0].lower(), rows[0]

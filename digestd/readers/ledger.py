@@ -2,8 +2,9 @@
 acted on as the policy says (:mod:`digestd.readers.bounce_policy`): a hard bounce or a
 complaint suppresses the address, soft bounces are counted from the ledger.
 
-Diagnostics are kept with the address replaced by ``<…@domain>``: the row says which
-delivery and subscriber it is about, and erasure leaves no address behind in it.
+Diagnostics are kept with the address replaced by ``<…@domain>``, and the reader's mailbox
+name wherever it stands alone (a local delivery's report says ``unknown user: "ann"``): the
+row says which delivery and subscriber it is about, and erasure leaves no name behind.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from digestd.readers.suppression import suppress
 
 log = logging.getLogger(__name__)
 
-_ADDRESS = re.compile(r"[^\s<>\"'():;,\[\]]+@([A-Za-z0-9.\-_\u0080-\uffff]+)")
+_ADDRESS = re.compile(r"[^\s<>\"():;,\[\]]+@([A-Za-z0-9.\-_\u0080-\uffff]+)")
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,16 @@ class Event:
     reporting_mta: str | None = None
 
 
-def redact(text: str | None) -> str | None:
-    """The text without mailbox names: ``<gone@example.com>`` → ``<…@example.com>``."""
+def redact(text: str | None, mailbox: str = "") -> str | None:
+    """The text without addresses' mailbox names (``<gone@example.com>`` →
+    ``<…@example.com>``), nor ``mailbox`` where it stands alone."""
     if text is None:
         return None
-    return _ADDRESS.sub(lambda m: f"…@{m.group(1)}", text)
+    text = _ADDRESS.sub(lambda m: f"…@{m.group(1)}", text)
+    if mailbox:
+        alone = re.compile(rf"(?<![\w.+'-]){re.escape(mailbox)}(?![\w.+'-])", re.IGNORECASE)
+        text = alone.sub("…", text)
+    return text
 
 
 def record(
@@ -60,13 +66,15 @@ def record(
     now: datetime,
 ) -> bool:
     """Write ``event`` and act on it; True when the subscriber is suppressed afterwards."""
+    reader = session.get(Subscriber, subscriber_id) if subscriber_id is not None else None
+    mailbox = reader.email.rpartition("@")[0] if reader is not None else ""
     session.add(
         BounceEvent(
             delivery_id=delivery_id,
             subscriber_id=subscriber_id,
             kind=event.kind,
             status=(event.status or "")[:20] or None,
-            diagnostic=(redact(event.diagnostic) or "")[:1000] or None,
+            diagnostic=(redact(event.diagnostic, mailbox) or "")[:1000] or None,
             reporting_mta=(event.reporting_mta or "")[:255] or None,
             source=event.source,
             channel=event.channel,

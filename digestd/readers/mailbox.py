@@ -42,7 +42,9 @@ def canonical_mailbox(email: str) -> str:
 
 
 def mailbox_key(email: str) -> str:
-    """What the throttle table keeps: a hash, so an erased address leaves no trace there."""
+    """What the throttle table keeps: a hash, not the address. Erasure leaves the row (it
+    still guards that inbox from a stranger's signups) until its window ends; it tells
+    no more than the erasure's own suppression hash."""
     return hashlib.sha256(canonical_mailbox(email).encode()).hexdigest()
 
 
