@@ -133,4 +133,5 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
     # aiosmtpd (the inbound listener) logs every line of every session at DEBUG: noise when
     # an operator chases digestd's own behaviour with -v.
-    logging.getLogger("mail.log").setLevel(max(level, logging.INFO))
+    listener = logging.getLogger("mail.log")
+    listener.setLevel(max(level, listener.level, logging.INFO))

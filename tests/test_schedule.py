@@ -379,3 +379,85 @@ def test_after_a_3_hour_outage_the_edition_is_sent_after_10_hours_it_is_skipped(
     assert by_period["2026-03-12"].status == DeliveryStatus.SENT
     assert _caught(outcome)[("daily.utc@example.com", "Wednesday 11 March 2026")] == 0
     assert _caught(outcome)[("daily.utc@example.com", "Tuesday 10 March 2026")] == 1
+
+
+def test_the_longest_catch_up_window_still_never_sends_a_daily_a_day_late(
+    env: dict[str, str],
+) -> None:
+    """DIGESTD_CATCHUP_HOURS may be a week (for the recap); a daily still goes out before
+    the next one is due. Two readers: one whose daily was planned before digestd stopped
+    (its row waits in the queue), one not planned at all; digestd is back at 06:30 the
+    next morning, 23.5 h late."""
+    service = Service.build(load_settings({**env, "DIGESTD_CATCHUP_HOURS": "168"}))
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(_utc("2026-03-08T00:00"), _utc("2026-03-12T00:00")))
+        add_readers(
+            session,
+            [Reader("queued@example.com", "UTC"), Reader("unplanned@example.com", "Asia/Tokyo")],
+            _utc("2026-03-09T12:00"),
+        )
+    # Planned (not sent) for UTC at 07:00 on the 10th; Tokyo's 07:00 (22:00Z on the 9th)
+    # is not reached by this run: it had been down since 21:00Z.
+    enqueue_due(service.sessions, service.policy, service.renderer, _utc("2026-03-09T21:00"))
+    enqueue_due(service.sessions, service.policy, service.renderer, _utc("2026-03-10T07:00"))
+
+    async def back() -> None:
+        await service.tick(_utc("2026-03-11T06:30"))  # UTC 10th: 23.5 h late
+        await service.tick(_utc("2026-03-11T07:01"))
+        await service.close()
+
+    asyncio.run(back())
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Subscriber.email, Edition.period, Delivery.status, Delivery.last_error)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .join(Edition, Edition.id == Delivery.edition_id)
+            .order_by(Subscriber.email, Edition.period)
+        ).all()
+    service.engine.dispose()
+    got = [(email, period, str(status)) for email, period, status, _ in rows]
+    assert got == [
+        ("queued@example.com", "2026-03-10", "skipped"),
+        ("queued@example.com", "2026-03-11", "sent"),
+        ("unplanned@example.com", "2026-03-10", "skipped"),
+        ("unplanned@example.com", "2026-03-11", "sent"),
+    ]
+    assert all("beyond the catch-up window" in (row.last_error or "") for row in rows[::2])
+
+
+def test_a_reader_of_both_whose_recap_was_missed_still_gets_sundays_later_daily(
+    env: dict[str, str],
+) -> None:
+    """Recap at 08:00, daily at 09:00 (an operator's choice); digestd is down on Sunday
+    from 07:00 to 14:30. The recap is 6.5 h late (missed), the daily 5.5 h (within the
+    window): the daily comes, as it does for a reader of the daily alone."""
+    settings = load_settings({**env, "DIGESTD_DAILY_HOUR": "9", "DIGESTD_WEEKLY_HOUR": "8"})
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(session, hourly_articles(_utc("2026-03-29T00:00"), _utc("2026-04-05T07:00")))
+        add_readers(
+            session,
+            [Reader("both@example.com", weekly=True), Reader("daily@example.com")],
+            _utc("2026-04-04T12:00"),
+            daily_at=time(9),
+            weekly_at=time(8),
+        )
+
+    async def back() -> None:
+        await service.tick(_utc("2026-04-05T14:30"))
+        await service.close()
+
+    asyncio.run(back())
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Subscriber.email, Edition.kind, Delivery.status)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .join(Edition, Edition.id == Delivery.edition_id)
+            .order_by(Subscriber.email, Edition.kind)
+        ).all()
+    service.engine.dispose()
+    assert [(e, str(k), str(s)) for e, k, s in rows] == [
+        ("both@example.com", "daily", "sent"),
+        ("both@example.com", "weekly", "skipped"),
+        ("daily@example.com", "daily", "sent"),
+    ]

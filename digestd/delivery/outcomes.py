@@ -24,6 +24,7 @@ from digestd.delivery.queue import Job, Outcome
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.models import DeliveryStatus
 from digestd.planning.planner import MISSED
+from digestd.planning.schedule import catchup_window
 from digestd.readers.bounce_policy import Kind, Stage, Verdict, classify_reply
 from digestd.readers.ledger import Event
 
@@ -100,10 +101,13 @@ class Outcomes:
             )
         return self._refused(job, result, now, storm)
 
+    def _window(self, job: Job) -> timedelta:
+        return catchup_window(job.kind, self.catchup)
+
     def too_late(self, job: Job, now: datetime) -> Skipped | Unsendable | None:
         """A claimed row past the catch-up window is not sent (never a day late, SPEC §4):
         a released or deferred message waited for a tick that came too late."""
-        if now - job.due_at <= self.catchup:
+        if now - job.due_at <= self._window(job):
             return None
         when = f"due {job.due_at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
         tried = job.attempts - 1  # the claim counted this one
@@ -118,7 +122,7 @@ class Outcomes:
         retry_at = now + backoff(job.attempts + 1, self.rng)
         # A retry the window would not let out is no retry: give up now, while the reply
         # that says why is at hand (a full mailbox counts as a soft bounce).
-        gave_up = retry_at - job.due_at > self.catchup or job.attempts >= self.max_attempts
+        gave_up = retry_at - job.due_at > self._window(job) or job.attempts >= self.max_attempts
         if not isinstance(error, PermanentDeliveryError) and not gave_up:
             return Outcome(
                 job,
@@ -149,7 +153,7 @@ class Outcomes:
 
     def _broken(self, job: Job, why: str, now: datetime) -> Outcome:
         retry_at = now + backoff(job.attempts, self.rng)
-        if retry_at - job.due_at > self.catchup or job.attempts >= self.max_attempts:
+        if retry_at - job.due_at > self._window(job) or job.attempts >= self.max_attempts:
             error = f"gave up after {job.attempts} attempts: {why}"
             return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=error[:1000])
         return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=why[:1000])

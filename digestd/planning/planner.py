@@ -45,7 +45,14 @@ from digestd.planning.layouts import in_site_order, layout_of
 from digestd.planning.learning import Profile, personal_order
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.planning.repeats import EarlierDailies
-from digestd.planning.schedule import RECAP_INSTEAD, SUNDAY, Slot, latest_slot, next_slot
+from digestd.planning.schedule import (
+    RECAP_INSTEAD,
+    SUNDAY,
+    Slot,
+    catchup_window,
+    latest_slot,
+    next_slot,
+)
 from digestd.planning.selection import HALF_LIFE_HOURS, pick
 
 
@@ -74,7 +81,8 @@ def enqueue_due(
     """Plan every edition due at ``now``, a batch of readers per transaction; ``progress``
     hears of each batch."""
     report = EnqueueReport()
-    for kind in EditionKind:
+    # The recap first: a Sunday daily is skipped for it only if it can still come.
+    for kind in (EditionKind.WEEKLY, EditionKind.DAILY):
         planner = Planner(kind, policy, renderer, now)
         while True:
             with sessions.begin() as session:
@@ -196,7 +204,6 @@ class Planner:
         ids = [subscriber_id for subscriber_id, _ in subscribers]
         categories = self._categories(session, ids)
         sent = self.earlier.sent_to(session, ids) if self.kind is EditionKind.DAILY else {}
-        recap = self._sunday_recap_readers(session, ids)
         learned = profiles(session, categories, self.now) if self.policy.learns else {}
         decisions = [
             self._decide(
@@ -209,21 +216,44 @@ class Planner:
             )
             for sid, zone in subscribers
         ]
+        recap = self._sunday_recap_readers(session, decisions)
         decisions = [_recap_instead(d) if d.subscriber_id in recap else d for d in decisions]
         self._write(session, decisions, report)
 
-    def _sunday_recap_readers(self, session: Session, ids: list[int]) -> set[int]:
+    def _sunday_recap_readers(self, session: Session, decisions: list[_Decision]) -> set[int]:
         """Readers of the daily who take the weekly too: on Sundays the recap, which covers
-        the week, goes out instead of a daily repeating it (DIGESTD_SUNDAY_DAILY)."""
-        if self.kind is not EditionKind.DAILY or self.policy.sunday_daily:
+        the week, goes out instead of a daily repeating it (DIGESTD_SUNDAY_DAILY). Not
+        those whose recap of that Sunday was already skipped (missed while digestd was
+        down, when the daily comes later in the day than the recap): the daily is all
+        they can still get that day."""
+        sundays = {
+            d.subscriber_id: d.slot.period
+            for d in decisions
+            if d.slot is not None and d.slot.local_date.weekday() == SUNDAY
+        }
+        if self.kind is not EditionKind.DAILY or self.policy.sunday_daily or not sundays:
             return set()
-        return set(
+        ids = list(sundays)
+        both = set(
             session.scalars(
                 select(Subscriber.id).where(
                     among(session, Subscriber.id, ids), Subscriber.wants_weekly.is_(True)
                 )
             )
         )
+        if not both:
+            return both
+        skipped = session.execute(
+            select(Delivery.subscriber_id, Edition.period)
+            .join(Edition, Edition.id == Delivery.edition_id)
+            .where(
+                among(session, Delivery.subscriber_id, list(both)),
+                Edition.kind == EditionKind.WEEKLY,
+                Edition.period.in_(set(sundays.values())),
+                Delivery.status == DeliveryStatus.SKIPPED,
+            )
+        ).all()
+        return both - {sid for sid, period in skipped if sundays[sid] == period}
 
     def slot_for(self, zone: ZoneInfo) -> Slot | None:
         """The edition a reader of ``zone`` gets from this run; None: not yet (a trigger
@@ -291,7 +321,8 @@ class Planner:
         slot, following = self._slots(zone)
         if slot is None:
             return _Decision(subscriber_id, None, following, None, why="not yet")
-        if self.timing is Timing.SCHEDULED and self.now - slot.at > self.policy.catchup:
+        late = self.now - slot.at > catchup_window(self.kind, self.policy.catchup)
+        if self.timing is Timing.SCHEDULED and late:
             why = f"{MISSED} due {slot.at:%Y-%m-%d %H:%M}Z, beyond the catch-up window"
             return _Decision(subscriber_id, slot, following, None, why=why)
         found = self.layout_for(session, slot, categories, exclude, reader)

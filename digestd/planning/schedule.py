@@ -95,6 +95,20 @@ def next_slot(kind: EditionKind, after: datetime, zone: ZoneInfo, at: time) -> S
     raise AssertionError("unreachable: a slot exists within any 10 days")
 
 
+# However long DIGESTD_CATCHUP_HOURS allows, an edition goes out before the next one of its
+# kind is due: never a day late, never two dailies on one local date (SPEC §4). The next
+# daily is 23 hours away at the least (the day the clocks go forward).
+_LONGEST_CATCHUP = {
+    EditionKind.DAILY: timedelta(hours=23),
+    EditionKind.WEEKLY: timedelta(days=6, hours=23),
+}
+
+
+def catchup_window(kind: EditionKind | str, catchup: timedelta) -> timedelta:
+    """How long after its send time an edition of ``kind`` may still go out."""
+    return min(catchup, _LONGEST_CATCHUP[EditionKind(kind)])
+
+
 def content_window(slot: Slot) -> tuple[datetime, datetime]:
     """Articles published in this half-open interval belong to the edition: the 24 hours
     (7 days) before the send time (SPEC §4), or since the previous send time when that is
