@@ -16,20 +16,68 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
 
 from digestd.config import load_settings
+from digestd.content.articles import ingest
 from digestd.db import SCHEMA_HEAD, alembic_config, make_engine, migrate
+from digestd.models import Subscriber, SubscriberCategory
 from digestd.planning.planner import enqueue_due
 from digestd.service import Service
-from tests.seeding import add_articles, hourly_articles, many_readers
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 TOPICS = (("ai",), ("robotics",), ("ai", "robotics"))
+
+
+def _seed(session: Session, readers: int) -> None:
+    """A story an hour in each topic for two days; ``readers`` due at ``SEND``."""
+    stories = [
+        {
+            "id": f"{topic}-{hour}",
+            "title": f"Story {hour} about {topic}",
+            "url": f"https://news.example.com/{topic}/{hour}",
+            "source": f"Outlet {hour % 7}",
+            "published_at": (SEND - timedelta(hours=hour + 1)).isoformat(),
+            "categories": [topic],
+            "score": hour % 5,
+        }
+        for topic in ("ai", "robotics")
+        for hour in range(48)
+    ]
+    assert not ingest(session, enumerate(stories, start=1)).errors
+    for start in range(0, readers, 10_000):
+        numbers = range(start, min(readers, start + 10_000))
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "id": n + 1,
+                    "public_id": f"bench-{n}",
+                    "email": f"r{n:07d}@d{n % 20:02d}.example.com",
+                    "status": "active",
+                    "timezone": "UTC",
+                    "wants_daily": True,
+                    "wants_weekly": False,
+                    "next_daily_at": SEND,
+                    "created_at": SEND - timedelta(days=1),
+                    "consent_source": "bench",
+                    "soft_bounces": 0,
+                }
+                for n in numbers
+            ],
+        )
+        session.execute(
+            insert(SubscriberCategory),
+            [
+                {"subscriber_id": n + 1, "category": topic}
+                for n in numbers
+                for topic in TOPICS[n % len(TOPICS)]
+            ],
+        )
 
 
 def _database(directory: Path, revision: str) -> str:
@@ -53,10 +101,7 @@ def plan_once(revision: str, readers: int) -> float:
         url = _database(Path(directory), revision)
         service = Service.build(load_settings({"DIGESTD_DATABASE_URL": url}, dev_key="throwaway"))
         with service.sessions.begin() as session:
-            add_articles(
-                session, hourly_articles(SEND - timedelta(days=2), SEND, ("ai", "robotics"))
-            )
-            many_readers(session, readers, SEND - timedelta(hours=12), clock_time(7), topics=TOPICS)
+            _seed(session, readers)
         started = time.process_time()
         report = enqueue_due(service.sessions, service.policy, service.renderer, SEND)
         spent = time.process_time() - started
