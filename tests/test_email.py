@@ -189,6 +189,32 @@ def test_hostile_article_text_is_escaped_and_cannot_inject_headers(
     assert "&lt;script&gt;" in html
 
 
+ENCODED_WORD_TITLES = [
+    "Big news =?utf-8?q?=0D=0AReply-To:_attacker@evil.example=0D=0ABcc:_v@example.com?= today",
+    "Ends the headers =?utf-8?q?=0D=0A=0D=0AInjected_body?= here",
+    "A literal =?utf-8?q?x?= stays as written",
+    "=?utf-8?b?DQpCY2M6IHZAZXhhbXBsZS5jb20=?=",  # base64 of CRLF "Bcc: v@example.com"
+]
+
+
+@pytest.mark.parametrize("title", ENCODED_WORD_TITLES)
+def test_a_title_that_reads_like_an_encoded_word_stays_text_in_the_subject(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path, title: str
+) -> None:
+    """RFC 2047 decoding would turn =0D=0A inside such a title into a line break: a header
+    of the attacker's, or the end of the headers. The subject must read as the title."""
+    items = _typical_items()
+    items[0] = dict(items[0], title=title, score=100)
+    (data,) = _digest_files(monkeypatch, env, tmp_path, items, "ann@example.com,ai,daily,UTC\n")
+    message = parse(data)
+    assert message.get_all("Bcc") is None and message.get_all("Reply-To") is None
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert len(message.get_all(name) or []) == 1, name
+    assert str(message["Subject"]).startswith(title)
+    text, html = parts(message)  # the body is still the two parts, text then HTML
+    assert text and html
+
+
 def _compose_with_unsubscribe_link(template: MessageTemplate, link: str) -> bytes:
     return template.compose(
         Personal(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from email.header import Header
 from email.policy import SMTP
 
 import idna
@@ -84,6 +85,12 @@ def _qp(text: str) -> bytes:
 def header(name: str, value: str) -> bytes:
     """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    if "=?" in value:
+        # Text that reads like an RFC 2047 encoded-word would be decoded (by the parser
+        # below and by mail clients): "=0D=0A" in it would be a line break, a header of
+        # the writer's choosing. Encoded as a whole, it reads as the text it is.
+        words = Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
+        return f"{name}: {words}\r\n".encode("ascii")
     # header_factory parses and RFC 2047-encodes; fold_binary alone passes non-ASCII through.
     folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
     return folded.encode("ascii")
