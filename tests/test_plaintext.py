@@ -19,6 +19,14 @@ def test_words_fill_lines_and_a_long_url_stands_alone_whole() -> None:
     ]
 
 
+def test_a_url_in_brackets_or_quotes_is_whole_on_its_own_line_too() -> None:
+    """A mail client links a URL up to the line's end: cut, it links half of it."""
+    for before, after in (("(", ")."), ('"', '",'), ("«", "»"), ("<", ">")):
+        text = f"The report ({len(before)} page) is at {before}{URL}{after} for all."
+        lines = wrap(text).splitlines()
+        assert f"{before}{URL}{after}" in lines, lines
+
+
 def test_a_url_that_fits_stays_in_the_sentence() -> None:
     assert wrap("See https://x.example/a now") == "See https://x.example/a now"
 
@@ -38,6 +46,6 @@ def test_line_breaks_and_blank_lines_are_kept() -> None:
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=600))
 def test_no_line_is_wider_than_78_columns_unless_it_is_a_lone_url(text: str) -> None:
     for line in wrap(f"{text} {URL}{URL} {text}", indent="    ").splitlines():
-        assert columns(line) <= 78 or line.strip().startswith("https://"), line
+        assert columns(line) <= 78 or line.strip().lstrip("([{<\"'«“‘").startswith("https://")
     # nothing is lost but spacing
     assert "".join(wrap(text).split()) == "".join(text.split())

@@ -13,6 +13,7 @@ import unicodedata
 
 WIDTH = 78
 _URL_STARTS = ("https://", "http://", "mailto:")
+_OPENERS = "([{<\"'«“‘"  # what may stand before a URL in running text: "(https://…)"
 
 
 def columns(text: str) -> int:
@@ -38,6 +39,10 @@ def _head(word: str, room: int) -> int:
     return len(word)
 
 
+def _is_url(word: str) -> bool:
+    return word.lstrip(_OPENERS).startswith(_URL_STARTS)
+
+
 def wrap_line(text: str, width: int = WIDTH, indent: str = "", first: str | None = None) -> str:
     """One paragraph filled into lines of at most ``width`` columns: each line starts
     with ``indent``, the first with ``first`` (when given) instead."""
@@ -53,10 +58,10 @@ def wrap_line(text: str, width: int = WIDTH, indent: str = "", first: str | None
                 line += word if fresh else " " + word
                 used += size if fresh else size + 1
                 fresh, word = False, ""
-            elif not fresh or (word.startswith(_URL_STARTS) and line != indent):
+            elif not fresh or (_is_url(word) and line != indent):
                 lines.append(line)  # start a new line: a URL gets one of its own
                 line, used, fresh = indent, columns(indent), True
-            elif word.startswith(_URL_STARTS):
+            elif _is_url(word):
                 line += word  # longer than a line: alone on it, whole
                 used += size
                 fresh, word = False, ""
