@@ -7,22 +7,30 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+from dataclasses import replace
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
 
 from digestd.config import parse_smtp_url
+from digestd.content.categories import CATEGORIES
 from digestd.delivery.transport import SmtpPool
+from digestd.mail.digests import ArticleFields, DigestRenderer
 from digestd.mail.plaintext import columns
 from digestd.mail.presentation import TITLE_CHARS
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.mail.template import MessageTemplate, Personal
 from digestd.mail.wire import WireBytes
 from digestd.models import EditionKind
+from digestd.planning.layouts import layout_of
+from digestd.planning.selection import Candidate
 from tests.conftest import SmtpSink
 from tests.email_samples import (
     HOSTILE,
+    MASTHEAD,
     SAMPLE_LINKS,
+    SEND,
     SITE,
     sample_articles,
     sample_context,
@@ -210,3 +218,50 @@ def test_signup_emails_text_is_wrapped_too(renderer: Renderer, notice: str) -> N
     text = renderer.render("confirm", context).text
     assert not _lines_over(text), _lines_over(text)
     assert f"\n{long_link.replace('confirm', 'preferences')}\n" in text  # a lone URL, whole
+
+
+def _longest_accepted(i: int, category: str) -> tuple[Candidate, ArticleFields]:
+    """An article with every field as long as the article validator lets it be, in text
+    that takes three bytes a character (CJK), in its own category."""
+    cjk = "量子コンピュータの新しい時代が始まる" * 120
+    fields = ArticleFields(
+        url=f"https://news.example.com/{i}/" + "segment/" * 60,
+        title=(f"{i} " + cjk)[:1000],
+        source=("出版社" * 70)[:200],
+        published_at=SEND - timedelta(hours=i + 1),
+        image_url="https://cdn.example.com/" + "img/" * 100 + "lead.jpg",
+        why_it_matters=cjk,
+        key_takeaways=[cjk[:2000]] * 8,
+        companies=[{"name": ("会社" * 100)[:200], "ticker": "T" * 20}] * 8,
+        kind="podcasts",
+    )
+    candidate = Candidate(
+        str(i),
+        fields.source + str(i),
+        fields.published_at,
+        99.0 - i,
+        frozenset([category]),
+        fields.title,
+    )
+    return candidate, fields
+
+
+@pytest.mark.parametrize("kind", [EditionKind.DAILY, EditionKind.WEEKLY])
+def test_an_edition_of_the_longest_fields_accepted_still_escapes_the_clip(
+    kind: EditionKind,
+) -> None:
+    """Gmail clips an email whose HTML passes ~102 KB, and the unsubscribe link goes with
+    the clipped part. Such an edition is told in fewer words instead; a typical one is not."""
+    categories = list(CATEGORIES)[:15]
+    made = [_longest_accepted(i, c) for i, c in enumerate(categories)]
+    layout = layout_of(kind, [c for c, _ in made], categories)
+    articles = {c.id: f for c, f in made}
+    for tracked in (True, False):
+        masthead = replace(MASTHEAD, tracked=tracked)
+        template = DigestRenderer(masthead).render(kind, "2026-11-29", layout, articles)
+        _, html = parts(parse(bytes(_eml(template))))
+        assert len(html.encode()) < 100_000, (tracked, len(html.encode()))
+        assert "Unsubscribe" in html and html.rstrip().endswith("</html>")
+    rendered = sample_template(kind, 5)  # long, but within the fullest limits
+    _, html = parts(parse(bytes(_eml(rendered))))
+    assert html.count('class="point"') == 3 * 4  # every card's three takeaways

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from digestd.config import Settings
 from digestd.db import insert_ignoring_conflicts
 from digestd.mail.layout import Layout
-from digestd.mail.presentation import Site, digest_context, personal_links
+from digestd.mail.presentation import FITS, Site, digest_context, personal_links
 from digestd.mail.render import Renderer
 from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatError, click_name
 from digestd.models import Article, Digest, DigestLink, Edition, EditionKind
@@ -96,6 +96,11 @@ class Masthead:
         )
 
 
+# Decoded HTML a digest may have before each copy's links are put in (a few kilobytes more):
+# Gmail clips a message whose HTML passes ~102 KB, hiding the footer and its unsubscribe link.
+HTML_BUDGET = 92_000
+
+
 class DigestRenderer:
     """Renders a digest (Jinja2 → MJML → premailer → quoted-printable chunks) into the
     template stored with it."""
@@ -119,15 +124,19 @@ class DigestRenderer:
         names = personal_links(kind, layout)
         urls = [articles[a].url for a in layout.article_ids()] if self.masthead.tracked else []
         names += tuple(click_name(n) for n in range(1, len(urls) + 1))
-        context = digest_context(
-            kind,
-            date.fromisoformat(period),
-            layout,
-            articles,
-            self.masthead.site,
-            slots.links(names),
-        )
-        rendered = self.renderer.render(str(kind), context)
+        links = slots.links(names)
+        day = date.fromisoformat(period)
+        site = self.masthead.site
+        for fit in range(len(FITS)):  # the fullest that Gmail will not clip
+            context = digest_context(kind, day, layout, articles, site, links, fit=fit)
+            rendered = self.renderer.render(str(kind), context)
+            if len(rendered.html.encode()) <= HTML_BUDGET:
+                break
+        else:  # URLs of thousands of characters, with links not tracked
+            size = len(rendered.html.encode())
+            log.warning(
+                "digest.too_large", extra={"kind": str(kind), "period": period, "bytes": size}
+            )
         return MessageTemplate.build(
             rendered,
             from_header=self.masthead.from_header,

@@ -24,10 +24,10 @@ PERSONAL_LINKS = ("unsubscribe", "preferences", "view", "personal_begin", "perso
 # one personal link, ``mute``, with the category in its query (:func:`mute_url`).
 MUTE = "mute"
 
-# Limits keep the largest edition (15 articles, long fields) under Gmail's ~102 KB clip and
-# a card short enough to skim; the lead story shows more.
+# Limits keep a card short enough to skim (the lead story shows more) and an edition under
+# Gmail's ~102 KB clip; an edition of long fields (or of text that takes three bytes a
+# character) that would pass it anyway is rendered again with the compact limits.
 TITLE_CHARS = 200
-COMPANIES = 6
 PREHEADER_CHARS = 140
 # Article kinds as the site labels them; news, the usual kind, gets no badge.
 KIND_LABELS = {
@@ -44,10 +44,27 @@ class Limits:
     why: int  # characters of "why it matters"
     takeaways: int  # how many key takeaways
     takeaway: int  # characters of each
+    companies: int = 6  # how many companies
+    name: int = 60  # characters of a company's name, of the source's
+    title: int = TITLE_CHARS
+    image: bool = True  # the lead's image (a card never has one)
 
 
 LEAD = Limits(why=480, takeaways=4, takeaway=220)
 CARD = Limits(why=280, takeaways=3, takeaway=160)
+# (lead, card) from the fullest to the tightest; :class:`digestd.mail.digests.DigestRenderer`
+# takes the first whose email fits.
+FITS = (
+    (LEAD, CARD),
+    (
+        Limits(why=240, takeaways=2, takeaway=140, companies=3, name=40, image=False),
+        Limits(why=140, takeaways=1, takeaway=100, companies=2, name=30, title=120),
+    ),
+    (
+        Limits(why=140, takeaways=0, takeaway=0, companies=0, name=30, title=120, image=False),
+        Limits(why=0, takeaways=0, takeaway=0, companies=0, name=24, title=90),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +94,12 @@ def short_date(moment: datetime) -> str:
     return f"{moment.day} {moment:%b}"  # within the last week: the year goes without saying
 
 
-def companies_line(companies: list[dict[str, str]]) -> str:
+def companies_line(companies: list[dict[str, str]], limits: Limits = CARD) -> str:
     shown = [
-        f"{c['name']} ({c['ticker']})" if c.get("ticker") else c["name"]
-        for c in companies[:COMPANIES]
+        f"{shorten(c['name'], limits.name)} ({shorten(c['ticker'], 12)})"
+        if c.get("ticker")
+        else shorten(c["name"], limits.name)
+        for c in companies[: limits.companies]
     ]
     return ", ".join(shown)
 
@@ -98,21 +117,22 @@ def article_view(
     links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a card shows; its link is the tracked one from ``links`` when there is one."""
+    source = shorten(article.source, limits.name)
     return {
         "number": number,
         "anchor": f"story-{number}",
         "url": (links or {}).get(click_name(number), article.url),
-        "title": shorten(article.title, TITLE_CHARS),
-        "source": article.source,
+        "title": shorten(article.title, limits.title),
+        "source": source,
         "category_name": CATEGORIES.get(category, category),
         "kind_label": KIND_LABELS.get(getattr(article, "kind", "news"), ""),
-        "byline": " · ".join(p for p in (article.source, short_date(article.published_at)) if p),
-        "image_url": article.image_url,
-        "why_it_matters": shorten(article.why_it_matters, limits.why),
+        "byline": " · ".join(p for p in (source, short_date(article.published_at)) if p),
+        "image_url": article.image_url if limits.image else None,
+        "why_it_matters": shorten(article.why_it_matters, limits.why) if limits.why else "",
         "key_takeaways": [
             shorten(t, limits.takeaway) for t in article.key_takeaways[: limits.takeaways]
         ],
-        "companies": companies_line(article.companies),
+        "companies": companies_line(article.companies, limits),
     }
 
 
@@ -170,11 +190,15 @@ def digest_context(
     articles: Mapping[str, Any],
     site: Site,
     links: Mapping[str, str],
+    *,
+    fit: int = 0,
 ) -> dict[str, Any]:
     """Template context for a digest; ``links`` has a value for each of
-    :func:`personal_links`, and for each article's ``click_<n>`` when links are tracked."""
+    :func:`personal_links`, and for each article's ``click_<n>`` when links are tracked.
+    ``fit``: which of :data:`FITS` (tighter limits, for an edition that would be clipped)."""
+    lead_limits, card_limits = FITS[fit]
     lead_entry, groups = _lead_and_groups(layout)
-    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, LEAD, links)
+    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, lead_limits, links)
     muted = muted_categories(kind, layout)
     sections: list[dict[str, Any]] = []
     number = 1
@@ -183,7 +207,7 @@ def digest_context(
         for entry in entries:
             number += 1
             views.append(
-                article_view(articles[entry.article_id], entry.category, number, CARD, links)
+                article_view(articles[entry.article_id], entry.category, number, card_limits, links)
             )
         mute = mute_url(links, category) if category in muted else ""
         name = CATEGORIES.get(category, category) if category else ""
