@@ -5,9 +5,11 @@ changes nothing."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 import time_machine
@@ -106,6 +108,23 @@ def test_hold_and_release_from_the_page_keep_the_list_filters(web: WebRig, seede
     assert _shown(web, "?state=held") == ["ai-1"]
     answer = submit(web.client, PAGE, f"{PAGE}/ai-1", action="release")
     assert answer.status_code == 303 and _stored(web, "ai-1").held is False
+
+
+def test_an_article_whose_id_reads_like_a_path_is_held_from_its_own_form(web: WebRig) -> None:
+    """Ids come from the site (the API): the form must post where a browser, which folds
+    "/../" away, still reaches this article."""
+    odd = "odd/../../subscribers/1?x=<b>\"'"
+    with web.service.sessions.begin() as session:
+        assert not ingest(session, [(1, article(odd, "ai", NOW - timedelta(hours=1)))]).errors
+    sign_in(web.client)
+    page = web.client.get(PAGE).text
+    [action] = re.findall(r'<form method="post" action="(/admin/articles/[^"]+)"', page)
+    action = html.unescape(action)
+    assert action == "/admin/articles/" + quote(odd, safe="")
+    token = form_csrf(page, action)
+    answer = web.client.post(action, data={"csrf": token, "action": "hold"})
+    assert answer.status_code == 303, answer.text
+    assert _stored(web, odd).held is True
 
 
 @pytest.mark.parametrize(

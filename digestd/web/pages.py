@@ -10,6 +10,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
@@ -27,7 +28,9 @@ class Pages:
             autoescape=select_autoescape(["html"], default=True),
             undefined=StrictUndefined,
         )
-        self._env.filters.update({"number": _number, "when": _when, "percent": _percent})
+        self._env.filters.update(
+            {"number": _number, "when": _when, "percent": _percent, "segment": _segment}
+        )
         self._env.globals.update(
             {
                 "site_name": settings.site_name,
@@ -58,6 +61,12 @@ class Pages:
         """A one-message page: confirmations, "check your inbox", and every error."""
         context = {"title": title, "message": message, "status": status, "form": None, **extra}
         return self.render("message.html", context, status)
+
+
+def _segment(value: object) -> str:
+    """``value`` as one segment of a URL path: "/" too is escaped (Jinja's ``urlencode``
+    keeps it), so an id like ``a/../b`` cannot lead a form somewhere else."""
+    return quote(str(value), safe="")
 
 
 def _number(value: int | None) -> str:
