@@ -211,3 +211,40 @@ def test_two_digestd_ticks_at_once_store_each_item_once_without_a_traceback(
     assert sum(polled) == FEEDS, outputs
     assert all(feed_server.fetches(path) == 1 for path in paths)
     assert _article_count(sessions) == 2 * FEEDS
+
+
+def test_a_zero_date_is_that_items_error_and_an_undated_item_keeps_its_first_seen_date(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as session:
+        feed_id = register_feed(session, feed_server.url("dates.xml"), "ai", NOW).id
+    first = poll_due(sessions, NOW)
+    assert (first.failed, first.articles, first.rejected) == (0, 2, 1)
+    later = NOW + timedelta(days=3)
+    with sessions.begin() as session:  # due again; the file is served afresh (no 304)
+        feed = session.get(Feed, feed_id)
+        assert feed is not None
+        feed.next_poll_at, feed.etag = later, None
+    assert poll_due(sessions, later).articles == 2
+    with sessions() as session:
+        dates = dict(session.execute(select(Article.title, Article.published_at)).all())
+        feed = session.get(Feed, feed_id)
+        assert feed is not None and feed.last_item_error is not None
+        assert feed.last_item_error.startswith("item 1: published_at: is no date")
+    assert dates == {
+        "A post that carries no date at all": NOW,  # first seen, not re-dated to ``later``
+        "A post dated like any other": datetime(2026, 11, 29, 11, 0, tzinfo=UTC),
+    }
+
+
+def test_a_feed_that_declares_xml_entities_is_not_read(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as session:
+        feed_id = register_feed(session, feed_server.url("entities.xml"), "ai", NOW).id
+    report = poll_due(sessions, NOW)
+    assert (report.failed, report.articles) == (1, 0) and _article_count(sessions) == 0
+    with sessions() as session:
+        feed = session.get(Feed, feed_id)
+        assert feed is not None and feed.last_error is not None
+        assert "declares XML entities" in feed.last_error

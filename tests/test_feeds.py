@@ -4,6 +4,9 @@ missing dates, malformed XML, 304 Not Modified, failures backed off and retried;
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.feed_polling import INTERVAL, poll_due
-from digestd.content.feeds import register_feed
+from digestd.content.feeds import http_fetch, register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.models import Article, Feed
 from tests.feed_server import FeedServer, serving
@@ -269,3 +272,39 @@ def test_feeds_remove_stops_polling_and_keeps_the_articles(
         assert "argument id: not an id (see feeds list)" in refused.stderr.decode()
     for past in ("2147483648", "9" * 23):  # past any id (PostgreSQL could not even compare)
         assert f"no feed {past}" in one_line_error(run_digestd(env, "feeds", "remove", past), 1)
+
+
+def _trickling_server(stop: threading.Event) -> tuple[socket.socket, threading.Thread]:
+    """Answers headers at once, then a byte of body every 0.1 s for as long as it is read:
+    no single read ever waits long enough to time out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n\r\n<rss")
+            while not stop.wait(0.1):  # the server's pace, not the test's clock
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_feed_that_trickles_is_given_up_once_the_whole_fetch_takes_too_long() -> None:
+    stop = threading.Event()
+    listener, thread = _trickling_server(stop)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/feed.xml"
+    started = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match="still arriving after 1 s"):
+            http_fetch(url, {}, timeout=5.0, total=1.0)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    assert time.monotonic() - started < 4  # the deadline, not the 5 s read timeout

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.articles import ingest
-from digestd.content.feeds import Fetched, Fetcher, http_fetch, parse_feed
+from digestd.content.feeds import Fetched, Fetcher, date_undated, http_fetch, parse_feed
 from digestd.errors import first_line
 from digestd.models import Feed
 
@@ -136,7 +136,8 @@ def _store(
     if fetched.status == 304:
         report.unchanged += 1
     else:
-        items, title = parse_feed(fetched, request.url, request.category, now)
+        items, title = parse_feed(fetched, request.url, request.category)
+        date_undated(session, items, now)
         result = ingest(session, enumerate(items, start=1))
         stored, rejected = result.added + result.updated, len(result.errors)
         feed.title = title or feed.title

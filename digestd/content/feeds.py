@@ -12,6 +12,7 @@ import hashlib
 import html
 import logging
 import re
+import time
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,12 +30,21 @@ from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
 from digestd.content.text import showable
 from digestd.errors import InputError
-from digestd.models import MAX_ID, Feed
+from digestd.models import MAX_ID, Article, Feed
 
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 5_000_000
+# A whole fetch, redirects and all: a server that trickles a byte a second never times out a
+# single read, and a tick (or the daemon's poller) would wait on it without end.
+FETCH_SECONDS = 30.0
 SUMMARY_CHARS = 600
+# An entity declared in the feed itself can be referenced a million times within MAX_BYTES
+# (gigabytes once expanded); feeds have no use for one. In each encoding expat reads.
+_ENTITY_DECLARATIONS = tuple(
+    "<!ENTITY".encode(codec)
+    for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+)
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -50,8 +60,12 @@ class Fetched:
 Fetcher = Callable[[str, dict[str, str]], Fetched]
 
 
-def http_fetch(url: str, headers: dict[str, str], timeout: float = 20.0) -> Fetched:
-    """GET with conditional headers; a body larger than MAX_BYTES is refused."""
+def http_fetch(
+    url: str, headers: dict[str, str], timeout: float = 10.0, total: float = FETCH_SECONDS
+) -> Fetched:
+    """GET with conditional headers; a body larger than MAX_BYTES, or one that takes longer
+    than ``total`` seconds to arrive, is refused."""
+    deadline = time.monotonic() + total
     request_headers = {"User-Agent": "digestd feed poller", **headers}
     with (
         httpx.Client(timeout=timeout, follow_redirects=True) as client,
@@ -63,6 +77,8 @@ def http_fetch(url: str, headers: dict[str, str], timeout: float = 20.0) -> Fetc
             size += len(chunk)
             if size > MAX_BYTES:
                 raise ValueError(f"feed larger than {MAX_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise ValueError(f"feed still arriving after {total:g} s")
             chunks.append(chunk)
         return Fetched(
             status=response.status_code,
@@ -141,7 +157,7 @@ def add_feed(
     if fetched.status != 200:
         raise InputError(f"URL: {url} answered HTTP {fetched.status}, not a feed")
     try:
-        items, title = parse_feed(fetched, url, slug, now)
+        items, title = parse_feed(fetched, url, slug)
     except ValueError as exc:
         raise InputError(f"URL: {url} is {exc}") from exc
     with sessions.begin() as session:
@@ -166,19 +182,46 @@ def plain(text: str | None) -> str:
     return " ".join(showable(html.unescape(_TAG.sub(" ", text or ""))).split())
 
 
-def _published(entry: Any, fallback: datetime) -> datetime:
+def _published(entry: Any) -> datetime | None:
+    """The item's own date; None when it has none. ValueError for one no calendar has
+    (a blog's ``0000-00-00``)."""
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         parsed = entry.get(key)
         if parsed:
-            return datetime.fromtimestamp(timegm(parsed), UTC)
-    return fallback  # no date: first seen now
+            try:
+                return datetime.fromtimestamp(timegm(parsed), UTC)
+            except (OverflowError, OSError) as exc:
+                raise ValueError(str(exc)) from exc
+    return None
+
+
+def date_undated(
+    session: Session, items: list[dict[str, Any] | Undecodable], now: datetime
+) -> None:
+    """Items without a date of their own are dated when first seen (``now``), and keep that
+    date on later polls: re-dated at each poll, one would lead every digest for months."""
+    undated = [i for i in items if isinstance(i, dict) and i["published_at"] is None]
+    if not undated:
+        return
+    seen = dict(
+        session.execute(
+            select(Article.id, Article.published_at).where(
+                Article.id.in_([i["id"] for i in undated])
+            )
+        ).all()
+    )
+    for item in undated:
+        item["published_at"] = seen.get(item["id"], now).isoformat()
 
 
 def parse_feed(
-    fetched: Fetched, feed_url: str, category: str, now: datetime
+    fetched: Fetched, feed_url: str, category: str
 ) -> tuple[list[dict[str, Any] | Undecodable], str]:
     """(one article dict for :func:`articles.validate` per entry, or why it cannot be one;
-    the feed's title). ValueError when the content is no feed at all."""
+    the feed's title). ValueError when the content is no feed at all. An undated item's
+    ``published_at`` is None: :func:`date_undated` fills it in."""
+    if any(declaration in fetched.content for declaration in _ENTITY_DECLARATIONS):
+        raise ValueError("not read: the feed declares XML entities (<!ENTITY)")
     parsed = feedparser.parse(fetched.content)
     if not parsed.entries and (parsed.bozo or not parsed.version):
         problem = parsed.get("bozo_exception") or "no RSS or Atom content"
@@ -200,13 +243,18 @@ def parse_feed(
         if not key:
             items.append(Undecodable("item", "has neither a guid/id nor a link"))
             continue
+        try:
+            published = _published(entry)
+        except ValueError as exc:
+            items.append(Undecodable("published_at", f"is no date: {exc}"))
+            continue
         items.append(
             {
                 "id": "feed-" + hashlib.sha256(f"{feed_url}\n{key}".encode()).hexdigest()[:32],
                 "url": urljoin(base, entry.get("link") or "") if entry.get("link") else None,
                 "title": plain(entry.get("title")),
                 "source": title,
-                "published_at": _published(entry, now).isoformat(),
+                "published_at": published.isoformat() if published else None,
                 "categories": [category],
                 "kind": "news",
                 "why_it_matters": plain(entry.get("summary"))[:SUMMARY_CHARS],
