@@ -31,6 +31,7 @@ _TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view|mute|engage|c)
 # A signed tag in a mailbox (``unsubscribe+TAG@``, the bounce address): the first acts.
 _TAG = re.compile(r"\+[\w.-]{16,}(?=@)")
 _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")  # passwords in URLs
+_TOKEN_USER = re.compile(r"://[^:/@\s]+@")  # a URL's user that is a token (``https://TOKEN@…``)
 # Added by the processors, never user data; exc_info is rendered into "exception" first.
 _OWN_KEYS = frozenset({"_record", "_from_structlog", "time", "level", "logger"})
 
@@ -38,6 +39,7 @@ _OWN_KEYS = frozenset({"_record", "_from_structlog", "time", "level", "logger"})
 def redact(text: str, *, addresses: bool = True) -> str:
     """Secrets and tokens always go; full addresses go unless ``addresses`` is False."""
     text = _SECRET.sub(r"\1***@", text)
+    text = _TOKEN_USER.sub("://***@", text)
     text = _TOKEN_PATH.sub(r"/\1/***", text)
     if addresses:
         text = _EMAIL.sub(r"\1***@\2", text)

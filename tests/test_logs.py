@@ -77,11 +77,13 @@ def test_addresses_tokens_and_passwords_never_reach_info_logs(
         f"https://digest.example.com/unsubscribe/{TOKEN}",
         email="john.roe@example.com",
         relay="smtp://user:hunter3@mail.example.com",
+        feed="https://ghp_SECRETTOKEN0123456789@feeds.example.com/atom.xml",
     )
     assert "jane.doe@example.com" not in out and "j***@example.com" in out
     assert "john.roe@example.com" not in out and "j***@example.com" in out.split("email")[1]
     assert "hunter2" not in out and "smtp://user:***@mail.example.com" in out
     assert "hunter3" not in out
+    assert "SECRETTOKEN" not in out and "https://***@feeds.example.com/atom.xml" in out
     assert TOKEN not in out and "/unsubscribe/***" in out
 
 
