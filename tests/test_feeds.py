@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digestd.content.feed_polling import INTERVAL, poll_due
 from digestd.content.feeds import http_fetch, register_feed
 from digestd.db import make_engine, make_sessions
+from digestd.errors import InputError
 from digestd.models import Article, Feed
 from tests.feed_server import FeedServer, serving
 from tests.helpers import one_line_error, run_digestd
@@ -238,6 +239,37 @@ def test_a_feed_is_one_feed_whatever_its_fragment_and_its_title_is_bounded(
     assert feed.url == url and feed.title == " ".join(["Endless"] * 700)[:200]
     again = run_digestd(env, "feeds", "add", url + "#other", "--category", "ai")
     assert "is already registered" in one_line_error(again)
+
+
+def test_a_feed_is_one_feed_however_its_url_is_spelt(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """Each spelling would poll the feed again and store each item once more."""
+    port = feed_server.port
+    with sessions.begin() as session:  # as a digestd before URLs were normalised stored it
+        session.add(
+            Feed(
+                url=f"HTTP://LocalHost:{port}/atom.xml",
+                category="ai",
+                next_poll_at=NOW,
+                failures=0,
+                created_at=NOW,
+            )
+        )
+    _register(sessions, f"http://127.0.0.1:{port}/rss.xml", "ai")
+    for spelling in (
+        f"HTTP://127.0.0.1:{port}/rss.xml",
+        f"http://127.0.0.1:0{port}/rss.xml",
+        f"http://127.0.0.1:{port}/./feeds/../rss.xml",
+        f"http://localhost:{port}/atom.xml",
+    ):
+        with pytest.raises(InputError, match="already registered"):
+            _register(sessions, spelling, "ai")
+    with sessions.begin() as session:
+        assert register_feed(session, "http://Example.com:80", "ai", NOW).url == (
+            "http://example.com/"
+        )
+    assert len(_feeds(sessions)) == 3
 
 
 def test_feeds_list_shows_each_feeds_health(

@@ -93,20 +93,32 @@ def http_fetch(
 
 
 def feed_url(url: str) -> str:
-    """An http(s) URL, stripped; InputError naming URL otherwise."""
+    """An http(s) URL in one spelling (scheme and host in lower case, no default port, no
+    ``./`` or ``../``, no fragment): "HTTP://Host:80/./feed" is the feed "http://host/feed"
+    already registered. InputError naming URL otherwise."""
     text = url.strip()
+    bad = InputError(f"URL: expected an http(s) feed URL, got {url[:200]!r}")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in text):
+        raise bad
     try:
-        parts = urlsplit(text)
-    except ValueError:  # "http://[::1": an unclosed IPv6 literal
-        parts = urlsplit("")
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(ord(c) <= 32 or ord(c) == 127 for c in text)
-    ):
-        raise InputError(f"URL: expected an http(s) feed URL, got {url[:200]!r}")
+        normal = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError) as exc:  # an unclosed IPv6 literal, a bad port
+        raise bad from exc
+    if normal.scheme not in ("http", "https") or not normal.host:
+        raise bad
     # The fragment never reaches the server: with it, one feed could be registered twice.
-    return parts._replace(fragment="").geturl()
+    return str(normal.copy_with(fragment=None, path=normal.path or "/"))
+
+
+def _registered(session: Session, url: str) -> bool:
+    """Whether ``url`` is a feed already, however that one was spelt when it was added."""
+    for stored in session.scalars(select(Feed.url)):
+        try:
+            if feed_url(stored) == url:
+                return True
+        except InputError:
+            continue
+    return False
 
 
 def feed_category(category: str) -> str:
@@ -121,6 +133,8 @@ def register_feed(
 ) -> Feed:
     """Store a feed, first polled at ``now`` (no fetch: :func:`add_feed` tries it first)."""
     url, slug = feed_url(url), feed_category(category)
+    if _registered(session, url):
+        raise InputError(f"URL: {url!r} is already registered")
     feed = Feed(url=url, category=slug, title=title, next_poll_at=now, failures=0, created_at=now)
     session.add(feed)
     try:
@@ -148,7 +162,7 @@ def add_feed(
     No transaction is open during the fetch."""
     url, slug = feed_url(url), feed_category(category)
     with sessions() as session:
-        if session.scalar(select(Feed.id).where(Feed.url == url)) is not None:
+        if _registered(session, url):
             raise InputError(f"URL: {url!r} is already registered")
     try:
         fetched = fetch(url, {})
