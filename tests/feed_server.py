@@ -23,6 +23,7 @@ class FeedServer:
     port: int = 0
     status: dict[str, int] = field(default_factory=dict)  # name -> forced status
     delay: float = 0.0  # seconds before each answer: lets concurrent pollers overlap
+    redirects: dict[str, str] = field(default_factory=dict)  # name -> where it moved
     # (path with query, If-None-Match) of every request, in order
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -46,6 +47,11 @@ def serving() -> Iterator[FeedServer]:
             if state.delay:
                 time.sleep(state.delay)  # the server's pace, not the test's clock
             name = urlsplit(self.path).path.lstrip("/")
+            if name in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[name])
+                self.end_headers()
+                return
             if name in state.status:
                 self.send_response(state.status[name])
                 self.end_headers()

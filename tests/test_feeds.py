@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.feed_polling import INTERVAL, poll_due
-from digestd.content.feeds import http_fetch, register_feed
+from digestd.content.feeds import http_fetch, redirect_guard, register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.errors import InputError
 from digestd.models import Article, Feed
@@ -340,3 +341,31 @@ def test_a_feed_that_trickles_is_given_up_once_the_whole_fetch_takes_too_long() 
         thread.join(timeout=5)
         listener.close()
     assert time.monotonic() - started < 4  # the deadline, not the 5 s read timeout
+
+
+def _redirect(origin: str, target: str) -> httpx.Response:
+    """A 302 from ``origin`` to ``target`` as the client sees it before following it."""
+    response = httpx.Response(302, request=httpx.Request("GET", f"http://{origin}/feed.xml"))
+    response.next_request = httpx.Request("GET", f"http://{target}/feed.xml")
+    return response
+
+
+@pytest.mark.parametrize(
+    "inside", ["127.0.0.1", "localhost", "10.0.0.8", "192.168.1.1", "169.254.169.254", "[::1]"]
+)
+def test_a_feed_on_the_internet_cannot_redirect_the_poller_inside(inside: str) -> None:
+    """The cloud's metadata service or an admin port would be fetched and mailed out as
+    articles. A feed the operator registered inside may redirect anywhere."""
+    guard = redirect_guard("93.184.216.34")
+    with pytest.raises(ValueError, match="inside address"):
+        guard(_redirect("93.184.216.34", inside))
+    guard(_redirect("93.184.216.34", "93.184.216.35"))  # outside to outside: followed
+    redirect_guard("127.0.0.1")(_redirect("127.0.0.1", inside))  # inside already
+
+
+def test_a_feed_registered_inside_may_redirect_inside(
+    feed_server: FeedServer, env: dict[str, str]
+) -> None:
+    feed_server.redirects["old.xml"] = feed_server.url("rss.xml")
+    added = run_digestd(env, "feeds", "add", feed_server.url("old.xml"), "--category", "ai")
+    assert added.returncode == 0, added.stderr

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import logging
 import re
+import socket
 import time
 from calendar import timegm
 from collections.abc import Callable
@@ -67,8 +69,11 @@ def http_fetch(
     than ``total`` seconds to arrive, is refused."""
     deadline = time.monotonic() + total
     request_headers = {"User-Agent": "digestd feed poller", **headers}
+    guard = redirect_guard(httpx.URL(url).host)
     with (
-        httpx.Client(timeout=timeout, follow_redirects=True) as client,
+        httpx.Client(
+            timeout=timeout, follow_redirects=True, event_hooks={"response": [guard]}
+        ) as client,
         client.stream("GET", url, headers=request_headers) as response,
     ):
         chunks: list[bytes] = []
@@ -87,6 +92,30 @@ def http_fetch(
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
         )
+
+
+def inward(host: str) -> bool:
+    """Whether ``host`` is (or resolves to) an address not reachable from the internet:
+    loopback, private, link-local (cloud metadata), unspecified."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False  # cannot resolve: the fetch itself will say so
+    return any(not ipaddress.ip_address(str(a).split("%")[0]).is_global for a in addresses)
+
+
+def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
+    """A response hook: a feed on the internet may not redirect to the inside (a
+    ``Location: http://169.254.169.254/…`` would make digestd fetch, and mail out as
+    articles, what only the server can reach). A feed the operator put inside may."""
+    outside = not inward(origin)
+
+    def check(response: httpx.Response) -> None:
+        target = response.next_request.url.host if response.next_request else None
+        if outside and target and inward(target):
+            raise ValueError(f"feed redirected to an inside address ({target})")
+
+    return check
 
 
 # --- registering ---------------------------------------------------------------------------
