@@ -365,6 +365,8 @@ class Feed(Base):
     """An RSS/Atom feed polled for articles of one category."""
 
     __tablename__ = "feeds"
+    # ``feeds remove ID`` and the admin page name a feed by id: never another's (0015).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(String(2000), unique=True)

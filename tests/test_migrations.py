@@ -131,6 +131,21 @@ def _next_delivery_id(engine: Engine) -> int:
         return int(connection.execute(text("SELECT max(id) FROM deliveries")).scalar_one())
 
 
+def _feed_ids_after_removing_the_newest(engine: Engine) -> list[int]:
+    with engine.begin() as connection:
+        for n in (1, 2, 3):
+            if n == 3:
+                connection.execute(text("DELETE FROM feeds WHERE id = 2"))
+            connection.execute(
+                text(
+                    "INSERT INTO feeds (url, category, next_poll_at, failures, created_at) "
+                    "VALUES (:url, 'ai', '2026-01-01 00:00:00', 0, '2026-01-01 00:00:00')"
+                ),
+                {"url": f"https://feeds.example.com/{n}.xml"},
+            )
+        return list(connection.execute(text("SELECT id FROM feeds ORDER BY id")).scalars())
+
+
 def test_0015_queue_ids_are_never_handed_out_twice_and_no_row_is_lost(database_url: str) -> None:
     """An email names its queue row by id (bounce address, Message-ID, links): once that
     row is deleted (an erasure), no later row may take its id. On SQLite the table is built
@@ -156,5 +171,6 @@ def test_0015_queue_ids_are_never_handed_out_twice_and_no_row_is_lost(database_u
     assert kept == [1, 2, 3]
     assert _next_delivery_id(engine) == 4  # 3 was deleted: the new row is 4, not 3 again
     assert _next_delivery_id(engine) == 5
+    assert _feed_ids_after_removing_the_newest(engine) == [1, 3]
     assert compare_metadata(MigrationContext.configure(engine.connect()), Base.metadata) == []
     engine.dispose()

@@ -1,10 +1,13 @@
-"""A queue row's id is never handed out twice, on SQLite too (``AUTOINCREMENT``).
+"""A queue row's id, and a feed's, is never handed out twice, on SQLite too
+(``AUTOINCREMENT``).
 
 The bounce address, the Message-ID and the tracked links of an email name its queue row by
 id. SQLite gives a new row the highest id plus one, so after an erasure deleted the newest
 rows the next reader's email got the erased reader's ids: a late bounce of the erased
 address then suppressed that reader, and old links clicked counted as theirs. PostgreSQL's
-sequences never go back; nothing changes there.
+sequences never go back; nothing changes there. A feed's id is what ``feeds remove ID``
+and the admin page's forms name: a removed feed's id given to the next feed added made an
+old listing's id remove another feed.
 
 SQLite can only add ``AUTOINCREMENT`` by building the table again. Dropping the old table
 with foreign keys on would delete the click marks (``ON DELETE CASCADE``) and blank the
@@ -36,11 +39,21 @@ COLUMNS = (
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild(autoincrement=True)
+        _rebuild_feeds(autoincrement=True)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
+        _rebuild_feeds(autoincrement=False)
         _rebuild(autoincrement=False)
+
+
+def _rebuild_feeds(*, autoincrement: bool) -> None:
+    # No table refers to feeds: Alembic's copy of the table loses nothing.
+    with op.batch_alter_table(
+        "feeds", recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}
+    ):
+        pass
 
 
 def _rebuild(*, autoincrement: bool) -> None:
