@@ -94,7 +94,7 @@ class InboundMail:
         now = self.clock()
         if found.mailbox is Mailbox.UNSUBSCRIBE:
             assert found.public_id is not None
-            subscriber = by_public_id(session, found.public_id)
+            subscriber = by_public_id(session, found.public_id, lock=True)
             if subscriber is None:  # erased, or a signup never confirmed
                 return "nobody to unsubscribe"
             if not unsubscribe(subscriber, now, via="mail"):

@@ -14,6 +14,7 @@ from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus
+from digestd.readers.subscribers import by_public_id
 
 
 class Muting(enum.StrEnum):
@@ -36,10 +37,9 @@ def muting(subscriber: Subscriber, category: str) -> Muting:
 
 
 def reader_to_change(session: Session, public_id: str) -> Subscriber | None:
-    """The reader, locked until the transaction ends (PostgreSQL; SQLite has one writer),
-    so that two mute links clicked at once see each other's change."""
-    query = select(Subscriber).where(Subscriber.public_id == public_id).with_for_update()
-    return session.scalars(query).first()
+    """The reader, locked until the transaction ends, so that two mute links clicked at
+    once see each other's change."""
+    return by_public_id(session, public_id, lock=True)
 
 
 def mute(session: Session, subscriber: Subscriber, category: str) -> Muting:

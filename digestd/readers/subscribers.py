@@ -16,7 +16,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, object_session
 
 from digestd.content.categories import parse_categories
@@ -153,10 +153,28 @@ def frequency_name(subscriber: Subscriber | Preferences) -> str:
 
 
 def by_public_id(session: Session, public_id: str, *, lock: bool = False) -> Subscriber | None:
-    """``lock``: hold the row until the transaction ends (PostgreSQL; SQLite has one
-    writer), so that two clicks on one link at once act one after the other."""
-    query = select(Subscriber).where(Subscriber.public_id == public_id)
-    return session.scalars(query.with_for_update() if lock else query).first()
+    """``lock``: see :func:`locked` (for anything that changes the reader)."""
+    where = Subscriber.public_id == public_id
+    if lock:
+        return locked(session, where)
+    return session.scalars(select(Subscriber).where(where)).first()
+
+
+def locked(session: Session, where: ColumnElement[bool]) -> Subscriber | None:
+    """The reader, held until the transaction ends: two changes at once (a link clicked
+    twice, two tabs, an unsubscribe and a pause) act one after the other, the second on
+    what the first left. PostgreSQL locks the row. A SQLite transaction takes the write
+    lock only at its first write, after this read, so the second change would overwrite
+    the first from a stale read: it takes the lock first, writing the row unchanged."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Subscriber)
+            .where(where)
+            .values(status=Subscriber.status)
+            .execution_options(synchronize_session=False)
+        )
+    query = select(Subscriber).where(where).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
 @dataclass(frozen=True)

@@ -251,7 +251,7 @@ def answer(
     session: Session, public_id: str, choice: Answer, now: datetime, schedule: Schedule
 ) -> Answered | None:
     """What a reader chose from a sunset email; None when they are gone."""
-    subscriber = by_public_id(session, public_id)
+    subscriber = by_public_id(session, public_id, lock=True)
     if subscriber is None:
         return None
     if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED) or (

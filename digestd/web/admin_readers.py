@@ -22,7 +22,7 @@ from digestd.ops.subscriber_views import Search, bounces, received, search
 from digestd.readers import sunset
 from digestd.readers.lifecycle import change_preferences, erase_subscriber, unsubscribe
 from digestd.readers.signups import Held, SignupRequest, SignupResult, request_signup
-from digestd.readers.subscribers import frequency_name, parse_preferences, parse_timezone
+from digestd.readers.subscribers import frequency_name, locked, parse_preferences, parse_timezone
 from digestd.web import params
 from digestd.web.admin_auth import audit
 from digestd.web.admin_pages import action_form, done, operator, page
@@ -238,7 +238,7 @@ def _act(w: Web, subscriber_id: int, action: str, data: Input) -> tuple[str, Sig
     """Do ``action`` to the reader; the word the page will say, and the email to send."""
     now = w.clock()
     with w.sessions.begin() as session:
-        s = session.get(Subscriber, subscriber_id)
+        s = locked(session, Subscriber.id == subscriber_id)
         if s is None:
             raise WebError(404, "There is no such subscriber (erased, or never there).")
         if action in ALLOWED and s.status not in ALLOWED[action]:

@@ -182,7 +182,7 @@ def _act(
 ) -> tuple[dict[str, Any] | None, SignupResult | None]:
     now = w.clock()
     with w.sessions.begin() as session:
-        subscriber = by_public_id(session, public_id)
+        subscriber = by_public_id(session, public_id, lock=True)
         if subscriber is None:
             return None, None
         if action == "resume" and subscriber.status == SubscriberStatus.UNSUBSCRIBED:
@@ -219,7 +219,7 @@ def _act(
 
 def _erase(w: Web, public_id: str) -> None:
     with w.sessions.begin() as session:
-        subscriber = by_public_id(session, public_id)
+        subscriber = by_public_id(session, public_id, lock=True)
         if subscriber is not None:
             erase_subscriber(session, subscriber, w.clock())
 

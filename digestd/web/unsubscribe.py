@@ -79,7 +79,7 @@ async def unsubscribe_post(request: Request) -> Response:
 
 def _unsubscribe(w: Web, public_id: str) -> None:
     with w.sessions.begin() as session:
-        subscriber = by_public_id(session, public_id)
+        subscriber = by_public_id(session, public_id, lock=True)
         # None: erased, there is nobody left to mail
         if subscriber is not None and unsubscribe(subscriber, w.clock(), via="link"):
             w.service.metrics.unsubscribes.labels("link").inc()
