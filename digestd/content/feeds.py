@@ -107,12 +107,12 @@ def inward(host: str) -> bool:
 def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
     """A response hook: a feed on the internet may not redirect to the inside (a
     ``Location: http://169.254.169.254/…`` would make digestd fetch, and mail out as
-    articles, what only the server can reach). A feed the operator put inside may."""
-    outside = not inward(origin)
+    articles, what only the server can reach). A feed the operator put inside may.
+    Names are looked up only when a redirect comes: most fetches have none."""
 
     def check(response: httpx.Response) -> None:
         target = response.next_request.url.host if response.next_request else None
-        if outside and target and inward(target):
+        if target and inward(target) and not inward(origin):
             raise ValueError(f"feed redirected to an inside address ({target})")
 
     return check

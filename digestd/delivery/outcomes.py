@@ -15,6 +15,7 @@ rest of the queue.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 
 from digestd.delivery.queue import Job, Outcome
 from digestd.errors import DeliveryError, PermanentDeliveryError
-from digestd.models import DeliveryStatus
+from digestd.models import DeliveryStatus, EditionKind
 from digestd.planning.planner import MISSED
 from digestd.planning.schedule import catchup_window
 from digestd.readers.bounce_policy import Kind, Stage, Verdict, classify_reply
@@ -102,7 +103,7 @@ class Outcomes:
         return self._refused(job, result, now, storm)
 
     def _window(self, job: Job) -> timedelta:
-        return catchup_window(job.kind, self.catchup)
+        return _windows(self.catchup)[job.kind]
 
     def too_late(self, job: Job, now: datetime) -> Skipped | Unsendable | None:
         """A claimed row past the catch-up window is not sent (never a day late, SPEC §4):
@@ -157,6 +158,12 @@ class Outcomes:
             error = f"gave up after {job.attempts} attempts: {why}"
             return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=error[:1000])
         return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=why[:1000])
+
+
+@functools.cache
+def _windows(catchup: timedelta) -> dict[str, timedelta]:
+    """Each kind's catch-up window, worked out once (the sender asks for every message)."""
+    return {str(kind): catchup_window(kind, catchup) for kind in EditionKind}
 
 
 def verdict_of(error: DeliveryError) -> Verdict:
