@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.feed_polling import LEASE, PollReport, claim, poll_due
-from digestd.content.feeds import register_feed
+from digestd.content.feeds import Fetched, http_fetch, register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.models import Article, Feed
 from tests.feed_server import FeedServer, serving
@@ -170,6 +170,31 @@ def test_two_workers_polling_the_same_feeds_store_each_item_once(
     assert sum(r.articles for r in reports) == 2 * FEEDS
     assert _article_count(sessions) == 2 * FEEDS
     assert sum(r.failed for r in reports) == 0
+
+
+def test_a_hung_feed_holds_one_fetcher_while_the_others_are_fetched_and_stored(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """A feed that answers only at its deadline does not hold back the feeds after it."""
+    paths = _register_many(sessions, feed_server)
+    hung = feed_server.url(paths[0])  # registered first: first in the polling order
+    others_fetched = threading.Semaphore(0)
+
+    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+        if url == hung:  # answers once every other feed was fetched, or fails the run
+            for _ in paths[1:]:
+                if not others_fetched.acquire(timeout=10):
+                    raise AssertionError("the other feeds waited behind the hung one")
+        fetched = http_fetch(url, headers)
+        if url != hung:
+            others_fetched.release()
+        return fetched
+
+    report = poll_due(sessions, NOW, fetch)
+    assert (report.polled, report.failed, report.articles) == (FEEDS, 0, 2 * FEEDS)
+    assert _article_count(sessions) == 2 * FEEDS
+    with sessions() as session:
+        assert all(f.last_success_at == NOW for f in session.scalars(select(Feed)))
 
 
 def test_tick_polls_the_due_feeds_for_cron_users(

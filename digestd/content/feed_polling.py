@@ -9,11 +9,19 @@ outside any transaction; the feed's items and health are then written in one
 transaction of their own, so a database error (a value PostgreSQL refuses, a lost
 connection) fails that feed alone and the run goes on. A bad item is rejected alone,
 counted, logged, and kept in the feed's health.
+
+Up to ``FETCHERS`` feeds are fetched at once, so a slow or hung feed holds one fetcher for
+its deadline, not every feed after it (``digestd tick`` polls before it plans the
+edition). What the fetches bring is written one feed at a time: on SQLite two threads
+each reading then writing would fail one of them, where waiting costs nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -34,6 +42,7 @@ INTERVAL = timedelta(minutes=15)
 MAX_BACKOFF = timedelta(hours=6)
 LEASE = timedelta(minutes=10)  # a claimed feed returns after this if its poller died
 ERROR_CHARS = 500
+FETCHERS = 8  # feeds fetched at once
 
 
 @dataclass
@@ -45,6 +54,14 @@ class PollReport:
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: PollReport) -> None:
+        self.polled += other.polled
+        self.unchanged += other.unchanged
+        self.failed += other.failed
+        self.articles += other.articles
+        self.rejected += other.rejected
+        self.errors.extend(other.errors)
+
     def summary(self) -> str:
         return (
             f"feeds: {self.polled} polled ({self.unchanged} unchanged, {self.failed} failed), "
@@ -55,17 +72,31 @@ class PollReport:
 def poll_due(
     sessions: sessionmaker[Session], now: datetime, fetch: Fetcher = http_fetch
 ) -> PollReport:
-    """Poll every feed due at ``now`` that no other worker has claimed."""
-    report = PollReport()
+    """Poll every feed due at ``now`` that no other worker has claimed, several at once."""
     with sessions() as session:
-        due = session.execute(
-            select(Feed.id, Feed.next_poll_at)
-            .where(Feed.next_poll_at <= now)
-            .order_by(Feed.next_poll_at, Feed.id)
-        ).all()
-    for feed_id, seen in due:
+        due = [
+            (feed_id, seen)
+            for feed_id, seen in session.execute(
+                select(Feed.id, Feed.next_poll_at)
+                .where(Feed.next_poll_at <= now)
+                .order_by(Feed.next_poll_at, Feed.id)
+            )
+        ]
+    writing = threading.Lock()
+
+    def poll(feed: tuple[int, datetime]) -> PollReport:
+        feed_id, seen = feed
+        report = PollReport()
         if claim(sessions, feed_id, seen, now + LEASE):
-            poll_one(sessions, feed_id, now, fetch, report)
+            poll_one(sessions, feed_id, now, fetch, report, writing)
+        return report
+
+    report = PollReport()
+    if not due:
+        return report
+    with ThreadPoolExecutor(min(FETCHERS, len(due)), thread_name_prefix="feed") as pool:
+        for one in pool.map(poll, due):
+            report.add(one)
     return report
 
 
@@ -95,8 +126,11 @@ def poll_one(
     now: datetime,
     fetch: Fetcher,
     report: PollReport,
+    writing: AbstractContextManager[Any] | None = None,
 ) -> None:
-    """Fetch one claimed feed, then store its items and health in one transaction."""
+    """Fetch one claimed feed, then store its items and health in one transaction, inside
+    ``writing`` (held by one poll at a time when several run at once)."""
+    writing = writing or nullcontext()
     with sessions() as session:
         feed = session.get(Feed, feed_id)
         if feed is None:
@@ -112,13 +146,15 @@ def poll_one(
         fetched = fetch(request.url, request.headers)
         if fetched.status not in (200, 304):
             raise ValueError(f"HTTP {fetched.status}")
-        with sessions.begin() as session:
+        with writing, sessions.begin() as session:
             _store(session, feed_id, request, fetched, now, report)
     except (httpx.HTTPError, ValueError, OSError) as exc:
-        _failed(sessions, feed_id, request.url, f"{exc.__class__.__name__}: {exc}", now, report)
+        with writing:
+            _failed(sessions, feed_id, request.url, f"{exc.__class__.__name__}: {exc}", now, report)
     except SQLAlchemyError as exc:
         problem = f"database error: {exc.__class__.__name__}: {first_line(exc)}"
-        _failed(sessions, feed_id, request.url, problem, now, report)
+        with writing:
+            _failed(sessions, feed_id, request.url, problem, now, report)
 
 
 def _store(
