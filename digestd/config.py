@@ -181,6 +181,8 @@ class Settings:
 def _parse_hour(variable: str, raw: str) -> time:
     text = raw.strip()
     try:
+        if not text.isascii():  # int() reads other scripts' digits: "٧" would be 07:00
+            raise ValueError(text)
         if ":" in text:
             hours, minutes = text.split(":", 1)
             return time(int(hours), int(minutes))
@@ -215,18 +217,16 @@ _DOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?
 def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSettings:
     """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``; options after
     ``?`` are listed in :data:`SMTP_OPTIONS` (README: ``DIGESTD_SMTP_URL``)."""
+    shown = without_password(raw)  # messages reach stderr and the journal
     try:
         parts = urlsplit(raw.strip())
     except ValueError as exc:  # an unclosed IPv6 bracket, for one
-        raise ConfigError(variable, f"not a URL: {raw!r} ({exc})") from exc
+        raise ConfigError(variable, f"not a URL: {shown!r} ({exc})") from exc
     if parts.scheme not in ("smtp", "smtps"):
-        raise ConfigError(variable, f"scheme must be smtp:// or smtps://, got {raw!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(variable, f"port is not a number in {raw!r}") from exc
+        raise ConfigError(variable, f"scheme must be smtp:// or smtps://, got {shown!r}")
+    port = values.port(variable, parts, shown)
     if not parts.hostname:
-        raise ConfigError(variable, f"no host in {raw!r}")
+        raise ConfigError(variable, f"no host in {shown!r}")
     query = {
         name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()
     }
@@ -254,6 +254,11 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
     )
     _check_smtp_tls(variable, settings)
     return settings
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    return re.sub(r"(//[^/?#@]*?:)[^/?#@]*@", r"\1***@", url)
 
 
 def _smtp_flag(
@@ -337,10 +342,12 @@ def check_lease_budget(smtp: SmtpSettings | None, tuning: DeliveryTuning) -> Non
 
 
 def _parse_from(variable: str, raw: str) -> tuple[str, str]:
-    from email.utils import parseaddr
+    from email.utils import getaddresses, parseaddr
 
     if "\r" in raw or "\n" in raw:
         raise ConfigError(variable, "must not contain line breaks")
+    if len(getaddresses([raw])) != 1 or raw.count("<") != raw.count(">"):
+        raise ConfigError(variable, "must be one address, as Name <address> or address")
     name, address = parseaddr(raw)
     try:
         address = validate_email(address, check_deliverability=False).normalized

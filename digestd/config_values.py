@@ -82,9 +82,9 @@ def base_url(variable: str, raw: str) -> str:
         raise ConfigError(variable, f"must not contain spaces or line breaks, got {raw[:80]!r}")
     try:
         parts = urlsplit(url)
-        _ = parts.port
     except ValueError as exc:
         raise ConfigError(variable, f"not a valid URL: {raw[:80]!r} ({exc})") from exc
+    port(variable, parts, raw[:80])
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(variable, f"expected an http(s) URL, got {raw[:80]!r}")
     if parts.query or parts.fragment or "@" in parts.netloc or raw.endswith(("?", "#")):
@@ -92,6 +92,18 @@ def base_url(variable: str, raw: str) -> str:
             variable, f"must be a plain http(s) URL without user, query or fragment: {raw[:80]!r}"
         )
     return _ascii_url(variable, parts)
+
+
+def port(variable: str, parts: SplitResult, shown: str) -> int | None:
+    """The URL's port, if it names one: 1 to 65535, in ASCII digits."""
+    try:
+        number = parts.port
+    except ValueError:
+        number = -1
+    digits = parts.netloc.rpartition(":")[2]
+    if number is not None and not (1 <= number <= 65535 and digits.isascii()):
+        raise ConfigError(variable, f"the port must be a number from 1 to 65535 in {shown!r}")
+    return number
 
 
 def _ascii_url(variable: str, parts: SplitResult) -> str:

@@ -164,6 +164,13 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_INBOUND_LISTEN", "127.0.0.1:0"),
         ("DIGESTD_SMTP_STORM_DOMAINS", "1"),
         ("DIGESTD_SMTP_STORM_DOMAINS", "many"),
+        ("DIGESTD_SMTP_URL", "smtp://mail.example.com:0"),  # not "the default port"
+        ("DIGESTD_SMTP_URL", "smtp://mail.example.com:99999"),
+        ("DIGESTD_SMTP_URL", "smtp://mail.example.com:\u0665\u0668\u0667"),  # Arabic-Indic 587
+        ("DIGESTD_BASE_URL", "https://digest.example.com:0"),
+        ("DIGESTD_DAILY_HOUR", "\u0667"),  # Arabic-Indic 7: int() reads it
+        ("DIGESTD_FROM", "a@example.com, b@example.com"),
+        ("DIGESTD_FROM", "Tech Pulse <digest@example.com"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -171,6 +178,30 @@ def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: st
         load_settings({"DIGESTD_DATA_DIR": str(tmp_path), variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(variable)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp://relay:hunter2-secret@mail.example.com:notaport",
+        "smtp://relay:hunter2-secret@mail.example.com:0",
+        "smtpx://relay:hunter2-secret@mail.example.com",
+        "smtp://relay:hunter2-secret@:25",
+        "smtp://relay:hunter2-secret@mail.example.com?tls=1",
+    ],
+)
+def test_a_bad_smtp_url_is_shown_without_its_password(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_SMTP_URL": url})
+    assert caught.value.variable == "DIGESTD_SMTP_URL"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_comma_inside_a_quoted_display_name_is_one_sender(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_FROM": '"Pulse, Tech" <d@news.example.org>'}
+    )
+    assert (settings.from_name, settings.from_address) == ("Pulse, Tech", "d@news.example.org")
 
 
 def test_toml_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
