@@ -51,13 +51,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.daemon import serve
     from digestd.db import make_engine, migrate, open_database
     from digestd.errors import ConfigError
-    from digestd.ops.golive import refusals
+    from digestd.ops.golive import refusals, unknown_variables
     from digestd.service import Service
 
     refused = refusals(settings)
     if refused:
         more = f" (and {len(refused) - 1} more: see digestd check)" if len(refused) > 1 else ""
         raise ConfigError(refused[0].variable, refused[0].problem + more)
+    for finding in unknown_variables(settings):
+        log.warning("%s", finding)
     if args.no_migrate:
         engine = open_database(settings.database_url)
     else:

@@ -25,6 +25,8 @@ from digestd.dev_key import dev_secret
 from digestd.errors import ConfigError
 
 PREFIX = "DIGESTD_"
+# Variables digestd's own test suite and benchmarks read: not settings, and not typos.
+NOT_SETTINGS = ("DIGESTD_TEST_", "DIGESTD_BENCH_")
 LOG_FORMATS = ("text", "logfmt", "json")
 # DIGESTD_TRACK_CLICKS (SPEC §11, README "Clicks"): off, aggregate (counts per edition and
 # article, no per-reader record) or reader (per-reader clicks: learning and sunset).
@@ -54,6 +56,7 @@ class SmtpSettings:
     pipelining: bool = True  # used when the server offers it; False: one command at a time
     insecure_auth: bool = False  # allow AUTH without TLS (a trusted relay on loopback)
     ehlo: str | None = None  # the name said in EHLO; None: aiosmtplib's (this host's FQDN)
+    catcher: bool = False  # a mail catcher that delivers nothing (Mailpit): not going live
 
     @property
     def slowest_message_seconds(self) -> float:
@@ -136,6 +139,9 @@ class Settings:
     weekly_limit: int
     per_source_limit: int
     generated_secret: bool = False  # True when no key was configured (development only)
+    # DIGESTD_* variables of the environment that are no setting (a typo), each with the
+    # setting it is most like, if any: ``digestd run`` warns, ``digestd check`` lists them
+    unknown_variables: tuple[tuple[str, str | None], ...] = ()
     delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
     dkim: DkimSettings | None = None
     log_format: str = "text"  # text | logfmt | json
@@ -208,6 +214,7 @@ SMTP_OPTIONS = (
     "pipelining",
     "insecure_auth",
     "ehlo",
+    "catcher",
 )
 _FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # A domain name (RFC 5321 "Domain"): letters, digits and hyphens in dot-separated labels.
@@ -251,6 +258,7 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
         pipelining=bool(_smtp_flag(variable, query, "pipelining", True)),
         insecure_auth=bool(_smtp_flag(variable, query, "insecure_auth", False)),
         ehlo=_ehlo_name(variable, query["ehlo"]) if "ehlo" in query else None,
+        catcher=bool(_smtp_flag(variable, query, "catcher", False)),
     )
     _check_smtp_tls(variable, settings)
     return settings
@@ -521,6 +529,9 @@ class _Reader:
         # An empty variable is an unset one (compose files write `DIGESTD_X=`): the file's
         # value stands.
         self._raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip()})
+        self._in_environment = {k for k in environ if k.startswith(PREFIX)} - {
+            k for k in environ if k.startswith(NOT_SETTINGS)
+        }
         self._asked: set[str] = set()
 
     def __call__(self, name: str, default: str = "") -> str:
@@ -528,6 +539,17 @@ class _Reader:
         value = self._raw.get(PREFIX + name, "")
         values.check_text(PREFIX + name, value)
         return value.strip() or default
+
+    def unknown_in_environment(self) -> tuple[tuple[str, str | None], ...]:
+        """The environment's ``DIGESTD_*`` names no setting has, each with its likeliest
+        meaning: a misspelt ``DIGESTD_SMTP_ULR`` leaves mail in the catcher otherwise."""
+        import difflib
+
+        found = []
+        for name in sorted(self._in_environment - self._asked):
+            close = difflib.get_close_matches(name, sorted(self._asked), n=1)
+            found.append((name, close[0] if close else None))
+        return tuple(found)
 
     def refuse_unknown(self) -> None:
         """Raise :class:`ConfigError` for a key of the config file no setting has: a
@@ -619,6 +641,7 @@ def load_settings(
         else None,
     )
     get.refuse_unknown()
+    settings = replace(settings, unknown_variables=get.unknown_in_environment())
     if settings.secret_keys:
         return settings
     # Only now that everything else is valid: a bad setting leaves no key file behind.

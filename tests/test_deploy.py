@@ -164,7 +164,7 @@ def test_compose_wires_digestd_to_postgres_and_mailpit() -> None:
     assert digestd["build"]["dockerfile"] == "deploy/Dockerfile"
     assert digestd["depends_on"]["db"]["condition"] == "service_healthy"
     env = digestd["environment"]
-    assert env["DIGESTD_SMTP_URL"] == "smtp://mail:1025"
+    assert env["DIGESTD_SMTP_URL"] == "smtp://mail:1025?catcher=true"
     assert env["DIGESTD_DATABASE_URL"].startswith("postgresql://")
     assert set(env) <= _config_variables()
     # ${NAME:-default} is compose's substitution from the shell; unset here, so the default.
@@ -236,6 +236,7 @@ def test_the_container_entrypoint_runs_outside_docker(tmp_path: Path, env: dict[
             if not healthy:
                 time.sleep(0.3)  # waiting for another process to start listening
         assert healthy, "HEALTHCHECK never passed"
+        assert "/healthz?live" in health[-1]  # liveness, as the compose file's
         compose_check = _compose_healthcheck()
         assert compose_check[0] == "python"
         live = subprocess.run(

@@ -13,9 +13,10 @@ import dkim
 import pytest
 
 from digestd.config import load_settings
-from digestd.ops.golive import dkim_public_key, dns_records
+from digestd.errors import ConfigError
+from digestd.ops.golive import dkim_public_key, dns_records, findings, refusals
 from tests.conftest import ADMIN_TOKEN, SmtpSink
-from tests.helpers import one_line_error, run_digestd
+from tests.helpers import ROOT, one_line_error, run_digestd
 
 PLACEHOLDERS = ("DIGESTD_BASE_URL", "DIGESTD_FROM", "DIGESTD_POSTAL_ADDRESS")
 
@@ -143,3 +144,79 @@ def test_the_dkim_record_verifies_what_digestd_signs(
 def test_a_key_that_is_not_rsa_is_a_finding_not_a_traceback() -> None:
     with pytest.raises(ValueError, match="not an RSA private key"):
         dkim_public_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+
+
+def _example_file() -> dict[str, str]:
+    """deploy/digestd.env.example as an operator who filled in only the relay and the two
+    secrets digestd checks for every command would run it."""
+    lines = (ROOT / "deploy" / "digestd.env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {**values, "DIGESTD_ADMIN_TOKEN": ADMIN_TOKEN, "DIGESTD_DATABASE_URL": "sqlite://"}
+
+
+def test_the_example_files_placeholders_are_refused_with_a_real_relay(tmp_path: Path) -> None:
+    filled = {**_example_file(), "DIGESTD_DATA_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError):  # CHANGE_ME is too short to be a key at all
+        load_settings(filled)
+    filled["DIGESTD_SECRET_KEYS"] = "CHANGE-ME-to-random-keys-0123456789"
+    refused = [finding.variable for finding in refusals(load_settings(filled))]
+    assert refused == [*PLACEHOLDERS, "DIGESTD_SECRET_KEYS"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DIGESTD_FROM", "Digest <DIGEST@EXAMPLE.COM>"),
+        ("DIGESTD_BASE_URL", "http://localhost:8080"),
+        ("DIGESTD_BASE_URL", "http://LOCALHOST./"),
+        ("DIGESTD_BASE_URL", "http://127.0.1.1:9000"),
+        ("DIGESTD_BASE_URL", "http://[::1]:8080"),
+        ("DIGESTD_BASE_URL", "http://0.0.0.0:8080"),
+        ("DIGESTD_BASE_URL", "https://app.localhost"),
+        ("DIGESTD_POSTAL_ADDRESS", "tech pulse, 1 example street, springfield, usa"),
+        ("DIGESTD_POSTAL_ADDRESS", "Replace me with the street address"),
+        ("DIGESTD_SECRET_KEYS", "k" * 32 + ",change-me-to-a-long-random-string"),
+    ],
+)
+def test_a_placeholder_spelt_another_way_is_still_refused(
+    env: dict[str, str], smtp_server: SmtpSink, tmp_path: Path, variable: str, value: str
+) -> None:
+    result = run_digestd({**_live(env, smtp_server), variable: value}, "run", cwd=tmp_path)
+    assert one_line_error(result).startswith(f"digestd: configuration error: {variable}: ")
+
+
+def test_a_relay_that_is_a_mail_catcher_is_not_going_live(
+    env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    """The compose stack's Mailpit keeps every message: its placeholders are no refusal,
+    and check says that nobody receives the mail."""
+    catcher = {**_live(env, smtp_server, *PLACEHOLDERS), "DIGESTD_SECRET_KEYS": "x" * 32}
+    catcher["DIGESTD_SMTP_URL"] += "?catcher=true"
+    settings = load_settings(catcher)
+    assert settings.smtp is not None and settings.smtp.catcher
+    assert refusals(settings) == []
+    found = [str(finding) for finding in findings(settings)]
+    assert found[0] == (
+        "DIGESTD_SMTP_URL: is a mail catcher (?catcher=true): it keeps the mail and nobody "
+        "receives it"
+    )
+    assert [line.split(":")[0] for line in found[1:]] == list(PLACEHOLDERS)
+    del catcher["DIGESTD_SMTP_URL"]  # the same values with a relay that delivers
+    catcher["DIGESTD_SMTP_URL"] = smtp_server.url
+    assert [f.variable for f in refusals(load_settings(catcher))] == list(PLACEHOLDERS)
+
+
+def test_a_misspelt_variable_is_a_finding_of_check(
+    env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    """Settings come from the environment, where a typo is otherwise silently ignored: a
+    misspelt relay leaves every email in the development catcher."""
+    typo = {**_live(env, smtp_server), "DIGESTD_CATCHUP_HOUR": "3", "DIGESTD_SMTP_ULR": "x"}
+    typo["DIGESTD_TEST_DATABASE_URL"] = "sqlite://"  # the test suite's own, not a setting
+    settings = load_settings(typo)
+    assert [str(f) for f in findings(settings)] == [
+        "DIGESTD_CATCHUP_HOUR: is no setting (did you mean DIGESTD_CATCHUP_HOURS?); it is ignored",
+        "DIGESTD_SMTP_ULR: is no setting (did you mean DIGESTD_SMTP_URL?); it is ignored",
+    ]
+    assert refusals(settings) == []  # not refused: the variable may be another program's
+    assert findings(load_settings(_live(env, smtp_server))) == []

@@ -10,9 +10,13 @@ finding and the SPF, DKIM and DMARC records to publish, and sends nothing. A wea
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
+from ipaddress import ip_address
+from urllib.parse import urlsplit
 
 from digestd.config import DEFAULT_FROM_ADDRESS, DEFAULT_POSTAL_ADDRESS, PREFIX, Settings
+from digestd.config_values import GENERATE, PLACEHOLDER_WORDS
 
 TXT_CHUNK = 255  # characters in one DNS character-string (RFC 1035 §3.3)
 
@@ -26,18 +30,31 @@ class Finding:
         return f"{self.variable}: {self.problem}"
 
 
+# Words that mark a value as still to be filled in, compared with case, spaces and
+# punctuation dropped ("CHANGE_ME", "change-me-to-a-long-random-string").
+FILL_IN = ("changeme", "placeholder", "replaceme")
+
+
 def placeholders(settings: Settings) -> list[Finding]:
-    """Settings still at what a development install starts with."""
+    """Settings still at what a development install or an example file starts with."""
     found = []
     if settings.base_url == settings.listen_url:
+        where = f"is the listen address {settings.listen_url}"
+    elif _this_machine(settings.base_url):
+        where = f"points at this machine ({settings.base_url})"
+    elif _fill_in(urlsplit(settings.base_url).hostname or ""):
+        where = f"is a placeholder ({settings.base_url})"
+    else:
+        where = ""
+    if where:
         found.append(
             Finding(
                 PREFIX + "BASE_URL",
-                f"is the listen address {settings.listen_url}: every link in every email "
-                "would point there; set the public https:// address readers reach",
+                f"{where}: every link in every email would point there; set the public "
+                "https:// address readers reach",
             )
         )
-    if settings.from_address == DEFAULT_FROM_ADDRESS:
+    if settings.from_address.lower() == DEFAULT_FROM_ADDRESS or _fill_in(settings.from_address):
         found.append(
             Finding(
                 PREFIX + "FROM",
@@ -45,7 +62,8 @@ def placeholders(settings: Settings) -> list[Finding]:
                 "own fails SPF, DKIM and DMARC; set your own sender",
             )
         )
-    if settings.postal_address == DEFAULT_POSTAL_ADDRESS:
+    postal = _folded(settings.postal_address)
+    if postal == _folded(DEFAULT_POSTAL_ADDRESS) or _fill_in(postal, "example"):
         found.append(
             Finding(
                 PREFIX + "POSTAL_ADDRESS",
@@ -53,23 +71,69 @@ def placeholders(settings: Settings) -> list[Finding]:
                 "(CAN-SPAM)",
             )
         )
+    if any(_fill_in(key, *PLACEHOLDER_WORDS) for key in settings.secret_keys):
+        found.append(
+            Finding(
+                PREFIX + "SECRET_KEYS",
+                "looks like a placeholder: whoever read the example can sign every link "
+                f"(unsubscribe, preferences) for any reader; use random keys: {GENERATE}",
+            )
+        )
     return found
 
 
+def _this_machine(url: str) -> bool:
+    """Whether ``url`` names this machine (localhost, a loopback or unspecified address):
+    from an email, a reader's client would open it on the reader's own machine."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return host.endswith(".localhost")
+    return address.is_loopback or address.is_unspecified
+
+
+def _folded(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
+def _fill_in(text: str, *more: str) -> bool:
+    folded = _folded(text)
+    return any(word in folded for word in (*FILL_IN, *more))
+
+
 def refusals(settings: Settings) -> list[Finding]:
-    """What stops ``digestd run``: placeholders, once mail really leaves (a relay is set)."""
-    return placeholders(settings) if settings.smtp is not None else []
+    """What stops ``digestd run``: placeholders, once mail really leaves (a relay is set,
+    and is not a catcher that keeps every message)."""
+    if settings.smtp is None or settings.smtp.catcher:
+        return []
+    return placeholders(settings)
+
+
+def unknown_variables(settings: Settings) -> list[Finding]:
+    """The environment's ``DIGESTD_*`` variables that are no setting: each is ignored."""
+    return [
+        Finding(name, f"is no setting{f' (did you mean {close}?)' if close else ''}; it is ignored")
+        for name, close in settings.unknown_variables
+    ]
 
 
 def findings(settings: Settings) -> list[Finding]:
-    """What ``digestd check`` reports: no relay at all, or the placeholders."""
+    """What ``digestd check`` reports: no relay that delivers, the placeholders, and
+    variables that are no setting."""
+    return [*_delivery(settings), *unknown_variables(settings)]
+
+
+def _delivery(settings: Settings) -> list[Finding]:
     if settings.smtp is None:
-        relay = Finding(
-            PREFIX + "SMTP_URL",
-            f"is not set: mail is caught in {settings.mail_dir}/ and nobody receives it",
-        )
-        return [relay, *placeholders(settings)]
-    return placeholders(settings)
+        nowhere = f"is not set: mail is caught in {settings.mail_dir}/ and nobody receives it"
+    elif settings.smtp.catcher:
+        nowhere = "is a mail catcher (?catcher=true): it keeps the mail and nobody receives it"
+    else:
+        return placeholders(settings)
+    return [Finding(PREFIX + "SMTP_URL", nowhere), *placeholders(settings)]
 
 
 # --- DNS records --------------------------------------------------------------------------
