@@ -220,3 +220,55 @@ def test_a_misspelt_variable_is_a_finding_of_check(
     ]
     assert refusals(settings) == []  # not refused: the variable may be another program's
     assert findings(load_settings(_live(env, smtp_server))) == []
+
+
+def _key(directory: Path, bits: int) -> Path:
+    path = directory / f"rsa{bits}.pem"
+    generate = ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{bits}"]
+    subprocess.run([*generate, "-out", str(path)], check=True, capture_output=True)
+    return path
+
+
+def test_a_dkim_key_that_cannot_sign_or_counts_for_nothing_stops_every_command(
+    env: dict[str, str], tmp_path: Path, dkim_key: tuple[Path, str]
+) -> None:
+    """Found when reading the settings, with one line, not at the first message signed."""
+    lines = dkim_key[0].read_text().splitlines()
+    lines[5] = lines[5][:-1]  # a line of base64 one character short
+    (tmp_path / "cut.pem").write_text("\n".join(lines) + "\n")
+    problems = {
+        str(tmp_path / "cut.pem"): "is not an RSA private key (",
+        str(_key(tmp_path, 512)): "is a 512-bit key: receivers ignore DKIM signatures",
+    }
+    for path, problem in problems.items():
+        signing = {**env, "DIGESTD_DKIM_SELECTOR": "s1", "DIGESTD_DKIM_KEY_FILE": path}
+        for command in (["tick"], ["check"]):
+            line = one_line_error(run_digestd(signing, *command, cwd=tmp_path))
+            assert line.startswith(f"digestd: configuration error: DIGESTD_DKIM_KEY_FILE: {path} ")
+            assert problem in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DIGESTD_DKIM_SELECTOR", "bad selector!"), ("DIGESTD_DKIM_DOMAIN", "a b")],
+)
+def test_a_dkim_name_that_is_no_dns_name_is_refused(
+    tmp_path: Path, dkim_key: tuple[Path, str], variable: str, value: str
+) -> None:
+    signing = {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_DKIM_SELECTOR": "s1"}
+    signing |= {"DIGESTD_DKIM_KEY_FILE": str(dkim_key[0]), variable: value}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(signing)
+    assert caught.value.variable == variable
+
+
+def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
+    env: dict[str, str], smtp_server: SmtpSink, dkim_key: tuple[Path, str]
+) -> None:
+    signing = {**_live(env, smtp_server), "DIGESTD_DKIM_SELECTOR": "s1"}
+    signing["DIGESTD_DKIM_KEY_FILE"] = str(dkim_key[0])
+    assert findings(load_settings({**signing, "DIGESTD_DKIM_DOMAIN": "example.com"})) == []
+    (finding,) = findings(load_settings({**signing, "DIGESTD_DKIM_DOMAIN": "other.example.org"}))
+    assert str(finding).startswith(
+        "DIGESTD_DKIM_DOMAIN: other.example.org is not the From domain news.example.com"
+    )

@@ -112,6 +112,24 @@ def refusals(settings: Settings) -> list[Finding]:
     return placeholders(settings)
 
 
+def unaligned_dkim(settings: Settings) -> list[Finding]:
+    """A DKIM domain that is neither the From domain nor a parent of it: receivers verify
+    the signature, but DMARC needs its domain aligned with From, so it counts for nothing."""
+    dkim = settings.dkim
+    if dkim is None:
+        return []
+    signer, sender = dkim.domain.lower().rstrip("."), settings.from_domain.lower()
+    if sender == signer or sender.endswith("." + signer):
+        return []
+    return [
+        Finding(
+            PREFIX + "DKIM_DOMAIN",
+            f"{dkim.domain} is not the From domain {settings.from_domain} nor a parent of it: "
+            "DMARC needs the signature aligned with From",
+        )
+    ]
+
+
 def unknown_variables(settings: Settings) -> list[Finding]:
     """The environment's ``DIGESTD_*`` variables that are no setting: each is ignored."""
     return [
@@ -123,7 +141,7 @@ def unknown_variables(settings: Settings) -> list[Finding]:
 def findings(settings: Settings) -> list[Finding]:
     """What ``digestd check`` reports: no relay that delivers, the placeholders, and
     variables that are no setting."""
-    return [*_delivery(settings), *unknown_variables(settings)]
+    return [*_delivery(settings), *unaligned_dkim(settings), *unknown_variables(settings)]
 
 
 def _delivery(settings: Settings) -> list[Finding]:
