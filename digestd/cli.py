@@ -285,11 +285,9 @@ def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
     logs.configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per feed fetched
-        # "setup plugin ..." and "context impl ..." at each start; migrate says which
-        # migrations it runs.
+        # "context impl ..." at each start and a line per migration (its whole docstring):
+        # migrate prints one summary line; -v shows Alembic's own.
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        if args.command in ("migrate", "run"):
-            logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
 
 
 def _collect_from_here() -> None:

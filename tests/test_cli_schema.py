@@ -84,6 +84,7 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     count = len(_versions())
     assert created.stdout.decode() == f"created the schema at {SCHEMA_HEAD}, {count} migrations\n"
+    assert created.stderr == b""  # the summary is all it says (Alembic's lines: with -v)
     assert (tmp_path / "var" / "secret.key").is_file()  # the development key, made once
     again = run_digestd(env, "migrate", cwd=tmp_path)
     assert again.stdout.decode() == f"already at {SCHEMA_HEAD}\n"
@@ -92,6 +93,7 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     upgraded = run_digestd(env, "migrate", cwd=tmp_path)
     later = len([v for v in _versions() if v > "0003"])
     assert upgraded.stdout.decode() == f"upgraded 0003 → {SCHEMA_HEAD}, {later} migrations\n"
+    assert upgraded.stderr == b""
     assert schema_revision(engine) == SCHEMA_HEAD
     engine.dispose()
 
