@@ -159,6 +159,41 @@ def test_a_quote_left_open_is_reported_where_it_opened(
     assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == ["q1@example.com"]
 
 
+def test_a_field_past_the_csv_limit_is_that_rows_error_and_the_rest_imported(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = (
+        "before@example.com,ai,daily,UTC\n"
+        + "huge@example.com,ai,daily,"
+        + "Z" * 200_000
+        + "\n"
+        + "after@example.com,ai,daily,UTC\n"
+    )
+    assert _import(monkeypatch, env, tmp_path, body) == 1
+    err = capsys.readouterr().err
+    assert "line 3: row: not valid CSV (field larger than field limit" in err
+    assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == [
+        "after@example.com",
+        "before@example.com",
+    ]
+
+
+def test_a_file_separated_by_semicolons_is_told_so(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "semicolons.csv"
+    path.write_text("email;categories;frequency;timezone\nann@example.com;ai;daily;UTC\n")
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
+    assert "(the file is separated by semicolons? use commas)" in capsys.readouterr().err
+    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
+
+
 def test_a_header_naming_a_column_twice_is_exit_2_and_imports_nothing(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],

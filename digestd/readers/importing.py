@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any, TextIO
@@ -99,7 +99,7 @@ def import_csv(
     preferences: dict[tuple[str | None, ...], Preferences] = {}
     chunk: list[Row] = []
     read = reader.line_num  # the header's
-    for cells in reader:
+    for cells in _rows(reader, report):
         # A row is reported by the line it starts on: a quote left open runs it on.
         first, line = read + 1, reader.line_num
         advance(line - read)
@@ -128,12 +128,28 @@ def import_csv(
     return report
 
 
+def _rows(reader: Any, report: ImportReport) -> Iterator[list[str]]:
+    """The reader's rows; a row the csv module cannot read (a field past its limit) is
+    reported by its line and skipped, and reading goes on with the next."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.errors.append(RowError(reader.line_num, "row", f"not valid CSV ({exc})"))
+
+
 def _header(cells: list[str]) -> list[str]:
     header = [h.strip().lower() for h in cells]
     missing = [c for c in IMPORT_COLUMNS if c not in header]
     if missing:
+        separated = (
+            " (the file is separated by semicolons? use commas)" if ";" in "".join(cells) else ""
+        )
         raise InputError(
             f"the CSV header must be {','.join(IMPORT_COLUMNS)}; missing {', '.join(missing)}"
+            + separated
         )
     twice = sorted({c for c in IMPORT_COLUMNS if header.count(c) > 1})
     if twice:
