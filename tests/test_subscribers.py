@@ -309,6 +309,22 @@ def test_delete_erases_personal_data_and_keeps_only_a_hash(
     engine.dispose()
 
 
+def test_delete_says_whether_there_was_anyone_to_erase(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _import(monkeypatch, env, tmp_path, "here@example.com,ai,daily,UTC\n") == 0
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "subscribers", "delete", "here@example.com") == 0
+    assert capsys.readouterr().out.startswith("erased: personal data removed;")
+    assert run_cli(monkeypatch, env, "subscribers", "delete", "never@example.com") == 0
+    assert capsys.readouterr().out == (
+        "no subscriber never@example.com; the address is suppressed (kept only as a hash)\n"
+    )
+
+
 def test_delete_with_a_malformed_address_is_exit_2(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -114,6 +114,9 @@ def delete(settings: Settings, args: argparse.Namespace) -> int:
 
     email = _address(args.email)
     with database(settings) as sessions, sessions.begin() as session:
-        erase(session, email, datetime.now(UTC))
-    print("erased: personal data removed; the address is suppressed (kept only as a hash)")
+        found = erase(session, email, datetime.now(UTC))
+    if found:
+        print("erased: personal data removed; the address is suppressed (kept only as a hash)")
+    else:  # still suppressed: the request holds against a later import or list merge
+        print(f"no subscriber {email}; the address is suppressed (kept only as a hash)")
     return 0
