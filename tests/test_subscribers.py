@@ -294,6 +294,39 @@ def test_export_round_trips_the_import_columns_plus_status(
     assert run_cli(monkeypatch, env, "subscribers", "import", str(exported)) == 0
 
 
+def test_an_export_edited_to_unsubscribe_a_reader_does_so_when_imported_back(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = "stays@example.com,ai,daily,UTC\nleaves@example.com,ai,daily,UTC\n"
+    assert _import(monkeypatch, env, tmp_path, body) == 0
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "subscribers", "export") == 0
+    edited = capsys.readouterr().out.replace(
+        "leaves@example.com,ai,daily,UTC,active", "leaves@example.com,ai,daily,UTC,Unsubscribed"
+    )
+    edited += "stranger@example.com,ai,daily,UTC,unsubscribed,,\n"
+    path = tmp_path / "edited.csv"
+    path.write_text(edited)
+    said = []
+    for _ in range(2):  # the second time nothing is left to do
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 1
+        out, err = capsys.readouterr()
+        said.append(out)
+        assert "line 4: status: unsubscribed, but the address is not on the list" in err
+        rows = _subscribers(env["DIGESTD_DATABASE_URL"])
+        assert rows["leaves@example.com"].status == SubscriberStatus.UNSUBSCRIBED
+        assert rows["leaves@example.com"].next_daily_at is None
+        assert rows["stays@example.com"].status == SubscriberStatus.ACTIVE
+        assert "stranger@example.com" not in rows
+    assert said == [
+        "subscribers: 0 added, 1 updated, 1 unsubscribed, 1 rejected\n",
+        "subscribers: 0 added, 1 updated, 1 rejected\n",
+    ]
+
+
 def test_delete_erases_personal_data_and_keeps_only_a_hash(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
 ) -> None:

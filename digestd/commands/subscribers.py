@@ -50,7 +50,8 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
         print(f"rejected {error}", file=sys.stderr)
     print(
         f"subscribers: {report.added} added, {report.updated} updated, "
-        f"{len(report.errors)} rejected"
+        + (f"{report.unsubscribed} unsubscribed, " if report.unsubscribed else "")
+        + f"{len(report.errors)} rejected"
     )
     return 1 if report.errors else 0
 

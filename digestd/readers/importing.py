@@ -5,7 +5,9 @@ The operator vouches for consent, for new rows and for pending ones (a signup ne
 confirmed), and the import's source is recorded as that consent. Nobody is activated
 who has not consented since they last left: an address that unsubscribed, bounced,
 complained or was erased, or a pending one that unsubscribed before, is rejected with
-its reason: re-subscribing them would mail people who asked us to stop.
+its reason: re-subscribing them would mail people who asked us to stop. A ``status`` column
+(an export edited and imported back) may say ``unsubscribed``: that reader is unsubscribed,
+as ``digestd subscribers unsubscribe`` does; any other status changes nothing by itself.
 
 Per chunk of rows: one query for suppressed addresses, one for those already on the list
 (updated through the ORM: a re-import is rare and small), one multi-row insert for the new
@@ -37,6 +39,7 @@ from digestd.models import (
     Suppression,
 )
 from digestd.planning.schedule import next_slot
+from digestd.readers.lifecycle import unsubscribe as stop_mail
 from digestd.readers.spreadsheet import restore
 from digestd.readers.subscribers import (
     Addresses,
@@ -65,6 +68,7 @@ class RowError:
 class ImportReport:
     added: int = 0
     updated: int = 0
+    unsubscribed: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -98,6 +102,7 @@ def import_csv(
     # Most rows share a handful of (categories, frequency, timezone): parse each once.
     preferences: dict[tuple[str | None, ...], Preferences] = {}
     chunk: list[Row] = []
+    leaving: list[tuple[int, str]] = []  # (line, email) of rows whose status is unsubscribed
     read = reader.line_num  # the header's
     for cells in _rows(reader, report):
         # A row is reported by the line it starts on: a quote left open runs it on.
@@ -109,6 +114,12 @@ def import_csv(
         row = dict(zip(header, cells, strict=False))
         try:
             email = addresses.normalise(_cell(row, "email") or "")
+            if (_cell(row, "status") or "").strip().lower() == SubscriberStatus.UNSUBSCRIBED:
+                if email in seen:
+                    raise ValidationError("email", "appears twice in this file")
+                seen.add(email)
+                leaving.append((first, email))
+                continue
             key = (_cell(row, "categories"), _cell(row, "frequency"), _cell(row, "timezone"))
             if key not in preferences:
                 preferences[key] = parse_preferences(key[0] or "", *key[1:], ctx.default_timezone)
@@ -123,7 +134,11 @@ def import_csv(
         if len(chunk) >= IMPORT_CHUNK:
             writer.write(chunk)
             chunk = []
+        if len(leaving) >= IMPORT_CHUNK:
+            writer.unsubscribe(leaving)
+            leaving = []
     writer.write(chunk)
+    writer.unsubscribe(leaving)
     report.errors.sort(key=lambda e: e.line)
     return report
 
@@ -205,6 +220,27 @@ class _Writer:
         self._insert(new)
         # Written (the transaction is still open): forget the objects so memory stays flat
         # however long the file is.
+        session.expunge_all()
+
+    def unsubscribe(self, rows: list[tuple[int, str]]) -> None:
+        """Unsubscribe the readers of rows marked ``unsubscribed`` (one already gone stays
+        so); an address nobody has is that row's error."""
+        session = self.session
+        emails = [email for _, email in rows]
+        existing = {
+            s.email: s
+            for s in session.scalars(
+                select(Subscriber).where(among(session, Subscriber.email, emails))
+            )
+        }
+        for line, email in rows:
+            if email not in existing:
+                self.report.errors.append(
+                    RowError(line, "status", "unsubscribed, but the address is not on the list")
+                )
+            elif stop_mail(existing[email], self.ctx.now, via="import"):
+                self.report.unsubscribed += 1
+        session.flush()
         session.expunge_all()
 
     def _update(self, subscriber: Subscriber, prefs: Preferences) -> None:
