@@ -165,6 +165,7 @@ def _schema_problem(settings: Settings) -> str | None:
 # --- parser ---------------------------------------------------------------------------
 
 
+CONFIG_HELP = "TOML file of DIGESTD_* settings (env wins)"
 # Subscripted for mypy only: argparse's class takes no parameters at run time.
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -176,6 +177,10 @@ def _command(
     ``dev_key``: see :data:`digestd.config.DevKey`."""
     sub = parent.add_parser(name, help=what)
     sub.set_defaults(target=target, dev_key=dev_key)
+    # Also after the command (`digestd stats --config FILE`); SUPPRESS: given before it,
+    # the value stands.
+    sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     return sub
 
 
@@ -190,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="digestd", description="Email digests for a tech-news site."
     )
     parser.add_argument("--version", action="version", version=f"digestd {__version__}")
-    parser.add_argument("--config", type=Path, help="TOML file of DIGESTD_* settings (env wins)")
+    parser.add_argument("--config", type=Path, help=CONFIG_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = _command(commands, "run", "digestd.cli:cmd_run", "HTTP, scheduler and sender", "create")

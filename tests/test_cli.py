@@ -126,6 +126,25 @@ def test_unknown_command_is_exit_2(monkeypatch: pytest.MonkeyPatch, env: dict[st
     assert caught.value.code == 2
 
 
+def test_config_and_verbose_may_follow_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`digestd stats --config FILE` reads FILE as `digestd --config FILE stats` does."""
+    config = tmp_path / "digestd.toml"
+    config.write_text(f"database_url = {env['DIGESTD_DATABASE_URL']!r}\n")
+    without = {k: v for k, v in env.items() if k != "DIGESTD_DATABASE_URL"}
+    monkeypatch.delenv("DIGESTD_DATABASE_URL", raising=False)
+    assert run_cli(monkeypatch, without, "--config", str(config), "stats") == 0
+    before = capsys.readouterr().out
+    assert run_cli(monkeypatch, without, "stats", "--config", str(config), "-v") == 0
+    assert capsys.readouterr().out == before and before.startswith("subscribers:")
+    config.write_text("colour = 3\n")  # read from after the command too, so refused
+    assert run_cli(monkeypatch, without, "stats", "--config", str(config)) == 2
+
+
 def test_stats_counts_the_queue(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],

@@ -25,8 +25,8 @@ def add(settings: Settings, args: argparse.Namespace) -> int:
     minutes = int(INTERVAL.total_seconds() // 60)
     print(
         f"feed {feed.id} registered for {feed.category}: {feed.title or feed.url} "
-        f"({added.items} items now; polled every {minutes} minutes by digestd run or "
-        "digestd tick)"
+        f"({added.items} items in it now, stored by its first poll; polled every {minutes} "
+        "minutes by digestd run or digestd tick)"
     )
     return 0
 
