@@ -125,7 +125,7 @@ def _load_demo(service: Service) -> None:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """Every go-live finding, then the DNS records to publish; sends nothing."""
-    from digestd.ops.golive import Finding, dns_records, findings
+    from digestd.ops.golive import Finding, dns_records, findings, mx_note
 
     found = findings(settings)
     records, problems = dns_records(settings)
@@ -144,6 +144,9 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     for record in records:
         print(f"; {record.kind}: {record.note}")
         print(record.zone_line())
+    mx = mx_note(settings)
+    if mx:
+        print(f"; {mx}")
     return 1 if found else 0
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from digestd.config import load_settings
 from digestd.errors import ConfigError
-from digestd.ops.golive import dkim_public_key, dns_records, findings, refusals
+from digestd.ops.golive import dkim_public_key, dns_records, findings, mx_note, refusals
 from tests.conftest import ADMIN_TOKEN, SmtpSink
 from tests.helpers import ROOT, one_line_error, run_digestd
 
@@ -80,7 +80,8 @@ def test_check_lists_every_finding_and_the_records_and_sends_nothing(
     findings = out[: out.index("3 findings")]
     assert [line.split(":")[0] for line in findings] == list(PLACEHOLDERS)
     assert "DNS records to publish for example.com (zone file lines):" in out
-    assert 'example.com. IN TXT "v=spf1 include:<your relay\'s SPF domain> ~all"' in out
+    # The test's relay is an address (127.0.0.1): the operator's own MTA, no include.
+    assert 'example.com. IN TXT "v=spf1 ip4:<your MTA\'s public address> ~all"' in out
     assert (
         '_dmarc.example.com. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"' in out
     )
@@ -272,3 +273,21 @@ def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
     assert str(finding).startswith(
         "DIGESTD_DKIM_DOMAIN: other.example.org is not the From domain news.example.com"
     )
+
+
+def test_the_spf_advice_follows_the_relay_and_an_inbound_listener_asks_for_an_mx(
+    env: dict[str, str],
+) -> None:
+    named = load_settings({**env, "DIGESTD_SMTP_URL": "smtp://smtp.relay.example:587"})
+    (spf, *_), _ = dns_records(named)
+    assert spf.value == "v=spf1 include:<your relay's SPF domain> ~all"
+    assert "use the include smtp.relay.example documents" in spf.note
+    assert mx_note(named) is None
+    own = load_settings(
+        {**env, "DIGESTD_SMTP_URL": "smtp://192.0.2.25", "DIGESTD_INBOUND_LISTEN": "127.0.0.1:2525"}
+    )
+    (spf, *_), _ = dns_records(own)
+    assert spf.value == "v=spf1 ip4:<your MTA's public address> ~all"
+    assert "192.0.2.25" not in spf.note  # a private or relay-side address is no SPF advice
+    mx = mx_note(own)
+    assert mx is not None and mx.startswith("MX: bounces, complaints and mailto: unsubscribes")

@@ -175,17 +175,7 @@ def dns_records(settings: Settings) -> tuple[list[Record], list[Finding]]:
     """SPF, DKIM (when digestd signs) and DMARC for the From domain, and any finding made
     while deriving them (a DKIM key whose public half cannot be read)."""
     domain = settings.from_domain
-    relay = settings.smtp.host if settings.smtp else "your relay"
-    records = [
-        Record(
-            "SPF",
-            domain,
-            "v=spf1 include:<your relay's SPF domain> ~all",
-            f"bounces go to bounces+…@{domain}, so receivers check SPF there: use the include "
-            f"{relay} documents (your own MTA: ip4:/ip6: its addresses). One SPF record per "
-            "domain: merge with one that exists.",
-        )
-    ]
+    records = [_spf(settings)]
     problems = []
     if settings.dkim is not None:
         dkim = settings.dkim
@@ -212,6 +202,39 @@ def dns_records(settings: Settings) -> tuple[list[Record], list[Finding]]:
         )
     )
     return records, problems
+
+
+def _spf(settings: Settings) -> Record:
+    """SPF for the bounce domain: a relay's documented include, or, for the operator's own
+    MTA (the relay is an address or this machine), the public addresses it sends from."""
+    domain, host = settings.from_domain, settings.smtp.host if settings.smtp else ""
+    try:
+        own = bool(ip_address(host))
+    except ValueError:
+        own = host == "localhost"
+    if own:
+        value = "v=spf1 ip4:<your MTA's public address> ~all"
+        which = "list the public addresses your MTA sends from (ip4:, ip6:)"
+    else:
+        value = "v=spf1 include:<your relay's SPF domain> ~all"
+        which = f"use the include {host or 'your relay'} documents"
+    note = (
+        f"bounces go to bounces+…@{domain}, so receivers check SPF there: {which}. One SPF "
+        "record per domain: merge with one that exists."
+    )
+    return Record("SPF", domain, value, note)
+
+
+def mx_note(settings: Settings) -> str | None:
+    """With the LMTP listener on, what the From domain's MX must be (no record to paste:
+    only the operator knows their MTA's name)."""
+    if settings.inbound_listen is None:
+        return None
+    return (
+        f"MX: bounces, complaints and mailto: unsubscribes arrive at …@{settings.from_domain}: "
+        "its MX must be the MTA that hands them to DIGESTD_INBOUND_LISTEN "
+        '(deploy/README.md "Mail in")'
+    )
 
 
 def dkim_public_key(private_pem: bytes) -> str:
