@@ -217,7 +217,7 @@ def test_import_never_resubscribes_someone_who_left(
 ) -> None:
     assert run_cli(monkeypatch, env, "subscribers", "delete", "gone@example.com") == 0
     assert _import(monkeypatch, env, tmp_path, "gone@example.com,ai,daily,UTC\n") == 1
-    assert "on the suppression list" in capsys.readouterr().err
+    assert "line 2: email: is on the suppression list (erased)" in capsys.readouterr().err
     assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
 
 

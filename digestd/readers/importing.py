@@ -190,12 +190,12 @@ class _Writer:
             return
         session = self.session
         emails = [email for _, email, _ in chunk]
-        suppressed = set(
-            session.scalars(
-                select(Suppression.email_hash).where(
+        suppressed = dict(
+            session.execute(
+                select(Suppression.email_hash, Suppression.reason).where(
                     among(session, Suppression.email_hash, map(email_hash, emails))
                 )
-            )
+            ).tuples()
         )
         existing = {
             s.email: s
@@ -206,10 +206,9 @@ class _Writer:
         new: list[Row] = []
         for line, email, prefs in chunk:
             try:
-                if email_hash(email) in suppressed:
-                    raise ValidationError(
-                        "email", "is on the suppression list (unsubscribed or bounced)"
-                    )
+                reason = suppressed.get(email_hash(email))
+                if reason is not None:
+                    raise ValidationError("email", f"is on the suppression list ({reason})")
                 if email in existing:
                     self._update(existing[email], prefs)
                 else:
