@@ -190,13 +190,14 @@ class _Writer:
             return
         session = self.session
         emails = [email for _, email, _ in chunk]
-        suppressed = dict(
-            session.execute(
+        suppressed = {
+            hashed: reason
+            for hashed, reason in session.execute(
                 select(Suppression.email_hash, Suppression.reason).where(
                     among(session, Suppression.email_hash, map(email_hash, emails))
                 )
-            ).tuples()
-        )
+            )
+        }
         existing = {
             s.email: s
             for s in session.scalars(
