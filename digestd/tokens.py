@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 
@@ -103,6 +104,13 @@ def _fields(payload: object) -> tuple[str, ...] | None:
     if isinstance(payload, list) and payload and all(isinstance(f, str) for f in payload):
         return tuple(payload)
     return None
+
+
+class BounceTarget(NamedTuple):
+    """What a VERP address names: a digest's delivery, or (other mail) the reader."""
+
+    delivery_id: int | None
+    subscriber_id: int | None
 
 
 class Tokens:
@@ -201,15 +209,33 @@ class Tokens:
 
     def bounce_tag(self, delivery_id: int) -> str:
         """``<id>.<signature>``: the VERP part of the envelope sender (fits a local part)."""
-        value = str(delivery_id).encode()
+        return self._signed_tag(str(delivery_id))
+
+    def reader_bounce_tag(self, subscriber_id: int) -> str:
+        """``r<id>.<signature>``: the VERP part for mail to a reader that is no digest (a
+        confirmation, welcome or sunset email): its bounce names the reader."""
+        return self._signed_tag(f"r{subscriber_id}")
+
+    def _signed_tag(self, value: str) -> str:
         mac = self._bounce_mac.copy()
-        mac.update(value)
+        mac.update(value.encode())
         signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
-        return (value + b"." + signature).decode("ascii")
+        return f"{value}.{signature.decode('ascii')}"
 
     def read_bounce_tag(self, tag: str) -> int:
+        """The delivery id of a tag :meth:`bounce_tag` made."""
+        target = self.read_bounce_target(tag)
+        if target.delivery_id is None:
+            raise BadToken("not a digest's bounce address")
+        return target.delivery_id
+
+    def read_bounce_target(self, tag: str) -> BounceTarget:
+        """Whom a tag of :meth:`bounce_tag` or :meth:`reader_bounce_tag` names."""
         try:
-            return int(self._bounce.unsign(tag))
+            value = self._bounce.unsign(tag).decode("ascii")
+            if value.startswith("r") and value[1:].isdigit():
+                return BounceTarget(None, int(value[1:]))
+            return BounceTarget(int(value), None)
         except (BadSignature, ValueError) as exc:
             raise BadToken("not a bounce address digestd made") from exc
 

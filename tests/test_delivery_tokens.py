@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import time_machine
 
-from digestd.tokens import ExpiredToken, Purpose, Tokens
+from digestd.tokens import BadToken, ExpiredToken, Purpose, Tokens
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,17 @@ def test_bounce_tags_round_trip_and_refuse_tampering() -> None:
     assert tag == tokens._bounce.sign("4242").decode()
     with pytest.raises(Exception, match="not a bounce address"):
         tokens.read_bounce_tag(tag.replace("4242", "4243"))
+
+
+def test_a_readers_bounce_tag_names_the_reader_and_never_a_delivery() -> None:
+    tokens = Tokens(["key-0123456789abcdef"])
+    tag = tokens.reader_bounce_tag(77)
+    assert tag.startswith("r77.")
+    assert tokens.read_bounce_target(tag) == (None, 77)
+    assert tokens.read_bounce_target(tokens.bounce_tag(77)) == (77, None)
+    with pytest.raises(BadToken):
+        tokens.read_bounce_tag(tag)  # a digest's delivery is never read from it
+    with pytest.raises(BadToken):  # the signature covers the "r": no moving between kinds
+        tokens.read_bounce_target("r" + tokens.bounce_tag(77))
+    with pytest.raises(BadToken):
+        Tokens(["another-key-0123456789"]).read_bounce_target(tag)

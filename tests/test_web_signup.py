@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import time_machine
@@ -13,13 +15,17 @@ from starlette.applications import Starlette
 
 from digestd.config import load_settings
 from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.readers.bounces import Outcome, process_report
 from digestd.readers.subscribers import email_hash
 from digestd.service import Service
-from digestd.tokens import Purpose
-from tests.conftest import CLIENT_IP, WebRig
+from digestd.tokens import Purpose, Tokens
+from tests.conftest import CLIENT_IP, TEST_KEY, WebRig
 from tests.helpers import parse, parts
 from tests.live_server import LiveServer
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
+
+POSTFIX_DSN = (Path(__file__).parent / "fixtures" / "postfix-dsn-550.eml").read_bytes()
+TAG_1 = Tokens([TEST_KEY]).bounce_tag(1)  # the VERP tag the fixture was made with
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -329,3 +335,32 @@ def test_a_confirmation_after_erasure_lifts_the_erasure_suppression(web: WebRig)
         )
     assert status == SubscriberStatus.ACTIVE
     assert web.service.tokens.read(Purpose.CONFIRM, links["confirm"].rsplit("/", 1)[1])
+
+
+def test_a_confirmation_that_bounces_suppresses_the_address_it_was_sent_to(
+    web: WebRig,
+) -> None:
+    """The signup email's envelope sender names its reader (VERP), so a mistyped address's
+    bounce is found and acts as a digest's would; a forged tag changes no one."""
+    assert web.client.post("/subscribe", json={"email": "tpyo@example.com", **SIGNUP}).is_success
+    (sent,) = web.smtp.messages
+    found = re.fullmatch(r"bounces\+(r\d+\.[A-Za-z0-9_-]+)@news\.example\.com", sent.envelope_from)
+    assert found is not None, sent.envelope_from
+    reader = web.subscriber("tpyo@example.com")
+    assert reader is not None and found.group(1).startswith(f"r{reader.id}.")
+    forged = POSTFIX_DSN.replace(
+        TAG_1.encode(), f"r{reader.id}.forgedAAAAAAAAAAAAAAAAAAAAAAA".encode()
+    )
+    dsn = POSTFIX_DSN.replace(TAG_1.encode(), found.group(1).encode())
+    with web.service.sessions.begin() as session:
+        unmatched = process_report(session, forged, web.service.tokens, NOW)
+        result = process_report(session, dsn, web.service.tokens, NOW)
+    assert unmatched.outcome is Outcome.UNMATCHED
+    assert (result.outcome, result.matched_by) == (Outcome.HARD_BOUNCE, "verp")
+    assert (result.delivery_id, result.subscriber_id) == (None, reader.id)
+    after = web.subscriber("tpyo@example.com")
+    assert after is not None and after.status == SubscriberStatus.BOUNCED
+    with web.service.sessions() as session:
+        assert session.get(Suppression, email_hash("tpyo@example.com")) is not None
+    again = web.client.post("/subscribe", json={"email": "tpyo@example.com", **SIGNUP})
+    assert again.status_code == 202 and len(web.smtp.messages) == 1  # nothing more sent

@@ -1,7 +1,9 @@
 """Which recipients digestd's LMTP listener serves, all at the From address's domain:
 
 - ``bounces+<delivery id>.<signature>``: the VERP envelope sender of each digest;
-- ``bounces``: the envelope sender of signup emails (their bounces name no delivery);
+- ``bounces+r<subscriber id>.<signature>``: that of a reader's other mail (confirmation,
+  welcome, sunset): its bounce names the reader;
+- ``bounces``: the envelope sender of send-tests (their bounces name nobody);
 - ``complaints``: where mailbox providers' feedback loops send ARF reports;
 - ``unsubscribe+<public id>.<signature>``: a reader's own unsubscribe address, the
   ``mailto:`` of their ``List-Unsubscribe`` header (:meth:`digestd.tokens.Tokens.mailto_tag`).
@@ -41,7 +43,7 @@ def served(address: str, domain: str, tokens: Tokens) -> Served | None:
     try:
         if box == Mailbox.BOUNCES:
             if plus:
-                tokens.read_bounce_tag(tag)  # only checked: the report is matched later
+                tokens.read_bounce_target(tag)  # only checked: the report is matched later
             return Served(Mailbox.BOUNCES)
         if box == Mailbox.COMPLAINTS and not plus:
             return Served(Mailbox.COMPLAINTS)

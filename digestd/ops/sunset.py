@@ -160,7 +160,7 @@ class Sunset:
     async def _send(self, reader: Reader, stage: str, now: datetime) -> bool:
         try:
             await self.transport.send(
-                f"bounces@{self.settings.from_domain}",
+                self.composer.reader_envelope_from(reader.id),
                 ascii_address(reader.email),
                 self.message(reader, stage, now),
             )

@@ -35,13 +35,13 @@ from digestd.readers import ledger
 from digestd.readers.bounce_policy import Kind
 from digestd.readers.report_parts import ReportError
 from digestd.readers.reports import MAX_REPORT_BYTES, Report, parse, read
-from digestd.tokens import BadToken, Tokens
+from digestd.tokens import BadToken, BounceTarget, Tokens
 
 __all__ = ["MAX_REPORT_BYTES", "Outcome", "ReportError", "ReportResult", "process_report"]
 
 log = logging.getLogger(__name__)
 
-_VERP = re.compile(rb"bounces\+([0-9]+\.[A-Za-z0-9_-]+)@", re.IGNORECASE)
+_VERP = re.compile(rb"bounces\+(r?[0-9]+\.[A-Za-z0-9_-]+)@", re.IGNORECASE)
 _MESSAGE_ID = re.compile(
     r"<(?:daily|weekly)\.\d{4}-\d{2}-\d{2}\.(\d{1,18})\.([A-Za-z0-9_-]{16})@[^>]+>"
 )
@@ -115,7 +115,10 @@ def process_report(
         ledger.record(session, event, delivery_id=None, subscriber_id=None, now=now)
         return _result(report, Outcome.UNMATCHED, None, False)
     delivery_id, subscriber_id, _ = found
-    if ledger.already_recorded(session, delivery_id, report.kind, report.source):
+    repeat = delivery_id is not None and ledger.already_recorded(
+        session, delivery_id, report.kind, report.source
+    )
+    if repeat:
         suppressed = ledger.is_suppressed(session, subscriber_id)
         return _result(report, _OUTCOME[report.kind], found, suppressed, repeated=True)
     suppressed = ledger.record(
@@ -142,7 +145,7 @@ def _event(report: Report, kind: Kind, channel: str) -> ledger.Event:
 def _result(
     report: Report,
     outcome: Outcome,
-    found: tuple[int, int, str] | None,
+    found: tuple[int | None, int, str] | None,
     suppressed: bool,
     *,
     repeated: bool = False,
@@ -169,38 +172,47 @@ def _envelope_headers(message: Message) -> list[str]:
     return [str(v) for name in _ENVELOPE_HEADERS for v in (message.get_all(name) or [])]
 
 
-def _verp(tokens: Tokens, addresses: Sequence[str]) -> int | None:
-    """The delivery id of the first valid VERP address among ``addresses``."""
+def _targets(tokens: Tokens, text: bytes) -> list[BounceTarget]:
+    """Whom each valid VERP address in ``text`` names, in order."""
+    found = []
+    for match in _VERP.finditer(text):
+        try:
+            found.append(tokens.read_bounce_target(match.group(1).decode("ascii")))
+        except BadToken:
+            continue
+    return found
+
+
+def _verp(tokens: Tokens, addresses: Sequence[str]) -> BounceTarget | None:
+    """Whom the first valid VERP address among ``addresses`` names."""
     for address in addresses:
-        for match in _VERP.finditer(address.encode("utf-8", "replace")):
-            try:
-                return tokens.read_bounce_tag(match.group(1).decode("ascii"))
-            except BadToken:
-                continue
+        for target in _targets(tokens, address.encode("utf-8", "replace")):
+            return target
     return None
 
 
 def _locate(
-    session: Session, raw: bytes, report: Report, tokens: Tokens, verp: int | None
-) -> tuple[int, int, str] | None:
-    """(delivery id, subscriber id, how) for a report that proves which message it is about."""
+    session: Session, raw: bytes, report: Report, tokens: Tokens, verp: BounceTarget | None
+) -> tuple[int | None, int, str] | None:
+    """(delivery id, subscriber id, how) for a report that proves which message it is about;
+    no delivery id for mail that is no digest (its VERP address names the reader)."""
     # 1. VERP: the envelope address the bounce came to, else wherever it appears in the
     # report (X-Postfix-Sender, ARF Original-Mail-From, the original's Return-Path); its
     # signature is checked. The report's recipient is not compared with the reader's: a
     # reader whose mail is forwarded gets bounces naming the forwarding target, and which
     # delivery they are about is exactly what VERP tells where the recipient cannot.
-    candidates = [verp] if verp is not None else []
-    for match in _VERP.finditer(raw):
-        try:
-            candidates.append(tokens.read_bounce_tag(match.group(1).decode("ascii")))
-        except BadToken:
-            continue
-    for delivery_id in candidates:
-        subscriber_id = session.scalar(
-            select(Delivery.subscriber_id).where(Delivery.id == delivery_id)
-        )
-        if subscriber_id is not None:
-            return delivery_id, subscriber_id, "verp"
+    given = [verp] if verp is not None else []
+    for target in [*given, *_targets(tokens, raw)]:
+        if target.delivery_id is None:
+            reader = session.scalar(
+                select(Subscriber.id).where(Subscriber.id == target.subscriber_id)
+            )
+        else:
+            reader = session.scalar(
+                select(Delivery.subscriber_id).where(Delivery.id == target.delivery_id)
+            )
+        if reader is not None:
+            return target.delivery_id, reader, "verp"
     # 2. The Message-ID digestd gave the original: its keyed tag must be the one digestd
     # makes for that delivery, and the recipients must agree.
     if report.original is None:

@@ -198,6 +198,7 @@ def welcome(
         SignupRequest.of(subscriber, ""),
         sent_at=now,
         upcoming=coming,
+        subscriber_id=subscriber.id,
     )
 
 

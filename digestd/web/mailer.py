@@ -140,5 +140,7 @@ class SignupMailer:
         """Raises :class:`~digestd.errors.DeliveryError` when the mail server refuses."""
         data = self.message(signup, now, editions)
         return await self.transport.send(
-            f"bounces@{self.settings.from_domain}", ascii_address(signup.email), data
+            self.composer.reader_envelope_from(signup.subscriber_id),
+            ascii_address(signup.email),
+            data,
         )
