@@ -1,8 +1,10 @@
 """Going live: the settings that must not reach readers, and the DNS records mail needs.
 
-With a real ``DIGESTD_SMTP_URL``, ``digestd run`` refuses to start on a placeholder (links to
-the listen address, the example sender or postal address); ``digestd check`` lists every
-finding and the SPF, DKIM and DMARC records to publish, and sends nothing. A weak
+With a real ``DIGESTD_SMTP_URL`` (not a ``?catcher=true`` one), ``digestd run`` refuses to
+start on a placeholder (links to this machine, the example sender or postal address, a
+value an example file marks ``CHANGE_ME``); ``digestd check`` lists every finding, with
+variables that are no setting and an unaligned DKIM domain, and the SPF, DKIM and DMARC
+records to publish, and sends nothing. A weak
 ``DIGESTD_ADMIN_TOKEN`` never gets this far: reading the settings refuses it
 (:func:`digestd.config_values.admin_token`), for every command.
 """
