@@ -208,7 +208,10 @@ def test_feeds_add_fetches_once_then_stores_and_lists_the_feed(
     url = feed_server.url("rss.xml")
     added = run_digestd(env, "feeds", "add", url, "--category", "Robotics")
     assert added.returncode == 0, added.stderr
-    assert b"feed 1 registered for robotics: Robot Report & Friends (3 items in it now, stored by its first poll" in added.stdout
+    assert (
+        b"feed 1 registered for robotics: Robot Report & Friends (3 items in it now, stored by its first poll"
+        in added.stdout
+    )
     assert feed_server.fetches("rss.xml") == 1
     again = run_digestd(env, "feeds", "add", url, "--category", "robotics")
     assert "is already registered" in one_line_error(again)
