@@ -209,8 +209,8 @@ def test_feeds_add_fetches_once_then_stores_and_lists_the_feed(
     added = run_digestd(env, "feeds", "add", url, "--category", "Robotics")
     assert added.returncode == 0, added.stderr
     assert (
-        b"feed 1 registered for robotics: Robot Report & Friends (3 items in it now, stored by its first poll"
-        in added.stdout
+        b"feed 1 registered for robotics: Robot Report & Friends "
+        b"(3 items in it now, stored by its first poll" in added.stdout
     )
     assert feed_server.fetches("rss.xml") == 1
     again = run_digestd(env, "feeds", "add", url, "--category", "robotics")
