@@ -145,7 +145,9 @@ def test_a_readers_next_edition_by_address_and_from_their_page(web: WebRig, sent
     assert empty.status_code == 404 and "Nothing to send" in text_of(empty.text)
     missing = web.client.get(f"{LIST}/preview?email=nobody@example.com&kind=daily")
     assert missing.status_code == 404
-    assert "email: no subscriber has the address nobody@example.com" in text_of(missing.text)
+    assert "Reader's address: no subscriber has the address nobody@example.com" in text_of(
+        missing.text
+    )
     bad = web.client.get(f"{LIST}/preview?email=ann@example.com&kind=hourly")
     assert bad.status_code == 400 and "kind:" in text_of(bad.text)
     assert _deliveries(web).count(("ann@example.com", "sent")) == 1  # nothing queued
@@ -174,10 +176,10 @@ def test_a_test_send_from_the_page_uses_up_nobodys_edition(web: WebRig) -> None:
 @pytest.mark.parametrize(
     ("fields", "status", "problem"),
     [
-        ({"kind": "hourly", "to": "a@example.com"}, 400, "kind: daily or weekly"),
+        ({"kind": "hourly", "to": "a@example.com"}, 400, "Edition: daily or weekly"),
         ({"kind": "daily", "to": ""}, 400, "to is required"),
         ({"kind": "daily", "to": "not an address"}, 400, "to:"),
-        ({"kind": "daily", "to": "a@example.com", "categories": "cooking"}, 400, "categories:"),
+        ({"kind": "daily", "to": "a@example.com", "categories": "cooking"}, 400, "Categories:"),
         ({"kind": "daily", "to": "a@example.com", "categories": "quantum"}, 404, "Nothing"),
     ],
 )
@@ -248,7 +250,7 @@ def test_send_now_to_everyone_needs_the_box_ticked(web: WebRig) -> None:
         sign_in(web.client)
         refused = _trigger(web, kind="daily", who="all")
         assert refused.status_code == 400
-        assert "everyone: tick the box" in text_of(refused.text)
+        assert "Every active reader: tick the box" in text_of(refused.text)
         assert _deliveries(web) == []
         answer = _trigger(web, kind="daily", who="all", everyone="yes")
         assert "queued=4" in answer.headers["location"], answer.headers["location"]
@@ -259,9 +261,9 @@ def test_send_now_to_everyone_needs_the_box_ticked(web: WebRig) -> None:
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"kind": "daily", "who": "listed", "emails": ""}, "emails:"),
-        ({"kind": "daily", "who": "listed", "emails": "ann@example.com nope"}, "emails[1]:"),
-        ({"kind": "monthly", "who": "all", "everyone": "yes"}, "kind:"),
+        ({"kind": "daily", "who": "listed", "emails": ""}, "Addresses: must be"),
+        ({"kind": "daily", "who": "listed", "emails": "ann@example.com nope"}, "address 2:"),
+        ({"kind": "monthly", "who": "all", "everyone": "yes"}, "Edition: daily or weekly"),
     ],
 )
 def test_a_bad_send_now_is_shown_on_the_page_and_queues_nothing(

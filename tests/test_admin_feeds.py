@@ -90,7 +90,7 @@ def test_what_is_not_a_feed_is_refused_in_the_form_and_nothing_is_stored(
     ("fields", "problem"),
     [
         ({"url": "ftp://example.com/feed", "category": "ai"}, "URL: expected an http(s) feed URL"),
-        ({"url": "https://example.com/feed", "category": "cooking"}, "category: unknown"),
+        ({"url": "https://example.com/feed", "category": "cooking"}, "Category: unknown"),
         ({"url": "", "category": "ai"}, "url is required"),
     ],
 )

@@ -242,11 +242,12 @@ def test_preferences_change_and_bad_ones_are_refused_naming_the_field(
     )  # fmt: skip
     assert bob.next_daily_at is None and bob.next_weekly_at is not None
     for bad, field in (
-        ({**fields, "categories": ["cooking"]}, "categories"),
-        ({**fields, "frequency": "hourly"}, "frequency"),
-        ({**fields, "timezone": "Mars/Olympus"}, "timezone"),
+        ({**fields, "categories": ["cooking"]}, "Categories"),
+        ({**fields, "frequency": "hourly"}, "Frequency"),
+        ({**fields, "timezone": "Mars/Olympus"}, "Time zone"),
     ):
         answer = submit(web.client, path, path, **bad)
+        # named as the form labels the field, not by its internal name
         assert answer.status_code == 400 and f"{field}:" in text_of(answer.text)
     assert sorted(_reader(web, "bob@example.org").category_slugs) == ["fintech", "saas"]
 
@@ -255,7 +256,7 @@ def test_erasure_needs_the_address_typed_out(web: WebRig, ids: dict[str, int]) -
     path = f"/admin/subscribers/{ids['bob']}"
     for typed in ("", "bob@example.com", "yes"):
         answer = submit(web.client, path, path, action="erase", confirm_email=typed)
-        assert answer.status_code == 400 and "confirm_email:" in text_of(answer.text)
+        assert answer.status_code == 400 and "Address: type the reader" in text_of(answer.text)
     assert web.subscriber("bob@example.org") is not None
     answer = submit(web.client, path, path, action="erase", confirm_email=" BOB@example.org ")
     assert answer.headers["location"] == "/admin/subscribers?done=erased"

@@ -78,7 +78,11 @@ def test_every_problem_is_named_at_once_each_by_its_field(web: WebRig) -> None:
     assert _inline(page, "categories") == "Choose at least one category."
     assert "daily, weekly or both" in _inline(page, "frequency")
     assert "Unknown IANA timezone 'Atlantis/Capital'" in _inline(page, "timezone")
-    assert "Please check Email, Topics, How often, Timezone" in text_of(page)
+    assert "Please check Email , Topics , How often , Timezone" in text_of(page)
+    # the summary leads to each field; the first refused one has the focus
+    for target in ("email", "cat-all", "frequency-daily", "timezone"):
+        assert f'<a href="#{target}">' in page
+    assert page.count("autofocus") == 1 and re.search(r'id="email"[^>]*autofocus', page)
     assert '<details class="topics" id="topics" open>' in page  # the tiles, to choose some
     assert 'value="Atlantis/Capital"' in page and 'value="ann@"' in page
     _nothing_happened(web)

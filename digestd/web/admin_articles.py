@@ -7,10 +7,11 @@ edition). The same actions as ``/api/articles/{id}/pin|hold``
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -24,7 +25,7 @@ from digestd.errors import ValidationError
 from digestd.models import Article, ArticleCategory
 from digestd.web import params
 from digestd.web.admin_auth import audit
-from digestd.web.admin_pages import action_form, done, operator, page
+from digestd.web.admin_pages import action_form, done, operator, page, refusal
 from digestd.web.api_articles import apply
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
@@ -38,6 +39,7 @@ NOTICES = {
     "held": "Held: it goes in no edition planned from now on.",
     "released": "Released: it may go in editions again.",
 }
+UNTIL = "Pin until (UTC)"  # the label of an article's ``until`` field
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,24 @@ class Wanted:
     state: str | None = None  # pinned | held
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An action the list refused: on which article, why, and what was typed as ``until``."""
+
+    article: str
+    field: str | None
+    message: str
+    until: str
+
+
 @operator
 async def list_page(request: Request) -> Response:
-    w = web(request)
     params.only(request, "q", "category", "kind", "source", "state", "cursor", "done")
+    return await _listing(request)
+
+
+async def _listing(request: Request, refused: Refused | None = None) -> Response:
+    w = web(request)
     wanted = Wanted(
         (params.text(request, "q", 200) or "").strip(),
         params.choice(request, "category", list(CATEGORIES)),
@@ -83,8 +99,15 @@ async def list_page(request: Request) -> Response:
         "next_query": query if more else None,
         "back": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         "default_until": (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+        "typed_until": None,
     }
-    return page(request, "admin_articles.html", "articles", context, notices=NOTICES)
+    if refused is not None:
+        context["error"], field = refusal({"until": UNTIL}, refused.field, refused.message)
+        if field and any(r["id"] == refused.article for r in rows):  # on this page of the list
+            context["error_field"] = _until_id(refused.article)
+        context["typed_until"] = refused.until
+    status = 400 if refused is not None else 200
+    return page(request, "admin_articles.html", "articles", context, notices=NOTICES, status=status)
 
 
 def _page(
@@ -144,7 +167,13 @@ def _row(a: Article, now: datetime) -> dict[str, Any]:
         "pinned_until": a.pinned_until if a.pinned_until and a.pinned_until > now else None,
         "pin_over": a.pinned_until is not None and a.pinned_until <= now,
         "held": a.held,
+        "until_id": _until_id(a.id),
     }
+
+
+def _until_id(article_id: str) -> str:
+    """An HTML id for the article's "Pin until" field (article ids may hold any character)."""
+    return "until-" + hashlib.sha256(article_id.encode()).hexdigest()[:12]
 
 
 def _in_site_order(slugs: set[str]) -> list[str]:
@@ -160,13 +189,16 @@ async def article_action(request: Request) -> Response:
     action = data.text("action", 20, required=True)
     if action not in ACTIONS:
         raise WebError(400, f"action: unknown action {action[:20]!r}", field="action")
-    until = _until(data.text("until", 40)) if action == "pin" else None
+    typed = data.text("until", 40)
     try:
+        until = _until(typed) if action == "pin" else None
         await w.db(apply, w, article_id, action, until)
     except ValidationError as exc:
         audit(request, f"page.article.{action}", "refused", article=article_id[:80])
-        status = 404 if exc.field == "id" else 400
-        raise WebError(status, str(exc), field=exc.field) from exc
+        if exc.field == "id":
+            raise WebError(404, str(exc), field=exc.field) from exc
+        refused = Refused(article_id, exc.field, exc.problem, typed)
+        return await _listing(_back_to_list(request, data.text("back", 2000)), refused)
     audit(request, f"page.article.{action}", "ok", article=article_id[:80])
     return done("/admin/articles", ACTIONS[action], **_filters(data.text("back", 2000)))
 
@@ -183,14 +215,21 @@ def _filters(back: str) -> dict[str, str]:
     }
 
 
+def _back_to_list(request: Request, back: str) -> Request:
+    """The list the refused action came from, as a GET of it: it is shown again, with the
+    error, where the operator was (README: a refused form comes back with the error)."""
+    query = urlencode(_filters(back)).encode()
+    return Request({**request.scope, "method": "GET", "query_string": query}, request.receive)
+
+
 def _until(raw: str) -> datetime:
     """The form's ``datetime-local`` (read as UTC, as the page says) or an ISO time with a zone."""
     if not raw:
-        raise WebError(400, "until: required, the time the pin runs out", field="until")
+        raise ValidationError("until", "required, the time the pin runs out")
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise WebError(400, f"until: not a date and time: {raw[:40]!r}", field="until") from exc
+        raise ValidationError("until", f"not a date and time: {raw[:40]!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -8,6 +8,7 @@ now") are :mod:`digestd.web.admin_sending`'s; the list page carries their forms.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,10 +25,10 @@ from digestd.ops import engagement
 from digestd.ops.edition_report import EditionReport, EditionRow, editions, report
 from digestd.ops.engagement import TOP_STORIES, EditionStats, StoryStats
 from digestd.web import params
-from digestd.web.admin_pages import REFRESH_SECONDS, operator, page
+from digestd.web.admin_pages import REFRESH_SECONDS, operator, page, refusal
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
-from digestd.web.view import VIEW_CSP
+from digestd.web.view import VIEW_CSP, as_web_page, subject_of
 
 PAGE = 30
 # What the sending tools' forms hold before anything is typed.
@@ -39,6 +40,17 @@ NOTICES = {
     "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
     "{empty}. Could not be rendered (recorded as failed): {failed}. Addresses that are not "
     "active readers of this edition: {ineligible}.",
+}
+# The tools' fields by the id of their input ("form-field"), as the forms label them.
+FIELDS = {
+    "preview-email": "Reader's address",
+    "preview-kind": "Edition",
+    "test-to": "Send to",
+    "test-kind": "Edition",
+    "test-categories": "Categories",
+    "trigger-kind": "Edition",
+    "trigger-emails": "Addresses",
+    "trigger-everyone": "Every active reader",
 }
 COUNTS = ("n", "queued", "already", "later", "empty", "failed", "ineligible")
 ADMIN_COPY = (
@@ -57,14 +69,16 @@ async def editions_page(
     request: Request,
     *,
     error: str | None = None,
+    field: str | None = None,
     typed: Mapping[str, str] | None = None,
     status: int = 200,
     notice: str | None = None,
     not_queued: Sequence[Mapping[str, str]] = (),
 ) -> Response:
-    """The list with the sending tools' forms; ``error`` and ``typed``: a refused form, shown
-    again with what the operator typed; ``notice`` and ``not_queued``: what "send now" did,
-    and each address it left out with why."""
+    """The list with the sending tools' forms; ``error``, ``field`` and ``typed``: a refused
+    form, shown again with what the operator typed, the error on the field it is about (the
+    form's own name of it, "email": the form is ``typed["form"]``); ``notice`` and
+    ``not_queued``: what "send now" did, and each address it left out with why."""
     w = web(request)
     cursors = params.Cursors(w.tokens)
     after = cursors.load_id(request, "admin-editions") if request.method == "GET" else None
@@ -83,12 +97,25 @@ async def editions_page(
         "kinds": [str(k) for k in EditionKind],
         "typed": {**TYPED, **(typed or {})},
         "refresh": REFRESH_SECONDS if any(r.waiting for r in rows) and not error else 0,
-        "error": error,
         "not_queued": not_queued,
     }
+    if error is not None:
+        key = f"{context['typed']['form']}-{field}" if field else None
+        context["error"], context["error_field"] = refusal(FIELDS, key, _problem(error, field))
     if notice is not None:
         context["notice"] = notice
     return page(request, "admin_editions.html", "editions", context, notices=NOTICES, status=status)
+
+
+def _problem(error: str, field: str | None) -> str:
+    """The API's message without its field name: "emails[1]: …" says "address 2: …"."""
+    if field is None:
+        return error
+    found = re.match(rf"{re.escape(field)}(?:\[(\d+)\])?: ", error)
+    if found is None:
+        return error
+    at = f"address {int(found[1]) + 1}: " if found[1] is not None else ""
+    return at + error[found.end() :]
 
 
 def _editions(
@@ -147,8 +174,12 @@ def _digest_html(w: Web, digest_id: int) -> str | None:
 
 
 def admin_copy(w: Web, template: MessageTemplate) -> str:
-    """A digest's HTML for an operator: nobody's links (the reader's own are left out)."""
-    return template.html(_NO_LINKS, personal=ADMIN_COPY)
+    """A digest's HTML for an operator: nobody's links (the reader's own are left out),
+    titled as a preview of this site's, not as the reader's email."""
+    page = template.html(_NO_LINKS, personal=ADMIN_COPY)
+    subject = subject_of(page)
+    title = f"Preview · {subject} · {w.settings.site_name}"
+    return as_web_page(page, title, f"Preview: {subject}")
 
 
 class _NoLinks(dict[str, str]):

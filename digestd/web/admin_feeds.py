@@ -18,7 +18,7 @@ from digestd.errors import InputError
 from digestd.ops import feed_admin
 from digestd.web import params
 from digestd.web.admin_auth import audit
-from digestd.web.admin_pages import action_form, done, operator, page
+from digestd.web.admin_pages import action_form, done, operator, page, refusal
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 
@@ -29,6 +29,10 @@ NOTICES = {
     "poll-failed": "The poll failed; the feed's row says why. It is retried with a growing pause.",
     "busy": "Not polled: another poll of this feed had just started.",
 }
+# The form's fields by the id of their input, as its labels name them.
+FIELDS = {"feed-url": "Feed URL", "feed-category": "Category"}
+# The prefixes of the CLI's messages (digestd.content.feeds) and the field each is about.
+_PREFIXES = {"URL: ": "feed-url", "--category: ": "feed-category"}
 
 
 @operator
@@ -38,7 +42,11 @@ async def feeds_page(request: Request) -> Response:
 
 
 async def _page(
-    request: Request, *, error: str | None = None, typed: dict[str, str] | None = None
+    request: Request,
+    *,
+    error: str | None = None,
+    field: str | None = None,
+    typed: dict[str, str] | None = None,
 ) -> Response:
     w = web(request)
     feeds = await w.db(_health, w)
@@ -50,7 +58,7 @@ async def _page(
         "typed": typed or {"url": "", "category": ""},
     }
     if error:
-        context["error"] = error
+        context["error"], context["error_field"] = refusal(FIELDS, field, error)
     return page(
         request, "admin_feeds.html", "feeds", context, notices=NOTICES, status=400 if error else 200
     )
@@ -69,13 +77,13 @@ async def add(request: Request) -> Response:
     category = data.text("category", 40, required=True)
     typed = {"url": url, "category": category}
     if category not in CATEGORIES:
-        error = f"category: unknown category {category!r}"
-        return await _page(request, error=error, typed=typed)
+        error = f"unknown category {category!r}"
+        return await _page(request, error=error, field="feed-category", typed=typed)
     try:
         added = await w.db(add_feed, w.sessions, url, category, w.clock())
     except InputError as exc:
         audit(request, "page.feed.add", "refused")
-        return await _page(request, error=str(exc), typed=typed)
+        return await _page(request, **_field_of(str(exc)), typed=typed)
     audit(request, "page.feed.add", "ok", feed=added.feed.id)
     return done("/admin/feeds", "added", n=str(added.items))
 
@@ -99,6 +107,14 @@ async def act(request: Request) -> Response:
         audit(request, "page.feed.poll", outcome, feed=feed_id, articles=report.articles)
         return done("/admin/feeds", outcome, n=str(report.articles))
     raise WebError(400, f"action: unknown action {action[:20]!r}", field="action")
+
+
+def _field_of(message: str) -> dict[str, str | None]:
+    """The CLI's message ("URL: …") as the page's error and the field it is about."""
+    for prefix, field in _PREFIXES.items():
+        if message.startswith(prefix):
+            return {"error": message.removeprefix(prefix), "field": field}
+    return {"error": message, "field": None}
 
 
 def _remove(w: Web, feed_id: int) -> bool:

@@ -91,6 +91,7 @@ def page(
         "sections": SECTIONS,
         "notice": notice,
         "error": None,
+        "error_field": None,  # the id of the field ``error`` is about, if it is one field's
         "refresh": 0,
         "now": w.clock(),
         **context,
@@ -98,6 +99,14 @@ def page(
         "logout_csrf": csrf.token("admin-logout", "-"),
     }
     return csrf.attach(request, w.pages.render(template, full, status))
+
+
+def refusal(labels: Mapping[str, str], field: str | None, message: str) -> tuple[str, str | None]:
+    """A refused field's message in the operator's words ("Feed URL: …", never the form's
+    internal name "url: …"), and that field's key in ``labels`` (None: the whole form's)."""
+    if field is None or field not in labels:
+        return message, None
+    return f"{labels[field]}: {message.removeprefix(f'{field}: ')}", field
 
 
 def _count(raw: str) -> str:

@@ -25,7 +25,7 @@ from digestd.readers.signups import Held, SignupRequest, SignupResult, request_s
 from digestd.readers.subscribers import frequency_name, locked, parse_preferences, parse_timezone
 from digestd.web import params
 from digestd.web.admin_auth import audit
-from digestd.web.admin_pages import action_form, done, operator, page
+from digestd.web.admin_pages import action_form, done, operator, page, refusal
 from digestd.web.api_lists import subscribers_csv
 from digestd.web.body import Input
 from digestd.web.context import Web, web
@@ -55,6 +55,13 @@ ALLOWED = {
     "confirm": {SubscriberStatus.PENDING},
 }
 ACTIONS = ("unsubscribe", "resubscribe", "confirm", "save", "erase")
+# The forms' fields by the id of the control an error marks, as the page labels them.
+FIELDS = {
+    "confirm_email": "Address",
+    "categories": "Categories",
+    "frequency": "Frequency",
+    "timezone": "Time zone",
+}
 
 
 @operator
@@ -135,7 +142,11 @@ async def reader_page(request: Request) -> Response:
 
 
 async def _reader_response(
-    request: Request, subscriber_id: int, *, error: str | None = None, status: int = 200
+    request: Request,
+    subscriber_id: int,
+    *,
+    error: ValidationError | None = None,
+    status: int = 200,
 ) -> Response:
     w = web(request)
     found = await w.db(_record, w, subscriber_id)
@@ -152,7 +163,7 @@ async def _reader_response(
         **found,
     }
     if error:
-        context["error"] = error
+        context["error"], context["error_field"] = refusal(FIELDS, error.field, str(error))
     return page(
         request, "admin_reader.html", "subscribers", context, notices=NOTICES, status=status
     )
@@ -221,9 +232,7 @@ async def reader_action(request: Request) -> Response:
         word, signup = await w.db(_act, w, subscriber_id, action, data)
     except ValidationError as exc:
         audit(request, f"page.subscriber.{action}", "refused", subscriber=subscriber_id)
-        return await _reader_response(
-            request, subscriber_id, error=f"{exc.field}: {exc.problem}", status=400
-        )
+        return await _reader_response(request, subscriber_id, error=exc, status=400)
     audit(request, f"page.subscriber.{action}", word, subscriber=subscriber_id)
     if action == "erase":
         return done("/admin/subscribers", "erased")

@@ -49,12 +49,14 @@ async def preview_by_address(request: Request) -> Response:
         email = normalise_email(raw)
     except ValidationError as exc:
         typed = {"form": "preview", "email": raw, "kind": str(kind)}
-        return await editions_page(request, error=str(exc), typed=typed, status=400)
+        return await editions_page(
+            request, error=str(exc), field=exc.field, typed=typed, status=400
+        )
     subscriber_id = await w.db(_reader_id, w, email)
     if subscriber_id is None:
         typed = {"form": "preview", "email": raw, "kind": str(kind)}
-        error = f"email: no subscriber has the address {email}"
-        return await editions_page(request, error=error, typed=typed, status=404)
+        error = f"no subscriber has the address {email}"
+        return await editions_page(request, error=error, field="email", typed=typed, status=404)
     return await _preview(request, w, subscriber_id, kind)
 
 
@@ -149,8 +151,10 @@ async def _refused(
     request: Request, exc: ValidationError | WebError, typed: dict[str, str]
 ) -> Response:
     if isinstance(exc, WebError):
-        return await editions_page(request, error=exc.message, typed=typed, status=exc.status)
-    return await editions_page(request, error=str(exc), typed=typed, status=400)
+        return await editions_page(
+            request, error=exc.message, field=exc.field, typed=typed, status=exc.status
+        )
+    return await editions_page(request, error=str(exc), field=exc.field, typed=typed, status=400)
 
 
 def _address(raw: str, field: str) -> str:

@@ -9,12 +9,11 @@ The additions go into the email's own HTML (its ``<head>`` and the start of its
 from __future__ import annotations
 
 import html
-import re
 
 from digestd.mail.template import MessageTemplate
 from digestd.web.context import Web
 from digestd.web.shelves import KIND_WORDS, Shelved, shelf_name, subscribe_path
-from digestd.web.view import LINK_STYLE
+from digestd.web.view import LINK_STYLE, as_web_page
 
 # Tap targets of at least 44 px (the footer's links are styled the same, see web.view).
 NAV_LINK = "display:inline-block;padding:12px 8px;line-height:20px;"
@@ -28,9 +27,6 @@ NAV_STYLE = """<style>
   .archive-nav a { color: #93c5fd !important; }
 }
 </style>"""
-_TITLE = re.compile(r"<title>.*?</title>", re.I | re.S)
-_HEAD_END = re.compile(r"</head>", re.I)
-_BODY_START = re.compile(r"<body\b[^>]*>", re.I)
 
 
 def edition_page(
@@ -42,7 +38,6 @@ def edition_page(
 ) -> str:
     base = w.settings.base_url
     page = template.html({}, personal=archive_footer(w, shown, previous, following))
-    title = html.escape(f"{shown.title} · {w.settings.site_name}")
     feed_title = html.escape(f"{shelf_name(shown.category)} · {w.settings.site_name}")
     head = (
         f'<link rel="canonical" href="{html.escape(base + shown.path)}">\n'
@@ -52,10 +47,8 @@ def edition_page(
     )
     nav = navigation(w, shown, previous, following)
     # MJML always writes a <title> (the subject), a <head> and a <body>.
-    page = _TITLE.sub(lambda _: f"<title>{title}</title>", page, count=1)
-    page = _HEAD_END.sub(lambda m: head + m.group(0), page, count=1)
-    page = _BODY_START.sub(lambda m: m.group(0) + nav, page, count=1)
-    return page
+    title = f"{shown.title} · {w.settings.site_name}"
+    return as_web_page(page, title, shown.title, head=head, nav=nav)
 
 
 def _steps(previous: Shelved | None, following: Shelved | None, kind: str, style: str) -> str:

@@ -34,6 +34,13 @@ QUESTIONS = {
     ),
     Answer.RESUME: ("Resume your digests?", "Your digests start again.", "Resume my digests"),
 }
+# The page's title once the choice is made: it says what was done (a tab titled "Done"
+# does not, WCAG 2.4.2).
+DONE = {
+    Answer.KEEP: "Your digests keep coming",
+    Answer.WEEKLY: "Weekly recap only",
+    Answer.RESUME: "Your digests start again",
+}
 
 
 def _link(w: Web, request: Request) -> tuple[str, Answer]:
@@ -101,7 +108,7 @@ async def engage_post(request: Request) -> Response:
         if done.wants_daily
         else "the weekly recap"
     )
-    return w.pages.message("Done", f"Thanks! You'll get {frequency}.")
+    return w.pages.message(DONE[choice], f"Thanks! You'll get {frequency}.")
 
 
 ROUTES = [

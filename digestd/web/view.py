@@ -9,6 +9,7 @@ preferences or erasure controls.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -34,6 +35,19 @@ VIEW_CSP = (
 # Footer links are tap targets: at least 44 px tall (WCAG 2.5.5, Apple's guidelines).
 LINK_STYLE = "color:#1d4ed8;display:inline-block;padding:12px 4px;line-height:20px;"
 FEW = 4  # up to this many categories get a link each; more get the archive's index
+# The heading a web page of an email gets, by class so the dark scheme can change it.
+HEADING_STYLE = """<style>
+.page-heading { color: #0f172a; }
+@media (prefers-color-scheme: dark) { .page-heading { color: #f1f5f9 !important; } }
+</style>"""
+HEADING = (
+    '<h1 class="page-heading" style="max-width:600px;margin:0 auto;padding:12px 16px 0;'
+    'box-sizing:border-box;font:700 18px/1.3 Helvetica,Arial,sans-serif;">{}</h1>'
+)
+_TITLE = re.compile(r"<title>(.*?)</title>", re.I | re.S)
+_HEAD_END = re.compile(r"</head>", re.I)
+_BODY_START = re.compile(r"<body\b[^>]*>", re.I)
+_BODY_END = re.compile(r"</body>", re.I)
 
 
 def archive_link(base_url: str, categories: Sequence[str]) -> str:
@@ -63,6 +77,24 @@ def public_footer(w: Web, categories: Sequence[str]) -> str:
         f"each digest email.<br>{archive_link(w.settings.base_url, categories)}"
         f' · <a href="{signup}" style="{LINK_STYLE}">Get these digests</a>'
     )
+
+
+def subject_of(page: str) -> str:
+    """The email's subject: MJML writes it as the document's <title>."""
+    found = _TITLE.search(page)
+    return html.unescape(found[1]).strip() if found else ""
+
+
+def as_web_page(page: str, title: str, heading: str, *, head: str = "", nav: str = "") -> str:
+    """An email's HTML as a page of its own: ``title`` for the tab, ``head`` and ``nav``
+    added, and the email inside a <main> led by an h1 (its own headings start at h2, and a
+    screen reader jumps to the main landmark). The email's markup stays byte for byte.
+    Not for /view: its page is the sent email itself, asserted byte for byte."""
+    heading_html = HEADING.format(html.escape(heading))
+    page = _TITLE.sub(lambda _: f"<title>{html.escape(title)}</title>", page, count=1)
+    page = _HEAD_END.sub(lambda m: head + HEADING_STYLE + "\n" + m[0], page, count=1)
+    page = _BODY_START.sub(lambda m: m[0] + nav + "<main>" + heading_html, page, count=1)
+    return _BODY_END.sub(lambda m: "</main>" + m[0], page, count=1)
 
 
 def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
