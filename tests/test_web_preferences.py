@@ -43,6 +43,16 @@ def test_the_page_shows_the_current_choices(web: WebRig) -> None:
     assert 'id="timezone" name="timezone" value="Europe/Paris" list="zone-list"' in page.text
     assert '<option value="Asia/Kolkata">UTC+05:30' in page.text
     assert "Delete my data" in page.text
+    assert 'role="alert"' not in page.text and "Please check" not in page.text  # no error
+    saved = _post(
+        web,
+        links["preferences"],
+        action="save",
+        categories=["ai"],
+        frequency="weekly",
+        timezone="UTC",
+    )
+    assert "Your preferences are saved" in saved.text and "Please check" not in saved.text
 
 
 def test_saving_changes_categories_frequency_and_timezone_and_reschedules(web: WebRig) -> None:
