@@ -9,6 +9,7 @@ import pytest
 import time_machine
 
 from digestd.config import load_settings
+from digestd.models import Edition, EditionKind
 from digestd.service import Service
 from tests.faultsmtp import FaultySink, running
 from tests.helpers import run_cli
@@ -38,6 +39,9 @@ def test_stats_shows_the_queue_the_last_edition_and_recent_throughput(
             await service.close()
 
         asyncio.run(tick())
+    with service.sessions.begin() as session:  # the archive's own edition of the day before,
+        day_before = f"{SENT_AT - timedelta(days=1):%Y-%m-%d}"  # made after the readers' one
+        session.add(Edition(kind=EditionKind.DAILY, period=day_before, created_at=SENT_AT))
     with time_machine.travel(SENT_AT + timedelta(minutes=5), tick=False):
         assert run_cli(monkeypatch, env, "stats") == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from digestd.models import Delivery, DeliveryStatus, Edition, EditionKind, Subscriber
@@ -83,12 +83,15 @@ def edition(session: Session, edition_id: int) -> dict[str, int]:
 
 
 def latest_editions(session: Session) -> list[EditionCounts]:
-    """The newest edition of each kind that exists, with its counts; daily first."""
+    """The newest edition of each kind that went to readers, with its counts; daily first.
+    An edition with no queue row at all was made for the public archive alone (often after
+    the readers' edition, for an earlier day): it is not "the last edition"."""
     found: list[EditionCounts] = []
     for kind in EditionKind:
+        mailed = exists().where(Delivery.edition_id == Edition.id)
         last = session.execute(
             select(Edition.id, Edition.period, Edition.created_at)
-            .where(Edition.kind == kind)
+            .where(Edition.kind == kind, mailed)
             .order_by(Edition.id.desc())
             .limit(1)
         ).first()
