@@ -133,7 +133,10 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     # APScheduler narrates every job run at INFO; digestd logs each tick's outcome itself.
     logging.getLogger("apscheduler").setLevel(logging.WARNING if level > logging.DEBUG else level)
-    # aiosmtpd (the inbound listener) logs every line of every session at DEBUG: noise when
-    # an operator chases digestd's own behaviour with -v.
+    # aiosmtpd (the inbound listener) logs every line of every session at DEBUG, and each
+    # session's peer, sender and recipients at INFO: digestd logs what each message did
+    # (a bounce, an unsubscribe) itself. Its sessions show with -v, its lines never.
     listener = logging.getLogger("mail.log")
-    listener.setLevel(max(level, listener.level, logging.INFO))
+    listener.setLevel(
+        max(listener.level, logging.WARNING if level > logging.DEBUG else logging.INFO)
+    )

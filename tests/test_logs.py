@@ -167,6 +167,26 @@ def test_the_inbound_listeners_session_dump_stays_out_of_a_verbose_log(
     assert "_handle_client" not in out and "digestd's own debug line" in out
 
 
+def test_the_inbound_listeners_sessions_stay_out_of_an_ordinary_log(
+    captured: io.StringIO,
+) -> None:
+    """Each LMTP session's peer, sender and recipients (aiosmtpd's INFO lines): a line per
+    bounce or unsubscribe comes from digestd itself."""
+    listener = logging.getLogger("mail.log")
+    quieted = listener.level
+    listener.setLevel(logging.NOTSET)
+    real, sys.stderr = sys.stderr, captured
+    try:
+        logs.configure("text", logging.INFO)
+        listener.info("Peer: ('127.0.0.1', 40000)")
+        listener.warning("('127.0.0.1', 40000) too many bogus commands")
+    finally:
+        sys.stderr = real
+        listener.setLevel(quieted)
+    out = captured.getvalue()
+    assert "Peer:" not in out and "too many bogus commands" in out
+
+
 def test_an_event_carries_its_fields_in_json_and_in_logfmt(captured: io.StringIO) -> None:
     fields = {"queued": 2, "sent": 5, "seconds": 0.25, "paused": False, "note": 'two "words"'}
     record = json.loads(_emit("json", captured, logging.INFO, "tick", **fields))
