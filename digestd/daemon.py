@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.applications import Starlette
 
 from digestd.content import feed_polling
 from digestd.errors import DigestdError, first_line
@@ -33,6 +34,7 @@ from digestd.ops.retention import prune
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.connections import ConnectionLimits
+from digestd.web.context import Web
 from digestd.web.server import EmbeddedServer, http_server, listen_socket, open_files_limit
 
 log = logging.getLogger("digestd")
@@ -48,9 +50,10 @@ async def serve(
     await Daemon(service, clock).run(sock or listen_socket(service.settings))
 
 
-async def start_inbound(service: Service) -> lmtp.Inbound | None:
+async def start_inbound(service: Service, web: Web) -> lmtp.Inbound | None:
     """The LMTP listener for bounces, complaints and mailto: unsubscribes, when
-    ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs)."""
+    ``DIGESTD_INBOUND_LISTEN`` is set (a taken port is a ConfigError before anything runs).
+    It emails links with the web's mailer, within the web's signup limits."""
     settings = service.settings
     return await lmtp.start(
         settings.inbound_listen,
@@ -58,6 +61,7 @@ async def start_inbound(service: Service) -> lmtp.Inbound | None:
         service.tokens,
         settings.from_domain,
         service.metrics,
+        links=lmtp.LinkMailer(web.send_signup_email, web.policy.signup_limits),
     )
 
 
@@ -74,10 +78,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        inbound = await start_inbound(self.service)
+        app = create_app(self.service)
+        inbound = await start_inbound(self.service, app.state.web)
         ticks = asyncio.create_task(self.tick_loop(), name="ticks")
         scheduler = self.start_scheduler()
-        server, http = self.start_http(sock)
+        server, http = self.start_http(sock, app)
         await self.stopping.wait()
         unexpected = http.done()
         log.info("stopping: finishing open requests and the batch in flight")
@@ -92,10 +97,12 @@ class Daemon:
             raise DigestdError("the HTTP server stopped unexpectedly; see the log above")
         log.info("stopped")
 
-    def start_http(self, sock: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+    def start_http(
+        self, sock: socket.socket, app: Starlette
+    ) -> tuple[EmbeddedServer, asyncio.Task[None]]:
         settings = self.service.settings
         limits = ConnectionLimits().fitted(open_files_limit())
-        server = http_server(create_app(self.service), settings, limits)
+        server = http_server(app, settings, limits)
         http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
         http.add_done_callback(lambda _: self.stopping.set())  # the server died: stop everything
         log.info(

@@ -19,6 +19,7 @@ from digestd.inbound import lmtp
 from digestd.models import BounceEvent, Subscriber, SubscriberStatus
 from digestd.service import Service
 from digestd.tokens import Tokens
+from digestd.web.app import create_app
 from tests.conftest import TEST_KEY
 from tests.test_bounces import ARF, POSTFIX_DSN, TAG_1, _deliver_days, _subscriber
 
@@ -91,7 +92,7 @@ def test_only_addresses_digestd_made_are_taken(settings: Settings) -> None:
         f"bounces+{other_key.bounce_tag(1)}@{DOMAIN}": b"550 5.1.1",
         f"bounces+{TAG_1}@elsewhere.example": b"550 5.1.1",
         forged: b"550 5.1.1",
-        f"unsubscribe@{DOMAIN}": b"550 5.1.1",  # the old shared address names nobody
+        f"unsubscribe@{DOMAIN}": b"250",  # the old shared address: a link to the sender
         f"postmaster@{DOMAIN}": b"550 5.1.1",
         "reader@example.com": b"550 5.1.1",
     }
@@ -130,6 +131,39 @@ def test_a_bounce_a_complaint_and_an_unsubscribe_each_get_their_own_reply(
     with service.sessions() as session:
         event = session.scalars(select(BounceEvent)).one()
     assert (event.kind, event.source, event.channel) == ("hard", "dsn", "lmtp")
+
+
+def test_mail_to_the_old_shared_address_emails_its_sender_a_link_and_changes_nobody(
+    settings: Settings,
+) -> None:
+    """Emails of older digestd name ``unsubscribe@`` in List-Unsubscribe, and the sender of
+    such a mail can be anyone: a reader is emailed a link to stop their digests (only their
+    inbox can follow it); a stranger gets the same answer, and nobody any email."""
+    service = _deliver_days(settings, ["reader@example.com"])
+    web = create_app(service).state.web
+    links = lmtp.LinkMailer(web.send_signup_email, web.policy.signup_limits)
+    caught = sorted(service.settings.mail_dir.glob("*.eml"))
+
+    async def main() -> list[list[bytes]]:
+        inbound = await lmtp.start(
+            ("127.0.0.1", 0), service.sessions, service.tokens, DOMAIN, links=links
+        )
+        assert inbound is not None
+        port, shared = inbound.address[1], [f"unsubscribe@{DOMAIN}"]
+        try:
+            reader = await lmtp_session(port, "Reader@Example.com", shared, b"Subject: unsub\r\n")
+            stranger = await lmtp_session(port, "who@else.example", shared, b"Subject: unsub\r\n")
+        finally:
+            await lmtp.stop(inbound)
+        return [reader[1], stranger[1]]
+
+    answer = f"250 2.0.0 <unsubscribe@{DOMAIN}>: a link to stop the digests goes to the sender"
+    assert asyncio.run(main()) == [[answer.encode()], [answer.encode()]]
+    new = [p for p in sorted(service.settings.mail_dir.glob("*.eml")) if p not in caught]
+    assert len(new) == 1
+    sent = new[0].read_bytes()
+    assert b"Delivered-To: reader@example.com" in sent and b"Your preferences link" in sent
+    assert _subscriber(service, "reader@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_one_transaction_for_several_recipients_answers_each_in_order(

@@ -6,7 +6,9 @@
 - ``bounces``: the envelope sender of send-tests (their bounces name nobody);
 - ``complaints``: where mailbox providers' feedback loops send ARF reports;
 - ``unsubscribe+<public id>.<signature>``: a reader's own unsubscribe address, the
-  ``mailto:`` of their ``List-Unsubscribe`` header (:meth:`digestd.tokens.Tokens.mailto_tag`).
+  ``mailto:`` of their ``List-Unsubscribe`` header (:meth:`digestd.tokens.Tokens.mailto_tag`);
+- ``unsubscribe``: the shared address of emails older digestd sent. It names nobody (the
+  sender can be anyone), so the sender's address is emailed a link to stop their digests.
 
 Signatures are checked here, at RCPT: an address digestd did not make is refused before
 any content is taken.
@@ -47,8 +49,9 @@ def served(address: str, domain: str, tokens: Tokens) -> Served | None:
             return Served(Mailbox.BOUNCES)
         if box == Mailbox.COMPLAINTS and not plus:
             return Served(Mailbox.COMPLAINTS)
-        if box == Mailbox.UNSUBSCRIBE and plus:
-            return Served(Mailbox.UNSUBSCRIBE, tokens.read_mailto_tag(tag))
+        if box == Mailbox.UNSUBSCRIBE:
+            # Without a tag: the shared address older digestd wrote in List-Unsubscribe.
+            return Served(Mailbox.UNSUBSCRIBE, tokens.read_mailto_tag(tag) if plus else None)
     except BadToken:
         return None
     return None

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,12 +28,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from digestd.errors import ConfigError, first_line
+from digestd.errors import ConfigError, ValidationError, first_line
 from digestd.inbound.addresses import Mailbox, Served, served
 from digestd.instruments import Metrics
 from digestd.readers.bounces import MAX_REPORT_BYTES, ReportError, process_report
 from digestd.readers.lifecycle import unsubscribe
-from digestd.readers.subscribers import by_public_id
+from digestd.readers.signups import SignupLimits, SignupResult, request_manage_link_by_email
+from digestd.readers.subscribers import Addresses, by_public_id
 from digestd.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ class InboundMail:
         domain: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
+        links: LinkMailer | None = None,
     ) -> None:
         self.sessions = sessions
         self.tokens = tokens
         self.domain = domain
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.links = links
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -68,10 +71,37 @@ class InboundMail:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
         assert isinstance(raw, bytes)  # decode_data=False
-        replies = [
-            await asyncio.to_thread(self.deliver, recipient, raw) for recipient in envelope.rcpt_tos
-        ]
+        replies = []
+        for recipient in envelope.rcpt_tos:
+            found = served(recipient, self.domain, self.tokens)
+            assert found is not None  # refused at RCPT otherwise
+            if found.mailbox is Mailbox.UNSUBSCRIBE and found.public_id is None:
+                replies.append(await self._link_for(envelope.mail_from or "", recipient))
+            else:
+                replies.append(await asyncio.to_thread(self.deliver, recipient, raw))
         return "\r\n".join(replies)  # LMTP: one reply per recipient, in RCPT order
+
+    async def _link_for(self, sender: str, recipient: str) -> str:
+        """Mail to the old shared address: the sender is emailed a link to stop their
+        digests, if they are a reader; the same reply whoever they are."""
+        if self.links is not None:
+            try:
+                signup = await asyncio.to_thread(self._manage_link, sender)
+            except SQLAlchemyError as exc:
+                log.error("mail to the shared unsubscribe address not handled: %s", first_line(exc))
+                return f"451 4.3.0 <{recipient}>: cannot take it now, try again later"
+            if signup.notice is not None:
+                await self.links.send(signup)
+        return f"250 2.0.0 <{recipient}>: a link to stop the digests goes to the sender"
+
+    def _manage_link(self, sender: str) -> SignupResult:
+        try:
+            email = Addresses().normalise(sender)
+        except ValidationError:
+            return SignupResult(None)
+        assert self.links is not None
+        with self.sessions.begin() as session:
+            return request_manage_link_by_email(session, email, self.clock(), self.links.limits)
 
     def deliver(self, recipient: str, raw: bytes) -> str:
         """Record what ``raw`` means for ``recipient``; the LMTP reply for it."""
@@ -105,6 +135,15 @@ class InboundMail:
             session, raw, self.tokens, now, channel="lmtp", envelope_to=[recipient]
         )
         return f"{result.outcome}{' (repeated)' if result.repeated else ''}"
+
+
+@dataclass(frozen=True)
+class LinkMailer:
+    """How the listener emails a reader a link to their preferences (the web's mailer),
+    within the signup limits: mail to the shared address may come from anyone."""
+
+    send: Callable[[SignupResult], Awaitable[None]]
+    limits: SignupLimits
 
 
 @dataclass
@@ -194,12 +233,13 @@ async def start(
     domain: str,
     metrics: Metrics | None = None,
     max_sessions: int = MAX_SESSIONS,
+    links: LinkMailer | None = None,
 ) -> Inbound | None:
     """Serve LMTP on ``listen`` (``DIGESTD_INBOUND_LISTEN``); None when it is not set."""
     if listen is None:
         return None
     sock = bind(listen)
-    handler = InboundMail(sessions, tokens, domain, metrics=metrics)
+    handler = InboundMail(sessions, tokens, domain, metrics=metrics, links=links)
     open_sessions = _Open(max_sessions)
 
     def protocol() -> LMTP:

@@ -238,7 +238,21 @@ def request_manage_link(
     session: Session, public_id: str, now: datetime, limits: SignupLimits
 ) -> SignupResult:
     """A fresh preferences link, emailed, for a reader whose link expired."""
-    subscriber = by_public_id(session, public_id)
+    return _manage_link(session, by_public_id(session, public_id), now, limits)
+
+
+def request_manage_link_by_email(
+    session: Session, email: str, now: datetime, limits: SignupLimits
+) -> SignupResult:
+    """The same for whoever has ``email``: the link goes to that address only, so asking
+    for someone else's changes nothing but their inbox (within the same limits)."""
+    found = session.scalars(select(Subscriber).where(Subscriber.email == email)).first()
+    return _manage_link(session, found, now, limits)
+
+
+def _manage_link(
+    session: Session, subscriber: Subscriber | None, now: datetime, limits: SignupLimits
+) -> SignupResult:
     if subscriber is None or subscriber.status not in _MANAGEABLE:
         return SignupResult(None, held=Held.NOBODY)
     held = _claim(session, subscriber.email, now, limits)
