@@ -230,23 +230,26 @@ def _key(directory: Path, bits: int) -> Path:
     return path
 
 
-def test_a_dkim_key_that_cannot_sign_or_counts_for_nothing_stops_every_command(
+def test_a_dkim_key_that_cannot_sign_or_counts_for_nothing_is_refused_before_sending(
     env: dict[str, str], tmp_path: Path, dkim_key: tuple[Path, str]
 ) -> None:
-    """Found when reading the settings, with one line, not at the first message signed."""
+    """In one line when the sender starts, not with a traceback at the first message
+    signed; check lists it as a finding."""
     lines = dkim_key[0].read_text().splitlines()
     lines[5] = lines[5][:-1]  # a line of base64 one character short
     (tmp_path / "cut.pem").write_text("\n".join(lines) + "\n")
     problems = {
-        str(tmp_path / "cut.pem"): "is not an RSA private key (",
-        str(_key(tmp_path, 512)): "is a 512-bit key: receivers ignore DKIM signatures",
+        str(tmp_path / "cut.pem"): "DIGESTD_DKIM_KEY_FILE: not an RSA private key (",
+        str(_key(tmp_path, 512)): "DIGESTD_DKIM_KEY_FILE: a 512-bit key: receivers ignore DKIM",
     }
+    assert run_digestd(env, "migrate", cwd=tmp_path).returncode == 0
     for path, problem in problems.items():
         signing = {**env, "DIGESTD_DKIM_SELECTOR": "s1", "DIGESTD_DKIM_KEY_FILE": path}
-        for command in (["tick"], ["check"]):
-            line = one_line_error(run_digestd(signing, *command, cwd=tmp_path))
-            assert line.startswith(f"digestd: configuration error: DIGESTD_DKIM_KEY_FILE: {path} ")
-            assert problem in line
+        line = one_line_error(run_digestd(signing, "tick", cwd=tmp_path))
+        assert line.startswith(f"digestd: configuration error: {problem}")
+        checked = run_digestd(signing, "check", cwd=tmp_path)
+        assert checked.returncode == 1 and checked.stderr == b""
+        assert any(row.startswith(problem) for row in checked.stdout.decode().splitlines())
 
 
 @pytest.mark.parametrize(

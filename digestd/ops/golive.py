@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from digestd.config import DEFAULT_FROM_ADDRESS, DEFAULT_POSTAL_ADDRESS, PREFIX, Settings
 from digestd.config_values import GENERATE, PLACEHOLDER_WORDS
+from digestd.errors import ConfigError
 
 TXT_CHUNK = 255  # characters in one DNS character-string (RFC 1035 §3.3)
 
@@ -175,17 +176,24 @@ class Record:
 
 def dns_records(settings: Settings) -> tuple[list[Record], list[Finding]]:
     """SPF, DKIM (when digestd signs) and DMARC for the From domain, and any finding made
-    while deriving them (a DKIM key whose public half cannot be read)."""
+    while deriving them (a DKIM key digestd cannot sign with, or too short to count)."""
+    from digestd.mail.dkim import MIN_BITS, key_bits, too_short
+
     domain = settings.from_domain
     records = [_spf(settings)]
     problems = []
     if settings.dkim is not None:
         dkim = settings.dkim
         try:
+            bits = key_bits(dkim.private_key)
             public = dkim_public_key(dkim.private_key)
+        except ConfigError as exc:
+            problems.append(Finding(exc.variable, exc.problem))
         except ValueError as exc:
             problems.append(Finding(PREFIX + "DKIM_KEY_FILE", str(exc)))
         else:
+            if bits < MIN_BITS:
+                problems.append(Finding(PREFIX + "DKIM_KEY_FILE", too_short(bits)))
             records.append(
                 Record(
                     "DKIM",
