@@ -199,6 +199,11 @@ def test_a_long_address_and_the_import_header_fit_a_phone(site: Site) -> None:
     admin = site.tab(width=PHONE["width"], admin=True)
     admin.goto(f"{site.base}/admin/import")
     assert fits(admin), "/admin/import"
+    narrowest = site.tab(width=320)  # WCAG 1.4.10's reflow width: topic tiles in two columns
+    for path in ("/subscribe?categories=ai", site.preferences):
+        narrowest.goto(site.base + path)
+        narrowest.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        assert fits(narrowest), path
 
 
 def _blur(page: Page) -> None:
@@ -301,13 +306,20 @@ def test_auto_refresh_waits_for_the_operator_and_can_be_paused(site: Site) -> No
     _blur(page)
     with page.expect_event("load"):
         page.clock.run_for(11_000)  # nobody busy: it follows the send
+    page.get_by_role("button", name="Pause auto-refresh").focus()
+    assert not _reloads(page, 35_000)  # the keyboard is on the button: it stays there
     page.get_by_role("button", name="Pause auto-refresh").click()
     _blur(page)
     assert not _reloads(page, 35_000)  # paused
     assert page.locator("#refresh-state").inner_text() == "Auto-refresh paused."
-    page.get_by_role("button", name="Resume auto-refresh").click()
-    with page.expect_event("load"):
-        page.clock.run_for(11_000)
+    with page.expect_event("load"):  # resumed: at once
+        page.get_by_role("button", name="Resume auto-refresh").click()
+    # Without the script (JavaScript off) the box stays hidden, whatever its class shows.
+    display = page.evaluate(
+        "() => { const box = document.getElementById('refresh'); box.hidden = true;"
+        " return getComputedStyle(box).display; }"
+    )
+    assert display == "none"
     page.goto(f"{site.base}/admin/editions")
     page.locator("#preview-email").fill("someone@exa")
     _blur(page)
