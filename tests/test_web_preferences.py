@@ -53,6 +53,11 @@ def test_the_page_shows_the_current_choices(web: WebRig) -> None:
         timezone="UTC",
     )
     assert "Your preferences are saved" in saved.text and "Please check" not in saved.text
+    refused = _post(web, links["preferences"], action="delete")  # the box left unticked
+    assert refused.status_code == 400
+    assert (
+        'href="#confirm_delete">Please check Yes, delete everything about me: it is' in refused.text
+    )
 
 
 def test_saving_changes_categories_frequency_and_timezone_and_reschedules(web: WebRig) -> None:
