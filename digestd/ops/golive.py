@@ -177,12 +177,12 @@ class Record:
 def dns_records(settings: Settings) -> tuple[list[Record], list[Finding]]:
     """SPF, DKIM (when digestd signs) and DMARC for the From domain, and any finding made
     while deriving them (a DKIM key digestd cannot sign with, or too short to count)."""
-    from digestd.mail.dkim import MIN_BITS, key_bits, too_short
-
     domain = settings.from_domain
     records = [_spf(settings)]
     problems = []
     if settings.dkim is not None:
+        from digestd.mail.dkim import MIN_BITS, key_bits, too_short  # dkimpy: when it signs
+
         dkim = settings.dkim
         try:
             bits = key_bits(dkim.private_key)
