@@ -74,6 +74,20 @@ def test_an_import_runs_in_the_background_and_reports_each_bad_line(web: WebRig)
     assert "spring list.csv" in listed and "done 2 0 3" in listed
 
 
+def test_a_row_marked_unsubscribed_unsubscribes_its_reader_and_is_counted(web: WebRig) -> None:
+    with web.service.sessions.begin() as session:
+        reader(session, "leaving@example.com", created_at=NOW)
+    edited = "email,categories,frequency,timezone,status\n"
+    edited += "leaving@example.com,ai,daily,UTC,unsubscribed\n"
+    with time_machine.travel(NOW, tick=False):
+        sign_in(web.client)
+        answer = _upload(web, edited.encode())
+        _finished(web, answer.headers["location"])
+        words = text_of(web.client.get(answer.headers["location"]).text)
+    assert "Added 0 Updated 0 Unsubscribed 1 Rejected 0" in words
+    assert web.status("leaving@example.com") == SubscriberStatus.UNSUBSCRIBED
+
+
 @pytest.mark.parametrize("line_end", ["\r\n", "\r"])
 def test_the_lines_are_counted_as_the_import_reads_them(web: WebRig, line_end: str) -> None:
     """A spreadsheet's CRLF or an old Mac's lone CR: the total the progress is shown against

@@ -145,7 +145,12 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
             job.problem = "stopped by an unexpected error (see the log); nothing was imported"
         report = job.report
         extra = (
-            {"added": report.added, "updated": report.updated, "rejected": len(report.errors)}
+            {
+                "added": report.added,
+                "updated": report.updated,
+                "unsubscribed": report.unsubscribed,
+                "rejected": len(report.errors),
+            }
             if report
             else {}
         )
