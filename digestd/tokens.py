@@ -110,7 +110,7 @@ class BounceTarget(NamedTuple):
     """What a VERP address names: a digest's delivery, or (other mail) the reader."""
 
     delivery_id: int | None
-    subscriber_id: int | None
+    public_id: str | None
 
 
 class Tokens:
@@ -211,10 +211,12 @@ class Tokens:
         """``<id>.<signature>``: the VERP part of the envelope sender (fits a local part)."""
         return self._signed_tag(str(delivery_id))
 
-    def reader_bounce_tag(self, subscriber_id: int) -> str:
-        """``r<id>.<signature>``: the VERP part for mail to a reader that is no digest (a
-        confirmation, welcome or sunset email): its bounce names the reader."""
-        return self._signed_tag(f"r{subscriber_id}")
+    def reader_bounce_tag(self, public_id: str) -> str:
+        """``r<public id>.<signature>``: the VERP part for mail to a reader that is no digest
+        (a confirmation, welcome or sunset email): its bounce names the reader. Their public
+        id, never handed out again, not the row id, which SQLite gives the next signup after
+        an erasure: a late bounce would suppress that other reader."""
+        return self._signed_tag(f"r{public_id}")
 
     def _signed_tag(self, value: str) -> str:
         mac = self._bounce_mac.copy()
@@ -233,8 +235,10 @@ class Tokens:
         """Whom a tag of :meth:`bounce_tag` or :meth:`reader_bounce_tag` names."""
         try:
             value = self._bounce.unsign(tag).decode("ascii")
-            if value.startswith("r") and value[1:].isdigit():
-                return BounceTarget(None, int(value[1:]))
+            if value.startswith("r") and len(value) > 1:
+                return BounceTarget(None, value[1:])
+            if not (value.isascii() and value.isdigit()):
+                raise ValueError(value)
             return BounceTarget(int(value), None)
         except (BadSignature, ValueError) as exc:
             raise BadToken("not a bounce address digestd made") from exc

@@ -50,9 +50,9 @@ def test_bounce_tags_round_trip_and_refuse_tampering() -> None:
 
 def test_a_readers_bounce_tag_names_the_reader_and_never_a_delivery() -> None:
     tokens = Tokens(["key-0123456789abcdef"])
-    tag = tokens.reader_bounce_tag(77)
-    assert tag.startswith("r77.")
-    assert tokens.read_bounce_target(tag) == (None, 77)
+    tag = tokens.reader_bounce_tag("Zx9_-Qa")
+    assert tag.startswith("rZx9_-Qa.")
+    assert tokens.read_bounce_target(tag) == (None, "Zx9_-Qa")
     assert tokens.read_bounce_target(tokens.bounce_tag(77)) == (77, None)
     with pytest.raises(BadToken):
         tokens.read_bounce_tag(tag)  # a digest's delivery is never read from it

@@ -83,7 +83,7 @@ def test_ask_once_then_weekly_then_paused_and_a_click_restores_the_daily(
     assert _ann(web) == (SubscriberStatus.ACTIVE, True, False, "asked")
     ann = web.subscriber("ann@example.com")  # a bounce of this email names her (VERP)
     tag = web.smtp.messages[-1].envelope_from.removeprefix("bounces+").partition("@")[0]
-    assert ann is not None and web.service.tokens.read_bounce_target(tag) == (None, ann.id)
+    assert ann is not None and web.service.tokens.read_bounce_target(tag) == (None, ann.public_id)
     assert _tick(web, ASK + timedelta(hours=2)) == [] and _tick(web, ASK + WEEK) == []  # once
 
     assert _tick(web, ASK + 2 * WEEK + timedelta(hours=1)) == []

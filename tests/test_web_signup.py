@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from digestd.config import load_settings
 from digestd.models import Subscriber, SubscriberStatus, Suppression
 from digestd.readers.bounces import Outcome, process_report
-from digestd.readers.subscribers import email_hash
+from digestd.readers.subscribers import email_hash, erase
 from digestd.service import Service
 from digestd.tokens import Purpose, Tokens
 from tests.conftest import CLIENT_IP, TEST_KEY, WebRig
@@ -344,12 +344,12 @@ def test_a_confirmation_that_bounces_suppresses_the_address_it_was_sent_to(
     bounce is found and acts as a digest's would; a forged tag changes no one."""
     assert web.client.post("/subscribe", json={"email": "tpyo@example.com", **SIGNUP}).is_success
     (sent,) = web.smtp.messages
-    found = re.fullmatch(r"bounces\+(r\d+\.[A-Za-z0-9_-]+)@news\.example\.com", sent.envelope_from)
+    found = re.fullmatch(r"bounces\+(r[\w-]+\.[\w-]+)@news\.example\.com", sent.envelope_from)
     assert found is not None, sent.envelope_from
     reader = web.subscriber("tpyo@example.com")
-    assert reader is not None and found.group(1).startswith(f"r{reader.id}.")
+    assert reader is not None and found.group(1).startswith(f"r{reader.public_id}.")
     forged = POSTFIX_DSN.replace(
-        TAG_1.encode(), f"r{reader.id}.forgedAAAAAAAAAAAAAAAAAAAAAAA".encode()
+        TAG_1.encode(), f"r{reader.public_id}.forgedAAAAAAAAAAAAAAAAAAAAAAA".encode()
     )
     dsn = POSTFIX_DSN.replace(TAG_1.encode(), found.group(1).encode())
     with web.service.sessions.begin() as session:
@@ -364,3 +364,22 @@ def test_a_confirmation_that_bounces_suppresses_the_address_it_was_sent_to(
         assert session.get(Suppression, email_hash("tpyo@example.com")) is not None
     again = web.client.post("/subscribe", json={"email": "tpyo@example.com", **SIGNUP})
     assert again.status_code == 202 and len(web.smtp.messages) == 1  # nothing more sent
+
+
+def test_a_late_bounce_of_an_erased_readers_confirmation_suppresses_nobody_else(
+    web: WebRig,
+) -> None:
+    """On SQLite an erased reader's row id goes to the next signup: the bounce address
+    names the reader by their public id, never handed out again."""
+    assert web.client.post("/subscribe", json={"email": "gone@example.com", **SIGNUP}).is_success
+    tag = web.smtp.messages[-1].envelope_from.removeprefix("bounces+").partition("@")[0]
+    with web.service.sessions.begin() as session:
+        erase(session, "gone@example.com", NOW)
+    assert web.client.post("/subscribe", json={"email": "new@example.com", **SIGNUP}).is_success
+    with web.service.sessions.begin() as session:
+        result = process_report(
+            session, POSTFIX_DSN.replace(TAG_1.encode(), tag.encode()), web.service.tokens, NOW
+        )
+    assert result.outcome is Outcome.UNMATCHED
+    newcomer = web.subscriber("new@example.com")
+    assert newcomer is not None and newcomer.status == SubscriberStatus.PENDING

@@ -1,7 +1,7 @@
 """Which recipients digestd's LMTP listener serves, all at the From address's domain:
 
 - ``bounces+<delivery id>.<signature>``: the VERP envelope sender of each digest;
-- ``bounces+r<subscriber id>.<signature>``: that of a reader's other mail (confirmation,
+- ``bounces+r<public id>.<signature>``: that of a reader's other mail (confirmation,
   welcome, sunset): its bounce names the reader;
 - ``bounces``: the envelope sender of send-tests (their bounces name nobody);
 - ``complaints``: where mailbox providers' feedback loops send ARF reports;

@@ -154,10 +154,10 @@ class Composer:
         """VERP: a bounce names the delivery it is about, signed so it cannot be forged."""
         return f"bounces+{self.tokens.bounce_tag(delivery_id)}@{self.settings.from_domain}"
 
-    def reader_envelope_from(self, subscriber_id: int | None) -> str:
+    def reader_envelope_from(self, public_id: str) -> str:
         """VERP for a reader's mail that is no digest: a bounce names the reader (a signup
         for an address that bounces at once is then suppressed like a digest's)."""
-        if subscriber_id is None:
+        if not public_id:
             return f"bounces@{self.settings.from_domain}"
-        tag = self.tokens.reader_bounce_tag(subscriber_id)
+        tag = self.tokens.reader_bounce_tag(public_id)
         return f"bounces+{tag}@{self.settings.from_domain}"

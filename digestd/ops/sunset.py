@@ -160,7 +160,7 @@ class Sunset:
     async def _send(self, reader: Reader, stage: str, now: datetime) -> bool:
         try:
             await self.transport.send(
-                self.composer.reader_envelope_from(reader.id),
+                self.composer.reader_envelope_from(reader.public_id),
                 ascii_address(reader.email),
                 self.message(reader, stage, now),
             )

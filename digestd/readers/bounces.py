@@ -41,7 +41,7 @@ __all__ = ["MAX_REPORT_BYTES", "Outcome", "ReportError", "ReportResult", "proces
 
 log = logging.getLogger(__name__)
 
-_VERP = re.compile(rb"bounces\+(r?[0-9]+\.[A-Za-z0-9_-]+)@", re.IGNORECASE)
+_VERP = re.compile(rb"bounces\+((?:[0-9]+|r[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+)@", re.IGNORECASE)
 _MESSAGE_ID = re.compile(
     r"<(?:daily|weekly)\.\d{4}-\d{2}-\d{2}\.(\d{1,18})\.([A-Za-z0-9_-]{16})@[^>]+>"
 )
@@ -205,7 +205,7 @@ def _locate(
     for target in [*given, *_targets(tokens, raw)]:
         if target.delivery_id is None:
             reader = session.scalar(
-                select(Subscriber.id).where(Subscriber.id == target.subscriber_id)
+                select(Subscriber.id).where(Subscriber.public_id == target.public_id)
             )
         else:
             reader = session.scalar(

@@ -198,7 +198,6 @@ def welcome(
         SignupRequest.of(subscriber, ""),
         sent_at=now,
         upcoming=coming,
-        subscriber_id=subscriber.id,
     )
 
 

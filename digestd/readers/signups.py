@@ -153,7 +153,6 @@ class SignupResult:
     sent_at: datetime | None = None  # the throttles' claim, to release if sending fails
     held: Held | None = None
     upcoming: tuple[Upcoming, ...] = ()  # WELCOME: the first digests, soonest first
-    subscriber_id: int | None = None  # whom its bounce address names
 
     @property
     def link(self) -> ConfirmLink | None:
@@ -295,5 +294,4 @@ def _result(
         request,
         new_topics,
         sent_at=now,
-        subscriber_id=subscriber.id,
     )

@@ -39,7 +39,7 @@ async def post_bounce(request: Request) -> Response:
         {
             "outcome": str(result.outcome),
             "report_type": result.report_type,
-            "matched": result.delivery_id is not None,
+            "matched": result.subscriber_id is not None,  # a reader, by their delivery or not
             "matched_by": result.matched_by,
             "status": result.status,
             "diagnostic": result.diagnostic,

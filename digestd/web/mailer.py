@@ -140,7 +140,7 @@ class SignupMailer:
         """Raises :class:`~digestd.errors.DeliveryError` when the mail server refuses."""
         data = self.message(signup, now, editions)
         return await self.transport.send(
-            self.composer.reader_envelope_from(signup.subscriber_id),
+            self.composer.reader_envelope_from(signup.public_id),
             ascii_address(signup.email),
             data,
         )
