@@ -265,8 +265,11 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
 
 
 def without_password(url: str) -> str:
-    """``url`` with the password of its user part replaced by ``***``."""
-    return re.sub(r"(//[^/?#@]*?:)[^/?#@]*@", r"\1***@", url)
+    """``url`` with everything before its last ``@`` (the user and password) shown as
+    ``***``: a password may itself hold ``@``, ``/``, ``?`` or ``#``, unencoded."""
+    scheme, sep, rest = url.partition("//")
+    user, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if sep and at and user else url
 
 
 def _smtp_flag(
