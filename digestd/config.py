@@ -413,11 +413,21 @@ def _parse_dkim(get: Get, from_domain: str) -> DkimSettings | None:
         ) from exc
     if b"PRIVATE KEY" not in key:
         raise ConfigError(PREFIX + "DKIM_KEY_FILE", f"{key_file} is not a PEM private key")
+    if b"ENCRYPTED" in key:
+        raise ConfigError(
+            PREFIX + "DKIM_KEY_FILE",
+            f"{key_file} is encrypted: digestd signs with a key that has no passphrase "
+            "(openssl pkey -in KEY -out PLAIN, kept readable by digestd only)",
+        )
+    selector, domain = selector.rstrip("."), domain.rstrip(".")  # zone files add the root
     for name, value in (("DKIM_SELECTOR", selector), ("DKIM_DOMAIN", domain)):
-        if len(value) > 253 or not _DOMAIN.fullmatch(value):
+        # DNS names; an underscore is fine in a selector (DNS takes it, as do receivers).
+        if len(value) > 253 or not _DOMAIN.fullmatch(value.replace("_", "x")):
             raise ConfigError(
                 PREFIX + name, f"must be a DNS name (letters, digits, -, .), got {value[:80]!r}"
             )
+    # PEM read by openssl may have CRLF line ends; dkimpy finds no key in them.
+    key = key.replace(b"\r\n", b"\n")
     return DkimSettings(selector=selector, domain=domain, private_key=key)
 
 

@@ -174,6 +174,10 @@ def test_the_example_files_placeholders_are_refused_with_a_real_relay(tmp_path: 
         ("DIGESTD_BASE_URL", "http://[::1]:8080"),
         ("DIGESTD_BASE_URL", "http://0.0.0.0:8080"),
         ("DIGESTD_BASE_URL", "https://app.localhost"),
+        ("DIGESTD_BASE_URL", "http://127.1/"),
+        ("DIGESTD_BASE_URL", "http://2130706433:8080"),
+        ("DIGESTD_BASE_URL", "http://0x7f000001/"),
+        ("DIGESTD_BASE_URL", "http://[::ffff:127.0.0.1]/"),
         ("DIGESTD_POSTAL_ADDRESS", "tech pulse, 1 example street, springfield, usa"),
         ("DIGESTD_POSTAL_ADDRESS", "Replace me with the street address"),
         ("DIGESTD_SECRET_KEYS", "k" * 32 + ",change-me-to-a-long-random-string"),
@@ -272,9 +276,11 @@ def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
     signing = {**_live(env, smtp_server), "DIGESTD_DKIM_SELECTOR": "s1"}
     signing["DIGESTD_DKIM_KEY_FILE"] = str(dkim_key[0])
     assert findings(load_settings({**signing, "DIGESTD_DKIM_DOMAIN": "example.com"})) == []
+    # DMARC's relaxed alignment: another name in the From domain's organisation is aligned.
+    assert findings(load_settings({**signing, "DIGESTD_DKIM_DOMAIN": "mail.example.com"})) == []
     (finding,) = findings(load_settings({**signing, "DIGESTD_DKIM_DOMAIN": "other.example.org"}))
     assert str(finding).startswith(
-        "DIGESTD_DKIM_DOMAIN: other.example.org is not the From domain news.example.com"
+        "DIGESTD_DKIM_DOMAIN: other.example.org is not in the From domain news.example.com's"
     )
 
 
@@ -294,3 +300,55 @@ def test_the_spf_advice_follows_the_relay_and_an_inbound_listener_asks_for_an_mx
     assert "192.0.2.25" not in spf.note  # a private or relay-side address is no SPF advice
     mx = mx_note(own)
     assert mx is not None and mx.startswith("MX: bounces, complaints and mailto: unsubscribes")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DIGESTD_POSTAL_ADDRESS", "Acme Ltd, 12 Example Road, Leeds LS1 4AB"),
+        ("DIGESTD_POSTAL_ADDRESS", "Acme Ltd, 1 Exchange Mews, London E1 6AN"),  # "changeme"
+        ("DIGESTD_POSTAL_ADDRESS", "Acme, 5 Fireplace Meadow, Bath"),  # "replaceme"
+        ("DIGESTD_BASE_URL", "https://digest.exchangemedia.com"),
+        ("DIGESTD_FROM", "News <news@exchangemedia.com>"),
+        ("DIGESTD_BASE_URL", "https://10.0.0.5"),  # an intranet's list
+    ],
+)
+def test_a_real_value_with_a_placeholder_inside_a_word_is_not_refused(
+    env: dict[str, str], smtp_server: SmtpSink, variable: str, value: str
+) -> None:
+    assert refusals(load_settings({**_live(env, smtp_server), variable: value})) == []
+
+
+def test_dkim_settings_as_operators_write_them_are_read(
+    env: dict[str, str], tmp_path: Path, dkim_key: tuple[Path, str]
+) -> None:
+    crlf = tmp_path / "crlf.pem"  # a key saved on Windows: openssl reads it, so must digestd
+    crlf.write_bytes(dkim_key[0].read_bytes().replace(b"\n", b"\r\n"))
+    signing = {
+        **env,
+        "DIGESTD_DKIM_SELECTOR": "mail_2026.",
+        "DIGESTD_DKIM_DOMAIN": "news.example.com.",
+        "DIGESTD_DKIM_KEY_FILE": str(crlf),
+    }
+    records, problems = dns_records(load_settings(signing))
+    assert problems == []
+    (dkim_record,) = [r for r in records if r.kind == "DKIM"]
+    assert dkim_record.zone_line().startswith("mail_2026._domainkey.news.example.com. IN TXT")
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "pkey",
+            "-in",
+            str(dkim_key[0]),
+            "-aes256",
+            "-passout",
+            "pass:x",
+            "-out",
+            str(encrypted),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(ConfigError, match="is encrypted: digestd signs with a key that has no"):
+        load_settings({**signing, "DIGESTD_DKIM_KEY_FILE": str(encrypted)})

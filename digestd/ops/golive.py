@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 from dataclasses import dataclass
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 from digestd.config import DEFAULT_FROM_ADDRESS, DEFAULT_POSTAL_ADDRESS, PREFIX, Settings
@@ -33,8 +35,9 @@ class Finding:
         return f"{self.variable}: {self.problem}"
 
 
-# Words that mark a value as still to be filled in, compared with case, spaces and
-# punctuation dropped ("CHANGE_ME", "change-me-to-a-long-random-string").
+# Words that mark a value as still to be filled in: a word, or two in a row, with case and
+# punctuation dropped ("CHANGE_ME", "change-me-to-a-long-random-string"), never part of
+# one ("Exchange Mews" and "Fireplace Meadow" are addresses).
 FILL_IN = ("changeme", "placeholder", "replaceme")
 
 
@@ -66,7 +69,7 @@ def placeholders(settings: Settings) -> list[Finding]:
             )
         )
     postal = _folded(settings.postal_address)
-    if postal == _folded(DEFAULT_POSTAL_ADDRESS) or _fill_in(postal, "example"):
+    if postal == _folded(DEFAULT_POSTAL_ADDRESS) or _fill_in(settings.postal_address):
         found.append(
             Finding(
                 PREFIX + "POSTAL_ADDRESS",
@@ -74,7 +77,8 @@ def placeholders(settings: Settings) -> list[Finding]:
                 "(CAN-SPAM)",
             )
         )
-    if any(_fill_in(key, *PLACEHOLDER_WORDS) for key in settings.secret_keys):
+    # A key is no text: any placeholder word inside it counts (as for the admin token).
+    if any(word in _folded(key) for key in settings.secret_keys for word in PLACEHOLDER_WORDS):
         found.append(
             Finding(
                 PREFIX + "SECRET_KEYS",
@@ -86,15 +90,23 @@ def placeholders(settings: Settings) -> list[Finding]:
 
 
 def _this_machine(url: str) -> bool:
-    """Whether ``url`` names this machine (localhost, a loopback or unspecified address):
-    from an email, a reader's client would open it on the reader's own machine."""
+    """Whether ``url`` names this machine (localhost, a loopback or unspecified address in
+    any spelling: ``127.1``, ``2130706433``, ``0x7f000001``, ``::ffff:127.0.0.1``): from an
+    email, a reader's client would open it on the reader's own machine."""
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         address = ip_address(host)
     except ValueError:
-        return host.endswith(".localhost")
+        if not re.fullmatch(r"[0-9a-fx.]+", host):
+            return False
+        try:  # the forms inet_aton reads, as browsers and resolvers do
+            address = IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return address.is_loopback or address.is_unspecified
 
 
@@ -102,9 +114,10 @@ def _folded(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.lower())
 
 
-def _fill_in(text: str, *more: str) -> bool:
-    folded = _folded(text)
-    return any(word in folded for word in (*FILL_IN, *more))
+def _fill_in(text: str) -> bool:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    runs = {*words, *(a + b for a, b in pairwise(words))}
+    return not runs.isdisjoint(FILL_IN)
 
 
 def refusals(settings: Settings) -> list[Finding]:
@@ -121,13 +134,16 @@ def unaligned_dkim(settings: Settings) -> list[Finding]:
     dkim = settings.dkim
     if dkim is None:
         return []
-    signer, sender = dkim.domain.lower().rstrip("."), settings.from_domain.lower()
-    if sender == signer or sender.endswith("." + signer):
+    signer, sender = dkim.domain.lower().rstrip("."), settings.from_domain.lower().rstrip(".")
+    # DMARC's relaxed alignment (the default, and the record below) asks for the same
+    # organisational domain; without the public suffix list, the last two labels stand in
+    # for it (never a false finding; a.co.uk and b.co.uk pass unflagged).
+    if signer.split(".")[-2:] == sender.split(".")[-2:]:
         return []
     return [
         Finding(
             PREFIX + "DKIM_DOMAIN",
-            f"{dkim.domain} is not the From domain {settings.from_domain} nor a parent of it: "
+            f"{dkim.domain} is not in the From domain {settings.from_domain}'s organisation: "
             "DMARC needs the signature aligned with From",
         )
     ]
