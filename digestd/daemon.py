@@ -186,8 +186,14 @@ class Daemon:
             return
         try:
             report = await asyncio.to_thread(
-                feed_polling.poll_due, self.service.sessions, self.clock()
+                feed_polling.poll_due,
+                self.service.sessions,
+                self.clock(),
+                should_stop=self.stopping.is_set,  # SIGTERM: claim no further feed
             )
+        except asyncio.CancelledError:  # stopping: the thread finishes the fetches under way
+            log.info("feed polling stopped: the feeds not polled stay due")
+            return
         except Exception:  # a broken feed run must not kill the daemon
             log.exception("feed polling failed")
             return

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.content.feed_polling import LEASE, PollReport, claim, poll_due
+from digestd.content.feed_polling import FETCHERS, LEASE, PollReport, claim, poll_due
 from digestd.content.feeds import Fetched, http_fetch, register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.models import Article, Feed
@@ -195,6 +195,26 @@ def test_a_hung_feed_holds_one_fetcher_while_the_others_are_fetched_and_stored(
     assert _article_count(sessions) == 2 * FEEDS
     with sessions() as session:
         assert all(f.last_success_at == NOW for f in session.scalars(select(Feed)))
+
+
+def test_once_told_to_stop_no_further_feed_is_claimed_and_those_left_stay_due(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """SIGTERM during a run of slow feeds: the fetches under way finish, the rest wait for
+    the next run instead of holding the daemon's exit for minutes."""
+    _register_many(sessions, feed_server)
+    stopping = threading.Event()
+
+    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+        stopping.set()  # the signal comes while the first fetches are under way
+        return http_fetch(url, headers)
+
+    report = poll_due(sessions, NOW, fetch, should_stop=stopping.is_set)
+    assert 1 <= report.polled <= FETCHERS < FEEDS
+    with sessions() as session:
+        due = session.scalars(select(Feed).where(Feed.next_poll_at <= NOW)).all()
+    assert len(due) == FEEDS - report.polled  # never claimed: due as they were
+    assert poll_due(sessions, NOW).polled == FEEDS - report.polled  # the next run takes them
 
 
 def test_tick_polls_the_due_feeds_for_cron_users(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -70,9 +71,14 @@ class PollReport:
 
 
 def poll_due(
-    sessions: sessionmaker[Session], now: datetime, fetch: Fetcher = http_fetch
+    sessions: sessionmaker[Session],
+    now: datetime,
+    fetch: Fetcher = http_fetch,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> PollReport:
-    """Poll every feed due at ``now`` that no other worker has claimed, several at once."""
+    """Poll every feed due at ``now`` that no other worker has claimed, several at once.
+    Once ``should_stop`` says so (SIGTERM), no further feed is claimed: those left stay due
+    for the next run, and only the fetches under way finish (each within its deadline)."""
     with sessions() as session:
         due = [
             (feed_id, seen)
@@ -87,7 +93,7 @@ def poll_due(
     def poll(feed: tuple[int, datetime]) -> PollReport:
         feed_id, seen = feed
         report = PollReport()
-        if claim(sessions, feed_id, seen, now + LEASE):
+        if not should_stop() and claim(sessions, feed_id, seen, now + LEASE):
             poll_one(sessions, feed_id, now, fetch, report, writing)
         return report
 
