@@ -134,7 +134,7 @@ def test_a_bounce_a_complaint_and_an_unsubscribe_each_get_their_own_reply(
 
 
 def test_mail_to_the_old_shared_address_emails_its_sender_a_link_and_changes_nobody(
-    settings: Settings,
+    settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Emails of older digestd name ``unsubscribe@`` in List-Unsubscribe, and the sender of
     such a mail can be anyone: a reader is emailed a link to stop their digests (only their
@@ -158,7 +158,12 @@ def test_mail_to_the_old_shared_address_emails_its_sender_a_link_and_changes_nob
         return [reader[1], stranger[1]]
 
     answer = f"250 2.0.0 <unsubscribe@{DOMAIN}>: a link to stop the digests goes to the sender"
-    assert asyncio.run(main()) == [[answer.encode()], [answer.encode()]]
+    with caplog.at_level(logging.INFO, logger="digestd.inbound.lmtp"):
+        assert asyncio.run(main()) == [[answer.encode()], [answer.encode()]]
+    said = [
+        r for r in caplog.records if r.getMessage() == "unsubscribe by mail to the shared address"
+    ]
+    assert [r.__dict__["link_sent"] for r in said] == [True, False]
     new = [p for p in sorted(service.settings.mail_dir.glob("*.eml")) if p not in caught]
     assert len(new) == 1
     sent = new[0].read_bytes()

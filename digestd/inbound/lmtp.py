@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,7 @@ class InboundMail:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.links = links
+        self.sending: set[asyncio.Task[None]] = set()  # link emails not sent yet
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -90,9 +91,21 @@ class InboundMail:
             except SQLAlchemyError as exc:
                 log.error("mail to the shared unsubscribe address not handled: %s", first_line(exc))
                 return f"451 4.3.0 <{recipient}>: cannot take it now, try again later"
+            # After the reply, as a signup's email: a slow relay must not hold the MTA.
             if signup.notice is not None:
-                await self.links.send(signup)
+                task = asyncio.create_task(self.links.send(signup))
+                self.sending.add(task)
+                task.add_done_callback(self.sending.discard)
+            log.info(
+                "unsubscribe by mail to the shared address",
+                extra={"sender": sender, "link_sent": signup.notice is not None},
+            )
         return f"250 2.0.0 <{recipient}>: a link to stop the digests goes to the sender"
+
+    async def drain(self) -> None:
+        """Wait for the link emails still being sent."""
+        if self.sending:
+            await asyncio.gather(*self.sending, return_exceptions=True)
 
     def _manage_link(self, sender: str) -> SignupResult:
         try:
@@ -142,7 +155,7 @@ class LinkMailer:
     """How the listener emails a reader a link to their preferences (the web's mailer),
     within the signup limits: mail to the shared address may come from anyone."""
 
-    send: Callable[[SignupResult], Awaitable[None]]
+    send: Callable[[SignupResult], Coroutine[Any, Any, None]]
     limits: SignupLimits
 
 
@@ -152,6 +165,7 @@ class Inbound:
 
     server: asyncio.Server
     address: tuple[str, int]
+    handler: InboundMail
 
 
 def bind(settings_listen: tuple[str, int]) -> socket.socket:
@@ -256,10 +270,11 @@ async def start(
     server = await asyncio.get_running_loop().create_server(protocol, sock=sock)
     bound = sock.getsockname()[:2]
     log.info("taking bounces, complaints and unsubscribes by LMTP on %s:%s", *bound)
-    return Inbound(server, (str(bound[0]), int(bound[1])))
+    return Inbound(server, (str(bound[0]), int(bound[1])), handler)
 
 
 async def stop(inbound: Inbound | None) -> None:
     if inbound is not None:
         inbound.server.close()
         await inbound.server.wait_closed()
+        await inbound.handler.drain()
