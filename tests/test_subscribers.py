@@ -308,6 +308,7 @@ def test_an_export_edited_to_unsubscribe_a_reader_does_so_when_imported_back(
         "leaves@example.com,ai,daily,UTC,active", "leaves@example.com,ai,daily,UTC,Unsubscribed"
     )
     edited += "stranger@example.com,ai,daily,UTC,unsubscribed,,\n"
+    edited += "typo@example.com,ai,daily,UTC,unsubscirbed,,\n"  # never read as "active"
     path = tmp_path / "edited.csv"
     path.write_text(edited)
     said = []
@@ -316,14 +317,15 @@ def test_an_export_edited_to_unsubscribe_a_reader_does_so_when_imported_back(
         out, err = capsys.readouterr()
         said.append(out)
         assert "line 4: status: unsubscribed, but the address is not on the list" in err
+        assert "line 5: status: unknown status 'unsubscirbed' (know pending, active" in err
         rows = _subscribers(env["DIGESTD_DATABASE_URL"])
         assert rows["leaves@example.com"].status == SubscriberStatus.UNSUBSCRIBED
         assert rows["leaves@example.com"].next_daily_at is None
         assert rows["stays@example.com"].status == SubscriberStatus.ACTIVE
         assert "stranger@example.com" not in rows
     assert said == [
-        "subscribers: 0 added, 1 updated, 1 unsubscribed, 1 rejected\n",
-        "subscribers: 0 added, 1 updated, 1 rejected\n",
+        "subscribers: 0 added, 1 updated, 1 unsubscribed, 2 rejected\n",
+        "subscribers: 0 added, 1 updated, 2 rejected\n",
     ]
 
 

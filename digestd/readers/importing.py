@@ -114,7 +114,8 @@ def import_csv(
         row = dict(zip(header, cells, strict=False))
         try:
             email = addresses.normalise(_cell(row, "email") or "")
-            if (_cell(row, "status") or "").strip().lower() == SubscriberStatus.UNSUBSCRIBED:
+            status = _status(row)
+            if status == SubscriberStatus.UNSUBSCRIBED:
                 if email in seen:
                     raise ValidationError("email", "appears twice in this file")
                 seen.add(email)
@@ -141,6 +142,16 @@ def import_csv(
     writer.unsubscribe(leaving)
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def _status(row: dict[str, str]) -> str:
+    """The row's ``status``: empty, or one the export writes (only ``unsubscribed`` acts).
+    Anything else is the row's error, not a silent "active": it was meant to say something."""
+    status = (_cell(row, "status") or "").strip().lower()
+    if status and status not in set(SubscriberStatus):
+        known = ", ".join(SubscriberStatus)
+        raise ValidationError("status", f"unknown status {status[:40]!r} (know {known})")
+    return status
 
 
 def _rows(reader: Any, report: ImportReport) -> Iterator[list[str]]:
