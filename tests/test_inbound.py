@@ -62,8 +62,10 @@ async def lmtp_session(
 
 def _with_listener(service: Service, run: Callable[[int], Awaitable[T]]) -> T:
     async def main() -> T:
+        web = create_app(service).state.web  # the daemon's mailer, as `digestd run` has
+        links = lmtp.LinkMailer(web.send_signup_email, web.policy.signup_limits)
         inbound = await lmtp.start(
-            ("127.0.0.1", 0), service.sessions, service.tokens, DOMAIN, service.metrics
+            ("127.0.0.1", 0), service.sessions, service.tokens, DOMAIN, service.metrics, links=links
         )
         assert inbound is not None
         try:

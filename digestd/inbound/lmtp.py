@@ -2,7 +2,8 @@
 
 An MTA hands it mail with one reply per recipient after the content, so each recipient is
 its own unit of work: a bounce report or complaint (``readers.bounces.process_report``) or
-an unsubscribe (``readers.lifecycle.unsubscribe``), in its own transaction. The reply is
+an unsubscribe (``readers.lifecycle.unsubscribe``), in its own transaction; mail to the
+shared ``unsubscribe@`` of older emails gets its sender a link to their preferences. The reply is
 ``250`` only once that transaction is committed; ``451`` when the database cannot take it
 (the MTA keeps the message and retries, nothing is lost); ``554 5.6.0`` for content that
 is no report; ``550 5.1.1`` at RCPT for any address digestd did not make
@@ -64,7 +65,9 @@ class InboundMail:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if served(address, self.domain, self.tokens) is None:
+        found = served(address, self.domain, self.tokens)
+        shared = found is not None and found.mailbox is Mailbox.UNSUBSCRIBE and not found.public_id
+        if found is None or (shared and self.links is None):  # no mailer: nothing to answer with
             return f"550 5.1.1 <{address}>: no such mailbox here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
