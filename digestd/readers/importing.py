@@ -236,6 +236,8 @@ class _Writer:
     def unsubscribe(self, rows: list[tuple[int, str]]) -> None:
         """Unsubscribe the readers of rows marked ``unsubscribed`` (one already gone stays
         so); an address nobody has is that row's error."""
+        if not rows:
+            return
         session = self.session
         emails = [email for _, email in rows]
         existing = {
