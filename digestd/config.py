@@ -561,24 +561,27 @@ class _Reader:
     def unknown_in_environment(self) -> tuple[tuple[str, str | None], ...]:
         """The environment's ``DIGESTD_*`` names no setting has, each with its likeliest
         meaning: a misspelt ``DIGESTD_SMTP_ULR`` leaves mail in the catcher otherwise."""
-        import difflib
-
         found = []
         for name in sorted(self._in_environment - self._asked):
-            close = difflib.get_close_matches(name, sorted(self._asked), n=1)
-            found.append((name, close[0] if close else None))
+            close = self._likeliest(name.removeprefix(PREFIX))
+            found.append((name, PREFIX + close if close else None))
         return tuple(found)
+
+    def _likeliest(self, key: str) -> str | None:
+        """The setting (without the prefix, as written) ``key`` most looks like, if any."""
+        import difflib
+
+        known = sorted(name.removeprefix(PREFIX) for name in self._asked)
+        close = difflib.get_close_matches(key.upper(), known, n=1)
+        return close[0] if close else None
 
     def refuse_unknown(self) -> None:
         """Raise :class:`ConfigError` for a key of the config file no setting has: a
         misspelt ``smtp_ulr`` would otherwise leave the default silently in force."""
-        import difflib
-
-        known = sorted(name.removeprefix(PREFIX).lower() for name in self._asked)
         for name in sorted(self._in_file - self._asked):
             key = name.removeprefix(PREFIX).lower()
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f": did you mean {close[0]}?" if close else ""
+            close = self._likeliest(key)
+            hint = f": did you mean {close.lower()}?" if close else ""
             raise ConfigError("--config", f"{self._file}: {key} is no setting{hint}")
 
 

@@ -126,16 +126,33 @@ def test_bad_rows_are_reported_by_line_and_good_rows_kept(
     ]
 
 
-def test_a_file_without_the_expected_header_is_exit_2_and_imports_nothing(
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ("mail,topics\nann@example.com,ai", "missing email, categories, frequency, timezone"),
+        (
+            "email;categories;frequency;timezone\nann@example.com;ai;daily;UTC",
+            "(the file is separated by semicolons? use commas)",
+        ),
+        (
+            "email,email,categories,frequency,timezone\na1@example.com,a2@example.com,ai,daily,UTC",
+            "the CSV header names email twice",
+        ),
+    ],
+    ids=["wrong", "semicolons", "twice"],
+)
+def test_a_file_whose_header_is_not_the_import_columns_is_exit_2_and_imports_nothing(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    header: str,
+    says: str,
 ) -> None:
-    path = tmp_path / "wrong.csv"
-    path.write_text("mail,topics\nann@example.com,ai\n")
+    path = tmp_path / "list.csv"
+    path.write_text(header + "\n")
     assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
-    assert "missing email, categories, frequency, timezone" in capsys.readouterr().err
+    assert says in capsys.readouterr().err
     assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
 
 
@@ -179,34 +196,6 @@ def test_a_field_past_the_csv_limit_is_that_rows_error_and_the_rest_imported(
         "after@example.com",
         "before@example.com",
     ]
-
-
-def test_a_file_separated_by_semicolons_is_told_so(
-    monkeypatch: pytest.MonkeyPatch,
-    env: dict[str, str],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    path = tmp_path / "semicolons.csv"
-    path.write_text("email;categories;frequency;timezone\nann@example.com;ai;daily;UTC\n")
-    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
-    assert "(the file is separated by semicolons? use commas)" in capsys.readouterr().err
-    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
-
-
-def test_a_header_naming_a_column_twice_is_exit_2_and_imports_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-    env: dict[str, str],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    path = tmp_path / "twice.csv"
-    path.write_text(
-        "email,email,categories,frequency,timezone\na1@example.com,a2@example.com,ai,daily,UTC\n"
-    )
-    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 2
-    assert "the CSV header names email twice" in capsys.readouterr().err
-    assert _subscribers(env["DIGESTD_DATABASE_URL"]) == {}
 
 
 def test_import_never_resubscribes_someone_who_left(

@@ -82,7 +82,7 @@ class InboundMail:
             if found.mailbox is Mailbox.UNSUBSCRIBE and found.public_id is None:
                 replies.append(await self._link_for(envelope.mail_from or "", recipient))
             else:
-                replies.append(await asyncio.to_thread(self.deliver, recipient, raw))
+                replies.append(await asyncio.to_thread(self.deliver, recipient, raw, found))
         return "\r\n".join(replies)  # LMTP: one reply per recipient, in RCPT order
 
     async def _link_for(self, sender: str, recipient: str) -> str:
@@ -119,9 +119,10 @@ class InboundMail:
         with self.sessions.begin() as session:
             return request_manage_link_by_email(session, email, self.clock(), self.links.limits)
 
-    def deliver(self, recipient: str, raw: bytes) -> str:
-        """Record what ``raw`` means for ``recipient``; the LMTP reply for it."""
-        found = served(recipient, self.domain, self.tokens)
+    def deliver(self, recipient: str, raw: bytes, found: Served | None = None) -> str:
+        """Record what ``raw`` means for ``recipient`` (``found``: what it is, if known);
+        the LMTP reply for it."""
+        found = found or served(recipient, self.domain, self.tokens)
         assert found is not None  # refused at RCPT otherwise
         try:
             with self.sessions.begin() as session:
