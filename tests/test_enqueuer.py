@@ -26,7 +26,7 @@ from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.models import Delivery, Digest, EditionKind, Subscriber
 from digestd.planning.enqueuer import WATCH_SECONDS, Enqueuer
 from digestd.planning.planner import enqueue_due, enqueue_now
-from digestd.planning.policy import Policy
+from digestd.planning.policy import EnqueueReport, Policy
 from digestd.service import Service
 from tests.conftest import SmtpSink
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
@@ -94,6 +94,34 @@ def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str
     layouts = {email: layout["categories"] for email, _, layout in in_helper}
     assert layouts["r00002@example.com"] == ["ai", "robotics"]
     assert layouts["r00003@example.com"] == ["fintech"]
+    engine.dispose()
+
+
+def test_a_helper_starts_only_when_somebody_is_due(env: dict[str, str]) -> None:
+    """An idle tick (cron runs one a minute) answers "nobody is due" without spawning the
+    planner's helper, which costs most of such a tick's time; a due recap starts it."""
+    settings = load_settings(env)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessions(engine)
+    sunday = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)  # the recap's day, after its hour
+    with sessions.begin() as session:
+        add_articles(session, hourly_articles(sunday - timedelta(days=3), sunday))
+        weekly_only = Reader("weekly@example.com", daily=False, weekly=True)
+        add_readers(session, [weekly_only], sunday - timedelta(days=3))
+    policy = Policy.from_settings(settings)
+
+    async def enqueue(now: datetime) -> tuple[Any, int]:
+        enqueuer = Enqueuer(sessions, settings.database_url, _renderer(settings), in_helper=True)
+        try:
+            report = await enqueuer.enqueue(policy, now)
+            return report, len(multiprocessing.active_children())
+        finally:
+            enqueuer.close()
+
+    before_recap = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)  # a Friday: nothing is due
+    assert asyncio.run(enqueue(before_recap)) == (EnqueueReport(), 0)
+    report, helpers = asyncio.run(enqueue(sunday))
+    assert (report.queued, helpers) == ({"weekly": 1}, 1)
     engine.dispose()
 
 

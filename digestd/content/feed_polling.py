@@ -25,17 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import httpx
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.articles import ingest
-from digestd.content.feeds import Fetched, Fetcher, date_undated, http_fetch, parse_feed
 from digestd.errors import first_line
 from digestd.models import Feed
+
+if TYPE_CHECKING:
+    from digestd.content.feeds import Fetched, Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class PollReport:
 def poll_due(
     sessions: sessionmaker[Session],
     now: datetime,
-    fetch: Fetcher = http_fetch,
+    fetch: Fetcher | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> PollReport:
     """Poll every feed due at ``now`` that no other worker has claimed, several at once.
@@ -130,12 +131,17 @@ def poll_one(
     sessions: sessionmaker[Session],
     feed_id: int,
     now: datetime,
-    fetch: Fetcher,
+    fetch: Fetcher | None,
     report: PollReport,
     writing: AbstractContextManager[Any] | None = None,
 ) -> None:
-    """Fetch one claimed feed, then store its items and health in one transaction, inside
-    ``writing`` (held by one poll at a time when several run at once)."""
+    """Fetch one claimed feed (over HTTP unless ``fetch`` is given), then store its items
+    and health in one transaction, inside ``writing`` (held by one poll at a time when
+    several run at once)."""
+    # httpx and feedparser (~70 ms to import) load when a feed is due, not with every tick:
+    # cron runs an idle `digestd tick` each minute.
+    from digestd.content.feeds import FETCH_ERRORS, http_fetch
+
     writing = writing or nullcontext()
     with sessions() as session:
         feed = session.get(Feed, feed_id)
@@ -149,12 +155,12 @@ def poll_one(
         request = _Request(feed.url, feed.category, headers)
     report.polled += 1
     try:
-        fetched = fetch(request.url, request.headers)
+        fetched = (fetch or http_fetch)(request.url, request.headers)
         if fetched.status not in (200, 304):
             raise ValueError(f"HTTP {fetched.status}")
         with writing, sessions.begin() as session:
             _store(session, feed_id, request, fetched, now, report)
-    except (httpx.HTTPError, ValueError, OSError) as exc:
+    except FETCH_ERRORS as exc:
         with writing:
             _failed(sessions, feed_id, request.url, f"{exc.__class__.__name__}: {exc}", now, report)
     except SQLAlchemyError as exc:
@@ -178,6 +184,8 @@ def _store(
     if fetched.status == 304:
         report.unchanged += 1
     else:
+        from digestd.content.feeds import date_undated, parse_feed  # loaded by poll_one
+
         items, title = parse_feed(fetched, request.url, request.category)
         date_undated(session, items, now)
         result = ingest(session, enumerate(items, start=1))

@@ -60,6 +60,8 @@ class Fetched:
 
 
 Fetcher = Callable[[str, dict[str, str]], Fetched]
+# What a fetch that went wrong raises: the network, the HTTP layer, a refused body.
+FETCH_ERRORS = (httpx.HTTPError, ValueError, OSError)
 
 
 def http_fetch(
@@ -195,7 +197,7 @@ def add_feed(
             raise InputError(f"URL: {url!r} is already registered")
     try:
         fetched = fetch(url, {})
-    except (httpx.HTTPError, ValueError, OSError) as exc:
+    except FETCH_ERRORS as exc:
         raise InputError(f"URL: cannot fetch {url}: {exc.__class__.__name__}: {exc}") from exc
     if fetched.status != 200:
         raise InputError(f"URL: {url} answered HTTP {fetched.status}, not a feed")

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr
+from typing import TYPE_CHECKING
 
 from digestd.config import Settings
-from digestd.mail.dkim import DkimSigner
 from digestd.mail.presentation import MUTE
 from digestd.mail.template import MessageTemplate, Personal, TrackedLinks
 from digestd.mail.wire import WireBytes, ascii_address
 from digestd.tokens import Purpose, Tokens
+
+if TYPE_CHECKING:
+    from digestd.mail.dkim import DkimSigner
 
 
 class Links:
@@ -84,7 +87,11 @@ class Composer:
         self.tokens = tokens
         self.links = Links(settings, tokens)
         self.from_header = formataddr((settings.from_name, settings.from_address))
-        self.dkim = DkimSigner(settings.dkim) if settings.dkim else None
+        self.dkim: DkimSigner | None = None
+        if settings.dkim:
+            from digestd.mail.dkim import DkimSigner  # dkimpy and dnspython: when it signs
+
+            self.dkim = DkimSigner(settings.dkim)
         self._clock = clock
         self._date: tuple[int, str] = (-1, "")
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import premailer
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
-from mjml import mjml2html
 
 from digestd.content.text import first_unshowable, showable
 from digestd.mail.plaintext import wrap
 from digestd.resources import templates_dir
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+# Jinja2, mjml-python and premailer (~0.1 s to import) load at the first render, not with
+# every process that could render: an idle tick, run by cron each minute, renders nothing.
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,12 @@ class RenderedEmail:
 class Renderer:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or templates_dir() / "email"
-        self._env = Environment(
+
+    @cached_property
+    def _env(self) -> Environment:
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+        env = Environment(
             loader=FileSystemLoader(self.directory),
             autoescape=select_autoescape(["mjml", "html"], default=False),
             undefined=StrictUndefined,
@@ -41,7 +50,8 @@ class Renderer:
             auto_reload=False,  # templates ship with digestd: no stat() of each file per render
             finalize=_showable,
         )
-        self._env.filters["wrap"] = wrap  # the text part's lines (see plaintext.py)
+        env.filters["wrap"] = wrap  # the text part's lines (see plaintext.py)
+        return env
 
     def render(self, kind: str, context: dict[str, Any]) -> RenderedEmail:
         subject = self._env.get_template(f"{kind}.subject").render(context)
@@ -61,6 +71,9 @@ def _showable(value: Any) -> Any:
 
 
 def compile_mjml(source: str) -> str:
+    import premailer
+    from mjml import mjml2html
+
     # fonts={} stops MJML from adding a Google Fonts <link>; comments are dead weight.
     html = mjml2html(source, disable_comments=True, fonts={})
     # MJML's own reset styles are already applied where they matter; letting premailer inline

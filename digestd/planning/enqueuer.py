@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
 from digestd.mail.digests import DigestRenderer, Masthead
-from digestd.planning.planner import enqueue_due
+from digestd.planning.planner import anything_due, enqueue_due
 from digestd.planning.policy import EnqueueReport, Policy
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Enqueuer:
     ) -> EnqueueReport:
         """``progress`` hears of each batch planned and committed, in this process or the
         helper (called on the event loop)."""
-        if self.in_helper:
+        if self.in_helper and await asyncio.to_thread(self._anything_due, now):
             loop = asyncio.get_running_loop()
 
             def committed() -> None:  # in the thread reading the helper's pipe
@@ -92,6 +92,12 @@ class Enqueuer:
         return await asyncio.to_thread(
             enqueue_due, self.sessions, policy, self.renderer, now, progress
         )
+
+    def _anything_due(self, now: datetime) -> bool:
+        """Whether there is planning to do: a helper takes a fraction of a second to start,
+        most of an idle tick's time, and would find nobody due."""
+        with self.sessions() as session:
+            return anything_due(session, now)
 
     def start(self) -> int:
         """Start the helper (once; it takes a fraction of a second to import what planning

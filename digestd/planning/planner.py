@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from digestd.bulk import among
 from digestd.db import insert_ignoring_conflicts
@@ -91,6 +91,21 @@ def enqueue_due(
             progress()
         report.rendered += planner.book.rendered
     return report
+
+
+def anything_due(session: Session, now: datetime) -> bool:
+    """Whether any reader's daily or recap is due at ``now``: the question an idle tick
+    answers without starting the planner's helper process."""
+    return any(
+        session.execute(select(Subscriber.id).where(*_due(column, now)).limit(1)).first()
+        for column in (Subscriber.next_weekly_at, Subscriber.next_daily_at)
+    )
+
+
+def _due(column: InstrumentedAttribute[datetime | None], now: datetime) -> tuple[Any, ...]:
+    """Who is due for the edition ``column`` schedules: one range of its (status, column)
+    index."""
+    return (Subscriber.status == SubscriberStatus.ACTIVE, column <= now)
 
 
 def enqueue_now(
@@ -173,7 +188,7 @@ class Planner:
         """Plan the next batch of due readers; False when there is none left."""
         query = (
             select(Subscriber.id, Subscriber.timezone, self.column)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE, self.column <= self.now)
+            .where(*_due(self.column, self.now))
             .order_by(self.column, Subscriber.id)
             .limit(self._batch)
         )
