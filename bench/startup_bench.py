@@ -1,5 +1,5 @@
-"""How long `digestd --version` and `digestd stats` take to start and finish, as an
-operator runs them: each a fresh process, on a migrated database (SPEC §10: < 0.5 s).
+"""How long digestd's commands take to start and finish, as an operator runs them: each a
+fresh process, on a migrated database with nothing due (SPEC §10: < 0.5 s).
 
 Reports the median and the fastest of N runs (wall clock), and the median CPU seconds
 (user + system) of the process: on a shared machine the CPU time is what the command
@@ -23,7 +23,14 @@ import sys
 import tempfile
 import time
 
-COMMANDS = (["--version"], ["stats"], ["feeds", "list"], ["subscribers", "export"])
+COMMANDS = (
+    ["--version"],
+    ["stats"],
+    ["feeds", "list"],
+    ["subscribers", "export"],
+    ["migrate"],  # nothing to upgrade: what every deploy script runs first
+    ["tick"],  # nobody due: what cron runs each minute
+)
 TARGET = 0.5
 REFERENCE = """
 import os

@@ -181,14 +181,17 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 def migrate(engine: Engine, revision: str = "head") -> Upgrade:
     """Bring the schema to ``revision``; safe to run on every start, and from several
     processes at once on PostgreSQL (they take turns; see :func:`_migration_lock`)."""
-    from alembic import command
-    from alembic.script import ScriptDirectory
-
-    config = alembic_config(engine)
     with _migration_lock(engine):
         before = schema_revision(engine)
         if before is not None:
             _refuse_unknown(before)  # Alembic would fail with a traceback
+        if revision == "head" and before == SCHEMA_HEAD:
+            # What every deploy and ExecStartPre finds: done without Alembic (~0.1 s to load).
+            return Upgrade(before, before, 0)
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        config = alembic_config(engine)
         command.upgrade(config, revision)
         after = schema_revision(engine)
     if after is None or before == after:
