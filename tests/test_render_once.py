@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,57 @@ def test_a_corrected_article_reaches_the_readers_planned_after_and_a_same_resend
 
 
 FIXED = "https://news.example.com/acme-fixed"
+
+
+class LockProbingRenderer(Renderer):
+    """Tries to take SQLite's write lock from another connection at each render, as the
+    sending process's claims and outcomes do, without waiting: whether it could."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.could_write: list[bool] = []
+
+    def render(self, kind: str, context: dict[str, Any]) -> RenderedEmail:
+        other = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            self.could_write.append(True)
+        except sqlite3.OperationalError:  # "database is locked"
+            self.could_write.append(False)
+        finally:
+            other.close()
+        return super().render(kind, context)
+
+
+def test_the_planner_renders_on_sqlite_without_holding_the_write_lock(
+    settings: Settings,
+) -> None:
+    """SQLite has one writer: a planner rendering inside its write transaction kept the
+    sender from claiming and recording for the whole render (most of a big edition's first
+    seconds). The edition exists (Paris planned it an hour earlier); London's new digest is
+    rendered while anyone may still write."""
+    if not settings.database_url.startswith("sqlite:"):
+        pytest.skip("SQLite's database-wide write lock; PostgreSQL locks rows")
+    items = [article("ai-1", "ai", SEND - timedelta(hours=3)), article("q-1", "quantum", SEND)]
+    items[1]["published_at"] = (SEND - timedelta(hours=2)).isoformat()
+    readers = [
+        Reader("pia@example.com", "Europe/Paris"),
+        Reader("leo@example.com", "Europe/London", ("quantum",)),
+    ]
+    service = Service.build(settings)
+    with service.sessions.begin() as session:
+        add_articles(session, items)
+        add_readers(session, readers, SEND - timedelta(days=1))
+    probe = LockProbingRenderer(settings.database_url.removeprefix("sqlite:///"))
+
+    async def run() -> tuple[int, int]:
+        paris = (await service.tick(SEND - timedelta(hours=1))).enqueued.rendered
+        service.renderer.renderer = probe
+        london = (await service.tick(SEND)).enqueued.rendered
+        await service.close()
+        return paris, london
+
+    assert asyncio.run(run()) == (1, 1)
+    assert probe.could_write and all(probe.could_write), probe.could_write

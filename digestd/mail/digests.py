@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,6 +27,8 @@ from digestd.mail.template import LinkSlots, MessageTemplate, TemplateFormatErro
 from digestd.models import Article, Digest, DigestLink, Edition, EditionKind
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")  # how a caller names the digests it renders: an id, or a key not stored yet
 
 
 @dataclass(frozen=True)
@@ -210,45 +212,69 @@ class Unrendered:
     layout: Layout
 
 
-def render_and_store(
-    session: Session, renderer: DigestRenderer, digests: Mapping[int, Unrendered]
-) -> dict[int, StoredDigest]:
-    """Render each digest, store its template (or why it failed) in its row, and return them.
+@dataclass(frozen=True)
+class Rendering:
+    """A digest rendered and not yet stored: its template and numbered links, or why it
+    failed."""
 
-    A digest that fails to render fails alone: its deliveries end ``failed`` with the reason
-    and the rest of the edition goes on.
-    """
+    template: MessageTemplate | None
+    error: str | None
+    links: list[dict[str, Any]]  # its ``digest_links`` rows, without the digest's id
+
+
+def render_digests(
+    session: Session, renderer: DigestRenderer, digests: Mapping[K, Unrendered]
+) -> dict[K, Rendering]:
+    """Render each digest (reads only: the articles). A digest that fails to render fails
+    alone: its deliveries end ``failed`` with the reason and the rest of the edition goes on."""
     articles = load_articles(session, (a for d in digests.values() for a in d.layout.article_ids()))
-    results: dict[int, StoredDigest] = {}
-    rows: list[dict[str, object]] = []
-    numbered: list[dict[str, Any]] = []
-    for digest_id, digest in digests.items():
+    results: dict[K, Rendering] = {}
+    for key, digest in digests.items():
         try:
             template = renderer.render(digest.kind, digest.period, digest.layout, articles)
         except Exception as exc:  # any cause (an article gone, a template error): this one only
-            log.warning("digest %d could not be rendered", digest_id, exc_info=True)
+            log.warning("digest %s could not be rendered", key, exc_info=True)
             error = f"could not render the digest: {exc.__class__.__name__}: {exc}"[:1000]
-            results[digest_id] = StoredDigest(None, error)
-            rows.append({"id": digest_id, "template": None, "render_error": error})
+            results[key] = Rendering(None, error, [])
         else:
-            results[digest_id] = StoredDigest(template, None)
-            rows.append({"id": digest_id, "template": template.dump(), "render_error": None})
-            numbered += digest_links(digest_id, digest.layout, articles)
-    if rows:
-        session.execute(update(Digest), rows)  # by primary key, one statement for all
-    insert_ignoring_conflicts(session, DigestLink.__table__, numbered, ["digest_id", "position"])
+            results[key] = Rendering(template, None, digest_links(digest.layout, articles))
     return results
 
 
-def digest_links(
-    digest_id: int, layout: Layout, articles: Mapping[str, ArticleFields]
-) -> list[dict[str, Any]]:
-    """The ``digest_links`` rows of a digest: its articles numbered as its email numbers
-    them (1: the lead), each with the category its card shows."""
+def store_renderings(
+    session: Session, renderings: Mapping[int, Rendering]
+) -> dict[int, StoredDigest]:
+    """Store each digest's template (or why it failed) in its row, by digest id."""
+    rows = [
+        {
+            "id": digest_id,
+            "template": r.template.dump() if r.template is not None else None,
+            "render_error": r.error,
+        }
+        for digest_id, r in renderings.items()
+    ]
+    if rows:
+        session.execute(update(Digest), rows)  # by primary key, one statement for all
+    numbered = [
+        {"digest_id": digest_id, **link} for digest_id, r in renderings.items() for link in r.links
+    ]
+    insert_ignoring_conflicts(session, DigestLink.__table__, numbered, ["digest_id", "position"])
+    return {digest_id: StoredDigest(r.template, r.error) for digest_id, r in renderings.items()}
+
+
+def render_and_store(
+    session: Session, renderer: DigestRenderer, digests: Mapping[int, Unrendered]
+) -> dict[int, StoredDigest]:
+    """Render each digest and store it in its row (:func:`render_digests`)."""
+    return store_renderings(session, render_digests(session, renderer, digests))
+
+
+def digest_links(layout: Layout, articles: Mapping[str, ArticleFields]) -> list[dict[str, Any]]:
+    """The ``digest_links`` rows of a digest, but its id: its articles numbered as its email
+    numbers them (1: the lead), each with the category its card shows."""
     entries = [entry for section in layout.sections for entry in section.entries]
     return [
         {
-            "digest_id": digest_id,
             "position": number,
             "article_id": entry.article_id,
             "category": entry.category,

@@ -1,10 +1,14 @@
 """The digests of an edition: one row per distinct layout, rendered by whoever creates it.
 
-Creating a digest and rendering it happen in the same transaction: the planner inserts
-the rows it needs (``ON CONFLICT DO NOTHING ... RETURNING``) and renders exactly the ones
-its insert created. Another worker planning the same digest meanwhile waits on the unique
-key until that transaction commits (PostgreSQL), then finds the row with its template:
-each distinct digest is rendered once, however many workers plan the edition.
+On PostgreSQL, creating a digest and rendering it happen in the same transaction: the
+planner inserts the rows it needs (``ON CONFLICT DO NOTHING ... RETURNING``) and renders
+exactly the ones its insert created. Another worker planning the same digest meanwhile
+waits on the unique key until that transaction commits, then finds the row with its
+template: each distinct digest is rendered once, however many workers plan the edition.
+
+On SQLite, where one process plans, a batch renders the digests it does not find before
+it writes anything: SQLite's write lock is the whole database's, and the sender must not
+wait on renders to claim and record.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.db import insert_ignoring_conflicts
-from digestd.mail.digests import DigestRenderer, Unrendered, render_and_store
+from digestd.mail.digests import (
+    DigestRenderer,
+    Rendering,
+    Unrendered,
+    render_digests,
+    store_renderings,
+)
 from digestd.mail.layout import Layout
 from digestd.models import Digest, EditionKind
 
@@ -44,6 +54,15 @@ class DigestBook:
         """Make sure every digest in ``wanted`` exists and is rendered (``periods``: each
         edition id's local date)."""
         new = {key: layout for key, layout in wanted.items() if key not in self._known}
+        early: dict[DigestKey, Rendering] = {}
+        if new and session.get_bind().dialect.name == "sqlite":
+            # SQLite has one writer for the whole database: rendered after the insert, every
+            # render would hold the sender's claims and outcomes waiting (most of a large
+            # edition's first seconds). Before any write of this batch, no lock is held; the
+            # one process planning on SQLite then inserts what it rendered.
+            self._look_up(session, list(new))
+            new = {key: layout for key, layout in new.items() if key not in self._known}
+            early = render_digests(session, self.renderer, self._unrendered(new, periods))
         if not new:
             return
         created = insert_ignoring_conflicts(
@@ -62,18 +81,21 @@ class DigestBook:
             returning=["id", "edition_id", "content_key"],
         )
         mine = {(row.edition_id, row.content_key): row.id for row in created}
-        results = render_and_store(
-            session,
-            self.renderer,
-            {
-                digest_id: Unrendered(self.kind, periods[key[0]], new[key])
-                for key, digest_id in mine.items()
-            },
+        renderings = early or render_digests(
+            session, self.renderer, self._unrendered({key: new[key] for key in mine}, periods)
         )
+        results = store_renderings(session, {mine[key]: renderings[key] for key in mine})
         self.rendered += len(mine)
         for key, digest_id in mine.items():
             self._known[key] = (digest_id, results[digest_id].error)
         self._look_up(session, [key for key in new if key not in mine])
+
+    def _unrendered(
+        self, layouts: Mapping[DigestKey, Layout], periods: Mapping[int, str]
+    ) -> dict[DigestKey, Unrendered]:
+        return {
+            key: Unrendered(self.kind, periods[key[0]], layout) for key, layout in layouts.items()
+        }
 
     def _look_up(self, session: Session, keys: list[DigestKey]) -> None:
         """Digests another run created (an earlier batch's transaction, another worker)."""

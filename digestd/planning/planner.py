@@ -437,13 +437,15 @@ class Planner:
     def edition_ids(self, session: Session, periods: set[str]) -> dict[str, int]:
         """The id of this kind's edition of each period, created if need be."""
         for period in periods - self._editions.keys():
-            insert_ignoring_conflicts(
-                session,
-                Edition.__table__,
-                [{"kind": self.kind, "period": period, "created_at": self.now}],
-                ["kind", "period"],
-            )
-            self._editions[period] = session.scalars(
-                select(Edition.id).where(Edition.kind == self.kind, Edition.period == period)
-            ).one()
+            found = select(Edition.id).where(Edition.kind == self.kind, Edition.period == period)
+            edition_id = session.scalars(found).first()
+            if edition_id is None:  # looked up first: on SQLite even an ignored insert locks
+                insert_ignoring_conflicts(
+                    session,
+                    Edition.__table__,
+                    [{"kind": self.kind, "period": period, "created_at": self.now}],
+                    ["kind", "period"],
+                )
+                edition_id = session.scalars(found).one()
+            self._editions[period] = edition_id
         return {period: self._editions[period] for period in periods}
