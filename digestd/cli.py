@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from digestd import __version__
+from digestd.collector import collect_less_often
 
 if TYPE_CHECKING:
     from digestd.config import Settings
@@ -300,10 +301,12 @@ def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
 
 def _collect_from_here() -> None:
     """Everything the start-up made is kept out of later collections, which then look only
-    at what the command makes (a daemon's ticks). Nothing to do where :func:`entry` did not
-    turn the collector off (a test calling :func:`main`)."""
+    at what the command makes (a daemon's ticks), and less often than Python's default
+    (:mod:`digestd.collector`). Nothing to do where :func:`entry` did not turn the collector
+    off (a test calling :func:`main`)."""
     if not gc.isenabled():
         gc.freeze()
+        collect_less_often()
         gc.enable()
 
 

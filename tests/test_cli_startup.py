@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from digestd import cli
+from digestd.collector import COLLECT_EVERY
 from digestd.db import make_engine, make_sessions
 from tests.helpers import ROOT
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
@@ -99,13 +100,14 @@ def test_a_tick_with_a_reader_due_loads_the_renderer(env: dict[str, str]) -> Non
 
 
 def _observing_command(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], seen: dict[str, int]
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], seen: dict[str, object]
 ) -> None:
     """`digestd stats` whose command only records the collector's state as it runs."""
 
     def command(settings: object, args: object) -> int:
         seen["enabled"] = gc.isenabled()
         seen["frozen"] = gc.get_freeze_count()
+        seen["threshold"] = gc.get_threshold()
         return 0
 
     for name, value in env.items():
@@ -117,29 +119,33 @@ def _observing_command(
 def test_the_program_collects_garbage_while_its_command_runs(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
-    """The collector is off for start-up only: a daemon's command runs with it on, and
-    what start-up made is frozen out of its collections."""
-    seen: dict[str, int] = {}
+    """The collector is off for start-up only: a daemon's command runs with it on, less
+    often than Python's default, and what start-up made is frozen out of its collections."""
+    seen: dict[str, object] = {}
     _observing_command(monkeypatch, env, seen)
+    threshold = gc.get_threshold()
     try:
         with pytest.raises(SystemExit) as exited:
             cli.entry()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
         gc.enable()
     assert exited.value.code == 0
-    assert seen["enabled"] == 1
-    assert seen["frozen"] > 1000  # the modules, classes and functions start-up loaded
+    assert seen["enabled"] is True
+    assert seen["threshold"] == COLLECT_EVERY != threshold
+    frozen = seen["frozen"]
+    assert isinstance(frozen, int) and frozen > 1000  # what start-up loaded: modules, classes
 
 
 def test_main_called_in_another_program_leaves_its_collector_alone(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
     """A test or an embedding program calling main() keeps its collector as it was."""
-    seen: dict[str, int] = {}
+    seen: dict[str, object] = {}
     _observing_command(monkeypatch, env, seen)
-    frozen = gc.get_freeze_count()
+    frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
     assert cli.main() == 0
-    assert seen == {"enabled": 1, "frozen": frozen}
+    assert seen == {"enabled": True, "frozen": frozen, "threshold": threshold}
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen

@@ -218,6 +218,7 @@ class Rendering:
     failed."""
 
     template: MessageTemplate | None
+    stored: bytes | None  # the template as its row holds it, made here: writing is brief
     error: str | None
     links: list[dict[str, Any]]  # its ``digest_links`` rows, without the digest's id
 
@@ -235,9 +236,10 @@ def render_digests(
         except Exception as exc:  # any cause (an article gone, a template error): this one only
             log.warning("digest %s could not be rendered", key, exc_info=True)
             error = f"could not render the digest: {exc.__class__.__name__}: {exc}"[:1000]
-            results[key] = Rendering(None, error, [])
+            results[key] = Rendering(None, None, error, [])
         else:
-            results[key] = Rendering(template, None, digest_links(digest.layout, articles))
+            links = digest_links(digest.layout, articles)
+            results[key] = Rendering(template, template.dump(), None, links)
     return results
 
 
@@ -246,11 +248,7 @@ def store_renderings(
 ) -> dict[int, StoredDigest]:
     """Store each digest's template (or why it failed) in its row, by digest id."""
     rows = [
-        {
-            "id": digest_id,
-            "template": r.template.dump() if r.template is not None else None,
-            "render_error": r.error,
-        }
+        {"id": digest_id, "template": r.stored, "render_error": r.error}
         for digest_id, r in renderings.items()
     ]
     if rows:

@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from digestd.collector import collect_less_often
 from digestd.db import make_engine, make_sessions
 from digestd.mail.digests import DigestRenderer, Masthead
 from digestd.planning.planner import anything_due, enqueue_due
@@ -151,6 +152,7 @@ class Enqueuer:
 def _serve(connection: Connection, database_url: str, masthead: Masthead, directory: Path) -> None:
     """The helper process: plan what it is asked, one request at a time, until the pipe closes."""
     _leave_stopping_to_the_sender()
+    collect_less_often()
     engine = make_engine(database_url)
     sessions = make_sessions(engine)
     renderer = DigestRenderer(masthead, directory)
