@@ -6,6 +6,7 @@ header lines folded and encoded, addresses in their ASCII form. What
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from email.header import Header
 from email.policy import SMTP
@@ -82,8 +83,11 @@ def _qp(text: str) -> bytes:
     return encoded
 
 
+@functools.lru_cache(maxsize=1024)
 def header(name: str, value: str) -> bytes:
-    """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through."""
+    """One header line, folded and RFC 2047-encoded as needed; CR/LF can never get through.
+    Cached: every digest repeats From and List-Id, and the email package's folding is a
+    tenth of a render."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
     if "=?" in value:
         # Text that reads like an RFC 2047 encoded-word would be decoded (by the parser
