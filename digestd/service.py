@@ -299,11 +299,10 @@ class Service:
             committed.set()
             self.health.beat()
 
+        waiting = await asyncio.to_thread(self._waiting, now) if on_planned else 0
+        settling = _Settling(waiting, on_batch, on_planned)
         planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now, progress))
-        if on_planned is not None:
-            planning.add_done_callback(
-                lambda done: None if done.cancelled() else on_planned(self._waiting(now))
-            )
+        planning.add_done_callback(settling.planned)
 
         async def more() -> bool:
             """Called when the queue looks empty: wait for the helper's next batch (no
@@ -326,7 +325,7 @@ class Service:
             self.enqueuer.close()
 
         try:
-            delivered = await self.sender.deliver_due(now, should_stop, on_batch, more)
+            delivered = await self.sender.deliver_due(now, should_stop, settling.batch, more)
         except BaseException:
             stop_planning()
             raise
@@ -345,3 +344,32 @@ class Service:
             self._sender.close()
         await self.transport.close()
         self.engine.dispose()
+
+
+class _Settling:
+    """What a tick's progress bar hears while the helper plans: each batch settled, and,
+    once planning is over, how many are left: those waiting before it began and those it
+    queued, less those settled meanwhile. Counted here rather than read back from the
+    queue, where a batch the sender has written but not yet reported was missed."""
+
+    def __init__(
+        self,
+        waiting: int,
+        on_batch: Callable[[int], None] | None,
+        on_planned: Callable[[int], None] | None,
+    ) -> None:
+        self.waiting = waiting
+        self.settled = 0
+        self.on_batch = on_batch
+        self.on_planned = on_planned
+
+    def batch(self, settled: int) -> None:
+        self.settled += settled
+        if self.on_batch is not None:
+            self.on_batch(settled)
+
+    def planned(self, done: asyncio.Future[EnqueueReport]) -> None:
+        if self.on_planned is None or done.cancelled() or done.exception() is not None:
+            return  # a failure is raised where the planning is awaited
+        queued = sum(done.result().queued.values())
+        self.on_planned(self.waiting + queued - self.settled)
