@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.orm import Session
 
+from digestd.db import sqlite_value
 from digestd.delivery.queue import (
     DELIVERIES,
     EDITIONS,
@@ -65,13 +66,13 @@ class SqliteQueue(QueueStore):
                 (
                     row["b_status"],
                     row["b_attempt"],
-                    _stored(row["b_next_attempt_at"]),
-                    _stored(row["b_sent_at"]),
+                    sqlite_value(row["b_next_attempt_at"]),
+                    sqlite_value(row["b_sent_at"]),
                     row["b_smtp_reply"],
                     row["b_message_id"],
                     row["b_last_error"],
                     row["b_id"],
-                    _stored(row["b_lease"]),
+                    sqlite_value(row["b_lease"]),
                     row["b_worker"],
                 )
                 for row in rows
@@ -85,10 +86,3 @@ _OUTCOME_UPDATE = (
     f"WHERE id = ? AND status = '{DeliveryStatus.SENDING}' AND lease_expires_at = ? "
     "AND claimed_by = ?"
 )
-
-
-def _stored(moment: datetime | None) -> str | None:
-    """An aware instant as SQLite holds it: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
