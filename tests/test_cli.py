@@ -174,11 +174,13 @@ def test_stats_counts_the_queue(
 def test_run_with_demo_catches_a_real_digest_and_stops_cleanly_on_sigterm(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The Quick start's first command: a newcomer sees a digest in var/mail/ right away."""
+    """The Quick start's first command: a newcomer sees a digest in var/mail/ right away.
+    A misspelt variable (here the relay's: every email would stay in the catcher) is named
+    in a warning with the setting it is most like."""
     mail = Path(env["DIGESTD_DATA_DIR"]) / "mail"
     process = subprocess.Popen(
         [sys.executable, "-m", "digestd", "run", "--demo"],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "DIGESTD_SMTP_ULR": "smtp://relay.example.com:587"},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -201,6 +203,8 @@ def test_run_with_demo_catches_a_real_digest_and_stops_cleanly_on_sigterm(
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert "stopped" in output and "Traceback" not in output
+    warned = [line for line in output.splitlines() if "DIGESTD_SMTP_ULR" in line]
+    assert len(warned) == 1 and "warning" in warned[0] and "DIGESTD_SMTP_URL" in warned[0]
 
 
 def _run(
