@@ -293,3 +293,24 @@ def test_a_feed_that_declares_xml_entities_is_not_read(
         feed = session.get(Feed, feed_id)
         assert feed is not None and feed.last_error is not None
         assert "declares XML entities" in feed.last_error
+
+
+def test_a_feed_removed_while_it_is_fetched_is_neither_stored_nor_counted_failed(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An operator removes a feed (admin, `feeds remove`) while a poll is fetching it: its
+    fetch's outcome, items or failure, belongs to nobody, and the run reports none."""
+    with sessions.begin() as session:
+        gone = register_feed(session, "https://gone.example.com/feed.xml", "ai", NOW).id
+        failing = register_feed(session, "https://failing.example.com/feed.xml", "ai", NOW).id
+
+    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+        with sessions.begin() as session:  # removed meanwhile, as feeds remove does
+            session.delete(session.get(Feed, gone if "gone" in url else failing))
+        if "failing" in url:
+            raise OSError("connection reset")
+        return Fetched(200, (ROOT / "tests" / "feeds" / "atom.xml").read_bytes(), url, None, None)
+
+    report = poll_due(sessions, NOW, fetch)
+    assert (report.polled, report.failed, report.articles, report.errors) == (2, 0, 0, [])
+    assert _article_count(sessions) == 0

@@ -217,9 +217,8 @@ def _failed(
     now: datetime,
     report: PollReport,
 ) -> None:
-    """Count a failed poll on the feed and back it off (exponentially, up to MAX_BACKOFF)."""
-    report.failed += 1
-    report.errors.append(f"{url}: {problem}")
+    """Count a failed poll on the feed and back it off (exponentially, up to MAX_BACKOFF).
+    A feed removed while it was fetched failed for nobody: nothing is counted."""
     try:
         with sessions.begin() as session:
             feed = session.get(Feed, feed_id)
@@ -232,5 +231,9 @@ def _failed(
             failures = feed.failures
     except SQLAlchemyError as exc:  # the database is away: the lease brings the feed back
         log.error("feed %s failed (%s), and so did recording it: %s", url, problem, first_line(exc))
-        return
-    log.warning("feed %s failed (%d in a row): %s; next try in %s", url, failures, problem, delay)
+    else:
+        log.warning(
+            "feed %s failed (%d in a row): %s; next try in %s", url, failures, problem, delay
+        )
+    report.failed += 1
+    report.errors.append(f"{url}: {problem}")
