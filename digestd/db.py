@@ -312,7 +312,7 @@ def _insert_sqlite_plain(
     inserted: list[Row[Any]] = []
     for start in range(0, len(rows), SQLITE_ROWS_A_STATEMENT):
         chunk = rows[start : start + SQLITE_ROWS_A_STATEMENT]
-        values = tuple(sqlite_value(value) for row in chunk for value in row.values())
+        values = tuple(sqlite_value(row[name]) for row in chunk for name in columns)
         result = connection.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail, values)
         if returning:
             inserted.extend(result.all())
