@@ -4,7 +4,7 @@ Planning and sending make a few container objects per reader and per message, ne
 freed by reference counting at once. Python's default (a collection after every 700 net
 allocations, and every 10th and 100th of those over older objects too) was ~7 % of the
 sending process's CPU and ~7 % of the planner's, and found next to nothing
-(bench/README.md, "The collector while sending").
+(bench/README.md, delivery round 7).
 """
 
 from __future__ import annotations

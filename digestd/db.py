@@ -273,7 +273,8 @@ def _insert(
 # Rows of plain values (numbers, text, instants) go to SQLite in multi-row statements the
 # driver binds as they are: SQLAlchemy's processing of each value was most of the cost of
 # the planner's 1 000 queue rows a batch, written while it holds SQLite's one write lock.
-SQLITE_ROWS_A_STATEMENT = 500  # 9 columns each: well within SQLite's 32 766 parameters
+SQLITE_ROWS_A_STATEMENT = 500
+SQLITE_PARAMETERS = 32_766  # the most one statement may bind (SQLite 3.32 and later)
 
 
 def _plain_rows(table: Any, rows: list[dict[str, Any]]) -> bool:
@@ -310,8 +311,9 @@ def _insert_sqlite_plain(
         tail += f" RETURNING {', '.join(map(quote, returning))}"
     connection = session.connection()
     inserted: list[Row[Any]] = []
-    for start in range(0, len(rows), SQLITE_ROWS_A_STATEMENT):
-        chunk = rows[start : start + SQLITE_ROWS_A_STATEMENT]
+    size = min(SQLITE_ROWS_A_STATEMENT, SQLITE_PARAMETERS // len(columns))
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
         values = tuple(sqlite_value(row[name]) for row in chunk for name in columns)
         result = connection.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail, values)
         if returning:
