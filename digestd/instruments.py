@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import Counter as Tallies
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import (
@@ -34,8 +36,21 @@ UNSUBSCRIBED_VIA = ("link", "preferences", "mail", "admin")
 CLICK_ANSWERS = ("article", "archive", "refused")  # a tracked link: to the story, the archive, 400
 
 
+@dataclass
+class Tally:
+    """What sending counted in the tick's helper process since it last told the sending
+    process, which adds it to its own instruments: Prometheus scrapes that one only."""
+
+    messages: Tallies[tuple[str, str]] = field(default_factory=Tallies)
+    smtp_errors: Tallies[str] = field(default_factory=Tallies)
+    send_seconds: list[float] = field(default_factory=list)
+    pauses: int = 0
+    last_smtp_success_at: float | None = None
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.tally: Tally | None = None  # also counted there (in a helper process), if set
         self.registry = CollectorRegistry()
         self.messages = Counter(
             "digestd_messages",
@@ -118,16 +133,54 @@ class Metrics:
         for answer in CLICK_ANSWERS:  # present at 0 from the start
             self.clicks.labels(answer)
 
-    def message(self, kind: str, outcome: str) -> None:
+    def message(self, kind: str, outcome: str, count: int = 1) -> None:
         """Count one message (the labelled child looked up once, not per message)."""
         child = self._messages.get((kind, outcome))
         if child is None:
             child = self._messages[(kind, outcome)] = self.messages.labels(kind, outcome)
-        child.inc()
+        child.inc(count)
+        if self.tally is not None:
+            self.tally.messages[(kind, outcome)] += count
 
-    def smtp_succeeded(self) -> None:
-        self.last_smtp_success_at = time.time()
+    def smtp_error(self, code: str) -> None:
+        self.smtp_errors.labels(code).inc()
+        if self.tally is not None:
+            self.tally.smtp_errors[code] += 1
+
+    def handed_over(self, seconds: float) -> None:
+        self.send_seconds.observe(seconds)
+        if self.tally is not None:
+            self.tally.send_seconds.append(seconds)
+
+    def sending_paused(self) -> None:
+        self.sending_pauses.inc()
+        if self.tally is not None:
+            self.tally.pauses += 1
+
+    def smtp_succeeded(self, at: float | None = None) -> None:
+        self.last_smtp_success_at = time.time() if at is None else at
         self.last_smtp_success.set(self.last_smtp_success_at)
+        if self.tally is not None:
+            self.tally.last_smtp_success_at = self.last_smtp_success_at
+
+    def take_tally(self) -> Tally:
+        """What was counted since the last take (counting goes on in a fresh one)."""
+        taken, self.tally = self.tally or Tally(), Tally()
+        return taken
+
+    def absorb(self, tally: Tally) -> None:
+        """Count what a helper process's sending counted, as if it had happened here."""
+        for (kind, outcome), count in tally.messages.items():
+            self.message(kind, outcome, count)
+        for code, count in tally.smtp_errors.items():
+            self.smtp_errors.labels(code).inc(count)
+        for seconds in tally.send_seconds:
+            self.send_seconds.observe(seconds)
+        if tally.pauses:
+            self.sending_pauses.inc(tally.pauses)
+        latest = tally.last_smtp_success_at
+        if latest is not None and latest > (self.last_smtp_success_at or 0.0):
+            self.smtp_succeeded(latest)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,17 +8,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from digestd.config import Settings
 from digestd.db import make_sessions, open_database
-from digestd.delivery.queue_store import queue_store
+from digestd.delivery.helper_sending import SendingShare, Settled, Shared
 from digestd.delivery.sender import DeliveryReport, Sender
-from digestd.delivery.templates import TemplateCache
-from digestd.delivery.transport import Transport, make_transport
-from digestd.delivery.worker import Worker
+from digestd.delivery.transport import SmtpPool, Transport, make_transport
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
@@ -26,7 +25,7 @@ from digestd.ops import counts
 from digestd.ops.metrics import watch
 from digestd.ops.sunset import Sunset
 from digestd.planning.archive import publish_due
-from digestd.planning.enqueuer import Enqueuer
+from digestd.planning.enqueuer import Enqueuer, HelperDied
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.readers import clicks
 from digestd.readers import sunset as reader_sunset
@@ -185,20 +184,14 @@ class Service:
     def sender(self) -> Sender:
         """One per process: its failure-burst pause must outlive a tick."""
         if self._sender is None:
-            store = queue_store(
+            self._sender = Sender.build(
+                self.settings,
                 self.sessions,
-                Worker.this_process(),
-                max_attempts=self.settings.delivery.max_attempts,
-            )
-            self._sender = Sender(
-                store,
-                TemplateCache(self.sessions, self.renderer),
+                self.renderer,
                 self.composer,
                 self.transport,
-                catchup=timedelta(hours=self.settings.catchup_hours),
-                tuning=self.settings.delivery,
-                monotonic=self.monotonic,
                 metrics=self.metrics,
+                monotonic=self.monotonic,
                 heartbeat=self.health.beat,
             )
         return self._sender
@@ -301,7 +294,7 @@ class Service:
 
         waiting = await asyncio.to_thread(self._waiting, now) if on_planned else 0
         settling = _Settling(waiting, on_batch, on_planned)
-        planning = asyncio.ensure_future(self.enqueuer.enqueue(self.policy, now, progress))
+        planning = asyncio.ensure_future(self._plan(now, progress, settling))
         planning.add_done_callback(settling.planned)
 
         async def more() -> bool:
@@ -335,7 +328,62 @@ class Service:
             enqueued = await planning
         except asyncio.CancelledError:
             enqueued = EnqueueReport()
+        delivered.add(await self._helper_share(now, should_stop, settling))
         return enqueued, delivered
+
+    def _sending_share(self) -> SendingShare | None:
+        """The helper's share of the sending, if it should send once it has planned: with
+        the pool this service built (not a test's transport), and not while paused."""
+        if not isinstance(self.transport, SmtpPool) or self.sender.paused:
+            return None
+        return SendingShare.of(self.settings)
+
+    async def _plan(
+        self, now: datetime, progress: Callable[[], None], settling: _Settling
+    ) -> EnqueueReport:
+        """Plan in the helper; then it sends too, with its share of the pool once this
+        process has closed as many of its connections."""
+        share = self._sending_share()
+        report = await self.enqueuer.enqueue(self.policy, now, progress, share)
+        if share is not None and self.enqueuer.holding:
+            assert isinstance(self.transport, SmtpPool)
+            await self.transport.limit(self.transport.size - share.connections)
+            self.enqueuer.go_on(self._heard(settling))
+        return report
+
+    def _heard(self, settling: _Settling) -> Callable[[Any], None]:
+        def heard(news: Any) -> None:
+            if isinstance(news, Settled):
+                self.metrics.absorb(news.tally)
+                settling.batch(news.count)
+                self.health.beat()
+
+        return heard
+
+    async def _helper_share(
+        self, now: datetime, should_stop: Callable[[], bool], settling: _Settling
+    ) -> DeliveryReport:
+        """Wait for the helper's sending to end (asking it to stop when we are told to)."""
+        sending = self.enqueuer.after_planning
+        if sending is None:
+            return DeliveryReport()
+        try:
+            while not sending.done():
+                if should_stop():
+                    self.enqueuer.ask_to_stop()
+                await asyncio.wait({sending}, timeout=1.0)
+            shared = sending.result()
+        except HelperDied:
+            # What it had claimed is ours now (its process is gone): sent here.
+            log.warning("the helper process died while sending; the rest is sent here")
+            return await self.sender.deliver_due(now, should_stop, settling.batch)
+        finally:
+            self.enqueuer.after_planning = None
+            if isinstance(self.transport, SmtpPool):
+                await self.transport.limit(self.transport.size)
+        assert isinstance(shared, Shared)
+        self.metrics.absorb(shared.tally)
+        return shared.report
 
     async def close(self) -> None:
         if self._enqueuer is not None:

@@ -86,11 +86,11 @@ class HandOver:
                 self.composer.envelope_from(job.delivery_id), recipient, data
             )
         except DeliveryError as exc:
-            self.metrics.smtp_errors.labels(str(exc.code or "none")).inc()
+            self.metrics.smtp_error(str(exc.code or "none"))
             self._failure(exc, recipient)
             return exc
         finally:
-            self.metrics.send_seconds.observe(self.monotonic() - started)
+            self.metrics.handed_over(self.monotonic() - started)
             self.heartbeat()
         self.consecutive_failures = 0
         self.refusals.accepted()
@@ -126,7 +126,7 @@ class HandOver:
     def _pause(self, why: str, exc: DeliveryError) -> None:
         if self.paused:
             return
-        self.metrics.sending_pauses.inc()
+        self.metrics.sending_paused()
         self.paused_until = self.monotonic() + self.tuning.pause_seconds
         log.warning(
             "sending paused for %.0fs: %s (last: %s); unsent messages stay queued",

@@ -37,8 +37,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from digestd.config import LEASE_SHARE_AFTER_LAST_START, DeliveryTuning
+from digestd.config import LEASE_SHARE_AFTER_LAST_START, DeliveryTuning, Settings
 from digestd.delivery.handover import HandOver
 from digestd.delivery.limits import Limits
 from digestd.delivery.outcomes import (
@@ -52,14 +53,16 @@ from digestd.delivery.outcomes import (
     may_suppress,
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
+from digestd.delivery.queue_store import queue_store
 from digestd.delivery.recorder import Recorder
 from digestd.delivery.storms import reply_gist
 from digestd.delivery.templates import TemplateCache
 from digestd.delivery.transport import Transport
+from digestd.delivery.worker import Worker
 from digestd.errors import first_line
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
-from digestd.mail.digests import StoredDigest
+from digestd.mail.digests import DigestRenderer, StoredDigest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +84,16 @@ class DeliveryReport:
     paused: bool = False
     # Why messages were deferred or failed, without their addresses: a tick's warning.
     problems: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: DeliveryReport) -> None:
+        """Count in what another sender did in the same tick (the helper's share)."""
+        self.sent += other.sent
+        self.failed += other.failed
+        self.deferred += other.deferred
+        self.skipped += other.skipped
+        self.released += other.released
+        self.paused = self.paused or other.paused
+        self.problems.update(other.problems)
 
 
 @dataclass
@@ -136,6 +149,35 @@ class Sender:
         # One thread for all of the sender's database work: a claim and a write of outcomes
         # never wait for each other's SQLite lock, and they happen in the order asked for.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digestd-queue")
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        renderer: DigestRenderer,
+        composer: Composer,
+        transport: Transport,
+        *,
+        metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> Sender:
+        """The sender of this process, as ``settings`` tune it."""
+        store = queue_store(
+            sessions, Worker.this_process(), max_attempts=settings.delivery.max_attempts
+        )
+        return cls(
+            store,
+            TemplateCache(sessions, renderer),
+            composer,
+            transport,
+            catchup=timedelta(hours=settings.catchup_hours),
+            tuning=settings.delivery,
+            monotonic=monotonic,
+            metrics=metrics,
+            heartbeat=heartbeat,
+        )
 
     def close(self) -> None:
         self._thread.shutdown(wait=False)

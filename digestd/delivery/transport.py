@@ -80,7 +80,39 @@ class SmtpPool:
         self.name = f"{settings.host}:{settings.port}"
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._connections = [_Connection(settings, max_per_connection) for _ in range(size)]
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: dict[int, asyncio.Task[None]] = {}  # by connection, while it works
+        self._active = size  # connections in use: the first _active of _connections
+        self._busy: set[int] = set()  # connections carrying a message
+
+    @property
+    def size(self) -> int:
+        return len(self._connections)
+
+    async def limit(self, active: int) -> None:
+        """Carry on with ``active`` of the pool's connections (1 to its size), and return
+        once those beyond are closed: an idle one at once, a busy one once its messages in
+        hand are answered. The tick's helper process, sending beside this one, has the
+        rest: the relay never sees more sessions than the pool's size."""
+        before, self._active = self._active, max(1, min(active, len(self._connections)))
+        self.concurrency = 2 * self._active
+        if not self._workers:
+            return  # none started yet: they start within the limit
+        if self._active > before:
+            self._start(range(before, self._active))
+            return
+        surplus = [i for i in range(self._active, before) if i in self._workers]
+        for i in surplus:
+            if i not in self._busy:
+                self._workers[i].cancel()  # waiting for a message: none is lost
+        await asyncio.gather(*(self._workers.pop(i) for i in surplus), return_exceptions=True)
+        for i in surplus:
+            await self._connections[i].close()
+
+    def _start(self, indexes: range) -> None:
+        for i in indexes:
+            self._workers[i] = asyncio.create_task(
+                self._work(i, self._connections[i]), name="smtp connection"
+            )
 
     async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
         request = _Request(
@@ -90,18 +122,22 @@ class SmtpPool:
             asyncio.get_running_loop().create_future(),
         )
         if not self._workers:
-            self._workers = [
-                asyncio.create_task(self._work(c), name="smtp connection")
-                for c in self._connections
-            ]
+            self._start(range(self._active))
         self._queue.put_nowait(request)
         return await request.done
 
-    async def _work(self, connection: _Connection) -> None:
-        while True:
+    async def _work(self, index: int, connection: _Connection) -> None:
+        def waiting() -> _Request | None:
+            return self._waiting() if index < self._active else None
+
+        while index < self._active:  # beyond the limit: limit() closes the connection
             request = await self._queue.get()
-            if not request.done.cancelled():
-                await connection.carry(request, self._waiting)
+            self._busy.add(index)
+            try:
+                if not request.done.cancelled():
+                    await connection.carry(request, waiting)
+            finally:
+                self._busy.discard(index)
 
     def _waiting(self) -> _Request | None:
         """A message waiting for a connection, if there is one right now."""
@@ -112,7 +148,7 @@ class SmtpPool:
         return None
 
     async def close(self) -> None:
-        workers, self._workers = self._workers, []
+        workers, self._workers = list(self._workers.values()), {}
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -13,6 +13,11 @@ sender. Planning is idempotent (the queue's unique key, and ``next_*_at`` moved 
 transaction as each batch's rows), so if the helper dies the sender plans in-process, from
 where it stopped.
 
+Once it has planned, the helper may go on with other work the sending process hands it
+(``then``, an :class:`AfterPlanning`: delivery's sending beside the sender, see
+:mod:`digestd.delivery.helper_sending`); what it tells meanwhile reaches ``heard`` in the
+sending process, and :meth:`Enqueuer.ask_to_stop` asks it to finish early.
+
 Its lifetime is the sender's:
 
 - Ctrl-C reaches the whole process group and systemd signals the whole cgroup; stopping is
@@ -25,17 +30,19 @@ Its lifetime is the sender's:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,6 +59,15 @@ WATCH_SECONDS = 1.0  # how often a helper checks that its sender is still alive
 
 class HelperDied(Exception):
     """The helper process went away in the middle of a call."""
+
+
+class AfterPlanning(Protocol):
+    """Work for the helper once it has planned (it must pickle: it crosses to the helper)."""
+
+    def run(self, now: datetime, tell: Callable[[Any], None], stopping: Callable[[], bool]) -> Any:
+        """Runs in the helper: ``tell`` sends news to the sending process, ``stopping()``
+        says it asked the helper to stop; the value returned is the work's answer."""
+        ...
 
 
 class Enqueuer:
@@ -71,12 +87,29 @@ class Enqueuer:
         self.in_helper = in_helper
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
+        # After planning with ``then``: "holding" (the helper waits for go_on or a stop),
+        # "going" (it runs ``then``; one "stop" may still be said), "" (neither).
+        self._then = ""
+        self._then_lock = threading.Lock()  # the event loop and the pipe's reader both tell
+        self.after_planning: asyncio.Future[Any] | None = None  # ``then``'s answer to come
+
+    @property
+    def holding(self) -> bool:
+        """The helper has planned and waits to go on with ``then`` (:meth:`go_on`)."""
+        return self._then == "holding"
 
     async def enqueue(
-        self, policy: Policy, now: datetime, progress: Callable[[], None] = lambda: None
+        self,
+        policy: Policy,
+        now: datetime,
+        progress: Callable[[], None] = lambda: None,
+        then: AfterPlanning | None = None,
     ) -> EnqueueReport:
         """``progress`` hears of each batch planned and committed, in this process or the
-        helper (called on the event loop)."""
+        helper (called on the event loop). With ``then`` a helper that has planned waits to
+        go on with it (:attr:`holding`): :meth:`go_on` or :meth:`ask_to_stop` say which.
+        Without a helper, ``then`` is not done."""
+        self.after_planning = None
         if self.in_helper and await asyncio.to_thread(self._anything_due, now):
             loop = asyncio.get_running_loop()
 
@@ -84,7 +117,7 @@ class Enqueuer:
                 loop.call_soon_threadsafe(progress)
 
             try:
-                return await asyncio.to_thread(self._call, policy, now, committed)
+                return await asyncio.to_thread(self._call, policy, now, committed, then)
             except HelperDied:
                 # Killed (the OOM killer, an operator): what it committed stays, the rest is
                 # planned here. A new helper is started for the next tick.
@@ -121,11 +154,17 @@ class Enqueuer:
         assert self._process.pid is not None
         return self._process.pid
 
-    def _call(self, policy: Policy, now: datetime, committed: Callable[[], None]) -> EnqueueReport:
+    def _call(
+        self,
+        policy: Policy,
+        now: datetime,
+        committed: Callable[[], None],
+        then: AfterPlanning | None,
+    ) -> EnqueueReport:
         self.start()
         assert self._connection is not None
         try:
-            self._connection.send((policy, now))
+            self._connection.send((policy, now, then))
             outcome, value = self._connection.recv()
             while outcome == "batch":  # a batch of queue rows is committed: the sender may go
                 committed()
@@ -135,18 +174,65 @@ class Enqueuer:
         if outcome == "error":
             raise value
         assert isinstance(value, EnqueueReport)
+        if outcome == "planned":
+            self._then = "holding"
         return value
+
+    def go_on(self, heard: Callable[[Any], None]) -> None:
+        """Let the holding helper go on with ``then``: :attr:`after_planning` is its answer
+        to come, ``heard`` hears its news (on the event loop)."""
+        assert self._connection is not None and self.holding
+        loop = asyncio.get_running_loop()
+
+        def news(value: Any) -> None:  # in the thread reading the helper's pipe
+            loop.call_soon_threadsafe(heard, value)
+
+        with self._then_lock:
+            self._then = "going"
+            self._connection.send("go")
+        self.after_planning = asyncio.ensure_future(asyncio.to_thread(self._follow, news))
+        # Its end is awaited by whoever let it go on, unless they stopped first (close()).
+        self.after_planning.add_done_callback(_retrieved)
+
+    def _follow(self, news: Callable[[Any], None]) -> Any:
+        assert self._connection is not None
+        try:
+            outcome, value = self._connection.recv()
+            while outcome == "news":
+                news(value)
+                outcome, value = self._connection.recv()
+            self.ask_to_stop()  # the end of it: the helper stops listening for a stop
+        except (EOFError, OSError) as exc:
+            raise HelperDied(str(exc)) from exc
+        if outcome == "error":
+            raise value
+        return value
+
+    def ask_to_stop(self) -> None:
+        """A holding helper does not go on; a going one finishes early (a no-op otherwise)."""
+        with self._then_lock:
+            if not self._then or self._connection is None:
+                return
+            self._then = ""
+            with contextlib.suppress(OSError):  # it is gone: _follow hears so
+                self._connection.send("stop")
 
     def close(self) -> None:
         """Stop the helper now, even mid-edition: each batch it committed is complete and
         the next tick plans the rest (waiting would make stopping as slow as planning)."""
         process, self._process = self._process, None
         connection, self._connection = self._connection, None
+        self._then = ""
         if process is not None:
             process.kill()  # it ignores SIGTERM
             process.join()
         if connection is not None:
             connection.close()
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _serve(connection: Connection, database_url: str, masthead: Masthead, directory: Path) -> None:
@@ -158,23 +244,60 @@ def _serve(connection: Connection, database_url: str, masthead: Masthead, direct
     renderer = DigestRenderer(masthead, directory)
     while True:
         try:
-            policy, now = connection.recv()
+            policy, now, then = connection.recv()
         except EOFError:
             return
-        answer: tuple[str, Any]
+        asked = time.monotonic()
 
         def committed() -> None:
             connection.send(("batch", None))
 
         try:
-            answer = ("ok", enqueue_due(sessions, policy, renderer, now, committed))
+            report = enqueue_due(sessions, policy, renderer, now, committed)
         except Exception as exc:  # handed to the sender, which raises it where it waits
-            answer = ("error", exc)
-        try:
-            connection.send(answer)
-        except Exception as exc:  # an error that does not pickle: its words still do
-            connection.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
-            log.debug("could not send the planner's answer as it was: %s", exc)
+            _answer(connection, ("error", exc))
+            continue
+        if then is None:
+            _answer(connection, ("ok", report))
+        else:
+            connection.send(("planned", report))
+            try:
+                go = connection.recv() == "go"
+            except EOFError:
+                return
+            if go:
+                _go_on(connection, then, now + timedelta(seconds=time.monotonic() - asked))
+
+
+def _go_on(connection: Connection, then: AfterPlanning, now: datetime) -> None:
+    """Run ``then`` while a thread listens for the sending process's one "stop": asked to
+    stop early, or the end of this request once it has our answer."""
+    stop = threading.Event()
+
+    def listen() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            connection.recv()
+        stop.set()
+
+    listener = threading.Thread(target=listen, name="listen-for-stop", daemon=True)
+    listener.start()
+    try:
+        answer: tuple[str, Any] = (
+            "ok",
+            then.run(now, lambda news: connection.send(("news", news)), stop.is_set),
+        )
+    except Exception as exc:
+        answer = ("error", exc)
+    _answer(connection, answer)
+    listener.join()  # the next request is read here, not by it
+
+
+def _answer(connection: Connection, answer: tuple[str, Any]) -> None:
+    try:
+        connection.send(answer)
+    except Exception as exc:  # an error that does not pickle: its words still do
+        connection.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        log.debug("could not send the helper's answer as it was: %s", exc)
 
 
 def _leave_stopping_to_the_sender() -> None:
