@@ -249,6 +249,17 @@ def test_substitution_keeps_qp_valid_whatever_the_link_length() -> None:
     assert parse(data)["Subject"] == "Ünïcode subject ✓"
 
 
+def test_only_this_renders_placeholders_are_links() -> None:
+    """An article quoting another render's placeholder (or one made up to look like it)
+    is text: only this render's random part makes a link slot."""
+    slots, other = LinkSlots(), LinkSlots()
+    quoted = other.placeholder("unsubscribe")
+    text = f"Quoted: {quoted}\nYours: {slots.placeholder('unsubscribe')}\n"
+    chunks, names = slots.split(text)
+    assert names == ["unsubscribe"]
+    assert quoted.encode() in chunks[0]
+
+
 def _spam_score(data: bytes) -> tuple[float, str]:
     result = subprocess.run(
         ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=120, check=True

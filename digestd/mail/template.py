@@ -40,8 +40,8 @@ class LinkSlots:
     """
 
     def __init__(self) -> None:
-        self._prefix = f"__digestd{secrets.token_hex(6)}_"
-        self._pattern = re.compile(re.escape(self._prefix) + r"([a-z0-9_]+?)__")
+        self._token = secrets.token_hex(6)
+        self._prefix = f"__digestd{self._token}_"
 
     def placeholder(self, name: str) -> str:
         return f"{self._prefix}{name}__"
@@ -56,14 +56,19 @@ class LinkSlots:
         chunks: list[bytes] = []
         names: list[str] = []
         position = 0
-        for match in self._pattern.finditer(text):
+        for match in _SLOT.finditer(text):
+            if match[1] != self._token:
+                continue  # another render's placeholder (quoted in an article?): text
             chunks.append(_qp(text[position : match.start()]))
-            names.append(match.group(1))
+            names.append(match[2])
             position = match.end()
         chunks.append(_qp(text[position:]))
         return chunks, names
 
 
+# Any render's placeholder: one pattern compiled once, not one per render (the re module's
+# cache holds 512, and an edition renders thousands).
+_SLOT = re.compile(r"__digestd([0-9a-f]{12})_([a-z0-9_]+?)__")
 NO_SLOTS = LinkSlots()  # for emails rendered with their real links (nothing to fill in)
 
 
