@@ -24,6 +24,7 @@ Run:  .venv/bin/python bench/delivery_bench.py --db sqlite --subscribers 100000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fresh_database import database, free_port
 from sqlalchemy import func, insert, select, text
@@ -220,20 +221,25 @@ def run_tick(
     if profile is not None:  # cProfile slows the run: its numbers are shares, not speed
         python += ["-m", "cProfile", "-o", str(profile)]
     started = time.perf_counter()
+    # Output to files, not pipes: wait4() reads no pipe, and a tick that logs more than a
+    # pipe holds (a traceback per digest that failed to render) would block on it.
+    files = contextlib.ExitStack()
+    outputs = [(_scratch(files), _scratch(files)) for _ in range(workers)]
     processes = [
         subprocess.Popen(
             [*python, "-m", "digestd", "tick", "--now", NOW.isoformat()],
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
         )
-        for _ in range(workers)
+        for out, err in outputs
     ]
     # The helper processes (enqueue, render) count too: the whole tree, sampled.
     tree_peak = [0.0]
     finished = threading.Event()
     sampler = sample_tree_peak(processes, tree_peak, finished)
-    peak, cpu, rendered = wait_for_ticks(processes)
+    with files:
+        peak, cpu, rendered = wait_for_ticks(processes, outputs)
     seconds = time.perf_counter() - started
     finished.set()
     sampler.join()
@@ -287,25 +293,39 @@ def sample_tree_peak(
     return sampler
 
 
-def wait_for_ticks(processes: list[subprocess.Popen[bytes]]) -> tuple[float, float, int]:
+def wait_for_ticks(
+    processes: list[subprocess.Popen[bytes]], outputs: list[tuple[IO[bytes], IO[bytes]]]
+) -> tuple[float, float, int]:
     """Peak RSS (MB) of the largest, CPU seconds of all, and digests rendered; exits if
     one failed."""
     peak = 0.0
     cpu = 0.0
     rendered = 0
-    for process in processes:
+    for process, files in zip(processes, outputs, strict=True):
         # The usage of a waited child includes its own waited children: the helpers.
         _, status, usage = os.wait4(process.pid, 0)
         peak = max(peak, usage.ru_maxrss / 1024)
         cpu += usage.ru_utime + usage.ru_stime
-        out = process.stdout.read().decode() if process.stdout else ""
-        err = process.stderr.read().decode() if process.stderr else ""
+        out, err = _output(files)
         sys.stderr.write(err[-600:])
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"digestd tick failed:\n{out}\n{err}")
         print("  " + out.strip())
         rendered += sum(int(n) for n in re.findall(r"rendered (\d+) digests?", out))
     return peak, cpu, rendered
+
+
+def _scratch(files: contextlib.ExitStack) -> IO[bytes]:
+    return files.enter_context(tempfile.TemporaryFile())
+
+
+def _output(files: tuple[IO[bytes], IO[bytes]]) -> tuple[str, str]:
+    """What a finished tick wrote to its stdout and stderr files."""
+    texts = []
+    for file in files:
+        file.seek(0)
+        texts.append(file.read().decode(errors="replace"))
+    return texts[0], texts[1]
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
