@@ -130,11 +130,11 @@ def _tick(
     return asyncio.run(tick())
 
 
-@pytest.mark.slow  # 800 readers through a relay that takes 20 ms a message: ~6 s
+@pytest.mark.slow  # 800 readers through a relay that takes 30 ms a message: ~6 s
 def test_the_helper_sends_beside_the_sender_once_it_has_planned(
     env: dict[str, str], slow_sink: SlowSink
 ) -> None:
-    slow_sink.delay = 0.02  # the sending process alone would take ~4 s: planning ends first
+    slow_sink.delay = 0.03  # the sending process alone would take ~6 s: planning ends first
     settings = _helper_settings(env, slow_sink)
     _seed(settings.database_url, 800)
     service = Service.build(settings)
@@ -165,14 +165,19 @@ def test_a_stop_asked_while_the_helper_sends_loses_and_repeats_nothing(
 ) -> None:
     """The helper is asked to stop, not killed: its batch in flight is recorded, the rest is
     released, and the next tick (the same helper) sends it, each message once."""
-    slow_sink.delay = 0.02
+    slow_sink.delay = 0.03
     settings = _helper_settings(env, slow_sink)
     _seed(settings.database_url, 800)
     service = Service.build(settings)
     stop = threading.Event()
+    helper_began: list[int] = []  # messages in when the helper began sending
 
     def settled(count: int) -> None:
-        if len(slow_sink.messages) >= 500:  # planning is over by then (see the test above)
+        if service.enqueuer.after_planning is None:
+            return
+        if not helper_began:
+            helper_began.append(len(slow_sink.messages))
+        elif len(slow_sink.messages) >= helper_began[0] + 60:  # some of them the helper's
             stop.set()
 
     first = _tick(service, stop.is_set, settled)
