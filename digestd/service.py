@@ -148,6 +148,7 @@ class Service:
         self._enqueuer: Enqueuer | None = None
         self._sender: Sender | None = None
         self._sunset: Sunset | None = None
+        self._pool_back: asyncio.Future[None] | None = None  # the helper's connections back
 
     @classmethod
     def build(
@@ -348,8 +349,20 @@ class Service:
         if share is not None and self.enqueuer.holding:
             assert isinstance(self.transport, SmtpPool)
             await self.transport.limit(self.transport.size - share.connections)
-            self.enqueuer.go_on(self._heard(settling))
+            if not self.enqueuer.go_on(self._heard(settling)):
+                await self.transport.limit(self.transport.size)  # it has gone: all ours
+            elif self.enqueuer.after_planning is not None:
+                self.enqueuer.after_planning.add_done_callback(self._helper_done)
         return report
+
+    def _helper_done(self, sending: asyncio.Future[Any]) -> None:
+        """The helper's sending is over: its connections are ours again, and if it died,
+        it is reaped now, so its claims are a dead worker's (delivery.worker) while this
+        process is still sending, not after."""
+        if not sending.cancelled() and isinstance(sending.exception(), HelperDied):
+            self.enqueuer.close()
+        if isinstance(self.transport, SmtpPool):
+            self._pool_back = asyncio.ensure_future(self.transport.limit(self.transport.size))
 
     def _heard(self, settling: _Settling) -> Callable[[Any], None]:
         def heard(news: Any) -> None:
@@ -367,6 +380,7 @@ class Service:
         sending = self.enqueuer.after_planning
         if sending is None:
             return DeliveryReport()
+        shared: Shared | None = None
         try:
             while not sending.done():
                 if should_stop():
@@ -374,14 +388,15 @@ class Service:
                 await asyncio.wait({sending}, timeout=1.0)
             shared = sending.result()
         except HelperDied:
-            # What it had claimed is ours now (its process is gone): sent here.
+            # Reaped here, its claims are a dead worker's (delivery.worker): ours at once.
             log.warning("the helper process died while sending; the rest is sent here")
-            return await self.sender.deliver_due(now, should_stop, settling.batch)
+            self.enqueuer.close()
         finally:
             self.enqueuer.after_planning = None
             if isinstance(self.transport, SmtpPool):
                 await self.transport.limit(self.transport.size)
-        assert isinstance(shared, Shared)
+        if shared is None:
+            return await self.sender.deliver_due(now, should_stop, settling.batch)
         self.metrics.absorb(shared.tally)
         return shared.report
 

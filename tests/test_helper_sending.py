@@ -4,6 +4,8 @@ share of the SMTP pool (real spawned helper, real databases, a real SMTP server)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -192,6 +194,34 @@ def test_a_stop_asked_while_the_helper_sends_loses_and_repeats_nothing(
     assert first.delivered.sent + second.delivered.sent == 800
     received = Counter(r for m in slow_sink.messages for r in m.recipients)
     assert len(received) == 800 and set(received.values()) == {1}
+
+
+@pytest.mark.slow  # ~5 s
+def test_a_helper_killed_while_it_sends_leaves_its_share_to_the_sending_process(
+    env: dict[str, str], slow_sink: SlowSink
+) -> None:
+    """Its claims are a dead worker's at once: every reader gets the edition in this tick,
+    only the messages it had on the wire may go twice (the crash rule of delivery.sender)."""
+    slow_sink.delay = 0.03
+    settings = _helper_settings(env, slow_sink)
+    _seed(settings.database_url, 800)
+    service = Service.build(settings)
+    killed: list[int] = []
+
+    def settled(count: int) -> None:
+        if service.enqueuer.after_planning is not None and not killed:
+            killed.append(service.enqueuer.start())  # the helper's pid: it is running
+            os.kill(killed[0], signal.SIGKILL)
+
+    report = _tick(service, on_batch=settled)
+
+    assert killed
+    with service.sessions() as session:
+        assert set(session.scalars(select(Delivery.status))) == {"sent"}
+    received = Counter(r for m in slow_sink.messages for r in m.recipients)
+    assert len(received) == 800
+    assert sum(received.values()) - 800 <= 2 * 2  # the helper's two connections, chained
+    assert report.seconds < 30, report  # not a lease's wait (an hour) for its claims
 
 
 @pytest.mark.parametrize(

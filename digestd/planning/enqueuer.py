@@ -178,9 +178,9 @@ class Enqueuer:
             self._then = "holding"
         return value
 
-    def go_on(self, heard: Callable[[Any], None]) -> None:
+    def go_on(self, heard: Callable[[Any], None]) -> bool:
         """Let the holding helper go on with ``then``: :attr:`after_planning` is its answer
-        to come, ``heard`` hears its news (on the event loop)."""
+        to come, ``heard`` hears its news (on the event loop). False if it has gone."""
         assert self._connection is not None and self.holding
         loop = asyncio.get_running_loop()
 
@@ -188,11 +188,16 @@ class Enqueuer:
             loop.call_soon_threadsafe(heard, value)
 
         with self._then_lock:
+            try:
+                self._connection.send("go")
+            except OSError:  # died since it planned: the next tick starts another
+                self._then = ""
+                return False
             self._then = "going"
-            self._connection.send("go")
         self.after_planning = asyncio.ensure_future(asyncio.to_thread(self._follow, news))
         # Its end is awaited by whoever let it go on, unless they stopped first (close()).
         self.after_planning.add_done_callback(_retrieved)
+        return True
 
     def _follow(self, news: Callable[[Any], None]) -> Any:
         assert self._connection is not None
