@@ -18,6 +18,7 @@ from digestd.db import make_sessions, open_database
 from digestd.delivery.helper_sending import SendingShare, Settled, Shared
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.transport import SmtpPool, Transport, make_transport
+from digestd.errors import first_line
 from digestd.instruments import Metrics
 from digestd.mail.composer import Composer
 from digestd.mail.digests import DigestRenderer, Masthead
@@ -320,7 +321,10 @@ class Service:
 
         try:
             delivered = await self.sender.deliver_due(now, should_stop, settling.batch, more)
-        except BaseException:
+        except Exception:
+            await self._end_helper(stop_planning)
+            raise
+        except BaseException:  # cancelled: a forced shutdown waits for nobody
             stop_planning()
             raise
         if should_stop() and not planning.done():
@@ -331,6 +335,22 @@ class Service:
             enqueued = EnqueueReport()
         delivered.add(await self._helper_share(now, should_stop, settling))
         return enqueued, delivered
+
+    async def _end_helper(self, stop_planning: Callable[[], None]) -> None:
+        """After an error here: a helper that sends is asked to stop and waited for (killed,
+        its messages on the wire would be sent again), one that plans is stopped."""
+        sending = self.enqueuer.after_planning
+        if sending is None:
+            stop_planning()
+            return
+        self.enqueuer.ask_to_stop()
+        try:
+            await asyncio.wait({sending})
+        finally:
+            self.enqueuer.after_planning = None
+        failed = None if sending.cancelled() else sending.exception()
+        if failed is not None:  # most likely the same error as ours: one line, not two traces
+            log.warning("the helper process's sending ended too: %s", first_line(failed))
 
     def _sending_share(self) -> SendingShare | None:
         """The helper's share of the sending, if it should send once it has planned: with
