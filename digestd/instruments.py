@@ -134,7 +134,7 @@ class Metrics:
             self.clicks.labels(answer)
 
     def message(self, kind: str, outcome: str, count: int = 1) -> None:
-        """Count one message (the labelled child looked up once, not per message)."""
+        """Count ``count`` messages (the labelled child looked up once, not per message)."""
         child = self._messages.get((kind, outcome))
         if child is None:
             child = self._messages[(kind, outcome)] = self.messages.labels(kind, outcome)

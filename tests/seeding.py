@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.articles import ingest
+from digestd.db import make_engine, make_sessions
 from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus
 from digestd.readers.subscribers import reschedule
 from tests.helpers import article
@@ -121,3 +122,29 @@ def many_readers(
     ]
     for start in range(0, count, 5000):
         add_readers(session, readers[start : start + 5000], now, daily_at)
+
+
+READER_CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
+
+
+def seed_daily_edition(
+    url: str, readers: int, send: datetime
+) -> tuple[Engine, sessionmaker[Session]]:
+    """A day of hourly articles up to ``send`` and ``readers`` daily readers (signed up the
+    day before, five category sets in turn) whose daily is due at ``send``."""
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    with sessions.begin() as session:
+        add_articles(
+            session,
+            hourly_articles(send - timedelta(hours=20), send, ("ai", "robotics", "fintech")),
+        )
+        add_readers(
+            session,
+            [
+                Reader(f"r{i:05d}@example.com", categories=READER_CATEGORY_SETS[i % 5])
+                for i in range(readers)
+            ],
+            send - timedelta(days=1),
+        )
+    return engine, sessions

@@ -29,27 +29,13 @@ from digestd.planning.planner import enqueue_due, enqueue_now
 from digestd.planning.policy import EnqueueReport, Policy
 from digestd.service import Service
 from tests.conftest import SmtpSink
-from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles, seed_daily_edition
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
-CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
 
 
 def _seed(url: str, readers: int) -> tuple[Engine, sessionmaker[Session]]:
-    engine = make_engine(url)
-    sessions = make_sessions(engine)
-    with sessions.begin() as session:
-        items = hourly_articles(SEND - timedelta(hours=20), SEND, ("ai", "robotics", "fintech"))
-        add_articles(session, items)
-        add_readers(
-            session,
-            [
-                Reader(f"r{i:05d}@example.com", categories=CATEGORY_SETS[i % 5])
-                for i in range(readers)
-            ],
-            SEND - timedelta(days=1),
-        )
-    return engine, sessions
+    return seed_daily_edition(url, readers, SEND)
 
 
 def _renderer(settings: Settings) -> DigestRenderer:

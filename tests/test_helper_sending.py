@@ -20,7 +20,6 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 
 from digestd.config import Settings, SmtpSettings, load_settings
-from digestd.db import make_engine, make_sessions
 from digestd.delivery.helper_sending import SendingShare
 from digestd.delivery.transport import SmtpPool
 from digestd.instruments import Metrics, Tally
@@ -28,10 +27,9 @@ from digestd.models import Delivery, Subscriber
 from digestd.service import Service
 from tests.conftest import SmtpSink
 from tests.helpers import free_port
-from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.seeding import seed_daily_edition
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
-CATEGORY_SETS = [("ai",), ("robotics",), ("ai", "robotics"), ("fintech",), ("ai", "fintech")]
 
 
 @dataclass
@@ -85,18 +83,7 @@ def slow_sink() -> Iterator[SlowSink]:
 
 
 def _seed(url: str, readers: int) -> None:
-    engine = make_engine(url)
-    with make_sessions(engine).begin() as session:
-        items = hourly_articles(SEND - timedelta(hours=20), SEND, ("ai", "robotics", "fintech"))
-        add_articles(session, items)
-        add_readers(
-            session,
-            [
-                Reader(f"r{i:05d}@example.com", categories=CATEGORY_SETS[i % 5])
-                for i in range(readers)
-            ],
-            SEND - timedelta(days=1),
-        )
+    engine, _ = seed_daily_edition(url, readers, SEND)
     engine.dispose()
 
 
