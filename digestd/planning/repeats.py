@@ -7,12 +7,14 @@ are 24 h, so looking a few days back covers catch-ups and changes of timezone.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
+from digestd.db import sqlite_value
 from digestd.mail.layout import Layout
 from digestd.models import Delivery, DeliveryStatus, Digest, Edition, EditionKind
 
@@ -31,20 +33,12 @@ class EarlierDailies:
         earlier = self._recent_editions(session)
         if not earlier:
             return {}
-        # By (subscriber, edition) and no join: the unique key's index answers it whatever
-        # the statistics say. Joining editions let PostgreSQL pick a scan of the editions'
-        # rows while this edition's rows were being inserted (stale statistics), 0.5 s a batch.
-        rows = session.execute(
-            select(Delivery.subscriber_id, Delivery.digest_id).where(
-                among(session, Delivery.subscriber_id, readers),
-                Delivery.edition_id.in_(earlier),
-                Delivery.digest_id.is_not(None),
-                Delivery.status.in_(
-                    [DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.SENT]
-                ),
-                Delivery.due_at >= self.now - LOOKBACK,
-            )
-        ).all()
+        since = self.now - LOOKBACK
+        rows = (
+            _sent_sqlite(session, readers, earlier, since)
+            if session.get_bind().dialect.name == "sqlite"
+            else _sent(session, readers, earlier, since)
+        )
         pairs = [(sid, did) for sid, did in rows if did is not None]
         self._learn(session, {digest_id for _, digest_id in pairs})
         sent: dict[int, set[str]] = defaultdict(set)
@@ -77,3 +71,53 @@ class EarlierDailies:
                 )
             )
         return self._editions
+
+
+_SENT = [DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.SENT]
+
+
+def _sent(
+    session: Session, readers: list[int], editions: list[int], since: datetime
+) -> Sequence[tuple[int, int | None]]:
+    """(reader, digest) of their rows in these editions. By (subscriber, edition) and no
+    join: PostgreSQL answers it from the unique key's index whatever its statistics say
+    (joining editions let it scan the editions' rows while this edition's rows were being
+    inserted, stale statistics, 0.5 s a batch)."""
+    return (
+        session.execute(
+            select(Delivery.subscriber_id, Delivery.digest_id).where(
+                among(session, Delivery.subscriber_id, readers),
+                Delivery.edition_id.in_(editions),
+                Delivery.digest_id.is_not(None),
+                Delivery.status.in_(_SENT),
+                Delivery.due_at >= since,
+            )
+        )
+        .tuples()
+        .all()
+    )
+
+
+def _sent_sqlite(
+    session: Session, readers: list[int], editions: list[int], since: datetime
+) -> Sequence[tuple[int, int | None]]:
+    """:func:`_sent` with the unique key's index named. Without statistics (digestd runs no
+    ANALYZE) SQLite prefers (edition, status), reading every row of yesterday's edition for
+    each batch of a thousand readers: 40 ms a batch at 100 000 readers, rising with the
+    edition, where a thousand lookups by (subscriber, edition) take 4 ms."""
+    statement = (
+        f"SELECT subscriber_id, digest_id FROM deliveries INDEXED BY {_READER_EDITION} "
+        f"WHERE subscriber_id IN ({_marks(readers)}) AND edition_id IN ({_marks(editions)}) "
+        f"AND digest_id IS NOT NULL AND status IN ({_marks(_SENT)}) AND due_at >= ?"
+    )
+    values = (*readers, *editions, *(str(s) for s in _SENT), sqlite_value(since))
+    rows = session.connection().exec_driver_sql(statement, values)
+    return [(subscriber_id, digest_id) for subscriber_id, digest_id in rows]
+
+
+# SQLite's name for the index of uq_deliveries_subscriber_edition, the table's first UNIQUE.
+_READER_EDITION = "sqlite_autoindex_deliveries_1"
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
