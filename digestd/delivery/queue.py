@@ -263,9 +263,12 @@ def claimed_values(worker: Worker, until: datetime) -> dict[str, Any]:
     }
 
 
-def claimable(expired: ColumnElement[bool]) -> ColumnElement[bool]:
-    """Rows a claim may take: queued, or sending under a claim that ended (``expired``)."""
-    return (_d.status == DeliveryStatus.QUEUED) | ((_d.status == DeliveryStatus.SENDING) & expired)
+def claimable(
+    expired: ColumnElement[bool], status: ColumnElement[str] = _d.status
+) -> ColumnElement[bool]:
+    """Rows a claim may take: queued, or sending under a claim that ended (``expired``).
+    ``status``: how the statement reads the row's status."""
+    return (status == DeliveryStatus.QUEUED) | ((status == DeliveryStatus.SENDING) & expired)
 
 
 def due_ids(
