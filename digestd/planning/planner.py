@@ -181,6 +181,10 @@ class Planner:
         self._zone_slots: dict[str, tuple[Slot | None, datetime]] = {}
         # (chosen article ids, categories) -> (layout, content key): hashed once per combo.
         self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[Layout, str]] = {}
+        # (slot, categories, articles to leave out) -> layout, for readers with no profile.
+        self._shared: dict[
+            tuple[Slot, tuple[str, ...], frozenset[str]], tuple[Layout, str] | None
+        ] = {}
         self._after: tuple[datetime | None, int] | None = None  # the last reader planned
         self._batch = FIRST_BATCH  # readers in the next batch: growing to BATCH
 
@@ -296,6 +300,23 @@ class Planner:
     ) -> tuple[Layout, str] | None:
         """The reader's layout and its content key; None when there is nothing to send.
         ``reader``: what their clicks taught (:mod:`digestd.planning.learning`)."""
+        if reader:
+            return self._select(session, slot, categories, exclude, reader)
+        # Without a profile the layout is a function of these alone, which most readers
+        # share (a few topic sets, one yesterday's digest each): selected once per combination.
+        shared = (slot, tuple(categories), exclude)
+        if shared not in self._shared:
+            self._shared[shared] = self._select(session, slot, categories, exclude, None)
+        return self._shared[shared]
+
+    def _select(
+        self,
+        session: Session,
+        slot: Slot,
+        categories: list[str],
+        exclude: frozenset[str],
+        reader: Profile | None,
+    ) -> tuple[Layout, str] | None:
         ranked = self.ranking.ranked(session, slot)
         if reader:
             ranked = personal_order(
