@@ -21,7 +21,6 @@ from tests.helpers import ROOT
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 HEAVY = (
-    "css_inline",
     "mjml",
     "aiosmtplib",
     "uvicorn",
@@ -79,7 +78,7 @@ TICK_ALWAYS = {"aiosmtplib", "prometheus_client"}
 
 def test_an_idle_tick_loads_no_renderer_feed_reader_or_signer(env: dict[str, str]) -> None:
     """Cron runs `digestd tick` each minute, nearly always with nothing to send: Jinja2,
-    MJML, css-inline, httpx and feedparser load only when a digest is rendered or a feed
+    MJML, httpx and feedparser load only when a digest is rendered or a feed
     polled (timed in bench/startup_bench.py)."""
     _imported(env, "tick")  # the first publishes today's (empty) archive shelves and says so
     imported = _imported(env, "tick")
@@ -95,7 +94,7 @@ def test_a_tick_with_a_reader_due_loads_the_renderer(env: dict[str, str]) -> Non
         add_readers(session, [Reader("due@example.com")], now - timedelta(days=1))
     engine.dispose()
     imported = _imported(env, "tick", "--now", now.isoformat())
-    assert {"css_inline", "mjml", "jinja2"} <= imported
+    assert {"mjml", "jinja2"} <= imported
 
 
 def _observing_command(

@@ -104,7 +104,7 @@ HTML_BUDGET = 92_000
 
 
 class DigestRenderer:
-    """Renders a digest (Jinja2 → MJML → css-inline → quoted-printable chunks) into the
+    """Renders a digest (Jinja2 → MJML → quoted-printable chunks) into the
     template stored with it."""
 
     def __init__(self, masthead: Masthead, directory: Path | None = None) -> None:

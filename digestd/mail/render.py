@@ -1,8 +1,13 @@
 """Every email is one template family: ``KIND.subject``, ``KIND.txt`` and ``KIND.mjml``.
 
-``render(kind, context)`` fills all three with Jinja2, compiles the MJML with mjml-python
-(no web fonts) and inlines CSS with css-inline (remote stylesheets off): rendering never
-touches the network. A new kind of email costs a template family and no code.
+``render(kind, context)`` fills all three with Jinja2 and compiles the MJML with
+mjml-python (no web fonts): rendering never touches the network. A new kind of email costs
+a template family and no code.
+
+Styles are not inlined after the fact: the templates write each element's style on it
+(``_style.mjml``), as mail clients that drop ``<style>`` need, so an inliner would only
+parse and re-serialise every digest (half of compiling it) to add nothing. The ``<style>``
+blocks stay for the rules that cannot be inline (dark mode, the mobile layout).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from digestd.resources import templates_dir
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-# Jinja2, mjml-python and css-inline (~0.1 s to import) load at the first render, not with
+# Jinja2 and mjml-python (~0.1 s to import) load at the first render, not with
 # every process that could render: an idle tick, run by cron each minute, renders nothing.
 
 
@@ -71,30 +76,14 @@ def _showable(value: Any) -> Any:
 
 
 def compile_mjml(source: str) -> str:
-    from css_inline import CSSInliner
     from mjml import mjml2html
 
     # fonts={} stops MJML from adding a Google Fonts <link>; comments are dead weight.
-    html = mjml2html(source, disable_comments=True, fonts={})
-    # MJML's own reset styles are already applied where they matter; inlining them would
-    # repeat "border-collapse:…; mso-table-lspace:…" on every cell (~20 % of the size).
-    # Only our <mj-style> rules (the last <style> block) are inlined.
-    last = html.rfind("<style")
-    html = html[:last].replace("<style", f"<style {_SKIP}") + html[last:]
-    # Every <style> stays: @media rules (mobile, dark mode) cannot be inlined, and the
-    # dark-mode rules keep their !important to beat the inline light colours.
-    inlined: str = CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(html)
-    inlined = _escape_brackets_in_attributes(inlined.replace(f" {_SKIP}", ""))
-    return (
-        inlined
-        if inlined.lstrip().lower().startswith("<!doctype")
-        else "<!doctype html>\n" + inlined
-    )
+    html = _escape_brackets_in_attributes(mjml2html(source, disable_comments=True, fonts={}))
+    return html if html.lstrip().lower().startswith("<!doctype") else "<!doctype html>\n" + html
 
 
-_SKIP = 'data-css-inline="ignore"'
-# An attribute value with < or > in it. The HTML5 serializer writes them as they are there
-# (valid, and harmless inside quotes; text nodes get &lt; &gt;), but a story's title in an
+# An attribute value with < or > in it: harmless inside quotes, but a story's title in an
 # aria-label would then put "<script" in the bytes, which naive filters and spam rules
 # look for: they are written as references, as the text is.
 _BRACKETED_VALUE = re.compile(r'="[^"<>]*[<>][^"]*"')

@@ -35,7 +35,7 @@ class LinkSlots:
     """Placeholders for the links each recipient's copy fills in, unguessable per render.
 
     A placeholder is letters, digits and underscores only, so it passes unchanged through
-    Jinja escaping, MJML, css-inline and quoted-printable. Its random part means text from
+    Jinja escaping, MJML and quoted-printable. Its random part means text from
     an article can never be taken for one.
     """
 
