@@ -4,7 +4,7 @@ Readers pick 1-4 categories with a Zipf-like popularity (AI and a few others are
 popular than NanoTech), as on a real signup page. The daily's selection runs over a pool of
 articles; readers whose selection comes out the same share one digest. We then time:
 
-* ``render``: Jinja2 + MJML + css-inline for one digest (the expensive part);
+* ``render``: Jinja2 + MJML for one digest (the expensive part);
 * ``shared``: render each distinct digest once, then compose every reader's MIME bytes by
   substitution (what digestd does);
 * ``per-recipient``: render for every reader (measured on a sample, extrapolated: doing all
@@ -236,7 +236,7 @@ def report(t: Timings) -> None:
     sharing = t.readers / t.digests
     print(f"distinct digests            {t.digests:>10,}  ({sharing:.1f} readers each)")
     print(f"selection                   {t.selection_s:>10.2f} s")
-    print(f"renders/s (MJML+css-inline) {t.digests / t.render_s:>10.1f}")
+    print(f"renders/s (Jinja2+MJML)     {t.digests / t.render_s:>10.1f}")
     average = t.size // t.readers
     print(f"compose/s (substitution)    {t.readers / t.compose_s:>10,.0f}  (avg {average:,} bytes)")
     print(f"render once + substitute    {shared_s:>10.2f} s  ({t.readers / shared_s:,.0f} msg/s)")
