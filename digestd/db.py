@@ -8,6 +8,7 @@ the schema (or, on SQLite, create a database file) behind an operator's back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -327,5 +328,12 @@ def sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database; digestd uses aware UTC")
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return _sqlite_instant(value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _sqlite_instant(value: datetime) -> str:
+    # Cached: a batch's rows share a few instants (its due time, its lease, now), and the
+    # conversion is ten times the cost of the lookup (0.6 s of planning 100 000 readers).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

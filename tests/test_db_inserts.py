@@ -3,7 +3,7 @@ skipped, and instants stored as the ORM reads them back, on both databases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -81,3 +81,24 @@ def test_a_naive_instant_is_refused_before_anything_is_written(database_url: str
         )
     with sessions() as session:
         assert session.scalars(select(Delivery.id)).all() == []
+
+
+def test_an_instant_given_in_any_zone_is_stored_as_that_instant(database_url: str) -> None:
+    """Conversions to SQLite's text are cached by instant: the same instant in another zone
+    reads back the same, the same wall time in another zone does not."""
+    plus_two = timezone(timedelta(hours=2))
+    sessions = make_sessions(make_engine(database_url))
+    with sessions.begin() as session:
+        add_readers(session, [Reader(f"z{i}@example.com") for i in range(3)], NOW)
+        ids = list(session.scalars(select(Subscriber.id).order_by(Subscriber.id)))
+        session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
+        session.flush()
+        edition = session.scalars(select(Edition.id)).one()
+        given = [NOW, NOW.astimezone(plus_two), NOW.replace(tzinfo=plus_two)]
+        rows = [_row(i, edition, due_at=due) for i, due in zip(ids, given, strict=True)]
+        insert_ignoring_conflicts(
+            session, Delivery.__table__, rows, ["subscriber_id", "edition_id"]
+        )
+    with sessions() as session:
+        stored = session.scalars(select(Delivery.due_at).order_by(Delivery.subscriber_id)).all()
+    assert stored == [NOW, NOW, NOW - timedelta(hours=2)]
