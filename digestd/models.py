@@ -207,8 +207,9 @@ class Subscriber(Base):
         return [c.category for c in self.categories]
 
     __table_args__ = (
-        Index("ix_subscribers_status_next_daily_at", "status", "next_daily_at"),
-        Index("ix_subscribers_status_next_weekly_at", "status", "next_weekly_at"),
+        # With the id: the planner's batches come in (instant, id) order (migration 0016).
+        Index("ix_subscribers_status_next_daily_at", "status", "next_daily_at", "id"),
+        Index("ix_subscribers_status_next_weekly_at", "status", "next_weekly_at", "id"),
     )
 
 
