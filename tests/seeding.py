@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digestd.content.articles import ingest
 from digestd.db import make_engine, make_sessions
 from digestd.models import Subscriber, SubscriberCategory, SubscriberStatus
+from digestd.planning.policy import Policy
 from digestd.readers.subscribers import reschedule
 from tests.helpers import article
 
@@ -148,3 +149,15 @@ def seed_daily_edition(
             send - timedelta(days=1),
         )
     return engine, sessions
+
+
+def policy_at(send: datetime) -> Policy:
+    """Dailies and recaps sent at ``send``'s time, ten and fifteen stories, three a source."""
+    return Policy(
+        daily_time=send.time(),
+        weekly_time=send.time(),
+        catchup=timedelta(hours=6),
+        daily_limit=10,
+        weekly_limit=15,
+        per_source=3,
+    )

@@ -20,22 +20,13 @@ from digestd.delivery.queue_store import queue_store
 from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, EditionKind, Subscriber
 from digestd.planning.planner import enqueue_due
-from digestd.planning.policy import Policy
 from digestd.planning.repeats import EarlierDailies
 from tests.email_samples import MASTHEAD
-from tests.seeding import seed_daily_edition
+from tests.seeding import policy_at, seed_daily_edition
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
 READERS = 1_500
-POLICY = Policy(
-    daily_time=SEND.time(),
-    weekly_time=SEND.time(),
-    catchup=timedelta(hours=6),
-    daily_limit=10,
-    weekly_limit=15,
-    per_source=3,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +70,7 @@ def _planned(url: str, send: datetime) -> tuple[Engine, sessionmaker[Session]]:
     from digestd.mail.digests import DigestRenderer
 
     engine, sessions = seed_daily_edition(url, READERS, send)
-    report = enqueue_due(sessions, POLICY, DigestRenderer(MASTHEAD), send)
+    report = enqueue_due(sessions, policy_at(send), DigestRenderer(MASTHEAD), send)
     assert report.queued[EditionKind.DAILY] == READERS
     return engine, sessions
 

@@ -27,12 +27,11 @@ from digestd.models import (
     SubscriberStatus,
 )
 from digestd.planning.planner import enqueue_due
-from digestd.planning.policy import Policy
 from digestd.readers.bounce_policy import Kind
 from digestd.readers.ledger import Event
 from digestd.readers.lifecycle import erase_subscriber
 from tests.email_samples import MASTHEAD
-from tests.seeding import Reader, add_articles, add_readers, hourly_articles
+from tests.seeding import Reader, add_articles, add_readers, hourly_articles, policy_at
 
 SEND = datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -80,15 +79,7 @@ def _queued(
             Reader(f"r{i:03d}@example.com", categories=(TOPICS[i % 3],)) for i in range(readers)
         ]
         add_readers(session, people, SEND - timedelta(days=1))
-    policy = Policy(
-        daily_time=SEND.time(),
-        weekly_time=SEND.time(),
-        catchup=timedelta(hours=6),
-        daily_limit=10,
-        weekly_limit=15,
-        per_source=3,
-    )
-    report = enqueue_due(sessions, policy, DigestRenderer(MASTHEAD), SEND)
+    report = enqueue_due(sessions, policy_at(SEND), DigestRenderer(MASTHEAD), SEND)
     assert report.queued[EditionKind.DAILY] == readers
     return queue_store(
         sessions, worker or Worker.this_process(), max_attempts=max_attempts, clock=clock or Clock()
