@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -85,20 +86,34 @@ def test_a_naive_instant_is_refused_before_anything_is_written(database_url: str
 
 def test_an_instant_given_in_any_zone_is_stored_as_that_instant(database_url: str) -> None:
     """Conversions to SQLite's text are cached by instant: the same instant in another zone
-    reads back the same, the same wall time in another zone does not."""
+    reads back the same, the same wall time in another zone does not, nor the two 01:30s of
+    the night New York's clocks go back."""
     plus_two = timezone(timedelta(hours=2))
+    twice = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
     sessions = make_sessions(make_engine(database_url))
     with sessions.begin() as session:
-        add_readers(session, [Reader(f"z{i}@example.com") for i in range(3)], NOW)
+        add_readers(session, [Reader(f"z{i}@example.com") for i in range(5)], NOW)
         ids = list(session.scalars(select(Subscriber.id).order_by(Subscriber.id)))
         session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
         session.flush()
         edition = session.scalars(select(Edition.id)).one()
-        given = [NOW, NOW.astimezone(plus_two), NOW.replace(tzinfo=plus_two)]
+        given = [
+            NOW,
+            NOW.astimezone(plus_two),
+            NOW.replace(tzinfo=plus_two),
+            twice,
+            twice.replace(fold=1),
+        ]
         rows = [_row(i, edition, due_at=due) for i, due in zip(ids, given, strict=True)]
         insert_ignoring_conflicts(
             session, Delivery.__table__, rows, ["subscriber_id", "edition_id"]
         )
     with sessions() as session:
         stored = session.scalars(select(Delivery.due_at).order_by(Delivery.subscriber_id)).all()
-    assert stored == [NOW, NOW, NOW - timedelta(hours=2)]
+    assert stored == [
+        NOW,
+        NOW,
+        NOW - timedelta(hours=2),
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 30, tzinfo=UTC),
+    ]
