@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from digestd.db import insert_ignoring_conflicts, make_engine, make_sessions
 from digestd.models import Delivery, DeliveryStatus, Edition, EditionKind, Subscriber
@@ -32,16 +33,21 @@ def _row(subscriber_id: int, edition_id: int, **changes: Any) -> dict[str, Any]:
     return {**row, **changes}
 
 
+def _readers_and_edition(session: Session, count: int) -> tuple[list[int], int]:
+    """``count`` readers' ids and a daily edition's, to hang queue rows on."""
+    add_readers(session, [Reader(f"r{i}@example.com") for i in range(count)], NOW)
+    ids = list(session.scalars(select(Subscriber.id).order_by(Subscriber.id)))
+    session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
+    session.flush()
+    return ids, session.scalars(select(Edition.id)).one()
+
+
 def test_an_insert_returns_the_rows_it_created_and_skips_the_conflicts(
     database_url: str,
 ) -> None:
     sessions = make_sessions(make_engine(database_url))
     with sessions.begin() as session:
-        add_readers(session, [Reader(f"r{i}@example.com") for i in range(3)], NOW)
-        ids = list(session.scalars(select(Subscriber.id).order_by(Subscriber.id)))
-        session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
-        session.flush()
-        edition = session.scalars(select(Edition.id)).one()
+        ids, edition = _readers_and_edition(session, 3)
         first = insert_ignoring_conflicts(
             session, Delivery.__table__, [_row(ids[0], edition)], ["subscriber_id", "edition_id"]
         )
@@ -70,11 +76,7 @@ def test_an_insert_returns_the_rows_it_created_and_skips_the_conflicts(
 def test_a_naive_instant_is_refused_before_anything_is_written(database_url: str) -> None:
     sessions = make_sessions(make_engine(database_url))
     with sessions.begin() as session:
-        add_readers(session, [Reader("r@example.com")], NOW)
-        reader = session.scalars(select(Subscriber.id)).one()
-        session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
-        session.flush()
-        edition = session.scalars(select(Edition.id)).one()
+        (reader,), edition = _readers_and_edition(session, 1)
     with pytest.raises(Exception, match="naive datetime"), sessions.begin() as session:
         naive = _row(reader, edition, created_at=NOW.replace(tzinfo=None))
         insert_ignoring_conflicts(
@@ -92,11 +94,7 @@ def test_an_instant_given_in_any_zone_is_stored_as_that_instant(database_url: st
     twice = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
     sessions = make_sessions(make_engine(database_url))
     with sessions.begin() as session:
-        add_readers(session, [Reader(f"z{i}@example.com") for i in range(5)], NOW)
-        ids = list(session.scalars(select(Subscriber.id).order_by(Subscriber.id)))
-        session.add(Edition(kind=EditionKind.DAILY, period="2026-03-10", created_at=NOW))
-        session.flush()
-        edition = session.scalars(select(Edition.id)).one()
+        ids, edition = _readers_and_edition(session, 5)
         given = [
             NOW,
             NOW.astimezone(plus_two),
