@@ -1,5 +1,6 @@
 """Many rows in one statement on PostgreSQL: each column one array, ``unnest`` makes rows;
-many values in one parameter: ``= ANY(array)`` for an IN list.
+many values in one parameter: ``= ANY(array)`` for an IN list (on SQLite, ``IN (SELECT value
+FROM json_each(:values))``).
 
 An ``executemany`` runs one statement per row on the server (parse, plan, execute, and for
 an insert three foreign-key checks' triggers each), and a multi-row ``VALUES`` list or an
@@ -11,11 +12,12 @@ the same process and has no per-statement round trip to save.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Table, any_, bindparam, cast, func, select
+from sqlalchemy import ColumnElement, Row, String, Table, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import QueryableAttribute, Session
@@ -28,13 +30,19 @@ T = TypeVar("T")
 def among(
     session: Session, column: ColumnElement[T] | QueryableAttribute[T], values: Iterable[T]
 ) -> ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(CAST(:values AS type[]))``, one
-    parameter instead of one per value (a 1 000-id IN list is compiled by SQLAlchemy and
-    rewritten by psycopg on every execution: uncacheable, being a different length each
-    time)."""
+    """``column IN (values)`` as one parameter instead of one per value: on PostgreSQL
+    ``column = ANY(CAST(:values AS type[]))``, on SQLite ``column IN (SELECT value FROM
+    json_each(:values))`` for ids and strings. A 1 000-id IN list is compiled by SQLAlchemy
+    value by value on every execution (uncacheable, being a different length each time),
+    and the sender claims a thousand rows a batch."""
     values = list(values)
     if session.get_bind().dialect.name != "postgresql":
-        return column.in_(values)
+        if not all(isinstance(value, int | str) for value in values):
+            return column.in_(values)
+        each = func.json_each(bindparam(None, json.dumps(values), type_=String())).table_valued(
+            "value"
+        )
+        return column.in_(select(each.c.value))
     array = ARRAY(column.type)
     return column == any_(cast(bindparam(None, values, type_=array), array))
 

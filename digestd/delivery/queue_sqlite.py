@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.orm import Session
 
+from digestd.bulk import among
 from digestd.db import sqlite_value
 from digestd.delivery.queue import (
     DELIVERIES,
@@ -44,7 +45,7 @@ class SqliteQueue(QueueStore):
         connection = session.connection()
         connection.execute(
             update(DELIVERIES)
-            .where(d.id.in_(ids), claimable(expired, status=d.status + ""))
+            .where(among(session, d.id, ids), claimable(expired, status=d.status + ""))
             .values(claimed_values(self.worker, until))
         )
         rows = connection.execute(
@@ -52,7 +53,7 @@ class SqliteQueue(QueueStore):
             .join_from(DELIVERIES, SUBSCRIBERS, SUBSCRIBERS.c.id == d.subscriber_id)
             .join(EDITIONS, EDITIONS.c.id == d.edition_id)
             .where(
-                d.id.in_(ids),
+                among(session, d.id, ids),
                 d.status + "" == DeliveryStatus.SENDING,
                 d.lease_expires_at == until,
                 d.claimed_by == self.worker.label,
