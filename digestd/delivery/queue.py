@@ -188,22 +188,22 @@ class QueueStore:
 
     def unsendable(self, jobs: Sequence[Job]) -> list[str | None]:
         """Why each job will not be sent (it is skipped), or None."""
+        hashes = [email_hash(job.email) for job in jobs]
         with self.sessions() as session:
-            hashes = {email_hash(job.email) for job in jobs}
             suppressed = set(
                 session.scalars(
                     select(SuppressionRow.email_hash).where(
-                        among(session, SuppressionRow.email_hash, hashes)
+                        among(session, SuppressionRow.email_hash, set(hashes))
                     )
                 )
             )
         reasons: list[str | None] = []
-        for job in jobs:
+        for job, hashed in zip(jobs, hashes, strict=True):
             if job.status != SubscriberStatus.ACTIVE:
                 reasons.append(f"subscriber is {job.status}")
             elif not job.wanted:  # they chose otherwise after it was planned
                 reasons.append(f"subscriber no longer takes the {job.kind}")
-            elif email_hash(job.email) in suppressed:
+            elif hashed in suppressed:
                 reasons.append("address is suppressed")
             elif job.digest_id is None:
                 reasons.append("no content")
