@@ -297,25 +297,29 @@ class _Run:
 
     async def send(self, batch: Batch) -> None:
         began = self.sender.monotonic()
-        gate = asyncio.Semaphore(max(1, self.sender.transport.concurrency))
-        # Every send runs to its end before this returns (return_exceptions): an unexpected
+        work = iter(zip(batch.jobs, batch.unsendable, strict=True))
+        errors: list[BaseException] = []
+
+        async def lane() -> None:
+            # Lanes take the batch's messages in order, one at a time each, as many lanes
+            # as messages may usefully be in flight: a task per lane, not one per message.
+            for job, why in work:
+                try:
+                    await self._send_one(job, why, batch)
+                except Exception as exc:  # raised once every message has had its turn
+                    errors.append(exc)
+
+        lanes = min(max(1, self.sender.transport.concurrency), len(batch.jobs))
+        # Every lane runs to its end before this returns (return_exceptions): an unexpected
         # error in one must not leave others sending with nobody to record their outcome.
-        results = await asyncio.gather(
-            *(
-                self._send_one(job, why, batch, gate)
-                for job, why in zip(batch.jobs, batch.unsendable, strict=True)
-            ),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(lane() for _ in range(lanes)), return_exceptions=True)
         self.took = self.sender.monotonic() - began
         self.recorder.flush()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        errors += (result for result in results if isinstance(result, BaseException))
+        if errors:
+            raise errors[0]
 
-    async def _send_one(
-        self, job: Job, why: str | None, batch: Batch, gate: asyncio.Semaphore
-    ) -> None:
+    async def _send_one(self, job: Job, why: str | None, batch: Batch) -> None:
         if why is not None or job.digest_id is None:
             self.recorder.add((job, Skipped(why or "no content")))
             return
@@ -338,18 +342,17 @@ class _Run:
                 or self.recorder.failed is not None
             )
 
-        async with gate:
-            if hold():
-                self.recorder.add((job, RELEASED))
-                return
-            await self.recorder.admit()
-            result: Result
-            try:
-                result = await self.sender.handover.transmit(job, template, hold)
-            except Exception as exc:  # this message only: the rest of the queue goes on
-                log.warning("message %d failed: %s", job.delivery_id, exc, exc_info=True)
-                result = Broken(f"{exc.__class__.__name__}: {exc}")
-            self.recorder.add((job, result), admitted=True)
+        if hold():
+            self.recorder.add((job, RELEASED))
+            return
+        await self.recorder.admit()
+        result: Result
+        try:
+            result = await self.sender.handover.transmit(job, template, hold)
+        except Exception as exc:  # this message only: the rest of the queue goes on
+            log.warning("message %d failed: %s", job.delivery_id, exc, exc_info=True)
+            result = Broken(f"{exc.__class__.__name__}: {exc}")
+        self.recorder.add((job, result), admitted=True)
 
     def release(self, batch: Batch) -> None:
         for job in batch.jobs:
