@@ -79,24 +79,27 @@ class _ReplyReader(asyncio.Protocol):
         self._lost: str | None = None
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (end := self._buffer.find(b"\n")) != -1:
-            line = bytes(self._buffer[: end + 1])
-            del self._buffer[: end + 1]
-            code = line[:3]
-            if not code.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+        if self._buffer:  # the rest of a line that came in pieces
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            code, mark = line[:3], line[3:4]
+            if not code.isdigit() or mark not in (b" ", b"-", b"\r", b""):
                 self._fail(f"not an SMTP reply: {line[:80]!r}")
                 return
             self._lines.append(line[4:].strip().decode("utf-8", "replace"))
             if len(self._lines) > MAX_REPLY_LINES:
                 self._fail(f"reply longer than {MAX_REPLY_LINES} lines")
                 return
-            if line[3:4] != b"-":
+            if mark != b"-":
                 self._replies.append(Reply(int(code), "\n".join(self._lines)))
                 self._lines = []
-        if len(self._buffer) > MAX_REPLY:
+        if len(rest) > MAX_REPLY:
             self._fail("reply too long")
             return
+        self._buffer += rest
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
