@@ -9,6 +9,7 @@ scraping the HTML.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 WIDTH = 78
@@ -78,8 +79,15 @@ def wrap_line(text: str, width: int = WIDTH, indent: str = "", first: str | None
 def wrap(text: object, width: int = WIDTH, indent: str = "", first: str | None = None) -> str:
     """Each line of ``text`` wrapped on its own (blank lines and line breaks are kept);
     ``first`` starts only the very first line."""
+    return _wrap(str(text), width, indent, first)
+
+
+# The same titles and summaries come back in digest after digest of an edition: a tenth of
+# rendering a digest's text part went to wrapping them again.
+@functools.lru_cache(maxsize=4096)
+def _wrap(text: str, width: int, indent: str, first: str | None) -> str:
     out: list[str] = []
-    for number, paragraph in enumerate(str(text).split("\n")):
+    for number, paragraph in enumerate(text.split("\n")):
         if not paragraph.strip():
             out.append("")
             continue
