@@ -42,10 +42,11 @@ class SqliteQueue(QueueStore):
         # 30-60 ms a batch with 100 000 queued, where a thousand rowid lookups take 2 ms.
         # So is the read-back's, for the same reason (every row being sent).
         d = DELIVERIES.c
+        chosen = among(session, d.id, ids)  # the same ids in both statements: encoded once
         connection = session.connection()
         connection.execute(
             update(DELIVERIES)
-            .where(among(session, d.id, ids), claimable(expired, status=d.status + ""))
+            .where(chosen, claimable(expired, status=d.status + ""))
             .values(claimed_values(self.worker, until))
         )
         rows = connection.execute(
@@ -53,7 +54,7 @@ class SqliteQueue(QueueStore):
             .join_from(DELIVERIES, SUBSCRIBERS, SUBSCRIBERS.c.id == d.subscriber_id)
             .join(EDITIONS, EDITIONS.c.id == d.edition_id)
             .where(
-                among(session, d.id, ids),
+                chosen,
                 d.status + "" == DeliveryStatus.SENDING,
                 d.lease_expires_at == until,
                 d.claimed_by == self.worker.label,
