@@ -37,7 +37,7 @@ def among(
     and the sender claims a thousand rows a batch."""
     values = list(values)
     if session.get_bind().dialect.name != "postgresql":
-        if not all(isinstance(value, int | str) for value in values):
+        if not all(_json_exact(value) for value in values):
             return column.in_(values)
         each = func.json_each(bindparam(None, json.dumps(values), type_=String())).table_valued(
             "value"
@@ -45,6 +45,12 @@ def among(
         return column.in_(select(each.c.value))
     array = ARRAY(column.type)
     return column == any_(cast(bindparam(None, values, type_=array), array))
+
+
+def _json_exact(value: object) -> bool:
+    """Whether SQLite's ``json_each`` hands ``value`` back as it was: ids, and strings
+    without a NUL (SQLite's JSON functions cut text at one)."""
+    return isinstance(value, int) or (isinstance(value, str) and "\x00" not in value)
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,32 @@ def test_among_nothing_is_nothing(database_url: str) -> None:
 def test_among_matches_strings_and_sets(database_url: str) -> None:
     session, _ = _seeded(database_url, 5)
     with session:
-        emails = {"r1@example.com", "r4@example.com", "nobody@example.com", "o'brien@example.com"}
+        emails = {
+            "r1@example.com",
+            "r4@example.com",
+            "nobody@example.com",
+            "o'brien@example.com",
+        }
         found = set(
             session.scalars(
                 select(Subscriber.email).where(among(session, Subscriber.email, emails))
             )
         )
         assert found == {"r1@example.com", "r4@example.com"}
+
+
+def test_among_on_sqlite_does_not_cut_text_at_a_nul(database_url: str) -> None:
+    """SQLite's JSON functions end text at a NUL: such text goes as a plain IN list.
+    (PostgreSQL refuses text with a NUL in any statement.)"""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL text cannot hold a NUL")
+    session, _ = _seeded(database_url, 3)
+    with session:
+        wanted = ["r1@example.com", "r2@example.com\x00tail"]  # not r2
+        found = session.scalars(
+            select(Subscriber.email).where(among(session, Subscriber.email, wanted))
+        ).all()
+        assert found == ["r1@example.com"]
 
 
 def test_among_is_one_parameter_however_many_values(database_url: str) -> None:
