@@ -397,6 +397,25 @@ def test_a_reply_of_more_lines_than_the_bound_ends_the_session() -> None:
     assert len(script.contents) == 1
 
 
+def test_a_reply_line_without_end_ends_the_session() -> None:
+    """A server streaming one line of a megabyte: the reader gives up at its bound instead of
+    holding it all (the line arrives in reads of at most 256 KB, none ending it)."""
+
+    def answer(line: bytes) -> list[bytes] | None:
+        if line.startswith(b"MAIL"):
+            return [b"250 " + b"x" * (1 << 20)]
+        return standard(line)
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(TemporaryDeliveryError, match="reply too long"):
+            await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario)
+    assert script.contents == []
+
+
 def test_the_ehlo_name_from_the_url_is_what_the_server_hears() -> None:
     script = Script()
 
