@@ -79,12 +79,14 @@ class TickReport:
         q = self.enqueued.queued
         d = self.delivered
         r = self.enqueued.rendered
+        u = self.enqueued.unrenderable
         return (
             f"tick {self.now.isoformat().replace('+00:00', 'Z')}: "
             f"queued {sum(q.values())} (daily {q['daily']}, weekly {q['weekly']}), "
             f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late, "
             f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}; "
             f"rendered {r} digest{'' if r == 1 else 's'}"
+            + (f"; {u} not sent: their digest could not be rendered" if u else "")
         )
 
 

@@ -4,6 +4,7 @@ loads, substitutes and sends. Real database, real SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,11 +14,11 @@ from sqlalchemy import delete, func, select, update
 
 from digestd.config import load_settings
 from digestd.content.categories import CATEGORIES
-from digestd.mail.digests import DigestRenderer, shown_template
+from digestd.mail.digests import DigestRenderer, Unrendered, render_digests, shown_template
 from digestd.mail.layout import Layout
 from digestd.mail.render import RenderedEmail, Renderer
 from digestd.mail.template import MessageTemplate, TemplateFormatError
-from digestd.models import Article, Delivery, DeliveryStatus, Digest, EditionKind
+from digestd.models import Article, Delivery, DeliveryStatus, Digest, Edition, EditionKind
 from digestd.service import Service, TickReport
 from tests.conftest import SmtpSink
 from tests.email_samples import SAMPLE_LINKS, sample_template
@@ -153,6 +154,52 @@ def test_a_digest_that_fails_to_render_fails_its_deliveries_and_the_edition_goes
     assert len(errors) == 1
     delivered = {r for m in smtp_server.messages for r in m.recipients}
     assert len(delivered) == 22 and delivered < set(readers)
+
+
+def test_a_render_error_logs_its_traceback_once_and_the_tick_counts_the_rest(
+    env: dict[str, str],
+    smtp_server: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken template fails every digest: one traceback in the process's log, not one a
+    digest; the tick's line says how many deliveries it stopped."""
+    service = _service(env, smtp_server)
+    _seed(service, 24)
+
+    def broken(self: DigestRenderer, *args: Any) -> MessageTemplate:
+        raise ValueError("a template error")
+
+    monkeypatch.setattr(DigestRenderer, "render", broken)
+    with caplog.at_level(logging.WARNING, logger="digestd.mail.digests"):
+        report = _tick(service)
+    assert report.enqueued.unrenderable == 24 and report.delivered.sent == 0
+    assert [r.exc_info is not None for r in _render_logs(caplog)] == [True]
+    assert report.summary().endswith("; 24 not sent: their digest could not be rendered")
+    # A later batch of the same process: the same error is not logged again.
+    caplog.clear()
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Digest.id, Edition.kind, Edition.period, Digest.layout).join(Edition)
+        ).all()
+        digests = {i: Unrendered(EditionKind(k), p, Layout.from_json(lay)) for i, k, p, lay in rows}
+        with caplog.at_level(logging.WARNING, logger="digestd.mail.digests"):
+            results = render_digests(session, service.renderer, digests)
+    assert len(results) == len(rows) > 1
+    assert all("ValueError: a template error" in (r.error or "") for r in results.values())
+    assert _render_logs(caplog) == []
+    # Another error is new: its traceback is logged.
+    def missing_article(self: DigestRenderer, *args: Any) -> MessageTemplate:
+        raise KeyError("gone")
+
+    monkeypatch.setattr(DigestRenderer, "render", missing_article)
+    with service.sessions() as session, caplog.at_level(logging.WARNING):
+        render_digests(session, service.renderer, digests)
+    assert [r.exc_info is not None for r in _render_logs(caplog)] == [True]
+
+
+def _render_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "digestd.mail.digests"]
 
 
 def test_a_digest_planned_before_templates_were_stored_is_rendered_once_by_the_sender(

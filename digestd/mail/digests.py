@@ -103,12 +103,32 @@ class Masthead:
 HTML_BUDGET = 92_000
 
 
+class Failures:
+    """The render errors a process has logged with their traceback: a broken template fails
+    every digest of an edition, and thousands of identical tracebacks would bury the first."""
+
+    REMEMBERED = 256  # distinct errors; then the memory starts again
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def first(self, error: str) -> bool:
+        """Whether ``error`` is new here (and now remembered)."""
+        if error in self._seen:
+            return False
+        if len(self._seen) >= self.REMEMBERED:
+            self._seen.clear()
+        self._seen.add(error)
+        return True
+
+
 class DigestRenderer:
     """Renders a digest (Jinja2 → MJML → quoted-printable chunks) into the
     template stored with it."""
 
     def __init__(self, masthead: Masthead, directory: Path | None = None) -> None:
         self.masthead = masthead
+        self.failures = Failures()
         self.renderer = Renderer(directory)
         self.directory = self.renderer.directory
 
@@ -234,9 +254,12 @@ def render_digests(
         try:
             template = renderer.render(digest.kind, digest.period, digest.layout, articles)
         except Exception as exc:  # any cause (an article gone, a template error): this one only
-            log.warning("digest %s could not be rendered", key, exc_info=True)
-            error = f"could not render the digest: {exc.__class__.__name__}: {exc}"[:1000]
-            results[key] = Rendering(None, None, error, [])
+            reason = f"{exc.__class__.__name__}: {exc}"
+            results[key] = Rendering(
+                None, None, f"could not render the digest: {reason}"[:1000], []
+            )
+            if renderer.failures.first(reason):  # the tick's line counts the others
+                log.warning("digest %s could not be rendered", key, exc_info=True)
         else:
             links = digest_links(digest.layout, articles)
             results[key] = Rendering(template, template.dump(), None, links)
