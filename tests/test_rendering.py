@@ -19,7 +19,7 @@ from digestd.delivery.transport import SmtpPool
 from digestd.mail.digests import ArticleFields, DigestRenderer
 from digestd.mail.plaintext import columns
 from digestd.mail.presentation import TITLE_CHARS
-from digestd.mail.render import RenderedEmail, Renderer
+from digestd.mail.render import RenderedEmail, Renderer, _escape_brackets_in_attributes
 from digestd.mail.template import MessageTemplate, Personal
 from digestd.mail.wire import WireBytes
 from digestd.models import EditionKind
@@ -79,6 +79,9 @@ def test_edition_is_escaped_complete_and_under_the_clip(
     markup.feed(html)
     tags = {tag for tag, _ in markup.tags}
     assert "script" not in tags and "iframe" not in tags
+    # Not even inside an attribute's quotes: a title's "<script" in an aria-label would put
+    # it in the bytes filters read.
+    assert re.search(r'="[^"]*[<>][^"]*"', html) is None
     for tag, attrs in markup.tags:
         assert not any(name.startswith("on") for name in attrs), (tag, attrs)
     # one image at most: the lead's, with alt text
@@ -193,6 +196,17 @@ def test_every_edition_arrives_byte_for_byte_through_a_real_server(
 
     asyncio.run(send_all())
     assert [m.data for m in smtp_server.messages] == [bytes(m) for m in messages]
+
+
+def test_brackets_in_attribute_values_are_written_as_references() -> None:
+    html = '<img alt="a <script> b" src="x.png"><a title="1 > 0" href="#">1 &lt; 2</a>'
+    assert _escape_brackets_in_attributes(html) == (
+        '<img alt="a &lt;script&gt; b" src="x.png"><a title="1 &gt; 0" href="#">1 &lt; 2</a>'
+    )
+    assert _escape_brackets_in_attributes(SAMPLE_HTML) is SAMPLE_HTML  # nothing to rewrite
+
+
+SAMPLE_HTML = '<p class="meta" style="margin:0">Nothing &amp; <b>bold</b></p>'
 
 
 @pytest.mark.parametrize("notice", ["confirm", "welcome-back", "already", "manage-link"])
