@@ -188,6 +188,7 @@ def test_a_render_error_logs_its_traceback_once_and_the_tick_counts_the_rest(
     assert len(results) == len(rows) > 1
     assert all("ValueError: a template error" in (r.error or "") for r in results.values())
     assert _render_logs(caplog) == []
+
     # Another error is new: its traceback is logged.
     def missing_article(self: DigestRenderer, *args: Any) -> MessageTemplate:
         raise KeyError("gone")
