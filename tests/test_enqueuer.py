@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from digestd.collector import COLLECT_EVERY
 from digestd.config import Settings, load_settings
 from digestd.db import make_engine, make_sessions
 from digestd.delivery.catcher import MailCatcher
@@ -276,3 +277,27 @@ def test_a_helper_does_not_outlive_a_killed_sender() -> None:
     while not _gone(helper) and time.monotonic() < deadline:
         time.sleep(0.1)  # a real process's own watchdog: nothing to inject
     assert _gone(helper), "the helper outlived its sender"
+
+
+SERVE = """
+import gc, multiprocessing
+from pathlib import Path
+from digestd.mail.digests import Masthead, Site
+from digestd.planning import enqueuer
+
+mine, theirs = multiprocessing.Pipe()
+theirs.close()  # no request will come: the helper's loop ends at once
+masthead = Masthead(Site("s", "https://s.example", "a"), "s <s@s.example>", "l")
+enqueuer._serve(mine, "sqlite://", masthead, Path("."))
+print(gc.get_threshold())
+"""
+
+
+def test_a_helper_collects_garbage_as_seldom_as_the_sender() -> None:
+    """The planner's helper makes as many short-lived objects a reader as the sender does a
+    message: it sets the same collector thresholds (digestd.collector) when it starts."""
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert served.stdout.strip() == str(COLLECT_EVERY)
+    assert COLLECT_EVERY != (700, 10, 10)  # Python's default, which a new process starts with
