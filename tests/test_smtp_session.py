@@ -37,6 +37,24 @@ def run(script: Script, scenario: Callable[[SmtpPool], Awaitable[None]], **url: 
     asyncio.run(main())
 
 
+def fails_at_mail(reply: list[bytes], match: str, **url: str) -> Script:
+    """Send one message to a server answering MAIL with ``reply`` (and everything else as a
+    server should): it must fail as temporary, its error matching ``match``. The script
+    (what reached the server) is returned."""
+
+    def answer(line: bytes) -> list[bytes] | None:
+        return reply if line.startswith(b"MAIL") else standard(line)
+
+    script = Script(answer=answer)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(TemporaryDeliveryError, match=match):
+            await pool.send(FROM, TO, MESSAGE)
+
+    run(script, scenario, **url)
+    return script
+
+
 def test_mail_rcpt_and_data_go_in_one_write_then_the_content() -> None:
     script = Script(answer=standard)
 
@@ -198,32 +216,12 @@ def test_a_connection_dropped_mid_transaction_is_temporary_and_reconnects() -> N
 
 
 def test_something_that_is_not_an_smtp_reply_ends_the_session() -> None:
-    def answer(line: bytes) -> list[bytes] | None:
-        if line.startswith(b"MAIL"):
-            return [b"HTTP/1.1 400 Bad Request"]
-        return standard(line)
-
-    script = Script(answer=answer)
-
-    async def scenario(pool: SmtpPool) -> None:
-        with pytest.raises(TemporaryDeliveryError, match="not an SMTP reply"):
-            await pool.send(FROM, TO, MESSAGE)
-
-    run(script, scenario)
+    script = fails_at_mail([b"HTTP/1.1 400 Bad Request"], "not an SMTP reply")
     assert script.contents == []
 
 
 def test_a_server_that_never_answers_times_out() -> None:
-    def answer(line: bytes) -> list[bytes] | None:
-        return [] if line.startswith(b"MAIL") else standard(line)  # silence after MAIL
-
-    script = Script(answer=answer)
-
-    async def scenario(pool: SmtpPool) -> None:
-        with pytest.raises(TemporaryDeliveryError, match="timed out"):
-            await pool.send(FROM, TO, MESSAGE)
-
-    run(script, scenario, timeout="0.2")
+    script = fails_at_mail([], "timed out", timeout="0.2")  # silence after MAIL
     assert script.contents == []
 
 
@@ -400,19 +398,7 @@ def test_a_reply_of_more_lines_than_the_bound_ends_the_session() -> None:
 def test_a_reply_line_without_end_ends_the_session() -> None:
     """A server streaming one line of a megabyte: the reader gives up at its bound instead of
     holding it all (the line arrives in reads of at most 256 KB, none ending it)."""
-
-    def answer(line: bytes) -> list[bytes] | None:
-        if line.startswith(b"MAIL"):
-            return [b"250 " + b"x" * (1 << 20)]
-        return standard(line)
-
-    script = Script(answer=answer)
-
-    async def scenario(pool: SmtpPool) -> None:
-        with pytest.raises(TemporaryDeliveryError, match="reply too long"):
-            await pool.send(FROM, TO, MESSAGE)
-
-    run(script, scenario)
+    script = fails_at_mail([b"250 " + b"x" * (1 << 20)], "reply too long")
     assert script.contents == []
 
 
