@@ -19,7 +19,12 @@ from digestd.delivery.transport import SmtpPool
 from digestd.mail.digests import ArticleFields, DigestRenderer
 from digestd.mail.plaintext import columns
 from digestd.mail.presentation import TITLE_CHARS
-from digestd.mail.render import RenderedEmail, Renderer, _escape_brackets_in_attributes
+from digestd.mail.render import (
+    RenderedEmail,
+    Renderer,
+    _escape_brackets_in_attributes,
+    compile_mjml,
+)
 from digestd.mail.template import MessageTemplate, Personal
 from digestd.mail.wire import WireBytes
 from digestd.models import EditionKind
@@ -207,6 +212,18 @@ def test_brackets_in_attribute_values_are_written_as_references() -> None:
 
 
 SAMPLE_HTML = '<p class="meta" style="margin:0">Nothing &amp; <b>bold</b></p>'
+
+
+def test_a_title_that_spells_out_a_reference_gets_no_bracket_either() -> None:
+    """Text written "&lt;script&gt;" escapes to &amp;lt;...: no &lt; in the source, so the
+    scan is skipped, and the attribute still holds references only."""
+    source = (
+        '<mjml><mj-body><mj-section><mj-column><mj-image alt="a &amp;lt;script&amp;gt; '
+        '&amp;#60;b" src="https://x.example/y.png" /></mj-column></mj-section></mj-body></mjml>'
+    )
+    html = compile_mjml(source)
+    assert 'alt="a &amp;lt;script&amp;gt; &amp;#60;b"' in html
+    assert re.search(r'="[^"]*[<>][^"]*"', html) is None
 
 
 @pytest.mark.parametrize("notice", ["confirm", "welcome-back", "already", "manage-link"])
