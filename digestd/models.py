@@ -168,7 +168,8 @@ class Subscriber(Base):
     # What tokens carry: random, so a token reveals neither the email nor the row count.
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
-    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.PENDING, index=True)
+    # Queried by status through the "who is due" indexes below, which start with it.
+    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.PENDING)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     wants_daily: Mapped[bool] = mapped_column(Boolean, default=False)
     wants_weekly: Mapped[bool] = mapped_column(Boolean, default=False)

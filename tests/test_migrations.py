@@ -20,6 +20,34 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     assert differences == []
 
 
+def test_no_index_only_repeats_the_start_of_another(database_url: str) -> None:
+    """An index whose columns begin another index serves no query the longer one cannot,
+    and every insert, and on PostgreSQL every update of an indexed column, writes to it."""
+    engine = make_engine(database_url)
+    inspector = inspect(engine)
+    redundant = []
+    for table in inspector.get_table_names():
+        indexes = [
+            (i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)
+        ]
+        indexes += [
+            (u["name"], tuple(u["column_names"]), True)
+            for u in inspector.get_unique_constraints(table)
+        ]
+        primary = inspector.get_pk_constraint(table)
+        indexes.append((primary["name"], tuple(primary["constrained_columns"]), True))
+        for name, columns, unique in indexes:
+            longer = [
+                other
+                for other, more, _ in indexes
+                if len(more) > len(columns) and more[: len(columns)] == columns
+            ]
+            if longer and not unique:  # a unique one says something of its own
+                redundant.append((table, name, longer))
+    engine.dispose()
+    assert redundant == []
+
+
 def test_categories_are_seeded_in_site_order(database_url: str) -> None:
     engine = make_engine(database_url)
     with engine.connect() as connection:
