@@ -347,10 +347,13 @@ def test_a_feed_that_trickles_is_given_up_once_the_whole_fetch_takes_too_long() 
 
 
 def _redirect(origin: str, target: str) -> httpx.Response:
-    """A 302 from ``origin`` to ``target`` as the client sees it before following it."""
-    response = httpx.Response(302, request=httpx.Request("GET", f"http://{origin}/feed.xml"))
-    response.next_request = httpx.Request("GET", f"http://{target}/feed.xml")
-    return response
+    """A 302 from ``origin`` to ``target`` as httpx hands it to a response hook when it
+    follows redirects: the Location header, no ``next_request`` yet."""
+    return httpx.Response(
+        302,
+        headers={"Location": f"http://{target}/feed.xml"},
+        request=httpx.Request("GET", f"http://{origin}/feed.xml"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -364,6 +367,55 @@ def test_a_feed_on_the_internet_cannot_redirect_the_poller_inside(inside: str) -
         guard(_redirect("93.184.216.34", inside))
     guard(_redirect("93.184.216.34", "93.184.216.35"))  # outside to outside: followed
     redirect_guard("127.0.0.1")(_redirect("127.0.0.1", inside))  # inside already
+
+
+class _Reached:
+    """The network stream of a response, as far as the guard reads it: whom it reached."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, info: str) -> object:
+        return (self.address, 80) if info == "server_addr" else None
+
+
+def _reached(address: str, response: httpx.Response) -> httpx.Response:
+    response.extensions["network_stream"] = _Reached(address)
+    return response
+
+
+def test_a_name_that_turns_inside_between_check_and_connect_is_caught_by_its_address() -> None:
+    """DNS rebinding: the redirect's host resolved outside when the guard looked it up, and
+    inside when the client connected. The address the response came from gives it away,
+    before its body is read."""
+    guard = redirect_guard("feed.example.com")
+    guard(_reached("93.184.216.34", _redirect("feed.example.com", "93.184.216.35")))
+    with pytest.raises(ValueError, match="inside address"):
+        guard(_reached("169.254.169.254", _redirect("rebound.example.com", "93.184.216.36")))
+
+    inside = redirect_guard("feed.example.com")  # a feed whose own server is inside
+    inside(_reached("10.0.0.8", _redirect("feed.example.com", "93.184.216.35")))
+    inside(_reached("127.0.0.1", _redirect("anywhere.example.com", "10.0.0.9")))
+
+
+def test_a_location_that_is_no_url_is_left_to_httpx_to_refuse() -> None:
+    guard = redirect_guard("93.184.216.34")
+    response = _redirect("93.184.216.34", "93.184.216.35")
+    response.headers["Location"] = "http://a\x7fb/feed.xml"
+    guard(response)  # no error of its own: httpx will not follow it (RemoteProtocolError)
+
+
+def test_whether_a_feed_is_inside_is_where_its_server_was_reached_not_what_its_name_says(
+    feed_server: FeedServer,
+) -> None:
+    """The guard reads the address of a real connection: a feed server reached on loopback
+    is inside, whatever name it was asked under, so it may redirect inside."""
+    feed_server.redirects["old.xml"] = feed_server.url("rss.xml")
+    guard = redirect_guard("93.184.216.34")  # a name that would say "outside"
+    with httpx.Client(follow_redirects=True, event_hooks={"response": [guard]}) as client:
+        response = client.get(feed_server.url("old.xml"))
+    assert response.status_code == 200
+    assert [str(r.url) for r in response.history] == [feed_server.url("old.xml")]
 
 
 def test_a_feed_registered_inside_may_redirect_inside(

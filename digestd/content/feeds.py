@@ -103,18 +103,48 @@ def inward(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
         return False  # cannot resolve: the fetch itself will say so
-    return any(not ipaddress.ip_address(str(a).split("%")[0]).is_global for a in addresses)
+    return any(_inside(address) for address in addresses)
+
+
+def _inside(address: object) -> bool:
+    return not ipaddress.ip_address(str(address).split("%")[0]).is_global
+
+
+def _peer_inside(response: httpx.Response) -> bool | None:
+    """Whether the server that sent ``response`` was reached at an inside address (None:
+    unknown, e.g. a response not read from a socket)."""
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    return _inside(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
     """A response hook: a feed on the internet may not redirect to the inside (a
     ``Location: http://169.254.169.254/…`` would make digestd fetch, and mail out as
     articles, what only the server can reach). A feed the operator put inside may.
-    Names are looked up only when a redirect comes: most fetches have none."""
+
+    Two checks, since a name can resolve one way when checked and another when connected
+    to (DNS rebinding: a TTL of 0 and an attacker's name server): before a redirect is
+    followed, its host's addresses; and on each response, the address the connection
+    actually reached, against the first response's (the feed's own server). Names are
+    looked up only when a redirect comes: most fetches have none."""
+    feed_inside: list[bool] = []  # set by the first response
 
     def check(response: httpx.Response) -> None:
-        target = response.next_request.url.host if response.next_request else None
-        if target and inward(target) and not inward(origin):
+        reached = _peer_inside(response)
+        if not feed_inside:
+            feed_inside.append(inward(origin) if reached is None else reached)
+        elif reached and not feed_inside[0]:
+            raise ValueError(f"feed redirected to an inside address ({response.url.host})")
+        # httpx calls the hook before it builds the next request: the target is read from
+        # the Location header (relative: the same host, whose address was checked above).
+        if not response.has_redirect_location or feed_inside[0]:
+            return
+        try:
+            target = response.url.join(response.headers["Location"]).host
+        except httpx.InvalidURL:
+            return  # httpx refuses to follow it, and says why
+        if target and inward(target):
             raise ValueError(f"feed redirected to an inside address ({target})")
 
     return check
