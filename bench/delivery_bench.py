@@ -14,7 +14,8 @@ What one run does (see bench/README.md for how to run it and what it measured):
    render each distinct digest once, compose, send through the pool, record outcomes.
    Peak RSS of that process comes from wait4();
 5. ``smtp-source -s 20 -d -l SIZE -m N`` into the same sink, SIZE the average size of the
-   messages digestd sent: what the sink and loopback can take on this machine right now;
+   messages digestd sent: what the sink and loopback can take on this machine right now
+   (with the CPU smtp-source, the sink and the machine used meanwhile);
 6. composing alone (no database, no SMTP): the messages of one digest made for
    N readers by substitution, links signed, in-process.
 
@@ -29,6 +30,7 @@ import json
 import os
 import random
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -444,13 +446,32 @@ def compose_alone(url: str, count: int, track_clicks: str = "aggregate") -> dict
     return {"msg_per_s": count / seconds, "avg_bytes": size / count}
 
 
-def smtp_source(port: int, count: int, size: int) -> float:
+@dataclass(frozen=True)
+class Reference:
+    """smtp-source's run: its rate, and the CPU seconds it and the sink used meanwhile."""
+
+    msg_per_s: float
+    source_cpu: float
+    sink_cpu: float
+    machine_cpu: float
+
+
+def smtp_source(port: int, count: int, size: int, sink: subprocess.Popen[bytes]) -> Reference:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sink_before, machine_before = process_cpu_seconds(sink.pid, True), machine_busy_seconds()
     started = time.perf_counter()
     subprocess.run(
         [SOURCE, "-s", "20", "-d", "-l", str(size), "-m", str(count), f"127.0.0.1:{port}"],
         check=True,
     )
-    return count / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Reference(
+        msg_per_s=count / seconds,
+        source_cpu=after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime,
+        sink_cpu=process_cpu_seconds(sink.pid, True) - sink_before,
+        machine_cpu=machine_busy_seconds() - machine_before,
+    )
 
 
 def main() -> None:
@@ -513,7 +534,7 @@ class Run:
     sent: int
     compose: dict[str, float]
     size: int
-    reference: float
+    reference: Reference
 
 
 def measure(
@@ -550,13 +571,18 @@ def measure(
     compose = compose_alone(url, args.subscribers, args.track_clicks)
     size = int(compose["avg_bytes"])
     print(f"smtp-source -s 20 -d -l {size} -m {sent} ...")
-    reference = smtp_source(port, sent, size)
+    reference = smtp_source(port, sent, size, sink)
     return Run(tick, cpu, result, sent, compose, size, reference)
 
 
 def results_of(args: argparse.Namespace, run: Run) -> dict[str, object]:
     tick, cpu, sent, reference = run.tick, run.cpu, run.sent, run.reference
     digestd_rate = sent / tick["seconds"]
+    reference_cpu = {
+        "smtp_source": reference.source_cpu,
+        "smtp_sink": reference.sink_cpu,
+        "machine": reference.machine_cpu,
+    }
     return {
         "db": args.db,
         "subscribers": args.subscribers,
@@ -575,8 +601,12 @@ def results_of(args: argparse.Namespace, run: Run) -> dict[str, object]:
         # digestd and its helper processes together, sampled every 0.1 s
         "peak_rss_with_helpers_mb": round(tick["peak_tree_rss_mb"], 1),
         "avg_message_bytes": run.size,
-        "smtp_source_msg_per_s": round(reference),
-        "ratio_to_smtp_source": round(digestd_rate / reference, 3),
+        "smtp_source_msg_per_s": round(reference.msg_per_s),
+        "ratio_to_smtp_source": round(digestd_rate / reference.msg_per_s, 3),
+        # CPU µs a message while smtp-source ran: its own, the sink's, the whole machine's
+        "smtp_source_cpu_us_per_message": {
+            key: round(value / sent * 1e6) for key, value in reference_cpu.items()
+        },
         "compose_alone_msg_per_s": round(run.compose["msg_per_s"]),
         # CPU seconds during the tick: digestd with its helpers, the sink, the database
         # server, and every core of the machine (the rest is other load, and the kernel)
