@@ -357,7 +357,17 @@ def _redirect(origin: str, target: str) -> httpx.Response:
 
 
 @pytest.mark.parametrize(
-    "inside", ["127.0.0.1", "localhost", "10.0.0.8", "192.168.1.1", "169.254.169.254", "[::1]"]
+    "inside",
+    [
+        "127.0.0.1",
+        "localhost",
+        "10.0.0.8",
+        "192.168.1.1",
+        "169.254.169.254",
+        "[::1]",
+        "2130706433",  # 127.0.0.1 as one number
+        "[::ffff:a9fe:a9fe]",  # 169.254.169.254 inside IPv6
+    ],
 )
 def test_a_feed_on_the_internet_cannot_redirect_the_poller_inside(inside: str) -> None:
     """The cloud's metadata service or an admin port would be fetched and mailed out as

@@ -128,17 +128,18 @@ def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
     followed, its host's addresses; and on each response, the address the connection
     actually reached, against the first response's (the feed's own server). Names are
     looked up only when a redirect comes: most fetches have none."""
-    feed_inside: list[bool] = []  # set by the first response
+    feed_inside: bool | None = None  # known from the first response
 
     def check(response: httpx.Response) -> None:
+        nonlocal feed_inside
         reached = _peer_inside(response)
-        if not feed_inside:
-            feed_inside.append(inward(origin) if reached is None else reached)
-        elif reached and not feed_inside[0]:
+        if feed_inside is None:
+            feed_inside = inward(origin) if reached is None else reached
+        elif reached and not feed_inside:
             raise ValueError(f"feed redirected to an inside address ({response.url.host})")
         # httpx calls the hook before it builds the next request: the target is read from
         # the Location header (relative: the same host, whose address was checked above).
-        if not response.has_redirect_location or feed_inside[0]:
+        if not response.has_redirect_location or feed_inside:
             return
         try:
             target = response.url.join(response.headers["Location"]).host
