@@ -385,6 +385,9 @@ class Feed(Base):
     stored_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rejected_last_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_item_error: Mapped[str | None] = mapped_column(Text)  # the last item refused, and why
+    # Where its server was reached by the last fetch that worked (None: never fetched). Once
+    # outside, an answer from inside is refused (DNS rebinding, feeds.RedirectGuard).
+    server_inside: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class DigestLink(Base):

@@ -54,13 +54,16 @@ def test_add_fetches_once_then_lists_the_feed_with_its_health(
     sign_in(web.client)
     url = feed_server.url("rss.xml")
     answer = submit(web.client, PAGE, PAGE, url=url, category="robotics")
-    assert answer.status_code == 303 and answer.headers["location"] == f"{PAGE}?n=3&done=added"
+    # The feed server is on loopback: the notice says the feed may redirect inside.
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"{PAGE}?n=3&done=added-inside"
     assert feed_server.fetches("rss.xml") == 1
     (feed,) = _feeds(web)
     assert (feed.url, feed.category, feed.next_poll_at) == (url, "robotics", NOW)
     assert _articles(web) == 0  # the test fetch stores nothing: the first poll does
     words = text_of(web.client.get(answer.headers["location"]).text)
-    assert "Added: the test fetch found a feed (items in it now: 3)." in words
+    assert "Added: the test fetch found a feed (items in it now: 3) on a server inside" in words
+    assert feed.server_inside is True
     assert "Robot Report & Friends NEW Robotics" in words or "Robot Report & Friends new" in words
     assert "Last success never Failures in a row 0" in words
 

@@ -180,12 +180,12 @@ def test_a_hung_feed_holds_one_fetcher_while_the_others_are_fetched_and_stored(
     hung = feed_server.url(paths[0])  # registered first: first in the polling order
     others_fetched = threading.Semaphore(0)
 
-    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+    def fetch(url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched:
         if url == hung:  # answers once every other feed was fetched, or fails the run
             for _ in paths[1:]:
                 if not others_fetched.acquire(timeout=10):
                     raise AssertionError("the other feeds waited behind the hung one")
-        fetched = http_fetch(url, headers)
+        fetched = http_fetch(url, headers, outside=outside)
         if url != hung:
             others_fetched.release()
         return fetched
@@ -205,9 +205,9 @@ def test_once_told_to_stop_no_further_feed_is_claimed_and_those_left_stay_due(
     _register_many(sessions, feed_server)
     stopping = threading.Event()
 
-    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+    def fetch(url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched:
         stopping.set()  # the signal comes while the first fetches are under way
-        return http_fetch(url, headers)
+        return http_fetch(url, headers, outside=outside)
 
     report = poll_due(sessions, NOW, fetch, should_stop=stopping.is_set)
     assert 1 <= report.polled <= FETCHERS < FEEDS
@@ -295,6 +295,52 @@ def test_a_feed_that_declares_xml_entities_is_not_read(
         assert "declares XML entities" in feed.last_error
 
 
+def test_a_feed_whose_server_was_on_the_internet_is_not_fetched_from_inside(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """Its name now leads to this machine (the feed server on loopback): the poll fails
+    naming why, stores nothing, and the feed stays known as outside."""
+    with sessions.begin() as session:
+        url = feed_server.url("rss.xml")
+        feed_id = register_feed(session, url, "ai", NOW, server_inside=False).id
+    report = poll_due(sessions, NOW)
+    assert (report.polled, report.failed, report.articles) == (1, 1, 0)
+    assert _article_count(sessions) == 0
+    with sessions() as session:
+        feed = session.get(Feed, feed_id)
+        assert feed is not None and feed.server_inside is False
+        assert feed.last_error is not None
+        assert "now answers from an inside address (127.0.0.1)" in feed.last_error
+
+
+def test_a_feed_learns_where_its_server_is_and_never_moves_it_inside(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """A feed added before feeds remembered it learns at its first poll that works; one
+    whose server was inside and is now reached outside is outside from then on."""
+    with sessions.begin() as session:
+        learning = register_feed(session, feed_server.url("rss.xml"), "ai", NOW).id
+        moved = register_feed(session, "https://moved.example.com/feed.xml", "ai", NOW, None, True)
+        moved_id = moved.id
+    told: dict[str, bool] = {}
+
+    def fetch(url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched:
+        told[url] = outside
+        if "moved" not in url:
+            return http_fetch(url, headers, outside=outside)
+        atom = (ROOT / "tests" / "feeds" / "atom.xml").read_bytes()
+        return Fetched(200, atom, url, None, None, inside=False)
+
+    assert poll_due(sessions, NOW, fetch).failed == 0
+    assert not any(told.values())
+    with sessions() as session:
+        assert session.get(Feed, learning).server_inside is True  # type: ignore[union-attr]
+        assert session.get(Feed, moved_id).server_inside is False  # type: ignore[union-attr]
+    later = NOW + timedelta(days=1)
+    assert poll_due(sessions, later, fetch).polled == 2
+    assert told == {feed_server.url("rss.xml"): False, "https://moved.example.com/feed.xml": True}
+
+
 def test_a_feed_removed_while_it_is_fetched_is_neither_stored_nor_counted_failed(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -304,7 +350,7 @@ def test_a_feed_removed_while_it_is_fetched_is_neither_stored_nor_counted_failed
         gone = register_feed(session, "https://gone.example.com/feed.xml", "ai", NOW).id
         failing = register_feed(session, "https://failing.example.com/feed.xml", "ai", NOW).id
 
-    def fetch(url: str, headers: dict[str, str]) -> Fetched:
+    def fetch(url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched:
         with sessions.begin() as session:  # removed meanwhile, as feeds remove does
             session.delete(session.get(Feed, gone if "gone" in url else failing))
         if "failing" in url:

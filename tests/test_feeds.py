@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.content.feed_polling import INTERVAL, poll_due
-from digestd.content.feeds import http_fetch, redirect_guard, register_feed
+from digestd.content.feeds import RedirectGuard, http_fetch, register_feed
 from digestd.db import make_engine, make_sessions
 from digestd.errors import InputError
 from digestd.models import Article, Feed
@@ -238,7 +238,7 @@ def test_a_feed_is_one_feed_whatever_its_fragment_and_its_title_is_bounded(
     url = feed_server.url("long_title.xml")
     added = run_digestd(env, "feeds", "add", url + "#top", "--category", "ai")
     assert added.returncode == 0, added.stderr
-    assert len(added.stdout) < 400
+    assert len(added.stdout.splitlines()[0]) < 400  # the line naming the feed
     (feed,) = _feeds(sessions)
     assert feed.url == url and feed.title == " ".join(["Endless"] * 700)[:200]
     again = run_digestd(env, "feeds", "add", url + "#other", "--category", "ai")
@@ -372,11 +372,11 @@ def _redirect(origin: str, target: str) -> httpx.Response:
 def test_a_feed_on_the_internet_cannot_redirect_the_poller_inside(inside: str) -> None:
     """The cloud's metadata service or an admin port would be fetched and mailed out as
     articles. A feed the operator registered inside may redirect anywhere."""
-    guard = redirect_guard("93.184.216.34")
+    guard = RedirectGuard("93.184.216.34")
     with pytest.raises(ValueError, match="inside address"):
         guard(_redirect("93.184.216.34", inside))
     guard(_redirect("93.184.216.34", "93.184.216.35"))  # outside to outside: followed
-    redirect_guard("127.0.0.1")(_redirect("127.0.0.1", inside))  # inside already
+    RedirectGuard("127.0.0.1")(_redirect("127.0.0.1", inside))  # inside already
 
 
 class _Reached:
@@ -398,18 +398,40 @@ def test_a_name_that_turns_inside_between_check_and_connect_is_caught_by_its_add
     """DNS rebinding: the redirect's host resolved outside when the guard looked it up, and
     inside when the client connected. The address the response came from gives it away,
     before its body is read."""
-    guard = redirect_guard("feed.example.com")
+    guard = RedirectGuard("feed.example.com")
     guard(_reached("93.184.216.34", _redirect("feed.example.com", "93.184.216.35")))
     with pytest.raises(ValueError, match="inside address"):
         guard(_reached("169.254.169.254", _redirect("rebound.example.com", "93.184.216.36")))
 
-    inside = redirect_guard("feed.example.com")  # a feed whose own server is inside
+    inside = RedirectGuard("feed.example.com")  # a feed whose own server is inside
     inside(_reached("10.0.0.8", _redirect("feed.example.com", "93.184.216.35")))
     inside(_reached("127.0.0.1", _redirect("anywhere.example.com", "10.0.0.9")))
 
 
+def _answer(host: str) -> httpx.Response:
+    return httpx.Response(200, request=httpx.Request("GET", f"http://{host}/feed.xml"))
+
+
+def test_a_feed_once_on_the_internet_is_refused_when_its_name_answers_from_inside() -> None:
+    """DNS rebinding at the feed's own name: its owner (or whoever took the domain over)
+    points it at 127.0.0.1 or the metadata service. Once its server was reached outside,
+    the first answer from inside is refused, before its body is read."""
+    for inside in ("127.0.0.1", "10.0.0.8", "169.254.169.254", "::1"):
+        guard = RedirectGuard("feed.example.com", outside=True)
+        with pytest.raises(ValueError, match="now answers from an inside address"):
+            guard(_reached(inside, _answer("feed.example.com")))
+    still_outside = RedirectGuard("feed.example.com", outside=True)
+    still_outside(_reached("93.184.216.34", _answer("feed.example.com")))
+    assert still_outside.feed_inside is False
+    # Without that memory the same answer is a feed inside, which may redirect anywhere.
+    unknown = RedirectGuard("feed.example.com")
+    unknown(_reached("127.0.0.1", _answer("feed.example.com")))
+    assert unknown.feed_inside is True
+    unknown(_reached("127.0.0.1", _redirect("feed.example.com", "10.0.0.9")))
+
+
 def test_a_location_that_is_no_url_is_left_to_httpx_to_refuse() -> None:
-    guard = redirect_guard("93.184.216.34")
+    guard = RedirectGuard("93.184.216.34")
     response = _redirect("93.184.216.34", "93.184.216.35")
     response.headers["Location"] = "http://a\x7fb/feed.xml"
     guard(response)  # no error of its own: httpx will not follow it (RemoteProtocolError)
@@ -421,7 +443,7 @@ def test_whether_a_feed_is_inside_is_where_its_server_was_reached_not_what_its_n
     """The guard reads the address of a real connection: a feed server reached on loopback
     is inside, whatever name it was asked under, so it may redirect inside."""
     feed_server.redirects["old.xml"] = feed_server.url("rss.xml")
-    guard = redirect_guard("93.184.216.34")  # a name that would say "outside"
+    guard = RedirectGuard("93.184.216.34")  # a name that would say "outside"
     with httpx.Client(follow_redirects=True, event_hooks={"response": [guard]}) as client:
         response = client.get(feed_server.url("old.xml"))
     assert response.status_code == 200
@@ -434,3 +456,4 @@ def test_a_feed_registered_inside_may_redirect_inside(
     feed_server.redirects["old.xml"] = feed_server.url("rss.xml")
     added = run_digestd(env, "feeds", "add", feed_server.url("old.xml"), "--category", "ai")
     assert added.returncode == 0, added.stderr
+    assert b"its server is inside this network" in added.stdout

@@ -28,6 +28,8 @@ def add(settings: Settings, args: argparse.Namespace) -> int:
         f"({added.items} items in it now, stored by its first poll; polled every {minutes} "
         "minutes by digestd run or digestd tick)"
     )
+    if feed.server_inside:
+        print("its server is inside this network: it may redirect to other addresses inside")
     return 0
 
 

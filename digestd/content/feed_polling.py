@@ -125,6 +125,7 @@ class _Request:
     url: str
     category: str
     headers: dict[str, str]
+    outside: bool  # its server was on the internet when last fetched
 
 
 def poll_one(
@@ -152,10 +153,10 @@ def poll_one(
             headers["If-None-Match"] = feed.etag
         if feed.last_modified:
             headers["If-Modified-Since"] = feed.last_modified
-        request = _Request(feed.url, feed.category, headers)
+        request = _Request(feed.url, feed.category, headers, feed.server_inside is False)
     report.polled += 1
     try:
-        fetched = (fetch or http_fetch)(request.url, request.headers)
+        fetched = (fetch or http_fetch)(request.url, request.headers, outside=request.outside)
         if fetched.status not in (200, 304):
             raise ValueError(f"HTTP {fetched.status}")
         with writing, sessions.begin() as session:
@@ -206,6 +207,8 @@ def _store(
     feed.stored_last_run, feed.rejected_last_run = stored, rejected
     feed.failures, feed.last_error = 0, None
     feed.last_success_at = now
+    if fetched.inside is not None and feed.server_inside is not False:
+        feed.server_inside = fetched.inside  # inside may become outside, never the reverse
     feed.next_poll_at = now + INTERVAL
 
 

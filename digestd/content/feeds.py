@@ -16,10 +16,9 @@ import re
 import socket
 import time
 from calendar import timegm
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
@@ -57,21 +56,35 @@ class Fetched:
     url: str  # after redirects: the base for relative links
     etag: str | None
     last_modified: str | None
+    inside: bool | None = None  # the feed's own server was reached inside (None: not known)
 
 
-Fetcher = Callable[[str, dict[str, str]], Fetched]
+class Fetcher(Protocol):
+    """What polling calls to fetch a feed (:func:`http_fetch`, or a test's stand-in).
+    ``outside``: the feed's server was on the internet when last fetched, so an answer
+    from an inside address is refused (:class:`RedirectGuard`)."""
+
+    def __call__(self, url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched: ...
+
+
 # What a fetch that went wrong raises: the network, the HTTP layer, a refused body.
 FETCH_ERRORS = (httpx.HTTPError, ValueError, OSError)
 
 
 def http_fetch(
-    url: str, headers: dict[str, str], timeout: float = 10.0, total: float = FETCH_SECONDS
+    url: str,
+    headers: dict[str, str],
+    timeout: float = 10.0,
+    total: float = FETCH_SECONDS,
+    *,
+    outside: bool = False,
 ) -> Fetched:
     """GET with conditional headers; a body larger than MAX_BYTES, or one that takes longer
-    than ``total`` seconds to arrive, is refused."""
+    than ``total`` seconds to arrive, is refused, and so are the addresses
+    :class:`RedirectGuard` refuses."""
     deadline = time.monotonic() + total
     request_headers = {"User-Agent": "digestd feed poller", **headers}
-    guard = redirect_guard(httpx.URL(url).host)
+    guard = RedirectGuard(httpx.URL(url).host, outside=outside)
     with (
         httpx.Client(
             timeout=timeout, follow_redirects=True, event_hooks={"response": [guard]}
@@ -93,6 +106,7 @@ def http_fetch(
             url=str(response.url),
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
+            inside=guard.feed_inside,
         )
 
 
@@ -118,7 +132,7 @@ def _peer_inside(response: httpx.Response) -> bool | None:
     return _inside(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
-def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
+class RedirectGuard:
     """A response hook: a feed on the internet may not redirect to the inside (a
     ``Location: http://169.254.169.254/…`` would make digestd fetch, and mail out as
     articles, what only the server can reach). A feed the operator put inside may.
@@ -127,19 +141,34 @@ def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
     to (DNS rebinding: a TTL of 0 and an attacker's name server): before a redirect is
     followed, its host's addresses; and on each response, the address the connection
     actually reached, against the first response's (the feed's own server). Names are
-    looked up only when a redirect comes: most fetches have none."""
-    feed_inside: bool | None = None  # known from the first response
+    looked up only when a redirect comes: most fetches have none.
 
-    def check(response: httpx.Response) -> None:
-        nonlocal feed_inside
+    ``outside``: the feed's server was on the internet when it was last fetched. Its name
+    then answering from inside is refused at the first response, before its body is read:
+    a feed's server does not move inside, its name's owner (or a new one) can point it
+    there. An operator whose feed did move adds it again.
+    """
+
+    def __init__(self, origin: str, *, outside: bool = False) -> None:
+        self.origin = origin
+        self.outside = outside
+        self.feed_inside: bool | None = None  # known from the first response
+
+    def __call__(self, response: httpx.Response) -> None:
         reached = _peer_inside(response)
-        if feed_inside is None:
-            feed_inside = inward(origin) if reached is None else reached
-        elif reached and not feed_inside:
+        if self.feed_inside is None:
+            self.feed_inside = inward(self.origin) if reached is None else reached
+            if self.feed_inside and self.outside:
+                raise ValueError(
+                    f"the feed's server now answers from an inside address "
+                    f"({response.url.host}), and was on the internet before: remove the "
+                    "feed and add it again if it really moved inside"
+                )
+        elif reached and not self.feed_inside:
             raise ValueError(f"feed redirected to an inside address ({response.url.host})")
         # httpx calls the hook before it builds the next request: the target is read from
         # the Location header (relative: the same host, whose address was checked above).
-        if not response.has_redirect_location or feed_inside:
+        if not response.has_redirect_location or self.feed_inside:
             return
         try:
             target = response.url.join(response.headers["Location"]).host
@@ -147,8 +176,6 @@ def redirect_guard(origin: str) -> Callable[[httpx.Response], None]:
             return  # httpx refuses to follow it, and says why
         if target and inward(target):
             raise ValueError(f"feed redirected to an inside address ({target})")
-
-    return check
 
 
 # --- registering ---------------------------------------------------------------------------
@@ -191,13 +218,27 @@ def feed_category(category: str) -> str:
 
 
 def register_feed(
-    session: Session, url: str, category: str, now: datetime, title: str | None = None
+    session: Session,
+    url: str,
+    category: str,
+    now: datetime,
+    title: str | None = None,
+    server_inside: bool | None = None,
 ) -> Feed:
-    """Store a feed, first polled at ``now`` (no fetch: :func:`add_feed` tries it first)."""
+    """Store a feed, first polled at ``now`` (no fetch: :func:`add_feed` tries it first);
+    ``server_inside``: where the test fetch reached its server (None: not fetched)."""
     url, slug = feed_url(url), feed_category(category)
     if _registered(session, url):
         raise InputError(f"URL: {url!r} is already registered")
-    feed = Feed(url=url, category=slug, title=title, next_poll_at=now, failures=0, created_at=now)
+    feed = Feed(
+        url=url,
+        category=slug,
+        title=title,
+        next_poll_at=now,
+        failures=0,
+        created_at=now,
+        server_inside=server_inside,
+    )
     session.add(feed)
     try:
         session.flush()
@@ -237,7 +278,7 @@ def add_feed(
     except ValueError as exc:
         raise InputError(f"URL: {url} is {exc}") from exc
     with sessions.begin() as session:
-        feed = register_feed(session, url, slug, now, title or None)
+        feed = register_feed(session, url, slug, now, title or None, fetched.inside)
     return Added(feed, len(items))
 
 

@@ -24,6 +24,8 @@ from digestd.web.errors import WebError
 
 NOTICES = {
     "added": "Added: the test fetch found a feed (items in it now: {n}). It is polled from now on.",
+    "added-inside": "Added: the test fetch found a feed (items in it now: {n}) on a server inside "
+    "this network, so it may redirect to other addresses inside. It is polled from now on.",
     "removed": "Removed: the feed is no longer polled. The articles it brought stay.",
     "polled": "Polled. Articles stored or updated: {n}.",
     "poll-failed": "The poll failed; the feed's row says why. It is retried with a growing pause.",
@@ -85,7 +87,8 @@ async def add(request: Request) -> Response:
         audit(request, "page.feed.add", "refused")
         return await _page(request, **_field_of(str(exc)), typed=typed)
     audit(request, "page.feed.add", "ok", feed=added.feed.id)
-    return done("/admin/feeds", "added", n=str(added.items))
+    notice = "added-inside" if added.feed.server_inside else "added"
+    return done("/admin/feeds", notice, n=str(added.items))
 
 
 @operator
