@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Select, select, tuple_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from digestd.bulk import among
@@ -108,6 +108,38 @@ def _due(column: InstrumentedAttribute[datetime | None], now: datetime) -> tuple
     return (Subscriber.status == SubscriberStatus.ACTIVE, column <= now)
 
 
+def due_batch(
+    column: InstrumentedAttribute[datetime | None],
+    now: datetime,
+    after: tuple[datetime | None, int] | None,
+    limit: int,
+    *,
+    locking: bool,
+) -> Select[int, str, datetime | None]:
+    """The next ``limit`` readers due for the edition ``column`` schedules, after ``after``
+    (the send instant and id of the last reader planned), in the order of its due index
+    (status, instant, id): read from the index, never sorted. ``locking`` (PostgreSQL):
+    each row locked, and rows another worker holds skipped."""
+    query = (
+        select(Subscriber.id, Subscriber.timezone, column)
+        .where(*_due(column, now))
+        .order_by(column, Subscriber.id)
+        .limit(limit)
+    )
+    if after is not None:
+        # Past the batches planned already. Their readers are no longer due, but the index
+        # entries of their old send instants stay until a vacuum: starting from the
+        # beginning would step over all of them again, batch after batch.
+        at, subscriber_id = after
+        query = query.where(column >= at, tuple_(column, Subscriber.id) > tuple_(at, subscriber_id))
+    if locking:
+        # Readers another worker is planning right now are skipped, not planned twice: the
+        # lock lasts until that worker's batch commits, and by then they are no longer due
+        # (their next send instant moved in the same transaction).
+        query = query.with_for_update(skip_locked=True, of=Subscriber)
+    return query
+
+
 def enqueue_now(
     sessions: sessionmaker[Session],
     policy: Policy,
@@ -190,26 +222,9 @@ class Planner:
 
     def plan_due_batch(self, session: Session, report: EnqueueReport) -> bool:
         """Plan the next batch of due readers; False when there is none left."""
-        query = (
-            select(Subscriber.id, Subscriber.timezone, self.column)
-            .where(*_due(self.column, self.now))
-            .order_by(self.column, Subscriber.id)
-            .limit(self._batch)
-        )
+        postgres = session.get_bind().dialect.name == "postgresql"
+        query = due_batch(self.column, self.now, self._after, self._batch, locking=postgres)
         self._batch = min(BATCH, self._batch * 2)
-        if self._after is not None:
-            # Past the batches planned already. Their readers are no longer due, but the
-            # index entries of their old send instants stay until a vacuum: starting from
-            # the beginning would step over all of them again, batch after batch.
-            at, subscriber_id = self._after
-            query = query.where(
-                self.column >= at, tuple_(self.column, Subscriber.id) > tuple_(at, subscriber_id)
-            )
-        if session.get_bind().dialect.name == "postgresql":
-            # Readers another worker is planning right now are skipped, not planned twice:
-            # the lock lasts until that worker's batch commits, and by then they are no
-            # longer due (their next send instant moved in the same transaction).
-            query = query.with_for_update(skip_locked=True, of=Subscriber)
         due = session.execute(query).all()
         if not due:
             return False
