@@ -173,6 +173,9 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     wants_daily: Mapped[bool] = mapped_column(Boolean, default=False)
     wants_weekly: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When topics, frequency or zone were last changed by hand (the preferences page, an
+    # operator): a confirmation link made before then keeps them, not the signup's.
+    preferences_at: Mapped[datetime | None]
     # The next local send instant not yet handled, in UTC: "who is due" is one indexed query
     # (status first: the query asks for active readers, in send-time order).
     next_daily_at: Mapped[datetime | None]

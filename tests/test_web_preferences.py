@@ -125,6 +125,85 @@ def test_subscribing_again_from_preferences_takes_a_new_confirmation(web: WebRig
     assert reader.category_slugs == ["ai", "robotics"]
 
 
+def test_choices_saved_before_the_confirmation_link_is_followed_are_kept(web: WebRig) -> None:
+    """The confirmation email links to the preferences page too: a reader who changes
+    their choices there and then confirms keeps what they chose last, not the signup's."""
+    with time_machine.travel(NOW, tick=False) as clock:
+        signup_form(web, "gina@example.com")  # ai and robotics, daily, Europe/Paris
+        links = links_in(web.smtp.messages[-1].data)
+        clock.shift(timedelta(minutes=3))
+        saved = _post(web, links["preferences"], action="save", categories=["ai"], frequency="both")
+        assert "Your preferences are saved" in text_of(saved.text)
+        clock.shift(timedelta(minutes=3))
+        assert web.client.get(links["confirm"]).status_code == 200
+    reader = web.subscriber("gina@example.com")
+    assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+    assert reader.category_slugs == ["ai"]
+    assert (reader.wants_daily, reader.wants_weekly) == (True, True)
+    assert reader.consent_source != ""  # the consent record is still the signup's
+
+
+def test_a_link_made_after_the_last_save_brings_its_own_choices(web: WebRig) -> None:
+    """Saved while unsubscribed, then "subscribe again": its link carries what was saved;
+    a save after asking for the link wins over the link."""
+    with time_machine.travel(NOW, tick=False) as clock:
+        links = _reader(web)
+        _post(web, links["preferences"], action="unsubscribe")
+        _post(web, links["preferences"], action="save", categories=["quantum"], frequency="daily")
+        clock.shift(timedelta(minutes=11))
+        _post(web, links["preferences"], action="resume")  # emails a confirmation link
+        confirm = links_in(web.smtp.messages[-1].data)["confirm"]
+        clock.shift(timedelta(minutes=1))
+        _post(web, links["preferences"], action="save", categories=["fintech"], frequency="weekly")
+        clock.shift(timedelta(minutes=1))
+        assert web.client.get(confirm).status_code == 200
+    reader = web.subscriber("ann@example.com")
+    assert reader is not None and reader.status == SubscriberStatus.ACTIVE
+    assert reader.category_slugs == ["fintech"]
+    assert (reader.wants_daily, reader.wants_weekly) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("unsubscribed", "action", "says"),
+    [
+        (False, "pause", "your subscription isn't confirmed yet"),
+        (False, "resume", "your subscription isn't confirmed yet"),
+        (True, "pause", "no digests are sent to this address"),
+    ],
+)
+def test_a_pause_or_resume_that_changes_nothing_says_so(
+    web: WebRig, unsubscribed: bool, action: str, says: str
+) -> None:
+    """Not "your digests are paused" to a reader who gets none: the page does not offer
+    these buttons then, but a form posted by hand (or an old tab) must not be told a lie."""
+    with time_machine.travel(NOW, tick=False):
+        if unsubscribed:
+            links = _reader(web)
+            _post(web, links["preferences"], action="unsubscribe")
+        else:
+            signup_form(web, "ann@example.com")
+            links = links_in(web.smtp.messages[-1].data)
+        before = web.subscriber("ann@example.com")
+        answer = _post(web, links["preferences"], action=action, pause_for="1w")
+    words = text_of(answer.text)
+    assert answer.status_code == 200
+    assert f"Nothing to change: {says}" in words.replace("’", "'")
+    assert "paused" not in words.lower() and "back on" not in words
+    after = web.subscriber("ann@example.com")
+    assert before is not None and after is not None
+    assert (after.status, after.paused_until, after.next_daily_at) == (
+        before.status,
+        before.paused_until,
+        before.next_daily_at,
+    )
+
+
+def test_resuming_digests_that_are_on_says_they_are_on(web: WebRig) -> None:
+    links = _reader(web)
+    answer = _post(web, links["preferences"], action="resume")
+    assert "Nothing to change: your digests are on." in text_of(answer.text)
+
+
 def test_preferences_links_expire_after_60_days_and_a_fresh_one_can_be_emailed(
     web: WebRig,
 ) -> None:

@@ -111,15 +111,24 @@ def _confirm(
     left = subscriber.unsubscribed_at
     if link.mode is not Mode.SUBSCRIBE or (left is not None and issued_at <= left):
         return Confirmation.STALE
-    _activate(session, subscriber, link, click, schedule)
+    _activate(session, subscriber, link, issued_at, click, schedule)
     return Confirmation.CONFIRMED
 
 
 def _activate(
-    session: Session, subscriber: Subscriber, link: ConfirmLink, click: Click, schedule: Schedule
+    session: Session,
+    subscriber: Subscriber,
+    link: ConfirmLink,
+    issued_at: datetime,
+    click: Click,
+    schedule: Schedule,
 ) -> None:
     if link.request is not None:
-        apply_preferences(subscriber, link.request.prefs)
+        chosen = subscriber.preferences_at
+        if chosen is None or chosen < issued_at:
+            # The signup's choices, unless the reader chose again after this link was made
+            # (their preferences page, reached from the same email): the later one stands.
+            apply_preferences(subscriber, link.request.prefs)
         source, wording = link.request.source, link.request.wording
     else:  # an older link: the signup stored its preferences and source on the row
         source, wording = subscriber.consent_source, subscriber.consent_wording or CONSENT_WORDING
@@ -229,6 +238,7 @@ def change_preferences(
     recap_dropped = subscriber.wants_weekly and not prefs.wants_weekly
     moved_from = subscriber.timezone
     apply_preferences(subscriber, prefs)
+    subscriber.preferences_at = now
     if subscriber.paused_until is not None and subscriber.timezone != moved_from:
         subscriber.paused_until = _same_wall_clock(
             subscriber.paused_until, moved_from, subscriber.timezone
@@ -290,13 +300,16 @@ def _has_recap(session: Session, subscriber_id: int, period: str) -> bool:
     return found is not None
 
 
-def pause(subscriber: Subscriber, until: datetime | None = None) -> None:
+def pause(subscriber: Subscriber, until: datetime | None = None) -> bool:
     """No digests until ``until`` (then they resume by themselves: :func:`resume_ended`),
-    or until the reader resumes them."""
-    if subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
-        subscriber.status = SubscriberStatus.PAUSED
-        subscriber.paused_until = until
-        subscriber.next_daily_at = subscriber.next_weekly_at = None
+    or until the reader resumes them. False for a reader who gets none anyway (not
+    confirmed, unsubscribed, bounced)."""
+    if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+        return False
+    subscriber.status = SubscriberStatus.PAUSED
+    subscriber.paused_until = until
+    subscriber.next_daily_at = subscriber.next_weekly_at = None
+    return True
 
 
 def resume(

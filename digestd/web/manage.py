@@ -57,6 +57,15 @@ NOTICES = {
         "We've emailed you a link to confirm. Your digests start again once you follow it."
     ),
 }
+# A pause or resume that changed nothing, by where the reader stands: never "paused".
+UNCHANGED = {
+    SubscriberStatus.PENDING: (
+        "Nothing to change: your subscription isn't confirmed yet. Follow the link in the "
+        "email we sent you, and your digests start."
+    ),
+    SubscriberStatus.ACTIVE: "Nothing to change: your digests are on.",
+}
+NO_DIGESTS = "Nothing to change: no digests are sent to this address."
 CHECK_INBOX = (
     "If we still hold a subscription for this link, a fresh link to your preferences is on "
     "its way to your inbox."
@@ -122,12 +131,14 @@ async def preferences_post(request: Request) -> Response:
     if action == "delete":
         return await _delete(request, w, public_id, data)
     try:
-        reader, signup = await w.db(_act, w, public_id, action, data)
+        reader, signup, changed = await w.db(_act, w, public_id, action, data)
     except (ValidationError, WebError) as exc:
         return await _refused(request, w, public_id, data, exc)
     if reader is None:
         raise GONE
     notice = NOTICES["subscribe-again" if signup else action]
+    if not changed:
+        notice = UNCHANGED.get(SubscriberStatus(reader["status"]), NO_DIGESTS)
     response = _page(request, w, public_id, reader, notice=notice)
     if signup is not None:
         response.background = w.email_task(signup, w.clock())
@@ -179,18 +190,21 @@ async def _delete(request: Request, w: Web, public_id: str, data: Input) -> Resp
 
 def _act(
     w: Web, public_id: str, action: str, data: Input
-) -> tuple[dict[str, Any] | None, SignupResult | None]:
+) -> tuple[dict[str, Any] | None, SignupResult | None, bool]:
+    """The reader after ``action``, the confirmation email it asks for, and whether it
+    changed anything (a pause of a reader who gets no digests does not)."""
     now = w.clock()
     with w.sessions.begin() as session:
         subscriber = by_public_id(session, public_id, lock=True)
         if subscriber is None:
-            return None, None
+            return None, None, False
         if action == "resume" and subscriber.status == SubscriberStatus.UNSUBSCRIBED:
             # A preferences link gets forwarded and outlives the unsubscribe: coming back
             # takes a new confirmation from the inbox, like a signup.
             request = SignupRequest.of(subscriber, "preferences page: subscribe again")
             signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
-            return snapshot(subscriber, w.schedule), signup
+            return snapshot(subscriber, w.schedule), signup, True
+        changed = True
         if action in ("save", "pause", "resume"):
             end_by_hand(subscriber, now)
         if action == "save":
@@ -208,13 +222,13 @@ def _act(
             until = pausing.pause_end(
                 choice, data.text("pause_until", 10), subscriber.timezone, now
             )
-            pause(subscriber, until)
+            changed = pause(subscriber, until)
         elif action == "resume":
-            resume(subscriber, now, w.schedule)
+            changed = resume(subscriber, now, w.schedule)
         elif action == "unsubscribe" and unsubscribe(subscriber, now, via="preferences"):
             w.service.metrics.unsubscribes.labels("preferences").inc()
         session.flush()
-        return snapshot(subscriber, w.schedule), None
+        return snapshot(subscriber, w.schedule), None, changed
 
 
 def _erase(w: Web, public_id: str) -> None:
