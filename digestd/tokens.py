@@ -28,6 +28,11 @@ from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSer
 from digestd.errors import DigestdError
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# A link token as the serializer writes it: payload (a leading "." when compressed), stamp,
+# and 20 bytes of HMAC-SHA1 in 27 characters, the last carrying 2 unused bits (zero).
+# itsdangerous decodes leniently (it skips characters that are not base64 and ignores those
+# bits), so without this one token could be spelt many ways.
+_LINK_TOKEN = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]")
 # Characters whose JSON string is the characters themselves between quotes.
 _PLAIN = re.compile(r"[A-Za-z0-9_./-]*")
 
@@ -190,6 +195,8 @@ class Tokens:
         return self.read_signed(purpose, token).public_id
 
     def read_signed(self, purpose: Purpose, token: str) -> Signed:
+        if not _LINK_TOKEN.fullmatch(token):  # cut, or altered where the MAC would not see it
+            raise BadToken("this link is not valid (it may be incomplete)")
         serializer = self._serializers[purpose]
         max_age = int(self._max_age[purpose].total_seconds())
         try:
