@@ -31,6 +31,10 @@ from digestd.readers.suppression import suppress
 log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"[^\s<>\"():;,\[\]]+@([A-Za-z0-9.\-_\u0080-\uffff]+)")
+# No report field needs a control character, and PostgreSQL text cannot hold NUL: a report
+# carrying one would fail its transaction (451) at every retry, a genuine bounce included.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+DIAGNOSTIC_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,20 @@ def redact(text: str | None, mailbox: str = "") -> str | None:
     return text
 
 
+def _stored(text: str | None, limit: int) -> str | None:
+    """A report's field as the ledger keeps it: no control characters, ``limit`` at most."""
+    if not text:
+        return None
+    return _CONTROL.sub(" ", text[:limit]) or None
+
+
+def _diagnostic(text: str | None, mailbox: str) -> str | None:
+    # Cut before it is redacted: the address pattern backtracks over a run with no "@"
+    # (quadratic: 60 000 characters held the daemon 14 s). Twice what is kept, since
+    # redacting shortens it.
+    return redact(text[: 2 * DIAGNOSTIC_CHARS], mailbox) if text else None
+
+
 def record(
     session: Session,
     event: Event,
@@ -73,9 +91,9 @@ def record(
             delivery_id=delivery_id,
             subscriber_id=subscriber_id,
             kind=event.kind,
-            status=(event.status or "")[:20] or None,
-            diagnostic=(redact(event.diagnostic, mailbox) or "")[:1000] or None,
-            reporting_mta=(event.reporting_mta or "")[:255] or None,
+            status=_stored(event.status, 20),
+            diagnostic=_stored(_diagnostic(event.diagnostic, mailbox), DIAGNOSTIC_CHARS),
+            reporting_mta=_stored(event.reporting_mta, 255),
             source=event.source,
             channel=event.channel,
             created_at=now,

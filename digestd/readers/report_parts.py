@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email
 import email.policy
 import quopri
 import re
 from email.message import Message
+from email.parser import BytesHeaderParser, HeaderParser
 
 from digestd.errors import InputError
 
@@ -39,10 +39,7 @@ def field_blocks(part: Message) -> list[dict[str, str]]:
         raw = part.get_payload(decode=True)
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
-    return [
-        _fields(email.message_from_string(b + "\n", policy=email.policy.compat32).items())
-        for b in blocks
-    ]
+    return [_fields(_HEADERS.parsestr(b + "\n").items()) for b in blocks]
 
 
 def _fields(items: list[tuple[str, str]]) -> dict[str, str]:
@@ -98,5 +95,12 @@ def original_of(parts: list[Message]) -> Message | None:
         if kind in ("text/rfc822-headers", "message/global-headers"):
             text = part.get_payload(decode=True)
             if isinstance(text, bytes):
-                return email.message_from_bytes(text, policy=email.policy.compat32)
+                return _BYTES_HEADERS.parsebytes(text)
     return None
+
+
+# Decoded parts (a base64 status part, returned headers) are read as headers and nothing
+# more: parsed as messages, a body nested thousands of multiparts deep inside them, hidden
+# from parse()'s count by the encoding, would exhaust the email package's recursion.
+_HEADERS = HeaderParser(policy=email.policy.compat32)
+_BYTES_HEADERS = BytesHeaderParser(policy=email.policy.compat32)
