@@ -33,6 +33,17 @@ SCHEMA_HEAD = "0019"
 MIGRATION_LOCK = 0x64_69_67_65_73_74_64  # "digestd"
 
 
+# Control characters but tab and newline. PostgreSQL text cannot hold NUL: one in a relay's
+# reply or a report's field would fail the statement writing it, and with it a whole batch.
+_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F], " ")
+
+
+def storable(text: str, limit: int) -> str:
+    """Text from outside (a server's reply, a report's field) as the database keeps it: at
+    most ``limit`` characters, control characters as spaces."""
+    return text[:limit].translate(_CONTROLS)
+
+
 def make_engine(database_url: str, *, create: bool = True) -> Engine:
     """An engine; with ``create`` a SQLite file's directory is made (the migrating commands)."""
     url = make_url(database_url)

@@ -219,6 +219,24 @@ def test_550_5_1_1_for_some_recipients_suppresses_exactly_those(env: dict[str, s
     assert all(f"…@{row.email.partition('@')[2]}" in row.diagnostic for row in events)
 
 
+def test_a_refusal_with_a_nul_in_it_is_recorded_with_the_rest_of_its_batch(
+    env: dict[str, str],
+) -> None:
+    """PostgreSQL text cannot hold NUL: one in a relay's reply failed the write of the
+    whole batch's outcomes, so every message of it would have gone out again."""
+    gone = ADDRESSES[3::17]
+    sink = FaultySink(reject={a: f"550 5.1.1 <{a}>: no\x00such user" for a in gone})
+    service, _, (report,) = _through(env, sink, ADDRESSES, pool_size=2)
+    assert (report.sent, report.failed) == (94, 6)
+    with service.sessions() as session:
+        stored = session.execute(select(Delivery.smtp_reply, Delivery.last_error)).all()
+        ledger = session.scalars(select(BounceEvent.diagnostic)).all()
+    refusals = [text for row in stored for text in row if text and "such user" in text]
+    assert len(refusals) == 12 and all("no such user" in text for text in refusals)
+    assert len(ledger) == 6 and all("\x00" not in (text or "") for text in ledger)
+    assert {a for a, s in _statuses(service).items() if s == SubscriberStatus.BOUNCED} == set(gone)
+
+
 def test_a_content_refusal_at_end_of_data_fails_that_message_and_keeps_the_reader(
     env: dict[str, str],
 ) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from digestd.db import storable
 from digestd.delivery.queue import Job, Outcome
 from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.models import DeliveryStatus, EditionKind
@@ -97,7 +98,7 @@ class Outcomes:
                 True,
                 now,
                 sent_at=now,
-                smtp_reply=result.reply[:500],
+                smtp_reply=storable(result.reply, 500),
                 message_id=result.message_id,
             )
         return self._refused(job, result, now, storm)
@@ -119,7 +120,7 @@ class Outcomes:
         )
 
     def _refused(self, job: Job, error: DeliveryError, now: datetime, storm: bool) -> Outcome:
-        reply = str(error)[:500]
+        reply = storable(str(error), 500)
         retry_at = now + backoff(job.attempts + 1, self.rng)
         # A retry the window would not let out is no retry: give up now, while the reply
         # that says why is at hand (a full mailbox counts as a soft bounce).
@@ -131,7 +132,7 @@ class Outcomes:
                 True,
                 retry_at,
                 smtp_reply=reply,
-                last_error=str(error)[:1000],
+                last_error=storable(str(error), 1000),
             )
         verdict = verdict_of(error)
         why = str(error)
@@ -148,7 +149,7 @@ class Outcomes:
             True,
             now,
             smtp_reply=reply,
-            last_error=why[:1000],
+            last_error=storable(why, 1000),
             event=event,
         )
 
@@ -156,8 +157,8 @@ class Outcomes:
         retry_at = now + backoff(job.attempts, self.rng)
         if retry_at - job.due_at > self._window(job) or job.attempts >= self.max_attempts:
             error = f"gave up after {job.attempts} attempts: {why}"
-            return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=error[:1000])
-        return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=why[:1000])
+            return Outcome(job, DeliveryStatus.FAILED, True, now, last_error=storable(error, 1000))
+        return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=storable(why, 1000))
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session
 
+from digestd.db import storable
 from digestd.models import (
     BounceEvent,
     Delivery,
@@ -31,9 +32,6 @@ from digestd.readers.suppression import suppress
 log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"[^\s<>\"():;,\[\]]+@([A-Za-z0-9.\-_\u0080-\uffff]+)")
-# No report field needs a control character, and PostgreSQL text cannot hold NUL: a report
-# carrying one would fail its transaction (451) at every retry, a genuine bounce included.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 DIAGNOSTIC_CHARS = 1000
 
 
@@ -62,10 +60,8 @@ def redact(text: str | None, mailbox: str = "") -> str | None:
 
 
 def _stored(text: str | None, limit: int) -> str | None:
-    """A report's field as the ledger keeps it: no control characters, ``limit`` at most."""
-    if not text:
-        return None
-    return _CONTROL.sub(" ", text[:limit]) or None
+    # A NUL in a report (PostgreSQL cannot store it) failed its transaction at every retry.
+    return storable(text, limit) if text else None
 
 
 def _diagnostic(text: str | None, mailbox: str) -> str | None:
