@@ -25,7 +25,7 @@ from digestd.readers.reports import MAX_REPORT_BYTES
 from digestd.service import Service
 from tests.helpers import free_port
 from tests.test_bounces import ARF, POSTFIX_DSN, TAG_1, _deliver_days, _subscriber
-from tests.test_inbound import DOMAIN, lmtp_session
+from tests.test_inbound import DOMAIN, _with_listener, lmtp_session
 
 WAIT = 60.0  # seconds for a report's reply; a linear reading takes well under one
 
@@ -176,3 +176,44 @@ def test_multiparts_nested_inside_an_encoded_part_are_refused_not_deferred(
     sent = _send(env, tmp_path, f"bounces@{DOMAIN}", raw)
     assert sent.reply[:3] in (b"250", b"554"), sent.reply
     assert "Traceback" not in sent.log and "[error" not in sent.log, sent.log
+
+
+def _in_process(env: dict[str, str], recipients: list[str], data: bytes) -> list[bytes]:
+    """The replies to ``data`` (the RCPT replies, then those to the content) from a listener
+    in this process: for what the protocol answers, not how long reading takes."""
+    service = _deliver_days(load_settings(env), ["gone@example.com"])
+
+    async def run(port: int) -> list[bytes]:
+        session = lmtp_session(port, "", recipients, data)
+        rcpt, finals = await asyncio.wait_for(session, WAIT)
+        return rcpt + finals
+
+    return _with_listener(service, run)
+
+
+@pytest.mark.parametrize(
+    ("content", "refusal"),
+    [
+        (b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2100, b"552 "),
+        (b"Subject: long\r\n\r\n" + b"x" * 5000 + b"\r\n", b"500 "),
+    ],
+    ids=["too-much-data", "line-too-long"],
+)
+def test_content_refused_whole_gets_a_reply_for_each_recipient(
+    env: dict[str, str], content: bytes, refusal: bytes
+) -> None:
+    """LMTP answers the content once per recipient: with one reply, the MTA waited for the
+    others until its timeout."""
+    assert len(content) > MAX_REPORT_BYTES or refusal == b"500 "
+    recipients = [f"bounces@{DOMAIN}", f"complaints@{DOMAIN}", f"bounces+{TAG_1}@{DOMAIN}"]
+    replies = _in_process(env, recipients, content)
+    assert [r[:4] for r in replies] == [b"250 "] * 3 + [refusal] * 3, replies
+
+
+def test_recipients_past_fifty_are_told_to_come_again(env: dict[str, str]) -> None:
+    """Each recipient's copy is read on its own: a 2 MB report to hundreds of them outlasted
+    the session, and the MTA sent it all again, and again."""
+    replies = _in_process(env, [f"complaints@{DOMAIN}"] * 52, ARF)
+    rcpt, finals = replies[:52], replies[52:]
+    assert [r[:3] for r in rcpt] == [b"250"] * 50 + [b"452"] * 2, rcpt
+    assert len(finals) == 50 and all(r.startswith(b"250 2.0.0") for r in finals)

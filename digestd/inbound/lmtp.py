@@ -7,7 +7,9 @@ shared ``unsubscribe@`` of older emails gets its sender a link to their preferen
 ``250`` only once that transaction is committed; ``451`` when the database cannot take it
 (the MTA keeps the message and retries, nothing is lost); ``554 5.6.0`` for content that
 is no report; ``550 5.1.1`` at RCPT for any address digestd did not make
-(:mod:`digestd.inbound.addresses`).
+(:mod:`digestd.inbound.addresses`), ``452`` past 50 recipients (the MTA sends the rest
+again). Content refused whole (over 2 MB, a line over 1 000 bytes) gets its refusal once
+per recipient too.
 
 Bind it to loopback: it trusts its peer as a local MTA (there is no authentication).
 """
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -65,6 +67,8 @@ class InboundMail:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:  # the MTA sends the rest in another
+            return "452 4.5.3 Too many recipients"
         found = served(address, self.domain, self.tokens)
         shared = found is not None and found.mailbox is Mailbox.UNSUBSCRIBE and not found.public_id
         if found is None or (shared and self.links is None):  # no mailer: nothing to answer with
@@ -190,6 +194,12 @@ def bind(settings_listen: tuple[str, int]) -> socket.socket:
 MAX_SESSIONS = 64  # a local MTA opens a handful; more are a runaway (or a local attacker)
 WARN_EVERY = 60.0  # seconds between two log lines about refused sessions
 _TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
+# Recipients of one transaction: each is read and recorded on its own (up to a second for
+# a report of 2 MB), within aiosmtpd's 5 minutes for the whole reply. Postfix sends at most
+# 50 (lmtp_destination_recipient_limit); a 452 has an MTA send the rest in another.
+MAX_RECIPIENTS = 50
+# How aiosmtpd refuses the content itself (see CappedLMTP.push).
+_CONTENT_REFUSED = ("552 Error: Too much mail data", "500 Line too long")
 
 
 class _Open:
@@ -242,6 +252,16 @@ class CappedLMTP(LMTP):
         self._counted = False
         self._open.count -= 1
         super().connection_lost(exc)
+
+    async def push(self, status: AnyStr) -> None:
+        # aiosmtpd refuses content that is too large, or has a line too long, with one reply;
+        # LMTP owes one per recipient (RFC 2033 §4.2), or the MTA waits for the others
+        # until its timeout, holding the session.
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if text.startswith(_CONTENT_REFUSED) and self.envelope is not None:
+            for _ in self.envelope.rcpt_tos[1:]:
+                await super().push(status)
+        await super().push(status)
 
 
 async def start(
