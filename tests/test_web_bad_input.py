@@ -212,3 +212,31 @@ def test_bad_preference_posts_are_refused_and_change_nothing(
     assert after.status == SubscriberStatus.ACTIVE
     assert after.category_slugs == ["ai", "robotics"]
     assert (after.wants_daily, after.wants_weekly, after.timezone) == (True, False, "Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("asked", "location"),
+    [
+        ("/archive/ai/", "https://digest.example.com/archive/ai"),
+        (
+            "/archive/ai/?before=2026-11-30",
+            "https://digest.example.com/archive/ai?before=2026-11-30",
+        ),
+        ("/subscribe/", "https://digest.example.com/subscribe"),
+    ],
+)
+def test_a_trailing_slash_is_redirected_on_the_sites_own_address(
+    web: WebRig, asked: str, location: str
+) -> None:
+    """Starlette built this redirect from the Host header: a proxy passing a forged one on
+    would have sent readers to another site."""
+    answer = web.client.get(asked, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 307
+    assert answer.headers["location"] == location
+
+
+def test_a_trailing_slash_on_no_address_is_still_not_found(web: WebRig) -> None:
+    for path in ("/nothing-here/", "/%2F%2Fevil.example/", "/archive/ai/daily/2026-11-30/x/"):
+        answer = web.client.get(path, follow_redirects=False)
+        assert answer.status_code == 404, path
+        assert "There is nothing at this address" in text_of(answer.text)

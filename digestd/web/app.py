@@ -7,6 +7,7 @@ import hmac
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digestd.ops.metrics import CONTENT_TYPE
@@ -224,5 +225,29 @@ def create_app(
             Exception: _server_error,
         },
     )
+    # Starlette's own redirect of "/path/" to "/path" builds its Location from the request's
+    # Host header: whoever can set that (through a proxy passing it on) picks the site.
+    app.router.redirect_slashes = False
+    app.router.default = _SlashRedirect(app.router, service.settings.base_url)
     app.state.web = context
     return app
+
+
+class _SlashRedirect:
+    """What no route matches: "/path/" that is "/path" without its slash is redirected
+    there, on the site's own base URL; anything else is the router's 404."""
+
+    def __init__(self, router: Router, base_url: str) -> None:
+        self.router = router
+        self.base_url = base_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if scope["type"] == "http" and path.endswith("/") and path.strip("/"):
+            trimmed = {**scope, "path": path.rstrip("/")}
+            if any(route.matches(trimmed)[0] is not Match.NONE for route in self.router.routes):
+                query = scope.get("query_string", b"").decode("latin-1")
+                location = self.base_url + quote(trimmed["path"]) + (f"?{query}" if query else "")
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
+        await self.router.not_found(scope, receive, send)
