@@ -26,7 +26,8 @@ from typing import Any
 # Any local part signup accepts (apostrophes, slashes, non-ASCII), any domain (also an
 # internationalised one); "*" is left out so a masked address is not masked again.
 _LOCAL = r"[^\s@<>()\[\],;:\"*]"
-_EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@((?:[\w-]+\.)+[\w-]{{2,}})")
+# The domain: a name, or an address literal (``dave@[127.0.0.1]``, as an MTA may give it).
+_EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@((?:[\w-]+\.)+[\w-]{{2,}}|\[[^\]\s]{{1,64}}\])")
 _TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences|view|mute|engage|c)/[\w.-]{16,}")
 # A signed tag in a mailbox (``unsubscribe+TAG@``, the bounce address): the first acts.
 _TAG = re.compile(r"\+[\w.-]{16,}(?=@)")

@@ -118,6 +118,9 @@ def test_debug_may_name_an_address_but_never_a_token(captured: io.StringIO) -> N
         ("a/b{c}|d~e@example.org", "a***@example.org"),
         ("josé.garcía@correo.example", "j***@correo.example"),
         ("ann+newsletter-digest-2026@example.com", "a***@example.com"),
+        # Not a signup's, but an LMTP sender's: an address literal.
+        ("dave@[127.0.0.1]", "d***@[127.0.0.1]"),
+        ("dave.smith@[IPv6:2001:db8::1]", "d***@[IPv6:2001:db8::1]"),
     ],
 )
 def test_every_address_signup_accepts_is_masked(
