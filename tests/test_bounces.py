@@ -298,3 +298,57 @@ def test_the_ledger_keeps_no_mailbox_name_even_one_a_report_gives_without_its_do
         ]
     assert len(rows) == 1 and "unknown user" in rows[0] and "@example.com" in rows[0]
     assert "sean" not in rows[0].lower() and "brien" not in rows[0].lower(), rows[0]
+
+
+UNZUSTELLBAR = "Unzustellbar: Tägliche Übersicht".encode()  # 8-bit, as a German MTA writes it
+
+
+def test_a_plain_bounce_with_an_8bit_subject_is_read(settings: Settings) -> None:
+    """compat32 hands such a header out as a Header object, on which the reading failed:
+    a 500 on the API, a 451 over LMTP at every retry, and the address never suppressed."""
+    service = _deliver_days(settings, ["gone@example.com"])
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces+"
+        + TAG_1.encode()
+        + b"@news.example.com\r\nSubject: "
+        + UNZUSTELLBAR
+        + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"<gone@example.com>: host mx said: 550 5.1.1 user unknown\r\n"
+    )
+    result = _process(service, raw)
+    assert (result.outcome, result.status, result.delivery_id) == (Outcome.HARD_BOUNCE, "5.1.1", 1)
+
+
+def test_a_delay_notice_without_action_and_an_8bit_subject_is_a_notice(settings: Settings) -> None:
+    service = _deliver_days(settings, ["gone@example.com"])
+    """Without Action, a 4.x.x report is a delay if its Subject says so: read as text."""
+    subject = "Verzögert: Delayed Mail (still being retried)".encode()
+    raw = POSTFIX_DSN.replace(b"Undelivered Mail Returned to Sender", subject)
+    raw = raw.replace(b"Action: failed\r\n", b"").replace(b"Status: 5.1.1", b"Status: 4.2.2")
+    raw = raw.replace(b"550 5.1.1", b"452 4.2.2")
+    assert b"Action:" not in raw.split(b"message/delivery-status")[1].split(b"--CEFA")[0]
+    result = _process(service, raw)
+    assert result.outcome is Outcome.IGNORED and not result.suppressed
+
+
+def test_a_complaint_with_8bit_fields_and_returned_headers_is_read_as_text(
+    settings: Settings,
+) -> None:
+    service = _deliver_days(settings, ["reader@example.com"])
+    raw = ARF.replace(b"User-Agent: SomeGenerator/1.0", "User-Agent: Ünicode UA/1".encode())
+    raw = raw.replace(b"To: reader@example.com", "To: Rëader <reader@example.com>".encode())
+    raw = raw.replace(b"Original-Rcpt-To: <reader@example.com>\r\n", b"")
+    result = _process(service, raw)
+    assert result.outcome is Outcome.COMPLAINT and result.recipient == "reader@example.com"
+    assert result.diagnostic == "Ünicode UA/1"
+
+
+def test_an_unmatched_report_with_an_8bit_message_id_is_recorded_unmatched(
+    settings: Settings,
+) -> None:
+    service = _deliver_days(settings, ["gone@example.com"])
+    raw = POSTFIX_DSN.replace(TAG_1.encode(), b"not-a-tag")  # no VERP: the Message-ID is looked up
+    raw = re.sub(rb"Message-I[Dd]: <daily[^>]*>", "Message-ID: <x@exämple.com>".encode(), raw)
+    result = _process(service, raw)
+    assert result.outcome is Outcome.UNMATCHED

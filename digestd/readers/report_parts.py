@@ -6,17 +6,30 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 import quopri
 import re
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
+from email.policy import Compat32
 
 from digestd.errors import InputError
 
 
 class ReportError(InputError):
     """Not a delivery-status or feedback report digestd can read."""
+
+
+class _ReportPolicy(Compat32):
+    """The email package's compat32 parsing, but every header value is text: compat32 hands
+    a header with 8-bit bytes in it (a German MTA's "Unzustellbar: Tägliche Übersicht") out
+    as a ``Header`` object, on which every string operation of the reading failed, and the
+    bounce was never recorded. Its bytes are read as UTF-8 (anything else: U+FFFD)."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+REPORT_POLICY = _ReportPolicy()
 
 
 def field_blocks(part: Message) -> list[dict[str, str]]:
@@ -34,7 +47,10 @@ def field_blocks(part: Message) -> list[dict[str, str]]:
     elif isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
         return [_fields(block.items()) for block in payload if isinstance(block, Message)]
     elif isinstance(payload, list):  # another message/* type, parsed as a message
-        text = "".join(str(p) for p in payload if isinstance(p, Message))
+        # As bytes: as a string, a field with 8-bit text in it comes out as an encoded word.
+        text = b"".join(p.as_bytes() for p in payload if isinstance(p, Message)).decode(
+            "utf-8", "replace"
+        )
     else:
         raw = part.get_payload(decode=True)
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
@@ -102,5 +118,5 @@ def original_of(parts: list[Message]) -> Message | None:
 # Decoded parts (a base64 status part, returned headers) are read as headers and nothing
 # more: parsed as messages, a body nested thousands of multiparts deep inside them, hidden
 # from parse()'s count by the encoding, would exhaust the email package's recursion.
-_HEADERS = HeaderParser(policy=email.policy.compat32)
-_BYTES_HEADERS = BytesHeaderParser(policy=email.policy.compat32)
+_HEADERS = HeaderParser(policy=REPORT_POLICY)
+_BYTES_HEADERS = BytesHeaderParser(policy=REPORT_POLICY)

@@ -23,10 +23,10 @@ What a report means is the bounce policy's call (:mod:`digestd.readers.bounce_po
 from __future__ import annotations
 
 import email
-import email.policy
 import re
 from dataclasses import dataclass
 from email.message import Message
+from email.utils import parseaddr
 
 from digestd.readers.bounce_policy import (
     Kind,
@@ -37,6 +37,7 @@ from digestd.readers.bounce_policy import (
     unspecific,
 )
 from digestd.readers.report_parts import (
+    REPORT_POLICY,
     ReportError,
     address_of,
     field_blocks,
@@ -92,7 +93,7 @@ def parse(raw: bytes) -> Message:
     # (message/rfc822) each inside the last.
     if len(_BOUNDARY.findall(raw)) + len(_MESSAGE_PART.findall(raw)) > MAX_MULTIPARTS:
         raise ReportError(f"report has more than {MAX_MULTIPARTS} multipart or message parts")
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    return email.message_from_bytes(raw, policy=REPORT_POLICY)
 
 
 def read(message: Message) -> Report:
@@ -217,7 +218,8 @@ def _arf(part: Message, original: Message | None) -> Report:
         raise ReportError("feedback report without Feedback-Type")
     recipient = address_of(fields.get("original-rcpt-to"))
     if recipient is None and original is not None:
-        recipient = address_of(original.get("To"))
+        # A header, not a report field: "Reader <reader@example.com>" as often as not.
+        recipient = parseaddr(original.get("To") or "")[1].lower() or None
     return Report(
         source="arf",
         kind=Kind.COMPLAINT if feedback in _COMPLAINTS else Kind.NOTICE,
