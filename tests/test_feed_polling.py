@@ -360,3 +360,44 @@ def test_a_feed_removed_while_it_is_fetched_is_neither_stored_nor_counted_failed
     report = poll_due(sessions, NOW, fetch)
     assert (report.polled, report.failed, report.articles, report.errors) == (2, 0, 0, [])
     assert _article_count(sessions) == 0
+
+
+def test_a_redirect_nobody_can_follow_is_one_failed_poll_not_the_end_of_the_pass(
+    feed_server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """httpx refuses it with an error that is no HTTPError: it went through the poll pass,
+    and in `digestd tick` ended the tick before its edition was planned."""
+    feed_server.redirects["moved.xml"] = "javascript:alert(1)//x"
+    with sessions.begin() as session:
+        bad = register_feed(session, feed_server.url("moved.xml"), "ai", NOW).id
+        good = register_feed(session, feed_server.url("rss.xml"), "ai", NOW).id
+    report = poll_due(sessions, NOW)
+    assert (report.polled, report.failed) == (2, 1)
+    with sessions() as session:
+        failed, fine = session.get(Feed, bad), session.get(Feed, good)
+        assert failed is not None and failed.failures == 1 and failed.last_error
+        assert fine is not None and fine.failures == 0 and fine.last_success_at == NOW
+
+
+def test_a_validator_that_cannot_go_back_into_a_header_is_not_kept(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An ETag of 8-bit bytes, stored, made every later poll fail before its request went
+    out (it cannot be encoded into a header), for ever: it is dropped, and one stored
+    before is not sent."""
+    with sessions.begin() as session:
+        register_feed(session, "https://fresh.example.com/feed.xml", "ai", NOW)
+        stored = register_feed(session, "https://stored.example.com/feed.xml", "ai", NOW)
+        stored.etag, stored.last_modified = '"\u00c3\u00a9t\u00ffag"', "Sun, 29 Nov 2026\x01"
+    sent: dict[str, dict[str, str]] = {}
+
+    def fetch(url: str, headers: dict[str, str], *, outside: bool = False) -> Fetched:
+        sent[url] = headers
+        atom = (ROOT / "tests" / "feeds" / "atom.xml").read_bytes()
+        return Fetched(200, atom, url, '"\u00c3\u00a9t\u00ffag"', "Sun, 29 Nov 2026 \u00e9")
+
+    assert poll_due(sessions, NOW, fetch).failed == 0
+    assert sent["https://stored.example.com/feed.xml"] == {}
+    with sessions() as session:
+        for feed in session.scalars(select(Feed)):
+            assert (feed.etag, feed.last_modified) == (None, None), feed.url

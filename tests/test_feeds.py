@@ -450,6 +450,15 @@ def test_whether_a_feed_is_inside_is_where_its_server_was_reached_not_what_its_n
     assert [str(r.url) for r in response.history] == [feed_server.url("old.xml")]
 
 
+def test_adding_a_feed_that_redirects_where_nobody_can_follow_is_one_clear_error(
+    feed_server: FeedServer, env: dict[str, str]
+) -> None:
+    feed_server.redirects["moved.xml"] = "javascript:alert(1)//x"
+    added = run_digestd(env, "feeds", "add", feed_server.url("moved.xml"), "--category", "ai")
+    assert added.returncode == 2, added.stderr
+    assert "URL: cannot fetch" in one_line_error(added)
+
+
 def test_a_feed_registered_inside_may_redirect_inside(
     feed_server: FeedServer, env: dict[str, str]
 ) -> None:

@@ -149,10 +149,10 @@ def poll_one(
         if feed is None:
             return
         headers = {}
-        if feed.etag:
-            headers["If-None-Match"] = feed.etag
-        if feed.last_modified:
-            headers["If-Modified-Since"] = feed.last_modified
+        if etag := _validator(feed.etag):  # (one stored before they were checked)
+            headers["If-None-Match"] = etag
+        if last_modified := _validator(feed.last_modified):
+            headers["If-Modified-Since"] = last_modified
         request = _Request(feed.url, feed.category, headers, feed.server_inside is False)
     report.polled += 1
     try:
@@ -168,6 +168,12 @@ def poll_one(
         problem = f"database error: {exc.__class__.__name__}: {first_line(exc)}"
         with writing:
             _failed(sessions, feed_id, request.url, problem, now, report)
+    except Exception as exc:
+        # One feed's surprise must not end the pass (and in `digestd tick` the edition after
+        # it): a failed poll like any, with its traceback in the log.
+        log.exception("feed %s: unexpected error", request.url)
+        with writing:
+            _failed(sessions, feed_id, request.url, f"{exc.__class__.__name__}: {exc}", now, report)
 
 
 def _store(
@@ -192,7 +198,7 @@ def _store(
         result = ingest(session, enumerate(items, start=1))
         stored, rejected = result.added + result.updated, len(result.errors)
         feed.title = title or feed.title
-        feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+        feed.etag, feed.last_modified = _validator(fetched.etag), _validator(fetched.last_modified)
         feed.last_item_error = str(result.errors[-1])[:ERROR_CHARS] if result.errors else None
         if result.errors:
             log.warning(
@@ -210,6 +216,15 @@ def _store(
     if fetched.inside is not None and feed.server_inside is not False:
         feed.server_inside = fetched.inside  # inside may become outside, never the reverse
     feed.next_poll_at = now + INTERVAL
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified to send back, if it can be: one with bytes that are not
+    ASCII or printable could not go into the next request's header, and every poll after
+    would fail before it was sent, never getting the fixed one the server may have now."""
+    if value is None or not value.isascii() or not value.isprintable():
+        return None
+    return value
 
 
 def _failed(

@@ -68,7 +68,8 @@ class Fetcher(Protocol):
 
 
 # What a fetch that went wrong raises: the network, the HTTP layer, a refused body.
-FETCH_ERRORS = (httpx.HTTPError, ValueError, OSError)
+# (httpx.InvalidURL: a redirect to a Location it cannot follow, ``javascript:…`` say.)
+FETCH_ERRORS = (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError)
 
 
 def http_fetch(
