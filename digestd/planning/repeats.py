@@ -83,19 +83,16 @@ def _sent(
     join: PostgreSQL answers it from the unique key's index whatever its statistics say
     (joining editions let it scan the editions' rows while this edition's rows were being
     inserted, stale statistics, 0.5 s a batch)."""
-    return (
-        session.execute(
-            select(Delivery.subscriber_id, Delivery.digest_id).where(
-                among(session, Delivery.subscriber_id, readers),
-                Delivery.edition_id.in_(editions),
-                Delivery.digest_id.is_not(None),
-                Delivery.status.in_(_SENT),
-                Delivery.due_at >= since,
-            )
+    rows = session.execute(
+        select(Delivery.subscriber_id, Delivery.digest_id).where(
+            among(session, Delivery.subscriber_id, readers),
+            Delivery.edition_id.in_(editions),
+            Delivery.digest_id.is_not(None),
+            Delivery.status.in_(_SENT),
+            Delivery.due_at >= since,
         )
-        .tuples()
-        .all()
     )
+    return [(subscriber_id, digest_id) for subscriber_id, digest_id in rows]
 
 
 def _sent_sqlite(
