@@ -16,7 +16,7 @@ import pytest
 from digestd.config import parse_smtp_url
 from digestd.delivery.smtp_session import MAX_REPLY_LINES
 from digestd.delivery.transport import SmtpPool
-from digestd.errors import PermanentDeliveryError, TemporaryDeliveryError
+from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from tests.faultsmtp import HANG_UP, HOLD, Script, scripted, standard
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
@@ -139,20 +139,68 @@ def test_a_refused_recipient_is_permanent_the_content_is_not_sent_and_the_sessio
     assert script.connections == 1
 
 
-def test_a_server_that_opens_data_despite_a_refused_recipient_gets_an_empty_message() -> None:
+@pytest.mark.parametrize(
+    "refused",
+    [b"RCPT", b"MAIL"],
+)
+def test_a_server_that_opens_data_despite_a_refusal_is_hung_up_on(refused: bytes) -> None:
+    """Ending that DATA, even empty, could deliver an empty message (a broken server that
+    refused MAIL and took RCPT anyway did, to every reader): the session is dropped, the
+    refusal stands, and the next message opens a new one."""
+
     def answer(line: bytes) -> list[bytes] | None:
-        if line.startswith(b"RCPT"):
-            return [b"550 5.1.1 No such user"]
+        if line.startswith(refused):
+            return [b"550 5.1.1 No such user" if refused == b"RCPT" else b"451 4.3.0 Try later"]
         return standard(line)  # DATA: 354 anyway (a broken server)
 
     script = Script(answer=answer)
 
     async def scenario(pool: SmtpPool) -> None:
-        with pytest.raises(PermanentDeliveryError, match=r"^550"):
+        with pytest.raises(DeliveryError, match=r"550|MAIL FROM refused: 451"):
+            await pool.send(FROM, TO, MESSAGE)
+        with pytest.raises(DeliveryError):
             await pool.send(FROM, TO, MESSAGE)
 
     run(script, scenario)
-    assert script.contents == [b""]  # the digest itself never went to a refused recipient
+    assert script.contents == []  # nothing, not even empty, went to anybody
+    assert script.connections == 2
+
+
+def test_an_extra_reply_puts_the_replies_out_of_step_and_fails_nobody_for_good() -> None:
+    """One line too many after a message: every pipelined reply after it answers the wrong
+    command ("250" to DATA). Read as a refusal, "250 ok" failed messages for good that the
+    server never received; it is a session lost: tried again."""
+
+    def answer(line: bytes) -> list[bytes] | None:
+        return [b"250 2.0.0 Ok", b"250 extra"] if line == b"." else standard(line)
+
+    script = Script(answer=answer)
+    results: list[object] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        sends = [pool.send(FROM, f"r{n}@example.com", MESSAGE) for n in range(3)]
+        results.extend(await asyncio.gather(*sends, return_exceptions=True))
+
+    run(script, scenario)
+    assert results[0] == "2.0.0 Ok"
+    assert not [r for r in results if isinstance(r, PermanentDeliveryError)], results
+    assert all(isinstance(r, (str, TemporaryDeliveryError)) for r in results), results
+    assert len(script.contents) == sum(isinstance(r, str) for r in results)
+
+
+@pytest.mark.parametrize("reply", [[b"354 weird"], [b"221 2.0.0 Bye", HANG_UP]])
+def test_only_250_to_the_content_is_a_message_taken(reply: list[bytes]) -> None:
+    """RFC 5321 §4.3.2: a 354 or 221 there was stored as "sent" for a message the server
+    never took."""
+
+    def answer(line: bytes) -> list[bytes] | None:
+        return reply if line == b"." else standard(line)
+
+    async def scenario(pool: SmtpPool) -> None:
+        with pytest.raises(TemporaryDeliveryError, match=r"out of step|connection"):
+            await pool.send(FROM, TO, MESSAGE)
+
+    run(Script(answer=answer), scenario)
 
 
 def test_a_refused_sender_is_temporary_and_never_the_readers_fault() -> None:

@@ -66,6 +66,20 @@ def accepted(mail: Reply, rcpt: Reply, data: Reply) -> bool:
     return mail.code == 250 and rcpt.code in (250, 251) and data.code == 354
 
 
+def _in_step(command: str, reply: Reply, success: tuple[int, ...]) -> Reply:
+    """``reply``, if it can answer ``command``: its success, or a refusal (4xx, 5xx).
+    Anything else (a ``250`` to DATA, a ``354`` to the content) means replies and commands
+    no longer pair up, an extra line from the server shifting every pipelined reply after
+    it: read as a refusal, a "250 ok" failed messages for good that were never sent."""
+    if reply.code in success or 400 <= reply.code < 600:
+        return reply
+    raise SessionLost(f"reply out of step: {reply} to {command}", [])
+
+
+# What each command's success is; any other reply but a refusal is out of step.
+_MAIL, _RCPT, _DATA, _TAKEN = (250,), (250, 251), (354,), (250,)
+
+
 class _ReplyReader(asyncio.Protocol):
     """Parses replies as they arrive and hands them out in order, however many are due."""
 
@@ -198,18 +212,22 @@ class SmtpSession:
             if not written:
                 self._transport.write(self.commands(envelope_from, recipient, size))
             mail, rcpt, data = await self._reader.replies(3, self.timeout)
-            return mail, rcpt, data
+            return (
+                _in_step("MAIL", mail, _MAIL),
+                _in_step("RCPT", rcpt, _RCPT),
+                _in_step("DATA", data, _DATA),
+            )
         skipped = Reply(503, "not sent")
         (mail,) = await self._ask(
             b"MAIL FROM:<%s>%s\r\n" % (envelope_from, b" SIZE=%d" % size if self.size else b"")
         )
-        if mail.code != 250:
+        if _in_step("MAIL", mail, _MAIL).code != 250:
             return mail, skipped, skipped
         (rcpt,) = await self._ask(b"RCPT TO:<%s>\r\n" % recipient)
-        if rcpt.code not in (250, 251):
+        if _in_step("RCPT", rcpt, _RCPT).code not in _RCPT:
             return mail, rcpt, skipped
         (data,) = await self._ask(b"DATA\r\n")
-        return mail, rcpt, data
+        return mail, rcpt, _in_step("DATA", data, _DATA)
 
     def finish(self, content: bytes, then: bytes = b"") -> None:
         """The content (wire form: CRLF line ends, dot-stuffed, ending in CRLF), its ``.``
@@ -217,16 +235,20 @@ class SmtpSession:
         self._transport.write(content + b".\r\n" + then)
 
     async def final(self) -> Reply:
-        """The reply to the end of the content: it gets the longer data timeout."""
+        """The reply to the end of the content: it gets the longer data timeout. Only a
+        ``250`` takes the message (RFC 5321 §4.3.2): a ``354`` or ``221`` there is no
+        acceptance but a server out of step (:class:`SessionLost`)."""
         (final,) = await self._reader.replies(1, self.data_timeout)
-        return final
+        return _in_step("the end of the content", final, _TAKEN)
 
     async def abandon(self, mail: Reply, data: Reply) -> None:
         """After a refusal, leave the session ready for the next message."""
+        if data.code == 354:
+            # A server that opened DATA although MAIL or RCPT failed: ending it, even empty,
+            # could deliver an empty message. The next message opens a new session.
+            self.abort()
+            return
         try:
-            if data.code == 354:
-                # A server that opened DATA although MAIL or RCPT failed: end it empty.
-                await self._ask(b".\r\n")
             if mail.code == 250:
                 await self._ask(b"RSET\r\n")
         except SessionLost:
