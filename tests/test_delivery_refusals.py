@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,14 @@ from digestd.delivery.outcomes import verdict_of
 from digestd.delivery.sender import DeliveryReport, Sender
 from digestd.delivery.transport import SmtpPool
 from digestd.errors import PermanentDeliveryError
-from digestd.models import BounceEvent, Delivery, Subscriber, SubscriberStatus, Suppression
+from digestd.models import (
+    BounceEvent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
 from digestd.planning.planner import enqueue_due
 from digestd.readers.bounce_policy import Kind
 from digestd.readers.subscribers import email_hash
@@ -76,6 +84,12 @@ def _suppressed(service: Service) -> set[str]:
         return set(session.scalars(select(Suppression.email_hash)))
 
 
+def _delivery_statuses(service: Service) -> dict[str, int]:
+    with service.sessions() as session:
+        rows = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+        return {status: count for status, count in rows.all()}
+
+
 def _statuses(service: Service) -> dict[str, str]:
     with service.sessions() as session:
         rows = session.execute(select(Subscriber.email, Subscriber.status)).all()
@@ -99,16 +113,18 @@ def test_a_storm_of_the_same_refusal_suppresses_nobody_and_pauses_sending(
     with caplog.at_level(logging.WARNING, logger="digestd"):
         service, sender, (report,) = _through(env, sink, ADDRESSES, pool_size=2, pause_seconds=120)
 
-    assert report.paused and report.sent == 0
+    assert report.paused and report.sent == 0 and report.failed == 0
     # The breaker trips at the fifth domain, before the generic burst of 50 failures; what
-    # was already on the wire then comes back refused too.
-    assert 5 <= report.failed < 5 + service.transport.concurrency
-    assert report.released == 100 - report.failed
+    # was already on the wire then comes back refused too. All of it is the relay's
+    # refusal: back in the queue, none failed for it.
+    assert 5 <= report.deferred < 5 + service.transport.concurrency
+    assert report.released == 100 - report.deferred
     assert sender.metrics.registry.get_sample_value("digestd_sending_pauses_total") == 1
     assert any("the same refusal from 5 recipient domains in a row" in m for m in caplog.messages)
     assert _suppressed(service) == set()
     assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
-    assert _ledger(service) == {"failed-not-address": report.failed}
+    assert _ledger(service) == {}
+    assert _delivery_statuses(service) == {DeliveryStatus.QUEUED: 100}
 
 
 @pytest.mark.parametrize(
@@ -129,13 +145,16 @@ def test_a_send_refused_alike_from_first_to_last_suppresses_nobody(
     sink = FaultySink(always="550 Administrative prohibition")
     with caplog.at_level(logging.WARNING, logger="digestd"):
         service, _, (report,) = _through(env, sink, addresses, pool_size=2, pause_seconds=120)
-    assert report.sent == 0 and report.failed == len(addresses)
+    assert report.sent == 0
     assert len(_suppressed(service)) == suppressed
     if suppressed:
+        assert report.failed == len(addresses)
         assert set(_statuses(service).values()) == {SubscriberStatus.BOUNCED}
         return
+    # The relay's refusal: every message waits in the queue for it.
+    assert (report.failed, report.deferred) == (0, len(addresses))
     assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
-    assert _ledger(service) == {"failed-not-address": len(addresses)}
+    assert _ledger(service) == {}
     assert report.paused
     (line,) = [m for m in caplog.messages if "every message of this send" in m]
     assert "(8, to 3 recipient domains) was refused the same way" in line
@@ -188,9 +207,40 @@ def test_after_a_storm_pause_the_first_identical_refusal_pauses_again(env: dict[
 
         first, second = asyncio.run(two_passes())
     in_flight = service.transport.concurrency
-    assert 5 <= first.failed < 5 + in_flight
-    assert 1 <= second.failed <= in_flight and second.paused  # one refusal, not five again
+    assert 5 <= first.deferred < 5 + in_flight
+    assert 1 <= second.deferred <= in_flight and second.paused  # one refusal, not five again
     assert _suppressed(service) == set()
+    # Pause after pause, nothing drained away: each refused message waits for the relay.
+    assert first.failed == second.failed == 0
+    assert _delivery_statuses(service) == {DeliveryStatus.QUEUED: 100}
+
+
+def test_messages_refused_in_a_storm_are_sent_once_the_relay_takes_mail_again(
+    env: dict[str, str],
+) -> None:
+    sink = FaultySink(always="554 5.7.1 <{rcpt}>: Relay access denied")
+    with running(sink):
+        service = _service(env, sink.url, pool_size=1, pause_seconds=60)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, ADDRESSES)
+
+        async def refused_then_fixed() -> list[DeliveryReport]:
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+            reports = [await sender.deliver_due(SENT_AT)]
+            sink.always = None  # the operator fixed the relay
+            clock.now += 61
+            for minutes in (30, 90):  # past the pause, then past every retry's backoff
+                reports.append(await sender.deliver_due(SENT_AT + timedelta(minutes=minutes)))
+                clock.now += 3600
+            await service.close()
+            return reports
+
+        reports = asyncio.run(refused_then_fixed())
+    assert sum(r.failed for r in reports) == 0
+    assert sum(r.sent for r in reports) == 100
+    assert _delivery_statuses(service) == {DeliveryStatus.SENT: 100}
+    assert sink.delivered == Counter(ADDRESSES)  # each once
 
 
 def test_550_5_1_1_for_some_recipients_suppresses_exactly_those(env: dict[str, str]) -> None:

@@ -125,23 +125,26 @@ class Outcomes:
         # A retry the window would not let out is no retry: give up now, while the reply
         # that says why is at hand (a full mailbox counts as a soft bounce).
         gave_up = retry_at - job.due_at > self._window(job) or job.attempts >= self.max_attempts
-        if not isinstance(error, PermanentDeliveryError) and not gave_up:
+        permanent = isinstance(error, PermanentDeliveryError) and not storm
+        why = str(error) + (_STORM if storm else "")
+        if not permanent and not gave_up:
+            # Deferred, or refused the way the relay refused everybody (a storm: sending
+            # pauses): the message waits for the relay, not failed for its refusal, so a
+            # refusing relay does not drain the edition a pause at a time.
             return Outcome(
                 job,
                 DeliveryStatus.QUEUED,
                 True,
                 retry_at,
                 smtp_reply=reply,
-                last_error=storable(str(error), 1000),
+                last_error=storable(why, 1000),
             )
         verdict = verdict_of(error)
-        why = str(error)
-        if not isinstance(error, PermanentDeliveryError):
-            why = f"gave up after {job.attempts} attempts: {error}"
+        if not permanent:
+            why = f"gave up after {job.attempts} attempts: {why}"
         kind = verdict.kind
         if storm and kind in (Kind.HARD, Kind.SOFT):
             kind = Kind.FAILED
-            why += " (the same refusal came from many domains in a row: about the relay)"
         event = Event(kind, "smtp", "smtp", verdict.shown or None, reply, reporting_mta=self.relay)
         return Outcome(
             job,
@@ -161,6 +164,9 @@ class Outcomes:
         return Outcome(job, DeliveryStatus.QUEUED, True, retry_at, last_error=storable(why, 1000))
 
 
+_STORM = " (the same refusal came from many domains in a row: about the relay)"
+
+
 @functools.cache
 def _windows(catchup: timedelta) -> dict[str, timedelta]:
     """Each kind's catch-up window, worked out once (the sender asks for every message)."""
@@ -171,11 +177,6 @@ def verdict_of(error: DeliveryError) -> Verdict:
     """What the bounce policy makes of a refusal. Without a stage the reply was to the
     session (connecting, MAIL FROM) or there was none (a timeout)."""
     return classify_reply(Stage(error.stage or Stage.SESSION), str(error))
-
-
-def may_suppress(error: PermanentDeliveryError) -> bool:
-    """Whether the policy would count this refusal against the address (hard or soft)."""
-    return verdict_of(error).kind in (Kind.HARD, Kind.SOFT)
 
 
 def label(result: Result, outcome: Outcome) -> str:

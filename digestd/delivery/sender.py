@@ -50,7 +50,6 @@ from digestd.delivery.outcomes import (
     Skipped,
     Unsendable,
     label,
-    may_suppress,
 )
 from digestd.delivery.queue import Job, Outcome, QueueStore
 from digestd.delivery.queue_store import queue_store
@@ -389,9 +388,7 @@ class _Run:
     async def _record(self, entries: list[tuple[Job, Result]]) -> None:
         """Write ``entries`` (counted into the report here, on the event loop)."""
         now = self.clock()
-        decided, self.held = self.sender.handover.refusals.sort_out(
-            [*self.held, *entries], may_suppress
-        )
+        decided, self.held = self.sender.handover.refusals.sort_out([*self.held, *entries])
         entries = [(job, result) for job, result, _ in decided]
         outcomes = [
             self.sender.outcomes.of(job, result, now, storm=storm) for job, result, storm in decided

@@ -5,8 +5,8 @@ A relay answering every recipient ``554 5.7.1 Relay access denied``, or, misconf
 whole list. The sender tells :class:`RefusalRuns` every permanent refusal in the order
 they arrive: the same reply (codes and text with addresses, the recipient's domain and
 anything holding a digit taken out) from ``domains`` distinct recipient domains, with no
-accepted message or other refusal between, is a *storm*: sending pauses, and nobody is
-suppressed for that reply.
+accepted message or other refusal between, is a *storm*: sending pauses, nobody is
+suppressed for that reply, and its messages wait in the queue for the relay.
 
 A list with fewer domains than that can never make such a run, so one more run is a
 storm: every message of a send refused the same way, at least :data:`ALL_REFUSED`
@@ -14,16 +14,19 @@ of them and not one accepted. A relay refusing a small company's list must not s
 it; a handful of dead addresses sent on their own is refused again at the next send, and
 the warning says so.
 
-Until its run is decided, a refusal that would suppress is *held*: its outcome is not
-written yet, so nobody is suppressed before the breaker could trip. Its row stays leased;
-after a crash it is sent again, which for a refused message repeats nothing.
+Until its run is decided, a refusal is *held*: its outcome is not written yet, so nobody
+is suppressed, and no message failed, before the breaker could trip. A refusal that was
+part of a storm goes back to the queue (:mod:`digestd.delivery.outcomes`): the relay,
+not the message, was refused, and a refusing relay must not drain the edition a pause at
+a time. A held row stays leased; after a crash it is sent again, which for a refused
+message repeats nothing.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -139,13 +142,11 @@ class RefusalRuns:
         return run
 
     def sort_out(
-        self,
-        entries: Iterable[tuple[J, R]],
-        may_suppress: Callable[[PermanentDeliveryError], bool],
+        self, entries: Iterable[tuple[J, R]]
     ) -> tuple[list[tuple[J, R, bool]], list[tuple[J, R]]]:
         """``(job, result)`` entries → those whose outcome can be written now, each with
         whether its refusal was part of a storm, and those to hold until their run is
-        decided (refusals that would count against the address)."""
+        decided (a refusal in a run still going may turn out to be the relay's)."""
         ready: list[tuple[J, R, bool]] = []
         held: list[tuple[J, R]] = []
         for job, result in entries:
@@ -153,7 +154,7 @@ class RefusalRuns:
                 ready.append((job, result, False))
                 continue
             verdict = self.verdict(result)
-            if verdict is Verdict.HOLD and may_suppress(result):
+            if verdict is Verdict.HOLD:
                 held.append((job, result))
                 continue
             self.forget(result)
