@@ -5,9 +5,13 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -114,3 +118,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    """A ``digestd run`` of a test; ``log`` is what it wrote, once it has stopped."""
+
+    process: subprocess.Popen[bytes]
+    log: str = ""
+
+
+@contextmanager
+def daemon_taking_mail(env: dict[str, str], cwd: Path, timeout: float) -> Iterator[Daemon]:
+    """``digestd run`` with ``env`` (``DIGESTD_INBOUND_LISTEN`` set), from the moment its
+    LMTP listener is up; stopped by SIGTERM (within ``timeout``) at the end, killed if the
+    block failed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digestd", "run"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("DIGESTD_")},
+            **env,
+            "DIGESTD_LISTEN": f"127.0.0.1:{free_port()}",
+        },
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+    )
+    daemon = Daemon(process)
+    try:
+        assert process.stderr is not None
+        seen = [process.stderr.readline()]
+        while b"by LMTP on 127.0.0.1" not in seen[-1]:
+            assert seen[-1], b"".join(seen).decode()  # exited before listening
+            seen.append(process.stderr.readline())
+        yield daemon
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=timeout)
+        daemon.log = (b"".join(seen) + rest).decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

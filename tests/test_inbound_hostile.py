@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +19,7 @@ from digestd.models import BounceEvent, SubscriberStatus
 from digestd.readers.ledger import DIAGNOSTIC_CHARS
 from digestd.readers.reports import MAX_REPORT_BYTES
 from digestd.service import Service
-from tests.helpers import free_port
+from tests.helpers import daemon_taking_mail, free_port
 from tests.test_bounces import ARF, POSTFIX_DSN, TAG_1, _deliver_days, _subscriber
 from tests.test_inbound import DOMAIN, _with_listener, lmtp_session
 
@@ -43,32 +39,11 @@ def _send(env: dict[str, str], tmp_path: Path, recipient: str, data: bytes) -> S
     lmtp_port = free_port()
     env = {**env, "DIGESTD_INBOUND_LISTEN": f"127.0.0.1:{lmtp_port}"}
     service = _deliver_days(load_settings(env), ["gone@example.com"])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digestd", "run"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("DIGESTD_")},
-            **env,
-            "DIGESTD_LISTEN": f"127.0.0.1:{free_port()}",
-        },
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stderr is not None
-        seen = [process.stderr.readline()]
-        while b"by LMTP on 127.0.0.1" not in seen[-1]:
-            assert seen[-1], b"".join(seen).decode()  # exited before listening
-            seen.append(process.stderr.readline())
+    with daemon_taking_mail(env, tmp_path, WAIT) as daemon:
         session = lmtp_session(lmtp_port, "", [recipient], data)
         rcpt, finals = asyncio.run(asyncio.wait_for(session, WAIT))
-        process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=WAIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert rcpt[0].startswith(b"250"), rcpt
-    return Sent(finals[0], (b"".join(seen) + rest).decode(), service)
+    return Sent(finals[0], daemon.log, service)
 
 
 def _event(service: Service) -> BounceEvent:

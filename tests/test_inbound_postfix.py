@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +27,7 @@ from digestd.config import load_settings
 from digestd.models import BounceEvent, Delivery, Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import email_hash
 from digestd.service import Service
-from tests.helpers import free_port
+from tests.helpers import daemon_taking_mail, free_port
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
 pytestmark = [
@@ -123,34 +121,12 @@ def test_postfix_hands_a_real_dsn_and_an_unsubscribe_mail_to_digestd_run(
     unsubscribe = service.composer.links.mailto(reader_id).partition("?")[0]
     asyncio.run(service.close())
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digestd", "run"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("DIGESTD_")},
-            **env,
-            "DIGESTD_LISTEN": f"127.0.0.1:{free_port()}",
-        },
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stderr is not None
-        seen = [process.stderr.readline()]
-        while b"by LMTP on 127.0.0.1" not in seen[-1]:
-            assert seen[-1], b"".join(seen).decode()  # exited before listening
-            seen.append(process.stderr.readline())
-        with postfix(lmtp_port) as etc:
-            _sendmail(etc, verp, GONE, digest)
-            _sendmail(etc, READER, unsubscribe, b"Subject: unsubscribe\n\nplease\n")
-            _until(lambda: _settled(service, ids[GONE], ids[READER]), etc)
-            maillog = (etc.parent / "maillog").read_text()
-        process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=WAIT_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, (b"".join(seen) + rest).decode()
+    with daemon_taking_mail(env, tmp_path, WAIT_S) as daemon, postfix(lmtp_port) as etc:
+        _sendmail(etc, verp, GONE, digest)
+        _sendmail(etc, READER, unsubscribe, b"Subject: unsubscribe\n\nplease\n")
+        _until(lambda: _settled(service, ids[GONE], ids[READER]), etc)
+        maillog = (etc.parent / "maillog").read_text()
+    assert daemon.process.returncode == 0, daemon.log
 
     with service.sessions() as session:
         event = session.scalars(select(BounceEvent)).one()
