@@ -82,8 +82,9 @@ class DeliveryTuning:
     domain_rate: float = 0.0  # DIGESTD_SMTP_DOMAIN_RATE: per recipient domain
     failure_burst: int = 50  # DIGESTD_SMTP_FAILURE_BURST: consecutive failures that pause
     pause_seconds: float = 60.0  # DIGESTD_SMTP_PAUSE_SECONDS: how long such a pause lasts
-    # DIGESTD_SMTP_STORM_DOMAINS: the same permanent refusal from this many recipient domains
-    # in a row is about the relay: it pauses sending and suppresses nobody
+    # DIGESTD_SMTP_STORM_DOMAINS: the same final refusal (permanent, or temporary on a last
+    # try) from this many recipient domains in a row is about the relay: it pauses sending
+    # and suppresses nobody
     storm_domains: int = 5
     batch: int = 500  # DIGESTD_SEND_BATCH: rows claimed at once
     lease_seconds: float = 3600.0  # DIGESTD_SEND_LEASE_SECONDS: a dead worker's rows return

@@ -1,5 +1,6 @@
-"""Permanent refusals from a real SMTP server: only a reply about the address suppresses it,
-and a storm of the same refusal pauses sending before anybody is suppressed.
+"""Refusals from a real SMTP server: only a reply about the address suppresses it, and a
+storm of the same final refusal (permanent, or temporary on a message's last try) pauses
+sending before anybody is suppressed.
 
 Time is injected: each pass is a scheduler tick at a later ``now``; nothing sleeps.
 """
@@ -341,3 +342,68 @@ def test_a_refusal_is_judged_by_the_command_it_answered(
     refused = asyncio.run(send())
     assert refused.stage == stage
     assert verdict_of(refused).kind is kind
+
+
+def _retried_for_days(
+    env: dict[str, str], sink: FaultySink, addresses: list[str], days: int
+) -> Service:
+    """Each day's daily tried every half hour until its catch-up window closes."""
+    with running(sink):
+        service = _service(env, sink.url, pool_size=2, pause_seconds=60)
+        clock = FakeMonotonic()
+        sender = _sender(service, clock)
+        _seed(service, addresses)
+
+        async def run() -> None:
+            for day in range(days):
+                start = SENT_AT + timedelta(days=day)
+                if day:
+                    with service.sessions.begin() as session:
+                        add_articles(session, hourly_articles(start - timedelta(hours=5), start))
+                enqueue_due(service.sessions, service.policy, service.renderer, start)
+                for tick in range(16):
+                    await sender.deliver_due(start + timedelta(minutes=30 * tick + 1))
+                    clock.now += 1800  # past any pause
+            await service.close()
+
+        asyncio.run(run())
+    return service
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [ADDRESSES, [f"staff{i}@d{i % 3}.example" for i in range(8)]],
+    ids=["many-domains", "small-list"],
+)
+def test_a_relay_deferring_everybody_for_days_suppresses_nobody(
+    env: dict[str, str], addresses: list[str]
+) -> None:
+    """Postfix's ``reject_unverified_recipient`` while its probes cannot get out defers every
+    recipient with 4.1.1, a code about the mailbox: each message gives up at the end of
+    its window and three days of that would have suppressed the whole list as soft
+    bounces. The same give-up from many domains at once is the relay's."""
+    sink = FaultySink(
+        always="450 4.1.1 <{rcpt}>: Recipient address rejected: unverified address: "
+        "Address verification in progress"
+    )
+    service = _retried_for_days(env, sink, addresses, days=3)
+    assert _delivery_statuses(service) == {DeliveryStatus.FAILED: 3 * len(addresses)}
+    assert _suppressed(service) == set()
+    assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
+    assert "soft" not in _ledger(service)
+    with service.sessions() as session:
+        assert set(session.scalars(select(Subscriber.soft_bounces))) == {0}
+        errors = session.scalars(select(Delivery.last_error)).all()
+    assert any("gave up" in e and "about the relay" in e for e in errors if e)
+
+
+def test_mailboxes_full_day_after_day_at_one_provider_are_still_soft_bounces(
+    env: dict[str, str],
+) -> None:
+    """Three readers whose mailboxes stay full, alone in their sends: the same reply from
+    one domain says nothing about the relay; three days suppress them."""
+    full = [f"full{i}@bigmail.example" for i in range(3)]
+    sink = FaultySink(greylist={a: 10**6 for a in full}, greylist_reply="452 4.2.2 Mailbox full")
+    service = _retried_for_days(env, sink, full, days=3)
+    assert _ledger(service) == {"soft": 9}
+    assert _suppressed(service) == {email_hash(a) for a in full}

@@ -2,19 +2,22 @@
 that pause sending, and what the process counts of it.
 
 Two breakers pause sending: ``DIGESTD_SMTP_FAILURE_BURST`` failures in a row, and the same
-permanent refusal from ``DIGESTD_SMTP_STORM_DOMAINS`` recipient domains in a row
-(:mod:`digestd.delivery.storms`), which trips before anybody is suppressed for it. They
-must outlive a tick, so they live here, with the sender, for the life of the process.
+final refusal from ``DIGESTD_SMTP_STORM_DOMAINS`` recipient domains in a row
+(:mod:`digestd.delivery.storms`), which trips before anybody is suppressed for it. A final
+refusal is a permanent one, or a temporary one after which the message is not tried again
+(its tries or its catch-up window ran out). They must outlive a tick, so they live here,
+with the sender, for the life of the process.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from digestd.config import DeliveryTuning
 from digestd.delivery.limits import Limits
-from digestd.delivery.outcomes import RELEASED, Result, Sent
+from digestd.delivery.outcomes import RELEASED, Outcomes, Result, Sent
 from digestd.delivery.queue import Job
 from digestd.delivery.storms import RefusalRuns
 from digestd.delivery.transport import Transport
@@ -34,6 +37,7 @@ class HandOver:
         transport: Transport,
         limits: Limits,
         tuning: DeliveryTuning,
+        outcomes: Outcomes,
         *,
         monotonic: Callable[[], float],
         metrics: Metrics,
@@ -43,6 +47,7 @@ class HandOver:
         self.transport = transport
         self.limits = limits
         self.tuning = tuning
+        self.outcomes = outcomes
         self.monotonic = monotonic
         self.metrics = metrics
         self.heartbeat = heartbeat
@@ -56,18 +61,28 @@ class HandOver:
         return self.monotonic() < self.paused_until
 
     async def transmit(
-        self, job: Job, template: MessageTemplate, hold: Callable[[], bool]
+        self,
+        job: Job,
+        template: MessageTemplate,
+        hold: Callable[[], bool],
+        clock: Callable[[], datetime],
     ) -> Result:
         """Compose one message and hand it over, within the sending limits; ``hold``
-        says, once a limit lets it go, that it must not leave after all."""
+        says, once a limit lets it go, that it must not leave after all. ``clock``: the
+        send's, which says whether a temporary refusal is the message's last."""
         recipient = ascii_address(job.email)
         if not self.limits.active:
-            return await self._hand_over(job, template, recipient, hold)
+            return await self._hand_over(job, template, recipient, hold, clock)
         async with self.limits.slot(recipient):
-            return await self._hand_over(job, template, recipient, hold)
+            return await self._hand_over(job, template, recipient, hold, clock)
 
     async def _hand_over(
-        self, job: Job, template: MessageTemplate, recipient: str, hold: Callable[[], bool]
+        self,
+        job: Job,
+        template: MessageTemplate,
+        recipient: str,
+        hold: Callable[[], bool],
+        clock: Callable[[], datetime],
     ) -> Result:
         if hold():
             return RELEASED
@@ -87,7 +102,7 @@ class HandOver:
             )
         except DeliveryError as exc:
             self.metrics.smtp_error(str(exc.code or "none"))
-            self._failure(exc, recipient)
+            self._failure(exc, recipient, final=self._final(job, exc, clock()))
             return exc
         finally:
             self.metrics.handed_over(self.monotonic() - started)
@@ -111,10 +126,16 @@ class HandOver:
                 last,
             )
 
-    def _failure(self, exc: DeliveryError, recipient: str) -> None:
+    def _final(self, job: Job, exc: DeliveryError, now: datetime) -> bool:
+        """A refusal after which the message is not tried again: it may make a storm. A
+        temporary refusal that will be retried does not (greylisting defers a new sender's
+        first messages to every domain alike, and that is no storm)."""
+        return isinstance(exc, PermanentDeliveryError) or self.outcomes.gives_up(job, exc, now)
+
+    def _failure(self, exc: DeliveryError, recipient: str, *, final: bool) -> None:
         self.consecutive_failures += 1
         self.last_failure = exc
-        if isinstance(exc, PermanentDeliveryError) and self.refusals.refused(exc, recipient):
+        if final and self.refusals.refused(exc, recipient):
             self._pause(
                 f"the same refusal from {self.refusals.needed} recipient domains in a row, "
                 "about the relay rather than the readers: nobody is suppressed for it",

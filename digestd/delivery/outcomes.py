@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import random
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from digestd.db import storable
@@ -80,6 +81,11 @@ class Outcomes:
     max_attempts: int
     rng: Callable[[], float] = random.random
     relay: str | None = None  # who answered, for the ledger's reporting MTA
+    # Each refusal's retry, drawn once: the sender asks whether a refusal ends its message's
+    # tries when it arrives (storms.py), the outcome is written later; both must agree.
+    _retries: weakref.WeakKeyDictionary[DeliveryError, tuple[datetime, bool]] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
+    )
 
     def of(self, job: Job, result: Result, now: datetime, *, storm: bool = False) -> Outcome:
         """``storm``: the sender saw this refusal from many domains in a row."""
@@ -119,12 +125,24 @@ class Outcomes:
             else Skipped(f"{MISSED} {when}")
         )
 
+    def gives_up(self, job: Job, error: DeliveryError, now: datetime) -> bool:
+        """A temporary refusal after which the message is not tried again."""
+        return not isinstance(error, PermanentDeliveryError) and self._retry(job, error, now)[1]
+
+    def _retry(self, job: Job, error: DeliveryError, now: datetime) -> tuple[datetime, bool]:
+        """When a refused message would be tried again, and whether that is too late."""
+        decided = self._retries.get(error)
+        if decided is None:
+            retry_at = now + backoff(job.attempts + 1, self.rng)
+            # A retry the window would not let out is no retry: give up now, while the
+            # reply that says why is at hand (a full mailbox counts as a soft bounce).
+            late = retry_at - job.due_at > self._window(job)
+            decided = self._retries[error] = (retry_at, late or job.attempts >= self.max_attempts)
+        return decided
+
     def _refused(self, job: Job, error: DeliveryError, now: datetime, storm: bool) -> Outcome:
         reply = storable(str(error), 500)
-        retry_at = now + backoff(job.attempts + 1, self.rng)
-        # A retry the window would not let out is no retry: give up now, while the reply
-        # that says why is at hand (a full mailbox counts as a soft bounce).
-        gave_up = retry_at - job.due_at > self._window(job) or job.attempts >= self.max_attempts
+        retry_at, gave_up = self._retry(job, error, now)
         permanent = isinstance(error, PermanentDeliveryError) and not storm
         why = str(error) + (_STORM if storm else "")
         if not permanent and not gave_up:

@@ -141,6 +141,7 @@ class Sender:
             transport,
             self.limits,
             self.tuning,
+            self.outcomes,
             monotonic=monotonic,
             metrics=self.metrics,
             heartbeat=lambda: self.heartbeat(),
@@ -347,7 +348,7 @@ class _Run:
         await self.recorder.admit()
         result: Result
         try:
-            result = await self.sender.handover.transmit(job, template, hold)
+            result = await self.sender.handover.transmit(job, template, hold, self.clock)
         except Exception as exc:  # this message only: the rest of the queue goes on
             log.warning("message %d failed: %s", job.delivery_id, exc, exc_info=True)
             result = Broken(f"{exc.__class__.__name__}: {exc}")

@@ -1,18 +1,25 @@
-"""The same permanent refusal from many domains in a row is about the relay, not the readers.
+"""The same final refusal from many domains in a row is about the relay, not the readers.
 
 A relay answering every recipient ``554 5.7.1 Relay access denied``, or, misconfigured,
 ``550 5.1.1 User unknown in relay recipient table``, would otherwise fail or suppress the
-whole list. The sender tells :class:`RefusalRuns` every permanent refusal in the order
-they arrive: the same reply (codes and text with addresses, the recipient's domain and
-anything holding a digit taken out) from ``domains`` distinct recipient domains, with no
-accepted message or other refusal between, is a *storm*: sending pauses, nobody is
-suppressed for that reply, and its messages wait in the queue for the relay.
+whole list; one deferring everybody for days (``450 4.1.1 unverified address`` while its
+address probes cannot get out) would have each message give up as a soft bounce, and after
+three days suppress everybody. The sender tells :class:`RefusalRuns` every *final*
+refusal, in the order they arrive: a permanent one, or a temporary one after which the
+message is not tried again. (A temporary refusal that will be retried is not told: a new
+sender is greylisted by every domain alike, and that is no storm.) The same reply (codes
+and text with addresses, the recipient's domain and anything holding a digit taken out)
+from ``domains`` distinct recipient domains, with no accepted message or other refusal
+between, is a *storm*: sending pauses, nobody is suppressed for that reply, and its
+messages wait in the queue for the relay (a temporary one's tries are over: it fails,
+counting against nobody).
 
 A list with fewer domains than that can never make such a run, so one more run is a
 storm: every message of a send refused the same way, at least :data:`ALL_REFUSED`
-of them and not one accepted. A relay refusing a small company's list must not suppress
-it; a handful of dead addresses sent on their own is refused again at the next send, and
-the warning says so.
+of them and not one accepted (for temporary refusals, from two domains at least: three
+readers whose mailboxes at one provider stay full are three soft bounces). A relay
+refusing a small company's list must not suppress it; a handful of dead addresses sent on
+their own is refused again at the next send, and the warning says so.
 
 Until its run is decided, a refusal is *held*: its outcome is not written yet, so nobody
 is suppressed, and no message failed, before the breaker could trip. A refusal that was
@@ -30,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from digestd.errors import PermanentDeliveryError
+from digestd.errors import DeliveryError, PermanentDeliveryError
 from digestd.readers.bounce_policy import codes_in
 
 J = TypeVar("J")
@@ -55,6 +62,7 @@ class Run:
     messages: int = 0
     open: bool = True
     storm: bool = False
+    temporary: bool = False  # temporary refusals that ended their messages' tries
 
 
 def reply_gist(reply: str) -> str:
@@ -84,7 +92,7 @@ class RefusalRuns:
         # Replies that made a storm: the first one again trips at once (after a pause the
         # relay is asked again, not burned through), until a message is accepted.
         self._storm_keys: set[str] = set()
-        self._runs: dict[int, tuple[PermanentDeliveryError, Run]] = {}  # by id(error)
+        self._runs: dict[int, tuple[DeliveryError, Run]] = {}  # by id(error)
         self._send_accepted = False  # this send: a message went through
         self._send_runs = 0  # this send: runs begun
 
@@ -96,13 +104,14 @@ class RefusalRuns:
         self._storm_keys.clear()
         self._send_accepted = True
 
-    def refused(self, error: PermanentDeliveryError, recipient: str) -> bool:
-        """Note a permanent refusal; True when its run is a storm (pause sending)."""
+    def refused(self, error: DeliveryError, recipient: str) -> bool:
+        """Note a final refusal; True when its run is a storm (pause sending)."""
         key = reply_key(str(error), recipient)
         run = self.current
         if run is None or run.key != key:
             self.end()
-            run = self.current = Run(key, storm=key in self._storm_keys)
+            temporary = not isinstance(error, PermanentDeliveryError)
+            run = self.current = Run(key, storm=key in self._storm_keys, temporary=temporary)
             self._send_runs += 1
         run.domains.add(recipient.rpartition("@")[2].lower())
         run.messages += 1
@@ -112,7 +121,7 @@ class RefusalRuns:
             self._storm_keys.add(key)
         return run.storm
 
-    def verdict(self, error: PermanentDeliveryError) -> Verdict:
+    def verdict(self, error: DeliveryError) -> Verdict:
         found = self._runs.get(id(error))
         if found is None or found[0] is not error:
             return Verdict.CLEAR
@@ -121,7 +130,7 @@ class RefusalRuns:
             return Verdict.STORM
         return Verdict.HOLD if run.open else Verdict.CLEAR
 
-    def forget(self, error: PermanentDeliveryError) -> None:
+    def forget(self, error: DeliveryError) -> None:
         self._runs.pop(id(error), None)
 
     def end(self) -> None:
@@ -137,6 +146,8 @@ class RefusalRuns:
         self.end()
         if run is None or run.storm or not whole or run.messages < ALL_REFUSED:
             return None
+        if run.temporary and len(run.domains) < 2:
+            return None
         run.storm = True
         self._storm_keys.add(run.key)
         return run
@@ -150,7 +161,7 @@ class RefusalRuns:
         ready: list[tuple[J, R, bool]] = []
         held: list[tuple[J, R]] = []
         for job, result in entries:
-            if not isinstance(result, PermanentDeliveryError):
+            if not isinstance(result, DeliveryError):
                 ready.append((job, result, False))
                 continue
             verdict = self.verdict(result)
