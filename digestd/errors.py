@@ -57,6 +57,12 @@ class TemporaryDeliveryError(DeliveryError):
     pass
 
 
+class NotSentError(TemporaryDeliveryError):
+    """The message never left: its session was lost or closed before its content went out
+    (it waited behind another, or for a connection). Tried again at once, the try not
+    counted."""
+
+
 class PermanentDeliveryError(DeliveryError):
     pass
 

@@ -356,3 +356,38 @@ def test_with_per_domain_limits_everything_is_still_delivered_once(env: dict[str
 
         asyncio.run(send())
     assert dict(sink.delivered) == {a: 1 for a in addresses}
+
+
+def test_a_message_chained_behind_a_dropped_one_is_not_counted_as_tried(
+    env: dict[str, str],
+) -> None:
+    """One connection, two readers: the second's commands ride behind the first's content,
+    then the server cuts the session. The first may have arrived (one try, then backoff);
+    the second never left: no try counted, and it goes out again in the same pass."""
+    addresses = ["first@example.com", "second@example.com"]
+    sink = FaultySink(drop_after_data={"first@example.com"})
+    with running(sink):
+        service = _service(env, sink.url, pool_size=1)
+        sender = _sender(service, FakeMonotonic())
+        _seed(service, addresses)
+
+        async def one_pass() -> DeliveryReport:
+            enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+            report = await sender.deliver_due(SENT_AT)
+            await service.close()
+            return report
+
+        report = asyncio.run(one_pass())
+    # Deferred: the first (dropped) and the second (not sent, back at once).
+    assert (report.sent, report.deferred) == (1, 2)
+    with service.sessions() as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery.status, Delivery.attempts).join(
+                Delivery, Delivery.subscriber_id == Subscriber.id
+            )
+        ).all()
+    assert {tuple(row) for row in rows} == {
+        ("first@example.com", DeliveryStatus.QUEUED, 1),
+        ("second@example.com", DeliveryStatus.SENT, 1),
+    }
+    assert dict(sink.delivered) == {"second@example.com": 1}

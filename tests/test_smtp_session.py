@@ -16,7 +16,12 @@ import pytest
 from digestd.config import parse_smtp_url
 from digestd.delivery.smtp_session import MAX_REPLY_LINES
 from digestd.delivery.transport import SmtpPool
-from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from digestd.errors import (
+    DeliveryError,
+    NotSentError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
 from tests.faultsmtp import HANG_UP, HOLD, Script, scripted, standard
 
 MESSAGE = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
@@ -261,6 +266,28 @@ def test_a_connection_dropped_mid_transaction_is_temporary_and_reconnects() -> N
     run(script, scenario)
     assert script.connections == 2
     assert len(script.contents) == 2
+
+
+def test_a_drop_after_a_message_leaves_the_one_chained_behind_it_untried() -> None:
+    """The second message's MAIL, RCPT and DATA rode behind the first's content; the
+    server dropped the session before answering either: the first may have arrived (a
+    try), the second never left (no try: it goes out again at once)."""
+
+    def answer(line: bytes) -> list[bytes] | None:
+        return None if line == b"." else standard(line)
+
+    script = Script(answer=answer)
+    errors: list[BaseException | str] = []
+
+    async def scenario(pool: SmtpPool) -> None:
+        sends = (pool.send(FROM, TO, MESSAGE), pool.send(FROM, "second@example.com", MESSAGE))
+        errors.extend(await asyncio.gather(*sends, return_exceptions=True))
+
+    run(script, scenario)
+    first, second = errors
+    assert isinstance(first, TemporaryDeliveryError) and not isinstance(first, NotSentError)
+    assert isinstance(second, NotSentError) and "connection problem" in str(second)
+    assert len(script.contents) == 1
 
 
 def test_something_that_is_not_an_smtp_reply_ends_the_session() -> None:

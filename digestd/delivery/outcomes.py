@@ -3,7 +3,8 @@ bounce ledger.
 
 4xx answers, timeouts and dropped connections are retried with exponential backoff until
 the edition is ``DIGESTD_CATCHUP_HOURS`` old or ``DIGESTD_MAX_ATTEMPTS`` were made; then
-the delivery fails. A 5xx refusal fails it at once. Either way the refusal is a ledger
+the delivery fails. A message that never left (its session lost before its content went
+out, :class:`NotSentError`) goes back at once, its try not counted. A 5xx refusal fails it at once. Either way the refusal is a ledger
 event whose kind the bounce policy decides (:mod:`digestd.readers.bounce_policy`): only an
 address-level reply suppresses, a mailbox that stays full counts as a soft bounce, anything
 else fails the message and keeps the reader. A refusal the sender saw from many domains in
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 
 from digestd.db import storable
 from digestd.delivery.queue import Job, Outcome
-from digestd.errors import DeliveryError, PermanentDeliveryError
+from digestd.errors import DeliveryError, NotSentError, PermanentDeliveryError
 from digestd.models import DeliveryStatus, EditionKind
 from digestd.planning.planner import MISSED
 from digestd.planning.schedule import catchup_window
@@ -91,6 +92,9 @@ class Outcomes:
         """``storm``: the sender saw this refusal from many domains in a row."""
         if isinstance(result, Released):
             return Outcome(job, DeliveryStatus.QUEUED, tried=False, next_attempt_at=now)
+        if isinstance(result, NotSentError):  # back at once, as if released, saying why
+            why = storable(str(result), 1000)
+            return Outcome(job, DeliveryStatus.QUEUED, False, now, last_error=why)
         if isinstance(result, Skipped):
             return Outcome(job, DeliveryStatus.SKIPPED, False, now, last_error=result.why[:1000])
         if isinstance(result, Unsendable):
@@ -127,7 +131,9 @@ class Outcomes:
 
     def gives_up(self, job: Job, error: DeliveryError, now: datetime) -> bool:
         """A temporary refusal after which the message is not tried again."""
-        return not isinstance(error, PermanentDeliveryError) and self._retry(job, error, now)[1]
+        if isinstance(error, PermanentDeliveryError | NotSentError):
+            return False
+        return self._retry(job, error, now)[1]
 
     def _retry(self, job: Job, error: DeliveryError, now: datetime) -> tuple[datetime, bool]:
         """When a refused message would be tried again, and whether that is too late."""

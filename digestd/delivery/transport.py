@@ -31,7 +31,12 @@ import aiosmtplib
 from digestd.config import SmtpSettings
 from digestd.delivery.catcher import MailCatcher
 from digestd.delivery.smtp_session import Reply, SessionLost, SmtpSession, accepted
-from digestd.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from digestd.errors import (
+    DeliveryError,
+    NotSentError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
 from digestd.mail.wire import WireBytes
 
 
@@ -153,7 +158,7 @@ class SmtpPool:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         while not self._queue.empty():
-            self._queue.get_nowait().answer(TemporaryDeliveryError("the sender is stopping"))
+            self._queue.get_nowait().answer(NotSentError("the sender is stopping"))
         for connection in self._connections:
             await connection.close()
 
@@ -213,10 +218,12 @@ class _Connection:
         request.answer(_classify(final, "end-of-data") if final.code >= 400 else final.text)
 
     def _answer_all(self, error: DeliveryError) -> None:
+        """The message in hand gets ``error`` (it may have reached the server: a try); one
+        chained behind it only had its commands sent, so its content never left."""
         carrying, self._carrying = self._carrying, []
         self._chained = False
-        for request in carrying:
-            request.answer(error)
+        for n, request in enumerate(carrying):
+            request.answer(error if n == 0 else NotSentError(str(error), error.code))
 
     async def _ready(self) -> None:
         """A session that may start a transaction: open, nothing said out of turn (a server
