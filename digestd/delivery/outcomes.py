@@ -4,14 +4,14 @@ bounce ledger.
 4xx answers, timeouts and dropped connections are retried with exponential backoff until
 the edition is ``DIGESTD_CATCHUP_HOURS`` old or ``DIGESTD_MAX_ATTEMPTS`` were made; then
 the delivery fails. A message that never left (its session lost before its content went
-out, :class:`NotSentError`) goes back at once, its try not counted. A 5xx refusal fails it at once. Either way the refusal is a ledger
-event whose kind the bounce policy decides (:mod:`digestd.readers.bounce_policy`): only an
-address-level reply suppresses, a mailbox that stays full counts as a soft bounce, anything
-else fails the message and keeps the reader. A refusal the sender saw from many domains in
-a row (``storm``) is about the relay, whatever its code says. Any other error building or
-sending one message (a DKIM key that cannot sign it, a bug) fails that message alone:
-retried like a 4xx, then ``failed``, never suppressing the reader and never holding up the
-rest of the queue.
+out, :class:`NotSentError`) goes back at once, its try not counted. A 5xx refusal fails it
+at once. Either way the refusal is a ledger event whose kind the bounce policy decides
+(:mod:`digestd.readers.bounce_policy`): only an address-level reply suppresses, a mailbox
+that stays full counts as a soft bounce, anything else fails the message and keeps the
+reader. A refusal the sender saw from many domains in a row (``storm``) is about the
+relay, whatever its code says. Any other error building or sending one message (a DKIM key
+that cannot sign it, a bug) fails that message alone: retried like a 4xx, then ``failed``,
+never suppressing the reader and never holding up the rest of the queue.
 """
 
 from __future__ import annotations
