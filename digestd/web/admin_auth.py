@@ -81,6 +81,14 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def bearer_matches(request: Request, expected: str | None) -> bool:
+    """``Authorization: Bearer`` carries the admin token (none set: nobody's does)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return token_matches(given.strip(), expected)
+
+
 def _limiter(request: Request) -> RateLimiter:
     state = request.app.state
     if not hasattr(state, "admin_limiter"):

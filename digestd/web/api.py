@@ -25,7 +25,7 @@ from digestd.web import (
     api_lists,
     openapi,
 )
-from digestd.web.admin_auth import audit, locked_out, token_matches, wrong_token
+from digestd.web.admin_auth import audit, bearer_matches, locked_out, wrong_token
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.params import json_text
@@ -45,10 +45,9 @@ def admin(endpoint: Endpoint, action: str | None = None) -> Endpoint:
             raise WebError(
                 429, "Too many wrong admin tokens from here. Wait a few minutes.", retry_after=wait
             )
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(given.strip(), expected):
-            if header:  # a guess; no header at all (an uptime check) guesses nothing
+        if not bearer_matches(request, expected):
+            # A guess; no header at all (an uptime check) guesses nothing.
+            if request.headers.get("authorization"):
                 wrong_token(request, action or "api")
             return JSONResponse(
                 {"error": "Missing or wrong admin token: send Authorization: Bearer TOKEN."},

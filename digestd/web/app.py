@@ -35,6 +35,7 @@ from digestd.web import (
     unsubscribe,
     view,
 )
+from digestd.web.admin_auth import AdminSessions, bearer_matches
 from digestd.web.body import BodyLimit
 from digestd.web.clients import is_local
 from digestd.web.context import Web, WebPolicy, web
@@ -207,9 +208,17 @@ def create_app(
     routes += devmail.routes(service.settings)
     limits = context.policy
 
-    def limit_for(path: str) -> int:
-        # A subscriber CSV uploaded on /admin/import is as large as an API body may be.
-        large = path.startswith("/api/") or path == "/admin/import"
+    sessions = AdminSessions(service.settings, context.tokens)
+
+    def limit_for(scope: Scope) -> int:
+        # The API's bodies, and a subscriber CSV uploaded on /admin/import, may be large:
+        # the operator's only. Decided before the body is read, so a stranger cannot make
+        # the daemon hold megabytes on each connection of the thousands it takes.
+        path, request = scope["path"], Request(scope)
+        if path.startswith("/api/"):
+            large = bearer_matches(request, service.settings.admin_token)
+        else:
+            large = path == "/admin/import" and sessions.valid(request)
         return limits.max_api_body if large else limits.max_body
 
     app = Starlette(

@@ -2,7 +2,8 @@
 
 The cap is an ASGI middleware that buffers the body up to the limit *before* the app sees
 it, so no endpoint or form parser can be made to hold more; a larger body is answered 413
-at once, whatever ``Content-Length`` claimed.
+at once, whatever ``Content-Length`` claimed. The limit is the request's (``limit_for``):
+the larger one needs the operator's credentials, checked before any of the body is read.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -33,7 +34,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
+        limit = self.limit_for(scope)
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"0")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
