@@ -40,7 +40,8 @@ def _publish(web: WebRig, first: int = FIRST, last: int = LAST) -> None:
             ),
             article(f"bot-{day}", "robotics", _day(day, 3), score=1, source="Wire C"),
         ]
-        assert web.client.post("/api/articles", json=items, headers=ADMIN).status_code == 200
+        with time_machine.travel(_day(day, 4), tick=False):  # in before the morning's send
+            assert web.client.post("/api/articles", json=items, headers=ADMIN).status_code == 200
         web.portal.call(web.service.tick, _day(day, 7) + timedelta(minutes=5))
 
 
@@ -296,6 +297,47 @@ def test_archive_answers_are_public_cacheable_and_conditional(web: WebRig, path:
     ):
         assert web.client.get(path, headers=headers).status_code == 200, headers
     assert web.client.get(path).headers["etag"] == etag  # the same bytes, the same tag
+
+
+@pytest.mark.parametrize("path", ARCHIVE_PAGES)
+@pytest.mark.parametrize(
+    "since",
+    ["Mon, 07 Dec 2026 12:12:43 +99999999999999", "Mon, 07 Dec 99999999999 12:12:43 GMT"],
+    ids=["huge-offset", "huge-year"],
+)
+def test_an_if_modified_since_that_is_no_date_is_ignored(
+    web: WebRig, path: str, since: str
+) -> None:
+    """Python's date parser overflows on these (500 and a traceback before): ignored, as an
+    invalid date must be (RFC 9110 §13.1.3)."""
+    _publish(web, 28, 29)
+    answer = web.client.get(path, headers={"If-Modified-Since": since})
+    assert answer.status_code == 200
+    assert answer.headers["etag"] == web.client.get(path).headers["etag"]
+
+
+@pytest.mark.parametrize("path", ["/archive/ai", "/archive/ai.atom"])
+def test_a_story_corrected_after_publication_changes_the_pages_that_list_it(
+    web: WebRig, path: str
+) -> None:
+    """The shelf's page and feed show each edition's headlines as the articles read now: a
+    correction is a change, for a client revalidating by date as much as by ETag."""
+    _publish(web, 28, 29)
+    before = web.client.get(path)
+    modified = before.headers["last-modified"]
+    corrected = article("ai-29", "ai", _day(28, 20), score=5, source="Wire A", title="Fixed")
+    with time_machine.travel(_day(30, 9), tick=False):
+        assert web.client.post("/api/articles", json=[corrected], headers=ADMIN).status_code == 200
+    after = web.client.get(path, headers={"If-Modified-Since": modified})
+    assert after.status_code == 200 and "Fixed" in after.text and "Fixed" not in before.text
+    assert after.headers["last-modified"] == "Mon, 30 Nov 2026 09:00:00 GMT"
+    assert after.headers["etag"] != before.headers["etag"]
+    if path.endswith(".atom"):
+        parsed: Any = feedparser.parse(after.content)
+        assert parsed.feed.updated == "2026-11-30T09:00:00Z"
+        updated = {e.id.split("/archive/ai/")[1]: e.updated for e in parsed.entries}
+        assert updated["daily/2026-11-29"] == "2026-11-30T09:00:00Z"
+        assert updated["daily/2026-11-28"] == "2026-11-28T07:05:00Z"  # lists no corrected story
 
 
 def test_a_new_edition_changes_the_pages_it_shows_on(web: WebRig) -> None:

@@ -80,11 +80,8 @@ async def index(request: Request) -> Response:
     listed = await w.db(_index, w)
     shown = [e for shelf in listed for e in shelf["editions"]]
     response = w.pages.render("archive_index.html", {"shelves": listed})
-    return cached(request, response, max_age=LIST_MAX_AGE, last_modified=_newest(shown))
-
-
-def _newest(editions: list[Shelved]) -> datetime | None:
-    return max((e.published_at for e in editions), default=None)
+    last_modified = shelves.changed_at(shown)
+    return cached(request, response, max_age=LIST_MAX_AGE, last_modified=last_modified)
 
 
 # --- /archive/{category} -------------------------------------------------------------------
@@ -112,7 +109,7 @@ def _shelf_page(w: Web, shelf: str, before: str | None) -> _Page:
         if headlines:
             more = len(headlines) - 1
             tops[digest_id] = headlines[0].title + (f" + {more} more" if more else "")
-    return _Page(shown, tops, older, _newest(found))
+    return _Page(shown, tops, older, shelves.changed_at(found, stories))
 
 
 async def shelf_page(request: Request) -> Response:
@@ -148,7 +145,7 @@ def _feed(w: Web, shelf: str) -> tuple[bytes, datetime | None]:
         author=w.settings.site_name,
         site_url=base,
     )
-    return atom.feed(head, entries, stories, base), _newest(entries)
+    return atom.feed(head, entries, stories, base), shelves.changed_at(entries, stories)
 
 
 async def feed(request: Request) -> Response:
@@ -216,7 +213,7 @@ async def edition(request: Request) -> Response:
     response = HTMLResponse(page)
     response.headers["Content-Security-Policy"] = VIEW_CSP
     # The page changes once more: when the next edition appears, with its link.
-    changed = _newest([e for e in (found.shown, found.following) if e is not None])
+    changed = shelves.changed_at(e for e in (found.shown, found.following) if e is not None)
     return cached(request, response, max_age=EDITION_MAX_AGE, last_modified=changed)
 
 

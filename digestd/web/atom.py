@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from digestd.web.shelves import Headline, Shelved
+from digestd.web.shelves import Headline, Shelved, changed_at
 
 ATOM = "http://www.w3.org/2005/Atom"
 MEDIA_TYPE = "application/atom+xml; charset=utf-8"
@@ -53,8 +53,8 @@ def feed(
     root = ET.Element(f"{{{ATOM}}}feed", {XML_LANG: "en"})
     _text(root, "id", head.self_url)
     _text(root, "title", head.title)
-    updated = max((e.published_at for e in entries), default=NEVER)
-    _text(root, "updated", rfc3339(updated))
+    # A story corrected after publication changes the entry listing it, and so the feed.
+    _text(root, "updated", rfc3339(changed_at(entries, stories) or NEVER))
     author = ET.SubElement(root, f"{{{ATOM}}}author")
     _text(author, "name", head.author)
     _text(author, "uri", head.site_url)
@@ -66,7 +66,8 @@ def feed(
         _text(entry, "id", url)
         _text(entry, "title", shown.title)
         _text(entry, "published", rfc3339(shown.published_at))
-        _text(entry, "updated", rfc3339(shown.published_at))
+        listed = {shown.digest_id: stories.get(shown.digest_id, [])}
+        _text(entry, "updated", rfc3339(changed_at([shown], listed) or shown.published_at))
         _link(entry, "alternate", url, "text/html")
         summary = _text(entry, "summary", _summary(stories.get(shown.digest_id, [])))
         summary.set("type", "html")

@@ -58,7 +58,7 @@ def _fresh(request: Request, etag: str, last_modified: datetime | None) -> bool:
         return False
     try:
         since = parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):  # not an HTTP date: ignored, as §13.1.3 says
+    except (TypeError, ValueError, OverflowError):  # no HTTP date: ignored (§13.1.3)
         return False
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)

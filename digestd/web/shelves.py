@@ -9,7 +9,7 @@ the shelf's whole history.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -20,7 +20,7 @@ from digestd.content.categories import ALL, ALL_NAME, CATEGORIES
 from digestd.mail.digests import load_articles
 from digestd.mail.layout import Layout
 from digestd.mail.presentation import long_date
-from digestd.models import ArchiveEdition, Digest, EditionKind
+from digestd.models import ArchiveEdition, Article, Digest, EditionKind
 
 KIND_WORDS = {EditionKind.DAILY: "daily", EditionKind.WEEKLY: "weekly recap"}
 
@@ -158,6 +158,7 @@ class Headline:
     title: str
     url: str
     source: str
+    updated_at: datetime  # the article's last change: a page listing it changed then too
 
 
 def headlines(session: Session, digest_ids: Iterable[int]) -> dict[int, list[Headline]]:
@@ -168,12 +169,26 @@ def headlines(session: Session, digest_ids: Iterable[int]) -> dict[int, list[Hea
             select(Digest.id, Digest.layout).where(Digest.id.in_(set(digest_ids)))
         )
     }
-    articles = load_articles(session, (a for lay in layouts.values() for a in lay.article_ids()))
+    ids = {a for lay in layouts.values() for a in lay.article_ids()}
+    articles = load_articles(session, ids)
+    changes = session.execute(select(Article.id, Article.updated_at).where(Article.id.in_(ids)))
+    updated = {article_id: when for article_id, when in changes}
     return {
         digest_id: [
-            Headline(articles[a].title, articles[a].url, articles[a].source)
+            Headline(articles[a].title, articles[a].url, articles[a].source, updated[a])
             for a in layout.article_ids()
-            if a in articles
+            if a in articles and a in updated
         ]
         for digest_id, layout in layouts.items()
     }
+
+
+def changed_at(
+    editions: Iterable[Shelved], stories: Mapping[int, list[Headline]] | None = None
+) -> datetime | None:
+    """When a page listing ``editions`` (with ``stories``' headlines) last changed: the
+    newest publication or edit of a story shown, for ``Last-Modified`` and Atom's
+    ``updated``; None when it lists nothing."""
+    instants = [e.published_at for e in editions]
+    instants += [h.updated_at for shown in (stories or {}).values() for h in shown]
+    return max(instants, default=None)
