@@ -10,6 +10,7 @@ from typing import Any
 import time_machine
 from sqlalchemy import func, select
 
+from digestd.readers.clicks import Settled
 from tests.conftest import ADMIN_TOKEN, WebRig
 from tests.helpers import article, parse, parts
 from tests.web_helpers import links_in, signup_form
@@ -62,8 +63,8 @@ def count(web: WebRig, model: Any, *where: Any) -> int:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-def settle(web: WebRig, at: datetime) -> None:
-    web.service.settle_clicks(at)
+def settle(web: WebRig, at: datetime) -> Settled:
+    return web.service.settle_clicks(at)
 
 
 def edition_with_clicks(web: WebRig) -> dict[str, list[str]]:

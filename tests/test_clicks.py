@@ -73,6 +73,24 @@ def test_clicking_again_counts_the_click_not_the_reader(
     assert count(web, Click, Click.first_of_edition) == 1
 
 
+def test_a_link_replayed_within_a_minute_is_one_click(
+    web: WebRig, clock: time_machine.Traveller
+) -> None:
+    """A forwarded link replayed by a script (or reloaded, double-clicked): each request is
+    redirected, but the same link of the same email counts once a minute at most."""
+    links = tracked_links(send_daily(web))
+    for _ in range(50):
+        assert web.client.get(links[1]).status_code == 303
+        clock.shift(timedelta(milliseconds=500))
+    clock.shift(timedelta(minutes=2))
+    web.client.get(links[1])  # a minute after the last one counted: counted again
+    web.client.get(links[2])  # another story: a click of its own
+    report = settle(web, SENT + timedelta(hours=1))
+    assert count(web, Click) == 3 and count(web, Click, Click.scanner) == 0
+    assert report.repeats == 49 and report.clicks == 3
+    assert count(web, ClickInbox) == 0
+
+
 def test_the_article_is_followed_where_it_moved_and_to_the_archive_once_gone(
     web: WebRig, clock: time_machine.Traveller
 ) -> None:

@@ -3,8 +3,9 @@ settling what came in.
 
 A click answers at once: one indexed lookup (the delivery, its digest's numbered link,
 the article's URL) and one insert into ``click_inbox``. The next tick *settles* the inbox
-(:func:`settle`): once an email's clicks have been quiet for :data:`QUIET`, a burst of them
-can be told from a person (:func:`scanner_burst`), the reader is counted once per article
+(:func:`settle`): once an email's clicks have been quiet for :data:`QUIET`, a repeat of a
+link within :data:`REPEAT` is dropped (:func:`without_repeats`), a burst of them can be told
+from a person (:func:`scanner_burst`), the reader is counted once per article
 and once per edition (``click_marks``), and each click becomes a ``clicks`` row, naming
 the reader only with ``DIGESTD_TRACK_CLICKS=reader`` and a reader who lets their clicks
 teach their digest. The raw inbox row (which names the email) is gone within a minute or
@@ -30,6 +31,9 @@ from digestd.models import Article, Click, ClickInbox, ClickMark, Delivery, Dige
 # of a message within a second or two; a person does not open three stories in five.
 BURST_LINKS = 3
 BURST_SECONDS = 5.0
+# The same link of the same email again within a minute of its last counted click is one
+# click: a double click, a reload, a preview and then the open, or a script replaying it.
+REPEAT = timedelta(minutes=1)
 QUIET = timedelta(seconds=10)  # an email's clicks wait this long for the rest of a burst
 HOLD_AT_MOST = timedelta(minutes=10)  # ... but no longer, however it keeps clicking
 BATCH = 5000
@@ -86,6 +90,19 @@ def scanner_burst(clicks: Sequence[tuple[datetime, int]]) -> list[bool]:
     return flags
 
 
+def without_repeats(clicks: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
+    """One email's clicks (time, link number) in time order, less those on a link within
+    :data:`REPEAT` of that link's last click kept."""
+    kept: list[tuple[datetime, int]] = []
+    last: dict[int, datetime] = {}
+    for moment, position in clicks:
+        before = last.get(position)
+        if before is None or moment - before >= REPEAT:
+            kept.append((moment, position))
+            last[position] = moment
+    return kept
+
+
 @dataclass
 class Settled:
     """What a settling pass did."""
@@ -93,6 +110,7 @@ class Settled:
     clicks: int = 0  # counted as interest
     scanner: int = 0  # part of a scanner's burst (redirected, not counted)
     dropped: int = 0  # the email or its link no longer known
+    repeats: int = 0  # the same link of the same email within REPEAT (redirected, one click)
 
 
 def settle(
@@ -176,7 +194,10 @@ def _settle_rows(
             report.dropped += 1
             continue
         grouped[delivery_id].append((moment, position))
-    judged = {d: scanner_burst(sorted(clicks)) for d, clicks in grouped.items()}
+    for delivery_id, clicks in grouped.items():
+        kept = grouped[delivery_id] = without_repeats(sorted(clicks))
+        report.repeats += len(clicks) - len(kept)
+    judged = {d: scanner_burst(clicks) for d, clicks in grouped.items()}
     new = _mark(session, grouped, judged)
     rows: list[dict[str, Any]] = []
     latest: dict[int, datetime] = {}
@@ -184,7 +205,7 @@ def _settle_rows(
         email = emails[delivery_id]
         reader = email.subscriber_id
         named = reader if learners.get(reader, False) else None
-        for (moment, position), scanner in zip(sorted(clicks), judged[delivery_id], strict=True):
+        for (moment, position), scanner in zip(clicks, judged[delivery_id], strict=True):
             row = {
                 "edition_id": email.edition_id,
                 "subscriber_id": named,
