@@ -318,6 +318,60 @@ def test_an_export_edited_to_unsubscribe_a_reader_does_so_when_imported_back(
     ]
 
 
+def test_an_export_moved_to_a_new_list_does_not_mail_who_left_or_paused(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An export from another digestd, imported into an empty one: the rows that bounced or
+    complained there are not added (they were added, active, and mailed the next morning);
+    a paused reader comes in paused."""
+    exported = (
+        "email,categories,frequency,timezone,status,created_at,confirmed_at\n"
+        "bounced@example.org,ai,daily,UTC,bounced,2026-01-01T00:00:00+00:00,\n"
+        "complained@example.org,ai,daily,UTC,complained,2026-01-01T00:00:00+00:00,\n"
+        "paused@example.org,ai,both,UTC,paused,2026-01-01T00:00:00+00:00,\n"
+        "active@example.org,ai,daily,UTC,active,2026-01-01T00:00:00+00:00,\n"
+    )
+    path = tmp_path / "export.csv"
+    path.write_text(exported)
+    with time_machine.travel(NOW, tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 1
+    out, err = capsys.readouterr()
+    assert "line 2: status: bounced: an address that left so is not added by import" in err
+    assert "line 3: status: complained: an address that left so is not added" in err
+    assert out == "subscribers: 2 added, 0 updated, 2 rejected\n"
+    rows = _subscribers(env["DIGESTD_DATABASE_URL"])
+    assert sorted(rows) == ["active@example.org", "paused@example.org"]
+    paused = rows["paused@example.org"]
+    assert paused.status == SubscriberStatus.PAUSED and paused.paused_until is None
+    assert paused.next_daily_at is None and paused.next_weekly_at is None
+    assert paused.wants_daily and paused.wants_weekly  # for when they resume
+    assert rows["active@example.org"].status == SubscriberStatus.ACTIVE
+
+
+def test_a_paused_reader_in_an_export_imports_back_and_stays_paused(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    until = datetime(2026, 12, 13, tzinfo=UTC)
+    _seed(env, "away@example.com", SubscriberStatus.PAUSED, paused_until=until)
+    assert run_cli(monkeypatch, env, "subscribers", "export") == 0
+    edited = capsys.readouterr().out.replace(",ai,daily,", ",robotics,weekly,")
+    path = tmp_path / "edited.csv"
+    path.write_text(edited)
+    with time_machine.travel(NOW, tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 0
+    assert capsys.readouterr().out == "subscribers: 0 added, 1 updated, 0 rejected\n"
+    away = _subscribers(env["DIGESTD_DATABASE_URL"])["away@example.com"]
+    assert (away.status, away.paused_until) == (SubscriberStatus.PAUSED, until)
+    assert away.category_slugs == ["robotics"] and away.wants_weekly and not away.wants_daily
+    assert away.next_daily_at is None and away.next_weekly_at is None
+
+
 def test_delete_erases_personal_data_and_keeps_only_a_hash(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -407,7 +461,7 @@ def test_an_address_signed_up_during_the_import_is_left_to_that_signup(
     report = ImportReport()
     with sessions.begin() as session:
         _Writer(session, ctx, report)._insert(
-            [(2, "raced@example.com", prefs), (3, "calm@example.com", prefs)]
+            [(2, "raced@example.com", prefs, ""), (3, "calm@example.com", prefs, "")]
         )
     assert report.added == 1
     assert [str(e) for e in report.errors] == [

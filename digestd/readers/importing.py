@@ -7,7 +7,10 @@ who has not consented since they last left: an address that unsubscribed, bounce
 complained or was erased, or a pending one that unsubscribed before, is rejected with
 its reason: re-subscribing them would mail people who asked us to stop. A ``status`` column
 (an export edited and imported back) may say ``unsubscribed``: that reader is unsubscribed,
-as ``digestd subscribers unsubscribe`` does; any other status changes nothing by itself.
+as ``digestd subscribers unsubscribe`` does. A new address said to have ``bounced`` or
+``complained`` is not added (the list it came from suppressed it), one said to be
+``paused`` is added paused; otherwise a status changes nothing by itself. A paused reader
+keeps the pause and takes the row's preferences.
 
 Per chunk of rows: one query for suppressed addresses, one for those already on the list
 (updated through the ORM: a re-import is rare and small), one multi-row insert for the new
@@ -81,7 +84,10 @@ class ImportContext:
     weekly_at: time
 
 
-Row = tuple[int, str, Preferences]  # (line, email, preferences)
+Row = tuple[int, str, Preferences, str]  # (line, email, preferences, the row's status)
+# Statuses of readers who left in a way no import undoes: an address the file says this
+# about is never added (it would be mailed: the list it came from suppressed it).
+_LEFT = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 
 
 def import_csv(
@@ -127,7 +133,7 @@ def import_csv(
             if email in seen:
                 raise ValidationError("email", "appears twice in this file")
             seen.add(email)
-            chunk.append((first, email, preferences[key]))
+            chunk.append((first, email, preferences[key], status))
         except ValidationError as exc:
             runs_on = f" (this row runs on to line {line}: a quote not closed?)"
             problem = exc.problem + (runs_on if line > first else "")
@@ -200,7 +206,7 @@ class _Writer:
         if not chunk:
             return
         session = self.session
-        emails = [email for _, email, _ in chunk]
+        emails = [email for _, email, _, _ in chunk]
         suppressed = {
             hashed: reason
             for hashed, reason in session.execute(
@@ -216,15 +222,19 @@ class _Writer:
             )
         }
         new: list[Row] = []
-        for line, email, prefs in chunk:
+        for line, email, prefs, status in chunk:
             try:
                 reason = suppressed.get(email_hash(email))
                 if reason is not None:
                     raise ValidationError("email", f"is on the suppression list ({reason})")
                 if email in existing:
                     self._update(existing[email], prefs)
+                elif status in _LEFT:
+                    raise ValidationError(
+                        "status", f"{status}: an address that left so is not added by import"
+                    )
                 else:
-                    new.append((line, email, prefs))
+                    new.append((line, email, prefs, status))
             except ValidationError as exc:
                 self.report.errors.append(RowError(line, exc.field, exc.problem))
         session.flush()
@@ -258,6 +268,10 @@ class _Writer:
 
     def _update(self, subscriber: Subscriber, prefs: Preferences) -> None:
         status = subscriber.status
+        if status == SubscriberStatus.PAUSED:  # new choices, kept for when the pause ends
+            apply_preferences(subscriber, prefs)
+            self.report.updated += 1
+            return
         if status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             raise ValidationError("email", f"is {status}; not re-subscribed by import")
         if status == SubscriberStatus.PENDING and subscriber.unsubscribed_at is not None:
@@ -282,13 +296,13 @@ class _Writer:
         created = insert_ignoring_conflicts(
             self.session,
             Subscriber.__table__,
-            [self._values(email, prefs) for _, email, prefs in rows],
+            [self._values(email, prefs, status) for _, email, prefs, status in rows],
             ["email"],
             returning=["id", "email"],
         )
         ids = {str(row.email): int(row.id) for row in created}
         categories = []
-        for line, email, prefs in rows:
+        for line, email, prefs, _ in rows:
             if email not in ids:
                 problem = "was added by someone else during the import; import it again"
                 self.report.errors.append(RowError(line, "email", problem))
@@ -297,17 +311,20 @@ class _Writer:
             self.report.added += 1
         insert_rows(self.session, SubscriberCategory.__table__, categories)
 
-    def _values(self, email: str, prefs: Preferences) -> dict[str, Any]:
-        now = self.ctx.now
+    def _values(self, email: str, prefs: Preferences, status: str) -> dict[str, Any]:
+        """A new reader: active, or paused (until they resume) when the file says so."""
+        now, paused = self.ctx.now, status == SubscriberStatus.PAUSED
+        daily = prefs.wants_daily and not paused
+        weekly = prefs.wants_weekly and not paused
         return {
             "public_id": secrets.token_urlsafe(16),
             "email": email,
-            "status": SubscriberStatus.ACTIVE.value,
+            "status": SubscriberStatus.PAUSED.value if paused else SubscriberStatus.ACTIVE.value,
             "timezone": prefs.timezone,
             "wants_daily": prefs.wants_daily,
             "wants_weekly": prefs.wants_weekly,
-            "next_daily_at": self._slot(EditionKind.DAILY, prefs) if prefs.wants_daily else None,
-            "next_weekly_at": self._slot(EditionKind.WEEKLY, prefs) if prefs.wants_weekly else None,
+            "next_daily_at": self._slot(EditionKind.DAILY, prefs) if daily else None,
+            "next_weekly_at": self._slot(EditionKind.WEEKLY, prefs) if weekly else None,
             "created_at": now,
             "confirmed_at": now,
             "consent_at": now,
