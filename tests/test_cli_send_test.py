@@ -127,3 +127,15 @@ def test_nothing_to_send_and_a_refusing_server_are_exit_1_and_one_line(
     assert "550" in line
     assert smtp_server.messages == []
     _untouched(sessions)
+
+
+def test_an_erased_address_gets_no_test_send(
+    mail_env: dict[str, str], smtp_server: SmtpSink, sessions: sessionmaker[Session]
+) -> None:
+    """Erased readers are never mailed again, tests included (one was sent before)."""
+    assert run_digestd(mail_env, "subscribers", "delete", "reader1@example.com").returncode == 0
+    result = run_digestd(mail_env, "send-test", "daily", "--to", "Reader1@Example.com")
+    assert one_line_error(result) == (
+        "digestd: --to: is on the suppression list (erased): never mailed"
+    )
+    assert smtp_server.messages == []

@@ -13,8 +13,18 @@ import time_machine
 from sqlalchemy import select
 
 from digestd.content.articles import ingest
-from digestd.models import Delivery, DeliveryStatus, Digest, Edition, EditionKind, Subscriber
+from digestd.models import (
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Edition,
+    EditionKind,
+    Subscriber,
+    SubscriberStatus,
+    SuppressionReason,
+)
 from digestd.ops.test_send import send_test
+from digestd.readers.suppression import suppress
 from tests.admin_seed import AUTH, reader
 from tests.conftest import WebRig
 from tests.helpers import article, parse, parts
@@ -125,6 +135,25 @@ def test_a_refusing_mail_server_is_a_502_that_says_so(web: WebRig) -> None:
     assert _rows(web) == (0, 0, 0)
 
 
+def test_a_suppressed_address_gets_no_test_send(web: WebRig) -> None:
+    """A test is mail too: an address that bounced, complained or was erased is refused,
+    naming ``to`` (it was sent before)."""
+    _seed(web)
+    with web.service.sessions.begin() as session:
+        subscriber = session.scalars(
+            select(Subscriber).where(Subscriber.email == "reader1@example.com")
+        ).one()
+        suppress(
+            session, subscriber.id, SubscriberStatus.BOUNCED, SuppressionReason.HARD_BOUNCE, NOW
+        )
+    with time_machine.travel(NOW, tick=False):
+        answer = _test_send(web, "reader1@example.com")
+    assert answer.status_code == 409
+    assert answer.json()["field"] == "to"
+    assert "suppression list (hard-bounce)" in answer.json()["error"]
+    assert web.smtp.messages == [] and _rows(web) == (0, 0, 0)
+
+
 def _test_send(web: WebRig, to: str) -> Any:
     return web.client.post(
         "/api/editions/test", json={"kind": "daily", "to": to, "categories": ["ai"]}, headers=AUTH
@@ -139,10 +168,12 @@ def test_test_sends_are_limited_per_address_and_in_all_each_hour(web: WebRig) ->
         answers = [_test_send(web, "editor@example.org") for _ in range(11)]
         assert [a.status_code for a in answers] == [200] * 10 + [429]
         assert answers[-1].headers["Retry-After"] == "3600"
-        assert "to this address" in answers[-1].json()["error"]
+        assert "to this inbox" in answers[-1].json()["error"]
+        # The same inbox by another spelling (sub-addressing) is the same inbox.
+        assert _test_send(web, "editor+again@example.org").status_code == 429
         others = [_test_send(web, f"editor{i % 10}@example.org") for i in range(51)]
         assert [a.status_code for a in others] == [200] * 50 + [429]
-        assert "to this address" not in others[-1].json()["error"]
+        assert "to this inbox" not in others[-1].json()["error"]
         clock.shift(timedelta(minutes=30))
         assert _test_send(web, "new@example.org").headers["Retry-After"] == "1800"
         clock.shift(timedelta(minutes=30))

@@ -133,6 +133,8 @@ def send_test(settings: Settings, args: argparse.Namespace) -> int:
     async def once() -> str | None:
         try:
             sent = await send(service, EditionKind(args.kind), to, categories, now)
+        except ValidationError as exc:
+            raise InputError(f"--to: {exc.problem}") from exc
         except DeliveryError as exc:
             raise DeliveryError(f"the mail server refused the test message: {exc}") from exc
         finally:

@@ -15,10 +15,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy import select
+
 from digestd.delivery.transport import Transport
+from digestd.errors import ValidationError
 from digestd.mail.wire import ascii_address
-from digestd.models import EditionKind
+from digestd.models import EditionKind, Suppression
 from digestd.ops.preview import Parts, edition_now
+from digestd.readers.subscribers import email_hash
 
 SUBJECT_PREFIX = "[Test] "
 NOBODY = "test"  # the public id the links carry: no reader has it
@@ -69,11 +73,24 @@ def test_message(
     return sent, data
 
 
+def refuse_suppressed(service: Parts, to: str) -> None:
+    """A :class:`ValidationError` naming ``to`` when the address is suppressed: a test is
+    mail too, and an erased, bounced or complaining address is never mailed again."""
+    with service.sessions() as session:
+        reason = session.scalar(
+            select(Suppression.reason).where(Suppression.email_hash == email_hash(to))
+        )
+    if reason is not None:
+        raise ValidationError("to", f"is on the suppression list ({reason}): never mailed")
+
+
 async def send_test(
     service: Sendable, kind: EditionKind, to: str, categories: list[str], now: datetime
 ) -> TestSent | None:
     """Render and send; raises :class:`~digestd.errors.DeliveryError` when the mail server
-    refuses. None when there is nothing to send (no articles in those categories)."""
+    refuses, :class:`ValidationError` (``to``) for a suppressed address. None when there is
+    nothing to send (no articles in those categories)."""
+    await asyncio.to_thread(refuse_suppressed, service, to)
     made = await asyncio.to_thread(test_message, service, kind, to, categories, now)
     if made is None:
         return None

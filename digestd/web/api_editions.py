@@ -154,11 +154,14 @@ async def test_edition(request: Request) -> Response:
 async def test_send_or_refuse(
     w: Web, kind: EditionKind, to: str, categories: list[str]
 ) -> TestSent:
-    """The test send, its refusals as answers: 404 when the edition would be empty, 502
-    when the mail server refuses (the API and the admin page both come here)."""
+    """The test send, its refusals as answers: 404 when the edition would be empty, 409 for
+    a suppressed address, 502 when the mail server refuses (the API and the admin page both
+    come here)."""
     w.count_test_send(to, w.clock())
     try:
         sent = await send_test(w.service, kind, to, categories, w.clock())
+    except ValidationError as exc:
+        raise WebError(409, f"{exc.field}: {exc.problem}", field=exc.field) from exc
     except DeliveryError as exc:
         raise WebError(502, f"The mail server refused the test message: {exc}") from exc
     if sent is None:

@@ -18,7 +18,7 @@ from digestd.config import Settings
 from digestd.errors import DeliveryError
 from digestd.mail.render import Renderer
 from digestd.readers.lifecycle import Schedule
-from digestd.readers.mailbox import Limit
+from digestd.readers.mailbox import Limit, canonical_mailbox
 from digestd.readers.signups import Held, Notice, SignupLimits, SignupResult, release_email
 from digestd.service import Service
 from digestd.tokens import Tokens
@@ -111,16 +111,18 @@ class Web:
             raise WebError(429, message, retry_after=wait)
 
     def count_test_send(self, to: str, now: datetime) -> None:
-        """One more test send to ``to``: a 429 (with Retry-After) once that address, or all
-        test sends together, had their share of the hour."""
-        for limiter, key in zip(self.test_send_limiters, (to, "all"), strict=True):
+        """One more test send to ``to``: a 429 (with Retry-After) once that inbox (its
+        ``+tag`` and Gmail's dots aside, as signups count it), or all test sends together,
+        had their share of the hour."""
+        inbox = canonical_mailbox(to)
+        for limiter, key in zip(self.test_send_limiters, (inbox, "all"), strict=True):
             if limiter.over(key, now):
                 raise WebError(
                     429,
-                    f"Too many test sends {'to this address ' if key == to else ''}this hour.",
+                    f"Too many test sends {'to this inbox ' if key == inbox else ''}this hour.",
                     retry_after=limiter.retry_in(key, now),
                 )
-        for limiter, key in zip(self.test_send_limiters, (to, "all"), strict=True):
+        for limiter, key in zip(self.test_send_limiters, (inbox, "all"), strict=True):
             limiter.allow(key, now)
 
     @property
