@@ -99,3 +99,20 @@ def test_an_unknown_article_is_a_404_and_bodies_must_be_json(web: WebRig) -> Non
     form = web.client.post("/api/articles/a1/pin", data={"until": "x"}, headers=AUTH)
     assert form.status_code == 415
     assert _stored(web, "a1") == (None, False)
+
+
+@pytest.mark.parametrize(
+    "raw", ["%00", "a%00b", "x" * 201, "%07bell"], ids=["nul", "nul-in", "long", "bel"]
+)
+def test_an_id_no_article_can_have_is_a_404_on_either_database(web: WebRig, raw: str) -> None:
+    """PostgreSQL refuses a NUL in text: the lookup raised, a 500 (SQLite said 404)."""
+    _add(web, "a1")
+    for method, path in (("POST", "/hold"), ("DELETE", "/pin")):
+        answer = web.client.request(method, f"/api/articles/{raw}{path}", headers=AUTH)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["field"] == "id"
+    pin = web.client.post(
+        f"/api/articles/{raw}/pin", json={"until": "2026-11-30T08:00:00Z"}, headers=AUTH
+    )
+    assert pin.status_code == 404
+    assert _stored(web, "a1") == (None, False)

@@ -28,6 +28,7 @@ from digestd.models import Article, ArticleCategory
 
 KINDS = ("news", "deals", "social", "blogs", "videos", "podcasts")
 MAX_TEXT = 20_000
+MAX_ID = 200  # characters of an article's id (the column's length)
 MAX_SCORE = 1e12
 LOOKUP_CHUNK = 500  # ids per IN list: far below SQLite's bound-parameter limit
 
@@ -185,7 +186,7 @@ def validate(data: Any) -> ArticleIn:
 
 
 def _article_id(data: dict[str, Any]) -> str:
-    value = _text(data, "id", required=True, limit=200)
+    value = _text(data, "id", required=True, limit=MAX_ID)
     # It is a path segment (/api/articles/{id}/hold): a line break could never be routed.
     if any(c.isspace() and c != " " for c in value):
         raise ValidationError("id", "must not contain tabs or line breaks")

@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from digestd.content.articles import MAX_ID
+from digestd.content.text import first_unshowable
 from digestd.errors import ValidationError
 from digestd.models import Article
 
@@ -80,7 +82,10 @@ def hold(session: Session, article_id: str, held: bool) -> Standing:
 
 
 def _article(session: Session, article_id: str) -> Article:
-    article = session.get(Article, article_id)
+    # An id no article can have (a NUL, which PostgreSQL refuses as text, or too long) is
+    # not looked up: the same "no article" on either database.
+    stored = len(article_id) <= MAX_ID and first_unshowable(article_id) is None
+    article = session.get(Article, article_id) if stored else None
     if article is None:
         raise ValidationError("id", f"no article {article_id[:80]!r}")
     return article
