@@ -4,8 +4,9 @@ Reports wall time, rows per second, the importer's CPU seconds (what the import 
 whatever else the shared machine is doing) and its peak RSS, and checks that exactly the
 bad rows were reported, each by its line number, and every good row was imported.
 
-Run:  .venv/bin/python bench/import_bench.py [--rows 100000] [--database-url URL]
-      (default: a fresh SQLite file in a temporary directory)
+Run:  .venv/bin/python bench/import_bench.py [--rows 100000] [--database-url URL] [--update]
+      (default: a fresh SQLite file in a temporary directory; --update times a second
+      import of the same addresses with other preferences: every good row an update)
 """
 
 from __future__ import annotations
@@ -64,11 +65,32 @@ def write_csv(path: Path, rows: int, seed: int) -> set[int]:
     return bad_lines
 
 
+def run_import(path: Path, env: dict[str, str]) -> tuple[float, float, int, str, str, int]:
+    """(seconds, CPU seconds, peak RSS KB, stdout, stderr, exit code) of one import."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "digestd", "subscribers", "import", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu, after.ru_maxrss, result.stdout, result.stderr, result.returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--database-url")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="import the list once, then time importing it again with changed preferences",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="digestd-import-") as tmp:
         path = Path(tmp) / "subscribers.csv"
@@ -83,20 +105,13 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "digestd", "migrate"], env=env, check=True, capture_output=True
         )
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "digestd", "subscribers", "import", str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_kb = after.ru_maxrss
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    reported = {int(m) for m in re.findall(r"^rejected line (\d+):", result.stderr, re.M)}
-    summary = result.stdout.strip()
+        if args.update:  # the same addresses (and bad lines), other preferences
+            run_import(path, env)
+            write_csv(path, args.rows, args.seed)
+            _shuffle_preferences(path, args.seed + 1)
+        elapsed, cpu, peak_kb, out, err, code = run_import(path, env)
+    reported = {int(m) for m in re.findall(r"^rejected line (\d+):", err, re.M)}
+    summary = out.strip()
     good = args.rows - len(bad_lines)
     print(f"rows                {args.rows:>10,}  ({len(bad_lines):,} bad)")
     print(f"database            {args.database_url or 'sqlite (fresh file)'}")
@@ -105,8 +120,26 @@ def main() -> None:
     print(f"peak RSS            {peak_kb / 1024:>10.0f} MB")
     print(f"summary             {summary}")
     print(f"bad rows reported   {'all, by line' if reported == bad_lines else 'MISMATCH'}")
-    ok = reported == bad_lines and f"{good} added" in summary and result.returncode == 1
+    expected = f"{good} updated" if args.update else f"{good} added"
+    ok = reported == bad_lines and expected in summary and code == 1
     sys.exit(0 if ok else 1)
+
+
+def _shuffle_preferences(path: Path, seed: int) -> None:
+    """Each good row's categories, frequency and zone drawn again (its address kept)."""
+    rng = random.Random(seed)
+    slugs = list(CATEGORIES)
+    lines = path.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        email = line.split(",", 1)[0]
+        if not email.startswith("reader"):
+            out.append(line)  # a bad row stays bad
+            continue
+        cats = ",".join(rng.sample(slugs, rng.choice([1, 2, 3])))
+        freq = rng.choice(["daily", "weekly", "both"])
+        out.append(f'{email},"{cats}",{freq},{rng.choice(ZONES)}')
+    path.write_text("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ as ``digestd subscribers unsubscribe`` does. A new address said to have ``bounce
 ``paused`` is added paused; otherwise a status changes nothing by itself. A paused reader
 keeps the pause and takes the row's preferences.
 
-Per chunk of rows: one query for suppressed addresses, one for those already on the list
-(updated through the ORM: a re-import is rare and small), one multi-row insert for the new
+Per chunk of rows: one query for suppressed addresses, three for those already on the list
+(the readers, their categories, the editions they have), an executemany of their new values
+by primary key and of their categories dropped and added, one multi-row insert for the new
 subscribers (``RETURNING`` their ids) and one for their categories. The whole import is one
 transaction: a crash half-way leaves nothing half-imported.
 """
@@ -25,10 +26,10 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
@@ -47,10 +48,11 @@ from digestd.readers.spreadsheet import restore
 from digestd.readers.subscribers import (
     Addresses,
     Preferences,
-    apply_preferences,
+    Wants,
+    editions_had,
     email_hash,
+    next_instants,
     parse_preferences,
-    reschedule,
 )
 
 IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")
@@ -195,12 +197,24 @@ def _cell(row: dict[str, str], name: str) -> str | None:
     return restore(value) if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A reader already on the list, as the import reads them."""
+
+    row: Any  # id, email, status, unsubscribed_at, next_daily_at, next_weekly_at
+    categories: set[str]
+    had: set[tuple[EditionKind, str]]
+
+
 class _Writer:
     """Writes one chunk of valid rows at a time."""
 
     def __init__(self, session: Session, ctx: ImportContext, report: ImportReport) -> None:
         self.session, self.ctx, self.report = session, ctx, report
         self._slots: dict[tuple[EditionKind, str], datetime] = {}
+        self._updates: list[dict[str, Any]] = []  # readers' new values, by primary key
+        self._dropped: list[dict[str, Any]] = []  # (sid, slug) categories they no longer take
+        self._added: list[dict[str, Any]] = []  # categories they take now
 
     def write(self, chunk: list[Row]) -> None:
         if not chunk:
@@ -215,20 +229,15 @@ class _Writer:
                 )
             )
         }
-        existing = {
-            s.email: s
-            for s in session.scalars(
-                select(Subscriber).where(among(session, Subscriber.email, emails))
-            )
-        }
+        known = self._known(emails)
         new: list[Row] = []
         for line, email, prefs, status in chunk:
             try:
                 reason = suppressed.get(email_hash(email))
                 if reason is not None:
                     raise ValidationError("email", f"is on the suppression list ({reason})")
-                if email in existing:
-                    self._update(existing[email], prefs)
+                if email in known:
+                    self._update(known[email], prefs)
                 elif status in _LEFT:
                     raise ValidationError(
                         "status", f"{status}: an address that left so is not added by import"
@@ -237,11 +246,30 @@ class _Writer:
                     new.append((line, email, prefs, status))
             except ValidationError as exc:
                 self.report.errors.append(RowError(line, exc.field, exc.problem))
-        session.flush()
+        self._write_updates()
         self._insert(new)
-        # Written (the transaction is still open): forget the objects so memory stays flat
-        # however long the file is.
-        session.expunge_all()
+
+    def _known(self, emails: list[str]) -> dict[str, _Known]:
+        """The chunk's readers already on the list, with their categories and the editions
+        they have: three queries for the chunk, not a few a row."""
+        session, s = self.session, Subscriber
+        rows = session.execute(
+            select(
+                s.id, s.email, s.status, s.unsubscribed_at, s.next_daily_at, s.next_weekly_at
+            ).where(among(session, s.email, emails))
+        ).all()
+        ids = [row.id for row in rows]
+        categories: dict[int, set[str]] = {i: set() for i in ids}
+        for subscriber_id, slug in session.execute(
+            select(SubscriberCategory.subscriber_id, SubscriberCategory.category).where(
+                among(session, SubscriberCategory.subscriber_id, ids)
+            )
+        ):
+            categories[subscriber_id].add(slug)
+        had = editions_had(session, ids, self.ctx.now)
+        return {
+            row.email: _Known(row, categories[row.id], had.get(row.id, set())) for row in rows
+        }
 
     def unsubscribe(self, rows: list[tuple[int, str]]) -> None:
         """Unsubscribe the readers of rows marked ``unsubscribed`` (one already gone stays
@@ -266,27 +294,64 @@ class _Writer:
         session.flush()
         session.expunge_all()
 
-    def _update(self, subscriber: Subscriber, prefs: Preferences) -> None:
-        status = subscriber.status
+    def _update(self, known: _Known, prefs: Preferences) -> None:
+        """A reader on the list takes the row's preferences (written by
+        :meth:`_write_updates`); a pending one is activated, the operator vouching."""
+        row, ctx = known.row, self.ctx
+        status = row.status
+        values: dict[str, Any] = {
+            "id": row.id,
+            "timezone": prefs.timezone,
+            "wants_daily": prefs.wants_daily,
+            "wants_weekly": prefs.wants_weekly,
+        }
         if status == SubscriberStatus.PAUSED:  # new choices, kept for when the pause ends
-            apply_preferences(subscriber, prefs)
-            self.report.updated += 1
+            self._changes(known, prefs, values)
             return
         if status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             raise ValidationError("email", f"is {status}; not re-subscribed by import")
-        if status == SubscriberStatus.PENDING and subscriber.unsubscribed_at is not None:
+        if status == SubscriberStatus.PENDING and row.unsubscribed_at is not None:
             raise ValidationError(
                 "email",
-                f"unsubscribed on {subscriber.unsubscribed_at:%Y-%m-%d} and has not confirmed "
+                f"unsubscribed on {row.unsubscribed_at:%Y-%m-%d} and has not confirmed "
                 "since; not re-subscribed by import",
             )
-        apply_preferences(subscriber, prefs)
         if status == SubscriberStatus.PENDING:
-            subscriber.status = SubscriberStatus.ACTIVE
-            subscriber.confirmed_at = subscriber.consent_at = self.ctx.now
-            subscriber.consent_source = self.ctx.source
-        reschedule(subscriber, self.ctx.now, self.ctx.daily_at, self.ctx.weekly_at)
+            values.update(status=SubscriberStatus.ACTIVE.value, confirmed_at=ctx.now)
+            values.update(consent_at=ctx.now, consent_source=ctx.source)
+        wants = Wants(prefs.timezone, prefs.wants_daily, prefs.wants_weekly)
+        values["next_daily_at"], values["next_weekly_at"] = next_instants(
+            wants,
+            (row.next_daily_at, row.next_weekly_at),
+            ctx.now,
+            (ctx.daily_at, ctx.weekly_at),
+            had=known.had,
+        )
+        self._changes(known, prefs, values)
+
+    def _changes(self, known: _Known, prefs: Preferences, values: dict[str, Any]) -> None:
+        reader, wanted = known.row.id, set(prefs.categories)
+        self._updates.append(values)
+        self._dropped += [{"sid": reader, "slug": c} for c in known.categories - wanted]
+        self._added += [{"subscriber_id": reader, "category": c} for c in wanted - known.categories]
         self.report.updated += 1
+
+    def _write_updates(self) -> None:
+        """The chunk's updates: one executemany a shape of row, one for the categories gone
+        and one for those added."""
+        session = self.session
+        if self._updates:
+            session.execute(update(Subscriber), self._updates)
+        if self._dropped:
+            table = cast(Table, SubscriberCategory.__table__)
+            session.execute(
+                table.delete().where(
+                    table.c.subscriber_id == bindparam("sid"), table.c.category == bindparam("slug")
+                ),
+                self._dropped,
+            )
+        insert_rows(session, SubscriberCategory.__table__, self._added)
+        self._updates, self._dropped, self._added = [], [], []
 
     def _insert(self, rows: list[Row]) -> None:
         """New subscribers in one statement, their categories in another. An address

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import cache
@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, object_session
 
+from digestd.bulk import among
 from digestd.content.categories import parse_categories
 from digestd.errors import ValidationError
 from digestd.models import (
@@ -241,7 +242,37 @@ def reschedule(
     since: datetime | None = None,
 ) -> None:
     """Point the next-due instants at the reader's next send times: on activation, a change
-    of zone, frequency or categories, a resumed pause, a sunset step.
+    of zone, frequency or categories, a resumed pause, a sunset step (:func:`next_instants`)."""
+    had = _editions_had(subscriber, min(now, since or now))
+    subscriber.next_daily_at, subscriber.next_weekly_at = next_instants(
+        Wants(subscriber.timezone, subscriber.wants_daily, subscriber.wants_weekly),
+        (subscriber.next_daily_at, subscriber.next_weekly_at),
+        now,
+        (daily_at, weekly_at),
+        since=since,
+        had=had,
+    )
+
+
+@dataclass(frozen=True)
+class Wants:
+    timezone: str
+    daily: bool
+    weekly: bool
+
+
+def next_instants(
+    wants: Wants,
+    current: tuple[datetime | None, datetime | None],
+    now: datetime,
+    at: tuple[time, time],
+    *,
+    since: datetime | None = None,
+    had: Container[tuple[EditionKind, str]] = (),
+) -> tuple[datetime | None, datetime | None]:
+    """A reader's next daily and weekly send instants (None: not wanted). ``current``: the
+    instants they have, ``at``: the daily and weekly send times, ``had``: the editions
+    they have a queue row for (:func:`editions_had`).
 
     A send time is the first after ``now``, or at or after ``since`` (the end of a pause
     that ended while digestd was down: that day's digests are caught up on), with two
@@ -252,28 +283,22 @@ def reschedule(
     west, the next 07:00 in the new zone can be on the date they were just sent, which the
     planner would skip while the preferences page and the welcome email promised it.
     """
-    zone = ZoneInfo(subscriber.timezone)
-    had = _editions_had(subscriber, min(now, since or now))
-    for kind, wanted, at in (
-        (EditionKind.DAILY, subscriber.wants_daily, daily_at),
-        (EditionKind.WEEKLY, subscriber.wants_weekly, weekly_at),
+    zone = ZoneInfo(wants.timezone)
+    found: list[datetime | None] = []
+    for kind, wanted, was, send_at in (
+        (EditionKind.DAILY, wants.daily, current[0], at[0]),
+        (EditionKind.WEEKLY, wants.weekly, current[1], at[1]),
     ):
-        current = (
-            subscriber.next_daily_at if kind is EditionKind.DAILY else subscriber.next_weekly_at
-        )
         after = now
-        if current is not None and now - _EVERY[kind] < current <= now:  # owed, not stale
-            after = current - _JUST_BEFORE
+        if was is not None and now - _EVERY[kind] < was <= now:  # owed, not stale
+            after = was - _JUST_BEFORE
         elif since is not None:
             after = since - _JUST_BEFORE
-        slot = next_slot(kind, after, zone, at)
+        slot = next_slot(kind, after, zone, send_at)
         while (kind, slot.period) in had:
-            slot = next_slot(kind, slot.at, zone, at)
-        due = slot.at if wanted else None
-        if kind is EditionKind.DAILY:
-            subscriber.next_daily_at = due
-        else:
-            subscriber.next_weekly_at = due
+            slot = next_slot(kind, slot.at, zone, send_at)
+        found.append(slot.at if wanted else None)
+    return found[0], found[1]
 
 
 _EVERY = {EditionKind.DAILY: timedelta(days=1), EditionKind.WEEKLY: timedelta(days=7)}
@@ -286,13 +311,23 @@ def _editions_had(subscriber: Subscriber, since: datetime) -> set[tuple[EditionK
     session = object_session(subscriber)
     if session is None or subscriber.id is None:  # a new reader has none
         return set()
+    return editions_had(session, [subscriber.id], since).get(subscriber.id, set())
+
+
+def editions_had(
+    session: Session, subscriber_ids: Iterable[int], since: datetime
+) -> dict[int, set[tuple[EditionKind, str]]]:
+    """:func:`_editions_had` of many readers in one query (an import's chunk)."""
     earliest = (since - timedelta(days=9)).date().isoformat()
     rows = session.execute(
-        select(Edition.kind, Edition.period)
+        select(Delivery.subscriber_id, Edition.kind, Edition.period)
         .join(Delivery, Delivery.edition_id == Edition.id)
-        .where(Delivery.subscriber_id == subscriber.id, Edition.period >= earliest)
+        .where(among(session, Delivery.subscriber_id, subscriber_ids), Edition.period >= earliest)
     )
-    return {(EditionKind(kind), period) for kind, period in rows}
+    found: dict[int, set[tuple[EditionKind, str]]] = {}
+    for subscriber_id, kind, period in rows:
+        found.setdefault(subscriber_id, set()).add((EditionKind(kind), period))
+    return found
 
 
 def apply_preferences(subscriber: Subscriber, prefs: Preferences) -> None:
