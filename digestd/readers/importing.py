@@ -267,9 +267,7 @@ class _Writer:
         ):
             categories[subscriber_id].add(slug)
         had = editions_had(session, ids, self.ctx.now)
-        return {
-            row.email: _Known(row, categories[row.id], had.get(row.id, set())) for row in rows
-        }
+        return {row.email: _Known(row, categories[row.id], had.get(row.id, set())) for row in rows}
 
     def unsubscribe(self, rows: list[tuple[int, str]]) -> None:
         """Unsubscribe the readers of rows marked ``unsubscribed`` (one already gone stays
