@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from datetime import UTC, datetime, time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from digestd.readers.subscribers import (
     normalise_email,
     parse_preferences,
 )
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_digestd
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 HEADER = "email,categories,frequency,timezone\n"
@@ -370,6 +371,97 @@ def test_a_paused_reader_in_an_export_imports_back_and_stays_paused(
     assert (away.status, away.paused_until) == (SubscriberStatus.PAUSED, until)
     assert away.category_slugs == ["robotics"] and away.wants_weekly and not away.wants_daily
     assert away.next_daily_at is None and away.next_weekly_at is None
+
+
+def test_a_long_import_commits_chunk_by_chunk_so_readers_are_not_held_up(
+    database_url: str,
+) -> None:
+    """2 500 rows are three chunks. After the first, another connection (a reader's
+    one-click unsubscribe, as the web would make it) sees those rows and writes at once:
+    the import held SQLite's one write lock, and PostgreSQL's rows, for its whole length
+    (an unsubscribe failed after 30 s during a 140 000-row import)."""
+    from digestd.readers.importing import ImportContext, import_csv
+    from digestd.readers.lifecycle import unsubscribe
+
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    rows = "".join(f"r{n}@example.com,ai,daily,UTC\n" for n in range(2500))
+    seen: list[int] = []
+
+    def meanwhile() -> None:
+        with sessions.begin() as other:
+            seen.append(other.scalar(select(func.count()).select_from(Subscriber)) or 0)
+            if len(seen) == 1:
+                reader = other.scalars(
+                    select(Subscriber).where(Subscriber.email == "r7@example.com")
+                ).one()
+                assert unsubscribe(reader, NOW, via="link")
+
+    ctx = ImportContext(NOW, "import:long.csv", "UTC", time(7), time(8))
+    with sessions() as session:
+
+        def commit() -> None:
+            session.commit()
+            meanwhile()
+
+        report = import_csv(session, io.StringIO(HEADER + rows), ctx, commit=commit)
+        session.commit()
+    assert report.added == 2500 and seen == [1000, 2000]
+    found = _subscribers(database_url)
+    assert found["r7@example.com"].status == SubscriberStatus.UNSUBSCRIBED
+    engine.dispose()
+
+
+def test_a_line_that_is_not_utf8_is_that_rows_error(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Latin-1 editor touched one line of a big file: that line is named, the rest go in
+    (the whole file was refused, naming no line)."""
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        HEADER.encode() + b"ok@example.com,ai,daily,UTC\n"
+        b"ren\xe9@example.com,ai,daily,UTC\n"
+        b"also@example.com,ai,daily,Europe/Z\xfcrich\n"
+        b"fine@example.com,ai,daily,UTC\n"
+    )
+    with time_machine.travel(NOW, tick=False):
+        assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 1
+    out, err = capsys.readouterr()
+    assert "rejected line 3: row: not UTF-8 text (save the file as UTF-8)" in err
+    assert "rejected line 4: row: not UTF-8 text" in err
+    assert out == "subscribers: 2 added, 0 updated, 2 rejected\n"
+    assert sorted(_subscribers(env["DIGESTD_DATABASE_URL"])) == [
+        "fine@example.com",
+        "ok@example.com",
+    ]
+
+
+@pytest.mark.parametrize("how", ["dash", "dev-stdin"])
+def test_a_list_piped_in_is_imported(env: dict[str, str], how: str, tmp_path: Path) -> None:
+    """``zcat list.csv.gz | digestd subscribers import -``: the pipe was read to the end
+    to size the progress bar, and the import then saw no header ("missing email, ...")."""
+    body = (HEADER + "piped@example.com,ai,daily,UTC\n").encode()
+    name = "-" if how == "dash" else "/dev/stdin"
+    result = run_digestd(env, "subscribers", "import", name, stdin=body)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"subscribers: 1 added, 0 updated, 0 rejected\n"
+    reader = _subscribers(env["DIGESTD_DATABASE_URL"])["piped@example.com"]
+    assert reader.consent_source == ("import:standard input" if how == "dash" else "import:stdin")
+
+
+def test_a_file_name_in_another_encoding_is_recorded_not_a_crash(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = os.fsencode(tmp_path) + b"/abonn\xe9s.csv"  # Latin-1, as a Windows share keeps it
+    with open(path, "wb") as f:
+        f.write((HEADER + "latin@example.com,ai,daily,UTC\n").encode())
+    result = run_digestd(env, "subscribers", "import", os.fsdecode(path))
+    assert result.returncode == 0, result.stderr
+    reader = _subscribers(env["DIGESTD_DATABASE_URL"])["latin@example.com"]
+    assert reader.consent_source == "import:abonn\ufffds.csv"
 
 
 def test_delete_erases_personal_data_and_keeps_only_a_hash(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import os
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,29 +26,28 @@ from digestd.ops.progress import progress
 def import_(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.readers.importing import ImportContext, import_csv
 
-    try:
-        stream: TextIO = open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
+    stream, name = _csv_input(args.file)
     ctx = ImportContext(
         now=datetime.now(UTC),
-        source=f"import:{Path(args.file).name}",
+        source=f"import:{name}",
         default_timezone=settings.default_timezone,
         daily_at=settings.daily_time,
         weekly_at=settings.weekly_time,
     )
+    total = _count_lines(args.file)
     with (
         stream,
         database(settings) as sessions,
-        progress(f"Importing {Path(args.file).name}", _count_lines(args.file)) as advance,
-        sessions.begin() as session,
+        progress(f"Importing {name}", total) as advance,
+        sessions() as session,
     ):
         try:
-            report = import_csv(session, stream, ctx, advance)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{args.file} is not UTF-8 text") from exc
+            # A chunk at a time, each committed: readers' unsubscribes and the sending
+            # are not held up behind a long import (SQLite has one writer at a time).
+            report = import_csv(session, stream, ctx, advance, commit=session.commit)
         except csv.Error as exc:
             raise InputError(f"{args.file} is not valid CSV: {exc}") from exc
+        session.commit()
     for error in report.errors:
         print(f"rejected {error}", file=sys.stderr)
     print(
@@ -56,9 +58,31 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def _count_lines(path: str) -> int | None:
-    """Physical lines after the header: the progress bar's total (cheap even at 1 M rows)."""
+def _csv_input(path: str) -> tuple[TextIO, str]:
+    """The file (``-``: standard input) as text, and the name the import is recorded by.
+    Bytes that are not UTF-8 reach the import as they are (surrogate escapes), which
+    rejects their rows by line."""
+    if path == "-":
+        stream = io.TextIOWrapper(
+            sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        return stream, "standard input"
     try:
+        opened = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    # A file name in another encoding than the system's (a Latin-1 "abonnés.csv"): shown
+    # and recorded with a replacement character, never a crash.
+    name = os.fsencode(Path(path).name).decode("utf-8", "replace")
+    return opened, name
+
+
+def _count_lines(path: str) -> int | None:
+    """Physical lines after the header: the progress bar's total (cheap even at 1 M rows).
+    None for what is not a regular file: a pipe read to count it would be used up."""
+    try:
+        if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             newlines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         return max(0, newlines - 1)

@@ -12,16 +12,22 @@ as ``digestd subscribers unsubscribe`` does. A new address said to have ``bounce
 ``paused`` is added paused; otherwise a status changes nothing by itself. A paused reader
 keeps the pause and takes the row's preferences.
 
+Each chunk of rows is written and committed on its own (``commit``), so the readers'
+unsubscribes, signups and the sending go on during a long import (SQLite has one writer
+at a time). An import cut short has imported its first chunks; running it again finishes
+it (a row already imported changes nothing). A file refused whole (its header) imports
+nothing; a line that is not UTF-8 is that row's error.
+
 Per chunk of rows: one query for suppressed addresses, three for those already on the list
 (the readers, their categories, the editions they have), an executemany of their new values
 by primary key and of their categories dropped and added, one multi-row insert for the new
-subscribers (``RETURNING`` their ids) and one for their categories. The whole import is one
-transaction: a crash half-way leaves nothing half-imported.
+subscribers (``RETURNING`` their ids) and one for their categories.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +62,8 @@ from digestd.readers.subscribers import (
 )
 
 IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")
+# Bytes that were not UTF-8, as the file's reader hands them on (surrogate escapes).
+_UNDECODED = re.compile("[\udc80-\udcff]")
 IMPORT_CHUNK = 1000
 
 
@@ -97,10 +105,11 @@ def import_csv(
     stream: TextIO,
     ctx: ImportContext,
     advance: Callable[[int], None] = lambda lines: None,
+    commit: Callable[[], None] = lambda: None,
 ) -> ImportReport:
     """Import ``email,categories,frequency,timezone`` rows as active subscribers; each bad
     row is reported by its line and the rest imported. ``advance`` hears how many physical
-    lines were read (a progress bar)."""
+    lines were read (a progress bar); ``commit`` is called after each chunk is written."""
     reader = csv.reader(stream)
     header = _header(next(reader, []))
     report = ImportReport()
@@ -121,6 +130,8 @@ def import_csv(
             continue  # a blank line
         row = dict(zip(header, cells, strict=False))
         try:
+            if _UNDECODED.search("".join(cells)):
+                raise ValidationError("row", "not UTF-8 text (save the file as UTF-8)")
             email = addresses.normalise(_cell(row, "email") or "")
             status = _status(row)
             if status == SubscriberStatus.UNSUBSCRIBED:
@@ -143,9 +154,11 @@ def import_csv(
         if len(chunk) >= IMPORT_CHUNK:
             writer.write(chunk)
             chunk = []
+            commit()
         if len(leaving) >= IMPORT_CHUNK:
             writer.unsubscribe(leaving)
             leaving = []
+            commit()
     writer.write(chunk)
     writer.unsubscribe(leaving)
     report.errors.sort(key=lambda e: e.line)

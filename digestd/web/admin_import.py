@@ -2,9 +2,10 @@
 its own (the CLI's import, :func:`~digestd.readers.importing.import_csv`), with a page
 that follows its progress and then shows its per-line report.
 
-An import is one transaction: it lands whole or, if the file is refused (a wrong header),
-not at all. Its progress lives in the process that runs it (the page reloads itself
-while it runs); one import runs at a time, the last few are listed.
+An import is committed a chunk at a time (the readers' own changes and the sending are
+not held up behind it); a file refused whole (a wrong header, not UTF-8) imports nothing.
+Its progress lives in the process that runs it (the page reloads itself while it runs);
+one import runs at a time, the last few are listed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from digestd.web.errors import WebError
 
 log = logging.getLogger("digestd.admin")
 KEPT = 10  # finished imports listed on the page
+# An import is committed a thousand rows at a time: one cut short imported its first ones.
+_PARTLY = "rows before it may have been imported: import the file again to finish"
 SHOWN_ERRORS = 1000  # rejected lines listed on a report
 
 
@@ -128,21 +131,21 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
         job.read += lines
 
     try:
-        with w.sessions.begin() as session:
-            job.report = import_csv(session, io.StringIO(text, newline=""), ctx, advance)
+        with w.sessions() as session:
+            stream = io.StringIO(text, newline="")
+            job.report = import_csv(session, stream, ctx, advance, commit=session.commit)
+            session.commit()
     except InputError as exc:
         job.problem = str(exc)
     except csv.Error as exc:
         job.problem = f"not valid CSV: {exc}"
     except SQLAlchemyError as exc:
         log.error("admin import of %s failed", job.name, exc_info=exc)
-        job.problem = (
-            f"the database refused the import ({type(exc).__name__}); nothing was imported"
-        )
+        job.problem = f"the database refused the import ({type(exc).__name__}); {_PARTLY}"
     finally:
         job.finished_at = w.clock()
         if job.report is None and job.problem is None:
-            job.problem = "stopped by an unexpected error (see the log); nothing was imported"
+            job.problem = f"stopped by an unexpected error (see the log); {_PARTLY}"
         report = job.report
         extra = (
             {
