@@ -112,3 +112,66 @@ def test_a_database_blip_while_recording_is_retried_not_repeated(env: dict[str, 
     assert dict(sink.delivered) == {a: 1 for a in readers}
     assert waits == [0.25, 0.5]  # backed off, then recorded
     assert {status for status, _, _, _ in _rows(service).values()} == {DeliveryStatus.SENT}
+
+
+class Instant:
+    """A relay that takes each message in thirty turns of the event loop (no I/O)."""
+
+    concurrency = 4
+    name = "instant"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        for _ in range(30):
+            await asyncio.sleep(0)
+        self.sent.append(recipient)
+        return "250 2.0.0 Ok"
+
+    async def close(self) -> None:
+        pass
+
+
+def test_while_outcomes_cannot_be_written_no_more_messages_start(env: dict[str, str]) -> None:
+    """The database goes away mid-batch: every message sent while its write is retried
+    would be sent again after the lease (264 of 300 readers twice, with PostgreSQL stopped
+    for two minutes). Only what was already on the wire goes; the rest of the batch is
+    released, and goes out once the write succeeds: each reader once."""
+    readers = [f"reader{i:02d}@example.com" for i in range(40)]
+    transport = Instant()
+    settings = load_settings(env)
+    settings = replace(settings, delivery=replace(settings.delivery, batch=40))
+    service = Service.build(settings, transport=transport)
+    _seed(service, readers)
+    store = service.sender.store
+    record = store.record
+    down = [True]
+    sent_when_down: list[int] = []
+
+    def failing(outcomes: Sequence[Outcome], now: datetime) -> None:
+        if down[0]:
+            raise OperationalError("UPDATE deliveries", {}, Exception("server closed"))
+        record(outcomes, now)
+
+    async def outage(seconds: float) -> None:
+        sent_when_down.append(len(transport.sent))
+        for _ in range(200):  # time enough, in turns of the loop, for dozens of messages
+            await asyncio.sleep(0)
+        if len(sent_when_down) == 3:
+            down[0] = False  # back after three tries
+        sent_when_down.append(len(transport.sent))
+
+    store.record = failing  # type: ignore[method-assign]
+    service.sender.sleep = outage
+
+    async def scenario() -> None:
+        enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+        await service.sender.deliver_due(SENT_AT)
+        await service.close()
+
+    asyncio.run(scenario())
+    first_failure, back = sent_when_down[0], sent_when_down[-1]
+    assert back - first_failure <= transport.concurrency  # only those already on the wire
+    assert sorted(transport.sent) == readers  # each once, the rest after the outage
+    assert {status for status, _, _, _ in _rows(service).values()} == {DeliveryStatus.SENT}

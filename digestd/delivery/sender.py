@@ -16,7 +16,9 @@ carries the same Message-ID.
 A batch never outlives its lease: messages not started by 80 % of the lease (counted from
 the claim, so time spent waiting behind the previous batch counts), or when the process is
 told to stop, or while sending is paused after a burst of failures, are *released* (back to
-``queued``, attempt not counted) instead of being sent late.
+``queued``, attempt not counted) instead of being sent late. So are those not started while
+a write of outcomes is failing (the database went away): they could not be recorded
+either, and each would go out again; the next batch waits for that write.
 
 Each message is composed and handed over by :mod:`digestd.delivery.handover`, which also
 holds the breakers that pause sending.
@@ -260,6 +262,8 @@ class _Run:
         self.took = 0.0  # seconds the last batch took to send
         # Refusals waiting for their run of identical refusals to be decided (storms.py).
         self.held: list[tuple[Job, Result]] = []
+        # A write of outcomes failed and is being retried: no message starts meanwhile.
+        self.stalled = False
 
     def clock(self) -> datetime:
         return self.now + timedelta(seconds=self.sender.monotonic() - self.started)
@@ -276,6 +280,8 @@ class _Run:
         """The next batch: the one claimed ahead, else a fresh claim once every outcome so
         far is written (rows released before are claimable again); when the queue looks
         empty, ``more`` may say rows are still coming."""
+        if self.stalled:  # nothing more is sent before what was sent can be recorded
+            await self.recorder.settle()
         batch = None
         if self.ahead is not None:
             batch, self.ahead = await self.ahead, None
@@ -340,6 +346,7 @@ class _Run:
                 or self.sender.paused
                 or self.sender.monotonic() > batch.deadline
                 or self.recorder.failed is not None
+                or self.stalled
             )
 
         if hold():
@@ -415,8 +422,12 @@ class _Run:
         while True:
             try:
                 await self.sender.in_thread(self.sender.store.record, outcomes, now)
+                self.stalled = False
                 return
             except (OperationalError, InterfaceError) as exc:
+                # Messages sent from here on could not be recorded either: each would go
+                # out again after its lease. The rest of the batch is released instead.
+                self.stalled = True
                 if self.sender.monotonic() + delay > give_up:
                     raise
                 log.warning(
