@@ -612,6 +612,20 @@ def _timezone(name: str) -> str:
 DevKey = Literal["create", "existing", "throwaway"]
 
 
+def _catchup_covers_a_tick(settings: Settings) -> None:
+    """An edition is planned at the first tick after its send time, up to a tick late: a
+    catch-up window shorter than two ticks would skip readers as late at an ordinary tick
+    (0 skipped every edition, under ``digestd run``, whose ticks fall at any second)."""
+    tick = settings.delivery.tick_seconds
+    if settings.catchup_hours * 3600 < 2 * tick:
+        raise ConfigError(
+            PREFIX + "CATCHUP_HOURS",
+            f"must be at least two ticks ({2 * tick / 3600:.3g} hours with "
+            f"{PREFIX}TICK_SECONDS={tick:g}): an edition is planned up to a tick after its "
+            "send time, and one later than the window is skipped",
+        )
+
+
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, *, dev_key: DevKey = "create"
 ) -> Settings:
@@ -663,6 +677,7 @@ def load_settings(
         else None,
     )
     get.refuse_unknown()
+    _catchup_covers_a_tick(settings)
     settings = replace(settings, unknown_variables=get.unknown_in_environment())
     if settings.secret_keys:
         return settings

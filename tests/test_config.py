@@ -182,6 +182,28 @@ def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: st
 
 
 @pytest.mark.parametrize(
+    "values",
+    [
+        {"DIGESTD_CATCHUP_HOURS": "0"},  # the README said 0-168: it skipped every edition
+        {"DIGESTD_CATCHUP_HOURS": "0.01"},
+        {"DIGESTD_TICK_SECONDS": "86400"},  # ticks a day apart, a 6-hour window
+    ],
+    ids=["zero", "36-seconds", "daily-ticks"],
+)
+def test_a_catch_up_window_shorter_than_two_ticks_is_refused(
+    tmp_path: Path, values: dict[str, str]
+) -> None:
+    """An edition is planned at the first tick after its send time: with a window shorter
+    than that, every reader was skipped as late, exit 0 and no word."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DIGESTD_DATA_DIR": str(tmp_path), **values})
+    assert caught.value.variable == "DIGESTD_CATCHUP_HOURS"
+    assert "at least two ticks" in str(caught.value)
+    fine = {"DIGESTD_CATCHUP_HOURS": "0.05", "DIGESTD_TICK_SECONDS": "60"}
+    assert load_settings({"DIGESTD_DATA_DIR": str(tmp_path), **fine}).catchup_hours == 0.05
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "smtp://relay:hunter2-secret@mail.example.com:notaport",
