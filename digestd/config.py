@@ -362,10 +362,18 @@ def _parse_from(variable: str, raw: str) -> tuple[str, str]:
         raise ConfigError(variable, "must be one address, as Name <address> or address")
     name, address = parseaddr(raw)
     try:
-        address = validate_email(address, check_deliverability=False).normalized
+        valid = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ConfigError(variable, f"not a valid address ({exc})") from exc
-    return name, address
+    # Headers and envelopes go to relays that may not speak SMTPUTF8: an internationalised
+    # domain is written as its A-label (xn--...), which mail clients show as it reads.
+    if valid.ascii_email is None:
+        raise ConfigError(
+            variable,
+            "the part before @ must be ASCII (letters a-z, digits, . _ + -): relays "
+            "without SMTPUTF8 cannot carry it",
+        )
+    return name, valid.ascii_email
 
 
 def _parse_delivery(get: Get) -> DeliveryTuning:

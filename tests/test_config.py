@@ -172,6 +172,7 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_DAILY_HOUR", "\u0667"),  # Arabic-Indic 7: int() reads it
         ("DIGESTD_FROM", "a@example.com, b@example.com"),
         ("DIGESTD_FROM", "Tech Pulse <digest@example.com"),
+        ("DIGESTD_FROM", "Tech Pulse <ü@example.com>"),  # passed, then every send crashed
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -179,6 +180,21 @@ def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: st
         load_settings({"DIGESTD_DATA_DIR": str(tmp_path), variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(variable)
+
+
+def test_an_internationalised_sender_domain_is_written_as_its_a_label(tmp_path: Path) -> None:
+    """It passed validation, then run, tick, preview and send-test died composing (an
+    address that could not be ASCII)."""
+    from digestd.mail.composer import Composer
+    from digestd.tokens import Tokens
+
+    settings = load_settings(
+        {"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_FROM": "Tech Pülse <digest@exämple.com>"}
+    )
+    assert settings.from_address == "digest@xn--exmple-cua.com"
+    assert settings.from_domain == "xn--exmple-cua.com"
+    composer = Composer(settings, Tokens(settings.secret_keys))
+    assert composer.from_header.isascii() and "digest@xn--exmple-cua.com" in composer.from_header
 
 
 @pytest.mark.parametrize(
