@@ -6,9 +6,10 @@ Ticks run in their own task, never inside an APScheduler job: shutting the sched
 cancels running jobs, and a tick cancelled between claiming rows and recording their
 outcomes would leave them leased until the lease runs out.
 
-SIGTERM/SIGINT: the HTTP server stops accepting and finishes its open requests; no new tick
-starts and no new batch is claimed; in the batch in flight, messages already handed to SMTP
-finish (their outcomes are recorded) and the rest are released to the queue. The process
+SIGTERM/SIGINT/SIGHUP: the HTTP server stops accepting and finishes its open requests
+(within ``web.server.GRACEFUL_SECONDS``); no new tick starts and no new batch is claimed;
+in the batch in flight, messages already handed to SMTP finish (their outcomes are
+recorded) and the rest are released to the queue. The process
 exits 0 within about one SMTP timeout (bounded by ``STOP_TIMEOUT``; anything still leased
 then is picked up by the next worker when its lease expires).
 """
@@ -40,6 +41,9 @@ from digestd.web.server import EmbeddedServer, http_server, listen_socket, open_
 log = logging.getLogger("digestd")
 
 STOP_TIMEOUT = 60.0  # seconds to wait for the batch in flight on SIGTERM
+# SIGHUP too (a closed terminal, a reload habit): its default killed the process mid-send,
+# leaving its batch leased and the messages on the wire to be sent again.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 async def serve(
@@ -76,7 +80,7 @@ class Daemon:
 
     async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stopping.set)
         app = create_app(self.service)
         inbound = await start_inbound(self.service, app.state.web)

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import free_port
 from tests.web_helpers import SIGNUP
 
@@ -43,7 +45,11 @@ def _get(url: str) -> tuple[int, bytes]:
         return int(response.status), bytes(response.read())
 
 
-def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["term", "hup"])
+def test_run_serves_pages_and_stops_cleanly_on_sigterm(
+    env: dict[str, str], tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGHUP (a closed terminal) stops it as SIGTERM does: its default killed it mid-send."""
     port = free_port()
     process = _start(env, port, tmp_path, "127.0.0.1", "--verbose")  # idle ticks show at DEBUG
     try:
@@ -60,7 +66,7 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_
         assert (health["status"], health["database"], health["scheduler"]) == ("ok", "ok", "ok")
         status, body = _get(f"http://127.0.0.1:{port}/subscribe?categories=ai")
         assert status == 200 and b"All Technology" in body
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         _, rest = process.communicate(timeout=WAIT_S)
         stderr = b"".join(seen) + rest
     finally:
@@ -73,6 +79,30 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(env: dict[str, str], tmp_
     assert re.search(r"\[debug\s*\] tick ", log)  # the scheduler ran in the same process
     assert "stopped" in log
     assert "Traceback" not in log
+
+
+def test_a_half_sent_request_does_not_hold_up_the_stop(env: dict[str, str], tmp_path: Path) -> None:
+    """A client that sent part of a body and went quiet kept the process up for the body's
+    timeout (60 s) after SIGTERM, past Docker's 10 s: then it was killed mid-stop."""
+    port = free_port()
+    process = _start(env, port, tmp_path)
+    try:
+        assert process.stderr is not None
+        while b"digestd running" not in (line := process.stderr.readline()):
+            assert line, "exited before serving"
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            head = "POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+            client.sendall(head.encode())
+            _get(f"http://127.0.0.1:{port}/healthz")  # the request above is being read
+            process.send_signal(signal.SIGTERM)
+            # Bounded by the graceful timeout (5 s), not the body's (60 s).
+            _, rest = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest.decode()
+    assert "stopped" in rest.decode()
 
 
 def test_run_with_the_port_taken_is_a_clear_config_error(

@@ -52,18 +52,22 @@ def tick(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# SIGHUP too: a closed terminal killed a tick mid-send (as digestd run, digestd.daemon).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _stop_on_signals(stopped: list[int]) -> None:
-    """SIGTERM or Ctrl-C: the messages on the wire finish and are recorded, the rest stay
-    queued (killed at once, a tick's accepted messages were sent again by the next). A
+    """SIGTERM, Ctrl-C or SIGHUP: the messages on the wire finish and are recorded, the rest
+    stay queued (killed at once, a tick's accepted messages were sent again by the next). A
     second signal is the default one: it ends the process at once."""
     loop = asyncio.get_running_loop()
 
     def stop(signum: int) -> None:
         stopped.append(signum)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)
 
 

@@ -32,6 +32,7 @@ BACKLOG = 2048  # the kernel's queue of connections not yet accepted
 # connection_made() (a few loop iterations later) can refuse it, so a burst of a whole
 # BACKLOG at once would take every descriptor the database and templates need.
 ACCEPT_BATCH = 64
+GRACEFUL_SECONDS = 5  # open requests finish within this once digestd is told to stop
 # Loggers that can write a line per connection or per retry under a flood.
 NOISY_LOGGERS = ("asyncio", "uvicorn.error")
 
@@ -112,6 +113,9 @@ def http_server(app: ASGIApp, settings: Settings, limits: ConnectionLimits) -> E
         timeout_keep_alive=limits.keep_alive_seconds,
         h11_max_incomplete_event_size=limits.max_head_bytes,
         backlog=ACCEPT_BATCH,
+        # On SIGTERM, requests still open after this are cut: a client holding a request
+        # half-sent kept the process up for its body timeout (60 s), past Docker's 10 s.
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     quiet_noisy_loggers()
     return EmbeddedServer(config, guard)
