@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, quote, urlsplit
 
 from digestd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 ADMIN_TOKEN_MIN = 24
 GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -169,8 +172,29 @@ def database_url(variable: str, raw: str) -> str:
     if scheme.lower() != "sqlite":
         raw = "postgresql+psycopg://" + rest
     try:
-        make_url(raw)
+        url = make_url(raw)
     except (ArgumentError, ValueError) as exc:
         # The message would quote the URL and so its password: name the problem only.
         raise ConfigError(variable, f"not a valid {scheme} URL ({type(exc).__name__})") from exc
+    if url.get_backend_name() == "sqlite":
+        _sqlite_arguments(variable, url)
     return raw
+
+
+def _sqlite_arguments(variable: str, url: URL) -> None:
+    """The driver's reading of the URL's query (``?timeout=5``), done now: a bad value was a
+    traceback at the first connection, an unknown name a warning quoting source code."""
+    import warnings
+
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SAWarning)
+        try:
+            SQLiteDialect_pysqlite().create_connect_args(url)
+        except SAWarning as exc:  # "Query string argument(s) 'foo' are not accepted ..."
+            said = str(exc).split(" by the", 1)[0]
+            raise ConfigError(variable, f"{said} by SQLite") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(variable, f"a query argument SQLite cannot read: {exc}") from exc

@@ -173,6 +173,11 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_FROM", "a@example.com, b@example.com"),
         ("DIGESTD_FROM", "Tech Pulse <digest@example.com"),
         ("DIGESTD_FROM", "Tech Pulse <ü@example.com>"),  # passed, then every send crashed
+        # The driver read these at the first connection: a traceback, or a warning quoting
+        # source code and the argument ignored.
+        ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?timeout=abc"),
+        ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?check_same_thread=maybe"),
+        ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?foo=bar"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
