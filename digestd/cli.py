@@ -310,6 +310,16 @@ def _collect_from_here() -> None:
         gc.enable()
 
 
+def _stdout_for_the_daemon(target: str) -> bool:
+    """``digestd run`` writes nothing to standard output: a closed one becomes /dev/null
+    (Python would fail flushing it at exit). True when that was done."""
+    if target != "digestd.cli:cmd_run":
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    return True
+
+
 def _load(target: str) -> Command:
     module, _, name = target.partition(":")
     function: Command = getattr(importlib.import_module(module), name)
@@ -318,6 +328,11 @@ def _load(target: str) -> Command:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None and not _stdout_for_the_daemon(args.target):
+        # ``>&-``: the command would do its work and then fail writing its answer (an
+        # import stored, then a traceback). Refused before anything is done.
+        print("digestd: standard output is closed: nothing was done", file=sys.stderr)
+        return 1
     # Imported after parsing: --help and --version need none of it.
     from sqlalchemy.exc import SQLAlchemyError
 

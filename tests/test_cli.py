@@ -290,6 +290,28 @@ def test_export_into_a_pipe_closed_early_stops_quietly(env: dict[str, str], tmp_
     assert export.stderr.read() == b""
 
 
+@pytest.mark.parametrize(
+    "args", [["subscribers", "import", "LIST"], ["stats"], ["subscribers", "export"]]
+)
+def test_a_closed_standard_output_is_refused_before_anything_is_done(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    """``digestd ... >&-``: the import was stored, then a traceback writing its summary."""
+    readers = _readers_csv(tmp_path / "r.csv", 3)
+    argv = [str(readers) if a == "LIST" else a for a in args]
+    closed = subprocess.run(
+        [*DIGESTD, *argv],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),  # the child's own standard output, closed
+        timeout=60,
+    )
+    assert closed.returncode == 1
+    assert closed.stderr == b"digestd: standard output is closed: nothing was done\n"
+    exported = run_digestd(env, "subscribers", "export")
+    assert exported.stdout.decode().splitlines()[1:] == []  # nobody imported
+
+
 def test_an_interrupted_export_says_so(env: dict[str, str], tmp_path: Path) -> None:
     """Ctrl-C while the rows go out: the file has what was written, and the operator is
     told it is not the whole (before, nothing was said)."""
