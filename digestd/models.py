@@ -480,3 +480,13 @@ class SettingSince(Base):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
     since: Mapped[datetime]
+
+
+class AdminSignout(Base):
+    """An operator session signed out before its cookie expired: that cookie is refused
+    (:mod:`digestd.web.admin_auth`). Kept until ``expires_at``, when the cookie dies anyway."""
+
+    __tablename__ = "admin_signouts"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime]

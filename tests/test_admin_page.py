@@ -13,7 +13,7 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
-from digestd.models import Delivery, DeliveryStatus
+from digestd.models import AdminSignout, Delivery, DeliveryStatus
 from digestd.service import Service
 from digestd.web.app import create_app
 from digestd.web.charts import Series, bar_chart, nice_scale
@@ -119,6 +119,43 @@ def test_signing_out_needs_the_form_and_drops_the_cookie(web: WebRig) -> None:
     assert answer.status_code == 303
     assert 'digestd_admin=""' in answer.headers["set-cookie"]
     assert "Operator sign-in" in web.client.get("/admin").text
+
+
+def test_a_session_signed_out_stays_out_even_with_a_copy_of_its_cookie(web: WebRig) -> None:
+    """Sign out on a borrowed machine, or after a cookie leaked: the copy taken before kept
+    opening the admin for its remaining 12 hours. Another operator's session goes on."""
+    app, base = web.client.app, "https://digest.example.com"
+    with (
+        TestClient(app, base_url=base, follow_redirects=False) as thief,
+        TestClient(app, base_url=base, follow_redirects=False) as other,
+    ):
+        with time_machine.travel(NOW, tick=False):
+            _sign_in(web)
+            thief.cookies.set("digestd_admin", web.client.cookies["digestd_admin"], path="/admin")
+            assert "<h1>Operations</h1>" in thief.get("/admin").text
+            assert _sign_in_with(other).status_code == 303
+            page = web.client.get("/admin")
+            signed_out = web.client.post("/admin/logout", data={"csrf": csrf_of(page.text)})
+            assert signed_out.status_code == 303
+            assert "Operator sign-in" in thief.get("/admin").text
+            assert thief.post("/admin/feeds", data={}).status_code == 401
+            assert "<h1>Operations</h1>" in other.get("/admin").text  # its own session
+            _sign_in(web)  # and the operator may sign in again
+            assert "<h1>Operations</h1>" in web.client.get("/admin").text
+        with time_machine.travel(NOW + timedelta(hours=13), tick=False):
+            _sign_in_with(other)
+            page = other.get("/admin")
+            other.post("/admin/logout", data={"csrf": csrf_of(page.text)})
+    with web.service.sessions() as session:  # the first sign-out's row went with its cookie
+        assert session.query(AdminSignout).count() == 1
+
+
+def _sign_in_with(client: TestClient) -> httpx.Response:
+    page = client.get("/admin")
+    answer: httpx.Response = client.post(
+        "/admin/login", data={"csrf": csrf_of(page.text), "token": TOKEN}
+    )
+    return answer
 
 
 def test_without_an_admin_token_the_page_is_a_403(env: dict[str, str]) -> None:

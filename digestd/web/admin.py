@@ -34,6 +34,7 @@ from digestd.web.admin_auth import (
     audit,
     enabled,
     locked_out,
+    sign_out,
     token_matches,
     wrong_token,
 )
@@ -92,6 +93,7 @@ async def logout(request: Request) -> Response:
     w = web(request)
     data = await read_input(request, allow_json=False)
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "admin-logout", "-")
+    await sign_out(request)
     audit(request, "page.sign_out", "ok")
     response = RedirectResponse("/admin", status_code=303)
     response.delete_cookie(

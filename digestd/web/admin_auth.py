@@ -3,7 +3,9 @@
 Operators sign in on ``/admin`` by typing the admin token into a form once; the answer is a
 signed session cookie (its own itsdangerous salt, 12 hours, ``HttpOnly``,
 ``SameSite=Strict``, ``Secure`` over HTTPS, scoped to ``/admin``). The cookie carries a
-keyed fingerprint of the token, so changing ``DIGESTD_ADMIN_TOKEN`` signs everybody out.
+keyed fingerprint of the token, so changing ``DIGESTD_ADMIN_TOKEN`` signs everybody out,
+and an id of its own session: "Sign out" lists that id (``admin_signouts``), so the cookie,
+even copied before, opens nothing more.
 
 The admin token is compared in constant time. Wrong tokens count per client in one limiter
 shared by the ``/admin`` sign-in form and the API's bearer header, so guessing through
@@ -17,12 +19,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from datetime import timedelta
+import re
+import secrets
+from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature
+from sqlalchemy import delete
 from starlette.requests import Request
 
 from digestd.config import Settings
+from digestd.models import AdminSignout
 from digestd.tokens import Tokens
 from digestd.web.context import Web, client_ip, web
 from digestd.web.errors import WebError
@@ -35,6 +41,7 @@ TRIES = 10
 WINDOW = timedelta(minutes=15)
 COOKIE = "digestd_admin"
 SESSION_AGE = timedelta(hours=12)
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class AdminSessions:
@@ -50,19 +57,29 @@ class AdminSessions:
         return hmac.new(key, b"admin:" + token, hashlib.sha256).hexdigest()[:32]
 
     def issue(self) -> str:
-        return str(self._serializer.dumps({"t": self._fingerprint()}))
+        """A new session's cookie: the token's fingerprint and a session id of its own."""
+        return str(self._serializer.dumps({"t": self._fingerprint(), "s": secrets.token_hex(16)}))
 
-    def valid(self, request: Request) -> bool:
+    def session_id(self, request: Request) -> str | None:
+        """The id of the session the request's cookie opens (signed, not expired, made for
+        the current token), or None. Whether it was signed out is :func:`signed_in`'s."""
         raw = request.cookies.get(COOKIE, "")
         if not raw:
-            return False
+            return None
         try:
             data = self._serializer.loads(raw, max_age=int(SESSION_AGE.total_seconds()))
         except BadSignature:  # includes SignatureExpired
-            return False
-        return isinstance(data, dict) and hmac.compare_digest(
+            return None
+        if not isinstance(data, dict) or not hmac.compare_digest(
             str(data.get("t", "")), self._fingerprint()
-        )
+        ):
+            return None
+        sid = data.get("s")
+        return sid if isinstance(sid, str) and _SESSION_ID.fullmatch(sid) else None
+
+    def valid(self, request: Request) -> bool:
+        """A cookie this digestd made for the current token (signed-out or not)."""
+        return self.session_id(request) is not None
 
 
 def enabled(w: Web) -> str:
@@ -72,9 +89,32 @@ def enabled(w: Web) -> str:
     return w.settings.admin_token
 
 
-def signed_in(request: Request) -> bool:
+async def signed_in(request: Request) -> bool:
+    """The request's cookie opens a session that was not signed out."""
     w = web(request)
-    return AdminSessions(w.settings, w.tokens).valid(request)
+    sid = AdminSessions(w.settings, w.tokens).session_id(request)
+    return sid is not None and not await w.db(_signed_out, w, sid)
+
+
+def _signed_out(w: Web, sid: str) -> bool:
+    with w.sessions() as session:
+        return session.get(AdminSignout, sid) is not None
+
+
+async def sign_out(request: Request) -> None:
+    """End the request's session for good: its cookie, copied or not, opens nothing more."""
+    w = web(request)
+    sid = AdminSessions(w.settings, w.tokens).session_id(request)
+    if sid is not None:
+        await w.db(_record_sign_out, w, sid, w.clock())
+
+
+def _record_sign_out(w: Web, sid: str, now: datetime) -> None:
+    with w.sessions.begin() as session:
+        # The cookie dies by itself after SESSION_AGE: its row need not outlive it.
+        session.execute(delete(AdminSignout).where(AdminSignout.expires_at < now))
+        if session.get(AdminSignout, sid) is None:
+            session.add(AdminSignout(session_id=sid, expires_at=now + SESSION_AGE))
 
 
 def token_matches(given: str, expected: str) -> bool:

@@ -62,7 +62,7 @@ def operator(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         w = web(request)
         enabled(w)
-        if not signed_in(request):
+        if not await signed_in(request):
             if request.method in ("GET", "HEAD"):
                 return login_page(request, w)
             raise WebError(401, "Your operator session has ended: sign in at /admin again.")
