@@ -620,18 +620,20 @@ def _timezone(name: str) -> str:
 DevKey = Literal["create", "existing", "throwaway"]
 
 
-def _catchup_covers_a_tick(settings: Settings) -> None:
-    """An edition is planned at the first tick after its send time, up to a tick late: a
-    catch-up window shorter than two ticks would skip readers as late at an ordinary tick
-    (0 skipped every edition, under ``digestd run``, whose ticks fall at any second)."""
-    tick = settings.delivery.tick_seconds
-    if settings.catchup_hours * 3600 < 2 * tick:
+def _catchup_hours(raw: str, tick: float) -> float:
+    """``DIGESTD_CATCHUP_HOURS``. An edition is planned at the first tick after its send
+    time, up to a tick late: a window shorter than two ticks would skip readers as late at
+    an ordinary tick (0 skipped every edition under ``digestd run``, whose ticks fall at any
+    second)."""
+    hours: float = values.number(PREFIX + "CATCHUP_HOURS", raw, float, 0, 7 * 24)
+    if hours * 3600 < 2 * tick:
         raise ConfigError(
             PREFIX + "CATCHUP_HOURS",
             f"must be at least two ticks ({2 * tick / 3600:.3g} hours with "
             f"{PREFIX}TICK_SECONDS={tick:g}): an edition is planned up to a tick after its "
             "send time, and one later than the window is skipped",
         )
+    return hours
 
 
 def load_settings(
@@ -663,9 +665,7 @@ def load_settings(
         daily_time=_parse_hour(PREFIX + "DAILY_HOUR", get("DAILY_HOUR", "7")),
         weekly_time=_parse_hour(PREFIX + "WEEKLY_HOUR", get("WEEKLY_HOUR", "8")),
         default_timezone=_timezone(get("DEFAULT_TIMEZONE", "UTC")),
-        catchup_hours=values.number(
-            PREFIX + "CATCHUP_HOURS", get("CATCHUP_HOURS", "6"), float, 0, 7 * 24
-        ),
+        catchup_hours=_catchup_hours(get("CATCHUP_HOURS", "6"), delivery.tick_seconds),
         daily_limit=values.number(PREFIX + "DAILY_LIMIT", get("DAILY_LIMIT", "10"), int, 1, 1000),
         weekly_limit=values.number(
             PREFIX + "WEEKLY_LIMIT", get("WEEKLY_LIMIT", "15"), int, 1, 1000
@@ -685,7 +685,6 @@ def load_settings(
         else None,
     )
     get.refuse_unknown()
-    _catchup_covers_a_tick(settings)
     settings = replace(settings, unknown_variables=get.unknown_in_environment())
     if settings.secret_keys:
         return settings

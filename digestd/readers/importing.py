@@ -151,16 +151,11 @@ def import_csv(
             runs_on = f" (this row runs on to line {line}: a quote not closed?)"
             problem = exc.problem + (runs_on if line > first else "")
             report.errors.append(RowError(first, exc.field, problem))
-        if len(chunk) >= IMPORT_CHUNK:
-            writer.write(chunk)
-            chunk = []
+        if len(chunk) >= IMPORT_CHUNK or len(leaving) >= IMPORT_CHUNK:
+            writer.write_all(chunk, leaving)
+            chunk, leaving = [], []
             commit()
-        if len(leaving) >= IMPORT_CHUNK:
-            writer.unsubscribe(leaving)
-            leaving = []
-            commit()
-    writer.write(chunk)
-    writer.unsubscribe(leaving)
+    writer.write_all(chunk, leaving)
     report.errors.sort(key=lambda e: e.line)
     return report
 
@@ -228,6 +223,11 @@ class _Writer:
         self._updates: list[dict[str, Any]] = []  # readers' new values, by primary key
         self._dropped: list[dict[str, Any]] = []  # (sid, slug) categories they no longer take
         self._added: list[dict[str, Any]] = []  # categories they take now
+
+    def write_all(self, chunk: list[Row], leaving: list[tuple[int, str]]) -> None:
+        """A chunk of rows, and the rows that unsubscribe their readers."""
+        self.write(chunk)
+        self.unsubscribe(leaving)
 
     def write(self, chunk: list[Row]) -> None:
         if not chunk:
