@@ -42,9 +42,10 @@ ADDRESSES = [f"reader{i}@d{i % 20}.example" for i in range(100)]
 
 
 def _deliver(
-    service: Service, sender: Sender, clock: FakeMonotonic, days: int = 1
+    service: Service, sender: Sender, clock: FakeMonotonic, days: int = 1, ticks: int = 1
 ) -> list[DeliveryReport]:
-    """One tick per day; the clock moves past any pause between them."""
+    """``ticks`` ticks a day, half an hour apart from a minute past the send time (the
+    first day's reports); the clock moves past any pause between them."""
 
     async def run() -> list[DeliveryReport]:
         reports = []
@@ -54,8 +55,10 @@ def _deliver(
                 with service.sessions.begin() as session:
                     add_articles(session, hourly_articles(now - timedelta(hours=5), now))
             enqueue_due(service.sessions, service.policy, service.renderer, now)
-            reports.append(await sender.deliver_due(now))
-            clock.now += 3600
+            for tick in range(ticks):
+                report = await sender.deliver_due(now + timedelta(minutes=30 * tick))
+                reports += [report] if tick == 0 else []
+                clock.now += 3600
         await service.close()
         return reports
 
@@ -63,7 +66,12 @@ def _deliver(
 
 
 def _through(
-    env: dict[str, str], sink: FaultySink, addresses: list[str], days: int = 1, **tuning: Any
+    env: dict[str, str],
+    sink: FaultySink,
+    addresses: list[str],
+    days: int = 1,
+    ticks: int = 1,
+    **tuning: Any,
 ) -> tuple[Service, Sender, list[DeliveryReport]]:
     """``addresses`` as daily readers, delivered to for ``days`` days through ``sink``."""
     with running(sink):
@@ -71,7 +79,7 @@ def _through(
         clock = FakeMonotonic()
         sender = _sender(service, clock)
         _seed(service, addresses)
-        return service, sender, _deliver(service, sender, clock, days)
+        return service, sender, _deliver(service, sender, clock, days, ticks)
 
 
 def _ledger(service: Service) -> dict[str, int]:
@@ -344,32 +352,6 @@ def test_a_refusal_is_judged_by_the_command_it_answered(
     assert verdict_of(refused).kind is kind
 
 
-def _retried_for_days(
-    env: dict[str, str], sink: FaultySink, addresses: list[str], days: int
-) -> Service:
-    """Each day's daily tried every half hour until its catch-up window closes."""
-    with running(sink):
-        service = _service(env, sink.url, pool_size=2, pause_seconds=60)
-        clock = FakeMonotonic()
-        sender = _sender(service, clock)
-        _seed(service, addresses)
-
-        async def run() -> None:
-            for day in range(days):
-                start = SENT_AT + timedelta(days=day)
-                if day:
-                    with service.sessions.begin() as session:
-                        add_articles(session, hourly_articles(start - timedelta(hours=5), start))
-                enqueue_due(service.sessions, service.policy, service.renderer, start)
-                for tick in range(16):
-                    await sender.deliver_due(start + timedelta(minutes=30 * tick + 1))
-                    clock.now += 1800  # past any pause
-            await service.close()
-
-        asyncio.run(run())
-    return service
-
-
 @pytest.mark.parametrize(
     "addresses",
     [ADDRESSES, [f"staff{i}@d{i % 3}.example" for i in range(8)]],
@@ -386,7 +368,8 @@ def test_a_relay_deferring_everybody_for_days_suppresses_nobody(
         always="450 4.1.1 <{rcpt}>: Recipient address rejected: unverified address: "
         "Address verification in progress"
     )
-    service = _retried_for_days(env, sink, addresses, days=3)
+    # Ticks every half hour until each daily's catch-up window closes, three days running.
+    service, _, _ = _through(env, sink, addresses, days=3, ticks=16, pool_size=2)
     assert _delivery_statuses(service) == {DeliveryStatus.FAILED: 3 * len(addresses)}
     assert _suppressed(service) == set()
     assert set(_statuses(service).values()) == {SubscriberStatus.ACTIVE}
@@ -404,6 +387,6 @@ def test_mailboxes_full_day_after_day_at_one_provider_are_still_soft_bounces(
     one domain says nothing about the relay; three days suppress them."""
     full = [f"full{i}@bigmail.example" for i in range(3)]
     sink = FaultySink(greylist={a: 10**6 for a in full}, greylist_reply="452 4.2.2 Mailbox full")
-    service = _retried_for_days(env, sink, full, days=3)
+    service, _, _ = _through(env, sink, full, days=3, ticks=16, pool_size=2)
     assert _ledger(service) == {"soft": 9}
     assert _suppressed(service) == {email_hash(a) for a in full}

@@ -15,8 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
-
 from digestd.delivery.transport import Transport
 from digestd.errors import ValidationError
 from digestd.mail.wire import ascii_address
@@ -77,10 +75,9 @@ def refuse_suppressed(service: Parts, to: str) -> None:
     """A :class:`ValidationError` naming ``to`` when the address is suppressed: a test is
     mail too, and an erased, bounced or complaining address is never mailed again."""
     with service.sessions() as session:
-        reason = session.scalar(
-            select(Suppression.reason).where(Suppression.email_hash == email_hash(to))
-        )
-    if reason is not None:
+        suppression = session.get(Suppression, email_hash(to))
+    if suppression is not None:
+        reason = suppression.reason
         raise ValidationError("to", f"is on the suppression list ({reason}): never mailed")
 
 
