@@ -178,6 +178,8 @@ def database_url(variable: str, raw: str) -> str:
         raise ConfigError(variable, f"not a valid {scheme} URL ({type(exc).__name__})") from exc
     if url.get_backend_name() == "sqlite":
         _sqlite_arguments(variable, url)
+    else:
+        _postgres_arguments(variable, url)
     return raw
 
 
@@ -198,3 +200,45 @@ def _sqlite_arguments(variable: str, url: URL) -> None:
             raise ConfigError(variable, f"{said} by SQLite") from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(variable, f"a query argument SQLite cannot read: {exc}") from exc
+
+
+# libpq's options that take one of a few words (it checks them only when connecting).
+_LIBPQ_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+}
+_LIBPQ_NUMBERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval")
+
+
+def _postgres_arguments(variable: str, url: URL) -> None:
+    """libpq's reading of the URL's query (``?sslmode=require``), done now: an unknown
+    option or a misspelt value was a failure at the first connection (exit 1), not a
+    configuration error naming the variable. The password is never quoted."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    options = {
+        name: value if isinstance(value, str) else ",".join(value)
+        for name, value in url.query.items()
+    }
+    try:
+        make_conninfo("", **options)
+    except psycopg.ProgrammingError as exc:  # 'invalid connection option "foo"'
+        said = str(exc).strip()
+        raise ConfigError(variable, f"{said} (a query argument PostgreSQL does not take)") from exc
+    for name, text in options.items():
+        allowed = _LIBPQ_CHOICES.get(name)
+        if allowed is not None and text not in allowed:
+            raise ConfigError(variable, f"{name}={text[:40]!r} is not one of {', '.join(allowed)}")
+        if name in _LIBPQ_NUMBERS and not re.fullmatch(r"\s*-?[0-9]+\s*", text):
+            raise ConfigError(variable, f"{name}={text[:40]!r} is not a whole number")

@@ -178,6 +178,11 @@ def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: P
         ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?timeout=abc"),
         ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?check_same_thread=maybe"),
         ("DIGESTD_DATABASE_URL", "sqlite:////tmp/digestd.db?foo=bar"),
+        # libpq reads these only when it connects: exit 1 from the first command, not 2.
+        ("DIGESTD_DATABASE_URL", "postgresql://u:secret@db.example/digest?sslmode=requre"),
+        ("DIGESTD_DATABASE_URL", "postgresql://u:secret@db.example/digest?sslmod=require"),
+        ("DIGESTD_DATABASE_URL", "postgresql://u:secret@db.example/digest?connect_timeout=5s"),
+        ("DIGESTD_DATABASE_URL", "postgresql://db.example/digest?target_session_attrs=rw"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -185,6 +190,19 @@ def test_a_bad_value_names_its_variable(tmp_path: Path, variable: str, value: st
         load_settings({"DIGESTD_DATA_DIR": str(tmp_path), variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(variable)
+    assert "secret" not in str(caught.value)
+
+
+def test_postgresql_options_libpq_takes_pass(tmp_path: Path) -> None:
+    url = (
+        "postgresql://u:secret@db.example/digest?sslmode=verify-full&connect_timeout=5"
+        "&application_name=digestd&target_session_attrs=read-write"
+    )
+    settings = load_settings({"DIGESTD_DATA_DIR": str(tmp_path), "DIGESTD_DATABASE_URL": url})
+    assert settings.database_url.endswith(
+        "sslmode=verify-full&connect_timeout=5"
+        "&application_name=digestd&target_session_attrs=read-write"
+    )
 
 
 def test_an_internationalised_sender_domain_is_written_as_its_a_label(tmp_path: Path) -> None:

@@ -275,6 +275,21 @@ def test_preview_to_a_path_that_cannot_be_written_is_one_line(
     assert not (tmp_path / "missing").exists()
 
 
+def test_preview_to_a_full_disk_is_a_runtime_failure(
+    env: dict[str, str], tmp_path: Path, web: WebRig
+) -> None:
+    """The path was fine; the device failed: exit 1 (a failure), not 2 (bad usage)."""
+    published = {**GOOD[0], "published_at": "2026-11-30T05:00:00Z"}
+    web.client.post("/api/articles", json=[published], headers=AUTH)
+    result = run_digestd(
+        env,
+        *["preview", "daily", "--categories", "ai", "--now", "2026-11-30T07:00:00Z"],
+        *["-o", "/dev/full"],
+        cwd=tmp_path,
+    )
+    assert one_line_error(result, code=1) == "digestd: No space left on device: /dev/full"
+
+
 def test_a_batch_of_thousands_of_bad_items_answers_with_the_first_hundred(web: WebRig) -> None:
     """Every bad item is counted, the good one kept; the answer lists the first 100 errors,
     not a million (100 MB)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,19 @@ def _not_ahead(now: datetime) -> datetime:
     return now
 
 
+# What makes ``-o`` a bad argument (exit 2) rather than a write that failed (exit 1).
+_BAD_PATH = {
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+}
+
+
 def preview(settings: Settings, args: argparse.Namespace) -> int:
     from digestd.ops.preview import preview as render_preview
     from digestd.service import Service
@@ -109,6 +123,8 @@ def preview(settings: Settings, args: argparse.Namespace) -> int:
         try:
             Path(args.output).write_bytes(data)
         except OSError as exc:
+            if exc.errno not in _BAD_PATH:  # the disk or device failed: a runtime failure
+                raise OSError(exc.errno, exc.strerror, args.output) from exc
             raise InputError(f"-o: cannot write {args.output}: {exc.strerror}") from exc
         print(f"wrote {args.output} ({len(data)} bytes)")
     else:
