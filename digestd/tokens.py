@@ -10,7 +10,6 @@ made (links, CSRF tokens, the admin session).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hashlib
@@ -118,6 +117,35 @@ class BounceTarget(NamedTuple):
     public_id: str | None
 
 
+def _b64(data: bytes) -> bytes:
+    """``base64.urlsafe_b64encode``, without its two Python calls (the hot path's tags)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE)
+
+
+class Mac:
+    """HMAC (RFC 2104) under one key: ``of(data)`` is ``hmac.new(key, prefix + data,
+    digest).digest()``. The padded key's two hashes are begun once, so a MAC costs two
+    copies, two updates and two digests in C: half of what the :mod:`hmac` object's
+    Python methods add to that, which the sending hot path pays for seven MACs a message."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, digest: str, prefix: bytes = b"") -> None:
+        block = hashlib.new(digest).block_size
+        if len(key) > block:
+            key = hashlib.new(digest, key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.new(digest, key.translate(hmac.trans_36) + prefix)
+        self._outer = hashlib.new(digest, key.translate(hmac.trans_5C))
+
+    def of(self, data: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class Tokens:
     def __init__(self, secret_keys: Sequence[str], max_age: dict[Purpose, timedelta] | None = None):
         if not secret_keys:
@@ -129,18 +157,17 @@ class Tokens:
         self._bounce = Signer(self._keys, salt="digestd.bounce")
         # The same as self._bounce.sign, with the key derived once (a tag per message).
         bounce_key = hashlib.sha1(b"digestd.bounce" + b"signer" + self._keys[-1].encode()).digest()
-        self._bounce_mac = hmac.new(bounce_key, digestmod=hashlib.sha1)
+        self._bounce_mac = Mac(bounce_key, "sha1")
         # Every key, newest first, for the Message-ID tag (the newest makes, all verify).
         self._message_macs = [
-            hmac.new(key.encode(), b"digestd.message-id", hashlib.sha256) for key in secret_keys
+            Mac(key.encode(), "sha256", b"digestd.message-id") for key in secret_keys
         ]
         # One BLAKE2b key per secret, newest first (the newest makes, all verify).
         self._click_keys = [
             hmac.new(key.encode(), b"digestd.click", hashlib.sha512).digest() for key in secret_keys
         ]
         self._mailto_macs = [
-            hmac.new(key.encode(), b"digestd.unsubscribe.mailto", hashlib.sha256)
-            for key in secret_keys
+            Mac(key.encode(), "sha256", b"digestd.unsubscribe.mailto") for key in secret_keys
         ]
 
     def serializer(self, salt: str) -> URLSafeTimedSerializer:
@@ -156,37 +183,44 @@ class Tokens:
     def fast_maker(
         self, purpose: Purpose, clock: Callable[[], float] = time.time
     ) -> Callable[[str], str]:
-        """``make`` for the sending hot path: the same tokens, about ten times cheaper.
+        """``make`` for the sending hot path: the same tokens, about ten times cheaper
+        (:meth:`fast_byte_maker`, as text)."""
+        make = self.fast_byte_maker(purpose, clock)
+
+        def as_text(payload: str) -> str:
+            return make(payload).decode("ascii")
+
+        return as_text
+
+    def fast_byte_maker(
+        self, purpose: Purpose, clock: Callable[[], float] = time.time
+    ) -> Callable[[str], bytes]:
+        """``make`` for the sending hot path, the token as ASCII bytes.
 
         itsdangerous derives the key and builds a new HMAC for every ``dumps``; sending
-        100 000 digests makes three links each. This builds exactly what
+        100 000 digests makes four links each. This builds exactly what
         ``URLSafeTimedSerializer.dumps`` builds (django-concat key derivation, HMAC-SHA1,
         compact JSON, unpadded URL-safe base64, big-endian timestamp), with the key derived
         once; ``tests/test_delivery_tokens.py`` checks the serializer reads them back.
         """
         salt = f"digestd.{purpose}".encode()
         key = hashlib.sha1(salt + b"signer" + self._keys[-1].encode()).digest()
-        mac = hmac.new(key, digestmod=hashlib.sha1)
+        mac = Mac(key, "sha1")
         stamp_cache: list[object] = [None, b""]
 
-        def b64(data: bytes) -> bytes:  # base64.urlsafe_b64encode, without its two calls
-            return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
-
-        def make(payload: str) -> str:
+        def make(payload: str) -> bytes:
             now = int(clock())
             if stamp_cache[0] != now:
                 stamp_cache[0] = now
-                stamp_cache[1] = b64(now.to_bytes(8, "big").lstrip(b"\x00"))
+                stamp_cache[1] = _b64(now.to_bytes(8, "big").lstrip(b"\x00")).rstrip(b"=")
             # Never compressed: itsdangerous only compresses when it saves bytes, which short
             # random ids never do, and reads an uncompressed payload either way.
             if _PLAIN.fullmatch(payload):  # a public id: its JSON is itself in quotes
                 raw = b'"' + payload.encode("ascii") + b'"'
             else:
                 raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-            value = b64(raw) + b"." + stamp_cache[1]  # type: ignore[operator]
-            signer = mac.copy()
-            signer.update(value)
-            return (value + b"." + b64(signer.digest())).decode("ascii")
+            value = _b64(raw).rstrip(b"=") + b"." + stamp_cache[1]  # type: ignore[operator]
+            return value + b"." + _b64(mac.of(value)).rstrip(b"=")
 
         return make
 
@@ -226,9 +260,7 @@ class Tokens:
         return self._signed_tag(f"r{public_id}")
 
     def _signed_tag(self, value: str) -> str:
-        mac = self._bounce_mac.copy()
-        mac.update(value.encode())
-        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        signature = _b64(self._bounce_mac.of(value.encode())).rstrip(b"=")
         return f"{value}.{signature.decode('ascii')}"
 
     def read_bounce_tag(self, tag: str) -> int:
@@ -267,11 +299,9 @@ class Tokens:
         raise BadToken("not an unsubscribe address digestd made")
 
     @staticmethod
-    def _mailto_signature(base: hmac.HMAC, public_id: str) -> str:
-        mac = base.copy()
-        mac.update(public_id.encode())
-        digest = mac.digest()[:_MAILTO_TAG_BYTES]
-        return base64.urlsafe_b64encode(digest).decode("ascii")
+    def _mailto_signature(mac: Mac, public_id: str) -> str:
+        digest = mac.of(public_id.encode())[:_MAILTO_TAG_BYTES]
+        return _b64(digest).decode("ascii")
 
     def message_tag(self, delivery_id: int) -> str:
         """The random-looking part of a delivery's Message-ID: an HMAC of its id, so the same
@@ -285,10 +315,9 @@ class Tokens:
         )
 
     @staticmethod
-    def _message_tag(base: hmac.HMAC, delivery_id: int) -> str:
-        mac = base.copy()
-        mac.update(str(delivery_id).encode())
-        return base64.urlsafe_b64encode(mac.digest()[:_MESSAGE_TAG_BYTES]).decode("ascii")
+    def _message_tag(mac: Mac, delivery_id: int) -> str:
+        digest = mac.of(b"%d" % delivery_id)[:_MESSAGE_TAG_BYTES]
+        return _b64(digest).decode("ascii")
 
     def click_tags(self, delivery_id: int, count: int) -> list[str]:
         """The tags of links 1 to ``count`` of a delivery's email (:meth:`read_click`)."""

@@ -304,6 +304,70 @@ def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
     assert [tokens.read_click(token) for token in in_text] == [(987654, n) for n in range(1, 13)]
 
 
+@pytest.mark.parametrize("tracked", [True, False], ids=["tracked", "untracked"])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://digest.example.com",
+        "https://news.example.com/" + "newsletters/" * 6 + "digest",  # clicks: general path
+    ],
+)
+def test_the_sending_path_makes_the_same_bytes_as_the_general_one(
+    env: dict[str, str], base: str, tracked: bool
+) -> None:
+    """Composing for a base URL with nothing to escape fills the whole message from links
+    encoded once (Composer._encoded); it must give what the general path gives, byte for
+    byte, whatever the tokens' lengths."""
+    from dataclasses import replace
+
+    from digestd.mail.composer import Composer
+    from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
+    from digestd.mail.layout import Entry, Layout, Section
+    from digestd.models import EditionKind
+    from digestd.tokens import Tokens
+
+    settings = load_settings({**env, "DIGESTD_BASE_URL": base})
+    articles = {
+        f"a{i}": ArticleFields(
+            f"https://news.example.com/{i}", f"Story {i}", "Wire", SENT, None, "", [], []
+        )
+        for i in range(12)
+    }
+    entries = tuple(Entry(f"a{i}", "ai") for i in range(1, 12))
+    layout = Layout(
+        ("ai",), (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, entries))
+    )
+    masthead = replace(Masthead.from_settings(settings), tracked=tracked)
+    template = DigestRenderer(masthead).render(EditionKind.DAILY, "2026-11-30", layout, articles)
+    tokens = Tokens(settings.secret_keys)
+    fast, general = (Composer(settings, tokens, clock=lambda: 1_796_022_000.0) for _ in "ab")
+    general.links.plain = False
+    assert fast.links.plain
+    for n, public_id in enumerate(["p", "Zq8-x_Y3mW0aB1cD2eF3gH", "r" * 40, "a.b/c"]):
+        delivery_id = 10**n + n
+        message_id = fast.message_id("daily", "2026-11-30", delivery_id)
+        copies = [
+            composer.compose(
+                template,
+                message_id=message_id,
+                public_id=public_id,
+                email=f"reader{n}@exämple.com",
+                delivery_id=delivery_id,
+            )
+            for composer in (fast, general)
+        ]
+        assert copies[0] == copies[1]
+
+
+def test_a_link_whose_line_would_start_with_a_dot_is_encoded_as_text_is() -> None:
+    from digestd.mail.template import encoded_link
+    from digestd.mail.wire import _qp
+
+    for url in ["https://x.example/" + "a" * 57 + ".b", "https://x.example/" + "a" * 200]:
+        assert encoded_link(url.encode()) == _qp(url)
+    assert b"\r\n." not in encoded_link(b"https://x.example/" + b"a" * 57 + b".b")
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -322,3 +322,25 @@ def test_each_link_is_encoded_in_lines_of_at_most_76_that_decode_to_it(link: str
     assert all(len(line) <= 76 for line in lines), lines
     assert not any(line.startswith(b".") for line in lines)
     assert binascii.a2b_qp(encoded).decode() == link
+
+
+@pytest.mark.parametrize(
+    "to", ["r@example.com", "a-very-long-local-part." * 3 + "reader@subdomain.example.com"]
+)
+def test_the_per_recipient_headers_are_each_a_plain_header(to: str) -> None:
+    from digestd.mail.template import personal_headers
+    from digestd.mail.wire import _plain_header
+
+    date, message_id = "Mon, 30 Nov 2026 07:00:00 +0000", "<daily.2026-11-30.7.x@example.com>"
+    unsubscribe = "<https://d.example.com/unsubscribe/" + "t" * 80 + ">, <mailto:u@example.com>"
+    assert personal_headers(to, date, message_id, unsubscribe) == b"".join(
+        [
+            _plain_header("To", to),
+            _plain_header("Date", date),
+            _plain_header("Message-ID", message_id),
+            _plain_header("List-Unsubscribe", unsubscribe),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ]
+    )
+    with pytest.raises(ValueError, match="line break"):
+        personal_headers(to + "\r\nBcc: x@example.com", date, message_id, unsubscribe)

@@ -1,7 +1,7 @@
 """One recipient's copy of a rendered digest: their links, the per-message headers, DKIM.
 
 Everything here runs once per message on the sending hot path, so tokens are made with
-keys derived once (:meth:`Tokens.fast_maker`) and the Date header is formatted once per
+keys derived once (:meth:`Tokens.fast_byte_maker`) and the Date header is formatted once per
 second; the digest itself was rendered once, when it was planned.
 """
 
@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING
 
 from digestd.config import Settings
 from digestd.mail.presentation import MUTE
-from digestd.mail.template import MessageTemplate, Personal, TrackedLinks
-from digestd.mail.wire import WireBytes, ascii_address
+from digestd.mail.template import (
+    HEADER_LINES,
+    MessageTemplate,
+    Personal,
+    TrackedLinks,
+    encoded_link,
+    personal_headers,
+)
+from digestd.mail.wire import WireBytes, ascii_address, needs_no_escaping
 from digestd.tokens import Purpose, Tokens
 
 if TYPE_CHECKING:
@@ -28,21 +35,31 @@ if TYPE_CHECKING:
 class Links:
     """The per-recipient URLs of one email."""
 
-    def __init__(self, settings: Settings, tokens: Tokens) -> None:
+    def __init__(
+        self, settings: Settings, tokens: Tokens, clock: Callable[[], float] = time.time
+    ) -> None:
         self.base = settings.base_url
         self.tokens = tokens
         self.domain = settings.from_domain
         self._click_base = f"{self.base}/c/".encode()
         self._click_plain = self.base.isascii() and not re.search(r"[&<>\"']", self.base)
+        # Nothing in the base URL for quoted-printable or HTML to escape (the usual case):
+        # each link goes into both parts as it is, cut into lines (url_bytes, encoded_link).
+        self.plain = needs_no_escaping(self.base)
         self._make = {
-            purpose: tokens.fast_maker(purpose)
+            purpose: (f"{self.base}/{purpose}/".encode(), tokens.fast_byte_maker(purpose, clock))
             for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.VIEW, Purpose.MUTE)
         }
 
     def url(self, purpose: Purpose, payload: str) -> str:
-        make = self._make.get(purpose)
-        token = make(payload) if make else self.tokens.make(purpose, payload)
-        return f"{self.base}/{purpose}/{token}"
+        if purpose in self._make:
+            return self.url_bytes(purpose, payload).decode("ascii")
+        return f"{self.base}/{purpose}/{self.tokens.make(purpose, payload)}"
+
+    def url_bytes(self, purpose: Purpose, payload: str) -> bytes:
+        """:meth:`url` as ASCII bytes, for the purposes every email carries."""
+        prefix, make = self._make[purpose]
+        return prefix + make(payload)
 
     def clicks(self, delivery_id: int, count: int) -> TrackedLinks:
         """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
@@ -85,7 +102,7 @@ class Composer:
     ) -> None:
         self.settings = settings
         self.tokens = tokens
-        self.links = Links(settings, tokens)
+        self.links = Links(settings, tokens, clock)
         self.from_header = formataddr((settings.from_name, settings.from_address))
         self.dkim: DkimSigner | None = None
         if settings.dkim:
@@ -111,6 +128,10 @@ class Composer:
         email: str,
         delivery_id: int,
     ) -> bytes:
+        if self.links.plain:
+            encoded = self._encoded(template, message_id, public_id, email, delivery_id)
+            if encoded is not None:
+                return self._signed(template.compose_encoded(encoded))
         personal = Personal(
             to=ascii_address(email),
             message_id=message_id,
@@ -120,6 +141,39 @@ class Composer:
             clicks=self.links.clicks(delivery_id, template.clicks) if template.clicks else None,
         )
         return self._signed(template.compose(personal))
+
+    def _encoded(
+        self,
+        template: MessageTemplate,
+        message_id: str,
+        public_id: str,
+        email: str,
+        delivery_id: int,
+    ) -> dict[str, bytes] | None:
+        """Every slot of ``template`` in its wire form, for a base URL with nothing to
+        escape: the same bytes :meth:`MessageTemplate.compose` makes (tests compare them),
+        with each link encoded once for both parts. None: the tracked links do not fit
+        that form (the general path then encodes them)."""
+        links = self.links
+        encoded = {"personal_begin": b"", "personal_end": b""}
+        if template.clicks:
+            clicks = template.encoded_clicks(links.clicks(delivery_id, template.clicks))
+            if clicks is None:
+                return None
+            encoded.update(clicks)
+        unsubscribe = links.url_bytes(Purpose.UNSUBSCRIBE, public_id)
+        encoded["unsubscribe"] = encoded_link(unsubscribe)
+        encoded["preferences"] = encoded_link(links.url_bytes(Purpose.PREFERENCES, public_id))
+        encoded["view"] = encoded_link(links.url_bytes(Purpose.VIEW, f"{public_id}/{delivery_id}"))
+        if MUTE in template.link_names:
+            encoded[MUTE] = encoded_link(links.url_bytes(Purpose.MUTE, public_id))
+        encoded[HEADER_LINES] = personal_headers(
+            email if email.isascii() else ascii_address(email),
+            self._date_header(),
+            message_id,
+            f"<{unsubscribe.decode('ascii')}>, <mailto:{links.mailto(public_id)}>",
+        )
+        return encoded
 
     def notice_id(self, kind: str) -> str:
         """A Message-ID for a message that is no queued delivery: ``<kind.random@domain>``."""

@@ -220,11 +220,7 @@ class MessageTemplate:
         unsubscribe = f"<{links['unsubscribe']}>, <mailto:{personal.unsubscribe_mailto}>"
         out = [
             self.head,
-            _plain_header("To", personal.to),
-            _plain_header("Date", personal.date),
-            _plain_header("Message-ID", personal.message_id),
-            _plain_header("List-Unsubscribe", unsubscribe),
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            personal_headers(personal.to, personal.date, personal.message_id, unsubscribe),
             self.text_head,
         ]
         # Each link appears several times (text and HTML): encoded once per message, and
@@ -244,6 +240,51 @@ class MessageTemplate:
         # space, body lines come from _qp: so no line starts with ".".
         return WireBytes(b"".join(out))
 
+    @cached_property
+    def _whole(self) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+        """The message as static chunks and, between them, what each copy fills in: the
+        per-recipient header lines (:data:`HEADER_LINES`), then every link of the text
+        part and of the HTML part, in order. What :meth:`compose_encoded` joins."""
+        static: list[bytes] = [self.head]
+        slots: list[str] = [HEADER_LINES]
+        pending = b""
+        for head, chunks, names in (
+            (self.text_head, self.text_chunks, self.text_links),
+            (self.html_head, self.html_chunks, self.html_links),
+        ):
+            pending += head
+            for chunk, name in zip(chunks, names, strict=False):
+                static.append(pending + chunk)
+                slots.append(name)
+                pending = b""
+            pending += chunks[-1]
+        static.append(pending + self.tail)
+        return tuple(static), tuple(slots)
+
+    def compose_encoded(self, values: Mapping[str, bytes]) -> WireBytes:
+        """A copy from values already in their wire form, one for each slot name (the same
+        in the text and the HTML part): :data:`HEADER_LINES` (CRLF-terminated lines) and
+        each link as :func:`encoded_link` makes it. The sending hot path's :meth:`compose`,
+        for links with nothing to escape in HTML."""
+        static, slots = self._whole
+        filled = map(values.__getitem__, slots)
+        parts = list(chain.from_iterable(zip(static, filled, strict=False)))
+        parts.append(static[-1])
+        return WireBytes(b"".join(parts))
+
+    def encoded_clicks(self, clicks: TrackedLinks) -> dict[str, bytes] | None:
+        """Each tracked link's wire form, the same in both parts; None when one would not
+        fit on one line of quoted-printable (:meth:`compose` then encodes them)."""
+        head, tags, names = clicks.head, clicks.tags, self.click_names
+        if not clicks.plain or len(head) + len(self._click_numbers[-1]) + 8 > 75:
+            return None
+        return {
+            name: head + number + tags[i : i + 8] + b"=\r\n"
+            for name, i, number in zip(
+                names, range(0, 8 * len(names), 8), self._click_numbers, strict=True
+            )
+        }
+
     def _add_clicks(
         self, clicks: TrackedLinks | None, text: dict[str, bytes], in_html: dict[str, bytes]
     ) -> None:
@@ -252,20 +293,15 @@ class MessageTemplate:
             text.update(plain_text)
             in_html.update(plain_html)
             return
-        head, tags, names = clicks.head, clicks.tags, self.click_names
-        if not clicks.plain or len(head) + len(self._click_numbers[-1]) + 8 > 75:
+        encoded = self.encoded_clicks(clicks)
+        if encoded is None:
             urls = clicks.urls()
+            names = self.click_names
             text.update((n, _qp(u)) for n, u in zip(names, urls, strict=True))
             in_html.update((n, _qp(html.escape(u))) for n, u in zip(names, urls, strict=True))
             return
-        # digestd's own URLs (base URL, digits, the tags' base64), each one line of
-        # quoted-printable, the same in both parts: a few µs a message.
-        encoded = [
-            head + number + tags[i : i + 8] + b"=\r\n"
-            for i, number in zip(range(0, 8 * len(names), 8), self._click_numbers, strict=True)
-        ]
-        text.update(zip(names, encoded, strict=True))
-        in_html.update(zip(names, encoded, strict=True))
+        text.update(encoded)
+        in_html.update(encoded)
 
     def text(self, links: Mapping[str, str]) -> str:
         """The text part (decoded) with these ``links`` (articles' own URLs unless given)."""
@@ -334,6 +370,32 @@ class MessageTemplate:
             html_links=tuple(data["html_links"]),
             article_urls=tuple(data.get("article_urls", ())),
         )
+
+
+# The slot of the per-recipient header lines (To, Date, Message-ID, List-Unsubscribe...)
+# in :meth:`MessageTemplate.compose_encoded`; no link can be named so (names are [a-z0-9_]).
+HEADER_LINES = "Header-Lines"
+
+
+def personal_headers(to: str, date: str, message_id: str, unsubscribe: str) -> bytes:
+    """The header lines that differ between two copies of a digest (``to`` in ASCII form,
+    ``unsubscribe`` the List-Unsubscribe value), as :func:`_plain_header` writes each."""
+    if "\r" in to or "\n" in to or "\r" in message_id or "\n" in message_id:
+        raise ValueError("line break in a To or Message-ID header")
+    return (
+        f"To: {to}\r\nDate: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
+        + _plain_header("List-Unsubscribe", unsubscribe)
+        + b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    )
+
+
+def encoded_link(url: bytes) -> bytes:
+    """A link of digestd's own (ASCII, nothing quoted-printable or HTML would escape) in
+    its wire form: what :func:`digestd.mail.wire._qp` makes of it, without the pattern
+    match that function needs for text of unknown origin."""
+    if b"." in url[::75]:  # a line would start with "." (escaped by _qp): rare
+        return _qp(url.decode("ascii"))
+    return b"".join([url[i : i + 75] + b"=\r\n" for i in range(0, len(url), 75)])
 
 
 def click_name(number: int) -> str:

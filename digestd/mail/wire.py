@@ -53,6 +53,11 @@ _HTML_SPECIAL = re.compile(r"[&<>\"']")
 _QP_PLAIN = re.compile(r"[A-Za-z0-9_./:?&%#~+,;@!$*()'-]+")
 
 
+def needs_no_escaping(text: str) -> bool:
+    """Text (a URL) that quoted-printable and HTML both leave as it is."""
+    return bool(_QP_PLAIN.fullmatch(text)) and not _HTML_SPECIAL.search(text)
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable with CRLF line ends; a chunk not ending a line ends in a soft break."""
     if not text:
