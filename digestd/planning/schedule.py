@@ -10,6 +10,7 @@ there is exactly one slot per local date, and it never falls on another local da
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -83,6 +84,9 @@ def latest_slot(kind: EditionKind, now: datetime, zone: ZoneInfo, at: time) -> S
     raise AssertionError("unreachable: a slot exists within any 9 days")
 
 
+# Remembered: readers share a few zones and send times, and an import or a change of
+# settings asks the same question for thousands of them (a slot is immutable).
+@functools.lru_cache(maxsize=4096)
 def next_slot(kind: EditionKind, after: datetime, zone: ZoneInfo, at: time) -> Slot:
     """The first slot strictly after ``after``."""
     day = after.astimezone(zone).date() - timedelta(days=1)

@@ -289,6 +289,9 @@ def next_instants(
         (EditionKind.DAILY, wants.daily, current[0], at[0]),
         (EditionKind.WEEKLY, wants.weekly, current[1], at[1]),
     ):
+        if not wanted:
+            found.append(None)
+            continue
         after = now
         if was is not None and now - _EVERY[kind] < was <= now:  # owed, not stale
             after = was - _JUST_BEFORE
@@ -297,7 +300,7 @@ def next_instants(
         slot = next_slot(kind, after, zone, send_at)
         while (kind, slot.period) in had:
             slot = next_slot(kind, slot.at, zone, send_at)
-        found.append(slot.at if wanted else None)
+        found.append(slot.at)
     return found[0], found[1]
 
 
