@@ -35,11 +35,11 @@ from datetime import datetime, time
 from typing import Any, TextIO, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
-from digestd.db import insert_ignoring_conflicts, insert_rows
+from digestd.db import insert_ignoring_conflicts, insert_rows, update_rows
 from digestd.errors import InputError, ValidationError
 from digestd.models import (
     EditionKind,
@@ -351,8 +351,7 @@ class _Writer:
         """The chunk's updates: one executemany a shape of row, one for the categories gone
         and one for those added."""
         session = self.session
-        if self._updates:
-            session.execute(update(Subscriber), self._updates)
+        update_rows(session, Subscriber.__table__, self._updates)
         if self._dropped:
             table = cast(Table, SubscriberCategory.__table__)
             session.execute(
