@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ def _dead_worker_on_this_host() -> Worker:
         child.kill()
         child.wait()
     me = Worker.this_process()
-    return Worker(me.host, me.boot, child.pid, start)
+    return Worker(me.host, me.boot, child.pid, start, me.namespace)
 
 
 def test_a_restarted_worker_takes_over_its_dead_predecessors_claims_at_once(
@@ -162,6 +163,52 @@ def test_a_restarted_worker_takes_over_its_dead_predecessors_claims_at_once(
         assert set(session.scalars(select(Delivery.claimed_by))) == {me.label}
     assert not me.outlived(me.label)  # a live worker's claims are left alone
     assert not me.outlived(ELSEWHERE.label)  # another host's wait for their lease
+
+
+@pytest.fixture
+def live_child() -> Iterator[tuple[int, str]]:
+    """A process of this host that keeps running: (pid, start ticks)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(f"/proc/{child.pid}/stat") as stat:
+            yield child.pid, stat.read().rpartition(")")[2].split()[19]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_claims_are_taken_over_only_when_their_worker_is_proven_gone(
+    live_child: tuple[int, str],
+) -> None:
+    """Found by a chaos probe: a second worker in another PID namespace (a container sharing
+    the host name) or on another machine of the same name read the other's live claims as a
+    dead worker's and took them; the two took rows back and forth, readers got up to eight
+    copies and the rows ended failed."""
+    me = Worker.this_process()
+    assert me.namespace and me.boot
+    pid, start = live_child
+    here = Worker(me.host, me.boot, pid, start, me.namespace)
+    assert not me.outlived(here.label)  # alive, here
+    assert me.outlived(Worker(me.host, me.boot, pid, str(int(start) + 1), me.namespace).label)
+    # The same pid and start in another PID namespace, or from a machine of the same name
+    # (another boot id): nothing here says whether it lives.
+    assert not me.outlived(Worker(me.host, me.boot, pid, "1", "4026532999").label)
+    assert not me.outlived(Worker(me.host, me.boot, 1, "1", "4026532999").label)
+    assert not me.outlived(Worker(me.host, "another-boot", 999_999, "1", me.namespace).label)
+    assert not me.outlived(f"{me.host}/{me.boot}/{pid}/1")  # an older digestd's label
+
+
+def test_a_live_process_hidden_from_proc_keeps_its_claims(
+    live_child: tuple[int, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With /proc mounted hidepid=2, another user's live worker has no /proc entry: its
+    absence there is no proof of death (the kernel is asked)."""
+    from digestd.delivery import worker
+
+    me = Worker.this_process()
+    pid, start = live_child
+    monkeypatch.setattr(worker, "_PROC", tmp_path)  # a /proc that shows no other process
+    assert not me.outlived(Worker(me.host, me.boot, pid, start, me.namespace).label)
 
 
 def test_a_message_that_kills_its_worker_every_time_fails_after_max_attempts(
