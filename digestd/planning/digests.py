@@ -65,6 +65,10 @@ class DigestBook:
             early = render_digests(session, self.renderer, self._unrendered(new, periods))
         if not new:
             return
+        # In key order, as every planner inserts them: two inserting the same digests in
+        # different orders would each wait on a row the other inserted first (a deadlock
+        # on PostgreSQL, one of them failing its batch).
+        new = dict(sorted(new.items(), key=lambda item: item[0]))
         created = insert_ignoring_conflicts(
             session,
             Digest.__table__,

@@ -472,7 +472,7 @@ class Planner:
 
     def edition_ids(self, session: Session, periods: set[str]) -> dict[str, int]:
         """The id of this kind's edition of each period, created if need be."""
-        for period in periods - self._editions.keys():
+        for period in sorted(periods - self._editions.keys()):  # in one order: see DigestBook
             found = select(Edition.id).where(Edition.kind == self.kind, Edition.period == period)
             edition_id = session.scalars(found).first()
             if edition_id is None:  # looked up first: on SQLite even an ignored insert locks
