@@ -322,6 +322,31 @@ def update_rows(session: Session, table: Any, rows: list[dict[str, Any]], key: s
             raise NotImplementedError(f"update_rows: {columns}")
 
 
+def delete_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """The rows matching each of ``rows`` (a value for each of the same columns) deleted,
+    in one statement on PostgreSQL (``DELETE ... USING unnest(...)``: psycopg's executemany
+    is a statement a row) and with the driver's executemany on SQLite."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import and_, delete
+
+        from digestd.bulk import rows_table
+
+        values = rows_table(rows, {column: table.c[column].type for column in columns}).c
+        session.execute(
+            delete(table).where(and_(*(table.c[column] == values[column] for column in columns)))
+        )
+        return
+    quote = session.get_bind().dialect.identifier_preparer.quote
+    where = " AND ".join(f"{quote(column)} = ?" for column in columns)
+    session.connection().exec_driver_sql(
+        f"DELETE FROM {quote(table.name)} WHERE {where}",
+        [tuple(sqlite_value(row[column]) for column in columns) for row in rows],
+    )
+
+
 def _plain_columns(table: Any, columns: Sequence[str]) -> bool:
     """Columns whose values SQLite stores as Python gives them (numbers, text, booleans)
     or as :func:`sqlite_value` writes them (instants)."""

@@ -32,14 +32,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
-from digestd.db import insert_ignoring_conflicts, insert_rows, update_rows
+from digestd.db import delete_rows, insert_ignoring_conflicts, insert_rows, update_rows
 from digestd.errors import InputError, ValidationError
 from digestd.models import (
     EditionKind,
@@ -221,7 +221,7 @@ class _Writer:
         self.session, self.ctx, self.report = session, ctx, report
         self._slots: dict[tuple[EditionKind, str], datetime] = {}
         self._updates: list[dict[str, Any]] = []  # readers' new values, by primary key
-        self._dropped: list[dict[str, Any]] = []  # (sid, slug) categories they no longer take
+        self._dropped: list[dict[str, Any]] = []  # categories readers no longer take
         self._added: list[dict[str, Any]] = []  # categories they take now
 
     def write_all(self, chunk: list[Row], leaving: list[tuple[int, str]]) -> None:
@@ -343,7 +343,8 @@ class _Writer:
     def _changes(self, known: _Known, prefs: Preferences, values: dict[str, Any]) -> None:
         reader, wanted = known.row.id, set(prefs.categories)
         self._updates.append(values)
-        self._dropped += [{"sid": reader, "slug": c} for c in known.categories - wanted]
+        gone = known.categories - wanted
+        self._dropped += [{"subscriber_id": reader, "category": c} for c in gone]
         self._added += [{"subscriber_id": reader, "category": c} for c in wanted - known.categories]
         self.report.updated += 1
 
@@ -352,14 +353,7 @@ class _Writer:
         and one for those added."""
         session = self.session
         update_rows(session, Subscriber.__table__, self._updates)
-        if self._dropped:
-            table = cast(Table, SubscriberCategory.__table__)
-            session.execute(
-                table.delete().where(
-                    table.c.subscriber_id == bindparam("sid"), table.c.category == bindparam("slug")
-                ),
-                self._dropped,
-            )
+        delete_rows(session, SubscriberCategory.__table__, self._dropped)
         insert_rows(session, SubscriberCategory.__table__, self._added)
         self._updates, self._dropped, self._added = [], [], []
 
