@@ -230,6 +230,11 @@ def test_send_now_queues_the_listed_readers_once(web: WebRig) -> None:
             "x@example.com no such subscriber",
             "bob@example.com status is unsubscribed",
         ]
+        # A row now waits, which makes the editions page reload itself; this answer to the
+        # form must not (reloading it sent the form again: a second action, other numbers).
+        assert _deliveries(web) == [("ann@example.com", "queued")]
+        assert 'id="refresh"' not in answer.text and "location.reload" not in answer.text
+        assert 'id="refresh"' in web.client.get(LIST).text
         again = _trigger(web, kind="daily", who="listed", emails="ann@example.com")
         assert again.status_code == 303, again.text  # nothing left out: back to the list
         assert "queued=0" in again.headers["location"] and "already=1" in again.headers["location"]

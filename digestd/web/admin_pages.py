@@ -96,6 +96,9 @@ def page(
         "now": w.clock(),
         **context,
         "csrf": csrf.token,
+        # A page that answers a form (a refusal, or a result a redirect could not carry)
+        # never reloads itself: the browser would send the form again.
+        **({"refresh": 0} if request.method == "POST" else {}),
         "logout_csrf": csrf.token("admin-logout", "-"),
     }
     return csrf.attach(request, w.pages.render(template, full, status))
