@@ -107,6 +107,9 @@ def test_hostile_values_are_refused_inline_and_nothing_is_stored(
     _nothing_happened(web)
 
 
+ZONE_LA = "America/Los_Angeles"
+
+
 def test_a_timezone_is_read_as_people_type_it(web: WebRig) -> None:
     assert signup_form(web, "ann@example.com", timezone=" america/new york ").status_code == 200
     reader = web.subscriber("ann@example.com")
@@ -114,6 +117,22 @@ def test_a_timezone_is_read_as_people_type_it(web: WebRig) -> None:
     assert signup_form(web, "bob@example.com", timezone="Asia/Calcutta").status_code == 200
     bob = web.subscriber("bob@example.com")
     assert bob is not None and bob.timezone == "Asia/Kolkata"
+    # The hint says "a city such as Paris or Los Angeles": the city alone is enough.
+    for n, (typed, zone) in enumerate([("Paris", "Europe/Paris"), ("los angeles", ZONE_LA)]):
+        assert signup_form(web, f"c{n}@example.com", timezone=typed).status_code == 200
+        city = web.subscriber(f"c{n}@example.com")
+        assert city is not None and city.timezone == zone
+
+
+def test_an_offset_typed_as_a_timezone_is_answered_with_what_to_give_instead(
+    web: WebRig,
+) -> None:
+    """The picker lists the places on an offset; an offset alone names no place (its
+    summer time differs) and is refused, saying so."""
+    answer = signup_form(web, "ann@example.com", timezone="UTC+05:30")
+    assert answer.status_code == 400
+    assert "is an offset, not a timezone" in _inline(answer.text, "timezone")
+    _nothing_happened(web)
 
 
 def test_an_expired_form_comes_back_with_the_choices_kept(web: WebRig) -> None:

@@ -129,9 +129,18 @@ RENAMED_ZONES = {
 }
 
 
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*[+\-\u2212]\s*\d{1,2}(?::?\d{2})?", re.IGNORECASE)
+
+
 def parse_timezone(raw: str | None, default: str, field_name: str = "timezone") -> str:
     name = (raw or "").strip() or default
     if name not in _zones() and name != "UTC":
+        if _OFFSET.fullmatch(name):  # the offset of a place moves with its summer time
+            raise ValidationError(
+                field_name,
+                f"{name[:16]!r} is an offset, not a timezone: give the place it is for "
+                "(e.g. Asia/Kolkata for UTC+05:30)",
+            )
         raise ValidationError(
             field_name, f"unknown IANA timezone {name[:64]!r} (e.g. Europe/Paris)"
         )

@@ -35,15 +35,27 @@ def _by_folded_name() -> dict[str, str]:
     return found
 
 
+@cache
+def _by_city() -> dict[str, str]:
+    """The offered zones by their city alone ("los_angeles"), where only one has it."""
+    found: dict[str, str | None] = {}
+    for name in zone_names():
+        city = _fold(name.rpartition("/")[2])
+        found[city] = None if city in found else name
+    return {city: name for city, name in found.items() if name is not None}
+
+
 def _fold(text: str) -> str:
     return "_".join(text.split()).casefold()
 
 
 def find_zone(text: str) -> str:
-    """The zone a person meant by ``text`` ("america/new york" is America/New_York); the
-    text itself when no zone has that name, for the validation to refuse it by name."""
+    """The zone a person meant by ``text`` ("america/new york" is America/New_York, and
+    "Paris" or "los angeles" alone, as the picker's hint suggests, the one zone of that
+    city); the text itself when no zone has that name, for the validation to refuse it."""
     text = text.strip()
-    return _by_folded_name().get(_fold(text), text)
+    folded = _fold(text)
+    return _by_folded_name().get(folded) or _by_city().get(folded, text)
 
 
 def offset(zone: str, at: datetime) -> str:
