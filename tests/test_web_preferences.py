@@ -103,6 +103,17 @@ def test_pause_then_resume(web: WebRig) -> None:
     assert resumed.next_daily_at == datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 
 
+def test_a_paused_reader_can_unsubscribe_from_the_preferences_page(web: WebRig) -> None:
+    """The page showed Resume alone while paused: the way out was "Delete my data"."""
+    with time_machine.travel(NOW, tick=False):
+        links = _reader(web)
+        _post(web, links["preferences"], action="pause", pause_for="1w")
+        page = web.client.get(links["preferences"]).text
+        assert 'value="resume"' in page and 'value="unsubscribe"' in page
+        _post(web, links["preferences"], action="unsubscribe")
+    assert web.status("ann@example.com") == SubscriberStatus.UNSUBSCRIBED
+
+
 def test_subscribing_again_from_preferences_takes_a_new_confirmation(web: WebRig) -> None:
     with time_machine.travel(NOW, tick=False) as clock:
         links = _reader(web)
