@@ -125,7 +125,8 @@ def test_saving_says_what_comes_next_in_the_new_zone(web: WebRig) -> None:
     # 18:00 in Tokyo now: Monday's daily, then Sunday's recap
     assert (
         "What you'll get next The daily digest: Monday 30 November, 07:00 Asia/Tokyo "
-        "The weekly recap: Sunday 6 December, 08:00 Asia/Tokyo" in words
+        "The weekly recap: Sunday 6 December, 08:00 Asia/Tokyo "
+        "A day with no new stories in your topics sends nothing" in words
     )
     reader = web.subscriber("ann@example.com")
     assert reader is not None and reader.timezone == "Asia/Tokyo"

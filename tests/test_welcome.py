@@ -62,6 +62,10 @@ def test_the_page_and_the_welcome_say_when_the_first_digest_comes(web: WebRig) -
     text, html = parts(welcome)
     one_line = " ".join(text.split())
     assert "Your daily digest arrives Wednesday 2 December, 07:00 America/New_York." in one_line
+    # A promise kept: a day with nothing new in their topics sends no digest.
+    quiet = "A day with no new stories in your topics sends nothing, rather than an empty email."
+    assert quiet in one_line and quiet in words
+    assert "on its way" not in one_line
     assert "covering AI and Robotics" in one_line
     for url in (
         "https://digest.example.com/archive/ai/daily/2026-12-01",
