@@ -36,6 +36,11 @@ _LINK_TOKEN = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{26}[
 _PLAIN = re.compile(r"[A-Za-z0-9_./-]*")
 
 
+# The public ids the links of a test send and of a preview carry (digestd.ops): no reader
+# has one (a reader's is 22 random characters), so such a link can only explain itself.
+SAMPLE_READERS = frozenset({"test", "preview"})
+
+
 class Purpose(enum.StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"

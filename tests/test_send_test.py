@@ -28,6 +28,7 @@ from digestd.readers.suppression import suppress
 from tests.admin_seed import AUTH, reader
 from tests.conftest import WebRig
 from tests.helpers import article, parse, parts
+from tests.web_helpers import links_in, text_of
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)  # before the 07:00 UTC daily
 
@@ -83,6 +84,39 @@ def test_the_test_send_reaches_the_address_marked_as_a_test_and_queues_nothing(
         ).all()
     assert sorted(sent) == [(f"reader{i}@example.com", DeliveryStatus.SENT) for i in range(3)]
     assert len(web.smtp.wait_for(4)) == 4
+
+
+def test_a_test_sends_links_say_they_are_from_a_test_copy_and_change_nothing(
+    web: WebRig,
+) -> None:
+    """An operator clicking through a test to check its footer was told "We hold no
+    subscription for this link: it was deleted", and "View in browser" led nowhere."""
+    _seed(web)
+    with time_machine.travel(NOW, tick=False):
+        answer = web.client.post(
+            "/api/editions/test",
+            json={"kind": "daily", "to": "editor@example.org", "categories": ["ai"]},
+            headers=AUTH,
+        )
+        assert answer.status_code == 200, answer.text
+        (mail,) = web.smtp.wait_for(1)
+        links = links_in(mail.data)
+        assert {"preferences", "unsubscribe", "view"} <= set(links)
+        before = _statuses(web)
+        for name in ("preferences", "unsubscribe", "view"):
+            page = web.client.get(links[name])
+            assert page.status_code == 200, (name, page.text)
+            assert "from a test send or a preview" in text_of(page.text)
+            assert "deleted" not in text_of(page.text)
+        one_click = web.client.post(links["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
+        assert one_click.status_code == 200
+    assert _statuses(web) == before
+
+
+def _statuses(web: WebRig) -> list[tuple[str, str]]:
+    with web.service.sessions() as session:
+        rows = session.execute(select(Subscriber.email, Subscriber.status))
+        return sorted((str(email), str(status)) for email, status in rows)
 
 
 def test_the_test_send_function_is_what_the_command_calls(web: WebRig) -> None:

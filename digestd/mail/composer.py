@@ -26,7 +26,7 @@ from digestd.mail.template import (
     personal_headers,
 )
 from digestd.mail.wire import WireBytes, ascii_address, needs_no_escaping
-from digestd.tokens import Purpose, Tokens
+from digestd.tokens import SAMPLE_READERS, Purpose, Tokens
 
 if TYPE_CHECKING:
     from digestd.mail.dkim import DkimSigner
@@ -89,6 +89,8 @@ class Links:
         }
         if delivery_id is not None:
             links["view"] = self.url(Purpose.VIEW, f"{public_id}/{delivery_id}")
+        elif public_id in SAMPLE_READERS:  # a test send: its link says what it would open
+            links["view"] = self.url(Purpose.VIEW, f"{public_id}/0")
         if MUTE in names:
             links[MUTE] = self.url(Purpose.MUTE, public_id)
         return links

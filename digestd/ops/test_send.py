@@ -23,7 +23,7 @@ from digestd.ops.preview import Parts, edition_now
 from digestd.readers.subscribers import email_hash
 
 SUBJECT_PREFIX = "[Test] "
-NOBODY = "test"  # the public id the links carry: no reader has it
+NOBODY = "test"  # the public id the links carry: no reader has it (tokens.SAMPLE_READERS)
 
 
 class Sendable(Parts, Protocol):

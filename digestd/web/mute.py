@@ -25,7 +25,7 @@ from digestd.web.body import read_input
 from digestd.web.context import Web, web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
-from digestd.web.reader_pages import GONE
+from digestd.web.reader_pages import GONE, someone
 
 _INVALID = (
     "This link is not valid. It may have been cut short by your email program: "
@@ -67,7 +67,7 @@ def _link(w: Web, request: Request) -> MuteLink:
     category = request.query_params.get("category", "")
     if category not in CATEGORIES:
         raise WebError(400, _NO_CATEGORY, title="Invalid link", field="category")
-    return MuteLink(public_id, category)
+    return MuteLink(someone(public_id), category)
 
 
 def _topics(categories: list[str]) -> str:

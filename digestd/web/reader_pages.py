@@ -11,7 +11,7 @@ from starlette.responses import Response
 from digestd.models import Subscriber
 from digestd.readers.subscribers import Schedule, by_public_id, frequency_name
 from digestd.readers.upcoming import local_day, upcoming
-from digestd.tokens import MAX_AGE, BadToken, ExpiredToken, Purpose
+from digestd.tokens import MAX_AGE, SAMPLE_READERS, BadToken, ExpiredToken, Purpose
 from digestd.web.context import Web
 from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
@@ -27,10 +27,26 @@ GONE = WebError(
 )
 
 
+SAMPLE = WebError(
+    200,
+    "This link comes from a test send or a preview. In a reader's own email it opens their "
+    "page (their preferences, their unsubscribe, the email in a browser); this copy was "
+    "made for no reader, so nothing was changed.",
+    title="A link from a test copy",
+)
+
+
+def someone(public_id: str) -> str:
+    """``public_id``, unless it is a test copy's (:data:`SAMPLE`, said instead of "deleted")."""
+    if public_id in SAMPLE_READERS:
+        raise SAMPLE
+    return public_id
+
+
 def link_id(w: Web, purpose: Purpose, token: str, *, allow_expired: bool = False) -> str:
     """The public id a link names; a clear 400 if it is forged, cut short or expired."""
     try:
-        return w.tokens.read(purpose, token)
+        return someone(w.tokens.read(purpose, token))
     except ExpiredToken as exc:
         if allow_expired and exc.payload is not None:
             return exc.payload
@@ -47,7 +63,7 @@ def preferences_id(request: Request, w: Web) -> str | Response:
     """The id of a preferences link, or the "expired: email me a fresh link" page."""
     token = request.path_params["token"]
     try:
-        return w.tokens.read(Purpose.PREFERENCES, token)
+        return someone(w.tokens.read(Purpose.PREFERENCES, token))
     except ExpiredToken as exc:
         if exc.payload is None:
             raise WebError(400, INVALID, title="Invalid link") from exc

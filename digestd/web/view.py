@@ -24,6 +24,7 @@ from digestd.models import Delivery, Digest, Subscriber
 from digestd.tokens import BadToken, Purpose
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
+from digestd.web.reader_pages import someone
 
 # The page is our own email: no script at all, images from the articles' hosts.
 VIEW_CSP = (
@@ -121,6 +122,7 @@ async def view(request: Request) -> Response:
         payload = w.tokens.read(Purpose.VIEW, request.path_params["token"])
         public_id, _, delivery = payload.partition("/")
         delivery_id = int(delivery)
+        someone(public_id)
     except (BadToken, ValueError) as exc:  # ExpiredToken is a BadToken
         raise WebError(400, "This link is not valid or has expired.", title="Invalid link") from exc
     page = await w.db(_page, w, public_id, delivery_id)
