@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from digestd.models import ArchiveEdition, Article
 from digestd.web import archive
 from tests.conftest import ADMIN_TOKEN, WebRig
-from tests.helpers import article
+from tests.helpers import article, parse, parts
 from tests.web_helpers import links_in, signup_form, text_of
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -122,6 +122,11 @@ def test_an_edition_page_is_the_digest_a_reader_of_that_category_was_sent(web: W
     assert body in page.text
     words = text_of(page.text)
     assert "Story ai-30" in words and "Models 30" in words and "Story bot-30" not in words
+    # The email's "You receive the ... digest" is the reader's: a web copy is nobody's.
+    assert "You receive the" not in words and "You receive the" not in text_of(view)
+    assert "You receive the Tech Pulse daily digest" in text_of(
+        parts(parse(web.smtp.messages[-1].data))[1]
+    )
     assert (
         '<link rel="canonical" href="https://digest.example.com/archive/ai/daily/2026-11-30">'
         in page.text
