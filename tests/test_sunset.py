@@ -169,3 +169,18 @@ def test_aggregate_mode_never_sunsets(web: WebRig) -> None:
     _first_daily(web)
     assert _tick(web, ASK) == [] and _tick(web, ASK + 10 * WEEK) == []
     assert _ann(web) == (SubscriberStatus.ACTIVE, True, False, None) and _steps(web) == []
+
+
+@pytest.mark.parametrize(("weeks", "says"), [(1, "for 1 week."), (12, "for 12 weeks.")])
+def test_the_question_counts_its_weeks_in_english(web: WebRig, weeks: int, says: str) -> None:
+    """With DIGESTD_SUNSET_WEEKS=1 it asked about a silence "for 1 weeks"."""
+    from dataclasses import replace
+
+    from digestd.ops.sunset import Reader, Sunset
+
+    service = web.service
+    settings = replace(service.settings, sunset_weeks=weeks)
+    sunset = Sunset(settings, service.sessions, service.composer, service.transport)
+    reader = Reader(1, "ann@example.com", "p" * 22, ["ai"], True)
+    text, html = parts(parse(sunset.message(reader, "asked", SENT)))
+    assert says in " ".join(text.split()) and says in text_of(html)

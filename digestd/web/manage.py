@@ -11,7 +11,7 @@ GET never changes anything (mail scanners follow links); POST acts.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -94,7 +94,7 @@ def _page(
             "zones": zone_options(now),
             "renamed_zones": RENAMED_ZONES,
             "pause_choices": pausing.LABELS,
-            "pause_min": first_day.isoformat(),
+            "pause_min": (first_day + timedelta(days=1)).isoformat(),  # a date after today
             "pause_max": (first_day + pausing.LONGEST).isoformat(),
             "notice": notice,
             "errors": defaultdict(str, errors or {}),
