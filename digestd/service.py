@@ -53,6 +53,7 @@ class TickReport:
             "queued_weekly": queued["weekly"],
             "empty": self.enqueued.empty,  # readers with nothing new
             "late": self.enqueued.late,  # due beyond the catch-up window
+            "instead": self.enqueued.instead,  # Sunday dailies the recap replaces
             "sent": d.sent,
             "failed": d.failed,
             "deferred": d.deferred,
@@ -83,7 +84,9 @@ class TickReport:
         return (
             f"tick {self.now.isoformat().replace('+00:00', 'Z')}: "
             f"queued {sum(q.values())} (daily {q['daily']}, weekly {q['weekly']}), "
-            f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late, "
+            f"skipped {self.enqueued.empty} empty + {self.enqueued.late} late"
+            + (f" + {self.enqueued.instead} recap instead" if self.enqueued.instead else "")
+            + ", "
             f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}; "
             f"rendered {r} digest{'' if r == 1 else 's'}"
             + (f"; {u} not sent: their digest could not be rendered" if u else "")

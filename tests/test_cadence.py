@@ -26,15 +26,16 @@ def _service(env: dict[str, str], **extra: str) -> Service:
     return Service.build(settings, transport=MailCatcher(settings.mail_dir))
 
 
-def _ticks(service: Service, instants: list[datetime]) -> None:
-    async def run() -> None:
+def _ticks(service: Service, instants: list[datetime]) -> list[str]:
+    """Each tick's summary line."""
+
+    async def run() -> list[str]:
         try:
-            for now in instants:
-                await service.tick(now)
+            return [(await service.tick(now)).summary() for now in instants]
         finally:
             await service.close()
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 def _mail(service: Service) -> list[str]:
@@ -62,7 +63,9 @@ def _editions(service: Service) -> list[tuple[str, str, str, str | None]]:
 def test_on_sunday_a_reader_of_both_gets_the_recap_only(env: dict[str, str]) -> None:
     service = _service(env)
     _seed(service, Reader("both@example.com", daily=True, weekly=True))
-    _ticks(service, [SATURDAY, SUNDAY, SUNDAY + timedelta(hours=1)])
+    summaries = _ticks(service, [SATURDAY, SUNDAY, SUNDAY + timedelta(hours=1)])
+    # Counted as what it is, not as a reader with nothing new ("empty")
+    assert "skipped 0 empty + 0 late + 1 recap instead, sent 0" in summaries[1]
     assert _editions(service) == [
         ("daily", "2026-11-28", "sent", None),
         ("daily", "2026-11-29", "skipped", "Sunday: the weekly recap goes out instead"),

@@ -442,6 +442,8 @@ class Planner:
             report.unrenderable += 1
         elif (why or "").startswith(MISSED):
             report.late += 1
+        elif why == RECAP_INSTEAD:
+            report.instead += 1
         else:
             report.empty += 1
 

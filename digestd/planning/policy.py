@@ -49,6 +49,7 @@ class EnqueueReport:
     queued: Counter[str] = field(default_factory=Counter)  # by edition kind
     empty: int = 0  # nothing new to send
     late: int = 0  # due beyond the catch-up window
+    instead: int = 0  # Sunday dailies of readers of both: the recap goes out instead
     rendered: int = 0  # digests rendered (each distinct digest once)
     unrenderable: int = 0  # deliveries failed because their digest could not be rendered
     later: int = 0  # left for later: a trigger before the reader's send time

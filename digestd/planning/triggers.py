@@ -90,11 +90,12 @@ def trigger(
 def _add(report: TriggerReport, planned: EnqueueReport, readers: int) -> None:
     report.queued += planned.queued[report.kind]
     report.failed_to_render += planned.unrenderable
-    report.nothing_to_send += planned.empty
+    report.nothing_to_send += planned.empty + planned.instead
     report.left_for_later += planned.later
     # A row the planner did not insert is one the reader already had for that edition.
     written = planned.queued[report.kind] + planned.unrenderable
-    report.already_had_it += readers - written - planned.empty - planned.later
+    skipped = planned.empty + planned.instead + planned.later
+    report.already_had_it += readers - written - skipped
 
 
 def why_not(session: Session, kind: EditionKind, emails: list[str]) -> list[dict[str, str]]:

@@ -149,7 +149,7 @@ def _dashboard(
         Tile("Sending", number(q.get("sending", 0)), "claimed by a worker"),
         Tile("Failed", number(failed), "in the latest editions", "bad" if failed else ""),
         Tile("Sent", number(sum(activity.sent)), f"last {DAYS} days"),
-        Tile("Skipped", number(sum(activity.skipped)), "nothing new, or too late"),
+        Tile("Skipped", number(sum(activity.skipped)), "nothing new, too late, or a recap instead"),
     ]
     s = current.subscribers
     readers = [
