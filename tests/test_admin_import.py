@@ -72,6 +72,8 @@ def test_an_import_runs_in_the_background_and_reports_each_bad_line(web: WebRig)
     assert rows == [("3", "email"), ("5", "email"), ("6", "categories")]
     assert "<script" not in report.text  # finished: no more reloading
     assert "spring list.csv" in listed and "done 2 0 3" in listed
+    # Before choosing a file the operator reads what happens to readers already on the list.
+    assert "Readers already on the list take the file's topics, frequency and timezone" in listed
 
 
 def test_a_row_marked_unsubscribed_unsubscribes_its_reader_and_is_counted(web: WebRig) -> None:
