@@ -180,6 +180,18 @@ def test_unknown_or_malformed_addresses_get_one_clear_answer_and_change_nothing(
     assert _shelved(web) == before
 
 
+def test_a_category_typed_in_capitals_is_sent_to_its_archive(web: WebRig) -> None:
+    _publish(web, 29, 30)
+    for typed, meant in [
+        ("/archive/AI", "/archive/ai"),
+        ("/archive/Robotics/daily/2026-11-30", "/archive/robotics/daily/2026-11-30"),
+        ("/archive/AI?before=2026-11-30", "/archive/ai?before=2026-11-30"),
+    ]:
+        answer = web.client.get(typed, follow_redirects=False)
+        assert answer.status_code == 308 and answer.headers["location"] == meant
+        assert web.client.get(typed, follow_redirects=True).status_code == 200
+
+
 def _required(document: bytes) -> list[str]:
     """What RFC 4287 requires (and the W3C validator checks) that this feed lacks."""
     root = ET.fromstring(document)
