@@ -35,6 +35,16 @@ def _nothing_happened(web: WebRig) -> None:
     assert web.smtp.messages == []
 
 
+def test_without_javascript_the_page_says_it_cannot_tell_the_timezone(web: WebRig) -> None:
+    """A reader with scripts off was signed up for 07:00 UTC (23:00 in Los Angeles) with
+    nothing to say the zone had not been detected."""
+    page = web.client.get("/subscribe").text
+    hint = re.search(r"<noscript>(.*?)</noscript>", page, re.S)
+    assert hint is not None and 'data-detect="1"' in page
+    assert "cannot tell your timezone: type your city" in text_of(hint.group(1))
+    assert "at 7:00 UTC time" in text_of(hint.group(1))
+
+
 def test_an_empty_email_is_shown_next_to_the_field_with_every_choice_kept(web: WebRig) -> None:
     answer = signup_form(
         web, "", categories=["quantum", "spacetech"], frequency="both", timezone="Asia/Tokyo"
