@@ -47,6 +47,11 @@ from digestd.web.reader_pages import GONE, link_id, load_reader, preferences_id,
 from digestd.web.zones import find_zone, zone_options
 
 ACTIONS = ("save", "pause", "resume", "unsubscribe", "delete", "learning")
+# Who must confirm from the inbox before digests (start again), and the consent source.
+_CONFIRM_FIRST = {
+    SubscriberStatus.UNSUBSCRIBED: "preferences page: subscribe again",
+    SubscriberStatus.PENDING: "preferences page: confirmation sent again",
+}
 NOTICES = {
     "save": "Your preferences are saved.",
     "pause": "Your digests are paused. They start again by themselves.",
@@ -56,6 +61,10 @@ NOTICES = {
     "subscribe-again": (
         "We've emailed you a link to confirm. Your digests start again once you follow it."
     ),
+    "confirm-again": "We've emailed you the link to confirm again. Your digests start once "
+    "you follow it.",
+    "sent-lately": "We emailed you a link to confirm a few minutes ago: look for it (in your "
+    "spam folder too) before asking for another.",
 }
 # A pause or resume that changed nothing, by where the reader stands: never "paused".
 UNCHANGED = {
@@ -136,7 +145,12 @@ async def preferences_post(request: Request) -> Response:
         return await _refused(request, w, public_id, data, exc)
     if reader is None:
         raise GONE
-    notice = NOTICES["subscribe-again" if signup else action]
+    notice = NOTICES[action]
+    if signup is not None and signup.notice is None:  # one was sent moments ago
+        notice = NOTICES["sent-lately"]
+    elif signup is not None:
+        pending = reader["status"] == SubscriberStatus.PENDING
+        notice = NOTICES["confirm-again" if pending else "subscribe-again"]
     if not changed:
         notice = UNCHANGED.get(SubscriberStatus(reader["status"]), NO_DIGESTS)
     response = _page(request, w, public_id, reader, notice=notice)
@@ -198,10 +212,13 @@ def _act(
         subscriber = by_public_id(session, public_id, lock=True)
         if subscriber is None:
             return None, None, False
-        if action == "resume" and subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        if action == "resume" and subscriber.status in _CONFIRM_FIRST:
             # A preferences link gets forwarded and outlives the unsubscribe: coming back
-            # takes a new confirmation from the inbox, like a signup.
-            request = SignupRequest.of(subscriber, "preferences page: subscribe again")
+            # takes a new confirmation from the inbox, like a signup. A reader who never
+            # confirmed gets the confirmation again.
+            request = SignupRequest.of(
+                subscriber, _CONFIRM_FIRST[SubscriberStatus(subscriber.status)]
+            )
             signup = request_signup(session, subscriber.email, request, now, w.policy.signup_limits)
             return snapshot(subscriber, w.schedule), signup, True
         changed = True
