@@ -63,8 +63,9 @@ NOTICES = {
     ),
     "confirm-again": "We've emailed you the link to confirm again. Your digests start once "
     "you follow it.",
-    "sent-lately": "We emailed you a link to confirm a few minutes ago: look for it (in your "
-    "spam folder too) before asking for another.",
+    # Why is not said (signups.Held): a link sent minutes ago, or too many asked for.
+    "sent-lately": "No new link was sent just now: one may have reached you a few minutes "
+    "ago (look in your spam folder too). Try again in a little while.",
 }
 # A pause or resume that changed nothing, by where the reader stands: never "paused".
 UNCHANGED = {
@@ -146,7 +147,7 @@ async def preferences_post(request: Request) -> Response:
     if reader is None:
         raise GONE
     notice = NOTICES[action]
-    if signup is not None and signup.notice is None:  # one was sent moments ago
+    if signup is not None and signup.notice is None:  # held back by the signup limits
         notice = NOTICES["sent-lately"]
     elif signup is not None:
         pending = reader["status"] == SubscriberStatus.PENDING
