@@ -90,6 +90,11 @@ class TickReport:
             f"sent {d.sent}, failed {d.failed}, deferred {d.deferred}; "
             f"rendered {r} digest{'' if r == 1 else 's'}"
             + (f"; {u} not sent: their digest could not be rendered" if u else "")
+            + (
+                f"; {d.taken_over} outcomes left to the worker that took their rows over"
+                if d.taken_over
+                else ""
+            )
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.db import make_engine, make_sessions
@@ -27,6 +27,7 @@ from digestd.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digestd.models import Suppression as SuppressionRow
 from digestd.planning.planner import enqueue_due
 from digestd.readers.bounce_policy import Kind
 from digestd.readers.ledger import Event
@@ -237,12 +238,20 @@ def test_an_outcome_is_written_only_while_the_claim_is_still_the_writers(
     clock.now = SEND + LEASE + timedelta(seconds=1)
     successor_store = queue_store(sessions, Worker("host-b", "boot", 1, "1"), clock=clock)
     successor = successor_store.claim(SEND, LEASE, 10)
+    refusal = Event(Kind.HARD, "smtp", "smtp", "5.1.1", "550 5.1.1 <r0@example.com>: unknown")
     failed = [
-        Outcome(j, DeliveryStatus.FAILED, True, SEND, last_error="late writer") for j in stalled
+        Outcome(j, DeliveryStatus.FAILED, True, SEND, last_error="late writer", event=refusal)
+        for j in stalled
     ]
-    stalled_store.record(failed, SEND)  # the stalled worker wakes up: changes nothing
+    # The stalled worker wakes up: it changes nothing, says so (its tick's report counts it),
+    # and leaves the refusal to the worker whose rows they are now (no ledger row, nobody
+    # suppressed for a message that worker sends again).
+    assert stalled_store.record(failed, SEND) == 0
     assert {s for s, _, _ in _statuses(sessions).values()} == {"sending"}
-    successor_store.record([_sent(j, SEND) for j in successor], SEND)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(BounceEvent)) == 0
+        assert session.scalar(select(func.count()).select_from(SuppressionRow)) == 0
+    assert successor_store.record([_sent(j, SEND) for j in successor], SEND) == 2
     rows = _statuses(sessions)
     assert {(s, lease, attempts) for s, lease, attempts in rows.values()} == {("sent", None, 2)}
 

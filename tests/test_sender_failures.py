@@ -14,10 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from digestd.config import load_settings
-from digestd.delivery.queue import Outcome
+from digestd.delivery.queue import Outcome, QueueStore
+from digestd.delivery.queue_store import queue_store
+from digestd.delivery.worker import Worker
 from digestd.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from digestd.planning.planner import enqueue_due
-from digestd.service import Service
+from digestd.planning.policy import EnqueueReport
+from digestd.service import Service, TickReport
 from tests.faultsmtp import FaultySink, running
 from tests.seeding import Reader, add_articles, add_readers, hourly_articles
 
@@ -88,11 +91,11 @@ def test_a_database_blip_while_recording_is_retried_not_repeated(env: dict[str, 
         record = store.record
         failures = [2]  # the next two writes fail, as a database restart would
 
-        def flaky(outcomes: Sequence[Outcome], now: datetime) -> None:
+        def flaky(outcomes: Sequence[Outcome], now: datetime) -> int:
             if failures[0]:
                 failures[0] -= 1
                 raise OperationalError("UPDATE deliveries", {}, Exception("connection reset"))
-            record(outcomes, now)
+            return record(outcomes, now)
 
         store.record = flaky  # type: ignore[method-assign]
         waits: list[float] = []
@@ -149,10 +152,10 @@ def test_while_outcomes_cannot_be_written_no_more_messages_start(env: dict[str, 
     down = [True]
     sent_when_down: list[int] = []
 
-    def failing(outcomes: Sequence[Outcome], now: datetime) -> None:
+    def failing(outcomes: Sequence[Outcome], now: datetime) -> int:
         if down[0]:
             raise OperationalError("UPDATE deliveries", {}, Exception("server closed"))
-        record(outcomes, now)
+        return record(outcomes, now)
 
     async def outage(seconds: float) -> None:
         sent_when_down.append(len(transport.sent))
@@ -175,3 +178,45 @@ def test_while_outcomes_cannot_be_written_no_more_messages_start(env: dict[str, 
     assert back - first_failure <= transport.concurrency  # only those already on the wire
     assert sorted(transport.sent) == readers  # each once, the rest after the outage
     assert {status for status, _, _, _ in _rows(service).values()} == {DeliveryStatus.SENT}
+
+
+class TakenOver(Instant):
+    """A relay during whose first message another worker takes the batch over, as one
+    does when this worker stalls past its lease (a paused VM, SIGSTOP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thief: QueueStore | None = None
+        self.stolen = 0
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        if self.thief is not None and not self.sent and not self.stolen:
+            self.stolen = len(self.thief.claim(SENT_AT, timedelta(minutes=5), 100))
+        return await super().send(envelope_from, recipient, message)
+
+
+def test_outcomes_another_worker_took_over_are_said_not_recorded(env: dict[str, str]) -> None:
+    """A stalled worker reported its messages as recorded although the rows were another's
+    by then (the chaos probe's SIGSTOP run): its tick says how many it could not record."""
+    readers = [f"reader{i:02d}@example.com" for i in range(10)]
+    transport = TakenOver()
+    service = Service.build(load_settings(env), transport=transport)
+    later = datetime.now(UTC) + timedelta(days=1)  # every lease of this run has ended
+    transport.thief = queue_store(
+        service.sessions, Worker("other-host", "boot", 1, "1"), clock=lambda: later
+    )
+    _seed(service, readers)
+
+    async def scenario() -> Any:
+        enqueue_due(service.sessions, service.policy, service.renderer, SENT_AT)
+        report = await service.sender.deliver_due(SENT_AT)
+        await service.close()
+        return report
+
+    report = asyncio.run(scenario())
+    assert transport.stolen == 10 and report.taken_over == 10
+    with service.sessions() as session:
+        owners = set(session.scalars(select(Delivery.claimed_by)))
+    assert owners == {"other-host/boot//1/1"}  # nothing overwritten: the rows are the thief's
+    summary = TickReport(SENT_AT, EnqueueReport(), report).summary()
+    assert "; 10 outcomes left to the worker that took their rows over" in summary

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, case, select, update
@@ -147,18 +147,22 @@ class QueueStore:
         jobs.sort(key=lambda job: (job.digest_id or 0, job.delivery_id))
         return jobs
 
-    def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
+    def record(self, outcomes: Sequence[Outcome], now: datetime) -> int:
         """One transaction: every outcome (where the claim is still ours), its refusal in
-        the bounce ledger and what the bounce policy makes of it."""
+        the bounce ledger and what the bounce policy makes of it. Returns how many were
+        written: fewer when another worker had taken rows over (our lease ran out)."""
         refused = [(o.job, o.event) for o in outcomes if o.event is not None]
+        written = 0
         with self.sessions.begin() as session:
-            here = self._still_there(session, [job for job, _ in refused])
+            here, ours = self._still_there(session, [job for job, _ in refused])
             if outcomes:
                 values = [outcome.values() for outcome in outcomes]
                 for row in values:
                     row["b_worker"] = self.worker.label
-                self._write(session, values)
+                written = self._write(session, values)
             for job, event in refused:
+                if job.delivery_id in here and job.delivery_id not in ours:
+                    continue  # another worker's now: it sends again and records its own
                 # A reader who erased their data while the message was on the wire has no
                 # rows left to name: the refusal is kept without them, and nobody to act on.
                 known = job.delivery_id in here
@@ -169,22 +173,36 @@ class QueueStore:
                     subscriber_id=job.subscriber_id if known else None,
                     now=now,
                 )
+        return written
 
-    def _still_there(self, session: Session, jobs: list[Job]) -> set[int]:
-        """Which of these jobs' deliveries still exist. On PostgreSQL their subscribers are
-        held (KEY SHARE) until the transaction ends, taken first as an erasure takes them
-        (the subscriber, then their rows): an erasure waits for this write, or this write
-        for it, and neither for the other."""
+    def _still_there(self, session: Session, jobs: list[Job]) -> tuple[set[int], set[int]]:
+        """Which of these jobs' deliveries still exist, and which of those are still ours
+        (claimed under the job's lease). On PostgreSQL their subscribers are held (KEY
+        SHARE) until the transaction ends, taken first as an erasure takes them (the
+        subscriber, then their rows): an erasure waits for this write, or this write for
+        it, and neither for the other."""
         if not jobs:
-            return set()
+            return set(), set()
         if self.locks:
             session.execute(
                 select(_s.id)
                 .where(among(session, _s.id, {job.subscriber_id for job in jobs}))
                 .with_for_update(read=True, key_share=True)
             )
-        ids = [job.delivery_id for job in jobs]
-        return set(session.scalars(select(_d.id).where(among(session, _d.id, ids))))
+        leases = {job.delivery_id: job.lease for job in jobs}
+        rows = session.execute(
+            select(_d.id, _d.status, _d.claimed_by, _d.lease_expires_at).where(
+                among(session, _d.id, list(leases))
+            )
+        ).all()
+        ours = {
+            row.id
+            for row in rows
+            if row.status == DeliveryStatus.SENDING
+            and row.claimed_by == self.worker.label
+            and _same_instant(row.lease_expires_at, leases[row.id])
+        }
+        return {row.id for row in rows}, ours
 
     def unsendable(self, jobs: Sequence[Job]) -> list[str | None]:
         """Why each job will not be sent (it is skipped), or None."""
@@ -249,7 +267,8 @@ class QueueStore:
     ) -> list[Job]:
         raise NotImplementedError
 
-    def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+    def _write(self, session: Session, rows: list[dict[str, Any]]) -> int:
+        """Write the outcomes where the claim is still ours; how many rows that was."""
         raise NotImplementedError
 
 
@@ -294,3 +313,14 @@ def due_ids(
         if len(ids) >= size:
             break
     return ids
+
+
+def _same_instant(stored: datetime | None, lease: datetime) -> bool:
+    """SQLite hands instants back naive (in UTC), PostgreSQL aware."""
+    if stored is None:
+        return False
+    if stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    if lease.tzinfo is None:
+        lease = lease.replace(tzinfo=UTC)
+    return stored == lease

@@ -72,11 +72,11 @@ class PostgresQueue(QueueStore):
         )
         return [Job(*cast(tuple[Any, ...], row)) for row in rows]
 
-    def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+    def _write(self, session: Session, rows: list[dict[str, Any]]) -> int:
         # One statement for the batch (an executemany is a statement per row here).
         table = _DELIVERIES
         outcome = rows_table(rows, OUTCOME_TYPES).c
-        session.execute(
+        result = session.execute(
             update(table)
             .where(
                 table.c.id == outcome["b_id"],
@@ -95,3 +95,4 @@ class PostgresQueue(QueueStore):
                 last_error=outcome["b_last_error"],
             )
         )
+        return int(result.rowcount)  # type: ignore[attr-defined]

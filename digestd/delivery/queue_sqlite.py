@@ -62,11 +62,11 @@ class SqliteQueue(QueueStore):
         ).all()
         return [Job(*cast(tuple[Any, ...], row)) for row in rows]
 
-    def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+    def _write(self, session: Session, rows: list[dict[str, Any]]) -> int:
         # The DB-API's own executemany: SQLAlchemy would process each row's parameters in
         # Python, a good share of the sending process's time. Instants are written as the
         # column type stores them (digestd.models.UTCDateTime on SQLite).
-        session.connection().exec_driver_sql(
+        result = session.connection().exec_driver_sql(
             _OUTCOME_UPDATE,
             [
                 (
@@ -84,6 +84,7 @@ class SqliteQueue(QueueStore):
                 for row in rows
             ],
         )
+        return int(result.rowcount)  # sqlite3 sums an executemany's rows
 
 
 _OUTCOME_UPDATE = (

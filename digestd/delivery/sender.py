@@ -82,6 +82,9 @@ class DeliveryReport:
     deferred: int = 0
     skipped: int = 0
     released: int = 0
+    # Outcomes not written: another worker had taken their rows over (this one stalled past
+    # its lease); counted above as what this worker saw, recorded by that one.
+    taken_over: int = 0
     paused: bool = False
     # Why messages were deferred or failed, without their addresses: a tick's warning.
     problems: Counter[str] = field(default_factory=Counter)
@@ -93,6 +96,7 @@ class DeliveryReport:
         self.deferred += other.deferred
         self.skipped += other.skipped
         self.released += other.released
+        self.taken_over += other.taken_over
         self.paused = self.paused or other.paused
         self.problems.update(other.problems)
 
@@ -421,8 +425,9 @@ class _Run:
         give_up = self.sender.monotonic() + self._margin(outcomes)
         while True:
             try:
-                await self.sender.in_thread(self.sender.store.record, outcomes, now)
+                written = await self.sender.in_thread(self.sender.store.record, outcomes, now)
                 self.stalled = False
+                self._taken_over(len(outcomes) - written)
                 return
             except (OperationalError, InterfaceError) as exc:
                 # Messages sent from here on could not be recorded either: each would go
@@ -438,6 +443,15 @@ class _Run:
                 )
             await self.sender.sleep(delay)
             delay = min(delay * 2, RECORD_RETRY_CAP)
+
+    def _taken_over(self, lost: int) -> None:
+        if lost > 0:
+            self.report.taken_over += lost
+            log.warning(
+                "%d outcomes were not recorded: their rows were another worker's by then "
+                "(this one stalled past its lease); that worker sends and records them",
+                lost,
+            )
 
     def _margin(self, outcomes: list[Outcome]) -> float:
         """Seconds to keep retrying: until the earliest of these claims is about to expire
