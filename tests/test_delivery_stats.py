@@ -48,3 +48,16 @@ def test_stats_shows_the_queue_the_last_edition_and_recent_throughput(
     assert "queue: queued 0, sending 0" in out
     assert f"last edition: daily {SENT_AT:%Y-%m-%d}: failed 1, sent 5" in out
     assert "sent recently: 0 in the last minute (0.0/s), 5 in the last 15 minutes" in out
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(0.4, "0.4"), (7.25, "7.2"), (2346.7, "2,347")])
+def test_the_last_editions_rate_reads_as_a_rate(rate: float, shown: str) -> None:
+    """It read "last edition sent at: 0 msg/s", like a time, and a slow edition as 0."""
+    from datetime import datetime
+
+    from digestd.ops.counts import EditionCounts
+    from digestd.ops.queue_stats import QueueStats
+
+    edition = EditionCounts(1, "daily", "2026-12-07", datetime(2026, 12, 7), {"sent": 3})
+    (line, _) = QueueStats(edition, rate).throughput_lines()
+    assert line == f"last edition (daily 2026-12-07) went out at {shown} messages/s"

@@ -30,8 +30,10 @@ class QueueStats:
         out = []
         edition = self.last_edition
         if edition is not None and self.rate:
+            # A rate, never read as a time ("sent at: 0 msg/s" was): one decimal when small.
+            rate = f"{self.rate:,.0f}" if self.rate >= 10 else f"{self.rate:.1f}"
             out.append(
-                f"last edition sent at: {self.rate:,.0f} msg/s ({edition.kind} {edition.period})"
+                f"last edition ({edition.kind} {edition.period}) went out at {rate} messages/s"
             )
         recent = ", ".join(
             f"{count} in the last {_span(window)} ({count / window.total_seconds():.1f}/s)"
