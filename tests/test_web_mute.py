@@ -75,6 +75,10 @@ def test_posting_the_form_mutes_that_category_once(web: WebRig) -> None:
     assert "AI is muted" in text_of(done.text)
     assert "now cover Robotics" in text_of(done.text)
     assert _categories(web) == ["robotics"]
+    # A way on: the reader's preferences, where AI can be added back (it was a dead end).
+    onward = re.search(r'href="(/preferences/[^"]+)"[^>]*>Manage preferences', done.text)
+    assert onward is not None
+    assert 'value="ai" class="cat">' in web.client.get(onward.group(1)).text
     # a second click changes nothing and says so
     again = web.client.post(mutes["AI"], data={"csrf": csrf_of(page.text)})
     assert again.status_code == 200 and "already" in text_of(again.text)

@@ -132,8 +132,15 @@ async def mute_post(request: Request) -> Response:
     return w.pages.message(
         f"{link.name} is muted",
         f"Your digests now cover {_topics(outcome.categories)}. Changed your mind? Add "
-        f"{link.name} back from {_ELSEWHERE}.",
+        f"{link.name} back from your preferences.",
+        action_url=_preferences(w, link),
+        action_label="Manage preferences",
     )
+
+
+def _preferences(w: Web, link: MuteLink) -> str:
+    """A way on from a muting's answer: the reader's preferences, by a fresh link."""
+    return f"/preferences/{w.tokens.make(Purpose.PREFERENCES, link.public_id)}"
 
 
 def _settled(
@@ -155,6 +162,8 @@ def _settled(
             f"{link.name} is muted",
             f"Your digests leave out {link.name} stories already; they cover "
             f"{_topics(outcome.categories)}.",
+            action_url=_preferences(w, link),
+            action_label="Manage preferences",
         )
     return w.pages.message(
         "Nothing to mute",
