@@ -64,6 +64,8 @@ def test_a_pause_of_weeks_ends_at_local_midnight_and_says_what_comes_then(
     assert reader.next_daily_at is None
     words = text_of(answer.text)
     assert f"Paused until {day}: your digests start again by themselves that day." in words
+    # The notice does not say it again, without the date, right above.
+    assert "Your digests are paused. They start again" not in words
     assert f"What you'll get next The daily digest: {day}, 07:00 Europe/Paris" in words
 
 

@@ -54,7 +54,7 @@ _CONFIRM_FIRST = {
 }
 NOTICES = {
     "save": "Your preferences are saved.",
-    "pause": "Your digests are paused. They start again by themselves.",
+    "pause": "Your digests are paused.",  # the page says until when, just below
     "resume": "Your digests are back on.",
     "unsubscribe": "You're unsubscribed. We won't send you digests any more.",
     "learning": "Saved: how your clicks are used.",
