@@ -14,7 +14,8 @@ import pytest
 import time_machine
 from sqlalchemy import delete, func, select
 
-from digestd.config import load_settings
+from digestd.config import Settings, load_settings
+from digestd.mail.template import MessageTemplate
 from digestd.models import Article, Click, ClickInbox, ClickMark, Subscriber
 from digestd.readers.subscribers import erase
 from digestd.tokens import Purpose
@@ -258,6 +259,28 @@ def test_links_signed_before_a_key_rotation_still_count() -> None:
     assert rotated.click_tags(41, 15) != tags  # the newest key signs
 
 
+def _twelve_story_daily(settings: Settings, *, tracked: bool) -> MessageTemplate:
+    """A daily of twelve AI stories, rendered as the planner renders one."""
+    from dataclasses import replace
+
+    from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
+    from digestd.mail.layout import Entry, Layout, Section
+    from digestd.models import EditionKind
+
+    articles = {
+        f"a{i}": ArticleFields(
+            f"https://news.example.com/{i}", f"Story {i}", "Wire", SENT, None, "", [], []
+        )
+        for i in range(12)
+    }
+    entries = tuple(Entry(f"a{i}", "ai") for i in range(1, 12))
+    layout = Layout(
+        ("ai",), (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, entries))
+    )
+    masthead = replace(Masthead.from_settings(settings), tracked=tracked)
+    return DigestRenderer(masthead).render(EditionKind.DAILY, "2026-11-30", layout, articles)
+
+
 @pytest.mark.parametrize(
     "base",
     [
@@ -271,27 +294,12 @@ def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
 ) -> None:
     """Short links go in as one quoted-printable line each; longer ones are wrapped: either
     way each part decodes to the reader's links, which verify."""
-    from dataclasses import replace
 
     from digestd.mail.composer import Composer
-    from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
-    from digestd.mail.layout import Entry, Layout, Section
-    from digestd.models import EditionKind
     from digestd.tokens import Tokens
 
     settings = load_settings({**env, "DIGESTD_BASE_URL": base})
-    articles = {
-        f"a{i}": ArticleFields(
-            f"https://news.example.com/{i}", f"Story {i}", "Wire", SENT, None, "", [], []
-        )
-        for i in range(12)
-    }
-    entries = tuple(Entry(f"a{i}", "ai") for i in range(1, 12))
-    layout = Layout(
-        ("ai",), (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, entries))
-    )
-    masthead = replace(Masthead.from_settings(settings), tracked=True)
-    template = DigestRenderer(masthead).render(EditionKind.DAILY, "2026-11-30", layout, articles)
+    template = _twelve_story_daily(settings, tracked=True)
     tokens = Tokens(settings.secret_keys)
     composer = Composer(settings, tokens)
     data = composer.compose(
@@ -318,27 +326,11 @@ def test_the_sending_path_makes_the_same_bytes_as_the_general_one(
     """Composing for a base URL with nothing to escape fills the whole message from links
     encoded once (Composer._encoded); it must give what the general path gives, byte for
     byte, whatever the tokens' lengths."""
-    from dataclasses import replace
-
     from digestd.mail.composer import Composer
-    from digestd.mail.digests import ArticleFields, DigestRenderer, Masthead
-    from digestd.mail.layout import Entry, Layout, Section
-    from digestd.models import EditionKind
     from digestd.tokens import Tokens
 
     settings = load_settings({**env, "DIGESTD_BASE_URL": base})
-    articles = {
-        f"a{i}": ArticleFields(
-            f"https://news.example.com/{i}", f"Story {i}", "Wire", SENT, None, "", [], []
-        )
-        for i in range(12)
-    }
-    entries = tuple(Entry(f"a{i}", "ai") for i in range(1, 12))
-    layout = Layout(
-        ("ai",), (Section(None, (Entry("a0", "ai"),), lead=True), Section(None, entries))
-    )
-    masthead = replace(Masthead.from_settings(settings), tracked=tracked)
-    template = DigestRenderer(masthead).render(EditionKind.DAILY, "2026-11-30", layout, articles)
+    template = _twelve_story_daily(settings, tracked=tracked)
     tokens = Tokens(settings.secret_keys)
     fast, general = (Composer(settings, tokens, clock=lambda: 1_796_022_000.0) for _ in "ab")
     general.links.plain = False

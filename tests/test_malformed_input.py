@@ -6,6 +6,7 @@ the valid items of the batch are stored, nothing else is, and no traceback shows
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -259,18 +260,25 @@ def test_the_real_command_refuses_an_odd_now_in_one_line(
     assert web.count(Edition) == web.count(Delivery) == 0
 
 
+def _preview_to(
+    output: str, env: dict[str, str], tmp_path: Path, web: WebRig
+) -> subprocess.CompletedProcess[bytes]:
+    """``digestd preview daily -o OUTPUT`` of an edition with one story."""
+    published = {**GOOD[0], "published_at": "2026-11-30T05:00:00Z"}
+    web.client.post("/api/articles", json=[published], headers=AUTH)
+    return run_digestd(
+        env,
+        *["preview", "daily", "--categories", "ai", "--now", "2026-11-30T07:00:00Z"],
+        *["-o", output],
+        cwd=tmp_path,
+    )
+
+
 @pytest.mark.parametrize("target", ["missing/dir/x.html", "."])
 def test_preview_to_a_path_that_cannot_be_written_is_one_line(
     env: dict[str, str], tmp_path: Path, web: WebRig, target: str
 ) -> None:
-    published = {**GOOD[0], "published_at": "2026-11-30T05:00:00Z"}
-    web.client.post("/api/articles", json=[published], headers=AUTH)
-    result = run_digestd(
-        env,
-        *["preview", "daily", "--categories", "ai", "--now", "2026-11-30T07:00:00Z"],
-        *["-o", str(tmp_path / target)],
-        cwd=tmp_path,
-    )
+    result = _preview_to(str(tmp_path / target), env, tmp_path, web)
     assert one_line_error(result).startswith(f"digestd: -o: cannot write {tmp_path / target}")
     assert not (tmp_path / "missing").exists()
 
@@ -279,14 +287,7 @@ def test_preview_to_a_full_disk_is_a_runtime_failure(
     env: dict[str, str], tmp_path: Path, web: WebRig
 ) -> None:
     """The path was fine; the device failed: exit 1 (a failure), not 2 (bad usage)."""
-    published = {**GOOD[0], "published_at": "2026-11-30T05:00:00Z"}
-    web.client.post("/api/articles", json=[published], headers=AUTH)
-    result = run_digestd(
-        env,
-        *["preview", "daily", "--categories", "ai", "--now", "2026-11-30T07:00:00Z"],
-        *["-o", "/dev/full"],
-        cwd=tmp_path,
-    )
+    result = _preview_to("/dev/full", env, tmp_path, web)
     assert one_line_error(result, code=1) == "digestd: No space left on device: /dev/full"
 
 
