@@ -318,8 +318,15 @@ def update_rows(session: Session, table: Any, rows: list[dict[str, Any]], key: s
                 f"UPDATE {quote(table.name)} SET {sets} WHERE {quote(key)} = ?",
                 [(*(sqlite_value(row[c]) for c in others), row[key]) for row in group],
             )
-        else:  # pragma: no cover - digestd's updates are plain
-            raise NotImplementedError(f"update_rows: {columns}")
+        else:  # a type SQLAlchemy must convert: its executemany, each row's values processed
+            from sqlalchemy import bindparam, update
+
+            session.execute(
+                update(table)
+                .where(table.c[key] == bindparam(f"k_{key}"))
+                .values({column: bindparam(f"k_{column}") for column in others}),
+                [{f"k_{column}": row[column] for column in columns} for row in group],
+            )
 
 
 def delete_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -129,9 +129,9 @@ def _b64(data: bytes) -> bytes:
 
 class Mac:
     """HMAC (RFC 2104) under one key: ``of(data)`` is ``hmac.new(key, prefix + data,
-    digest).digest()``. The padded key's two hashes are begun once, so a MAC costs two
-    copies, two updates and two digests in C: half of what the :mod:`hmac` object's
-    Python methods add to that, which the sending hot path pays for seven MACs a message."""
+    digest).digest()``. The padded key's two hashes are begun once, so a MAC is two
+    copies, two updates and two digests in C, without the Python calls an :mod:`hmac`
+    object wraps around them (the sending hot path makes seven MACs a message)."""
 
     __slots__ = ("_inner", "_outer")
 
