@@ -71,21 +71,23 @@ def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(
     page = web.client.get(links["view"]).text
     assert "Edited later" not in page
     assert "Meta's Internal Memo Signals AI Comeback" in text_of(page)
-    # Byte for byte the HTML part that was sent, but for the stretches of the reader's own
-    # links: the mute links taken out, the footer's links replaced by a note, and the
-    # tracked article links back to the articles' own.
+    # Byte for byte the HTML part that was sent, but for the stretches that are the
+    # reader's own: why they get it and their mute links taken out, the footer's links
+    # replaced by a note, and the tracked article links back to the articles' own.
     tracked = re.findall(r'href="(https://digest\.example\.com/c/[^"]+)"', parts(parse(digest))[1])
     plain = re.findall(r'href="(https://(?:the-decoder|news\.example)\.com/[^"]+)"', page)
     assert len(tracked) == len(plain) == 2  # each title (the lead has no image)
     sent = parts(parse(digest))[1]
     for link, url in zip(tracked, plain, strict=True):
         sent = sent.replace(f'href="{link}"', f'href="{url}"', 1)
-    before, _, rest = sent.partition("Mute a topic:")
+    # Why the reader gets it, then their mute links: both theirs, both taken out.
+    before, _, rest = sent.partition("You receive the")
     between, _, rest = rest.split("Robotics</a>", 1)[1].partition('<a class="tap"')
     after = rest.split("View in browser</a>", 1)[1]
     assert page.startswith(before) and page.rstrip("\r\n").endswith(after)
     assert before and between in page and after
     assert "Mute a topic" not in page and "/mute/" not in page
+    assert "You receive the" not in page
 
 
 @pytest.fixture
