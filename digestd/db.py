@@ -369,17 +369,10 @@ def _plain_columns(table: Any, columns: Sequence[str]) -> bool:
 
 
 def _plain_rows(table: Any, rows: list[dict[str, Any]]) -> bool:
-    """Whether every row sets the same columns, each a number, text or an instant, and no
-    column left out has a default SQLAlchemy would fill in."""
-    from sqlalchemy import Enum, Integer, String
-
-    from digestd.models import UTCDateTime
-
-    def is_plain(kind: Any) -> bool:
-        return isinstance(kind, (Integer, String, UTCDateTime)) and not isinstance(kind, Enum)
-
+    """Whether every row sets the same columns, each :func:`_plain_columns`, and no column
+    left out has a default SQLAlchemy would fill in."""
     columns = rows[0].keys()
-    plain = all(is_plain(table.c[name].type) for name in columns)
+    plain = _plain_columns(table, list(columns))
     defaulted = any(c.default is not None and c.name not in columns for c in table.c)
     return plain and not defaulted and all(row.keys() == columns for row in rows)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, case, select, update
@@ -200,7 +200,7 @@ class QueueStore:
             for row in rows
             if row.status == DeliveryStatus.SENDING
             and row.claimed_by == self.worker.label
-            and _same_instant(row.lease_expires_at, leases[row.id])
+            and row.lease_expires_at == leases[row.id]
         }
         return {row.id for row in rows}, ours
 
@@ -313,14 +313,3 @@ def due_ids(
         if len(ids) >= size:
             break
     return ids
-
-
-def _same_instant(stored: datetime | None, lease: datetime) -> bool:
-    """SQLite hands instants back naive (in UTC), PostgreSQL aware."""
-    if stored is None:
-        return False
-    if stored.tzinfo is None:
-        stored = stored.replace(tzinfo=UTC)
-    if lease.tzinfo is None:
-        lease = lease.replace(tzinfo=UTC)
-    return stored == lease

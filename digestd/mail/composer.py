@@ -7,7 +7,6 @@ second; the digest itself was rendered once, when it was planned.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -42,9 +41,8 @@ class Links:
         self.tokens = tokens
         self.domain = settings.from_domain
         self._click_base = f"{self.base}/c/".encode()
-        self._click_plain = self.base.isascii() and not re.search(r"[&<>\"']", self.base)
         # Nothing in the base URL for quoted-printable or HTML to escape (the usual case):
-        # each link goes into both parts as it is, cut into lines (url_bytes, encoded_link).
+        # each link, tracked ones too, goes into both parts as it is, cut into lines.
         self.plain = needs_no_escaping(self.base)
         self._make = {
             purpose: (f"{self.base}/{purpose}/".encode(), tokens.fast_byte_maker(purpose, clock))
@@ -65,9 +63,7 @@ class Links:
         """The tracked links of a delivery's ``count`` articles: ``/c/{delivery}.{n}.{tag}``
         (the route finds the article through the delivery's digest; no URL rides along)."""
         head = self._click_base + b"%d." % delivery_id
-        return TrackedLinks(
-            head, self.tokens.click_tag_bytes(delivery_id, count), self._click_plain
-        )
+        return TrackedLinks(head, self.tokens.click_tag_bytes(delivery_id, count), self.plain)
 
     def mailto(self, public_id: str) -> str:
         """The reader's own unsubscribe address, for ``List-Unsubscribe: <mailto:...>``: mail

@@ -28,6 +28,7 @@ from digestd.mail.wire import (
     _plain_header,
     _qp,
     header,
+    qp_lines,
 )
 
 
@@ -379,13 +380,15 @@ HEADER_LINES = "Header-Lines"
 
 def personal_headers(to: str, date: str, message_id: str, unsubscribe: str) -> bytes:
     """The header lines that differ between two copies of a digest (``to`` in ASCII form,
-    ``unsubscribe`` the List-Unsubscribe value), as :func:`_plain_header` writes each."""
-    if "\r" in to or "\n" in to or "\r" in message_id or "\n" in message_id:
-        raise ValueError("line break in a To or Message-ID header")
-    return (
-        f"To: {to}\r\nDate: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
-        + _plain_header("List-Unsubscribe", unsubscribe)
-        + b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    ``unsubscribe`` the List-Unsubscribe value)."""
+    return b"".join(
+        [
+            _plain_header("To", to),
+            _plain_header("Date", date),
+            _plain_header("Message-ID", message_id),
+            _plain_header("List-Unsubscribe", unsubscribe),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ]
     )
 
 
@@ -395,7 +398,7 @@ def encoded_link(url: bytes) -> bytes:
     match that function needs for text of unknown origin."""
     if b"." in url[::75]:  # a line would start with "." (escaped by _qp): rare
         return _qp(url.decode("ascii"))
-    return b"".join([url[i : i + 75] + b"=\r\n" for i in range(0, len(url), 75)])
+    return qp_lines(url)
 
 
 def click_name(number: int) -> str:

@@ -58,15 +58,19 @@ def needs_no_escaping(text: str) -> bool:
     return bool(_QP_PLAIN.fullmatch(text)) and not _HTML_SPECIAL.search(text)
 
 
+def qp_lines(data: bytes) -> bytes:
+    """ASCII with nothing quoted-printable escapes (a link, encoded for every recipient) and
+    no "." every 75th byte, as quoted-printable: cut into lines of 75 and a soft break, which
+    is all binascii would do, a few times faster."""
+    return b"".join([data[i : i + 75] + b"=\r\n" for i in range(0, len(data), 75)])
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable with CRLF line ends; a chunk not ending a line ends in a soft break."""
     if not text:
         return b""
     if _QP_PLAIN.fullmatch(text) and "." not in text[::75]:
-        # A link, encoded for every recipient: cut into lines of 75 and a soft break, which
-        # is all binascii would do, a few times faster.
-        data = text.encode("ascii")
-        return b"".join([data[i : i + 75] + b"=\r\n" for i in range(0, len(data), 75)])
+        return qp_lines(text.encode("ascii"))
     # b2a_qp passes a lone CR through as is and keeps a CRLF text's CRLFs: only LF in,
     # so that every line end comes out as CRLF.
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -219,7 +219,6 @@ class _Writer:
 
     def __init__(self, session: Session, ctx: ImportContext, report: ImportReport) -> None:
         self.session, self.ctx, self.report = session, ctx, report
-        self._slots: dict[tuple[EditionKind, str], datetime] = {}
         self._updates: list[dict[str, Any]] = []  # readers' new values, by primary key
         self._dropped: list[dict[str, Any]] = []  # categories readers no longer take
         self._added: list[dict[str, Any]] = []  # categories they take now
@@ -403,9 +402,6 @@ class _Writer:
 
     def _slot(self, kind: EditionKind, prefs: Preferences) -> datetime:
         """The first send instant after the import in the reader's zone (as ``reschedule``
-        computes it), once per zone."""
-        key = (kind, prefs.timezone)
-        if key not in self._slots:
-            at = self.ctx.daily_at if kind is EditionKind.DAILY else self.ctx.weekly_at
-            self._slots[key] = next_slot(kind, self.ctx.now, ZoneInfo(prefs.timezone), at).at
-        return self._slots[key]
+        computes it; ``next_slot`` remembers it for the zone's other readers)."""
+        at = self.ctx.daily_at if kind is EditionKind.DAILY else self.ctx.weekly_at
+        return next_slot(kind, self.ctx.now, ZoneInfo(prefs.timezone), at).at

@@ -42,7 +42,7 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 def _shelf_of(request: Request) -> str:
     name = request.path_params["category"]
     if not is_shelf(name) and is_shelf(name.lower()):  # /archive/AI: the address meant
-        path = request.url.path.replace(f"/{name}", f"/{name.lower()}", 1)
+        path = request.url.path.replace(f"/archive/{name}", f"/archive/{name.lower()}", 1)
         query = f"?{request.url.query}" if request.url.query else ""
         raise HTTPException(308, headers={"Location": path + query})
     if not is_shelf(name):
