@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,27 @@ def _start(
     )
 
 
+@contextmanager
+def _serving(
+    env: dict[str, str], port: int, tmp_path: Path, host: str = "127.0.0.1", *options: str
+) -> Iterator[tuple[subprocess.Popen[bytes], list[bytes]]]:
+    """``digestd run`` once it serves (its socket listens before it logs so: no polling),
+    with the lines it logged until then; killed at the end if still running."""
+    process = _start(env, port, tmp_path, host, *options)
+    try:
+        assert process.stderr is not None
+        seen: list[bytes] = []
+        while not seen or b"digestd running" not in seen[-1]:
+            line = process.stderr.readline()
+            assert line, b"".join(seen).decode()  # exited before serving
+            seen.append(line)
+        yield process, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return int(response.status), bytes(response.read())
@@ -51,15 +74,8 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(
 ) -> None:
     """SIGHUP (a closed terminal) stops it as SIGTERM does: its default killed it mid-send."""
     port = free_port()
-    process = _start(env, port, tmp_path, "127.0.0.1", "--verbose")  # idle ticks show at DEBUG
-    try:
-        assert process.stderr is not None
-        # The socket listens before this line is logged: no polling, no sleeping.
-        seen: list[bytes] = []
-        while not seen or b"digestd running" not in seen[-1]:
-            line = process.stderr.readline()
-            assert line, b"".join(seen).decode()  # exited before serving
-            seen.append(line)
+    # --verbose: idle ticks show at DEBUG
+    with _serving(env, port, tmp_path, "127.0.0.1", "--verbose") as (process, seen):
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         health = json.loads(body)
         assert status == 200
@@ -69,10 +85,6 @@ def test_run_serves_pages_and_stops_cleanly_on_sigterm(
         process.send_signal(stop)
         _, rest = process.communicate(timeout=WAIT_S)
         stderr = b"".join(seen) + rest
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr.decode()
     log = stderr.decode()
     assert "digestd running on http://127.0.0.1" in log
@@ -85,22 +97,16 @@ def test_a_half_sent_request_does_not_hold_up_the_stop(env: dict[str, str], tmp_
     """A client that sent part of a body and went quiet kept the process up for the body's
     timeout (60 s) after SIGTERM, past Docker's 10 s: then it was killed mid-stop."""
     port = free_port()
-    process = _start(env, port, tmp_path)
-    try:
-        assert process.stderr is not None
-        while b"digestd running" not in (line := process.stderr.readline()):
-            assert line, "exited before serving"
-        with socket.create_connection(("127.0.0.1", port)) as client:
-            head = "POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
-            client.sendall(head.encode())
-            _get(f"http://127.0.0.1:{port}/healthz")  # the request above is being read
-            process.send_signal(signal.SIGTERM)
-            # Bounded by the graceful timeout (5 s), not the body's (60 s).
-            _, rest = process.communicate(timeout=WAIT_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        _serving(env, port, tmp_path) as (process, _),
+        socket.create_connection(("127.0.0.1", port)) as client,
+    ):
+        head = "POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+        client.sendall(head.encode())
+        _get(f"http://127.0.0.1:{port}/healthz")  # the request above is being read
+        process.send_signal(signal.SIGTERM)
+        # Bounded by the graceful timeout (5 s), not the body's (60 s).
+        _, rest = process.communicate(timeout=WAIT_S)
     assert process.returncode == 0, rest.decode()
     assert "stopped" in rest.decode()
 
@@ -124,14 +130,7 @@ def test_run_listens_on_ipv6_loopback(env: dict[str, str], tmp_path: Path) -> No
         probe.bind(("::1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in env.items() if k != "DIGESTD_BASE_URL"}  # the default: [::1]
-    process = _start(env, port, tmp_path, host="[::1]")
-    try:
-        assert process.stderr is not None
-        seen: list[bytes] = []
-        while not seen or b"digestd running" not in seen[-1]:
-            line = process.stderr.readline()
-            assert line, b"".join(seen).decode()
-            seen.append(line)
+    with _serving(env, port, tmp_path, "[::1]") as (process, seen):
         assert f"digestd running on http://[::1]:{port}/".encode() in seen[-1]
         status, body = _get(f"http://[::1]:{port}/healthz")
         assert status == 200 and json.loads(body)["database"] == "ok"
@@ -152,8 +151,4 @@ def test_run_listens_on_ipv6_loopback(env: dict[str, str], tmp_path: Path) -> No
         assert f"http://[::1]:{port}/confirm/".encode() in caught
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=WAIT_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, (b"".join(seen) + rest).decode()
