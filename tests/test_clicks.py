@@ -287,6 +287,7 @@ def _twelve_story_daily(settings: Settings, *, tracked: bool) -> MessageTemplate
         "https://digest.example.com",
         "https://news.example.com/" + "newsletters/" * 6 + "digest",
         "https://example.com/news&views",  # escaped in the HTML: the general path
+        "https://example.com/list=tech",  # "=" is quoted-printable's escape: the general path
     ],
 )
 def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
@@ -310,6 +311,11 @@ def test_each_copy_carries_its_own_whole_links_whatever_the_base_url(
     in_text = re.findall(pattern, text)
     assert re.findall(pattern.replace("&", "&amp;"), html) == in_text
     assert [tokens.read_click(token) for token in in_text] == [(987654, n) for n in range(1, 13)]
+    # Valid quoted-printable: an "=" in the body starts an escape or a soft break, never
+    # text (lenient decoders, Python's among them, let a bare one through; others do not).
+    body = data.split(b"\r\n\r\n", 1)[1]
+    lines = [line for line in body.split(b"\r\n") if not line.startswith((b"--", b"Content-"))]
+    assert not [line for line in lines if re.search(rb"=(?![0-9A-F]{2}|$)", line)]
 
 
 @pytest.mark.parametrize("tracked", [True, False], ids=["tracked", "untracked"])
