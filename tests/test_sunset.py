@@ -184,3 +184,24 @@ def test_the_question_counts_its_weeks_in_english(web: WebRig, weeks: int, says:
     reader = Reader(1, "ann@example.com", "p" * 22, ["ai"], True)
     text, html = parts(parse(sunset.message(reader, "asked", SENT)))
     assert says in " ".join(text.split()) and says in text_of(html)
+
+
+def test_a_quiet_stretch_without_digests_is_no_silence(
+    reader_mode: dict[str, str], web: WebRig
+) -> None:
+    """Weeks with no news send nothing: the reader had nothing to click. Their first digest
+    after such a stretch starts the silence; the question waits for a silence that long."""
+    sign_up(web, "ann@example.com")
+    assert _tick(web, SENT - timedelta(hours=2)) == []  # reader mode noted; no news
+    day = SENT + 13 * WEEK
+    _tick(web, day - timedelta(days=1))  # the schedule moves past the days with no digest
+    news = article("later-1", "ai", day - timedelta(hours=3), score=5)
+    assert web.client.post("/api/articles", json=[news], headers=ADMIN).status_code == 200
+    before = len(web.smtp.messages)
+    assert _tick(web, day) == []
+    assert len(web.smtp.messages) == before + 1  # the first digest in thirteen weeks
+    assert _tick(web, day + timedelta(hours=1)) == []
+    assert _tick(web, day + 11 * WEEK) == []
+    assert _ann(web)[3] is None
+    assert len(_tick(web, day + 12 * WEEK + timedelta(hours=1))) == 1
+    assert _steps(web) == ["asked"]

@@ -9,7 +9,8 @@ and so does their answer to the email (:func:`answer`).
 Silence is counted from the latest of their last click, their confirmation, their last
 sunset step or answer, and the moment reader clicks began to be recorded (an operator who
 turns ``reader`` on does not have the whole list asked at once), and only for a reader
-who was sent a digest since.
+who was sent a digest that long ago since then: weeks with no news send no digest, and are
+no silence.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _record(session: Session, subscriber: Subscriber, step: Step, now: datetime)
 
 
 def to_ask(session: Session, now: datetime, weeks: int, since: datetime) -> list[int]:
-    """Active readers silent for ``weeks`` who were sent a digest in that silence."""
+    """Active readers silent for ``weeks`` since a digest they were sent: silence counts
+    from a digest they could have clicked, not from days that sent them nothing."""
     cutoff = now - timedelta(weeks=weeks)
     if since > cutoff:
         return []
@@ -101,13 +103,17 @@ def to_ask(session: Session, now: datetime, weeks: int, since: datetime) -> list
     ).all()
     if not candidates:
         return []
-    last_sent = {
+    # The latest digest sent before the cutoff: the reader has had ``weeks`` to click it.
+    # A digest sent since then is not enough: weeks with no news send nothing, and the
+    # first digest after such a stretch must not be followed at once by the question.
+    sent_by_cutoff = {
         subscriber_id: sent_at
         for subscriber_id, sent_at in session.execute(
             select(Delivery.subscriber_id, func.max(Delivery.sent_at))
             .where(
                 among(session, Delivery.subscriber_id, [c.id for c in candidates]),
                 Delivery.status == DeliveryStatus.SENT,
+                Delivery.sent_at <= cutoff,
             )
             .group_by(Delivery.subscriber_id)
         )
@@ -115,7 +121,7 @@ def to_ask(session: Session, now: datetime, weeks: int, since: datetime) -> list
     asked = []
     for c in candidates:
         silent_from = max(t for t in (c.last_click_at, c.confirmed_at, c.sunset_at, since) if t)
-        sent = last_sent.get(c.id)
+        sent = sent_by_cutoff.get(c.id)
         if sent is not None and sent > silent_from:
             asked.append(c.id)
     return asked
