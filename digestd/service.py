@@ -341,8 +341,8 @@ class Service:
             stop_planning()
         try:
             enqueued = await planning
-        except asyncio.CancelledError:
-            enqueued = EnqueueReport()
+        except asyncio.CancelledError:  # stopped: what the helper had committed is queued
+            enqueued = self.enqueuer.committed
         delivered.add(await self._helper_share(now, should_stop, settling))
         return enqueued, delivered
 

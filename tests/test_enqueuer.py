@@ -177,9 +177,8 @@ def test_a_helper_that_dies_mid_edition_is_replaced_by_planning_here(
     report, _ = asyncio.run(scenario())
     assert len(_queue(sessions)) == 6_000
     assert "enqueue helper process died" in caplog.text
-    # The helper's committed batches are not counted by the in-process run that finished
-    # the edition: it reports only what it queued itself.
-    assert 0 < report.queued["daily"] < 6_000
+    # The tick counts the whole edition: the helper's committed batches and the rest.
+    assert report.queued["daily"] == 6_000
     engine.dispose()
 
 
@@ -207,6 +206,36 @@ def test_a_tick_with_a_helper_delivers_everyone_exactly_once(
     assert report.delivered.sent == 2_500
     received = Counter(r for m in smtp_server.messages for r in m.recipients)
     assert len(received) == 2_500 and set(received.values()) == {1}
+
+
+def test_a_tick_stopped_while_the_helper_plans_counts_what_it_queued(
+    env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    """SIGTERM while the helper is still planning: the batches it committed stay queued,
+    and the tick's line counts them (it said "queued 0")."""
+    settings = load_settings(
+        {**env, "DIGESTD_HELPER_PROCESSES": "1", "DIGESTD_SMTP_URL": smtp_server.url}
+    )
+    engine, sessions = _seed(settings.database_url, 3_000)
+    service = Service.build(settings)
+
+    def queued() -> int:
+        with sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+
+    async def tick() -> Any:
+        try:  # told to stop once the helper has committed its first batch
+            return await service.tick(SEND, should_stop=lambda: queued() > 0)
+        finally:
+            await service.close()
+
+    report = asyncio.run(tick())
+    rows = queued()
+    assert 0 < rows < 3_000, "the helper was not stopped mid-edition"
+    assert report.enqueued.queued == {"daily": rows}
+    assert report.enqueued.rendered > 0
+    assert f"queued {rows} (daily {rows}, weekly 0)" in report.summary()
+    engine.dispose()
 
 
 def test_the_sender_keeps_looking_while_rows_are_still_being_enqueued(

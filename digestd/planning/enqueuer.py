@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -92,6 +93,9 @@ class Enqueuer:
         self._then = ""
         self._then_lock = threading.Lock()  # the event loop and the pipe's reader both tell
         self.after_planning: asyncio.Future[Any] | None = None  # ``then``'s answer to come
+        # What the planning under way has committed so far: the tick's count if it is
+        # stopped before it ends (each committed batch stays queued).
+        self.committed = EnqueueReport()
 
     @property
     def holding(self) -> bool:
@@ -110,6 +114,7 @@ class Enqueuer:
         go on with it (:attr:`holding`): :meth:`go_on` or :meth:`ask_to_stop` say which.
         Without a helper, ``then`` is not done."""
         self.after_planning = None
+        self.committed = EnqueueReport()
         if self.in_helper and await asyncio.to_thread(self._anything_due, now):
             loop = asyncio.get_running_loop()
 
@@ -124,7 +129,7 @@ class Enqueuer:
                 log.warning("the enqueue helper process died; enqueueing in this process")
                 self.close()
         return await asyncio.to_thread(
-            enqueue_due, self.sessions, policy, self.renderer, now, progress
+            enqueue_due, self.sessions, policy, self.renderer, now, progress, self.committed
         )
 
     def _anything_due(self, now: datetime) -> bool:
@@ -167,6 +172,7 @@ class Enqueuer:
             self._connection.send((policy, now, then))
             outcome, value = self._connection.recv()
             while outcome == "batch":  # a batch of queue rows is committed: the sender may go
+                self.committed = value
                 committed()
                 outcome, value = self._connection.recv()
         except (EOFError, OSError) as exc:
@@ -253,12 +259,11 @@ def _serve(connection: Connection, database_url: str, masthead: Masthead, direct
         except EOFError:
             return
         asked = time.monotonic()
-
-        def committed() -> None:
-            connection.send(("batch", None))
-
+        so_far = EnqueueReport()
+        # Each batch committed is told with the counts so far (pickled: a copy as they are).
+        committed = functools.partial(connection.send, ("batch", so_far))
         try:
-            report = enqueue_due(sessions, policy, renderer, now, committed)
+            report = enqueue_due(sessions, policy, renderer, now, committed, so_far)
         except Exception as exc:  # handed to the sender, which raises it where it waits
             _answer(connection, ("error", exc))
             continue

@@ -77,19 +77,22 @@ def enqueue_due(
     renderer: DigestRenderer,
     now: datetime,
     progress: Callable[[], None] = lambda: None,
+    report: EnqueueReport | None = None,
 ) -> EnqueueReport:
     """Plan every edition due at ``now``, a batch of readers per transaction; ``progress``
-    hears of each batch."""
-    report = EnqueueReport()
+    hears of each batch. ``report`` counts what is committed as it goes: a caller stopped
+    mid-edition still knows what it queued."""
+    report = EnqueueReport() if report is None else report
     # The recap first: a Sunday daily is skipped for it only if it can still come.
     for kind in (EditionKind.WEEKLY, EditionKind.DAILY):
         planner = Planner(kind, policy, renderer, now)
+        rendered_before = report.rendered
         while True:
             with sessions.begin() as session:
                 if not planner.plan_due_batch(session, report):
                     break
+            report.rendered = rendered_before + planner.book.rendered
             progress()
-        report.rendered += planner.book.rendered
     return report
 
 
