@@ -3,12 +3,13 @@ mute links each reader's copy gets, and dailies stored before they had a lead se
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from digestd.mail.layout import Entry, Layout, Section
 from digestd.mail.presentation import MUTE, digest_context, muted_categories, personal_links
 from digestd.models import EditionKind
-from tests.email_samples import SAMPLE_LINKS, SITE, sample_layout
+from tests.email_samples import SAMPLE_LINKS, SITE, sample_context, sample_layout
 
 DAY = date(2026, 11, 29)
 
@@ -62,3 +63,16 @@ def test_mute_links_one_per_category_shown_and_none_for_a_single_topic() -> None
     )
     assert muted_categories(EditionKind.DAILY, only_ai) == []
     assert MUTE not in personal_links(EditionKind.DAILY, only_ai)
+
+
+def test_a_daily_names_no_day_a_recap_does() -> None:
+    """A daily's stories are all of the last day, and the UTC day of a story from a Los
+    Angeles evening is tomorrow there: only the recap dates its stories."""
+    daily = sample_context(EditionKind.DAILY, 4)
+    bylines = [daily["lead"]["byline"]] + [
+        a["byline"] for s in daily["sections"] for a in s["articles"]
+    ]
+    assert bylines and all(" · " not in b and not re.search(r"\d", b) for b in bylines)
+    weekly = sample_context(EditionKind.WEEKLY, 4)
+    dated = [a["byline"] for s in weekly["sections"] for a in s["articles"]]
+    assert dated and all(re.search(r" · \d{1,2} [A-Z][a-z]{2}$", b) for b in dated)

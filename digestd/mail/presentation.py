@@ -6,6 +6,7 @@ digest is rendered once and each recipient's copy is made by substitution.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -115,9 +116,13 @@ def article_view(
     number: int,
     limits: Limits = CARD,
     links: Mapping[str, str] | None = None,
+    *,
+    dated: bool = True,
 ) -> dict[str, Any]:
-    """What a card shows; its link is the tracked one from ``links`` when there is one."""
+    """What a card shows; its link is the tracked one from ``links`` when there is one.
+    ``dated``: the byline says the day it was published."""
     source = shorten(article.source, limits.name)
+    day = short_date(article.published_at) if dated else ""
     return {
         "number": number,
         "anchor": f"story-{number}",
@@ -126,7 +131,7 @@ def article_view(
         "source": source,
         "category_name": CATEGORIES.get(category, category),
         "kind_label": KIND_LABELS.get(getattr(article, "kind", "news"), ""),
-        "byline": " · ".join(p for p in (source, short_date(article.published_at)) if p),
+        "byline": " · ".join(p for p in (source, day) if p),
         "image_url": article.image_url if limits.image else None,
         "why_it_matters": shorten(article.why_it_matters, limits.why) if limits.why else "",
         "key_takeaways": [
@@ -198,7 +203,11 @@ def digest_context(
     ``fit``: which of :data:`FITS` (tighter limits, for an edition that would be clipped)."""
     lead_limits, card_limits = FITS[fit]
     lead_entry, groups = _lead_and_groups(layout)
-    lead = article_view(articles[lead_entry.article_id], lead_entry.category, 1, lead_limits, links)
+    # A daily's stories are all of the last day: a date would only mislead, since it is the
+    # day in UTC (the digest is rendered once for readers in every zone) and, for a story
+    # from a Los Angeles evening, the next day. The recap's week needs them.
+    view = functools.partial(article_view, links=links, dated=kind is EditionKind.WEEKLY)
+    lead = view(articles[lead_entry.article_id], lead_entry.category, 1, lead_limits)
     muted = muted_categories(kind, layout)
     sections: list[dict[str, Any]] = []
     number = 1
@@ -206,9 +215,7 @@ def digest_context(
         views = []
         for entry in entries:
             number += 1
-            views.append(
-                article_view(articles[entry.article_id], entry.category, number, card_limits, links)
-            )
+            views.append(view(articles[entry.article_id], entry.category, number, card_limits))
         mute = mute_url(links, category) if category in muted else ""
         name = CATEGORIES.get(category, category) if category else ""
         sections.append({"heading": name, "articles": views, "mute": mute})
