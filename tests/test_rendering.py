@@ -236,6 +236,10 @@ def test_signup_emails_text_is_wrapped_too(renderer: Renderer, notice: str) -> N
         "preheader": "One click and your first digest is on its way.",
         "topics": "AI, Autonomy, B2B Growth and 23 more",
         "new_topics": "Quantum and Robotics" if notice == "already" else "",
+        "also_asked": "the daily digest as well and the Buenos Aires time zone "
+        "(America/Argentina/Buenos_Aires)"
+        if notice == "already"
+        else "",
         "frequency": "the daily digest every morning and the weekly recap on Sundays",
         "zone": "America/Argentina/ComodRivadavia",
         "confirm_url": long_link,

@@ -57,8 +57,8 @@ def _stranger_signs_up(web: WebRig, email: str = "ann@example.com") -> Any:
     return answer
 
 
-def _active(web: WebRig, email: str = "ann@example.com") -> dict[str, str]:
-    signup_form(web, email)
+def _active(web: WebRig, email: str = "ann@example.com", **fields: Any) -> dict[str, str]:
+    signup_form(web, email, **fields)
     links = links_in(web.smtp.messages[-1].data)
     assert web.client.get(links["confirm"]).status_code == 200
     return links
@@ -236,3 +236,39 @@ def test_an_import_after_a_strangers_signup_does_not_resubscribe_someone_who_lef
     assert web.count(Delivery) == 0
     with web.service.sessions() as session:
         assert session.get(Suppression, email_hash("ann@example.com")) is None
+
+
+def test_already_subscribed_says_which_frequency_and_zone_were_asked_for_and_left(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        _active(web, frequency="weekly", timezone="UTC")
+        before = _stored(web)
+        clock.shift(timedelta(minutes=11))
+        asked = {
+            "categories": ["ai", "cybersecurity", "robotics"],
+            "frequency": "both",
+            "timezone": "America/Los_Angeles",
+        }
+        web.client.post("/subscribe", json={"email": "ann@example.com", **asked})
+    assert _stored(web) == before
+    text, html = parts(parse(web.smtp.messages[-1].data))
+    said, shown = " ".join(text.split()), text_of(html)
+    for words in (said, shown):
+        assert "You asked for Cybersecurity too" in words
+        asked_also = "You also asked for the daily digest as well and the Los Angeles time zone"
+        assert asked_also in words
+    assert "you can change them on your preferences page, linked below" in said
+    assert "you can change them in Manage preferences below" in shown
+    assert links_in(web.smtp.messages[-1].data)["preferences"]
+
+
+def test_already_subscribed_with_the_same_frequency_and_zone_says_nothing_of_them(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        _active(web)
+        clock.shift(timedelta(minutes=11))
+        web.client.post("/subscribe", json={"email": "ann@example.com", **STRANGER, **SIGNUP})
+    text, html = parts(parse(web.smtp.messages[-1].data))
+    assert "You also asked for" not in text and "You also asked for" not in html

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -150,6 +150,9 @@ class SignupResult:
     email: str = ""
     request: SignupRequest | None = None  # what the email describes and its link carries
     new_topics: tuple[str, ...] = ()  # ALREADY: topics the email offers to add
+    # ALREADY: the reader's own preferences, for the email to say which frequency and zone
+    # were asked for and left as they are (a signup form must not change them).
+    current: Preferences | None = None
     sent_at: datetime | None = None  # the throttles' claim, to release if sending fails
     held: Held | None = None
     upcoming: tuple[Upcoming, ...] = ()  # WELCOME: the first digests, soonest first
@@ -207,7 +210,8 @@ def _signup(
     if status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         current = set(subscriber.category_slugs)
         new_topics = tuple(c for c in request.prefs.categories if c not in current)
-        return _result(subscriber, Notice.ALREADY, request, now, new_topics)
+        result = _result(subscriber, Notice.ALREADY, request, now, new_topics)
+        return replace(result, current=SignupRequest.of(subscriber, "").prefs)
     notice = Notice.WELCOME_BACK if status == SubscriberStatus.UNSUBSCRIBED else Notice.CONFIRM
     return _result(subscriber, notice, request, now)
 

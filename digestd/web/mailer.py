@@ -19,7 +19,7 @@ from digestd.mail.render import Renderer
 from digestd.mail.template import MessageTemplate
 from digestd.mail.wire import ascii_address
 from digestd.readers.signups import Notice, SignupResult
-from digestd.readers.subscribers import frequency_name
+from digestd.readers.subscribers import Preferences, frequency_name
 from digestd.readers.upcoming import local_day
 from digestd.tokens import MAX_AGE, Purpose
 from digestd.web.shelves import Shelved
@@ -45,6 +45,33 @@ PREHEADERS = {
     Notice.MANAGE_LINK: "Change your topics, frequency or timezone, or stop your digests.",
     Notice.WELCOME: "",  # says when the first digest comes: see _welcome
 }
+
+
+# What an already subscribed reader asked for besides what they get: (what they get, what
+# they asked for) by frequency name.
+_OTHER_FREQUENCY = {
+    ("weekly", "both"): "the daily digest as well",
+    ("daily", "both"): "the weekly recap as well",
+    ("weekly", "daily"): "the daily digest instead of the weekly recap",
+    ("daily", "weekly"): "the weekly recap instead of the daily digest",
+    ("both", "daily"): "the daily digest only",
+    ("both", "weekly"): "the weekly recap only",
+}
+
+
+def zone_place(zone: str) -> str:
+    """ "Los Angeles" for America/Los_Angeles: the place a reader knows their zone by."""
+    return zone.rpartition("/")[2].replace("_", " ")
+
+
+def also_asked(asked: Preferences, current: Preferences) -> str:
+    """ "the daily digest as well and the Los Angeles time zone": the frequency and zone a
+    signup asked for where they differ from the reader's, which the signup leaves alone."""
+    wanted = _OTHER_FREQUENCY.get((frequency_name(current), frequency_name(asked)))
+    parts = [wanted] if wanted else []
+    if asked.timezone != current.timezone:
+        parts.append(f"the {zone_place(asked.timezone)} time zone ({asked.timezone})")
+    return " and ".join(parts)
 
 
 class SignupMailer:
@@ -73,6 +100,9 @@ class SignupMailer:
             "preheader": PREHEADERS[signup.notice],
             "topics": names_of(list(request.prefs.categories)) if request else "",
             "new_topics": names_of(list(signup.new_topics)) if signup.new_topics else "",
+            "also_asked": also_asked(request.prefs, signup.current)
+            if request and signup.current
+            else "",
             "frequency": FREQUENCY_WORDS.get(frequency_name(request.prefs), "") if request else "",
             # Stated, since following the link applies it: a stranger may have asked for a
             # signup in another zone, and "every morning" is the reader's morning.
