@@ -168,3 +168,23 @@ def test_forged_altered_and_wrong_links_add_no_topic(web: WebRig) -> None:
         assert expired.status_code == 400 and "expired" in text_of(expired.text)
     reader = web.subscriber("ann@example.com")
     assert reader is not None and reader.category_slugs == before == ["ai", "robotics"]
+
+
+def test_coming_back_with_other_topics_shows_them_all_and_the_one_left_out(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(TUESDAY, tick=False) as clock:
+        signup_form(web, "ann@example.com", categories=["quantum", "robotics"])
+        first = links_in(web.smtp.messages[0].data)
+        web.client.get(first["confirm"])
+        web.client.post(first["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
+        clock.shift(timedelta(minutes=11))
+        signup_form(web, "ann@example.com", categories=["ai", "cybersecurity", "robotics"])
+        page = web.client.get(links_in(web.smtp.messages[-1].data)["confirm"])
+    words = text_of(page.text)
+    assert "You're subscribed" in words and "now includes" not in words
+    assert "You'll get stories on AI, Cybersecurity and Robotics." in words
+    assert "Quantum is no longer included." in words
+    text, html = parts(parse(web.smtp.messages[-1].data))  # the welcome
+    assert "covering AI, Cybersecurity and Robotics" in " ".join(text.split())
+    assert "AI, Cybersecurity and Robotics" in html

@@ -141,8 +141,14 @@ def article_view(
     }
 
 
+_SITE_ORDER = {slug: place for place, slug in enumerate(CATEGORIES)}
+
+
 def names_of(categories: list[str]) -> str:
-    names = [CATEGORIES.get(c, c) for c in categories]
+    """ "AI, Quantum and Robotics": in the site's (alphabetical) order wherever topics are
+    named, whatever order the reader picked them in."""
+    ordered = sorted(categories, key=lambda c: _SITE_ORDER.get(c, len(_SITE_ORDER)))
+    names = [CATEGORIES.get(c, c) for c in ordered]
     if len(names) == len(CATEGORIES):
         return "All Technology"
     if len(names) > 4:

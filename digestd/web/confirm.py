@@ -85,6 +85,8 @@ class Confirmed:
 
     outcome: Confirmation
     topics: list[str] = field(default_factory=list)  # TOPICS_ADDED: the ones added
+    covered: list[str] = field(default_factory=list)  # every topic the reader now gets
+    dropped: list[str] = field(default_factory=list)  # CONFIRMED: had before, not any more
     upcoming: list[Upcoming] = field(default_factory=list)
     editions: list[Shelved] = field(default_factory=list)
     welcome: SignupResult | None = None
@@ -138,10 +140,15 @@ def _page(w: Web, link: ConfirmLink, done: Confirmed) -> Response:
         Confirmation.ALREADY: "Already confirmed",
         Confirmation.TOPICS_ADDED: "Topics added",
     }
+    added = done.outcome is Confirmation.TOPICS_ADDED and done.topics
     preferences = f"/preferences/{w.tokens.make(Purpose.PREFERENCES, link.public_id)}"
     context = {
         "title": titles[done.outcome],
-        "added": names_of(done.topics) if done.topics else "",
+        "added": names_of(done.topics) if added else "",
+        "topics": names_of(done.covered) if done.covered else "",
+        # A reader coming back with other topics sees the ones they no longer get.
+        "dropped": names_of(done.dropped) if done.dropped else "",
+        "dropped_one": len(done.dropped) == 1,
         "first": done.upcoming[0] if done.upcoming else None,
         "then": done.upcoming[1:],
         "editions": done.editions,
@@ -157,14 +164,17 @@ def _user_agent(request: Request) -> str | None:
 def _confirm(w: Web, link: ConfirmLink, signed: Signed, click: Click) -> Confirmed:
     with w.sessions.begin() as session:
         before = by_public_id(session, link.public_id, lock=True)
-        had = set(before.category_slugs) if before else set()
+        had = before.category_slugs if before else []
         outcome = confirm(session, link, signed.issued_at, click, w.schedule)
         done = Confirmed(outcome)
         reader = by_public_id(session, link.public_id)
         if reader is None or outcome in (Confirmation.STALE, Confirmation.GONE):
             return done
         session.flush()
-        done.topics = [c for c in reader.category_slugs if c not in had]
+        done.covered = reader.category_slugs
+        done.topics = [c for c in done.covered if c not in had]
+        if outcome is Confirmation.CONFIRMED:
+            done.dropped = [c for c in had if c not in done.covered]
         done.upcoming = upcoming(reader, w.schedule)
         kinds = [EditionKind.DAILY, EditionKind.WEEKLY]
         if not reader.wants_daily:
