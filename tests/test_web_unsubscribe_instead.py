@@ -111,6 +111,18 @@ def test_fewer_topics(web: WebRig) -> None:
     assert reader.status == SubscriberStatus.ACTIVE
 
 
+def test_fewer_topics_with_every_topic_kept_says_nothing_changed(web: WebRig) -> None:
+    url = _reader(web)
+    before = _stored(web)
+    answer = _offer(web, url, "topics", keep=["ai", "robotics"])
+    words = text_of(answer.text)
+    assert answer.status_code == 200 and "Nothing changed" in words
+    assert "Fewer topics" not in words
+    assert "You kept every topic ticked, so your topics stay as they are." in words
+    assert "covering AI and Robotics" in words
+    assert _stored(web) == before
+
+
 @pytest.mark.parametrize(
     ("offer", "fields", "field"),
     [

@@ -94,6 +94,7 @@ def _act(w: Web, public_id: str, offer: str, data: Input) -> tuple[str, str] | N
             return None
         if reader.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
             return "Nothing to change", "This address gets no digests at the moment."
+        before = ""
         if offer == "weekly":
             _keep(reader, reader.category_slugs, now, w, weekly_only=True)
             title = "The weekly recap only"
@@ -109,10 +110,15 @@ def _act(w: Web, public_id: str, offer: str, data: Input) -> tuple[str, str] | N
                 pause(reader, until)
             title = "Your digests are paused"
         else:
-            _keep(reader, _kept(reader, data.items("keep", 40)), now, w)
-            title = "Fewer topics"
+            kept = _kept(reader, data.items("keep", 40))
+            if kept == reader.category_slugs:
+                title = "Nothing changed"
+                before = "You kept every topic ticked, so your topics stay as they are. "
+            else:
+                _keep(reader, kept, now, w)
+                title = "Fewer topics"
         session.flush()
-        return title, _said(snapshot(reader, w.schedule))
+        return title, before + _said(snapshot(reader, w.schedule))
 
 
 def _kept(reader: Subscriber, keep: list[str]) -> list[str]:
