@@ -56,8 +56,14 @@ def test_the_page_shows_the_current_choices(web: WebRig) -> None:
     refused = _post(web, links["preferences"], action="delete")  # the box left unticked
     assert refused.status_code == 400
     assert (
-        'href="#confirm_delete">Please check Yes, delete everything about me: it is' in refused.text
+        'href="#confirm_delete">Please check the box “Yes, delete everything about me”: it is'
+        in refused.text
     )
+    zone = _post(
+        web, links["preferences"], action="save", categories="ai", frequency="daily", timezone="X/Y"
+    )
+    assert zone.status_code == 400
+    assert "Please check your timezone: it is marked below." in text_of(zone.text)
 
 
 def test_saving_changes_categories_frequency_and_timezone_and_reschedules(web: WebRig) -> None:

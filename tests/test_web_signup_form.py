@@ -53,7 +53,8 @@ def test_an_empty_email_is_shown_next_to_the_field_with_every_choice_kept(web: W
     page = answer.text
     assert _inline(page, "email") == "Enter your email address, e.g. you@example.com."
     assert 'id="email" name="email" value=""' in page and 'aria-invalid="true"' in page
-    assert "Please check Email" in text_of(page)  # the alert names the field
+    # The alert names the field as its label reads ("Your email"), in its own sentence.
+    assert "Please check your email: it is marked below." in text_of(page).replace(" :", ":")
     assert 'value="quantum" class="cat" checked' in page
     assert 'value="spacetech" class="cat" checked' in page
     assert 'value="ai" class="cat">' in page
@@ -88,13 +89,32 @@ def test_every_problem_is_named_at_once_each_by_its_field(web: WebRig) -> None:
     assert _inline(page, "categories") == "Choose at least one category."
     assert "daily, weekly or both" in _inline(page, "frequency")
     assert "Unknown IANA timezone 'Atlantis/Capital'" in _inline(page, "timezone")
-    assert "Please check Email , Topics , How often , Timezone" in text_of(page)
+    assert (
+        "Please check your email, your topics, how often you get digests and your timezone: "
+        "each is marked below." in text_of(page).replace(" ,", ",").replace(" :", ":")
+    )
     # the summary leads to each field; the first refused one has the focus
     for target in ("email", "cat-all", "frequency-daily", "timezone"):
         assert f'<a href="#{target}">' in page
     assert page.count("autofocus") == 1 and re.search(r'id="email"[^>]*autofocus', page)
     assert '<details class="topics" id="topics" open>' in page  # the tiles, to choose some
     assert 'value="Atlantis/Capital"' in page and 'value="ann@"' in page
+    _nothing_happened(web)
+
+
+def test_a_reserved_domain_is_refused_in_plain_words(web: WebRig) -> None:
+    answer = signup_form(web, "dana@reader.test")
+    assert answer.status_code == 400
+    said = _inline(answer.text, "email")
+    assert said == (
+        "'dana@reader.test' is not a valid address: mail cannot reach reader.test, a name "
+        "reserved for tests and local networks."
+    )
+    assert "@-sign" not in answer.text and "special-use" not in answer.text
+    assert "Please check your email: it is" in text_of(answer.text).replace(" :", ":")
+    refused = web.client.post("/subscribe", json={**SIGNUP, "email": "dana@reader.test"})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": f"Email: {said}", "field": "email"}
     _nothing_happened(web)
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, object_session
 
@@ -54,10 +54,33 @@ def normalise_email(raw: str) -> str:
     try:
         info = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
+        address = raw.strip()
         raise ValidationError(
-            "email", f"{raw.strip()[:80]!r} is not a valid address: {exc}"
+            "email", f"{address[:80]!r} is not a valid address: {address_problem(address)}"
         ) from exc
     return info.normalized.lower()
+
+
+def address_problem(address: str) -> str:
+    """What is wrong with an address email-validator refused, in words a reader knows: its
+    own messages speak of "@-signs" and "special-use or reserved names"."""
+    local, at, domain = address.rpartition("@")
+    domain = domain.lower().rstrip(".")
+    if not at:
+        return "it needs an @, as in you@example.com"
+    if not local:
+        return "the part before the @ is missing, as in you@example.com"
+    if not domain:
+        return "the part after the @ is missing, as in you@example.com"
+    if any(domain == d or domain.endswith(f".{d}") for d in SPECIAL_USE_DOMAIN_NAMES):
+        return f"mail cannot reach {domain}, a name reserved for tests and local networks"
+    if not local.isascii():
+        return "we can only send to addresses written without accents before the @"
+    if any(c.isspace() for c in address):
+        return "an address has no spaces in it"
+    if "." not in domain:
+        return "the part after the @ needs a dot, as in example.com"
+    return "check it for a typo; an address looks like you@example.com"
 
 
 # RFC 5322 dot-atom, ASCII, at most 64 characters: the local parts email-validator accepts
