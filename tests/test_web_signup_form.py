@@ -154,6 +154,25 @@ def test_a_timezone_is_read_as_people_type_it(web: WebRig) -> None:
         assert city is not None and city.timezone == zone
 
 
+ALIASES = ["Asia/Chungking", "Asia/Dacca", "Asia/Thimbu", "America/Porto_Acre", "Asia/Tel_Aviv"]
+
+
+def test_the_zone_list_offers_zones_not_their_old_aliases_which_are_still_accepted(
+    web: WebRig,
+) -> None:
+    offered = re.findall(r'<option value="([^"]+)"', web.client.get("/subscribe").text)
+    for zone in ("America/Los_Angeles", "Asia/Kolkata", "Europe/Amsterdam", "UTC"):
+        assert zone in offered
+    for alias in [*ALIASES, "America/Santa_Isabel", "Asia/Calcutta", "US/Eastern"]:
+        assert alias not in offered
+    assert len(offered) == len(set(offered))
+    # A reader, or a form, may still send one: it is the zone it stands for.
+    for n, alias in enumerate([*ALIASES, "montreal"]):
+        assert signup_form(web, f"r{n}@example.com", timezone=alias).status_code == 200
+        reader = web.subscriber(f"r{n}@example.com")
+        assert reader is not None and reader.timezone in (alias, "America/Montreal")
+
+
 def test_an_offset_typed_as_a_timezone_is_answered_with_what_to_give_instead(
     web: WebRig,
 ) -> None:

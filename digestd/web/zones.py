@@ -6,8 +6,12 @@ spaces forgiven — and validated by :func:`digestd.readers.subscribers.parse_ti
 
 from __future__ import annotations
 
+import zoneinfo
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 from digestd.readers.subscribers import RENAMED_ZONES
@@ -19,13 +23,47 @@ _LEGACY = ("Etc/", "SystemV/", "US/", "Canada/", "Brazil/", "Chile/", "Mexico/")
 
 @cache
 def zone_names() -> tuple[str, ...]:
-    """Region/City names (what browsers report and people recognise), plus UTC."""
+    """Region/City names (what browsers report and people recognise), plus UTC: the
+    database's own zones, not its aliases (Asia/Chungking for Asia/Shanghai)."""
+    canonical = _canonical()
     zones = sorted(
         z
         for z in available_timezones()
-        if "/" in z and not z.startswith(_LEGACY) and z not in RENAMED_ZONES
+        if "/" in z
+        and not z.startswith(_LEGACY)
+        and z not in RENAMED_ZONES
+        and (canonical is None or z in canonical)
     )
     return (*zones, "UTC")
+
+
+@cache
+def _canonical() -> frozenset[str] | None:
+    """The zones of the database zoneinfo reads, aliases left out: the "Z" lines of its
+    tzdata.zi, and the zones of zone.tab, since a database built without backzone makes
+    some a country names links (Europe/Amsterdam to Europe/Brussels). None: neither file
+    is there, and every name is offered."""
+    zones = {
+        line.split()[1] for line in _zone_file("tzdata.zi").splitlines() if line.startswith("Z ")
+    }
+    for line in _zone_file("zone.tab").splitlines():
+        columns = line.split("\t")
+        if len(columns) >= 3 and not line.startswith("#"):
+            zones.add(columns[2])
+    return frozenset(zones) or None
+
+
+def _zone_file(name: str) -> str:
+    """A file of the zone database where zoneinfo looks: the system's, then the tzdata
+    package's ("" when neither has it)."""
+    for directory in zoneinfo.TZPATH:
+        path = Path(directory) / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    try:
+        return resources.files("tzdata.zoneinfo").joinpath(name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, OSError):
+        return ""
 
 
 @cache
@@ -37,9 +75,17 @@ def _by_folded_name() -> dict[str, str]:
 
 @cache
 def _by_city() -> dict[str, str]:
-    """The offered zones by their city alone ("los_angeles"), where only one has it."""
+    """The offered zones by their city alone ("los_angeles"), where only one has it; then
+    an alias's city no offered zone has ("montreal"), as typing it worked before aliases
+    left the list."""
+    found = _unique_cities(zone_names())
+    aliases = (z for z in available_timezones() if "/" in z and not z.startswith(_LEGACY))
+    return _unique_cities(sorted(aliases)) | found
+
+
+def _unique_cities(names: Iterable[str]) -> dict[str, str]:
     found: dict[str, str | None] = {}
-    for name in zone_names():
+    for name in names:
         city = _fold(name.rpartition("/")[2])
         found[city] = None if city in found else name
     return {city: name for city, name in found.items() if name is not None}
