@@ -3,6 +3,7 @@ and "what you'll get next" after every change, in the reader's own zone."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,29 @@ def test_a_pause_of_weeks_ends_at_local_midnight_and_says_what_comes_then(
     # The notice does not say it again, without the date, right above.
     assert "Your digests are paused. They start again" not in words
     assert f"What you'll get next The daily digest: {day}, 07:00 Europe/Paris" in words
+
+
+def _checked(page: str) -> list[str]:
+    return re.findall(r'name="pause_for" value="(\w+)" checked', page)
+
+
+def test_changing_a_pause_starts_from_the_pause_the_reader_has(web: WebRig) -> None:
+    with time_machine.travel(NOW, tick=False) as clock:
+        url = _reader(web)
+        assert _checked(web.client.get(url).text) == ["2w"]  # the usual offer
+        _post(web, url, action="pause", pause_for="1w")
+        page = web.client.get(url).text
+        assert "Change the pause" in text_of(page) and _checked(page) == ["1w"]
+        assert 'name="pause_until" min="2026-11-30" max="2027-11-29">' in page  # no date
+        clock.shift(timedelta(days=2))  # a week from then is now 5 days away: a date
+        page = web.client.get(url).text
+        assert _checked(page) == ["date"]
+        assert 'min="2026-12-02" max="2027-12-01" value="2026-12-06"' in page
+        with web.service.sessions.begin() as session:  # a pause with no end (an operator's)
+            reader = web.subscriber("ann@example.com")
+            assert reader is not None
+            session.merge(reader).paused_until = None
+        assert _checked(web.client.get(url).text) == []
 
 
 def test_a_pause_until_a_chosen_date(web: WebRig) -> None:

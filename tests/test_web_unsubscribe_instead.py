@@ -4,6 +4,7 @@ the RFC 8058 one-click POST as it was."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,6 +101,26 @@ def test_a_pause_from_this_link_never_ends_one_sooner(web: WebRig) -> None:
         assert reader.paused_until == datetime(2026, 12, 26, 23, 0, tzinfo=UTC)
         _offer(web, url, "pause", pause_for="2w")
         assert _stored(web)[4] == datetime(2026, 12, 26, 23, 0, tzinfo=UTC)
+
+
+def test_a_paused_reader_is_told_until_when_and_offered_only_a_longer_pause(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False):
+        url = _reader(web)
+        _offer(web, url, "pause", pause_for="1w")
+        page = web.client.get(url).text
+    words = text_of(page)
+    assert (
+        "Your digests are already paused until Sunday 6 December: they start again by "
+        "themselves that day." in words
+    )
+    assert "Pause for longer" in words and "Pause for a while" not in words
+    assert 'name="pause_for" value="1w"' not in page  # it would end no later
+    assert re.findall(r'name="pause_for" value="(\w+)"( checked)?', page) == [
+        ("2w", " checked"),
+        ("4w", ""),
+    ]
 
 
 def test_fewer_topics(web: WebRig) -> None:

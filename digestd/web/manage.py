@@ -95,6 +95,10 @@ def _page(
     csrf = w.csrf.session(request)
     now = w.clock()
     first_day = pausing.today(reader["zone"], now)
+    ends = reader["pause_ends"]
+    chosen = pausing.current_choice(
+        reader["status"] == SubscriberStatus.PAUSED, ends, reader["zone"], now
+    )
     response = w.pages.render(
         "preferences.html",
         {
@@ -104,6 +108,11 @@ def _page(
             "zones": zone_options(now),
             "renamed_zones": RENAMED_ZONES,
             "pause_choices": pausing.LABELS,
+            "pause_chosen": chosen,
+            # The day the current pause ends, for the date field when no week fits it.
+            "pause_day": pausing.today(reader["zone"], ends).isoformat()
+            if chosen == "date"
+            else "",
             "pause_min": (first_day + timedelta(days=1)).isoformat(),  # a date after today
             "pause_max": (first_day + pausing.LONGEST).isoformat(),
             "notice": notice,

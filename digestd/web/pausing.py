@@ -52,3 +52,16 @@ def _chosen(text: str, first: date) -> date:
     if day - first > LONGEST:
         raise ValidationError("pause_until", "a pause lasts a year at most; choose an earlier date")
     return day
+
+
+def current_choice(paused: bool, ends: datetime | None, zone: str, now: datetime) -> str:
+    """The choice to preselect: for a paused reader, the one giving the pause they have
+    ("1w" while it ends a week from today, else "date"; none for a pause with no end, or
+    one ending today), so changing it starts from what it is; for anyone else, 2 weeks."""
+    if not paused:
+        return "2w"
+    first = today(zone, now)
+    day = today(zone, ends) if ends else first
+    if day <= first:
+        return ""
+    return next((c for c, n in WEEKS.items() if day == first + timedelta(weeks=n)), "date")

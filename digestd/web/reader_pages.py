@@ -97,6 +97,7 @@ def snapshot(subscriber: Subscriber, schedule: Schedule) -> dict[str, Any]:
         "wants_daily": subscriber.wants_daily,
         "wants_weekly": subscriber.wants_weekly,
         "paused_until": local_day(until, subscriber.timezone) if until else "",
+        "pause_ends": until,  # the instant, for the pause choices that fit it
         "upcoming": [{"name": u.name, "when": u.when} for u in upcoming(subscriber, schedule)],
         "learns": subscriber.learns,  # their clicks shape their digest (reader mode)
     }

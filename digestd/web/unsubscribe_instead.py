@@ -47,20 +47,34 @@ def render_page(
     """The one button, and the offers that fit this reader."""
     csrf = w.csrf.session(request)
     receiving = reader["status"] in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
+    pauses = _longer_pauses(reader, w.clock())
     path = f"/unsubscribe/{request.path_params['token']}"
     context = {
         "reader": reader,
         "action_url": path,
         "instead_url": f"{path}/instead",
         "offer_weekly": receiving and reader["wants_daily"],
-        "offer_pause": receiving,
+        "offer_pause": receiving and bool(pauses),
         "offer_topics": receiving and len(reader["categories"]) > 1,
         "topics": [(slug, CATEGORIES[slug]) for slug in reader["categories"]],
-        "pause_choices": {k: v for k, v in pausing.LABELS.items() if k in pausing.WEEKS},
+        "pause_choices": pauses,
+        "pause_chosen": "2w" if "2w" in pauses else next(iter(pauses), ""),
         "errors": defaultdict(str, errors or {}),
         "csrf": csrf.token(FORM, public_id),
     }
     return csrf.attach(request, w.pages.render("unsubscribe.html", context, status))
+
+
+def _longer_pauses(reader: dict[str, Any], now: datetime) -> dict[str, str]:
+    """The pauses this page offers: for a paused reader, only those ending later than theirs
+    (a pause from here never brings digests back sooner; see :func:`_act`)."""
+    ends = reader["pause_ends"]
+    paused = reader["status"] == SubscriberStatus.PAUSED
+    return {
+        choice: pausing.LABELS[choice]
+        for choice in pausing.WEEKS
+        if not paused or (ends and ends < pausing.pause_end(choice, "", reader["zone"], now))
+    }
 
 
 async def instead(request: Request) -> Response:
