@@ -13,6 +13,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)  # DKIM and TLS test keys
 command -v systemd-analyze >/dev/null || need+=(systemd)
+[ -f /usr/share/zoneinfo/tzdata.zi ] || need+=(tzdata)  # the signup page's zone list (web/zones.py)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (install them: sudo apt-get install -y ${need[*]})" >&2
