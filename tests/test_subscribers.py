@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from digestd.content.categories import CATEGORIES
 from digestd.db import make_engine, make_sessions
 from digestd.errors import ValidationError
-from digestd.models import Subscriber, SubscriberStatus, Suppression
+from digestd.models import Category, Subscriber, SubscriberStatus, Suppression
 from digestd.readers.subscribers import (
     Addresses,
     email_hash,
@@ -282,6 +283,37 @@ def test_export_round_trips_the_import_columns_plus_status(
     run_cli(monkeypatch, env, "subscribers", "export")
     exported.write_text(capsys.readouterr().out)
     assert run_cli(monkeypatch, env, "subscribers", "import", str(exported)) == 0
+
+
+def test_a_reader_of_every_category_exports_as_all_and_gets_a_new_category_back(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An export of "All Technology" imported back after the site gained a category: the
+    reader takes that one too (the 26 slugs written out would have left it out)."""
+    body = 'every@example.com,all,daily,UTC\nsome@example.com,"ai,robotics",daily,UTC\n'
+    assert _import(monkeypatch, env, tmp_path, body) == 0
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "subscribers", "export") == 0
+    exported = capsys.readouterr().out
+    rows = {row["email"]: row for row in csv.DictReader(io.StringIO(exported))}
+    assert rows["every@example.com"]["categories"] == "all"
+    assert rows["some@example.com"]["categories"] == "ai,robotics"
+    # The site adds a category (code and table both know it), then the export comes back.
+    monkeypatch.setitem(CATEGORIES, "agritech", "AgriTech")
+    engine = make_engine(env["DIGESTD_DATABASE_URL"])
+    with make_sessions(engine).begin() as session:
+        session.add(Category(slug="agritech", name="AgriTech", position=len(CATEGORIES)))
+    engine.dispose()
+    path = tmp_path / "exported.csv"
+    path.write_text(exported)
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 0
+    found = _subscribers(env["DIGESTD_DATABASE_URL"])
+    assert len(found["every@example.com"].category_slugs) == 27
+    assert "agritech" in found["every@example.com"].category_slugs
+    assert sorted(found["some@example.com"].category_slugs) == ["ai", "robotics"]
 
 
 def test_an_export_edited_to_unsubscribe_a_reader_does_so_when_imported_back(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from digestd.content.categories import ALL, CATEGORIES
 from digestd.models import Subscriber
 from digestd.readers.spreadsheet import neutralise
 from digestd.readers.subscribers import frequency_name
@@ -35,13 +36,22 @@ BATCH = 1000
 def export_row(s: Subscriber) -> list[str]:
     return [
         s.email,
-        ",".join(s.category_slugs),
+        export_categories(s.category_slugs),
         frequency_name(s),
         s.timezone,
         s.status,
         s.created_at.isoformat(),
         s.confirmed_at.isoformat() if s.confirmed_at else "",
     ]
+
+
+def export_categories(slugs: list[str]) -> str:
+    """A reader of every category (how "All Technology" is stored) is written ``all``: the
+    import reads that as every category it knows when it runs, so an export imported after
+    the site gained a category gives it to them, where today's slugs would leave it out."""
+    if set(slugs) >= set(CATEGORIES):
+        return ALL
+    return ",".join(slugs)
 
 
 def export_csv(session: Session, batch: int = BATCH) -> Iterator[str]:
