@@ -76,6 +76,23 @@ def test_an_import_runs_in_the_background_and_reports_each_bad_line(web: WebRig)
     assert "Readers already on the list take the file's topics, frequency and timezone" in listed
 
 
+def test_the_page_says_how_to_write_several_categories_and_reads_semicolons(
+    web: WebRig,
+) -> None:
+    with time_machine.travel(NOW, tick=False):
+        sign_in(web.client)
+        page = text_of(web.client.get("/admin/import").text)
+        listing = "email,categories,frequency,timezone\nsemi@example.com,ai;quantum,daily,UTC\n"
+        answer = _upload(web, listing.encode())
+        job = _finished(web, answer.headers["location"])
+    assert "separate several with commas, the cell in quotes" in page
+    assert "or with semicolons or |" in page
+    assert "fintech (FinTech)" in page  # the slugs are listed
+    assert job.report is not None and job.report.errors == []
+    semi = web.subscriber("semi@example.com")
+    assert semi is not None and semi.category_slugs == ["ai", "quantum"]
+
+
 def test_a_row_marked_unsubscribed_unsubscribes_its_reader_and_is_counted(web: WebRig) -> None:
     with web.service.sessions.begin() as session:
         reader(session, "leaving@example.com", created_at=NOW)

@@ -128,6 +128,30 @@ def test_bad_rows_are_reported_by_line_and_good_rows_kept(
     ]
 
 
+def test_categories_separated_by_semicolons_or_bars_are_read_and_a_bad_one_says_how(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cell written as a list is by hand (a comma would need the cell quoted)."""
+    body = (
+        "semi@example.com,ai;robotics,daily,UTC\n"
+        "bar@example.com, quantum | ai ,daily,UTC\n"
+        "bad@example.com,ai;gardening,daily,UTC\n"
+    )
+    assert _import(monkeypatch, env, tmp_path, body) == 1
+    err = capsys.readouterr().err
+    assert (
+        "line 4: categories: unknown category 'gardening'; separate several with commas "
+        '(quoted in CSV: "ai,robotics"), semicolons or |; known: ai, autonomy,' in err
+    )
+    found = _subscribers(env["DIGESTD_DATABASE_URL"])
+    assert sorted(found) == ["bar@example.com", "semi@example.com"]
+    assert found["semi@example.com"].category_slugs == ["ai", "robotics"]
+    assert found["bar@example.com"].category_slugs == ["ai", "quantum"]
+
+
 @pytest.mark.parametrize(
     ("header", "says"),
     [

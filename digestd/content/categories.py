@@ -38,11 +38,14 @@ ALL = "all"
 ALL_NAME = "All Technology"
 
 
-def parse_categories(value: str | Iterable[str], field: str = "categories") -> list[str]:
+def parse_categories(
+    value: str | Iterable[str], field: str = "categories", how: str = ""
+) -> list[str]:
     """Slugs from ``"ai,robotics"`` or a list; ``all`` expands to every category.
 
     Unknown slugs are an error naming them: silently dropping a reader's choice would
-    send them a digest they did not ask for.
+    send them a digest they did not ask for. ``how`` (how to write several, where that is
+    not obvious) goes into the error before the known slugs.
     """
     items = value.split(",") if isinstance(value, str) else list(value)
     slugs: list[str] = []
@@ -54,11 +57,12 @@ def parse_categories(value: str | Iterable[str], field: str = "categories") -> l
         if slug:
             slugs.append(slug)
     if not slugs:
-        raise ValidationError(field, "choose at least one category")
+        raise ValidationError(field, "choose at least one category" + (f"; {how}" if how else ""))
     if ALL in slugs:
         return list(CATEGORIES)
     unknown = [s for s in slugs if s not in CATEGORIES]
     if unknown:
         shown = ", ".join(repr(s[:40]) for s in unknown[:5])
-        raise ValidationError(field, f"unknown category {shown}; known: {', '.join(CATEGORIES)}")
+        said = f"unknown category {shown}; " + (f"{how}; " if how else "")
+        raise ValidationError(field, f"{said}known: {', '.join(CATEGORIES)}")
     return [s for s in CATEGORIES if s in set(slugs)]  # site order, no duplicates

@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digestd.bulk import among
+from digestd.content.categories import parse_categories
 from digestd.db import delete_rows, insert_ignoring_conflicts, insert_rows, update_rows
 from digestd.errors import InputError, ValidationError
 from digestd.models import (
@@ -62,6 +63,10 @@ from digestd.readers.subscribers import (
 )
 
 IMPORT_COLUMNS = ("email", "categories", "frequency", "timezone")
+# Several categories in one cell: commas need the cell quoted, which a spreadsheet does but
+# a hand-written file often does not, so ; and | separate them too.
+CATEGORY_SEPARATORS = str.maketrans(";|", ",,")
+SEVERAL_CATEGORIES = 'separate several with commas (quoted in CSV: "ai,robotics"), semicolons or |'
 # Bytes that were not UTF-8, as the file's reader hands them on (surrogate escapes).
 _UNDECODED = re.compile("[\udc80-\udcff]")
 IMPORT_CHUNK = 1000
@@ -142,7 +147,7 @@ def import_csv(
                 continue
             key = (_cell(row, "categories"), _cell(row, "frequency"), _cell(row, "timezone"))
             if key not in preferences:
-                preferences[key] = parse_preferences(key[0] or "", *key[1:], ctx.default_timezone)
+                preferences[key] = _preferences(key, ctx.default_timezone)
             if email in seen:
                 raise ValidationError("email", "appears twice in this file")
             seen.add(email)
@@ -158,6 +163,14 @@ def import_csv(
     writer.write_all(chunk, leaving)
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def _preferences(cells: tuple[str | None, ...], default_timezone: str) -> Preferences:
+    """A row's categories, frequency and timezone cells as preferences."""
+    categories, frequency, timezone = cells
+    cell = (categories or "").translate(CATEGORY_SEPARATORS)
+    slugs = parse_categories(cell, how=SEVERAL_CATEGORIES)
+    return parse_preferences(slugs, frequency, timezone, default_timezone)
 
 
 def _status(row: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from digestd.content.categories import CATEGORIES
 from digestd.errors import InputError
 from digestd.readers.importing import ImportContext, ImportReport, import_csv
 from digestd.web import params
@@ -75,6 +76,7 @@ async def import_page(request: Request) -> Response:
     running = any(job.finished_at is None for job in listed)
     context = {
         "title": "Import subscribers",
+        "categories": CATEGORIES,
         "jobs": listed,
         "refresh": REFRESH_SECONDS if running else 0,
     }
