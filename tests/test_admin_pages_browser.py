@@ -299,7 +299,7 @@ def test_editions_report_preview_and_a_test_send_that_leaves_every_edition_unsen
     form.get_by_label("Send to").fill("editor@example.org")
     form.get_by_label("Categories").fill("ai,robotics")
     form.get_by_role("button", name="Send the test").click()
-    page.get_by_text("Test message sent and accepted by the mail server").wait_for()
+    page.get_by_text("Test message sent to editor@example.org and accepted").wait_for()
     _shoot(page, "editions-tested")
     (mail,) = console.smtp.wait_for(1)
     assert mail.recipients == ["editor@example.org"]

@@ -33,9 +33,13 @@ from digestd.web.view import VIEW_CSP, as_web_page, subject_of
 PAGE = 30
 # What the sending tools' forms hold before anything is typed.
 TYPED = {"form": "", "kind": "daily", "email": "", "to": "", "categories": "", "emails": ""}
+# Said on the answer to the test form itself, naming where it went: a redirect would carry
+# the address in its URL, into access logs.
+TESTED = (
+    "Test message sent to {to} and accepted by the mail server (articles in it: {n}). No "
+    "reader's edition was used: every reader still gets theirs at their send time."
+)
 NOTICES = {
-    "tested": "Test message sent and accepted by the mail server (articles in it: {n}). No "
-    "reader's edition was used: every reader still gets theirs at their send time.",
     "triggered": "Queued: {queued} (sent at the daemon's next tick). Already had this "
     "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
     "{empty}. Could not be rendered (recorded as failed): {failed}. Addresses that are not "

@@ -24,7 +24,7 @@ from digestd.planning.triggers import trigger
 from digestd.readers.subscribers import normalise_email
 from digestd.web import params
 from digestd.web.admin_auth import audit
-from digestd.web.admin_editions import NOTICES, admin_copy, editions_page
+from digestd.web.admin_editions import NOTICES, TESTED, admin_copy, editions_page
 from digestd.web.admin_pages import action_form, done, operator
 from digestd.web.api_editions import KINDS, test_send_or_refuse, trigger_emails
 from digestd.web.body import Input
@@ -105,7 +105,8 @@ async def test_send(request: Request) -> Response:
         audit(request, "page.edition.test", "refused", kind=str(kind))
         return await _refused(request, exc, typed)
     audit(request, "page.edition.test", "sent", kind=str(kind), articles=sent.articles)
-    return done("/admin/editions", "tested", n=str(sent.articles))
+    notice = TESTED.format(to=sent.to, n=f"{sent.articles:,}")
+    return await editions_page(request, notice=notice)
 
 
 TYPED_LIMIT = 32_000  # characters of a form field: "send now" takes a list of addresses
