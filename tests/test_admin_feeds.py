@@ -4,6 +4,7 @@ form and nothing stored), removing one (its articles stay) and polling one now."
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -56,16 +57,27 @@ def test_add_fetches_once_then_lists_the_feed_with_its_health(
     answer = submit(web.client, PAGE, PAGE, url=url, category="robotics")
     # The feed server is on loopback: the notice says the feed may redirect inside.
     assert answer.status_code == 303
-    assert answer.headers["location"] == f"{PAGE}?n=3&done=added-inside"
+    assert answer.headers["location"] == f"{PAGE}?n=3&stored=2&done=added-inside"
     assert feed_server.fetches("rss.xml") == 1
+    # The test fetch was the first poll: its items are stored, it is the last success, and
+    # the next poll is an interval after it (not "now", in the past by the time one looks).
     (feed,) = _feeds(web)
-    assert (feed.url, feed.category, feed.next_poll_at) == (url, "robotics", NOW)
-    assert _articles(web) == 0  # the test fetch stores nothing: the first poll does
-    words = text_of(web.client.get(answer.headers["location"]).text)
-    assert "Added: the test fetch found a feed (items in it now: 3) on a server inside" in words
+    assert (feed.url, feed.category) == (url, "robotics")
+    assert (feed.last_success_at, feed.next_poll_at) == (NOW, NOW + INTERVAL)
+    assert (feed.stored_last_run, feed.rejected_last_run, _articles(web)) == (2, 1, 2)
+    listed = web.client.get(answer.headers["location"]).text
+    words = text_of(listed)
+    assert (
+        "Added: the test fetch found a feed (items in it now: 3, stored as articles: 2) "
+        "on a server inside" in words
+    )
     assert feed.server_inside is True
-    assert "Robot Report & Friends NEW Robotics" in words or "Robot Report & Friends new" in words
-    assert "Last success never Failures in a row 0" in words
+    assert "Robot Report & Friends OK Robotics" in words or "Robot Report & Friends ok" in words
+    assert "Last success never" not in words and "Stored last run 2" in words
+    # Headings go down one level at a time: the page's title, the list, each feed.
+    levels = [int(level) for level in re.findall(r"<h([1-6])\b", listed)]
+    assert levels[:3] == [1, 2, 3], levels
+    assert all(b - a <= 1 for a, b in itertools.pairwise(levels)), levels
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ COLUMNS = ("id", "category", "state", "last success", "stored", "rejected", "url
 
 
 def add(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.content.feed_adding import add_feed  # httpx and feedparser: for add only
     from digestd.content.feed_polling import INTERVAL
-    from digestd.content.feeds import add_feed  # httpx and feedparser: for add only
 
     with database(settings) as sessions:
         added = add_feed(sessions, args.url, args.category, datetime.now(UTC))
@@ -25,8 +25,8 @@ def add(settings: Settings, args: argparse.Namespace) -> int:
     minutes = int(INTERVAL.total_seconds() // 60)
     print(
         f"feed {feed.id} registered for {feed.category}: {feed.title or feed.url} "
-        f"({added.items} items in it now, stored by its first poll; polled every {minutes} "
-        "minutes by digestd run or digestd tick)"
+        f"({added.items} items in it now, {added.stored} stored as articles; polled every "
+        f"{minutes} minutes by digestd run or digestd tick)"
     )
     if feed.server_inside:
         print("its server is inside this network: it may redirect to other addresses inside")

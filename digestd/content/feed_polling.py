@@ -36,6 +36,7 @@ from digestd.errors import first_line
 from digestd.models import Feed
 
 if TYPE_CHECKING:
+    from digestd.content.documents import Undecodable
     from digestd.content.feeds import Fetched, Fetcher
 
 log = logging.getLogger(__name__)
@@ -187,13 +188,31 @@ def _store(
     feed = session.get(Feed, feed_id)
     if feed is None:  # removed while it was being fetched
         return
+    parsed = None
+    if fetched.status != 304:
+        from digestd.content.feeds import parse_feed  # loaded by poll_one
+
+        parsed = parse_feed(fetched, request.url, request.category)
+    record_success(session, feed, fetched, parsed, now, report)
+
+
+def record_success(
+    session: Session,
+    feed: Feed,
+    fetched: Fetched,
+    parsed: tuple[list[dict[str, Any] | Undecodable], str] | None,
+    now: datetime,
+    report: PollReport,
+) -> None:
+    """A fetch of ``feed`` that worked: its items (``parsed`` by ``parse_feed``; None for a
+    304) stored as articles, its health, and its next poll one interval on."""
     stored = rejected = 0
-    if fetched.status == 304:
+    if parsed is None:
         report.unchanged += 1
     else:
-        from digestd.content.feeds import date_undated, parse_feed  # loaded by poll_one
+        from digestd.content.feeds import date_undated  # loaded with parse_feed
 
-        items, title = parse_feed(fetched, request.url, request.category)
+        items, title = parsed
         date_undated(session, items, now)
         result = ingest(session, enumerate(items, start=1))
         stored, rejected = result.added + result.updated, len(result.errors)
@@ -203,7 +222,7 @@ def _store(
         if result.errors:
             log.warning(
                 "feed %s: %d item%s rejected, the rest stored (last: %s)",
-                request.url,
+                feed.url,
                 rejected,
                 "" if rejected == 1 else "s",
                 feed.last_item_error,

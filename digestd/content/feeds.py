@@ -3,7 +3,8 @@
 Polite fetching: conditional GET (ETag / Last-Modified), so an unchanged feed costs a 304.
 Items keep a stable id derived from the feed and the item's guid (or link), so re-polling
 updates instead of duplicating. Polling itself (who polls which feed, and the feed's
-health) is :mod:`digestd.content.feed_polling`.
+health) is :mod:`digestd.content.feed_polling`; adding a feed, which fetches it once as its
+first poll, is :mod:`digestd.content.feed_adding`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import feedparser
 import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from digestd.content.categories import CATEGORIES
 from digestd.content.documents import Undecodable
@@ -200,7 +201,7 @@ def feed_url(url: str) -> str:
     return str(normal.copy_with(fragment=None, path=normal.path or "/"))
 
 
-def _registered(session: Session, url: str) -> bool:
+def is_registered(session: Session, url: str) -> bool:
     """Whether ``url`` is a feed already, however that one was spelt when it was added."""
     for stored in session.scalars(select(Feed.url)):
         try:
@@ -226,10 +227,11 @@ def register_feed(
     title: str | None = None,
     server_inside: bool | None = None,
 ) -> Feed:
-    """Store a feed, first polled at ``now`` (no fetch: :func:`add_feed` tries it first);
-    ``server_inside``: where the test fetch reached its server (None: not fetched)."""
+    """Store a feed, first polled at ``now`` (no fetch here: ``feed_adding.add_feed`` fetches
+    it first, and records that fetch as its first poll); ``server_inside``: where the test
+    fetch reached its server (None: not fetched)."""
     url, slug = feed_url(url), feed_category(category)
-    if _registered(session, url):
+    if is_registered(session, url):
         raise InputError(f"URL: {url!r} is already registered")
     feed = Feed(
         url=url,
@@ -246,41 +248,6 @@ def register_feed(
     except IntegrityError as exc:
         raise InputError(f"URL: {url!r} is already registered") from exc
     return feed
-
-
-@dataclass(frozen=True)
-class Added:
-    feed: Feed
-    items: int  # entries the test fetch found
-
-
-def add_feed(
-    sessions: sessionmaker[Session],
-    url: str,
-    category: str,
-    now: datetime,
-    fetch: Fetcher = http_fetch,
-) -> Added:
-    """Fetch ``url`` once and register it if it is an RSS or Atom feed; anything else (an
-    error status, a web page, garbage) is an InputError naming it, and nothing is stored.
-    No transaction is open during the fetch."""
-    url, slug = feed_url(url), feed_category(category)
-    with sessions() as session:
-        if _registered(session, url):
-            raise InputError(f"URL: {url!r} is already registered")
-    try:
-        fetched = fetch(url, {})
-    except FETCH_ERRORS as exc:
-        raise InputError(f"URL: cannot fetch {url}: {exc.__class__.__name__}: {exc}") from exc
-    if fetched.status != 200:
-        raise InputError(f"URL: {url} answered HTTP {fetched.status}, not a feed")
-    try:
-        items, title = parse_feed(fetched, url, slug)
-    except ValueError as exc:
-        raise InputError(f"URL: {url} is {exc}") from exc
-    with sessions.begin() as session:
-        feed = register_feed(session, url, slug, now, title or None, fetched.inside)
-    return Added(feed, len(items))
 
 
 def remove_feed(session: Session, feed_id: int) -> Feed | None:

@@ -1,5 +1,5 @@
 """What the admin page reads and does with feeds beyond adding and removing one
-(:func:`~digestd.content.feeds.add_feed`, :func:`~digestd.content.feeds.remove_feed`):
+(:func:`~digestd.content.feed_adding.add_feed`, :func:`~digestd.content.feeds.remove_feed`):
 each feed's health, and polling one now.
 """
 

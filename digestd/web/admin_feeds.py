@@ -12,8 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from digestd.content.categories import CATEGORIES
+from digestd.content.feed_adding import add_feed
 from digestd.content.feed_polling import INTERVAL
-from digestd.content.feeds import add_feed, remove_feed
+from digestd.content.feeds import remove_feed
 from digestd.errors import InputError
 from digestd.ops import feed_admin
 from digestd.web import params
@@ -23,9 +24,11 @@ from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 
 NOTICES = {
-    "added": "Added: the test fetch found a feed (items in it now: {n}). It is polled from now on.",
-    "added-inside": "Added: the test fetch found a feed (items in it now: {n}) on a server inside "
-    "this network, so it may redirect to other addresses inside. It is polled from now on.",
+    "added": "Added: the test fetch found a feed (items in it now: {n}, stored as articles: "
+    "{stored}). It is polled from now on.",
+    "added-inside": "Added: the test fetch found a feed (items in it now: {n}, stored as "
+    "articles: {stored}) on a server inside this network, so it may redirect to other "
+    "addresses inside. It is polled from now on.",
     "removed": "Removed: the feed is no longer polled. The articles it brought stay.",
     "polled": "Polled. Articles stored or updated: {n}.",
     "poll-failed": "The poll failed; the feed's row says why. It is retried with a growing pause.",
@@ -39,7 +42,7 @@ _PREFIXES = {"URL: ": "feed-url", "--category: ": "feed-category"}
 
 @operator
 async def feeds_page(request: Request) -> Response:
-    params.only(request, "done", "n")
+    params.only(request, "done", "n", "stored")
     return await _page(request)
 
 
@@ -88,7 +91,7 @@ async def add(request: Request) -> Response:
         return await _page(request, **_field_of(str(exc)), typed=typed)
     audit(request, "page.feed.add", "ok", feed=added.feed.id)
     notice = "added-inside" if added.feed.server_inside else "added"
-    return done("/admin/feeds", notice, n=str(added.items))
+    return done("/admin/feeds", notice, n=str(added.items), stored=str(added.stored))
 
 
 @operator
