@@ -261,8 +261,27 @@ def test_each_atom_feed_parses_with_every_edition_present(web: WebRig, shelf: st
         )
         odd = next(e for e in parsed.entries if e.id.endswith("/daily/2026-11-29"))
         assert "Control  chars &amp; &lt;tags&gt; in a title</a> (WireA)" in odd.summary
-    if shelf == "quantum":
-        assert parsed.entries == [] and parsed.feed.updated == "1970-01-01T00:00:00Z"
+    if shelf == "quantum":  # no edition yet: updated is when the archive began it
+        assert parsed.entries == [] and parsed.feed.updated == "2026-11-23T07:05:00Z"
+
+
+def test_an_empty_shelfs_feed_is_dated_from_when_the_shelf_began_and_stays_so(
+    web: WebRig,
+) -> None:
+    """Quantum never had an edition: its feed says since when the archive has held it (the
+    first tick that decided its editions), the same on every request and after later
+    ticks, so a feed reader's conditional request gets a 304."""
+    _publish(web, 23, 24)
+    first = web.client.get("/archive/quantum.atom")
+    updated = ET.fromstring(first.content).findtext(f"{ATOM}updated")
+    assert updated == "2026-11-23T07:05:00Z"
+    assert first.headers["last-modified"] == "Mon, 23 Nov 2026 07:05:00 GMT"
+    _publish(web, 25, 26)  # other shelves grow; this one stays empty
+    again = web.client.get(
+        "/archive/quantum.atom", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert web.client.get("/archive/quantum.atom").content == first.content
 
 
 def test_a_feed_holds_the_latest_editions_only(

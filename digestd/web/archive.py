@@ -143,14 +143,16 @@ def _feed(w: Web, shelf: str) -> tuple[bytes, datetime | None]:
     with w.sessions() as session:
         entries = shelves.editions(session, shelf, FEED_ENTRIES)
         stories = shelves.headlines(session, [e.digest_id for e in entries])
+        began = None if entries else shelves.began(session, shelf)
     head = atom.FeedHead(
         title=f"{w.settings.site_name} · {shelf_name(shelf)} digests",
         self_url=f"{base}/archive/{shelf}.atom",
         page_url=f"{base}/archive/{shelf}",
         author=w.settings.site_name,
         site_url=base,
+        began=began,
     )
-    return atom.feed(head, entries, stories, base), shelves.changed_at(entries, stories)
+    return atom.feed(head, entries, stories, base), shelves.changed_at(entries, stories) or began
 
 
 async def feed(request: Request) -> Response:

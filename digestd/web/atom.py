@@ -19,7 +19,8 @@ from digestd.web.shelves import Headline, Shelved, changed_at
 
 ATOM = "http://www.w3.org/2005/Atom"
 MEDIA_TYPE = "application/atom+xml; charset=utf-8"
-NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # ``updated`` of a shelf with no edition yet
+# ``updated`` of a shelf the archive has not looked at yet (before its first send time).
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -42,6 +43,11 @@ class FeedHead:
     page_url: str  # the shelf's archive page
     author: str  # the site
     site_url: str
+    # When the shelf began (``shelves.began``): ``updated`` while it has no edition. The
+    # feed has not changed since then; a fixed instant keeps its ETag the same from one
+    # request to the next (``now`` would make every poll a download), and unlike the
+    # newest edition of another shelf it does not move when this feed did not change.
+    began: datetime | None = None
 
 
 def feed(
@@ -54,7 +60,7 @@ def feed(
     _text(root, "id", head.self_url)
     _text(root, "title", head.title)
     # A story corrected after publication changes the entry listing it, and so the feed.
-    _text(root, "updated", rfc3339(changed_at(entries, stories) or NEVER))
+    _text(root, "updated", rfc3339(changed_at(entries, stories) or head.began or NEVER))
     author = ET.SubElement(root, f"{{{ATOM}}}author")
     _text(author, "name", head.author)
     _text(author, "uri", head.site_url)

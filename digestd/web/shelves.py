@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from digestd.content.categories import ALL, ALL_NAME, CATEGORIES
@@ -181,6 +181,15 @@ def headlines(session: Session, digest_ids: Iterable[int]) -> dict[int, list[Hea
         ]
         for digest_id, layout in layouts.items()
     }
+
+
+def began(session: Session, shelf: str) -> datetime | None:
+    """When the archive first decided an edition of ``shelf``, published or with nothing
+    to send: since then the shelf exists, even one that has never had an edition. None
+    before the archive's first send time."""
+    return session.scalar(
+        select(func.min(ArchiveEdition.published_at)).where(ArchiveEdition.category == shelf)
+    )
 
 
 def changed_at(
