@@ -11,10 +11,12 @@ import time_machine
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
+from digestd.content.categories import CATEGORIES
 from digestd.models import Article
 from digestd.service import Service
 from digestd.tokens import Purpose
 from digestd.web.app import create_app
+from digestd.web.view import signup_path
 from tests.conftest import ADMIN_TOKEN, WebRig
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
@@ -46,6 +48,11 @@ def test_view_in_browser_shows_the_edition_without_the_readers_links(web: WebRig
     assert "Meta's Internal Memo Signals AI Comeback" in words
     assert "Story robots-1" in words
     assert "web copy" in words  # where the email had the reader's links
+    # Whoever was shared it signs up for what it is, as from an archive page.
+    signup = re.search(r'href="([^"]*)"[^>]*>Get these digests</a>', page.text)
+    assert signup is not None
+    wanted = "https://digest.example.com/subscribe?categories=ai,robotics&amp;frequency=daily"
+    assert signup[1] == wanted
     # A shared page hands nobody the reader's address or controls.
     for personal in ("/unsubscribe/", "/preferences/", "/view/", "ann@example.com", "ann%40"):
         assert personal not in page.text, personal
@@ -60,6 +67,20 @@ def test_view_in_browser_shows_the_edition_without_the_readers_links(web: WebRig
     _, delivery_id = tokens.read(Purpose.VIEW, links["view"].rsplit("/", 1)[1]).split("/")
     bobs = tokens.make(Purpose.VIEW, f"{bob.public_id}/{delivery_id}")
     assert web.client.get(f"/view/{bobs}").status_code == 410
+
+
+@pytest.mark.parametrize(
+    ("categories", "kind", "path"),
+    [
+        (["quantum"], "weekly", "/subscribe?categories=quantum&frequency=weekly"),
+        (list(CATEGORIES), "daily", "/subscribe?categories=all&frequency=daily"),
+        ([], "daily", "/subscribe"),
+    ],
+)
+def test_a_web_copys_signup_link_is_for_its_categories_and_kind(
+    categories: list[str], kind: str, path: str
+) -> None:
+    assert signup_path(categories, kind) == path
 
 
 def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(

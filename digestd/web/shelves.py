@@ -34,8 +34,8 @@ def is_shelf(name: str) -> bool:
 
 
 def subscribe_path(shelf: str, kind: EditionKind) -> str:
-    """The signup page prefilled for this shelf (``all`` is a signup's word for every
-    category too)."""
+    """The signup page prefilled for this shelf, or for slugs joined by commas (``all`` is
+    a signup's word for every category too)."""
     return f"/subscribe?categories={shelf}&frequency={kind}"
 
 

@@ -20,11 +20,12 @@ from starlette.routing import Route
 from digestd.content.categories import ALL, ALL_NAME, CATEGORIES
 from digestd.mail.digests import shown_template
 from digestd.mail.layout import Layout
-from digestd.models import Delivery, Digest, Subscriber
+from digestd.models import Delivery, Digest, Edition, EditionKind, Subscriber
 from digestd.tokens import BadToken, Purpose
 from digestd.web.context import Web, web
 from digestd.web.errors import WebError
 from digestd.web.reader_pages import someone
+from digestd.web.shelves import subscribe_path
 
 # The page is our own email: no script at all, images from the articles' hosts.
 VIEW_CSP = (
@@ -69,10 +70,20 @@ def archive_link(base_url: str, categories: Sequence[str]) -> str:
     return f"Past editions: {links}"
 
 
-def public_footer(w: Web, categories: Sequence[str]) -> str:
+def signup_path(categories: Sequence[str], kind: str) -> str:
+    """The signup page prefilled with a digest's categories and kind: whoever was shared a
+    copy signs up for what they read, as from an archive page."""
+    if set(categories) >= set(CATEGORIES):
+        chosen = ALL
+    else:
+        chosen = ",".join(c for c in categories if c in CATEGORIES)
+    return subscribe_path(chosen, EditionKind(kind)) if chosen else "/subscribe"
+
+
+def public_footer(w: Web, categories: Sequence[str], kind: str) -> str:
     """What a web copy shows where the email had the reader's own links."""
     site = html.escape(w.settings.site_name)
-    signup = html.escape(f"{w.settings.base_url}/subscribe")
+    signup = html.escape(w.settings.base_url + signup_path(categories, kind))
     return (
         f"This is a web copy of a {site} digest. The links to manage a subscription are in "
         f"each digest email.<br>{archive_link(w.settings.base_url, categories)}"
@@ -101,19 +112,20 @@ def as_web_page(page: str, title: str, heading: str, *, head: str = "", nav: str
 def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
     with w.sessions() as session:
         found = session.execute(
-            select(Delivery.digest_id, Digest.layout)
+            select(Delivery.digest_id, Digest.layout, Edition.kind)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .join(Digest, Digest.id == Delivery.digest_id)
+            .join(Edition, Edition.id == Digest.edition_id)
             .where(Delivery.id == delivery_id, Subscriber.public_id == public_id)
         ).first()
         if found is None:
             return None
-        digest_id, layout = found
+        digest_id, layout, kind = found
         template = shown_template(session, w.service.renderer, digest_id)
     if template is None:
         return None
     categories = Layout.from_json(layout).categories
-    return template.html({}, personal=public_footer(w, categories))
+    return template.html({}, personal=public_footer(w, categories, kind))
 
 
 async def view(request: Request) -> Response:
