@@ -227,7 +227,8 @@ class SubscriberCategory(Base):
 
 
 class Suppression(Base):
-    """Addresses never to mail again. Only a hash is kept, so erasure leaves no address."""
+    """Addresses not to mail (bounced, complained; erased until the person signs up again
+    and confirms). Only a hash is kept, so erasure leaves no address."""
 
     __tablename__ = "suppressions"
 

@@ -27,7 +27,7 @@ from tests.admin_seed import delivery, edition, reader
 from tests.conftest import WebRig
 from tests.helpers import parse, parts
 from tests.log_lines import events
-from tests.web_helpers import links_in, text_of
+from tests.web_helpers import links_in, signup_form, text_of
 
 NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
 
@@ -265,6 +265,33 @@ def test_erasure_needs_the_address_typed_out(web: WebRig, ids: dict[str, int]) -
         kept = session.get(Suppression, email_hash("bob@example.org"))
         assert kept is not None and kept.reason == SuppressionReason.ERASED
     assert web.client.get(path).status_code == 404
+
+
+def test_erasure_says_what_stays_and_that_only_the_person_comes_back(
+    web: WebRig, ids: dict[str, int]
+) -> None:
+    """What the page says erasure keeps is what digestd does: the hash refuses a test send,
+    and the person signing up again is mailed a confirmation (and only that)."""
+    path = f"/admin/subscribers/{ids['bob']}"
+    hint = text_of(web.client.get(path).text)
+    assert (
+        "A one-way hash of the address stays, so no import or test send mails it again; only "
+        "the person can come back, by signing up again and confirming from their inbox." in hint
+    )
+    answer = submit(web.client, path, path, action="erase", confirm_email="bob@example.org")
+    notice = text_of(web.client.get(answer.headers["location"]).text)
+    assert (
+        "so no import or test send mails it again; they can come back only by signing up "
+        "again themselves and confirming from their inbox." in notice
+    )
+    assert "never mailed again" not in hint + notice  # a confirmed signup brings them back
+    tested = submit(web.client, "/admin/editions", "/admin/editions/test", kind="daily",
+                    to="bob@example.org", categories="ai")  # fmt: skip
+    assert tested.status_code == 409 and "suppression list (erased)" in text_of(tested.text)
+    signup_form(web, "bob@example.org")
+    (confirmation,) = web.smtp.wait_for(1)
+    assert confirmation.recipients == ["bob@example.org"]
+    assert "confirm" in links_in(confirmation.data)
 
 
 POSTS = ["/admin/subscribers/{id}", "/admin/logout", "/admin/import"]

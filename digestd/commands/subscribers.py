@@ -141,7 +141,10 @@ def delete(settings: Settings, args: argparse.Namespace) -> int:
     with database(settings) as sessions, sessions.begin() as session:
         found = erase(session, email, datetime.now(UTC))
     if found:
-        print("erased: personal data removed; the address is suppressed (kept only as a hash)")
+        print(
+            "erased: personal data removed; the address is suppressed (kept only as a hash) "
+            "until its owner signs up again and confirms"
+        )
     else:  # still suppressed: the request holds against a later import or list merge
         print(f"no subscriber {email}; the address is suppressed (kept only as a hash)")
     return 0

@@ -242,7 +242,8 @@ def parse_preferences(
 def erase(session: Session, email: str, now: datetime) -> bool:
     """Right to erasure: drop the subscriber and everything about them (categories and
     deliveries go with the row), keep a hash so the address is never mailed again by
-    mistake (an old import, a list merge). True when there was a subscriber to drop."""
+    mistake (an old import, a list merge, a test send); a signup its owner confirms lifts
+    it (``lifecycle.confirm``). True when there was a subscriber to drop."""
     # Clicks not settled yet name the queue row only (no key to cascade from).
     session.execute(
         delete(ClickInbox).where(

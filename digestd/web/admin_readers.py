@@ -45,8 +45,9 @@ NOTICES = {
     "again later.",
     str(Held.NOBODY): "No email sent: the address is suppressed (it bounced or complained).",
     "saved": "Preferences saved.",
-    "erased": "The reader is erased. Only a hash of the address is kept, so it is never "
-    "mailed again by mistake.",
+    "erased": "The reader is erased. Only a one-way hash of the address is kept, so no "
+    "import or test send mails it again; they can come back only by signing up again "
+    "themselves and confirming from their inbox.",
 }
 # Which actions each status allows (the page shows only those).
 ALLOWED = {

@@ -208,7 +208,9 @@ async def _delete(request: Request, w: Web, public_id: str, data: Input) -> Resp
     return w.pages.message(
         "Your data is deleted",
         "We deleted your email address, preferences and history. We keep only a one-way "
-        "hash of the address so that it is never mailed by mistake.",
+        "hash of the address, so that no list or import mails it by mistake. You can sign "
+        "up again at any time: as the first time, digests start once you confirm from "
+        "your inbox.",
     )
 
 
