@@ -54,6 +54,12 @@ def _queue(sessions: sessionmaker[Session]) -> list[tuple[str, str, Any]]:
     return [tuple(row) for row in rows]
 
 
+def _rows(sessions: sessionmaker[Session]) -> int:
+    """Queue rows committed so far (a helper's progress, read from outside)."""
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+
+
 def test_the_helper_process_queues_what_enqueueing_here_would(env: dict[str, str]) -> None:
     settings = load_settings(env)
     engine, sessions = _seed(settings.database_url, 2_500)  # three batches
@@ -157,20 +163,16 @@ def test_a_helper_that_dies_mid_edition_is_replaced_by_planning_here(
     engine, sessions = _seed(settings.database_url, 6_000)
     policy = Policy.from_settings(settings)
 
-    def queued() -> int:
-        with sessions() as session:
-            return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
-
     async def scenario() -> Any:
         enqueuer = Enqueuer(sessions, settings.database_url, _renderer(settings), in_helper=True)
         helper = enqueuer.start()
         try:
             with caplog.at_level(logging.WARNING, logger="digestd.planning.enqueuer"):
                 planning = asyncio.ensure_future(enqueuer.enqueue(policy, SEND))
-                while queued() == 0:  # a real process's progress: nothing to inject
+                while _rows(sessions) == 0:  # a real process's progress: nothing to inject
                     await asyncio.sleep(0.005)
                 os.kill(helper, signal.SIGKILL)
-                return await planning, queued()
+                return await planning, _rows(sessions)
         finally:
             enqueuer.close()
 
@@ -219,18 +221,14 @@ def test_a_tick_stopped_while_the_helper_plans_counts_what_it_queued(
     engine, sessions = _seed(settings.database_url, 3_000)
     service = Service.build(settings)
 
-    def queued() -> int:
-        with sessions() as session:
-            return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
-
     async def tick() -> Any:
         try:  # told to stop once the helper has committed its first batch
-            return await service.tick(SEND, should_stop=lambda: queued() > 0)
+            return await service.tick(SEND, should_stop=lambda: _rows(sessions) > 0)
         finally:
             await service.close()
 
     report = asyncio.run(tick())
-    rows = queued()
+    rows = _rows(sessions)
     assert 0 < rows < 3_000, "the helper was not stopped mid-edition"
     assert report.enqueued.queued == {"daily": rows}
     assert report.enqueued.rendered > 0
