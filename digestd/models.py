@@ -133,6 +133,7 @@ class Article(Base):
     published_at: Mapped[datetime] = mapped_column(index=True)
     kind: Mapped[str] = mapped_column(String(20), default="news")
     why_it_matters: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str] = mapped_column(Text, default="", server_default="")
     key_takeaways: Mapped[list[str]] = mapped_column(JSON, default=list)
     companies: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     analysis: Mapped[str] = mapped_column(Text, default="")

@@ -1,9 +1,11 @@
 """Pin and hold through the admin API: ``POST``/``DELETE /api/articles/{id}/pin|hold``.
 Each answers the article's standing and changes only that; bad input is a 4xx naming the
-field and changes nothing."""
+field and changes nothing. An article's ``summary`` beside its ``why_it_matters``: sent
+through ``POST /api/articles``, shown in the edition without the "Why it matters" label."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,3 +118,53 @@ def test_an_id_no_article_can_have_is_a_404_on_either_database(web: WebRig, raw:
     )
     assert pin.status_code == 404
     assert _stored(web, "a1") == (None, False)
+
+
+def _preview(web: WebRig, fmt: str) -> str:
+    answer = web.client.get(
+        "/api/editions/preview",
+        params={"kind": "daily", "categories": "ai", "now": NOW.isoformat(), "format": fmt},
+        headers=AUTH,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.text)
+
+
+@pytest.mark.parametrize("lead", ["edited", "summed"])
+def test_why_it_matters_keeps_its_label_and_a_summary_alone_is_shown_without_it(
+    web: WebRig, lead: str
+) -> None:
+    """The lead (HTML and text) and a card (text) alike: only the editor's why_it_matters
+    is "Why it matters:"; an article with only the publisher's summary shows it bare."""
+    edited = article("edited", "ai", NOW - timedelta(hours=1), score=2 if lead == "edited" else 1)
+    edited["summary"] = "Not shown: the editor said why."
+    summed = article("summed", "ai", NOW - timedelta(hours=2), score=2 if lead == "summed" else 1)
+    del summed["why_it_matters"]
+    summed["summary"] = "The publisher's own summary."
+    answer = web.client.post("/api/articles", json=[edited, summed], headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["added"] == 2, answer.text
+    text, html = _preview(web, "text"), _preview(web, "html")
+    assert text.count("Why it matters:") == 1
+    assert "Why it matters: Why edited matters." in text
+    assert re.search(r"^ *The publisher's own summary\.\r?$", text, re.MULTILINE), text
+    assert '<span dir="auto">The publisher&#39;s own summary.</span>' in html
+    labelled = '<strong>Why it matters:</strong> <span dir="auto">Why edited matters.</span>'
+    assert html.count("Why it matters:") == (1 if lead == "edited" else 0)
+    assert (labelled in html) == (lead == "edited")
+    assert "Not shown" not in text and "Not shown" not in html
+
+
+@pytest.mark.parametrize(
+    ("summary", "problem"),
+    [(42, "must be a string"), ("a\u0000b", "NUL"), ("x" * 20_001, "longer than")],
+    ids=["number", "nul", "long"],
+)
+def test_a_summary_no_article_can_have_is_a_422_naming_it_and_stores_nothing(
+    web: WebRig, summary: object, problem: str
+) -> None:
+    item = dict(article("a1", "ai", NOW - timedelta(hours=1)), summary=summary)
+    answer = web.client.post("/api/articles", json=item, headers=AUTH)
+    assert answer.status_code == 422
+    (error,) = answer.json()["errors"]
+    assert error["field"] == "summary" and problem in error["problem"]
+    assert web.count(Article) == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from sqlalchemy import Engine, event, func, select, text, update
 
 from digestd.config import Settings
@@ -190,6 +191,28 @@ def test_a_resent_id_updates_the_article(
         assert stored is not None
         assert (stored.title, stored.score) == ("Updated title", 50)
         assert sorted(c.category for c in stored.categories) == ["ai", "enterprise"]
+    engine.dispose()
+
+
+def test_a_changed_summary_is_a_new_version_of_the_article_and_the_same_one_is_not(
+    database_url: str,
+) -> None:
+    """``updated_at`` is the article's version in a digest's key: a corrected summary is
+    rendered anew for the readers planned after, as a corrected why_it_matters is."""
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    first = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+
+    def stored_version(summary: str, at: datetime) -> datetime:
+        item = dict(article("a1", "ai", first), summary=summary)
+        with time_machine.travel(at, tick=False), sessions.begin() as session:
+            assert not ingest(session, [(1, item)]).errors
+        with sessions() as session:
+            return session.scalars(select(Article.updated_at)).one()
+
+    original = stored_version("First summary.", first)
+    assert stored_version("First summary.", first + timedelta(hours=1)) == original
+    assert stored_version("Corrected summary.", first + timedelta(hours=2)) > original
     engine.dispose()
 
 

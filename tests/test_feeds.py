@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from digestd.db import make_engine, make_sessions
 from digestd.errors import InputError
 from digestd.models import Article, Feed
 from tests.feed_server import FeedServer, serving
-from tests.helpers import one_line_error, run_digestd
+from tests.helpers import one_line_error, parse, parts, run_cli, run_digestd
 
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 
@@ -68,12 +69,33 @@ def test_rss_items_become_articles_with_plain_titles_absolute_links_and_dates(
     articles = _articles(sessions)
     shift = articles["https://robots.example.com/2026/11/humanoids-full-shift"]  # was relative
     assert shift.title == "Humanoids clock a full shift"  # HTML stripped
-    assert shift.why_it_matters == "A full eight-hour shift."
+    assert (shift.summary, shift.why_it_matters) == ("A full eight-hour shift.", "")
     assert shift.source == "Robot Report & Friends"
     assert shift.published_at == datetime(2026, 11, 29, 20, 0, tzinfo=UTC)
     assert [c.category for c in shift.categories] == ["robotics"]
     undated = articles["https://robots.example.com/2026/11/surgical-robot"]
     assert undated.published_at == NOW  # no date: first seen now
+
+
+def test_a_feed_items_description_is_shown_in_the_digest_but_not_as_why_it_matters(
+    feed_server: FeedServer,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A feed's description is the publisher's summary: labelled "Why it matters:" it read
+    as the editor's word, on the lead and on every card."""
+    _register(sessions, feed_server.url("rss.xml"), "robotics")
+    assert poll_due(sessions, NOW).articles == 2
+    out = tmp_path / "daily.eml"
+    at = (NOW + timedelta(hours=1)).isoformat()
+    args = ("preview", "daily", "--categories", "robotics", "--now", at, "--format", "eml")
+    assert run_cli(monkeypatch, env, *args, "-o", str(out)) == 0
+    text, html = parts(parse(out.read_bytes()))
+    for description in ("A full eight-hour shift.", "No publication date on this one."):
+        assert description in text and f'<span dir="auto">{description}</span>' in html
+    assert "Why it matters" not in text and "Why it matters" not in html
 
 
 def test_atom_entries_with_xml_base_and_html_titles(
@@ -132,7 +154,7 @@ def test_characters_no_email_can_show_are_dropped_from_feed_text(
     assert (report.failed, report.articles, report.rejected) == (0, 1, 0)
     (item,) = _articles(sessions).values()
     assert item.title == "Foundry output [1mdoubles"
-    assert item.why_it_matters == "Yield is up."
+    assert item.summary == "Yield is up."
     assert item.source == "ChipWire"
 
 

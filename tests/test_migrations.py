@@ -202,3 +202,42 @@ def test_0015_queue_ids_are_never_handed_out_twice_and_no_row_is_lost(database_u
     assert _feed_ids_after_removing_the_newest(engine) == [1, 3]
     assert compare_metadata(MigrationContext.configure(engine.connect()), Base.metadata) == []
     engine.dispose()
+
+
+def _why_and_summary(engine: Engine) -> dict[str, tuple[str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, why_it_matters, summary FROM articles"))
+        return {row.id: (row.why_it_matters, row.summary) for row in rows}
+
+
+def test_0021_moves_a_feed_items_description_to_its_summary_and_back(database_url: str) -> None:
+    """Polls before 0021 stored a feed item's description as why_it_matters, which the
+    digest labels "Why it matters:"; an article sent through the API keeps its own."""
+    engine = make_engine(database_url)
+    command.downgrade(alembic_config(engine), "0020")
+    with engine.begin() as connection:
+        for article_id in ("feed-0123456789abcdef0123456789abcdef", "api-1", "FEED-api"):
+            connection.execute(
+                text(
+                    "INSERT INTO articles (id, url, title, source, published_at, kind, "
+                    "why_it_matters, key_takeaways, companies, analysis, score, created_at, "
+                    "updated_at) VALUES (:id, 'https://news.example.com/a', 'A', '', "
+                    "'2026-01-01 00:00:00', 'news', :why, '[]', '[]', '', 0, "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"id": article_id, "why": f"Said of {article_id}."},
+            )
+    migrate(engine)
+    feed = "feed-0123456789abcdef0123456789abcdef"
+    assert _why_and_summary(engine) == {
+        feed: ("", f"Said of {feed}."),
+        "api-1": ("Said of api-1.", ""),
+        "FEED-api": ("Said of FEED-api.", ""),
+    }
+    command.downgrade(alembic_config(engine), "0020")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, why_it_matters FROM articles")).all()
+    assert {row.id: row.why_it_matters for row in rows} == {
+        a: f"Said of {a}." for a in (feed, "api-1", "FEED-api")
+    }
+    engine.dispose()

@@ -43,6 +43,7 @@ class ArticleIn:
     source: str = ""
     kind: str = "news"
     why_it_matters: str = ""
+    summary: str = ""  # the publisher's own summary (a feed's description): never labelled
     key_takeaways: tuple[str, ...] = ()
     companies: tuple[dict[str, str], ...] = ()
     analysis: str = ""
@@ -177,6 +178,7 @@ def validate(data: Any) -> ArticleIn:
         source=_text(data, "source", limit=200),
         kind=kind,
         why_it_matters=_text(data, "why_it_matters"),
+        summary=_text(data, "summary"),
         key_takeaways=_string_list(data, "key_takeaways"),
         companies=_companies(data),
         analysis=_text(data, "analysis"),
@@ -248,6 +250,7 @@ _UPDATED = (
     "published_at",
     "kind",
     "why_it_matters",
+    "summary",
     "key_takeaways",
     "companies",
     "analysis",
@@ -334,6 +337,7 @@ def _row(article: ArticleIn, now: datetime) -> dict[str, Any]:
         "published_at": article.published_at,
         "kind": article.kind,
         "why_it_matters": article.why_it_matters,
+        "summary": article.summary,
         "key_takeaways": list(article.key_takeaways),
         "companies": [dict(c) for c in article.companies],
         "analysis": article.analysis,

@@ -342,7 +342,8 @@ def parse_feed(
                 "published_at": published.isoformat() if published else None,
                 "categories": [category],
                 "kind": "news",
-                "why_it_matters": plain(entry.get("summary"))[:SUMMARY_CHARS],
+                # The publisher's summary, not an editor's "why it matters" (never labelled so).
+                "summary": plain(entry.get("summary"))[:SUMMARY_CHARS],
             }
         )
     return items, title

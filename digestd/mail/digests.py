@@ -44,6 +44,7 @@ class ArticleFields:
     key_takeaways: list[str]
     companies: list[dict[str, str]]
     kind: str = "news"  # news|deals|social|blogs|videos|podcasts: a badge unless news
+    summary: str = ""  # the publisher's: shown, unlabelled, when there is no why_it_matters
 
 
 def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFields]:
@@ -59,6 +60,7 @@ def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFiel
             Article.key_takeaways,
             Article.companies,
             Article.kind,
+            Article.summary,
         ).where(Article.id.in_(set(ids)))
     )
     return {
@@ -72,6 +74,7 @@ def load_articles(session: Session, ids: Iterable[str]) -> dict[str, ArticleFiel
             row.key_takeaways,
             row.companies,
             row.kind,
+            row.summary,
         )
         for row in rows
     }

@@ -42,7 +42,7 @@ KIND_LABELS = {
 
 @dataclass(frozen=True)
 class Limits:
-    why: int  # characters of "why it matters"
+    why: int  # characters of "why it matters" (or of the summary shown in its place)
     takeaways: int  # how many key takeaways
     takeaway: int  # characters of each
     companies: int = 6  # how many companies
@@ -123,6 +123,10 @@ def article_view(
     ``dated``: the byline says the day it was published."""
     source = shorten(article.source, limits.name)
     day = short_date(article.published_at) if dated else ""
+    why = shorten(article.why_it_matters, limits.why) if limits.why else ""
+    # The publisher's summary (a feed's description) takes its place, but is no editor's
+    # "why it matters": the templates show it without that label.
+    summary = "" if why or not limits.why else shorten(article.summary, limits.why)
     return {
         "number": number,
         "anchor": f"story-{number}",
@@ -133,7 +137,8 @@ def article_view(
         "kind_label": KIND_LABELS.get(getattr(article, "kind", "news"), ""),
         "byline": " · ".join(p for p in (source, day) if p),
         "image_url": article.image_url if limits.image else None,
-        "why_it_matters": shorten(article.why_it_matters, limits.why) if limits.why else "",
+        "why_it_matters": why,
+        "summary": summary,
         "key_takeaways": [
             shorten(t, limits.takeaway) for t in article.key_takeaways[: limits.takeaways]
         ],
@@ -187,9 +192,9 @@ def personal_links(kind: EditionKind, layout: Layout) -> tuple[str, ...]:
 
 def _preheader(kind: EditionKind, lead: dict[str, Any], others: list[dict[str, Any]]) -> str:
     """What an inbox shows after the subject (which names the lead): the next headlines,
-    or, for a lone story, why it matters."""
+    or, for a lone story, why it matters (or its summary)."""
     if not others:
-        return shorten(lead["why_it_matters"] or lead["title"], PREHEADER_CHARS)
+        return shorten(lead["why_it_matters"] or lead["summary"] or lead["title"], PREHEADER_CHARS)
     also = "Also this week" if kind is EditionKind.WEEKLY else "Also today"
     return shorten(f"{also}: " + " · ".join(a["title"] for a in others[:3]), PREHEADER_CHARS)
 
