@@ -4,7 +4,7 @@ matters:". What earlier polls stored as why_it_matters moves to the summary.
 
 Revision ID: 0021
 Revises: 0020
-Create Date: 2026-12-09
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
