@@ -348,6 +348,7 @@ class BounceEvent(Base):
         Index("ix_bounces_subscriber_id_created_at", "subscriber_id", "created_at"),
         Index("ix_bounces_delivery_id", "delivery_id"),
         Index("ix_bounces_created_at", "created_at"),
+        Index("ix_bounces_report_id", "report_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -365,6 +366,9 @@ class BounceEvent(Base):
     reporting_mta: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(10))  # smtp | dsn | arf | mail
     channel: Mapped[str] = mapped_column(String(10))  # smtp | api | lmtp
+    # Which report it was (readers.bounces.report_id): the same one handed over again
+    # changes nothing. None for a synchronous refusal.
+    report_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from digestd.config import Settings
 from digestd.models import BounceEvent
 from digestd.readers.bounces import Outcome, ReportError
+from digestd.service import Service
 from tests.test_bounces import (
     FORGED_TAG,
     POSTFIX_DSN,
@@ -236,3 +237,44 @@ def test_hostile_reports_get_one_clear_error_and_change_nothing(
     assert _subscriber(service, "gone@example.com").status == "active"
     with service.sessions() as session:
         assert session.scalars(select(BounceEvent)).all() == []
+
+
+def _ledger(service: Service) -> list[tuple[str, int | None, int | None]]:
+    with service.sessions() as session:
+        rows = session.execute(
+            select(BounceEvent.kind, BounceEvent.delivery_id, BounceEvent.subscriber_id)
+        ).all()
+    return [(row.kind, row.delivery_id, row.subscriber_id) for row in rows]
+
+
+def test_a_report_on_a_readers_other_mail_handed_over_twice_counts_once(
+    settings: Settings,
+) -> None:
+    """A soft bounce of a confirmation or sunset email names the reader, not a delivery:
+    delivered again by the MTA (its LMTP reply lost), it is the same report, and a later
+    day's copy must not count as a second day of soft bounces."""
+    service = _deliver_days(settings, ["full@example.com"])
+    reader = _subscriber(service, "full@example.com")
+    tag = service.tokens.reader_bounce_tag(reader.public_id).encode()
+    soft = (
+        POSTFIX_DSN.replace(TAG_1.encode(), tag)
+        .replace(b"Status: 5.1.1", b"Status: 4.2.2")
+        .replace(b"550 5.1.1", b"452 4.2.2")
+    )
+    first = _process(service, soft)
+    assert (first.outcome, first.delivery_id, first.repeated) == (Outcome.SOFT_BOUNCE, None, False)
+    again = _process(service, soft)
+    assert again.outcome is Outcome.SOFT_BOUNCE and again.repeated
+    assert _ledger(service) == [("soft", None, reader.id)]
+    other = _variant(b"Message-Id: <20261129004432.", b"Message-Id: <20261130004432.", soft)
+    assert not _process(service, other).repeated  # another report about the same reader
+    assert _ledger(service) == [("soft", None, reader.id)] * 2
+
+
+def test_an_unmatched_report_handed_over_twice_is_kept_once(settings: Settings) -> None:
+    service = _deliver_days(settings, ["gone@example.com"])
+    forged = POSTFIX_DSN.replace(TAG_1.encode(), FORGED_TAG)
+    assert not _process(service, forged).repeated
+    again = _process(service, forged)
+    assert again.outcome is Outcome.UNMATCHED and again.repeated
+    assert _ledger(service) == [("unmatched", None, None)]

@@ -19,6 +19,7 @@ twice is recorded and acted on once.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -103,7 +104,10 @@ def process_report(
             "to a bounce address digestd made"
         )
     found = _locate(session, raw, report, tokens, verp)
+    identity = report_id(message, raw)
     if found is None:
+        if ledger.report_seen(session, identity, None, None):
+            return _result(report, Outcome.UNMATCHED, None, False, repeated=True)
         log.warning(
             "unmatched %s report (%s, recipient domain %s): no valid VERP address or "
             "digestd Message-ID in it; nobody changed",
@@ -111,19 +115,22 @@ def process_report(
             report.status or "no status",
             (report.recipient or "").rpartition("@")[2] or "unknown",
         )
-        event = _event(report, Kind.UNMATCHED, channel)
+        event = _event(report, Kind.UNMATCHED, channel, identity)
         ledger.record(session, event, delivery_id=None, subscriber_id=None, now=now)
         return _result(report, Outcome.UNMATCHED, None, False)
     delivery_id, subscriber_id, _ = found
-    repeat = delivery_id is not None and ledger.already_recorded(
-        session, delivery_id, report.kind, report.source
-    )
+    # Handed over again (an LMTP delivery retried, a report posted twice): by what it is
+    # about for a digest, by which report it is for a reader's other mail.
+    repeat = (
+        delivery_id is not None
+        and ledger.already_recorded(session, delivery_id, report.kind, report.source)
+    ) or ledger.report_seen(session, identity, delivery_id, subscriber_id)
     if repeat:
         suppressed = ledger.is_suppressed(session, subscriber_id)
         return _result(report, _OUTCOME[report.kind], found, suppressed, repeated=True)
     suppressed = ledger.record(
         session,
-        _event(report, report.kind, channel),
+        _event(report, report.kind, channel, identity),
         delivery_id=delivery_id,
         subscriber_id=subscriber_id,
         now=now,
@@ -131,7 +138,14 @@ def process_report(
     return _result(report, _OUTCOME[report.kind], found, suppressed)
 
 
-def _event(report: Report, kind: Kind, channel: str) -> ledger.Event:
+def report_id(message: Message, raw: bytes) -> str:
+    """Which report this is, however often it is handed over: its Message-ID (the MTA that
+    writes a report gives it its own), else its bytes."""
+    given = " ".join(str(message.get("Message-ID") or "").split())
+    return hashlib.sha256(given.encode("utf-8", "replace") if given else raw).hexdigest()[:32]
+
+
+def _event(report: Report, kind: Kind, channel: str, identity: str) -> ledger.Event:
     return ledger.Event(
         kind=kind,
         source=report.source,
@@ -139,6 +153,7 @@ def _event(report: Report, kind: Kind, channel: str) -> ledger.Event:
         status=report.status,
         diagnostic=report.diagnostic,
         reporting_mta=report.reporting_mta,
+        report_id=identity,
     )
 
 

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from digestd.db import storable
 from digestd.models import (
@@ -45,6 +45,7 @@ class Event:
     status: str | None = None  # 5.1.1, a bare 550, or an ARF Feedback-Type
     diagnostic: str | None = None
     reporting_mta: str | None = None
+    report_id: str | None = None  # which report (readers.bounces.report_id); None: SMTP
 
 
 def redact(text: str | None, mailbox: str = "") -> str | None:
@@ -92,6 +93,7 @@ def record(
             reporting_mta=_stored(event.reporting_mta, 255),
             source=event.source,
             channel=event.channel,
+            report_id=event.report_id,
             created_at=now,
         )
     )
@@ -138,6 +140,28 @@ def already_recorded(session: Session, delivery_id: int, kind: Kind, source: str
             )
         )
     )
+
+
+def report_seen(
+    session: Session, report_id: str, delivery_id: int | None, subscriber_id: int | None
+) -> bool:
+    """This report was recorded before about the same delivery and reader (None: about no
+    delivery, a reader's other mail; about nobody, unmatched)."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    BounceEvent.report_id == report_id,
+                    _is(BounceEvent.delivery_id, delivery_id),
+                    _is(BounceEvent.subscriber_id, subscriber_id),
+                )
+            )
+        )
+    )
+
+
+def _is(column: InstrumentedAttribute[int | None], value: int | None) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
 
 
 def is_suppressed(session: Session, subscriber_id: int) -> bool:
