@@ -45,6 +45,13 @@ def _seed(web: WebRig) -> None:
             person.next_daily_at = NOW.replace(hour=7)
 
 
+def _test_send(web: WebRig, to: str) -> Any:
+    """A test send of today's AI daily to ``to``, through the API."""
+    return web.client.post(
+        "/api/editions/test", json={"kind": "daily", "to": to, "categories": ["ai"]}, headers=AUTH
+    )
+
+
 def _rows(web: WebRig) -> tuple[int, int, int]:
     return (web.count(Edition), web.count(Digest), web.count(Delivery))
 
@@ -54,11 +61,7 @@ def test_the_test_send_reaches_the_address_marked_as_a_test_and_queues_nothing(
 ) -> None:
     _seed(web)
     with time_machine.travel(NOW, tick=False):
-        answer = web.client.post(
-            "/api/editions/test",
-            json={"kind": "daily", "to": "Editor@Example.org", "categories": ["ai"]},
-            headers=AUTH,
-        )
+        answer = _test_send(web, "Editor@Example.org")
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["to"] == "editor@example.org" and body["articles"] == 3
@@ -93,11 +96,7 @@ def test_a_test_sends_links_say_they_are_from_a_test_copy_and_change_nothing(
     subscription for this link: it was deleted", and "View in browser" led nowhere."""
     _seed(web)
     with time_machine.travel(NOW, tick=False):
-        answer = web.client.post(
-            "/api/editions/test",
-            json={"kind": "daily", "to": "editor@example.org", "categories": ["ai"]},
-            headers=AUTH,
-        )
+        answer = _test_send(web, "editor@example.org")
         assert answer.status_code == 200, answer.text
         (mail,) = web.smtp.wait_for(1)
         links = links_in(mail.data)
@@ -186,12 +185,6 @@ def test_a_suppressed_address_gets_no_test_send(web: WebRig) -> None:
     assert answer.json()["field"] == "to"
     assert "suppression list (hard-bounce)" in answer.json()["error"]
     assert web.smtp.messages == [] and _rows(web) == (0, 0, 0)
-
-
-def _test_send(web: WebRig, to: str) -> Any:
-    return web.client.post(
-        "/api/editions/test", json={"kind": "daily", "to": to, "categories": ["ai"]}, headers=AUTH
-    )
 
 
 def test_test_sends_are_limited_per_address_and_in_all_each_hour(web: WebRig) -> None:
