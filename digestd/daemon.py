@@ -224,15 +224,16 @@ class Daemon:
         except (OperationalError, InterfaceError) as exc:
             log.warning("pruning history skipped: database unavailable (%s)", first_line(exc))
             return
-        if report.deliveries or report.clicks:
+        if report.deliveries or report.clicks or report.unmatched:
             log.info(
                 "pruned history older than %d days: %d deliveries, %d digests, %d editions, "
-                "%d clicks",
+                "%d clicks, %d unmatched bounce reports",
                 days,
                 report.deliveries,
                 report.digests,
                 report.editions,
                 report.clicks,
+                report.unmatched,
             )
 
     async def finish(self, ticks: asyncio.Task[None]) -> None:

@@ -14,6 +14,7 @@ from digestd.config import Settings
 from digestd.db import make_engine, make_sessions
 from digestd.models import (
     ArchiveEdition,
+    BounceEvent,
     Delivery,
     DeliveryStatus,
     Digest,
@@ -23,6 +24,8 @@ from digestd.models import (
 )
 from digestd.ops import retention
 from digestd.ops.retention import prune
+from digestd.readers.bounce_policy import Kind
+from digestd.readers.ledger import Event, record
 from tests.admin_seed import delivery, edition, reader, suppression
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -110,6 +113,46 @@ def test_a_digest_the_archive_shows_outlives_the_window_with_its_edition(
     assert archived == [shown_id] and _count(sessions, Edition, Edition.id == old_id) == 1
     again = prune(sessions, NOW, days=90)
     assert (again.deliveries, again.digests, again.editions) == (0, 0, 0)
+
+
+def _ledger(sessions: sessionmaker[Session], kind: Kind, days_ago: int, who: int | None) -> None:
+    with sessions.begin() as session:
+        record(
+            session,
+            Event(kind, "dsn", "lmtp", status="5.1.1", report_id=f"r-{kind}-{days_ago}-{who}"),
+            delivery_id=None,
+            subscriber_id=who,
+            now=NOW - timedelta(days=days_ago),
+        )
+
+
+def test_unmatched_bounce_reports_older_than_the_window_go_and_reports_about_readers_stay(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone can mail the bounces address: its reports about nobody would pile up for ever.
+    The ledger's rows about a reader are the evidence for suppressions and soft bounces."""
+    monkeypatch.setattr(retention, "CHUNK", 4)  # several chunks, each its own transaction
+    with sessions.begin() as session:
+        ann = reader(session, "ann@example.com", created_at=NOW - timedelta(days=400)).id
+    for days_ago in range(91, 101):
+        _ledger(sessions, Kind.UNMATCHED, days_ago, None)
+    _ledger(sessions, Kind.UNMATCHED, 89, None)  # inside the window
+    _ledger(sessions, Kind.SOFT, 200, ann)
+    _ledger(sessions, Kind.HARD, 300, ann)
+    _ledger(sessions, Kind.NOTICE, 150, None)  # a reader's, whose row erasure emptied
+    report = prune(sessions, NOW, days=90)
+    assert report.unmatched == 10
+    with sessions() as session:
+        kept = session.execute(
+            select(BounceEvent.kind, BounceEvent.subscriber_id).order_by(BounceEvent.created_at)
+        ).all()
+    assert [tuple(row) for row in kept] == [
+        (Kind.HARD, ann),
+        (Kind.SOFT, ann),
+        (Kind.NOTICE, None),
+        (Kind.UNMATCHED, None),
+    ]
+    assert prune(sessions, NOW, days=90).unmatched == 0
 
 
 def test_the_retention_window_is_a_setting_of_at_least_nine_days(env: dict[str, str]) -> None:

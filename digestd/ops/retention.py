@@ -1,13 +1,17 @@
 """Forgetting old history: settled queue rows older than ``DIGESTD_RETENTION_DAYS`` go, and
 the digests and editions nothing refers to any more go with them; so do clicks and sunset
-steps older than the window (a queue row's click marks go with it), and clicks left in the
-inbox for a day (a settling pass that kept failing).
+steps older than the window (a queue row's click marks go with it), clicks left in the
+inbox for a day (a settling pass that kept failing), and the bounce ledger's ``unmatched``
+reports (about no delivery and no reader: anyone can mail the bounces address, so they
+would grow without bound).
 
 What must outlive the window stays: rows still waiting or in flight (any age), the recent
 dailies that "a daily never repeats an article" reads (8 days, far inside the window),
-a reader's suppression (kept in its own table, never pruned), and the digests the public
-archive shows (each is an archive page, kept with its edition row). "View in browser" for
-an edition older than the window answers that it is no longer available.
+a reader's suppression (kept in its own table, never pruned), the ledger's rows about a
+reader or a delivery (the evidence for suppressions and soft-bounce counts), and the
+digests the public archive shows (each is an archive page, kept with its edition row).
+"View in browser" for an edition older than the window answers that it is no longer
+available.
 
 Rows go in chunks of :data:`CHUNK`, each its own short transaction, so pruning a year of
 history never holds a lock the sender or the pages wait on.
@@ -24,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.models import (
     ArchiveEdition,
+    BounceEvent,
     Click,
     ClickInbox,
     Delivery,
@@ -32,6 +37,7 @@ from digestd.models import (
     Edition,
     SunsetStep,
 )
+from digestd.readers.bounce_policy import Kind
 
 SETTLED = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 CHUNK = 5000
@@ -44,6 +50,7 @@ class PruneReport:
     digests: int = 0
     editions: int = 0
     clicks: int = 0
+    unmatched: int = 0  # ledger rows about nobody
 
 
 def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneReport:
@@ -71,6 +78,14 @@ def prune(sessions: sessionmaker[Session], now: datetime, days: int) -> PruneRep
     report.clicks = _chunks(sessions, Click.id, Click.clicked_at < cutoff)
     _chunks(sessions, ClickInbox.id, ClickInbox.clicked_at < now - INBOX_DAYS)
     _chunks(sessions, SunsetStep.id, SunsetStep.at < cutoff)
+    report.unmatched = _chunks(
+        sessions,
+        BounceEvent.id,
+        BounceEvent.kind == Kind.UNMATCHED,
+        BounceEvent.subscriber_id.is_(None),
+        BounceEvent.delivery_id.is_(None),
+        BounceEvent.created_at < cutoff,
+    )
     return report
 
 

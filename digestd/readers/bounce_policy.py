@@ -217,5 +217,5 @@ EFFECTS: dict[Kind, str] = {
     Kind.FAILED: "the message fails; the reader stays",
     Kind.COMPLAINT: "the reader is unsubscribed and the address suppressed",
     Kind.NOTICE: "nothing changes",
-    Kind.UNMATCHED: "nothing changes; kept for the operator",
+    Kind.UNMATCHED: "nothing changes; kept for the operator for the retention window",
 }
