@@ -496,3 +496,26 @@ class AdminSignout(Base):
 
     session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     expires_at: Mapped[datetime]
+
+
+class SubscriberImport(Base):
+    """A finished subscriber import, the command line's or ``/admin/import``'s: its counts
+    and first rejected lines, for the import page of every process (see
+    :mod:`digestd.readers.import_history`). Nothing here is an address."""
+
+    __tablename__ = "subscriber_imports"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # what the page's URL says
+    file_name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(10))  # import_history.Channel
+    started_at: Mapped[datetime]
+    # Indexed: the page lists the newest, and each new import drops those past the last 50.
+    finished_at: Mapped[datetime] = mapped_column(index=True)
+    lines: Mapped[int] = mapped_column(Integer)  # data lines read (the header not counted)
+    added: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[int] = mapped_column(Integer)
+    unsubscribed: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    problem: Mapped[str | None] = mapped_column(Text)  # why the file was refused as a whole
+    # The first rejected lines: {"line", "field", "problem"}, the file's values left out.
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

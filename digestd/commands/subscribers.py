@@ -10,20 +10,27 @@ import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from digestd.commands.common import database
 from digestd.config import Settings
-from digestd.errors import DigestdError, InputError, ValidationError
+from digestd.errors import DigestdError, InputError, ValidationError, first_line
 from digestd.models import Subscriber
 from digestd.ops.progress import progress
+
+if TYPE_CHECKING:
+    from digestd.readers.import_history import Finished
+    from digestd.readers.importing import ImportReport
 
 # Each command imports what only it uses: start-up time is paid by every run.
 
 
 def import_(settings: Settings, args: argparse.Namespace) -> int:
+    from digestd.readers.import_history import Channel, Finished, new_id
     from digestd.readers.importing import ImportContext, import_csv
 
     stream, name = _csv_input(args.file)
@@ -35,19 +42,35 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
         weekly_at=settings.weekly_time,
     )
     total = _count_lines(args.file)
+    read = [0]  # data lines, for the history
+
+    def finished(report: ImportReport | None, problem: str | None = None) -> Finished:
+        at = datetime.now(UTC)
+        return Finished(new_id(), name, Channel.CLI, ctx.now, at, read[0], report, problem)
+
     with (
         stream,
         database(settings) as sessions,
         progress(f"Importing {name}", total) as advance,
         sessions() as session,
     ):
+
+        def counted(lines: int) -> None:
+            read[0] += lines
+            advance(lines)
+
         try:
             # A chunk at a time, each committed: readers' unsubscribes and the sending
             # are not held up behind a long import (SQLite has one writer at a time).
-            report = import_csv(session, stream, ctx, advance, commit=session.commit)
+            report = import_csv(session, stream, ctx, counted, commit=session.commit)
+        except InputError as exc:  # the header: nothing imported
+            _remember(session, finished(None, str(exc)))
+            raise
         except csv.Error as exc:
+            _remember(session, finished(None, f"not valid CSV: {exc}"))
             raise InputError(f"{args.file} is not valid CSV: {exc}") from exc
         session.commit()
+        _remember(session, finished(report))
     for error in report.errors:
         print(f"rejected {error}", file=sys.stderr)
     print(
@@ -56,6 +79,22 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
         + f"{len(report.errors)} rejected"
     )
     return 1 if report.errors else 0
+
+
+def _remember(session: Session, done: Finished) -> None:
+    """Add the import to the history the import page lists. The import stands if this
+    fails: the operator is told on stderr, and the exit status stays the import's."""
+    from digestd.readers.import_history import entry, record
+
+    session.rollback()  # what a refused file left unwritten
+    try:
+        record(session, entry(done))
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        print(
+            f"warning: the import is not in the import history: {first_line(exc)}", file=sys.stderr
+        )
 
 
 def _csv_input(path: str) -> tuple[TextIO, str]:
