@@ -5,17 +5,25 @@ are checked after each import; a refused file imports nothing."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import time_machine
+from starlette.testclient import TestClient
 
+from digestd.config import load_settings
 from digestd.models import Subscriber, SubscriberStatus
+from digestd.service import Service
 from digestd.web.admin_import import ImportJob
+from digestd.web.app import create_app
 from tests.admin_client import form_csrf, sign_in
 from tests.admin_seed import reader
-from tests.conftest import WebRig
+from tests.conftest import CLIENT_IP, WebRig
+from tests.helpers import run_cli
 from tests.web_helpers import text_of
 
 NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
@@ -161,3 +169,55 @@ def test_a_large_file_fits_under_the_upload_limit(web: WebRig) -> None:
     job = _finished(web, answer.headers["location"])
     assert job.report is not None and job.report.added == 3_000 and job.read == 3_000
     assert web.count(Subscriber) == 3_000
+
+
+@contextmanager
+def _restarted(web_env: dict[str, str]) -> Iterator[TestClient]:
+    """Another digestd on the same database, as after a restart: nothing in its memory."""
+    service = Service.build(load_settings(web_env))
+    with TestClient(
+        create_app(service),
+        base_url="https://digest.example.com",
+        follow_redirects=False,
+        client=(CLIENT_IP, 50000),
+    ) as client:
+        yield client
+        assert client.portal is not None
+        client.portal.call(service.transport.close)
+    service.engine.dispose()
+
+
+def test_imports_from_the_page_and_the_command_line_are_listed_by_every_process(
+    web: WebRig, web_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cli_file = tmp_path / "from the shell.csv"
+    cli_file.write_text("email,categories,frequency,timezone\ncli@example.com,ai,daily,UTC\n")
+    with time_machine.travel(NOW, tick=False):
+        sign_in(web.client)
+        answer = _upload(web, GOOD_AND_BAD.encode(), "spring list.csv")
+        _finished(web, answer.headers["location"])
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        assert run_cli(monkeypatch, web_env, "subscribers", "import", str(cli_file)) == 0
+        with _restarted(web_env) as other:
+            sign_in(other)
+            listed = text_of(other.get("/admin/import").text)
+            report = other.get(answer.headers["location"])
+    assert "Recent imports The last 50, from this page and from digestd" in listed
+    assert "in this process" not in listed
+    assert "from the shell.csv command line 2026-11-29 09:35 UTC done 1 0 0" in listed
+    assert "spring list.csv admin page 2026-11-29 09:30 UTC done 3 0 2" in listed
+    assert listed.index("from the shell.csv") < listed.index("spring list.csv")  # newest first
+    words = text_of(report.text)
+    assert "Done: 5 lines read" in words and "From the admin page" in words
+    assert "Added 3 Updated 0 Rejected 2" in words
+    rows = re.findall(r'<tr><td class="num">(\d+)</td><td>(\w+)</td>', report.text)
+    assert rows == [("3", "email"), ("6", "categories")]
+    assert "not-an-address" not in report.text  # the file's values are left out
+    assert "is not a valid address" in words and "unknown category …" in words
+
+
+def test_an_import_no_process_knows_is_a_404(web: WebRig) -> None:
+    sign_in(web.client)
+    answer = web.client.get("/admin/import/no-such-import")
+    assert answer.status_code == 404
+    assert "No such import: the page keeps the last 50" in text_of(answer.text)

@@ -4,8 +4,10 @@ that follows its progress and then shows its per-line report.
 
 An import is committed a chunk at a time (the readers' own changes and the sending are
 not held up behind it); a file refused whole (a wrong header, not UTF-8) imports nothing.
-Its progress lives in the process that runs it (the page reloads itself while it runs);
-one import runs at a time, the last few are listed.
+Its progress lives in the process that runs it (the page reloads itself while it runs),
+one import at a time; once finished it is in the import history
+(:mod:`digestd.readers.import_history`), which the page lists with the command line's
+imports, the same in every process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,8 @@ from starlette.routing import Route
 
 from digestd.content.categories import CATEGORIES
 from digestd.errors import InputError
+from digestd.models import SubscriberImport
+from digestd.readers import import_history as history
 from digestd.readers.importing import ImportContext, ImportReport, import_csv
 from digestd.web import params
 from digestd.web.admin_auth import audit
@@ -37,10 +40,10 @@ from digestd.web.csrf import FIELD as CSRF_FIELD
 from digestd.web.errors import WebError
 
 log = logging.getLogger("digestd.admin")
-KEPT = 10  # finished imports listed on the page
+KEPT = 10  # imports this process ran, kept in memory (the history has the finished ones)
 # An import is committed a thousand rows at a time: one cut short imported its first ones.
 _PARTLY = "rows before it may have been imported: import the file again to finish"
-SHOWN_ERRORS = 1000  # rejected lines listed on a report
+CHANNELS = {history.Channel.ADMIN: "admin page", history.Channel.CLI: "command line"}
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ImportJob:
     finished_at: datetime | None = None
     report: ImportReport | None = None
     problem: str | None = None  # why the file was refused as a whole
+    record: SubscriberImport | None = None  # as the history has it, once finished
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -72,15 +76,23 @@ def jobs(request: Request) -> dict[str, ImportJob]:
 @operator
 async def import_page(request: Request) -> Response:
     params.only(request)
-    listed = list(reversed(jobs(request).values()))
-    running = any(job.finished_at is None for job in listed)
+    w = web(request)
+    running = [job for job in reversed(jobs(request).values()) if job.finished_at is None]
     context = {
         "title": "Import subscribers",
         "categories": CATEGORIES,
-        "jobs": listed,
+        "running": running,
+        "imports": await w.db(_recent, w),
+        "channels": CHANNELS,
+        "kept": history.KEPT,
         "refresh": REFRESH_SECONDS if running else 0,
     }
     return page(request, "admin_import.html", "subscribers", context)
+
+
+def _recent(w: Web) -> list[SubscriberImport]:
+    with w.sessions() as session:
+        return history.recent(session)
 
 
 @operator
@@ -110,7 +122,7 @@ async def start_import(request: Request) -> Response:
         raise WebError(409, "An import is running: wait for it to finish, then import again.")
     # Lines as the import reads them: \r\n, \n and a lone \r each end one.
     lines = sum(1 for _ in io.StringIO(text, newline="")) - 1
-    job = ImportJob(secrets.token_urlsafe(9), name, max(0, lines), w.clock())
+    job = ImportJob(history.new_id(), name, max(0, lines), w.clock())
     registry[job.id] = job
     for old in list(registry)[:-KEPT]:
         del registry[old]
@@ -145,9 +157,11 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
         log.error("admin import of %s failed", job.name, exc_info=exc)
         job.problem = f"the database refused the import ({type(exc).__name__}); {_PARTLY}"
     finally:
-        job.finished_at = w.clock()
+        at = w.clock()
         if job.report is None and job.problem is None:
             job.problem = f"stopped by an unexpected error (see the log); {_PARTLY}"
+        _remember(w, job, at)
+        job.finished_at = at  # after the record: a finished job's page shows that
         report = job.report
         extra = (
             {
@@ -170,21 +184,47 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
         job.finished.set()
 
 
+def _remember(w: Web, job: ImportJob, at: datetime) -> None:
+    """Put the finished import in the history; this process's page shows it from memory
+    should the database refuse it (the import itself stands)."""
+    channel = history.Channel.ADMIN
+    done = history.Finished(
+        job.id, job.name, channel, job.started_at, at, job.read, job.report, job.problem
+    )
+    job.record = history.entry(done)
+    try:
+        with w.sessions.begin() as session:
+            history.record(session, job.record)
+    except SQLAlchemyError as exc:
+        log.error("the admin import of %s is not in the import history", job.name, exc_info=exc)
+
+
 @operator
 async def import_status(request: Request) -> Response:
+    """A running import's progress; a finished one's report, from the history."""
     params.only(request)
-    job = jobs(request).get(str(request.path_params["job"]))
-    if job is None:
-        raise WebError(
-            404, "No such import in this process (finished imports are kept for a while)."
-        )
+    w = web(request)
+    wanted = str(request.path_params["job"])
+    job = jobs(request).get(wanted)
+    if job is not None and job.finished_at is None:
+        running = {"title": f"Import of {job.name}", "job": job, "record": None, "refresh": 2}
+        return page(request, "admin_import_job.html", "subscribers", running)
+    record = job.record if job is not None else await w.db(_find, w, wanted)
+    if record is None:
+        raise WebError(404, f"No such import: the page keeps the last {history.KEPT}.")
     context: dict[str, Any] = {
-        "title": f"Import of {job.name}",
-        "job": job,
-        "errors": job.report.errors[:SHOWN_ERRORS] if job.report else [],
-        "refresh": 0 if job.finished_at else 2,
+        "title": f"Import of {record.file_name}",
+        "job": None,
+        "record": record,
+        "channels": CHANNELS,
+        "refresh": 0,
     }
     return page(request, "admin_import_job.html", "subscribers", context)
+
+
+def _find(w: Web, import_id: str) -> SubscriberImport | None:
+    with w.sessions() as session:
+        return history.find(session, import_id)
 
 
 ROUTES = [
