@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # The newest migration in migrations/versions (tests/test_migrations.py holds the two
 # together). Revisions are numbered 0001, 0002, ...: a higher number is a newer schema.
-SCHEMA_HEAD = "0023"
+SCHEMA_HEAD = "0024"
 # pg_advisory_lock key for migrations: any constant 64-bit number, the same in every process.
 MIGRATION_LOCK = 0x64_69_67_65_73_74_64  # "digestd"
 

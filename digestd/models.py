@@ -349,6 +349,9 @@ class BounceEvent(Base):
         Index("ix_bounces_delivery_id", "delivery_id"),
         Index("ix_bounces_created_at", "created_at"),
         Index("ix_bounces_report_id", "report_id"),
+        # Retention finds the old unmatched reports without reading the rows about readers
+        # it keeps for ever (migration 0024).
+        Index("ix_bounces_kind_created_at", "kind", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -155,6 +155,41 @@ def test_unmatched_bounce_reports_older_than_the_window_go_and_reports_about_rea
     assert prune(sessions, NOW, days=90).unmatched == 0
 
 
+def test_pruning_reads_the_old_unmatched_reports_not_the_readers_rows_it_keeps(
+    settings: Settings,
+) -> None:
+    """The ledger's rows about readers are kept for ever: an hourly pass that read them all
+    would take longer every year."""
+    from sqlalchemy import insert
+
+    from tests.test_query_work import vm_steps
+
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's query planner; PostgreSQL plans from its statistics")
+    engine = make_engine(settings.database_url)
+    sessions = make_sessions(engine)
+    steps = []
+    for old_rows in (100, 3000):
+        with sessions.begin() as session:
+            session.execute(
+                insert(BounceEvent),
+                [
+                    {
+                        "kind": Kind.SOFT,
+                        "source": "dsn",
+                        "channel": "api",
+                        "created_at": NOW - timedelta(days=200, minutes=n),
+                    }
+                    for n in range(old_rows)
+                ],
+            )
+        with vm_steps(engine) as taken:
+            prune(sessions, NOW, days=90)
+        steps.append(taken.count)
+    engine.dispose()
+    assert steps[1] < steps[0] + 20, steps  # (hundreds of SQLite VM steps)
+
+
 def test_the_retention_window_is_a_setting_of_at_least_nine_days(env: dict[str, str]) -> None:
     from digestd.config import load_settings
     from digestd.errors import ConfigError
