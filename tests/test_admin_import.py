@@ -13,11 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import time_machine
+from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
 from digestd.config import load_settings
 from digestd.models import Subscriber, SubscriberStatus
 from digestd.service import Service
+from digestd.web import admin_import
 from digestd.web.admin_import import ImportJob
 from digestd.web.app import create_app
 from tests.admin_client import form_csrf, sign_in
@@ -221,3 +223,22 @@ def test_an_import_no_process_knows_is_a_404(web: WebRig) -> None:
     answer = web.client.get("/admin/import/no-such-import")
     assert answer.status_code == 404
     assert "No such import: the page keeps the last 50" in text_of(answer.text)
+
+
+def test_an_import_the_database_stops_does_not_say_nothing_was_imported(
+    web: WebRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are committed as they go: one the database refused partway may have imported
+    its first rows, and the report says so instead of "nothing was imported"."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(admin_import, "import_csv", refused)
+    sign_in(web.client)
+    answer = _upload(web, GOOD_AND_BAD.encode())
+    _finished(web, answer.headers["location"])
+    words = text_of(web.client.get(answer.headers["location"]).text)
+    assert "The import stopped before the end: the database refused the import" in words
+    assert "rows before it may have been imported" in words
+    assert "nothing was imported" not in words

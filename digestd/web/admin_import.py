@@ -217,6 +217,7 @@ async def import_status(request: Request) -> Response:
         "job": None,
         "record": record,
         "channels": CHANNELS,
+        "partly": _PARTLY,
         "refresh": 0,
     }
     return page(request, "admin_import_job.html", "subscribers", context)

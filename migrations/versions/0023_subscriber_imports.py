@@ -4,7 +4,7 @@ that ran the import).
 
 Revision ID: 0023
 Revises: 0022
-Create Date: 2026-12-08
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations

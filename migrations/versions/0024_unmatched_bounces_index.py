@@ -4,7 +4,7 @@ about a reader, which it keeps.
 
 Revision ID: 0024
 Revises: 0023
-Create Date: 2026-12-08
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
