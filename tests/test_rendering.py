@@ -157,6 +157,90 @@ def test_kinds_show_as_badges_and_the_weekly_names_each_category_once(
     assert weekly.html.count('class="cat"') == 2
 
 
+class _Links(HTMLParser):
+    """Each link of an email: its class, style, text and the style of a span inside it,
+    and whether it sits in the "In this edition" cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[dict[str, str]] = []
+        self._open: dict[str, str] | None = None
+        self._in_toc = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "td":
+            self._in_toc = found.get("class") == "toc"
+        elif tag == "a":
+            self._open = {**found, "text": "", "toc": "yes" if self._in_toc else ""}
+            self.links.append(self._open)
+        elif tag == "span" and self._open is not None:
+            self._open.setdefault("span_class", found.get("class", ""))
+            self._open.setdefault("span_style", found.get("style", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open["text"] += data
+
+
+def _links(html: str) -> list[dict[str, str]]:
+    parser = _Links()
+    parser.feed(html)
+    return parser.links
+
+
+def _css(style: str) -> dict[str, str]:
+    pairs = (rule.partition(":") for rule in style.split(";") if rule.strip())
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
+def _px(value: str) -> list[int]:
+    """ "10px 0 4px" -> [10, 0, 4, 0]: a padding shorthand's top, right, bottom, left."""
+    sides = [int(v.removesuffix("px")) for v in value.split()]
+    return {1: sides * 4, 2: sides * 2, 3: [*sides, sides[1]], 4: sides}[len(sides)]
+
+
+def _tall(style: dict[str, str], inner: int) -> int:
+    """The height a one-line box of this style takes round ``inner`` px of content."""
+    padding = _px(style.get("padding", "0"))
+    content = max(inner, int(style.get("min-height", "0px").removesuffix("px")))
+    return content + padding[0] + padding[2]
+
+
+@pytest.mark.parametrize("kind", list(EditionKind))
+def test_every_contents_headline_is_whole_in_a_row_link_44_px_tall(
+    renderer: Renderer, kind: EditionKind
+) -> None:
+    """On a phone each headline of "In this edition" wraps rather than ending in an
+    ellipsis, and each row is one link at least 44 px tall; it is cut at two lines only
+    where a client understands the clamp whole (inside @supports), never inline."""
+    count = 15 if kind is EditionKind.WEEKLY else 10
+    context = sample_context(kind, count)
+    html = renderer.render(str(kind), context).html
+    rows = [link for link in _links(html) if link["toc"]]
+    titles = [context["lead"]["title"]] + [
+        a["title"] for s in context["sections"] for a in s["articles"]
+    ]
+    assert [" ".join(row["text"].split()) for row in rows] == [
+        f"{number}. {' '.join(title.split())}" for number, title in enumerate(titles, 1)
+    ]
+    assert any(len(title) > 150 for title in titles)  # one that must wrap on any screen
+    for row in rows:
+        style = _css(row["style"])
+        assert style["display"] == "block"  # the whole row is the link
+        assert "white-space" not in style and "text-overflow" not in style
+        assert "overflow" not in style and "overflow" not in _css(row["span_style"])
+        assert _tall(style, int(style["line-height"].removesuffix("px"))) >= 44, style
+        assert row["span_class"] == "clamp"
+    assert html.count("line-clamp") == 2  # in the @supports block only: none inline
+    (block,) = re.findall(r"@supports \(-webkit-line-clamp: 2\) \{([^}]*)\}", html)
+    assert ".toc .clamp" in block and "-webkit-line-clamp: 2" in block
+
+
 def _spamassassin(data: bytes) -> str:
     result = subprocess.run(
         ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=180, check=True
