@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 import time_machine
@@ -195,6 +196,20 @@ def test_contents_rows_show_whole_headlines_as_44_px_links_on_a_phone() -> None:
     assert clamped[longest]["lines"] == 2 and clamped[longest]["clipped"]
     assert wrapped[longest]["lines"] > 2 and not wrapped[longest]["clipped"]
     assert all(row["tall"] >= TAP for row in clamped + wrapped)
+
+
+def test_mute_chips_stand_evenly_apart() -> None:
+    html = Renderer().render("daily", typical_context(EditionKind.DAILY, 10)).html
+    requests: list[str] = []
+    with chromium() as browser, _page(browser, 600, "light", requests) as page:
+        page.set_content(html, wait_until="load")
+        chips = page.evaluate(
+            "[...document.querySelectorAll('.foot a[href*=\"/mute/\"] span')].map(s => {"
+            " const r = s.getBoundingClientRect(); return [r.left, r.right, r.top]; })"
+        )
+    assert len(chips) == 4 and len({top for _, _, top in chips}) == 1  # one row
+    gaps = [b[0] - a[1] for a, b in pairwise(chips)]
+    assert max(gaps) - min(gaps) < 1 and 4 <= min(gaps) <= 12, gaps
 
 
 def _taps_and_shots(browser: Browser, html: str, name: str) -> None:

@@ -241,6 +241,34 @@ def test_every_contents_headline_is_whole_in_a_row_link_44_px_tall(
     assert ".toc .clamp" in block and "-webkit-line-clamp: 2" in block
 
 
+def test_the_mute_links_are_alike_chips_each_a_44_px_target(renderer: Renderer) -> None:
+    """Each topic's link is a bordered chip in a 44 by 44 px target, all styled alike and
+    an even space apart: no min-width centring one short name in blank space."""
+    html = renderer.render("daily", sample_context(EditionKind.DAILY, 10)).html
+    mutes = [link for link in _links(html) if "/mute/" in link.get("href", "")]
+    assert [m["text"] for m in mutes] == [
+        "AI",
+        "ClimateTech",
+        "Cybersecurity",
+        "FinTech",
+        "Quantum",
+        "Robotics",
+        "SpaceTech",
+    ]
+    assert len({(m["class"], m["style"], m["span_style"]) for m in mutes}) == 1
+    link, chip = _css(mutes[0]["style"]), _css(mutes[0].get("span_style", ""))
+    assert "min-width" not in link and mutes[0].get("span_class") == "chip"
+    border = int(chip["border"].split()[0].removesuffix("px"))
+    chip_tall = _tall(chip, int(chip["line-height"].removesuffix("px"))) + 2 * border
+    assert _tall(link, chip_tall) >= 44
+    chip_padding, link_padding = _px(chip["padding"]), _px(link["padding"])
+    narrowest = int(chip["min-width"].removesuffix("px")) + chip_padding[1] + chip_padding[3]
+    assert narrowest + 2 * border + link_padding[1] + link_padding[3] >= 44
+    # between two chips nothing but a space: no separator to space unevenly
+    footer = html.split("Mute a topic:", 1)[1].split("</p>", 1)[0]
+    assert "·" not in footer and footer.count("</a> <a ") == len(mutes) - 1
+
+
 def _spamassassin(data: bytes) -> str:
     result = subprocess.run(
         ["spamassassin", "-L", "-t"], input=data, capture_output=True, timeout=180, check=True

@@ -103,7 +103,7 @@ def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(
         sent = sent.replace(f'href="{link}"', f'href="{url}"', 1)
     # Why the reader gets it, then their mute links: both theirs, both taken out.
     before, _, rest = sent.partition("You receive the")
-    between, _, rest = rest.split("Robotics</a>", 1)[1].partition('<a class="tap"')
+    between, _, rest = rest.split("Robotics</span></a>", 1)[1].partition('<a class="tap"')
     after = rest.split("View in browser</a>", 1)[1]
     assert page.startswith(before) and page.rstrip("\r\n").endswith(after)
     assert before and between in page and after
