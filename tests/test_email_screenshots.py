@@ -257,7 +257,7 @@ def test_the_welcome_email_says_when_and_links_the_archive(web: WebRig) -> None:
     welcome = parse(web.smtp.messages[-1].data)
     assert welcome["Subject"].startswith("Welcome to Tech Pulse")
     html = parts(welcome)[1]
-    assert "Wednesday 2 December, 07:00 America/New_York" in html
+    assert "tomorrow at 07:00 America/New_York" in html
     assert "https://digest.example.com/archive/ai/daily/2026-12-01" in html
     OUT.mkdir(parents=True, exist_ok=True)
     with chromium() as browser:

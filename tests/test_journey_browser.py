@@ -179,7 +179,7 @@ def _confirm_and_welcome(j: Journey) -> None:
     j.page.get_by_role("heading", name="You're subscribed").wait_for()
     first = j.page.locator("#first-digest")
     expect(first).to_contain_text(
-        "Your first daily digest arrives Wednesday 2 December, 07:00 America/New_York."
+        "Your first daily digest arrives tomorrow at 07:00 America/New_York."
     )
     expect(j.page.get_by_role("link", name="AI daily · Tuesday 1 December 2026")).to_have_attribute(
         "href", "/archive/ai/daily/2026-12-01"
@@ -192,12 +192,10 @@ def _confirm_and_welcome(j: Journey) -> None:
 
     welcome = parse(j.rig.smtp.wait_for(2)[1].data)
     assert welcome["Subject"] == (
-        "Welcome to Tech Pulse: your first digest arrives Wednesday 2 December"
+        "Welcome to Tech Pulse: your first digest arrives tomorrow at 07:00"
     )
     text, _ = parts(welcome)
-    assert "Your daily digest arrives Wednesday 2 December, 07:00 America/New_York." in " ".join(
-        text.split()
-    )
+    assert "Your daily digest arrives tomorrow at 07:00 America/New_York." in " ".join(text.split())
     assert "https://digest.example.com/archive/ai/daily/2026-12-01" in text
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from digestd.models import EditionKind, Subscriber, SubscriberStatus
 from digestd.readers.lifecycle import Schedule
 from digestd.readers.subscribers import reschedule
-from digestd.readers.upcoming import local_when, upcoming
+from digestd.readers.upcoming import arrival_day, local_when, upcoming
 
 SCHEDULE = Schedule(time(7), time(8))
 TUESDAY = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)  # 09:00 in New York
@@ -73,3 +75,35 @@ def test_half_hour_and_far_zones_read_their_own_clock() -> None:
     at = datetime(2026, 12, 1, 20, 30, tzinfo=UTC)
     assert local_when(at, "Asia/Kolkata") == "Wednesday 2 December, 02:00 Asia/Kolkata"
     assert local_when(at, "Pacific/Kiritimati") == "Wednesday 2 December, 10:30 Pacific/Kiritimati"
+
+
+# (zone, the moment the words are written, the send, what they say)
+NEAR = [
+    # 06:52 in Paris, its 07:00: today
+    ("Europe/Paris", "2026-12-07T05:52Z", "2026-12-07T06:00Z", "today at 07:00"),
+    # 22:00 on Sunday in New York, the 7th in UTC as the send is: tomorrow
+    ("America/New_York", "2026-12-07T03:00Z", "2026-12-07T12:00Z", "tomorrow at 07:00"),
+    # 01:00 on Monday at UTC+14, Sunday in UTC: today
+    ("Pacific/Kiritimati", "2026-12-06T11:00Z", "2026-12-06T17:00Z", "today at 07:00"),
+    # 23:00 on Sunday at UTC-11, Monday in UTC: tomorrow
+    ("Pacific/Pago_Pago", "2026-12-07T10:00Z", "2026-12-07T18:00Z", "tomorrow at 07:00"),
+    # midnight on the dot is the new day
+    ("Asia/Kolkata", "2026-12-06T18:30Z", "2026-12-07T01:30Z", "today at 07:00"),
+    # 23:30 before the spring change: the 07:00 after a 23-hour day is tomorrow's
+    ("America/New_York", "2027-03-14T04:30Z", "2027-03-14T11:00Z", "tomorrow at 07:00"),
+    # two days on: the weekday and the date
+    ("Europe/Paris", "2026-12-05T05:52Z", "2026-12-07T06:00Z", "Monday 7 December"),
+    # a send already past keeps its date
+    ("Europe/Paris", "2026-12-08T05:52Z", "2026-12-07T06:00Z", "Monday 7 December"),
+]
+
+
+@pytest.mark.parametrize(("zone", "now", "at", "said"), NEAR)
+def test_a_send_today_or_tomorrow_in_the_readers_zone_is_named_so(
+    zone: str, now: str, at: str, said: str
+) -> None:
+    now_at, send_at = datetime.fromisoformat(now), datetime.fromisoformat(at)
+    assert arrival_day(send_at, zone, now_at) == said
+    expected = f"{said} {zone}" if " at " in said else f"{said}, 07:00 {zone}"
+    assert local_when(send_at, zone, now_at) == expected
+    assert local_when(send_at, zone).endswith(f", 07:00 {zone}")  # said at no moment: dated

@@ -133,7 +133,7 @@ def test_confirmation_activates_and_schedules_and_is_idempotent(web: WebRig) -> 
     subjects = [parse(m.data)["Subject"] for m in web.smtp.messages]
     assert subjects == [
         "Confirm your Tech Pulse digest subscription",
-        "Welcome to Tech Pulse: your first digest arrives Monday 30 November",
+        "Welcome to Tech Pulse: your first digest arrives tomorrow at 07:00",
     ]
 
 
@@ -154,7 +154,7 @@ def test_json_signup_answers_the_same_whatever_the_address(web: WebRig) -> None:
     assert subjects == [
         "Confirm your Tech Pulse digest subscription",
         "Confirm your Tech Pulse digest subscription",
-        "Welcome to Tech Pulse: your first digest arrives Monday 30 November",
+        "Welcome to Tech Pulse: your first digest arrives tomorrow at 07:00",
         "You're already subscribed to Tech Pulse digests",
     ]
     # An unauthenticated signup never changes an active reader's settings.

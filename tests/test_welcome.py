@@ -46,7 +46,8 @@ def test_the_page_and_the_welcome_say_when_the_first_digest_comes(web: WebRig) -
     assert page.status_code == 200
     words = text_of(page.text).replace(" .", ".")  # after the time's <strong>
     assert "You're subscribed" in words
-    assert "Your first daily digest arrives Wednesday 2 December, 07:00 America/New_York." in words
+    # 09:00 on Tuesday in New York: Wednesday's 07:00 is tomorrow's
+    assert "Your first daily digest arrives tomorrow at 07:00 America/New_York." in words
     assert 'href="/archive/ai/daily/2026-12-01"' in page.text
     assert 'href="/archive/robotics/daily/2026-12-01"' in page.text
     assert "Already confirmed" in text_of(again.text)
@@ -54,14 +55,13 @@ def test_the_page_and_the_welcome_say_when_the_first_digest_comes(web: WebRig) -
     assert len(web.smtp.messages) == 2  # the confirmation and one welcome, however many clicks
     welcome = parse(web.smtp.messages[1].data)
     assert (
-        welcome["Subject"]
-        == "Welcome to Tech Pulse: your first digest arrives Wednesday 2 December"
+        welcome["Subject"] == "Welcome to Tech Pulse: your first digest arrives tomorrow at 07:00"
     )
     assert welcome["To"] == "ann@example.com"
     assert welcome["List-Unsubscribe"].startswith("<https://digest.example.com/unsubscribe/")
     text, html = parts(welcome)
     one_line = " ".join(text.split())
-    assert "Your daily digest arrives Wednesday 2 December, 07:00 America/New_York." in one_line
+    assert "Your daily digest arrives tomorrow at 07:00 America/New_York." in one_line
     # A promise kept: a day with nothing new in their topics sends no digest.
     quiet = "A day with no new stories in your topics sends nothing, rather than an empty email."
     assert quiet in one_line and quiet in words
@@ -72,7 +72,7 @@ def test_the_page_and_the_welcome_say_when_the_first_digest_comes(web: WebRig) -
         "https://digest.example.com/archive/robotics/daily/2026-12-01",
     ):
         assert url in text and f'href="{url}"' in html
-    assert "Wednesday 2 December, 07:00 America/New_York" in html
+    assert "tomorrow at 07:00 America/New_York" in html
     assert max(len(line) for line in text.splitlines() if "://" not in line) <= 78
     links = links_in(web.smtp.messages[1].data)
     assert set(links) == {"preferences", "unsubscribe"}  # no confirmation link in a welcome
@@ -87,14 +87,41 @@ def test_a_reader_of_both_who_confirms_on_saturday_hears_of_sundays_recap_first(
         page = web.client.get(links_in(web.smtp.messages[0].data)["confirm"])
     words = text_of(page.text).replace(" .", ".")
     assert (
-        "Your first weekly recap arrives Sunday 6 December, 08:00 Europe/Paris. "
+        "Your first weekly recap arrives tomorrow at 08:00 Europe/Paris. "
         "Then the daily digest, Monday 7 December, 07:00 Europe/Paris." in words
     )
     assert "no edition" not in words and "Read the latest" not in words  # none published yet
     text, _ = parts(parse(web.smtp.messages[1].data))
-    assert "Your weekly recap arrives Sunday 6 December, 08:00 Europe/Paris." in " ".join(
-        text.split()
-    )
+    assert "Your weekly recap arrives tomorrow at 08:00 Europe/Paris." in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("zone", "clicked", "day"),
+    [
+        # 06:52 on Monday 7 December in Paris: 07:00 is today's
+        ("Europe/Paris", datetime(2026, 12, 7, 5, 52, tzinfo=UTC), "today"),
+        # 23:40 on Sunday in Los Angeles, already the 7th in UTC: tomorrow's all the same
+        ("America/Los_Angeles", datetime(2026, 12, 7, 7, 40, tzinfo=UTC), "tomorrow"),
+        # 00:10 on Monday at UTC+14, still Sunday in UTC: today's
+        ("Pacific/Kiritimati", datetime(2026, 12, 6, 10, 10, tzinfo=UTC), "today"),
+    ],
+)
+def test_the_first_digest_of_the_readers_own_today_or_tomorrow_is_named_so(
+    web: WebRig, zone: str, clicked: datetime, day: str
+) -> None:
+    """The subject, the email and the page say the same day, by the reader's calendar at
+    the click (the welcome is composed then)."""
+    with time_machine.travel(clicked, tick=False):
+        signup_form(web, "ann@example.com", timezone=zone)
+        page = web.client.get(links_in(web.smtp.messages[0].data)["confirm"])
+    said = f"{day} at 07:00 {zone}"
+    assert f"Your first daily digest arrives {said}." in text_of(page.text).replace(" .", ".")
+    welcome = parse(web.smtp.messages[1].data)
+    assert welcome["Subject"] == f"Welcome to Tech Pulse: your first digest arrives {day} at 07:00"
+    text, html = parts(welcome)
+    assert f"Your daily digest arrives {said}." in " ".join(text.split())
+    assert f"<strong>{said}</strong>" in html
+    assert f"Your first daily digest arrives {said}." in html  # the preheader
 
 
 @pytest.fixture

@@ -2,6 +2,10 @@
 Wednesday 2 December, 07:00 America/New_York" — for the page after confirming, the welcome
 email and the preferences page.
 
+The page after confirming and the welcome email, read as soon as they are made, say "today
+at 07:00 America/New_York" or "tomorrow at 07:00 …" when the send falls on the reader's
+local date at that moment (``now``, passed in, never the wall clock) or the next.
+
 Read from the stored schedule (``next_daily_at``, ``next_weekly_at``), as the planner reads
 it, with the planner's Sunday rule: a reader of both gets the recap on Sunday, not the
 daily (unless ``DIGESTD_SUNDAY_DAILY``). A pause with an end is read from its end: the
@@ -38,10 +42,36 @@ class Upcoming:
         """ "Wednesday 2 December, 07:00 America/New_York"."""
         return local_when(self.at, self.zone)
 
+    def when_from(self, now: datetime) -> str:
+        """:attr:`when` as said at ``now``: "tomorrow at 07:00 America/New_York"."""
+        return local_when(self.at, self.zone, now)
 
-def local_when(at: datetime, zone: str) -> str:
+
+def local_when(at: datetime, zone: str, now: datetime | None = None) -> str:
+    """ "Wednesday 2 December, 07:00 America/New_York"; "today at 07:00 …" or "tomorrow at
+    07:00 …" when ``now`` falls on that local date or the one before."""
     local = at.astimezone(ZoneInfo(zone))
+    near = _near_day(local, now)
+    if near:
+        return f"{near} at {local:%H:%M} {zone}"
     return f"{local:%A} {local.day} {local:%B}, {local:%H:%M} {zone}"
+
+
+def arrival_day(at: datetime, zone: str, now: datetime) -> str:
+    """A subject's short form: "today at 07:00", "tomorrow at 07:00", else "Monday 7
+    December" (the zone is in the email, and a subject has no room for it)."""
+    local = at.astimezone(ZoneInfo(zone))
+    near = _near_day(local, now)
+    return f"{near} at {local:%H:%M}" if near else f"{local:%A} {local.day} {local:%B}"
+
+
+def _near_day(local: datetime, now: datetime | None) -> str:
+    """ "today" or "tomorrow" by the reader's calendar, not by hours to go: at 22:00 the
+    07:00 send nine hours away is tomorrow's, and the UTC date of either says nothing."""
+    if now is None:
+        return ""
+    days = (local.date() - now.astimezone(local.tzinfo).date()).days
+    return {0: "today", 1: "tomorrow"}.get(days, "")
 
 
 def local_day(at: datetime, zone: str) -> str:

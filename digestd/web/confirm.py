@@ -109,7 +109,7 @@ async def confirm_link(request: Request) -> Response:
         return await _offer(request, w, link)
     click = Click(w.clock(), client_address(request), _user_agent(request))
     done = await w.db(_confirm, w, link, signed, click)
-    page = _page(w, link, done)
+    page = _page(w, link, done, click.at)
     if done.welcome is not None:
         page.background = w.email_task(done.welcome, click.at, done.editions)
     return page
@@ -127,10 +127,12 @@ async def add_topics(request: Request) -> Response:
     w.csrf.check(request, data.text(CSRF_FIELD, 500), "add-topics", link.public_id)
     click = Click(w.clock(), client_address(request), _user_agent(request))
     done = await w.db(_confirm, w, link, signed, click)
-    return _page(w, link, done)
+    return _page(w, link, done, click.at)
 
 
-def _page(w: Web, link: ConfirmLink, done: Confirmed) -> Response:
+def _page(w: Web, link: ConfirmLink, done: Confirmed, now: datetime) -> Response:
+    """``now``: the click, whose local date in the reader's zone makes the first digest's
+    day "today" or "tomorrow", as the welcome email sent for it says."""
     if done.outcome is Confirmation.STALE:
         raise _STALE
     if done.outcome is Confirmation.GONE:
@@ -149,12 +151,16 @@ def _page(w: Web, link: ConfirmLink, done: Confirmed) -> Response:
         # A reader coming back with other topics sees the ones they no longer get.
         "dropped": names_of(done.dropped) if done.dropped else "",
         "dropped_one": len(done.dropped) == 1,
-        "first": done.upcoming[0] if done.upcoming else None,
-        "then": done.upcoming[1:],
+        "first": _coming(done.upcoming[0], now) if done.upcoming else None,
+        "then": [_coming(u, now) for u in done.upcoming[1:]],
         "editions": done.editions,
         "preferences_url": preferences,
     }
     return w.pages.render("confirmed.html", context)
+
+
+def _coming(edition: Upcoming, now: datetime) -> dict[str, str]:
+    return {"name": edition.name, "when": edition.when_from(now)}
 
 
 def _user_agent(request: Request) -> str | None:
@@ -190,7 +196,8 @@ def _confirm(w: Web, link: ConfirmLink, signed: Signed, click: Click) -> Confirm
 async def _offer(request: Request, w: Web, link: ConfirmLink) -> Response:
     outcome, new = await w.db(_look, w, link)
     if outcome is not Confirmation.TOPICS_ADDED:
-        return _page(w, link, Confirmed(outcome))  # nothing to add, or nobody to add it to
+        # nothing to add, or nobody to add it to
+        return _page(w, link, Confirmed(outcome), w.clock())
     csrf = w.csrf.session(request)
     topics = names_of(new)
     page = w.pages.message(

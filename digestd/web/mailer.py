@@ -20,7 +20,7 @@ from digestd.mail.template import MessageTemplate
 from digestd.mail.wire import ascii_address
 from digestd.readers.signups import Notice, SignupResult
 from digestd.readers.subscribers import Preferences, frequency_name
-from digestd.readers.upcoming import local_day
+from digestd.readers.upcoming import arrival_day
 from digestd.tokens import MAX_AGE, Purpose
 from digestd.web.shelves import Shelved
 
@@ -116,7 +116,7 @@ class SignupMailer:
         family = "confirm"
         if signup.notice is Notice.WELCOME:
             family = "welcome"
-            context.update(self._welcome(signup, editions))
+            context.update(self._welcome(signup, editions, now))
         rendered = self.renderer.render(family, context)
         template = MessageTemplate.build(
             rendered,
@@ -131,16 +131,21 @@ class SignupMailer:
             now=now,
         )
 
-    def _welcome(self, signup: SignupResult, editions: Sequence[Shelved]) -> dict[str, object]:
+    def _welcome(
+        self, signup: SignupResult, editions: Sequence[Shelved], now: datetime
+    ) -> dict[str, object]:
+        """Composed at ``now``, which says whether the first digest comes today or
+        tomorrow by the reader's date, as the page after confirming said at the same click."""
         first, *then = signup.upcoming
+        when = first.when_from(now)
         return {
             "first": {
                 "name": first.name,
-                "when": first.when,
-                "day": local_day(first.at, first.zone),
+                "when": when,
+                "day": arrival_day(first.at, first.zone, now),
             },
-            "then": [{"name": u.name, "when": u.when} for u in then],
-            "preheader": f"Your first {first.name} arrives {first.when}.",
+            "then": [{"name": u.name, "when": u.when_from(now)} for u in then],
+            "preheader": f"Your first {first.name} arrives {when}.",
             "editions": [{"title": e.title, "url": f"{self.links.base}{e.path}"} for e in editions],
             "archive_url": f"{self.links.base}/archive",
         }
