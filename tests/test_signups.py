@@ -272,3 +272,17 @@ def test_already_subscribed_with_the_same_frequency_and_zone_says_nothing_of_the
         web.client.post("/subscribe", json={"email": "ann@example.com", **STRANGER, **SIGNUP})
     text, html = parts(parse(web.smtp.messages[-1].data))
     assert "You also asked for" not in text and "You also asked for" not in html
+
+
+def test_already_subscribed_asking_for_an_alias_of_their_zone_was_not_another_zone(
+    web: WebRig,
+) -> None:
+    """US/Pacific is America/Los_Angeles by another name: the email does not say the zone
+    asked for was left as it is."""
+    with time_machine.travel(NOW, tick=False) as clock:
+        _active(web, timezone="America/Los_Angeles")
+        clock.shift(timedelta(minutes=11))
+        asked = {**SIGNUP, "timezone": "US/Pacific"}
+        web.client.post("/subscribe", json={"email": "ann@example.com", **STRANGER, **asked})
+    text, html = parts(parse(web.smtp.messages[-1].data))
+    assert "You also asked for" not in text and "You also asked for" not in html

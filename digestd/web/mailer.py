@@ -23,6 +23,7 @@ from digestd.readers.subscribers import Preferences, frequency_name
 from digestd.readers.upcoming import arrival_day
 from digestd.tokens import MAX_AGE, Purpose
 from digestd.web.shelves import Shelved
+from digestd.web.zones import same_zone
 
 FREQUENCY_WORDS = {
     "daily": "the daily digest every morning",
@@ -69,7 +70,7 @@ def also_asked(asked: Preferences, current: Preferences) -> str:
     signup asked for where they differ from the reader's, which the signup leaves alone."""
     wanted = _OTHER_FREQUENCY.get((frequency_name(current), frequency_name(asked)))
     parts = [wanted] if wanted else []
-    if asked.timezone != current.timezone:
+    if not same_zone(asked.timezone, current.timezone):
         parts.append(f"the {zone_place(asked.timezone)} time zone ({asked.timezone})")
     return " and ".join(parts)
 

@@ -53,6 +53,37 @@ def _canonical() -> frozenset[str] | None:
     return frozenset(zones) or None
 
 
+def same_zone(one: str, other: str) -> bool:
+    """Whether two names are one zone: an alias and the zone it names ("Asia/Chungking"
+    and "Asia/Shanghai", "US/Pacific" and "America/Los_Angeles") are; two zones a country
+    each is known by are not, though a database built without backzone links them
+    (Europe/Amsterdam to Europe/Brussels)."""
+    return _zone_of(one) == _zone_of(other)
+
+
+def _zone_of(name: str) -> str:
+    name = RENAMED_ZONES.get(name, name)
+    canonical = _canonical()
+    links = _links()
+    for _ in range(len(links)):  # an alias of an alias, in a database that has them
+        if name not in links or (canonical is not None and name in canonical):
+            break
+        name = links[name]
+    return name
+
+
+@cache
+def _links() -> dict[str, str]:
+    """Each alias of the database zoneinfo reads and what it names: its tzdata.zi's "L
+    target alias" lines."""
+    found = {}
+    for line in _zone_file("tzdata.zi").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0] == "L":
+            found[fields[2]] = fields[1]
+    return found
+
+
 def _zone_file(name: str) -> str:
     """A file of the zone database where zoneinfo looks: the system's, then the tzdata
     package's ("" when neither has it)."""
