@@ -148,3 +148,34 @@ def test_ipv6_clients_are_limited_by_their_64() -> None:
     assert limit_key("2001:db8:1:3::1") != limit_key("2001:db8:1:2::1")
     assert limit_key("::ffff:198.51.100.7") == limit_key("198.51.100.7") == "198.51.100.7"
     assert limit_key(None) == limit_key("<script>") == "unknown"
+
+
+def test_behind_a_proxy_an_ipv6_client_rotating_within_its_64_shares_one_allowance(
+    web_env: dict[str, str], smtp_server: SmtpSink
+) -> None:
+    # One subscriber line owns a whole /64: each request from a fresh address in it, as the
+    # proxy writes it (bare, bracketed with a port, spelled out in full), counts for the /64.
+    proxies = {"DIGESTD_TRUSTED_PROXIES": "127.0.0.1/32"}
+    same_64 = ["2001:db8:1:2::a", "[2001:db8:1:2:ffff::b]:443", "2001:0db8:0001:0002:0:0:0:c"]
+    with _site(web_env, signups_per_ip=2, **proxies) as client:
+        answers = [_signup(client, f"v6-{n}@example.com", hop) for n, hop in enumerate(same_64)]
+        assert answers == [202, 202, 429]
+        # The next /64 is another subscriber line with an allowance of its own.
+        assert _signup(client, "v6-next@example.com", "2001:db8:1:3::a") == 202
+        # An IPv4 client written as IPv4-mapped IPv6 is that IPv4 address.
+        assert _signup(client, "v4-0@example.com", "198.51.100.7") == 202
+        assert _signup(client, "v4-1@example.com", "::ffff:198.51.100.7") == 202
+        assert _signup(client, "v4-2@example.com", "[::ffff:c633:6407]:8443") == 429
+        # A hop the client wrote left of its own address chooses nothing.
+        assert _signup(client, "v6-forged@example.com", "2001:db8:9::1, 2001:db8:1:2::d") == 429
+        # The admin sign-in lockout counts wrong tokens by the /64 too.
+        page = client.get("/admin", headers={"X-Forwarded-For": "2001:db8:7:7::1"})
+        tries = [
+            client.post(
+                "/admin/login",
+                data={"csrf": csrf_of(page.text), "token": "wrong"},
+                headers={"X-Forwarded-For": f"2001:db8:7:7::{n + 2:x}"},
+            ).status_code
+            for n in range(11)
+        ]
+    assert tries == [401] * 10 + [429]
