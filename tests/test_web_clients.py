@@ -179,3 +179,23 @@ def test_behind_a_proxy_an_ipv6_client_rotating_within_its_64_shares_one_allowan
             for n in range(11)
         ]
     assert tries == [401] * 10 + [429]
+
+
+def test_a_dual_stack_listener_believes_an_ipv4_proxy_whose_connections_arrive_mapped(
+    web_env: dict[str, str], smtp_server: SmtpSink, web: WebRig
+) -> None:
+    # Listening on [::], the proxy on 127.0.0.1 connects as ::ffff:127.0.0.1.
+    env = {**web_env, "DIGESTD_LISTEN": "[::]:8080", "DIGESTD_TRUSTED_PROXIES": "127.0.0.1/32"}
+    service = Service.build(load_settings(env))
+    with (
+        LiveServer(service, policy=WebPolicy(signups_per_ip=2)) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client,
+    ):
+        # Four readers behind the proxy: each has an allowance of its own.
+        answers = [_signup(client, f"p{n}@example.com", f"198.51.100.{n}") for n in range(4)]
+        assert answers == [202] * 4
+        assert _signup(client, "p4@example.com", "198.51.100.3") == 202
+        assert _signup(client, "p5@example.com", "198.51.100.3") == 429
+        smtp_server.wait_for(5)
+        _confirm(client, smtp_server, "p0@example.com", "198.51.100.50")
+    assert _consent_ip(web, "p0@example.com") == "198.51.100.50"

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import resource
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from ipaddress import IPv4Network, IPv6Network
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -109,7 +110,7 @@ def http_server(app: ASGIApp, settings: Settings, limits: ConnectionLimits) -> E
         server_header=False,
         # Never None: uvicorn would then trust FORWARDED_ALLOW_IPS or 127.0.0.1 and ::1.
         proxy_headers=bool(trusted),
-        forwarded_allow_ips=[str(network) for network in trusted],
+        forwarded_allow_ips=forwarded_allow_ips(trusted),
         timeout_keep_alive=limits.keep_alive_seconds,
         h11_max_incomplete_event_size=limits.max_head_bytes,
         backlog=ACCEPT_BATCH,
@@ -119,6 +120,20 @@ def http_server(app: ASGIApp, settings: Settings, limits: ConnectionLimits) -> E
     )
     quiet_noisy_loggers()
     return EmbeddedServer(config, guard)
+
+
+def forwarded_allow_ips(trusted: Sequence[IPv4Network | IPv6Network]) -> list[str]:
+    """The networks uvicorn believes ``X-Forwarded-For`` from: the trusted proxies, each
+    IPv4 one in its IPv4-mapped form too. On a dual-stack socket (``[::]``) an IPv4 proxy
+    connects as ``::ffff:a.b.c.d``, which uvicorn does not match with ``a.b.c.d``: every
+    reader behind it was that proxy, sharing one signup allowance, and consent recorded it."""
+    allowed = []
+    for network in trusted:
+        allowed.append(str(network))
+        if isinstance(network, IPv4Network):
+            mapped = IPv6Network(f"::ffff:{network.network_address}/{96 + network.prefixlen}")
+            allowed.append(str(mapped))
+    return allowed
 
 
 def quiet_noisy_loggers() -> None:
