@@ -199,3 +199,16 @@ def test_a_dual_stack_listener_believes_an_ipv4_proxy_whose_connections_arrive_m
         smtp_server.wait_for(5)
         _confirm(client, smtp_server, "p0@example.com", "198.51.100.50")
     assert _consent_ip(web, "p0@example.com") == "198.51.100.50"
+
+
+def test_a_zone_in_a_forwarded_ipv6_address_is_dropped(
+    web_env: dict[str, str], smtp_server: SmtpSink, web: WebRig
+) -> None:
+    # A zone is any text but "%" and "/": neither a fresh allowance nor the consent record's.
+    proxies = {"DIGESTD_TRUSTED_PROXIES": "127.0.0.1/32"}
+    with _site(web_env, signups_per_ip=2, **proxies) as client:
+        zones = [_signup(client, f"z{n}@example.com", f"2001:db8:1:2::%{n}") for n in range(3)]
+        assert zones == [202, 202, 429]
+        smtp_server.wait_for(2)
+        _confirm(client, smtp_server, "z0@example.com", "2001:db8::5%'; DROP TABLE x; " + "x" * 80)
+    assert _consent_ip(web, "z0@example.com") == "2001:db8::5"

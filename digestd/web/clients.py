@@ -26,6 +26,12 @@ def parse_address(text: str) -> IPv4Address | IPv6Address | None:
         return None
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if isinstance(address, IPv6Address) and address.scope_id is not None:
+        # A zone (``fe80::1%eth0``) names an interface of the host that wrote it, nothing
+        # of the client; its text is anything but "%" and "/", up to any length, so kept it
+        # would carry a header's garbage into a consent record and give one /64 a fresh
+        # limit key per zone.
+        return IPv6Address(address.packed)
     return address
 
 
