@@ -265,6 +265,25 @@ def test_refusals_and_timeouts_make_one_log_line_a_minute(
     assert guard.admit("2001:db8:1:2::3") is None
 
 
+def test_an_ipv6_network_rotating_its_64s_cannot_take_every_connection() -> None:
+    # One tunnel broker account is a /48: 65 536 /64s, each under its own cap of 64.
+    guard = ConnectionGuard(ConnectionLimits())
+    limits = guard.limits
+    held = [
+        guard.admit(f"2001:db8:7:{n // limits.per_client:x}::{n % limits.per_client + 1:x}")
+        for n in range(limits.total)
+    ]
+    # The rest of the world still gets in, another /48 of the same /32 included.
+    assert guard.admit("198.51.100.7") == "198.51.100.7"
+    assert guard.admit("2001:db8:8::1") == "2001:db8:8::/64"
+    assert sum(key is not None for key in held) == 256
+    for key in held:
+        if key is not None:
+            guard.release(key)
+    assert guard.admit("2001:db8:7:ffff::1") == "2001:db8:7:ffff::/64"
+    assert guard.total == 3 and set(guard.open.values()) == {1}
+
+
 def test_repeated_log_messages_pass_once_an_interval_with_a_count() -> None:
     now = [0.0]
     repeat = RepeatFilter(60, clock=lambda: now[0])

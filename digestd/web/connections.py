@@ -13,8 +13,10 @@ protocol:
   (uvicorn has none: its "timeout-request-start" was planned in issue #157 and never
   came, so ``GET / HTTP/1.1`` and nothing more held a connection forever), its body
   within ``body_seconds`` more;
-- a cap on open connections per client address (IPv6: per /64) and in total, the total
-  kept under the process's file descriptor limit. uvicorn's ``limit_concurrency`` does not
+- a cap on open connections per client address (IPv6: per /64, and per /48 too: one
+  home or server gets a /56 or a /48, 256 or 65 536 /64s, enough to reach the total from
+  one network while each /64 stays under its own cap) and in total, the total kept under
+  the process's file descriptor limit. uvicorn's ``limit_concurrency`` does not
   fit: it counts half-open connections too, keeps them open, and answers every other
   client 503. Here a connection over a cap is reset as soon as it is accepted, so its
   descriptor comes back at once. Trusted proxies carry many clients: they count only
@@ -55,6 +57,7 @@ class ConnectionLimits:
     keep_alive_seconds: int = 5  # idle between two requests (uvicorn's timeout_keep_alive)
     max_head_bytes: int = 16 * 1024  # request line and headers (h11_max_incomplete_event_size)
     per_client: int = 64  # open connections from one address (a browser opens 6)
+    per_site: int = 256  # from one IPv6 /48, whatever its /64s (one site's networks)
     total: int = 2048  # open connections in all; see fitted()
 
     def fitted(self, descriptors: int) -> ConnectionLimits:
@@ -75,7 +78,8 @@ class ConnectionGuard:
     ) -> None:
         self.limits = limits
         self.trusted = trusted
-        self.open: dict[str, int] = {}  # client key -> open connections; no key holds 0
+        # client key (and an IPv6 client's /48) -> open connections; no key holds 0
+        self.open: dict[str, int] = {}
         self.total = 0
         self.refused = 0  # since the last log line
         self.timed_out = 0
@@ -85,23 +89,28 @@ class ConnectionGuard:
     def admit(self, host: str | None) -> str | None:
         """The key to :meth:`release` when the connection closes; None: refuse it."""
         key = "" if self._trusted(host) else limit_key(host)
-        if self.total >= self.limits.total or (
-            key and self.open.get(key, 0) >= self.limits.per_client
+        site = site_of(key)
+        if (
+            self.total >= self.limits.total
+            or (key and self.open.get(key, 0) >= self.limits.per_client)
+            or (site and self.open.get(site, 0) >= self.limits.per_site)
         ):
             self.refused += 1
             self._report(f"client {key or host}")
             return None
         self.total += 1
-        if key:
-            self.open[key] = self.open.get(key, 0) + 1
+        for counted in (key, site):
+            if counted:
+                self.open[counted] = self.open.get(counted, 0) + 1
         return key
 
     def release(self, key: str) -> None:
         self.total -= 1
-        if key:
-            left = self.open.pop(key) - 1
-            if left:
-                self.open[key] = left
+        for counted in (key, site_of(key)):
+            if counted:
+                left = self.open.pop(counted) - 1
+                if left:
+                    self.open[counted] = left
 
     def too_slow(self) -> None:
         self.timed_out += 1
@@ -117,11 +126,13 @@ class ConnectionGuard:
             return
         self._logged_at = now
         log.warning(
-            "HTTP connections: %d refused (over %d from one client or %d in all), "
+            "HTTP connections: %d refused (over %d from one client, %d from one IPv6 /48 "
+            "or %d in all), "
             "%d closed for sending a request too slowly; the latest: %s; "
             "%d open now (next report in %.0fs at the earliest)",
             self.refused,
             self.limits.per_client,
+            self.limits.per_site,
             self.limits.total,
             self.timed_out,
             latest,
@@ -129,6 +140,13 @@ class ConnectionGuard:
             LOG_EVERY,
         )
         self.refused = self.timed_out = 0
+
+
+def site_of(key: str) -> str:
+    """The /48 of an IPv6 client's key (its /64), "" for any other key."""
+    if not key.endswith("/64"):
+        return ""
+    return str(IPv6Network(key).supernet(new_prefix=48))
 
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # h11 takes bare LF line ends too
