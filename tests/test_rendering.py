@@ -241,6 +241,22 @@ def test_every_contents_headline_is_whole_in_a_row_link_44_px_tall(
     assert ".toc .clamp" in block and "-webkit-line-clamp: 2" in block
 
 
+@pytest.mark.parametrize("kind", list(EditionKind))
+def test_each_contents_link_lands_on_a_named_anchor_and_an_id(
+    renderer: Renderer, kind: EditionKind
+) -> None:
+    """Gmail (web and Android) and Outlook for Windows follow an in-message link only to an
+    empty <a name>; Apple Mail and Outlook.com to an id: each story has both, once."""
+    html = renderer.render(str(kind), sample_context(kind, 12)).html
+    links = _links(html)
+    targets = [row["href"].removeprefix("#") for row in links if row["toc"]]
+    named = [row["name"] for row in links if "name" in row]
+    assert targets and named == targets
+    assert all(row["text"] == "" and "href" not in row for row in links if "name" in row)
+    for target in targets:
+        assert html.count(f'id="{target}"') == 1
+
+
 def test_the_mute_links_are_alike_chips_each_a_44_px_target(renderer: Renderer) -> None:
     """Each topic's link is a bordered chip in a 44 by 44 px target, all styled alike and
     an even space apart: no min-width centring one short name in blank space."""
