@@ -241,3 +241,31 @@ def test_0021_moves_a_feed_items_description_to_its_summary_and_back(database_ur
         a: f"Said of {a}." for a in (feed, "api-1", "FEED-api")
     }
     engine.dispose()
+
+
+def _readers_rows(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as connection:
+        categories = connection.execute(text("SELECT count(*) FROM subscriber_categories"))
+        queue = connection.execute(text("SELECT count(*) FROM deliveries"))
+        return int(categories.scalar_one()), int(queue.scalar_one())
+
+
+def test_downgrades_dropping_a_readers_column_keep_their_categories_and_queue(
+    database_url: str,
+) -> None:
+    """0019 and 0002 drop a column of subscribers: on SQLite a copy of the table dropped
+    the original, and with it (ON DELETE CASCADE) every reader's topics and queue rows."""
+    engine = make_engine(database_url)
+    _seed_deliveries(engine, (1, 2, 3))
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO subscriber_categories VALUES (1, 'ai'), (1, 'robotics')")
+        )
+    command.downgrade(alembic_config(engine), "0018")
+    assert _readers_rows(engine) == (2, 3)
+    command.downgrade(alembic_config(engine), "0001")
+    assert _readers_rows(engine) == (2, 3)
+    migrate(engine)
+    assert _readers_rows(engine) == (2, 3)
+    assert compare_metadata(MigrationContext.configure(engine.connect()), Base.metadata) == []
+    engine.dispose()

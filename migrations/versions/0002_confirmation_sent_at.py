@@ -24,6 +24,7 @@ def upgrade() -> None:
         )
 
 
+# A plain ALTER TABLE, not a batch: SQLite's batch copy drops the table, and with foreign
+# keys on that deletes every reader's categories and queue rows (ON DELETE CASCADE).
 def downgrade() -> None:
-    with op.batch_alter_table("subscribers", schema=None) as batch_op:
-        batch_op.drop_column("confirmation_sent_at")
+    op.drop_column("subscribers", "confirmation_sent_at")

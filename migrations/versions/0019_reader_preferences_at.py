@@ -22,6 +22,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("preferences_at", sa.DateTime(timezone=True), nullable=True))
 
 
+# A plain ALTER TABLE, not a batch: SQLite's batch copy drops the table, and with foreign
+# keys on that deletes every reader's categories and queue rows (ON DELETE CASCADE).
 def downgrade() -> None:
-    with op.batch_alter_table("subscribers", schema=None) as batch_op:
-        batch_op.drop_column("preferences_at")
+    op.drop_column("subscribers", "preferences_at")
