@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Row, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, Row, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -106,15 +106,19 @@ def schema_revision(engine: Engine) -> str | None:
     """The migration the database is at; None when it has no digestd schema."""
     try:
         with engine.connect() as connection:
-            if not inspect(connection).has_table("alembic_version"):
-                return None
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision(connection)
     except DatabaseError as exc:
         if "file is not a database" not in str(exc.orig):  # SQLite's word for it
             raise
         raise SchemaError(
             f"DIGESTD_DATABASE_URL: {engine.url.database} is not a SQLite database"
         ) from exc
+
+
+def _revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def check_schema(engine: Engine) -> None:
@@ -180,7 +184,9 @@ class Upgrade:
         return f"upgraded {self.before} → {self.after}, {self.applied} migration{plural}"
 
 
-def alembic_config(engine: Engine) -> AlembicConfig:
+def alembic_config(engine: Engine, connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration; with ``connection``, the migrations run in its transaction
+    (see :func:`migration_transaction`), which the caller commits."""
     from alembic.config import Config as AlembicConfig
 
     from digestd.resources import migrations_dir
@@ -188,12 +194,14 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["engine"] = engine
+    config.attributes["connection"] = connection
     return config
 
 
 def migrate(engine: Engine, revision: str = "head") -> Upgrade:
     """Bring the schema to ``revision``; safe to run on every start, and from several
-    processes at once on PostgreSQL (they take turns; see :func:`_migration_lock`)."""
+    processes at once (they take turns; see :func:`_migration_lock` and
+    :func:`migration_transaction`)."""
     with _migration_lock(engine):
         before = schema_revision(engine)
         if before is not None:
@@ -204,9 +212,12 @@ def migrate(engine: Engine, revision: str = "head") -> Upgrade:
         from alembic import command
         from alembic.script import ScriptDirectory
 
-        config = alembic_config(engine)
-        command.upgrade(config, revision)
-        after = schema_revision(engine)
+        with migration_transaction(engine) as connection:
+            # Read again under the lock: on SQLite another migrate may have just finished.
+            before = _revision(connection)
+            config = alembic_config(engine, connection)
+            command.upgrade(config, revision)
+            after = _revision(connection)
     if after is None or before == after:
         return Upgrade(before, after, 0)
     script = ScriptDirectory.from_config(config)
@@ -215,12 +226,38 @@ def migrate(engine: Engine, revision: str = "head") -> Upgrade:
 
 
 @contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction for every migration of a run, committed at the end:
+    a migration that fails, or a ``migrate`` killed partway, leaves the schema as it was.
+
+    On SQLite the driver commits each DDL statement on its own (it begins a transaction
+    only before an INSERT, UPDATE or DELETE), so a migration cut short left its first
+    tables or columns behind the old revision, and every later ``migrate`` failed on them
+    ("table already exists"). There the transaction is an explicit ``BEGIN IMMEDIATE``:
+    it also holds the write lock from the start, so a second ``migrate`` waits for the
+    first (up to the busy timeout) and then finds the schema current."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            yield connection
+        return
+    # AUTOCOMMIT: the driver begins nothing itself; the pool restores its mode afterwards.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+
+
+@contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     """On PostgreSQL, a session-level advisory lock held on its own connection while
     Alembic works on another: two ``ExecStartPre=digestd migrate`` on a fresh database
     would otherwise both create the tables, and one fail. The second waits, then finds the
-    schema current. (SQLite has no such lock: its database is on one host, where one
-    ``digestd migrate`` runs before the daemon starts.)"""
+    schema current. (On SQLite the migrations' own transaction is the lock: see
+    :func:`migration_transaction`.)"""
     if engine.dialect.name != "postgresql":
         yield
         return

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from digestd.config import load_settings
-from digestd.db import make_engine
+from digestd.db import make_engine, migration_transaction
 from digestd.models import Base
 
 config = context.config
@@ -34,14 +34,18 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = _engine()
-    with engine.connect() as connection:
-        context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+    handed: Connection | None = config.attributes.get("connection")  # digestd.db.migrate's
+    if handed is not None:
+        _run(handed)  # in the caller's transaction, which it commits
+        return
+    with migration_transaction(_engine()) as connection:
+        _run(connection)
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from digestd.content.categories import CATEGORIES
-from digestd.db import alembic_config, make_engine, migrate
+from digestd.db import SCHEMA_HEAD, alembic_config, make_engine, migrate, schema_revision
 from digestd.models import Base, Category
 
 
@@ -210,13 +212,10 @@ def _why_and_summary(engine: Engine) -> dict[str, tuple[str, str]]:
         return {row.id: (row.why_it_matters, row.summary) for row in rows}
 
 
-def test_0021_moves_a_feed_items_description_to_its_summary_and_back(database_url: str) -> None:
-    """Polls before 0021 stored a feed item's description as why_it_matters, which the
-    digest labels "Why it matters:"; an article sent through the API keeps its own."""
-    engine = make_engine(database_url)
-    command.downgrade(alembic_config(engine), "0020")
+def _add_articles(engine: Engine, ids: tuple[str, ...]) -> None:
+    """Articles as 0020 stores them, each with a why_it_matters of its own."""
     with engine.begin() as connection:
-        for article_id in ("feed-0123456789abcdef0123456789abcdef", "api-1", "FEED-api"):
+        for article_id in ids:
             connection.execute(
                 text(
                     "INSERT INTO articles (id, url, title, source, published_at, kind, "
@@ -227,8 +226,16 @@ def test_0021_moves_a_feed_items_description_to_its_summary_and_back(database_ur
                 ),
                 {"id": article_id, "why": f"Said of {article_id}."},
             )
-    migrate(engine)
+
+
+def test_0021_moves_a_feed_items_description_to_its_summary_and_back(database_url: str) -> None:
+    """Polls before 0021 stored a feed item's description as why_it_matters, which the
+    digest labels "Why it matters:"; an article sent through the API keeps its own."""
+    engine = make_engine(database_url)
+    command.downgrade(alembic_config(engine), "0020")
     feed = "feed-0123456789abcdef0123456789abcdef"
+    _add_articles(engine, (feed, "api-1", "FEED-api"))
+    migrate(engine)
     assert _why_and_summary(engine) == {
         feed: ("", f"Said of {feed}."),
         "api-1": ("Said of api-1.", ""),
@@ -267,5 +274,44 @@ def test_downgrades_dropping_a_readers_column_keep_their_categories_and_queue(
     assert _readers_rows(engine) == (2, 3)
     migrate(engine)
     assert _readers_rows(engine) == (2, 3)
-    assert compare_metadata(MigrationContext.configure(engine.connect()), Base.metadata) == []
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
+
+
+_REFUSE_UPDATES = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE UPDATE ON articles BEGIN SELECT RAISE(ABORT, 'full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'full'; END $$",
+        "CREATE TRIGGER refuse BEFORE UPDATE ON articles FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+
+
+def test_a_migration_that_fails_partway_leaves_the_schema_as_it_was(database_url: str) -> None:
+    """0021 adds a column, then moves text into it. On SQLite the driver committed the new
+    column on its own: when the move failed (a full disk, a killed ``migrate``), the
+    database stayed at 0020 with 0021's column, and every later migrate failed on it."""
+    engine = make_engine(database_url)
+    command.downgrade(alembic_config(engine), "0020")
+    feed = "feed-0123456789abcdef0123456789abcdef"
+    _add_articles(engine, (feed,))
+    with engine.begin() as connection:
+        for statement in _REFUSE_UPDATES[engine.dialect.name]:
+            connection.exec_driver_sql(statement)
+    with pytest.raises(DBAPIError, match="full"):
+        migrate(engine)
+    assert schema_revision(engine) == "0020"
+    assert "summary" not in {c["name"] for c in inspect(engine).get_columns("articles")}
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "DROP TRIGGER refuse ON articles"
+            if engine.dialect.name == "postgresql"
+            else "DROP TRIGGER refuse"
+        )
+    assert migrate(engine).after == SCHEMA_HEAD
+    assert _why_and_summary(engine) == {feed: ("", f"Said of {feed}.")}
     engine.dispose()
