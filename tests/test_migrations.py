@@ -315,3 +315,44 @@ def test_a_migration_that_fails_partway_leaves_the_schema_as_it_was(database_url
     assert migrate(engine).after == SCHEMA_HEAD
     assert _why_and_summary(engine) == {feed: ("", f"Said of {feed}.")}
     engine.dispose()
+
+
+# The first migration a previous release keeps working on (0007 dropped a column of readers).
+ROLLING_SINCE = 8
+
+
+def _columns(engine: Engine) -> dict[tuple[str, str], tuple[str, bool, bool]]:
+    """Each table's columns: (table, column) -> (type, nullable, has a server default)."""
+    inspector = inspect(engine)
+    return {
+        (table, column["name"]): (str(column["type"]), column["nullable"], bool(column["default"]))
+        for table in inspector.get_table_names()
+        for column in inspector.get_columns(table)
+    }
+
+
+def test_each_migration_keeps_what_the_release_before_it_reads_and_writes(
+    database_url: str,
+) -> None:
+    """Machines are upgraded one at a time (README, Upgrading): the ones still on the
+    previous release keep sending on the new schema. So a migration keeps every column as
+    it was, and a column it adds to a table the previous release writes takes a value
+    without being named (nullable, or a server default)."""
+    engine = make_engine(database_url)
+    config = alembic_config(engine)
+    command.downgrade(config, f"{ROLLING_SINCE - 1:04d}")
+    before = _columns(engine)
+    broken: list[str] = []
+    for number in range(ROLLING_SINCE, int(SCHEMA_HEAD) + 1):
+        command.upgrade(config, f"{number:04d}")
+        after = _columns(engine)
+        tables = {table for table, _ in before}
+        broken += [f"{number:04d} changed {key}" for key in before if after.get(key) != before[key]]
+        broken += [
+            f"{number:04d} added {key}, required"
+            for key, (_, nullable, default) in after.items()
+            if key not in before and key[0] in tables and not (nullable or default)
+        ]
+        before = after
+    engine.dispose()
+    assert broken == []
