@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from digestd.models import Article
 from digestd.service import Service
 from digestd.tokens import Purpose
 from digestd.web.app import create_app
-from digestd.web.view import signup_path
+from digestd.web.view import HEADING_STYLE, signup_path
 from tests.conftest import ADMIN_TOKEN, WebRig
 from tests.helpers import SAMPLE_ARTICLE, article, parse, parts
 from tests.web_helpers import SIGNUP, csrf_of, links_in, signup_form, text_of
@@ -89,9 +90,15 @@ def test_view_in_browser_is_the_email_that_was_sent_after_the_articles_changed(
     digest, links = _edition_with_a_view_link(web)
     edited = dict(SAMPLE_ARTICLE, published_at="2026-11-29T20:00:00Z", title="Edited later")
     assert web.client.post("/api/articles", json=[edited], headers=ADMIN).status_code == 200
-    page = web.client.get(links["view"]).text
-    assert "Edited later" not in page
-    assert "Meta's Internal Memo Signals AI Comeback" in text_of(page)
+    shown = web.client.get(links["view"]).text
+    assert "Edited later" not in shown
+    assert "Meta's Internal Memo Signals AI Comeback" in text_of(shown)
+    # A web page: the email in a main landmark led by its subject as an h1.
+    subject = re.escape(html.escape(str(parse(digest)["Subject"])))
+    heading = re.search(rf'<body[^>]*><main><h1 class="page-heading" [^>]*>{subject}</h1>', shown)
+    assert heading is not None and shown.count("</main>") == 1
+    page = shown.replace(heading[0], heading[0].split("<main>")[0]).replace("</main>", "")
+    page = page.replace(HEADING_STYLE + "\n", "")
     # Byte for byte the HTML part that was sent, but for the stretches that are the
     # reader's own: why they get it and their mute links taken out, the footer's links
     # replaced by a note, and the tracked article links back to the articles' own.

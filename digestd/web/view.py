@@ -3,7 +3,8 @@
 The page is the stored template of the email that was sent (not re-rendered from today's
 article rows), with the reader's own links taken out: such links get forwarded and
 shared, and the page must not hand anyone the reader's address or their unsubscribe,
-preferences or erasure controls.
+preferences or erasure controls. Read in a browser it is a web page, so it is led by its
+subject as an h1 inside a main landmark, as the archive's copies are.
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def subject_of(page: str) -> str:
     return html.unescape(found[1]).strip() if found else ""
 
 
-def as_web_page(page: str, title: str, heading: str, *, head: str = "", nav: str = "") -> str:
-    """An email's HTML as a page of its own: ``title`` for the tab, ``head`` and ``nav``
-    added, and the email inside a <main> led by an h1 (its own headings start at h2, and a
-    screen reader jumps to the main landmark). The email's markup stays byte for byte.
-    Not for /view: its page is the sent email itself, asserted byte for byte."""
+def as_web_page(
+    page: str, title: str | None, heading: str, *, head: str = "", nav: str = ""
+) -> str:
+    """An email's HTML as a page of its own: ``title`` for the tab (None: the subject),
+    ``head`` and ``nav`` added, and the email inside a <main> led by an h1 (its own headings
+    start at h2, and a screen reader jumps to the main landmark). The email's markup stays
+    byte for byte."""
     heading_html = HEADING.format(html.escape(heading))
-    page = _TITLE.sub(lambda _: f"<title>{html.escape(title)}</title>", page, count=1)
+    if title is not None:
+        page = _TITLE.sub(lambda _: f"<title>{html.escape(title)}</title>", page, count=1)
     page = _HEAD_END.sub(lambda m: head + HEADING_STYLE + "\n" + m[0], page, count=1)
     page = _BODY_START.sub(lambda m: m[0] + nav + "<main>" + heading_html, page, count=1)
     return _BODY_END.sub(lambda m: "</main>" + m[0], page, count=1)
@@ -125,7 +129,8 @@ def _page(w: Web, public_id: str, delivery_id: int) -> str | None:
     if template is None:
         return None
     categories = Layout.from_json(layout).categories
-    return template.html({}, personal=public_footer(w, categories, kind))
+    page = template.html({}, personal=public_footer(w, categories, kind))
+    return as_web_page(page, None, subject_of(page))
 
 
 async def view(request: Request) -> Response:
