@@ -7,9 +7,7 @@ frozen clock, after the daemon's tick has sent real dailies and published the ar
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +25,7 @@ from digestd.service import Service
 from digestd.tokens import Purpose
 from tests.admin_seed import TOKEN, reader
 from tests.axe import Violation, at_least, audit
-from tests.browser import chromium
+from tests.browser import chromium, ticks
 from tests.conftest import SmtpSink, WebRig
 from tests.email_samples import sample_context, typical_context
 from tests.helpers import article, parse, parts
@@ -101,22 +99,6 @@ def _seed(session: Session, service: Service) -> dict[str, str]:
     return links
 
 
-def _tick(env: dict[str, str], now: datetime) -> None:
-    """The daemon's tick, by a service of its own, in a thread of its own (Playwright's
-    sync API holds an event loop in this one)."""
-    service = Service.build(load_settings(env))
-
-    async def run() -> None:
-        try:
-            await service.tick(now)
-        finally:
-            await service.close()
-
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, run()).result()
-    service.engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with chromium() as started:
@@ -128,7 +110,7 @@ def site(web_env: dict[str, str], smtp_server: SmtpSink, browser: Browser) -> It
     service = Service.build(load_settings(web_env))
     with service.sessions.begin() as session:
         links = _seed(session, service)
-    _tick(web_env, SENT)
+    ticks(web_env, SENT)
     daily = next(m for m in smtp_server.messages if m.recipients == ["ann@example.com"])
     links.update({k: v for k, v in links_in(daily.data).items() if k in ("view", "mute")})
     with LiveServer(service, clock=lambda: NOW) as server:

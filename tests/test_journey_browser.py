@@ -11,9 +11,7 @@ land in test-artifacts/journey/.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +24,7 @@ from sqlalchemy import select
 from digestd.config import load_settings
 from digestd.models import Delivery, Edition, SubscriberStatus
 from digestd.service import Service
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS, chromium, ticks
 from tests.conftest import AppRig, SmtpSink
 from tests.helpers import article, parse, parts
 from tests.live_server import LiveServer
@@ -71,20 +69,7 @@ class Journey:
         self.page.goto(f"{self.base}{path}")
 
     def ticks(self, *instants: datetime) -> None:
-        """The daemon's tick at each instant, by a service of its own (as `run` has)."""
-        service = Service.build(load_settings(self.env))
-
-        async def run() -> None:
-            try:
-                for now in instants:
-                    await service.tick(now)
-            finally:
-                await service.close()
-
-        # In a thread of its own: Playwright's sync API holds an event loop in this one.
-        with ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, run()).result()
-        service.engine.dispose()
+        ticks(self.env, *instants)
 
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
