@@ -226,6 +226,7 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
     """``smtp://user:pass@host:587?starttls=true`` or ``smtps://host:465``; options after
     ``?`` are listed in :data:`SMTP_OPTIONS` (README: ``DIGESTD_SMTP_URL``)."""
     shown = without_password(raw)  # messages reach stderr and the journal
+    _check_userinfo(variable, raw.strip())
     try:
         parts = urlsplit(raw.strip())
     except ValueError as exc:  # an unclosed IPv6 bracket, for one
@@ -263,6 +264,35 @@ def parse_smtp_url(raw: str, variable: str = PREFIX + "SMTP_URL") -> SmtpSetting
     )
     _check_smtp_tls(variable, settings)
     return settings
+
+
+def _check_userinfo(variable: str, raw: str) -> None:
+    """Refuse credentials the URL cannot carry as written. A relay's generated password
+    often holds ``/`` or ``+`` (Amazon SES's are base64): unencoded, ``/``, ``?`` or ``#``
+    ends the URL's host part early, and the parse would blame a port the operator can see
+    is right. A user without a password (or the reverse) would send no AUTH at all, and
+    the relay would refuse every message as unauthenticated, retried until it fails."""
+    _, sep, rest = raw.partition("//")
+    userinfo, at, _ = rest.rpartition("@")
+    if not (sep and at):
+        return
+    options = (f"?{name}=" for name in SMTP_OPTIONS)
+    if any(char in userinfo for char in "/?#"):
+        if any(option in userinfo for option in options):
+            return  # the '@' is in an option's value (a cafile path), not after a user
+        raise ConfigError(
+            variable,
+            "the user or password holds '/', '?' or '#': write them percent-encoded "
+            "(%2F, %3F, %23; '@' as %40, '%' as %25)",
+        )
+    user, _, password = userinfo.partition(":")
+    if not user or not password:
+        missing = "password" if user else "user name"
+        raise ConfigError(
+            variable,
+            f"no {missing} before the '@': write smtp://USER:PASSWORD@host, or neither "
+            "for a relay that needs no AUTH",
+        )
 
 
 def without_password(url: str) -> str:

@@ -115,6 +115,29 @@ def test_a_password_with_starttls_false_is_refused_unless_insecure_auth() -> Non
     assert parse_smtp_url("smtp://user:pw@relay.example.com")  # STARTTLS or no AUTH: decided live
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        # An SES-style generated password (base64: '/' and '+'), written as it was given
+        ("smtp://AKIAEXAMPLE:BHx/ab+cdEF@email-smtp.eu-west-1.amazonaws.com:587", "percent-enc"),
+        ("smtp://user:pa#ss@relay.example.com:587", "percent-enc"),
+        ("smtp://user:pa?ss@relay.example.com:587", "percent-enc"),
+        ("smtp://apikey@relay.example.com:587", "no password"),
+        ("smtp://user:@relay.example.com:587", "no password"),
+        ("smtp://:secret@relay.example.com:587", "no user name"),
+    ],
+)
+def test_smtp_credentials_the_url_cannot_carry_are_named(url: str, problem: str) -> None:
+    """Not 'the port must be a number' for a URL whose port reads 587, nor a session that
+    silently sends no AUTH (the relay then refuses every message, retried until failed)."""
+    with pytest.raises(ConfigError, match=problem) as caught:
+        parse_smtp_url(url)
+    assert caught.value.variable == "DIGESTD_SMTP_URL"
+    assert "port" not in str(caught.value)
+    encoded = parse_smtp_url("smtp://AKIAEXAMPLE:BHx%2Fab+cdEF@relay.example.com:587")
+    assert (encoded.username, encoded.password) == ("AKIAEXAMPLE", "BHx/ab+cdEF")
+
+
 def test_the_lease_must_outlast_a_message_started_at_the_last_moment(tmp_path: Path) -> None:
     """A batch starts messages until 80 % of its lease; the last fifth holds the slowest
     message: 4 command timeouts (open, MAIL, RCPT, DATA) and the data timeout."""
