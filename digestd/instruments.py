@@ -55,7 +55,8 @@ class Metrics:
         self.messages = Counter(
             "digestd_messages",
             "Messages handled by this process, by edition kind and outcome "
-            "(bounced: refused with 5xx; failed: gave up after retries)",
+            "(bounced: the address or mailbox refused it, a hard or soft bounce; failed: "
+            "any other end without delivery, a policy refusal or retries run out)",
             ["kind", "outcome"],
             registry=self.registry,
         )

@@ -18,11 +18,12 @@ from sqlalchemy import insert, select
 
 from digestd.content.articles import ingest
 from digestd.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
-from digestd.ops.edition_report import report
+from digestd.ops.edition_report import reason, report
 from digestd.readers.lifecycle import unsubscribe
 from digestd.readers.subscribers import new_subscriber, parse_preferences
 from tests.admin_client import sign_in, submit
 from tests.admin_seed import edition, reader
+from tests.click_helpers import ADMIN
 from tests.conftest import WebRig
 from tests.helpers import article, parse
 from tests.web_helpers import text_of
@@ -94,6 +95,40 @@ def test_the_report_counts_every_outcome_of_the_edition(web: WebRig, sent: int) 
     assert shown == [(3, 3, ("ai",)), (1, 1, ("robotics",)), (0, 4, ("all",))]
     with web.service.sessions() as session:
         assert report(session, sent + 1) is None
+
+
+def test_a_refusal_not_about_the_address_is_no_bounce(web: WebRig) -> None:
+    """A relay's policy refusal (5.7.1) fails the message and keeps the reader: the report
+    lists it apart, and neither it nor the engagement API counts it as bounced (/metrics
+    counts bounced the same way), so the bounce rate an operator watches is the readers'."""
+    _seed(web)
+    web.smtp.reject["gone@example.com"] = REFUSED
+    web.smtp.reject["rob@example.com"] = "554 5.7.1 Message rejected by policy"
+    web.portal.call(web.service.tick, SENT_AT)
+    with web.service.sessions() as session:
+        edition_id = session.scalar(select(Edition.id))
+        assert edition_id is not None
+        found = report(session, edition_id)
+    assert found is not None and found.edition.get("failed") == 2
+    assert found.bounced == {"hard": 1} and found.bounces == 1
+    assert found.other_reports == {"failed-not-address": 1}
+    with time_machine.travel(NOW, tick=False):
+        sign_in(web.client)
+        words = text_of(web.client.get(f"{LIST}/{edition_id}").text)
+        api = web.client.get("/api/engagement/editions", headers=ADMIN).json()
+    assert "Bounced 1 (1 hard) Other reports 1 refused, not about the address" in words
+    (daily,) = api["editions"]
+    assert (daily["failed"], daily["bounced"]) == (2, 1)
+
+
+def test_failed_reasons_group_the_same_refusal_across_domains() -> None:
+    """A relay that quotes each recipient gives one reason, not one per provider."""
+    reasons = {
+        reason("550 5.1.1 <ann@example.com>: user unknown"),
+        reason("550 5.1.1 <bob@mail.example.org>: user unknown"),
+        reason("550 5.1.1 <Carol.X+tag@xn--bcher-kva.example>: user unknown"),
+    }
+    assert reasons == {"550 5.1.1 <…>: user unknown"}
 
 
 def test_the_list_and_the_report_page_show_exact_numbers(web: WebRig, sent: int) -> None:

@@ -1,6 +1,7 @@
 """Editions for the admin pages: the list (newest first, a keyset page at a time, with
 each one's queue rows by status) and one edition's report: planned, sent, failed and
-skipped by reason, bounced (from the ledger), unsubscribed since, and its digests.
+skipped by reason, bounced (from the ledger: hard, soft, complaints; its other reports
+apart), unsubscribed since, and its digests.
 
 Everything is read through one edition's rows (the (edition, status) index, the
 bounces' delivery index): the cost is the edition's size, never the history's.
@@ -27,11 +28,13 @@ from digestd.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digestd.readers.bounce_policy import BOUNCES
 from digestd.readers.ledger import redact
 
 REASONS = 8  # reasons listed for failed and skipped rows; the rest are summed
 DIGESTS = 50  # digests listed, the most read first
 _TIMES = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\dZ")
+_DOMAINS = re.compile(r"…@[^\s<>\"():;,\[\]]+")  # what ledger.redact left of an address
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,24 @@ class EditionReport:
     edition: EditionRow
     failed_by_reason: list[tuple[str, int]]
     skipped_by_reason: list[tuple[str, int]]
-    bounced: dict[str, int]  # ledger kind (hard, soft, complaint, ...) -> rows
+    reported: dict[str, int]  # ledger kind (hard, soft, failed-not-address, ...) -> rows
     unsubscribed_since: int  # readers sent it who unsubscribed after it reached them
     digests: list[DigestRow]
     digest_count: int
 
     @property
+    def bounced(self) -> dict[str, int]:
+        """The bounces and complaints by kind (:data:`BOUNCES`)."""
+        return {kind: n for kind, n in self.reported.items() if kind in BOUNCES}
+
+    @property
     def bounces(self) -> int:
         return sum(self.bounced.values())
+
+    @property
+    def other_reports(self) -> dict[str, int]:
+        """The ledger's rows that are no bounce: refusals not about the address, notices."""
+        return {kind: n for kind, n in self.reported.items() if kind not in BOUNCES}
 
 
 def report(session: Session, edition_id: int) -> EditionReport | None:
@@ -111,8 +124,11 @@ def report(session: Session, edition_id: int) -> EditionReport | None:
 
 
 def reason(text: str | None) -> str:
-    """A row's why, as a group of rows: no mailbox names, no instants of its own."""
-    shown = _TIMES.sub("…", redact(text or "") or "").strip()
+    """A row's why, as a group of rows: no addresses, no instants of its own. The domain
+    goes too: a relay quoting each recipient (``550 5.1.1 <ann@example.com>: user
+    unknown``) would otherwise make one group per domain, and the top reasons a list of
+    providers."""
+    shown = _TIMES.sub("…", _DOMAINS.sub("…", redact(text or "") or "")).strip()
     return shown[:200] or "no reason recorded"
 
 

@@ -32,6 +32,7 @@ from digestd.models import (
     SubscriberStatus,
 )
 from digestd.ops.activity import utc_day
+from digestd.readers.bounce_policy import BOUNCES
 
 TOP_STORIES = 10
 
@@ -86,7 +87,7 @@ class EditionStats:
     period: str
     sent: int = 0
     failed: int = 0
-    bounced: int = 0  # bounce and complaint reports about its emails (the ledger)
+    bounced: int = 0  # its emails' bounces and complaints in the ledger (BOUNCES)
     unsubscribed: int = 0  # readers sent it who unsubscribed after it reached them
     tally: Tally = field(default_factory=Tally)
     stories: list[StoryStats] = field(default_factory=list)  # most clicked first
@@ -138,7 +139,7 @@ def editions(session: Session, ids: list[int]) -> list[EditionStats]:
     for edition_id, n in session.execute(
         select(Delivery.edition_id, func.count())
         .join(BounceEvent, BounceEvent.delivery_id == Delivery.id)
-        .where(Delivery.edition_id.in_(found))
+        .where(Delivery.edition_id.in_(found), BounceEvent.kind.in_(BOUNCES))
         .group_by(Delivery.edition_id)
     ):
         found[edition_id].bounced = int(n)

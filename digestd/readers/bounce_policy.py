@@ -40,6 +40,10 @@ class Stage(enum.StrEnum):
 
 
 SOFT_BOUNCE_LIMIT = 3  # soft bounces in a row, on different days, that suppress an address
+# What reports and counts call a bounce: the reader's address or mailbox refused it, or the
+# reader complained. A refusal that is not about the address and a delay notice are ledger
+# rows too, but no bounce: the reader stays, and so must the bounce rate.
+BOUNCES = (Kind.HARD, Kind.SOFT, Kind.COMPLAINT)
 _REPLY_STAGES = (Stage.RCPT, Stage.DATA, Stage.END, Stage.REPORT)  # "anywhere"
 
 

@@ -56,7 +56,11 @@ EDITION = {
         "period": {"type": "string", "format": "date"},
         **FIGURES,
         "failed": INTEGER,
-        "bounced": INTEGER,
+        "bounced": {
+            **INTEGER,
+            "description": "Its emails' hard and soft bounces and complaints (a refusal that "
+            "is not about the address, or a delay notice, is no bounce)",
+        },
         "unsubscribed": {**INTEGER, "description": "Readers sent it who unsubscribed since"},
         "articles": {"type": "array", "items": {"$ref": "#/components/schemas/StoryStats"}},
     },
