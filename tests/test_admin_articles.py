@@ -147,6 +147,23 @@ def test_a_bad_action_is_a_400_naming_the_field_and_changes_nothing(
     assert stored.pinned_until is None and stored.held is False
 
 
+def test_a_refusal_in_the_console_leads_back_to_it_not_to_the_signup_page(
+    web: WebRig, seeded: None
+) -> None:
+    """A form refused before its page can show it (a hostile value) and a missing admin
+    page answer with the console's way back: the operator is no reader to be signed up."""
+    for answer in (
+        submit(web.client, PAGE, f"{PAGE}/ai-1", action="pin", until="x" * 5000),
+        submit(web.client, PAGE, f"{PAGE}/ai-1", action="explode"),
+        web.client.get("/admin/import/no-such-import"),
+    ):
+        assert answer.status_code in (400, 404), answer.text
+        assert 'href="/admin"' in answer.text and "Back to the admin console" in answer.text
+        assert "Go to the signup page" not in answer.text
+    signup = web.client.get("/confirm/not-a-token")
+    assert signup.status_code == 400 and "Go to the signup page" in signup.text
+
+
 def test_a_forms_token_acts_on_its_own_article_only(web: WebRig, seeded: None) -> None:
     page = web.client.get(PAGE)
     csrf = form_csrf(page.text, f"{PAGE}/ai-1")

@@ -102,6 +102,11 @@ def error_response(request: Request, pages: Pages, error: WebError) -> Response:
         if error.field:
             body["field"] = error.field
         response = JSONResponse(body, status_code=error.status)
+    elif request.url.path == "/admin" or request.url.path.startswith("/admin/"):
+        # An operator's refused form or missing page: back to the console, not to the
+        # readers' signup page.
+        back = {"action_url": "/admin", "action_label": "Back to the admin console"}
+        response = pages.message(error.title, error.message, error.status, **back)
     else:
         response = pages.message(error.title, error.message, error.status)
     if error.retry_after:
