@@ -284,6 +284,27 @@ def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("DIGESTD_BASE_URL", "http://digest.example.com", "is http://"),
+        ("DIGESTD_FROM", "News <news.team@gmail.com>", "gmail.com is a mailbox provider"),
+        ("DIGESTD_FROM", "news@Yahoo.co.uk", "yahoo.co.uk is a mailbox provider"),
+    ],
+)
+def test_what_mailbox_providers_refuse_of_bulk_mail_is_a_finding(
+    env: dict[str, str], smtp_server: SmtpSink, variable: str, value: str, problem: str
+) -> None:
+    """Not 'ready to go live' with an http:// unsubscribe link (RFC 8058 wants HTTPS) or a
+    From at a domain whose SPF, DKIM and DMARC only the provider can publish."""
+    assert findings(load_settings(_live(env, smtp_server))) == []
+    (finding,) = findings(load_settings({**_live(env, smtp_server), variable: value}))
+    assert finding.variable == variable and problem in finding.problem
+    # A development address is said once, as the placeholder it is.
+    local = findings(load_settings({**_live(env, smtp_server, "DIGESTD_BASE_URL")}))
+    assert [f.variable for f in local] == ["DIGESTD_BASE_URL"]
+
+
 def test_the_spf_advice_follows_the_relay_and_an_inbound_listener_asks_for_an_mx(
     env: dict[str, str],
 ) -> None:

@@ -158,9 +158,55 @@ def unknown_variables(settings: Settings) -> list[Finding]:
 
 
 def findings(settings: Settings) -> list[Finding]:
-    """What ``digestd check`` reports: no relay that delivers, the placeholders, and
-    variables that are no setting."""
-    return [*_delivery(settings), *unaligned_dkim(settings), *unknown_variables(settings)]
+    """What ``digestd check`` reports: no relay that delivers, the placeholders, what
+    mailbox providers refuse of bulk mail, and variables that are no setting."""
+    return [
+        *_delivery(settings),
+        *_bulk_rules(settings),
+        *unaligned_dkim(settings),
+        *unknown_variables(settings),
+    ]
+
+
+# Mailbox providers' own domains: only the provider publishes their SPF, DKIM and DMARC.
+MAILBOX_PROVIDERS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "ymail.com", "rocketmail.com",
+        "outlook.com", "hotmail.com", "live.com", "msn.com", "aol.com", "icloud.com",
+        "me.com", "mac.com", "gmx.com", "gmx.net", "gmx.de", "web.de", "mail.com",
+        "proton.me", "protonmail.com", "zoho.com", "yandex.ru", "yandex.com", "mail.ru",
+    }
+)  # fmt: skip
+
+
+def _bulk_rules(settings: Settings) -> list[Finding]:
+    """Settings that pass every placeholder check yet break what Gmail's and Yahoo's rules
+    for bulk senders (2024) ask of each digest: a From domain the operator owns (DMARC
+    aligned) and one-click unsubscribe, whose List-Unsubscribe URI RFC 8058 wants HTTPS."""
+    found = []
+    placeholder = any(f.variable == PREFIX + "BASE_URL" for f in placeholders(settings))
+    if urlsplit(settings.base_url).scheme == "http" and not placeholder:  # said once
+        found.append(
+            Finding(
+                PREFIX + "BASE_URL",
+                f"is http:// ({settings.base_url}): one-click unsubscribe needs an https:// "
+                "List-Unsubscribe link (RFC 8058; Gmail and Yahoo require it of bulk mail), "
+                "and every link would carry its token in clear text; serve digestd over "
+                "HTTPS and set the https:// address",
+            )
+        )
+    domain = settings.from_domain.lower().rstrip(".")
+    if domain in MAILBOX_PROVIDERS or domain.split(".")[0] in ("yahoo", "hotmail", "outlook"):
+        found.append(
+            Finding(
+                PREFIX + "FROM",
+                f"{domain} is a mailbox provider's domain: only it can publish that domain's "
+                "SPF, DKIM and DMARC, so digests from it fail DMARC and are refused or "
+                f"junked, and bounces to bounces+…@{domain} never reach digestd; send from "
+                "a domain you own",
+            )
+        )
+    return found
 
 
 def _delivery(settings: Settings) -> list[Finding]:
