@@ -71,3 +71,17 @@ def test_a_signed_in_operator_may_upload_a_large_list(web: WebRig) -> None:
     )
     assert len(rows) > 128 * 1024
     assert answer.status_code == 303, answer.text
+
+
+def test_a_list_over_the_uploads_limit_is_told_where_it_can_go(web: WebRig) -> None:
+    """About 150 000 readers make 8 MB: not a bare 413, but the command without a limit."""
+    sign_in(web.client)
+    page = web.client.get("/admin/import")
+    answer = web.client.post(
+        "/admin/import",
+        data={"csrf": form_csrf(page.text, "/admin/import")},
+        files={"file": ("list.csv", b"email,categories,frequency,timezone\n" + 9 * MEGABYTE)},
+    )
+    assert answer.status_code == 413
+    assert "larger than 8192 KB" in answer.text
+    assert "digestd subscribers import" in answer.text and 'href="/admin/import"' in answer.text

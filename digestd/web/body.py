@@ -23,6 +23,13 @@ from digestd.web.errors import WebError
 from digestd.web.params import given_twice
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# A list of some 150 000 readers or more passes the upload's limit: the page says where such
+# a file goes instead of leaving the operator at a bare 413.
+_IMPORT_ADVICE = (
+    "<p>A larger CSV: import it on the server with <code>digestd subscribers import "
+    "FILE.csv</code> (no size limit, the same report in the import history), or split it "
+    'into smaller files.</p><p><a href="/admin/import">Back to the import page</a></p>'
+)
 
 
 class BodyLimit:
@@ -74,8 +81,10 @@ class BodyLimit:
         if b"json" in headers.get(b"content-type", b"") or scope["path"].startswith("/api/"):
             response = JSONResponse({"error": message}, status_code=413)
         else:
+            more = _IMPORT_ADVICE if scope["path"] == "/admin/import" else ""
             response = HTMLResponse(
-                f"<!doctype html><title>Too much data</title><p>{message}</p>", status_code=413
+                f"<!doctype html><title>Too much data</title><p>{message}</p>{more}",
+                status_code=413,
             )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
