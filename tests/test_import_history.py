@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import time_machine
@@ -136,3 +137,41 @@ def test_a_file_the_command_line_refuses_whole_is_in_the_history_as_refused(
         (kept,) = history.recent(session)
     assert kept.problem is not None and kept.problem.startswith("the CSV header must be")
     assert (kept.file_name, kept.added, kept.rejected, kept.errors) == ("wrong.csv", 0, 0, [])
+
+
+def test_an_import_stopped_part_way_is_in_the_history_as_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    tmp_path: Path,
+    sessions: sessionmaker[Session],
+) -> None:
+    """SIGTERM (a container stop, ``timeout``) or Ctrl-C after the first chunk: what was
+    committed stays, and the import page says it stopped before the end (it said nothing:
+    a thousand readers came in with no trace in the history)."""
+    import os
+    import signal
+
+    from digestd.readers import importing
+
+    real = importing.import_csv
+
+    def stopped_after_one_chunk(*args: Any, **kwargs: Any) -> ImportReport:
+        commit = kwargs.pop("commit")
+
+        def commit_then_stop() -> None:
+            commit()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return real(*args, commit=commit_then_stop, **kwargs)
+
+    monkeypatch.setattr(importing, "import_csv", stopped_after_one_chunk)
+    path = tmp_path / "long.csv"
+    rows = "".join(f"reader{n}@example.com,ai,daily,UTC\n" for n in range(2500))
+    path.write_text("email,categories,frequency,timezone\n" + rows)
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_cli(monkeypatch, env, "subscribers", "import", str(path)) == 130
+    assert signal.getsignal(signal.SIGTERM) == before
+    with sessions() as session:
+        (kept,) = history.recent(session)
+    assert kept.problem is not None and kept.problem.startswith("interrupted; ")
+    assert history.PARTLY in kept.problem and kept.lines >= 1000

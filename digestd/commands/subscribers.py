@@ -6,8 +6,11 @@ import argparse
 import csv
 import io
 import os
+import signal
 import stat
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def import_(settings: Settings, args: argparse.Namespace) -> int:
-    from digestd.readers.import_history import Channel, Finished, new_id
+    from digestd.readers.import_history import PARTLY, Channel, Finished, new_id
     from digestd.readers.importing import ImportContext, import_csv
 
     stream, name = _csv_input(args.file)
@@ -50,6 +53,7 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
 
     with (
         stream,
+        _stopped_by_sigterm(),
         database(settings) as sessions,
         progress(f"Importing {name}", total) as advance,
         sessions() as session,
@@ -69,6 +73,15 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
         except csv.Error as exc:
             _remember(session, finished(None, f"not valid CSV: {exc}"))
             raise InputError(f"{args.file} is not valid CSV: {exc}") from exc
+        except (KeyboardInterrupt, SQLAlchemyError) as exc:
+            # Its first chunks are committed: the history must show it, stopped part-way.
+            why = (
+                "interrupted"
+                if isinstance(exc, KeyboardInterrupt)
+                else f"the database refused the import ({type(exc).__name__})"
+            )
+            _remember(session, finished(None, f"{why}; {PARTLY}"))
+            raise
         session.commit()
         _remember(session, finished(report))
     for error in report.errors:
@@ -79,6 +92,21 @@ def import_(settings: Settings, args: argparse.Namespace) -> int:
         + f"{len(report.errors)} rejected"
     )
     return 1 if report.errors else 0
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (systemd, ``timeout``, a container stop) ends an import as Ctrl-C does: the
+    chunks committed stay, and the history says it stopped part-way."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _remember(session: Session, done: Finished) -> None:

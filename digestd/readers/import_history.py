@@ -33,6 +33,9 @@ _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
 # What digestd's own wording quotes (an example, not the file's): kept.
 _WORDING = frozenset(_QUOTED.findall(SEVERAL_CATEGORIES))
 LEFT_OUT = "…"
+# What an import stopped part-way says (committed a thousand rows at a time, its first
+# chunks stand); the import page tells such an import from a file refused whole by it.
+PARTLY = "rows before it may have been imported: import the file again to finish"
 
 
 class Channel(enum.StrEnum):

@@ -41,8 +41,7 @@ from digestd.web.errors import WebError
 
 log = logging.getLogger("digestd.admin")
 KEPT = 10  # imports this process ran, kept in memory (the history has the finished ones)
-# An import is committed a thousand rows at a time: one cut short imported its first ones.
-_PARTLY = "rows before it may have been imported: import the file again to finish"
+_PARTLY = history.PARTLY
 CHANNELS = {history.Channel.ADMIN: "admin page", history.Channel.CLI: "command line"}
 
 
