@@ -162,7 +162,7 @@ def test_an_import_stopped_part_way_is_in_the_history_as_stopped(
             commit()
             os.kill(os.getpid(), signal.SIGTERM)
 
-        return real(*args, commit=commit_then_stop, **kwargs)
+        return real(*args, **{**kwargs, "commit": commit_then_stop})
 
     monkeypatch.setattr(importing, "import_csv", stopped_after_one_chunk)
     path = tmp_path / "long.csv"
