@@ -294,6 +294,11 @@ def test_send_now_to_everyone_needs_the_box_ticked(web: WebRig) -> None:
         assert refused.status_code == 400
         assert "Every active reader: tick the box" in text_of(refused.text)
         assert _deliveries(web) == []
+        # Every reader here takes the daily only: the recap's answer says so, not six zeros.
+        nobody = _trigger(web, kind="weekly", who="all", everyone="yes")
+        assert nobody.headers["location"] == f"{LIST}?done=triggered-nobody"
+        shown = text_of(web.client.get(nobody.headers["location"]).text)
+        assert "Nothing queued: no active reader takes this edition." in shown
         answer = _trigger(web, kind="daily", who="all", everyone="yes")
         assert "queued=4" in answer.headers["location"], answer.headers["location"]
         assert "empty=1" in answer.headers["location"]

@@ -44,6 +44,8 @@ NOTICES = {
     "edition: {already}. Left for their own send time today: {later}. Nothing new to send: "
     "{empty}. Could not be rendered (recorded as failed): {failed}. Addresses that are not "
     "active readers of this edition: {ineligible}.",
+    # Every count 0 said as zeros left the operator guessing: nobody takes this edition.
+    "triggered-nobody": "Nothing queued: no active reader takes this edition.",
 }
 # The tools' fields by the id of their input ("form-field"), as the forms label them.
 FIELDS = {

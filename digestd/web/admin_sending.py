@@ -145,6 +145,8 @@ async def send_now(request: Request) -> Response:
         # URL, into access logs. Sending the form again is harmless (one per local date).
         notice = NOTICES["triggered"].format(**{k: f"{v:,}" for k, v in counts.items()})
         return await editions_page(request, notice=notice, not_queued=report.not_eligible)
+    if not any(counts.values()):  # "every reader", and no active reader takes it
+        return done("/admin/editions", "triggered-nobody")
     return done("/admin/editions", "triggered", **{k: str(v) for k, v in counts.items()})
 
 
