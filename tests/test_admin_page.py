@@ -179,7 +179,7 @@ def test_the_page_shows_the_queue_and_thirty_days_in_utc(web: WebRig) -> None:
     assert "Last 30 days Oct 31 – Nov 29" in words
     assert f"Sent {totals['sent']:,} in 30 days" in words
     assert f"Unsubscribes {totals['unsubscribes']} in 30 days" in words
-    assert f"Bounces & complaints {totals['bounces']} in 30 days" in words
+    assert f"Suppressed {totals['bounces']} in 30 days" in words
     assert "Last daily 2026-11-29 :" in words  # the date links to the edition's report
     assert page.text.count("<svg") == 6  # and clicks, clickers (test_admin_engagement.py)
     assert "<script" not in page.text  # charts are drawn on the server

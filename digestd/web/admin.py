@@ -180,7 +180,14 @@ def _dashboard(
         Series("sent", "Sent", "emails sent", activity.days, activity.sent),
         Series("skipped", "Skipped", "editions skipped", activity.days, activity.skipped),
         Series("unsub", "Unsubscribes", "unsubscribes", activity.days, activity.unsubscribes),
-        Series("bounce", "Bounces & complaints", "bounces", activity.days, activity.bounces),
+        # Addresses suppressed, not bounces: a soft bounce or a policy refusal suppresses no one.
+        Series(
+            "bounce",
+            "Suppressed",
+            "addresses suppressed (bounced or complained)",
+            activity.days,
+            activity.bounces,
+        ),
         Series("clicks", "Clicks on stories", "clicks", clicks.days, clicks.clicks),
         Series("clickers", "Readers who clicked", "emails clicked", clicks.days, clicks.clickers),
     ]
