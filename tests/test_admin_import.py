@@ -5,6 +5,7 @@ are checked after each import; a refused file imports nothing."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -242,3 +243,25 @@ def test_an_import_the_database_stops_does_not_say_nothing_was_imported(
     assert "The import stopped before the end: the database refused the import" in words
     assert "rows before it may have been imported" in words
     assert "nothing was imported" not in words
+
+
+def test_an_unexpected_error_in_the_import_is_logged_not_printed(
+    web: WebRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the log (its format, its redaction), not as the thread's bare traceback on
+    stderr; the page says the import stopped."""
+    unhandled: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("row of ann@example.com")
+
+    monkeypatch.setattr(admin_import, "import_csv", broken)
+    sign_in(web.client)
+    answer = _upload(web, GOOD_AND_BAD.encode())
+    _finished(web, answer.headers["location"])
+    assert unhandled == []
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("admin import of")]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None
+    words = text_of(web.client.get(answer.headers["location"]).text)
+    assert "The import stopped before the end: stopped by an unexpected error" in words

@@ -155,10 +155,13 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
     except SQLAlchemyError as exc:
         log.error("admin import of %s failed", job.name, exc_info=exc)
         job.problem = f"the database refused the import ({type(exc).__name__}); {_PARTLY}"
+    except Exception as exc:  # the thread's last word
+        # Left to the thread, it went to stderr as a bare traceback: past the log format
+        # (json, logfmt) and past the redaction of addresses and tokens.
+        log.error("admin import of %s failed", job.name, exc_info=exc)
+        job.problem = f"stopped by an unexpected error (see the log); {_PARTLY}"
     finally:
         at = w.clock()
-        if job.report is None and job.problem is None:
-            job.problem = f"stopped by an unexpected error (see the log); {_PARTLY}"
         _remember(w, job, at)
         job.finished_at = at  # after the record: a finished job's page shows that
         report = job.report
