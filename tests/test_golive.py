@@ -284,6 +284,19 @@ def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
     )
 
 
+def test_a_base_url_under_a_path_is_refused_with_a_real_relay(
+    env: dict[str, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """Emailed links would carry /digest, but the pages post and link from the host's root:
+    a reader's Unsubscribe button behind a path-stripping proxy posts to the site."""
+    under = {**_live(env, smtp_server), "DIGESTD_BASE_URL": "https://news.example.com/digest/"}
+    (finding,) = findings(load_settings(under))
+    assert str(finding).startswith("DIGESTD_BASE_URL: has a path (/digest): ")
+    line = one_line_error(run_digestd(under, "run", cwd=tmp_path))
+    assert line.startswith("digestd: configuration error: DIGESTD_BASE_URL: has a path")
+    assert refusals(load_settings({**under, "DIGESTD_SMTP_URL": ""})) == []  # the catcher
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "problem"),
     [

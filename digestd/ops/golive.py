@@ -121,11 +121,29 @@ def _fill_in(text: str) -> bool:
 
 
 def refusals(settings: Settings) -> list[Finding]:
-    """What stops ``digestd run``: placeholders, once mail really leaves (a relay is set,
-    and is not a catcher that keeps every message)."""
+    """What stops ``digestd run``: placeholders, and a base URL under a path, once mail
+    really leaves (a relay is set, and is not a catcher that keeps every message)."""
     if settings.smtp is None or settings.smtp.catcher:
         return []
-    return placeholders(settings)
+    return [*placeholders(settings), *under_a_path(settings)]
+
+
+def under_a_path(settings: Settings) -> list[Finding]:
+    """A base URL with a path (``https://news.example.com/digest``): the emailed links
+    carry it, but digestd serves from the root of its host, and its pages post and link
+    there (``/unsubscribe/…``, ``/preferences/…``, ``/admin/…``): behind a proxy that strips
+    the path, a reader's Unsubscribe button would post to the site, not to digestd."""
+    path = urlsplit(settings.base_url).path
+    if path in ("", "/"):
+        return []
+    return [
+        Finding(
+            PREFIX + "BASE_URL",
+            f"has a path ({path}): digestd's pages post and link from the root of its host "
+            "(/unsubscribe/…, /preferences/…), so their buttons would miss it; give digestd "
+            "a host name of its own, such as https://digest.example.com",
+        )
+    ]
 
 
 def unaligned_dkim(settings: Settings) -> list[Finding]:
@@ -162,6 +180,7 @@ def findings(settings: Settings) -> list[Finding]:
     mailbox providers refuse of bulk mail, and variables that are no setting."""
     return [
         *_delivery(settings),
+        *under_a_path(settings),
         *_bulk_rules(settings),
         *unaligned_dkim(settings),
         *unknown_variables(settings),
