@@ -619,3 +619,69 @@ def test_an_address_signed_up_during_the_import_is_left_to_that_signup(
     assert found["raced@example.com"].status == SubscriberStatus.PENDING  # untouched
     assert found["calm@example.com"].category_slugs == ["ai"]
     engine.dispose()
+
+
+def test_two_imports_of_one_list_in_opposite_orders_do_not_deadlock(
+    database_url: str,
+) -> None:
+    """The page and the command line importing the same readers at once, the rows in
+    opposite orders: each locked them in its file's order, and PostgreSQL ended one import
+    with "deadlock detected"; or both read a reader's categories before either wrote, and
+    the second adding the same one ended with a duplicate key. Now the rows are locked, in
+    the order of their ids, before they are read. The race is made certain: a third
+    session holds y's row until both imports wait."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite has one writer at a time")
+    import threading
+    import time as clock
+
+    from sqlalchemy import text
+
+    from digestd.readers.importing import ImportContext, ImportReport, import_csv
+
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    prefs = parse_preferences("ai", "daily", "UTC", "UTC")
+    with sessions.begin() as session:
+        for email in ("x@example.com", "y@example.com"):  # x has the lower id
+            session.add(new_subscriber(email, prefs, SubscriberStatus.ACTIVE))
+    ctx = ImportContext(NOW, "import:race.csv", "UTC", time(7), time(8))
+    header = "email,categories,frequency,timezone\n"
+    reports: dict[str, ImportReport] = {}
+    failures: list[BaseException] = []
+
+    def run(name: str, order: list[str]) -> None:
+        rows = "".join(f"{email},robotics,weekly,UTC\n" for email in order)
+        try:
+            with sessions() as session:
+                reports[name] = import_csv(session, io.StringIO(header + rows), ctx)
+                session.commit()
+        except BaseException as exc:  # a deadlock or a duplicate key, before
+            failures.append(exc)
+
+    def waiting(count: int) -> None:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        for _ in range(500):
+            with engine.connect() as connection:
+                if connection.execute(text(query)).scalar() == count:
+                    return
+            clock.sleep(0.01)
+        raise AssertionError(f"{count} sessions never waited for a lock")
+
+    holder = engine.connect()
+    holding = holder.begin()
+    holder.execute(text("SELECT id FROM subscribers WHERE email = 'y@example.com' FOR UPDATE"))
+    first = threading.Thread(target=run, args=("first", ["y@example.com", "x@example.com"]))
+    first.start()
+    waiting(1)
+    second = threading.Thread(target=run, args=("second", ["x@example.com", "y@example.com"]))
+    second.start()
+    waiting(2)
+    holding.commit()
+    holder.close()
+    first.join(30)
+    second.join(30)
+    assert failures == []
+    assert {name: r.updated for name, r in reports.items()} == {"first": 2, "second": 2}
+    assert {s.category_slugs[0] for s in _subscribers(database_url).values()} == {"robotics"}
+    engine.dispose()

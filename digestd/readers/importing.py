@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from operator import itemgetter
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -278,10 +279,16 @@ class _Writer:
         """The chunk's readers already on the list, with their categories and the editions
         they have: three queries for the chunk, not a few a row."""
         session, s = self.session, Subscriber
+        # Locked now, in the order of their ids, before their categories are read
+        # (PostgreSQL; SQLite has one writer): two imports of one list at once (the page
+        # and the command line) locked the same rows in their files' orders as they
+        # updated them, and PostgreSQL ended one with "deadlock detected"; or both read a
+        # reader's categories first and both added the same one (a duplicate key).
         rows = session.execute(
-            select(
-                s.id, s.email, s.status, s.unsubscribed_at, s.next_daily_at, s.next_weekly_at
-            ).where(among(session, s.email, emails))
+            select(s.id, s.email, s.status, s.unsubscribed_at, s.next_daily_at, s.next_weekly_at)
+            .where(among(session, s.email, emails))
+            .order_by(s.id)
+            .with_for_update()
         ).all()
         ids = [row.id for row in rows]
         categories: dict[int, set[str]] = {i: set() for i in ids}
@@ -362,11 +369,13 @@ class _Writer:
 
     def _write_updates(self) -> None:
         """The chunk's updates: one executemany a shape of row, one for the categories gone
-        and one for those added."""
+        and one for those added, in the order of their keys (the readers' rows are locked
+        already, see :meth:`_known`)."""
         session = self.session
-        update_rows(session, Subscriber.__table__, self._updates)
-        delete_rows(session, SubscriberCategory.__table__, self._dropped)
-        insert_rows(session, SubscriberCategory.__table__, self._added)
+        by_key = itemgetter("subscriber_id", "category")
+        update_rows(session, Subscriber.__table__, sorted(self._updates, key=itemgetter("id")))
+        delete_rows(session, SubscriberCategory.__table__, sorted(self._dropped, key=by_key))
+        insert_rows(session, SubscriberCategory.__table__, sorted(self._added, key=by_key))
         self._updates, self._dropped, self._added = [], [], []
 
     def _insert(self, rows: list[Row]) -> None:
@@ -374,10 +383,13 @@ class _Writer:
         someone else added since the lookup (a signup meanwhile) is left to them."""
         if not rows:
             return
+        # In the unique index's order: two imports adding the same new addresses in
+        # opposite orders would each wait for the other's uncommitted insert.
+        ordered = sorted(rows, key=itemgetter(1))
         created = insert_ignoring_conflicts(
             self.session,
             Subscriber.__table__,
-            [self._values(email, prefs, status) for _, email, prefs, status in rows],
+            [self._values(email, prefs, status) for _, email, prefs, status in ordered],
             ["email"],
             returning=["id", "email"],
         )
