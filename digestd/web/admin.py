@@ -180,14 +180,7 @@ def _dashboard(
         Series("sent", "Sent", "emails sent", activity.days, activity.sent),
         Series("skipped", "Skipped", "editions skipped", activity.days, activity.skipped),
         Series("unsub", "Unsubscribes", "unsubscribes", activity.days, activity.unsubscribes),
-        # Addresses suppressed, not bounces: a soft bounce or a policy refusal suppresses no one.
-        Series(
-            "bounce",
-            "Suppressed",
-            "addresses suppressed (bounced or complained)",
-            activity.days,
-            activity.bounces,
-        ),
+        Series("bounce", "Suppressed", "addresses suppressed", activity.days, activity.bounces),
         Series("clicks", "Clicks on stories", "clicks", clicks.days, clicks.clicks),
         Series("clickers", "Readers who clicked", "emails clicked", clicks.days, clicks.clickers),
     ]
