@@ -284,6 +284,25 @@ def test_a_dkim_domain_not_aligned_with_from_is_a_finding(
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("smtp://u:p@smtp.relay.example:465", "port 465 starts with TLS"),
+        ("smtps://u:p@smtp.relay.example:587", "port 587 starts in plain text"),
+        ("smtps://smtp.relay.example:25", "port 25 starts in plain text"),
+    ],
+)
+def test_a_scheme_that_does_not_speak_the_relays_port_is_a_finding(
+    env: dict[str, str], url: str, problem: str
+) -> None:
+    """Otherwise each message fails at sending with 'timed out opening the session' or
+    '[SSL: WRONG_VERSION_NUMBER]', which names neither the scheme nor the port."""
+    (finding,) = findings(load_settings({**env, "DIGESTD_SMTP_URL": url}))
+    assert finding.variable == "DIGESTD_SMTP_URL" and problem in finding.problem
+    for fine in ("smtps://smtp.relay.example", "smtp://smtp.relay.example:587"):
+        assert findings(load_settings({**env, "DIGESTD_SMTP_URL": fine})) == []
+
+
 def test_a_base_url_under_a_path_is_refused_with_a_real_relay(
     env: dict[str, str], smtp_server: SmtpSink, tmp_path: Path
 ) -> None:

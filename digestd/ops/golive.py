@@ -180,11 +180,31 @@ def findings(settings: Settings) -> list[Finding]:
     mailbox providers refuse of bulk mail, and variables that are no setting."""
     return [
         *_delivery(settings),
+        *_relay_port(settings),
         *under_a_path(settings),
         *_bulk_rules(settings),
         *unaligned_dkim(settings),
         *unknown_variables(settings),
     ]
+
+
+def _relay_port(settings: Settings) -> list[Finding]:
+    """A scheme that does not speak the port's protocol (RFC 8314): 465 starts with TLS,
+    25 and 587 in plain text. Each message then fails only at sending, as 'timed out
+    opening the session' or '[SSL: WRONG_VERSION_NUMBER]', with no word of the scheme."""
+    smtp = settings.smtp
+    if smtp is None or smtp.catcher:
+        return []
+    if not smtp.use_tls and smtp.port == 465:
+        problem = "port 465 starts with TLS (SMTPS): write smtps://, not smtp://"
+    elif smtp.use_tls and smtp.port in (25, 587):
+        problem = (
+            f"port {smtp.port} starts in plain text and upgrades with STARTTLS: write "
+            "smtp://, not smtps://"
+        )
+    else:
+        return []
+    return [Finding(PREFIX + "SMTP_URL", f"{problem}; every message would fail to connect")]
 
 
 # Mailbox providers' own domains: only the provider publishes their SPF, DKIM and DMARC.
