@@ -265,3 +265,11 @@ def test_an_unexpected_error_in_the_import_is_logged_not_printed(
     assert logged.levelname == "ERROR" and logged.exc_info is not None
     words = text_of(web.client.get(answer.headers["location"]).text)
     assert "The import stopped before the end: stopped by an unexpected error" in words
+
+
+def test_a_one_line_import_reads_one_line(web: WebRig) -> None:
+    sign_in(web.client)
+    answer = _upload(web, b"email,categories,frequency,timezone\nsolo@example.com,ai,daily,UTC\n")
+    _finished(web, answer.headers["location"])
+    words = text_of(web.client.get(answer.headers["location"]).text)
+    assert "Done: 1 line read" in words

@@ -164,8 +164,10 @@ def test_categories_separated_by_semicolons_or_bars_are_read_and_a_bad_one_says_
             "email,email,categories,frequency,timezone\na1@example.com,a2@example.com,ai,daily,UTC",
             "the CSV header names email twice",
         ),
+        ("", "the file is empty: its first line must be the header email,categories,"),
+        ("\n\n", "the file is empty: its first line must be the header email,categories,"),
     ],
-    ids=["wrong", "semicolons", "twice"],
+    ids=["wrong", "semicolons", "twice", "empty", "blank-lines"],
 )
 def test_a_file_whose_header_is_not_the_import_columns_is_exit_2_and_imports_nothing(
     monkeypatch: pytest.MonkeyPatch,

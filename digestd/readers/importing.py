@@ -117,7 +117,8 @@ def import_csv(
     row is reported by its line and the rest imported. ``advance`` hears how many physical
     lines were read (a progress bar); ``commit`` is called after each chunk is written."""
     reader = csv.reader(stream)
-    header = _header(next(reader, []))
+    # The first line with anything on it: blank lines before the header are no header.
+    header = _header(next((row for row in reader if any(c.strip() for c in row)), []))
     report = ImportReport()
     writer = _Writer(session, ctx, report)
     seen: set[str] = set()
@@ -197,6 +198,10 @@ def _rows(reader: Any, report: ImportReport) -> Iterator[list[str]]:
 
 
 def _header(cells: list[str]) -> list[str]:
+    if not cells:
+        raise InputError(
+            f"the file is empty: its first line must be the header {','.join(IMPORT_COLUMNS)}"
+        )
     header = [h.strip().lower() for h in cells]
     missing = [c for c in IMPORT_COLUMNS if c not in header]
     if missing:
