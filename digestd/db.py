@@ -9,6 +9,7 @@ the schema (or, on SQLite, create a database file) behind an operator's back.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digestd.errors import SchemaError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 SCHEMA_HEAD = "0024"
 # pg_advisory_lock key for migrations: any constant 64-bit number, the same in every process.
 MIGRATION_LOCK = 0x64_69_67_65_73_74_64  # "digestd"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that ran out
 
 
 # Control characters but tab and newline. PostgreSQL text cannot hold NUL: one in a relay's
@@ -198,7 +200,20 @@ def alembic_config(engine: Engine, connection: Connection | None = None) -> Alem
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> Upgrade:
+@dataclass(frozen=True)
+class LockWait:
+    """How a PostgreSQL migration waits for the tables it alters. An ``ALTER TABLE`` waits
+    for every transaction on its table (an older daemon's export, a query left open), and
+    every query after it waits behind it: readers' pages would stall for as long. So each
+    attempt gives up after ``seconds`` (``lock_timeout``), undoing everything, and the run
+    tries again after ``pause``, letting the queries that queued behind it through."""
+
+    seconds: float = 5.0
+    attempts: int = 6
+    pause: float = 1.0
+
+
+def migrate(engine: Engine, revision: str = "head", wait: LockWait = LockWait()) -> Upgrade:
     """Bring the schema to ``revision``; safe to run on every start, and from several
     processes at once (they take turns; see :func:`_migration_lock` and
     :func:`migration_transaction`)."""
@@ -209,15 +224,33 @@ def migrate(engine: Engine, revision: str = "head") -> Upgrade:
         if revision == "head" and before == SCHEMA_HEAD:
             # What every deploy and ExecStartPre finds: done without Alembic (~0.1 s to load).
             return Upgrade(before, before, 0)
-        from alembic import command
-        from alembic.script import ScriptDirectory
+        for attempt in range(1, wait.attempts + 1):
+            try:
+                return _upgrade(engine, revision, wait.seconds)
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                    raise
+                if attempt == wait.attempts:
+                    raise SchemaError(
+                        f"the migration waited {attempt} times {wait.seconds:g} s for a lock "
+                        "another session holds on a table it changes (a long transaction: "
+                        "an older digestd's export, a query left open; pg_stat_activity "
+                        "shows it); nothing changed: run digestd migrate again"
+                    ) from exc
+                time.sleep(wait.pause)
+    raise AssertionError("unreachable: LockWait.attempts is at least 1")
 
-        with migration_transaction(engine) as connection:
-            # Read again under the lock: on SQLite another migrate may have just finished.
-            before = _revision(connection)
-            config = alembic_config(engine, connection)
-            command.upgrade(config, revision)
-            after = _revision(connection)
+
+def _upgrade(engine: Engine, revision: str, lock_seconds: float) -> Upgrade:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    with migration_transaction(engine, lock_seconds) as connection:
+        # Read again under the lock: on SQLite another migrate may have just finished.
+        before = _revision(connection)
+        config = alembic_config(engine, connection)
+        command.upgrade(config, revision)
+        after = _revision(connection)
     if after is None or before == after:
         return Upgrade(before, after, 0)
     script = ScriptDirectory.from_config(config)
@@ -226,7 +259,9 @@ def migrate(engine: Engine, revision: str = "head") -> Upgrade:
 
 
 @contextmanager
-def migration_transaction(engine: Engine) -> Iterator[Connection]:
+def migration_transaction(
+    engine: Engine, lock_seconds: float = LockWait.seconds
+) -> Iterator[Connection]:
     """A connection in one transaction for every migration of a run, committed at the end:
     a migration that fails, or a ``migrate`` killed partway, leaves the schema as it was.
 
@@ -235,9 +270,13 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
     tables or columns behind the old revision, and every later ``migrate`` failed on them
     ("table already exists"). There the transaction is an explicit ``BEGIN IMMEDIATE``:
     it also holds the write lock from the start, so a second ``migrate`` waits for the
-    first (up to the busy timeout) and then finds the schema current."""
+    first (up to the busy timeout) and then finds the schema current. On PostgreSQL a
+    lock waited for longer than ``lock_seconds`` ends it (see :class:`LockWait`)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                milliseconds = max(1, round(lock_seconds * 1000))
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
             yield connection
         return
     # AUTOCOMMIT: the driver begins nothing itself; the pool restores its mode afterwards.

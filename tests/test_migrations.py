@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -10,7 +12,15 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from digestd.content.categories import CATEGORIES
-from digestd.db import SCHEMA_HEAD, alembic_config, make_engine, migrate, schema_revision
+from digestd.db import (
+    SCHEMA_HEAD,
+    LockWait,
+    alembic_config,
+    make_engine,
+    migrate,
+    schema_revision,
+)
+from digestd.errors import SchemaError
 from digestd.models import Base, Category
 
 
@@ -356,3 +366,27 @@ def test_each_migration_keeps_what_the_release_before_it_reads_and_writes(
         before = after
     engine.dispose()
     assert broken == []
+
+
+def test_a_migration_waiting_for_a_lock_gives_up_and_changes_nothing(database_url: str) -> None:
+    """0022 alters the bounce ledger. An older daemon's transaction that read it holds the
+    ALTER back, and every query after the ALTER would queue behind it: the migration gives
+    up after its lock timeout, tries again, then says why with nothing changed."""
+    engine = make_engine(database_url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        pytest.skip("PostgreSQL's table locks; a SQLite migrate holds the write lock")
+    command.downgrade(alembic_config(engine), "0021")
+    wait = LockWait(seconds=0.2, attempts=2, pause=0)
+    with engine.connect() as older, ThreadPoolExecutor(1) as thread:
+        older.execute(text("SELECT count(*) FROM bounces"))  # its transaction stays open
+        attempt = thread.submit(migrate, engine, "head", wait)
+        try:
+            error = attempt.exception(timeout=30)
+        finally:
+            older.rollback()  # the old code waited for this, then migrated
+    assert isinstance(error, SchemaError), error
+    assert "waited 2 times 0.2 s for a lock" in str(error)
+    assert schema_revision(engine) == "0021"
+    assert migrate(engine).after == SCHEMA_HEAD
+    engine.dispose()
