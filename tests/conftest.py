@@ -14,6 +14,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -347,20 +348,28 @@ def web_env(env: dict[str, str], smtp_server: SmtpSink) -> dict[str, str]:
     return {**env, "DIGESTD_SMTP_URL": smtp_server.url, "DIGESTD_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
-@pytest.fixture
-def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
+@contextmanager
+def app_client(service: Service) -> Iterator[TestClient]:
+    """The app of ``service`` behind a test client, as a reader's browser at CLIENT_IP."""
     from starlette.testclient import TestClient
 
-    from digestd.service import Service
     from digestd.web.app import create_app
 
-    service = Service.build(load_settings(web_env))
     with TestClient(
         create_app(service),
         base_url="https://digest.example.com",
         follow_redirects=False,
         client=(CLIENT_IP, 50000),
     ) as client:
+        yield client
+
+
+@pytest.fixture
+def web(web_env: dict[str, str], smtp_server: SmtpSink) -> Iterator[WebRig]:
+    from digestd.service import Service
+
+    service = Service.build(load_settings(web_env))
+    with app_client(service) as client:
         rig = WebRig(service, smtp_server, client)
         yield rig
         rig.portal.call(service.transport.close)

@@ -22,10 +22,9 @@ from digestd.models import Subscriber, SubscriberStatus
 from digestd.service import Service
 from digestd.web import admin_import
 from digestd.web.admin_import import ImportJob
-from digestd.web.app import create_app
 from tests.admin_client import form_csrf, sign_in
 from tests.admin_seed import reader
-from tests.conftest import CLIENT_IP, WebRig
+from tests.conftest import WebRig, app_client
 from tests.helpers import run_cli
 from tests.web_helpers import text_of
 
@@ -178,12 +177,7 @@ def test_a_large_file_fits_under_the_upload_limit(web: WebRig) -> None:
 def _restarted(web_env: dict[str, str]) -> Iterator[TestClient]:
     """Another digestd on the same database, as after a restart: nothing in its memory."""
     service = Service.build(load_settings(web_env))
-    with TestClient(
-        create_app(service),
-        base_url="https://digest.example.com",
-        follow_redirects=False,
-        client=(CLIENT_IP, 50000),
-    ) as client:
+    with app_client(service) as client:
         yield client
         assert client.portal is not None
         client.portal.call(service.transport.close)

@@ -35,6 +35,21 @@ def _signup(client: httpx.Client, email: str, forwarded_for: str | None) -> int:
     return client.post("/subscribe", json={**SIGNUP, "email": email}, headers=headers).status_code
 
 
+def _wrong_tokens(client: httpx.Client, page_for: str | None, hops: list[str]) -> list[int]:
+    """The admin sign-in with a wrong token, once from each forwarded address in ``hops``
+    (the sign-in page fetched as ``page_for``): the answers' status codes."""
+    headers = {"X-Forwarded-For": page_for} if page_for else {}
+    csrf = csrf_of(client.get("/admin", headers=headers).text)
+    return [
+        client.post(
+            "/admin/login",
+            data={"csrf": csrf, "token": "wrong"},
+            headers={"X-Forwarded-For": hop},
+        ).status_code
+        for hop in hops
+    ]
+
+
 def _confirm(client: httpx.Client, smtp: SmtpSink, email: str, forwarded_for: str) -> None:
     raw = next(m.data for m in reversed(smtp.messages) if email in m.recipients)
     answer = client.get(links_in(raw)["confirm"], headers={"X-Forwarded-For": forwarded_for})
@@ -58,15 +73,7 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(
         smtp_server.wait_for(3)
         _confirm(client, smtp_server, "r0@example.com", "198.51.100.99")
         # The admin sign-in lockout holds against the same trick.
-        page = client.get("/admin")
-        tries = [
-            client.post(
-                "/admin/login",
-                data={"csrf": csrf_of(page.text), "token": "wrong"},
-                headers={"X-Forwarded-For": f"192.0.2.{n}"},
-            ).status_code
-            for n in range(11)
-        ]
+        tries = _wrong_tokens(client, None, [f"192.0.2.{n}" for n in range(11)])
     assert tries == [401] * 10 + [429]
     assert _consent_ip(web, "r0@example.com") == "127.0.0.1"  # the peer, not the header
     assert web.subscriber("r3@example.com") is None
@@ -169,15 +176,8 @@ def test_behind_a_proxy_an_ipv6_client_rotating_within_its_64_shares_one_allowan
         # A hop the client wrote left of its own address chooses nothing.
         assert _signup(client, "v6-forged@example.com", "2001:db8:9::1, 2001:db8:1:2::d") == 429
         # The admin sign-in lockout counts wrong tokens by the /64 too.
-        page = client.get("/admin", headers={"X-Forwarded-For": "2001:db8:7:7::1"})
-        tries = [
-            client.post(
-                "/admin/login",
-                data={"csrf": csrf_of(page.text), "token": "wrong"},
-                headers={"X-Forwarded-For": f"2001:db8:7:7::{n + 2:x}"},
-            ).status_code
-            for n in range(11)
-        ]
+        hops = [f"2001:db8:7:7::{n + 2:x}" for n in range(11)]
+        tries = _wrong_tokens(client, "2001:db8:7:7::1", hops)
     assert tries == [401] * 10 + [429]
 
 

@@ -41,7 +41,6 @@ from digestd.web.errors import WebError
 
 log = logging.getLogger("digestd.admin")
 KEPT = 10  # imports this process ran, kept in memory (the history has the finished ones)
-_PARTLY = history.PARTLY
 CHANNELS = {history.Channel.ADMIN: "admin page", history.Channel.CLI: "command line"}
 
 
@@ -154,12 +153,12 @@ def _run(w: Web, job: ImportJob, text: str) -> None:
         job.problem = f"not valid CSV: {exc}"
     except SQLAlchemyError as exc:
         log.error("admin import of %s failed", job.name, exc_info=exc)
-        job.problem = f"the database refused the import ({type(exc).__name__}); {_PARTLY}"
+        job.problem = f"the database refused the import ({type(exc).__name__}); {history.PARTLY}"
     except Exception as exc:  # the thread's last word
         # Left to the thread, it went to stderr as a bare traceback: past the log format
         # (json, logfmt) and past the redaction of addresses and tokens.
         log.error("admin import of %s failed", job.name, exc_info=exc)
-        job.problem = f"stopped by an unexpected error (see the log); {_PARTLY}"
+        job.problem = f"stopped by an unexpected error (see the log); {history.PARTLY}"
     finally:
         at = w.clock()
         _remember(w, job, at)
@@ -219,7 +218,7 @@ async def import_status(request: Request) -> Response:
         "job": None,
         "record": record,
         "channels": CHANNELS,
-        "partly": _PARTLY,
+        "partly": history.PARTLY,
         "refresh": 0,
     }
     return page(request, "admin_import_job.html", "subscribers", context)
