@@ -267,3 +267,12 @@ def test_a_one_line_import_reads_one_line(web: WebRig) -> None:
     _finished(web, answer.headers["location"])
     words = text_of(web.client.get(answer.headers["location"]).text)
     assert "Done: 1 line read" in words
+
+
+@pytest.mark.parametrize(
+    "wanted", ["%00nul", "x" * 5000, "%F0%9F%9A%80"], ids=["nul", "long", "emoji"]
+)
+def test_an_import_id_no_import_has_is_a_404_whatever_it_holds(web: WebRig, wanted: str) -> None:
+    sign_in(web.client)
+    assert web.client.get(f"/admin/import/{wanted}").status_code == 404
+    assert web.client.head(f"/admin/import/{wanted}").status_code == 404

@@ -33,6 +33,7 @@ _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
 # What digestd's own wording quotes (an example, not the file's): kept.
 _WORDING = frozenset(_QUOTED.findall(SEVERAL_CATEGORIES))
 LEFT_OUT = "…"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")  # what new_id makes, within the column
 # What an import stopped part-way says (committed a thousand rows at a time, its first
 # chunks stand); the import page tells such an import from a file refused whole by it.
 PARTLY = "rows before it may have been imported: import the file again to finish"
@@ -111,4 +112,8 @@ def recent(session: Session) -> list[SubscriberImport]:
 
 
 def find(session: Session, import_id: str) -> SubscriberImport | None:
-    return session.get(SubscriberImport, import_id[:16])
+    """The import of that id; None for anything no id of :func:`new_id` can be (a NUL in a
+    URL would be a database error on PostgreSQL, not a 404)."""
+    if not _ID.fullmatch(import_id):
+        return None
+    return session.get(SubscriberImport, import_id)
